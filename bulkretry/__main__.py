@@ -1,0 +1,5 @@
+"""``python -m bulkretry`` behaves as ``bulkretry``."""
+
+from ._cli import entry
+
+entry()

@@ -1,0 +1,124 @@
+"""Settings of a batch: one frozen dataclass, built by the CLI or by a library user.
+
+Library code never reads argv or the environment; only :mod:`bulkretry._cli` does, and it builds
+a :class:`Settings` from them. The ``DEFAULT_*`` constants are the documented defaults, chosen to
+be safe against a production sandbox: a few requests per second, few in flight, a long deadline.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+__all__ = [
+    "DEFAULT_BASE_URL",
+    "DEFAULT_BURST",
+    "DEFAULT_CONCURRENCY",
+    "DEFAULT_DEADLINE",
+    "DEFAULT_IMS_URL",
+    "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_OP",
+    "DEFAULT_RATE",
+    "DEFAULT_RUN_ID_PATTERN",
+    "DEFAULT_SANDBOX",
+    "DEFAULT_SCOPES",
+    "DEFAULT_TIMEOUT",
+    "Credentials",
+    "Settings",
+]
+
+DEFAULT_BASE_URL = "https://platform.adobe.io/data/foundation/flowservice"
+DEFAULT_IMS_URL = "https://ims-na1.adobelogin.com/ims/token/v3"
+DEFAULT_SCOPES = "openid,AdobeID,read_organizations,additional_info.projectedProductContext"
+DEFAULT_SANDBOX = "prod"
+DEFAULT_OP = "re-trigger"
+#: Requests per second. Adobe publishes no quota for Flow Service; five a second is far below
+#: what its gateway is known to allow for other Platform APIs, and a 429 slows it further.
+DEFAULT_RATE = 5.0
+#: Requests allowed at once above the steady rate. One means no startup burst at all.
+DEFAULT_BURST = 1
+DEFAULT_CONCURRENCY = 8
+DEFAULT_MAX_ATTEMPTS = 6
+#: Seconds one request may take, connect to last byte.
+DEFAULT_TIMEOUT = 30.0
+#: Seconds one record may spend across all its attempts and waits.
+DEFAULT_DEADLINE = 900.0
+#: First backoff step and ceiling of one backoff wait, in seconds (full jitter below them).
+DEFAULT_BACKOFF_BASE = 1.0
+DEFAULT_BACKOFF_CAP = 60.0
+#: A Retry-After beyond this pauses the whole limiter instead of only the throttled record.
+DEFAULT_PAUSE_AFTER = 5.0
+#: A Retry-After beyond this stops the batch: waiting blindly for hours helps nobody.
+DEFAULT_RETRY_AFTER_CAP = 900.0
+#: Adobe run IDs are UUIDs; upper-case hex is accepted and folded to lower case.
+DEFAULT_RUN_ID_PATTERN = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Credentials:
+    """What identifies the caller to Adobe: a token (or a client to get one) and three headers.
+
+    The ``repr`` never shows a secret, so a Credentials object can be logged.
+    """
+
+    api_key: str
+    org_id: str
+    sandbox: str = DEFAULT_SANDBOX
+    access_token: str | None = field(default=None, repr=False)
+    client_id: str | None = None
+    client_secret: str | None = field(default=None, repr=False)
+    scopes: str = DEFAULT_SCOPES
+    ims_url: str = DEFAULT_IMS_URL
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Settings:
+    """Everything that shapes a batch; see README for each field's meaning and default."""
+
+    base_url: str = DEFAULT_BASE_URL
+    op: str = DEFAULT_OP
+    credentials: Credentials | None = None
+    concurrency: int = DEFAULT_CONCURRENCY
+    rate: float = DEFAULT_RATE
+    burst: int = DEFAULT_BURST
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    timeout: float = DEFAULT_TIMEOUT
+    deadline: float = DEFAULT_DEADLINE
+    backoff_base: float = DEFAULT_BACKOFF_BASE
+    backoff_cap: float = DEFAULT_BACKOFF_CAP
+    pause_after: float = DEFAULT_PAUSE_AFTER
+    retry_after_cap: float = DEFAULT_RETRY_AFTER_CAP
+    on_ambiguous: Literal["retry", "hold"] = "retry"
+    run_id_pattern: str = DEFAULT_RUN_ID_PATTERN
+    dry_run: bool = False
+    ca_bundle: str | None = None
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.concurrency < 1:
+            problems.append("concurrency must be at least 1")
+        if not self.rate > 0:
+            problems.append("rate must be a positive number of requests per second")
+        if self.burst < 1:
+            problems.append("burst must be at least 1")
+        if self.max_attempts < 1:
+            problems.append("max-attempts must be at least 1")
+        if not self.timeout > 0:
+            problems.append("timeout must be positive")
+        if not self.deadline > 0:
+            problems.append("deadline must be positive")
+        if self.backoff_base < 0 or self.backoff_cap < 0:
+            problems.append("backoff must not be negative")
+        if self.on_ambiguous not in ("retry", "hold"):
+            problems.append("on-ambiguous must be 'retry' or 'hold'")
+        if not self.op or any(c in self.op for c in "&#?/ "):
+            problems.append(f"op {self.op!r} is not a plain operation name")
+        try:
+            re.compile(self.run_id_pattern)
+        except re.error as exc:
+            problems.append(f"run-id-pattern is not a regular expression ({exc})")
+        if problems:
+            from ._exceptions import ConfigurationError
+
+            raise ConfigurationError("; ".join(problems))

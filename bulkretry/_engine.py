@@ -1,0 +1,376 @@
+"""The pipeline: read → validate and deduplicate → throttle → send with retry → write.
+
+Stages are joined by a bounded memory stream, so memory stays flat however long the input:
+the feeder blocks when the workers are busy, and the reader thread blocks when the feeder is.
+
+Stopping comes in two strengths. A *soft* stop (a halt, the first SIGINT) sends no new request,
+lets those in flight finish, and accounts for every other record as ``not_attempted``. A *hard*
+stop (the second SIGINT, or the grace period of a soft stop running out) cancels what is in
+flight too: a record whose request was on the wire becomes ``in_doubt``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterable, Awaitable, Callable
+from dataclasses import dataclass
+
+import aiohttp
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from ._auth import TokenProvider, token_provider
+from ._client import Answer, FlowServiceClient, make_session
+from ._config import Settings
+from ._dedup import SeenSet
+from ._exceptions import AuthenticationError, MissingCredentialsError, TransportError
+from ._policy import Action, decide
+from ._result import ErrorInfo, Outcome, RunResult, utc_now_iso
+from ._source import InputRecord
+from ._stats import Stats
+from ._throttle import Throttle
+
+__all__ = ["Emit", "Engine"]
+
+Emit = Callable[[RunResult], Awaitable[None]]
+Wait = Callable[[float], Awaitable[None]]
+#: Seconds a soft stop waits for requests in flight before it cancels them.
+DEFAULT_GRACE = 30.0
+
+
+@dataclass(slots=True)
+class _Flight:
+    """The state of one record between its attempts; read when a stop interrupts it."""
+
+    record: InputRecord
+    attempts: int = 0
+    ambiguous: int = 0
+    on_the_wire: bool = False
+    interruptible: bool = False
+    last_error: ErrorInfo | None = None
+    last_status: int | None = None
+    request_id: str | None = None
+
+
+class _Interrupted(Exception):
+    """A soft stop woke a record that was waiting for a slot or for its backoff."""
+
+
+class Engine:
+    """Run one batch: :meth:`run` takes input records and emits one result for each."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        tokens: TokenProvider | None = None,
+        wait: Wait | None = None,
+        rng: random.Random | None = None,
+        grace: float = DEFAULT_GRACE,
+    ) -> None:
+        self.settings = settings
+        self.stats = Stats()
+        self.halt_reason: str | None = None
+        self._session = session
+        self._tokens = tokens
+        self._wait = wait
+        self._rng = rng or random.Random()
+        self._grace = grace
+        self._stopping = False
+        self._hard = False
+        self._workers: dict[asyncio.Task[None], _Flight | None] = {}
+        self._seen = SeenSet()
+        self._throttle = Throttle(
+            settings.rate, burst=settings.burst, pause_after=settings.pause_after
+        )
+        self._client: FlowServiceClient | None = None
+        self._token = ""
+        self._grace_handle: asyncio.TimerHandle | None = None
+
+    def __repr__(self) -> str:
+        state = "hard-stopping" if self._hard else "stopping" if self._stopping else "running"
+        return f"Engine({state}, {self.stats!r}, {self._throttle!r})"
+
+    @property
+    def throttle(self) -> Throttle:
+        """The shared send-rate limiter (its learned rate is shown in progress and summary)."""
+        return self._throttle
+
+    @property
+    def stopping(self) -> bool:
+        """True once a stop was asked for."""
+        return self._stopping
+
+    def stop(self, reason: str | None = None, *, hard: bool = False) -> None:
+        """Stop sending; ``hard`` also cancels requests in flight. ``reason`` marks a halt."""
+        if reason is not None and self.halt_reason is None:
+            self.halt_reason = reason
+        first = not self._stopping
+        self._stopping = True
+        if hard and not self._hard:
+            self._hard = True
+            # Only workers inside a record are cancelled: one that is emitting a result must
+            # finish, or that record would be lost.
+            for task, flight in self._workers.items():
+                if flight is not None:
+                    task.cancel()
+            return
+        if first:
+            for task, flight in self._workers.items():
+                if flight is not None and flight.interruptible:
+                    task.cancel()
+            loop = asyncio.get_running_loop()
+            self._grace_handle = loop.call_later(self._grace, self._hard_stop)
+
+    def _hard_stop(self) -> None:
+        self.stop(hard=True)
+
+    async def run(self, records: AsyncIterable[list[InputRecord]], emit: Emit) -> Stats:
+        """Process every record from ``records`` (batches of them) and ``emit`` one result each."""
+        settings = self.settings
+        own_session = None
+        try:
+            if not settings.dry_run:
+                own_session = await self._connect()
+            send, receive = anyio.create_memory_object_stream[InputRecord](
+                max_buffer_size=settings.concurrency * 4
+            )
+            async with anyio.create_task_group() as group:
+                for _ in range(settings.concurrency):
+                    group.start_soon(self._worker, receive.clone(), emit)
+                receive.close()
+                async with send:
+                    async for batch in records:
+                        for record in batch:
+                            await self._feed(record, send, emit)
+                        if self._hard:
+                            break
+        finally:
+            if self._grace_handle is not None:
+                self._grace_handle.cancel()
+            if own_session is not None:
+                await own_session.close()
+        return self.stats
+
+    async def _connect(self) -> aiohttp.ClientSession | None:
+        settings = self.settings
+        credentials = settings.credentials
+        if credentials is None:
+            raise MissingCredentialsError(
+                ["BULKRETRY_ACCESS_TOKEN", "BULKRETRY_API_KEY", "BULKRETRY_ORG_ID"]
+            )
+        own = None
+        if self._session is None:
+            own = self._session = make_session(settings)
+        if self._tokens is None:
+            self._tokens = token_provider(credentials, self._session)
+        self._client = FlowServiceClient(
+            self._session,
+            base_url=settings.base_url,
+            op=settings.op,
+            api_key=credentials.api_key,
+            org_id=credentials.org_id,
+            sandbox=credentials.sandbox,
+            timeout=settings.timeout,
+        )
+        # Fetching the first token before reading on surfaces IMS errors before any re-trigger.
+        self._token = await self._tokens.token()
+        return own
+
+    async def _feed(
+        self, record: InputRecord, send: anyio.abc.ObjectSendStream[InputRecord], emit: Emit
+    ) -> None:
+        if record.run_id is None:
+            await self._finish(
+                emit,
+                record,
+                Outcome.INVALID,
+                error=ErrorInfo(kind="invalid_input", message=record.error or "invalid run ID"),
+            )
+        elif not self._seen.add(record.run_id):
+            await self._finish(emit, record, Outcome.DUPLICATE)
+        elif self.settings.dry_run:
+            await self._finish(emit, record, Outcome.WOULD_RETRIGGER)
+        elif self._stopping:
+            await self._finish(emit, record, Outcome.NOT_ATTEMPTED)
+        else:
+            await send.send(record)
+
+    async def _finish(
+        self,
+        emit: Emit,
+        record: InputRecord,
+        outcome: Outcome,
+        *,
+        error: ErrorInfo | None = None,
+        flight: _Flight | None = None,
+        new_run_id: str | None = None,
+        etag: str | None = None,
+    ) -> None:
+        self.stats.outcomes[outcome] += 1
+        await emit(
+            RunResult(
+                run_id=record.run_id if record.run_id is not None else record.text,
+                outcome=outcome,
+                new_run_id=new_run_id,
+                etag=etag,
+                http_status=flight.last_status if flight else None,
+                attempts=flight.attempts if flight else 0,
+                ambiguous_attempts=flight.ambiguous if flight else 0,
+                error=error,
+                request_id=flight.request_id if flight else None,
+                finished_at=utc_now_iso(),
+                source=record.source,
+                line=record.line,
+            )
+        )
+
+    async def _worker(self, receive: MemoryObjectReceiveStream[InputRecord], emit: Emit) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._workers[task] = None
+        try:
+            async with receive:
+                async for record in receive:
+                    flight = _Flight(record)
+                    self._workers[task] = flight
+                    try:
+                        outcome, error, new_id, etag = await self._process(flight)
+                    except _Interrupted:
+                        outcome, error, new_id, etag = self._stopped(flight)
+                    except asyncio.CancelledError:
+                        if not self._hard:
+                            raise
+                        task.uncancel()
+                        outcome, error, new_id, etag = self._stopped(flight)
+                    self._workers[task] = None
+                    await self._finish(
+                        emit,
+                        record,
+                        outcome,
+                        error=error,
+                        flight=flight,
+                        new_run_id=new_id,
+                        etag=etag,
+                    )
+        finally:
+            del self._workers[task]
+
+    def _stopped(self, flight: _Flight) -> tuple[Outcome, ErrorInfo | None, None, None]:
+        """Account for a record that a stop caught before it was done."""
+        if flight.on_the_wire or flight.ambiguous:
+            error = ErrorInfo(
+                kind="interrupted",
+                message=(
+                    "the batch stopped while a request for this run was in flight; "
+                    "it may have been re-triggered"
+                ),
+            )
+            return Outcome.IN_DOUBT, error, None, None
+        return Outcome.NOT_ATTEMPTED, flight.last_error, None, None
+
+    async def _idle(self, flight: _Flight, wait: Callable[[], Awaitable[None]]) -> None:
+        """Await a wait that a soft stop may cut short (a slot, a backoff)."""
+        if self._stopping:
+            raise _Interrupted
+        flight.interruptible = True
+        try:
+            await wait()
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._stopping and not self._hard and task is not None:
+                task.uncancel()
+                raise _Interrupted from None
+            raise
+        finally:
+            flight.interruptible = False
+        if self._stopping:
+            raise _Interrupted
+
+    async def _process(
+        self, flight: _Flight
+    ) -> tuple[Outcome, ErrorInfo | None, str | None, str | None]:
+        settings = self.settings
+        stats = self.stats
+        client = self._client
+        run_id = flight.record.run_id
+        assert client is not None
+        assert run_id is not None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        while True:
+            await self._idle(flight, self._throttle.acquire)
+            flight.attempts += 1
+            stats.attempts += 1
+            if flight.attempts > 1:
+                stats.retries += 1
+            token = self._token
+            flight.on_the_wire = True
+            sent_at = loop.time()
+            try:
+                outcome: Answer | TransportError = await client.retrigger(run_id, token)
+            except TransportError as exc:
+                outcome = exc
+            flight.on_the_wire = False
+            now = loop.time()
+            self._throttle.observe_latency(now - sent_at)
+            decision = decide(
+                outcome,
+                attempt=flight.attempts,
+                ambiguous_before=flight.ambiguous,
+                elapsed=now - started,
+                settings=settings,
+                rng=self._rng,
+                wall_now=time.time(),
+            )
+            if isinstance(outcome, Answer):
+                flight.last_status = outcome.status
+                flight.request_id = outcome.request_id or flight.request_id
+                if outcome.status == 429:
+                    stats.throttled += 1
+                elif outcome.status >= 500:
+                    stats.server_errors += 1
+            else:
+                stats.network_errors += 1
+            if decision.throttled:
+                self._throttle.on_throttled(decision.retry_after, sent_at=sent_at)
+            else:
+                self._throttle.on_success()
+            if decision.ambiguous:
+                flight.ambiguous += 1
+            flight.last_error = decision.error
+            action = decision.action
+            if action is Action.SUCCEED:
+                return Outcome.RETRIGGERED, None, decision.new_run_id, decision.etag
+            if action is Action.FAIL:
+                return Outcome.FAILED, decision.error, None, None
+            if action is Action.IN_DOUBT:
+                return Outcome.IN_DOUBT, decision.error, None, None
+            if action is Action.HALT:
+                if decision.token_expired and await self._renew(token):
+                    continue
+                self.stop(decision.halt_reason)
+                return self._stopped(flight)
+            await self._idle(flight, lambda: self._sleep(decision.delay))
+
+    async def _sleep(self, delay: float) -> None:
+        if self._wait is not None:
+            await self._wait(delay)
+        elif delay > 0:
+            await asyncio.sleep(delay)
+
+    async def _renew(self, stale: str) -> bool:
+        """Get a new token after a 401 401013; False when the token cannot be renewed."""
+        assert self._tokens is not None
+        if self._token != stale:
+            return True
+        try:
+            self._token = await self._tokens.renew(stale)
+        except AuthenticationError as exc:
+            self.stop(str(exc))
+            return False
+        self.stats.token_renewals += 1
+        return True

@@ -1,0 +1,90 @@
+"""The output schema: one :class:`RunResult` per input record, written as one JSON line."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+__all__ = ["ErrorInfo", "Outcome", "RunResult", "utc_now_iso"]
+
+
+class Outcome(StrEnum):
+    """What became of one input record; the ``outcome`` field of a results line."""
+
+    RETRIGGERED = "retriggered"
+    ALREADY_RETRIGGERED = "already_retriggered"
+    FAILED = "failed"
+    INVALID = "invalid"
+    DUPLICATE = "duplicate"
+    WOULD_RETRIGGER = "would_retrigger"
+    IN_DOUBT = "in_doubt"
+    NOT_ATTEMPTED = "not_attempted"
+    SKIPPED = "skipped"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErrorInfo:
+    """Why a record did not succeed: a ``kind`` (``http``, ``network``…) and one sentence."""
+
+    kind: str
+    message: str
+    error_code: str | None = None
+    type: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the JSON form, leaving out fields the API did not send."""
+        out: dict[str, Any] = {"kind": self.kind, "message": self.message}
+        if self.error_code is not None:
+            out["error_code"] = self.error_code
+        if self.type is not None:
+            out["type"] = self.type
+        return out
+
+
+def utc_now_iso() -> str:
+    """Return the current UTC time as ISO-8601 with milliseconds and a ``Z``."""
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunResult:
+    """One results line. Field order is the documented schema's order."""
+
+    run_id: str
+    outcome: Outcome
+    new_run_id: str | None = None
+    etag: str | None = None
+    http_status: int | None = None
+    attempts: int = 0
+    ambiguous_attempts: int = 0
+    error: ErrorInfo | None = None
+    request_id: str | None = None
+    finished_at: str = ""
+    source: str = ""
+    line: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the JSON object of this line."""
+        return {
+            "run_id": self.run_id,
+            "outcome": self.outcome.value,
+            "new_run_id": self.new_run_id,
+            "etag": self.etag,
+            "http_status": self.http_status,
+            "attempts": self.attempts,
+            "ambiguous_attempts": self.ambiguous_attempts,
+            "error": self.error.as_dict() if self.error is not None else None,
+            "request_id": self.request_id,
+            "finished_at": self.finished_at or utc_now_iso(),
+            "source": self.source,
+            "line": self.line,
+        }
+
+    def to_json_line(self) -> bytes:
+        """Return the record as one JSON line, newline included."""
+        return orjson.dumps(self.as_dict(), option=orjson.OPT_APPEND_NEWLINE)

@@ -1,0 +1,190 @@
+"""The ``run`` command: open inputs and output, run the engine, report, choose the exit code."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import stat
+import sys
+from collections.abc import AsyncIterator, Mapping, Sequence
+
+from ._cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_STOPPED, build_settings
+from ._config import Settings
+from ._engine import Engine
+from ._exceptions import InputError
+from ._logging import configure_logging
+from ._progress import Progress, format_summary
+from ._result import Outcome, RunResult
+from ._sink import FLUSH_INTERVAL, OutputClosed, OutputFailed, ResultSink
+from ._source import STDIN, InputRecord, RecordReader, RunIdValidator, check_input_paths
+from ._stats import Stats
+
+__all__ = ["exit_code", "run_command"]
+
+log = logging.getLogger("bulkretry")
+_BAD = (Outcome.FAILED, Outcome.INVALID, Outcome.IN_DOUBT)
+
+
+def exit_code(stats: Stats, *, stopped: bool, signum: int | None) -> int:
+    """Return the documented exit code for a finished batch."""
+    if signum is not None:
+        return 128 + signum
+    if stopped:
+        return EXIT_STOPPED
+    if any(stats.count(o) for o in _BAD):
+        return EXIT_SOME_FAILED
+    return EXIT_OK
+
+
+def open_output(path: str | None, *, append: bool, overwrite: bool, inputs: Sequence[str]) -> int:
+    """Open the results destination and return its descriptor; refuse unsafe targets."""
+    if path is None or path == "-":
+        return sys.stdout.fileno()
+    if append and overwrite:
+        raise InputError("--append and --overwrite cannot be used together")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise InputError(f"cannot use output {path}: {exc.strerror}") from None
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            raise InputError(f"output is a directory: {path}")
+        for name in inputs:
+            if name != STDIN and os.path.exists(name) and os.path.samefile(name, path):
+                raise InputError(f"output {path} is also an input; write the results elsewhere")
+        if stat.S_ISREG(st.st_mode) and st.st_size > 0 and not (append or overwrite):
+            raise InputError(f"output {path} exists and is not empty; use --append or --overwrite")
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+    try:
+        return os.open(path, flags, 0o644)
+    except OSError as exc:
+        raise InputError(f"cannot write output {path}: {exc.strerror}") from None
+
+
+async def read_batches(reader: RecordReader) -> AsyncIterator[list[InputRecord]]:
+    """Yield the reader's records in batches, reading in a thread so a slow pipe never blocks."""
+    loop = asyncio.get_running_loop()
+    while True:
+        batch = await loop.run_in_executor(None, reader.read_batch)
+        if not batch:
+            return
+        yield batch
+
+
+class _Runner:
+    """One run of the command: the engine, its output, its signals and its report."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        reader: RecordReader,
+        fd: int,
+        ns: argparse.Namespace,
+        argv: Sequence[str],
+    ) -> None:
+        self.settings = settings
+        self.reader = reader
+        self.sink = ResultSink(fd)
+        self.engine = Engine(settings)
+        self.ns = ns
+        self.argv = argv
+        self.signum: int | None = None
+        self.output_problem: str | None = None
+
+    async def emit(self, result: RunResult) -> None:
+        if self.output_problem is not None:
+            return
+        if self.ns.verbose and result.outcome in _BAD:
+            log.info(
+                "%s %s: %s",
+                result.run_id,
+                result.outcome.value,
+                result.error.message if result.error else "",
+            )
+        try:
+            self.sink.add(result.to_json_line())
+        except (OutputClosed, OutputFailed) as exc:
+            self._output_broke(exc)
+
+    def _output_broke(self, exc: OutputClosed | OutputFailed) -> None:
+        self.output_problem = str(exc)
+        quiet = isinstance(exc, OutputClosed)
+        self.engine.stop(None if quiet else str(exc), hard=True)
+
+    def on_signal(self, signum: int) -> None:
+        if self.signum is None:
+            self.signum = signum
+            log.warning(
+                "stopping: no new requests; waiting for those in flight (again to stop at once)"
+            )
+            self.engine.stop()
+        else:
+            self.engine.stop(hard=True)
+
+    async def flusher(self) -> None:
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.output_problem is None:
+            try:
+                self.sink.flush()
+            except (OutputClosed, OutputFailed) as exc:
+                self._output_broke(exc)
+
+    async def main(self) -> int:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self.on_signal, signum)
+        show = not self.ns.quiet and sys.stderr.isatty()
+        progress = Progress(self.engine.stats, self.engine.throttle) if show else None
+        flusher = loop.create_task(self.flusher())
+        if progress is not None:
+            progress.start()
+        try:
+            stats = await self.engine.run(read_batches(self.reader), self.emit)
+        finally:
+            flusher.cancel()
+            self._flush()
+            if progress is not None:
+                await progress.stop()
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+        stopped = self.engine.halt_reason is not None or self.output_problem is not None
+        if self.engine.halt_reason is not None:
+            log.error("stopped: %s", self.engine.halt_reason)
+        elif self.output_problem is not None and "closed" not in self.output_problem:
+            log.error("stopped: %s", self.output_problem)
+        if not self.ns.quiet and not (self.output_problem and "closed" in self.output_problem):
+            print(format_summary(stats, self.engine.throttle), file=sys.stderr)
+        return exit_code(stats, stopped=stopped, signum=self.signum)
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is not built for every platform
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[str]) -> int:
+    """Run ``bulkretry run``: check everything that can be checked, then send."""
+    configure_logging(quiet=ns.quiet, verbose=ns.verbose, fmt=ns.log_format)
+    settings = build_settings(ns, env, warn=log.warning)
+    files = list(ns.files) or [STDIN]
+    check_input_paths(files)
+    fd = open_output(ns.output, append=ns.append, overwrite=ns.overwrite, inputs=files)
+    reader = RecordReader(files, RunIdValidator(settings.run_id_pattern))
+    try:
+        with asyncio.Runner(loop_factory=_new_loop) as runner:
+            return runner.run(_Runner(settings, reader, fd, ns, argv).main())
+    finally:
+        if fd != sys.stdout.fileno():
+            os.close(fd)

@@ -1,0 +1,222 @@
+"""Read input lines and turn each into an :class:`InputRecord`: a valid run ID, or why not.
+
+A line is a run ID, or a JSON object whose ``run_id`` (or ``id``) is one, so that listings and
+earlier results files can be piped back in. Blank lines and ``#`` comments are skipped; every
+other line yields exactly one record, so every line is accounted for in the output.
+
+Reading is synchronous and line-bounded (a line longer than :data:`MAX_LINE_BYTES` is skipped
+over in chunks, never held whole); the engine calls :meth:`RecordReader.read_batch` in a
+worker thread so that a slow pipe never blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import IO, Any
+
+import orjson
+
+from ._config import DEFAULT_RUN_ID_PATTERN
+from ._exceptions import InputError
+
+__all__ = ["MAX_LINE_BYTES", "InputRecord", "RecordReader", "RunIdValidator", "check_input_paths"]
+
+#: A line longer than this is invalid without being read whole (results lines are ~400 bytes).
+MAX_LINE_BYTES = 64 * 1024
+#: How much of an invalid line an output record quotes back.
+QUOTE_CHARS = 120
+STDIN = "-"
+
+_UUID_ANY_CASE = re.compile(
+    r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+)
+_BOM = b"\xef\xbb\xbf"
+
+
+@dataclass(slots=True)
+class InputRecord:
+    """One non-blank, non-comment input line: a valid ``run_id``, or an ``error``.
+
+    ``text`` is the (shortened) line as read, quoted back in the output of an invalid record.
+    ``prior`` is the outcome a results line already carries (``retriggered``, ``failed``…).
+    """
+
+    source: str
+    line: int
+    run_id: str | None
+    text: str
+    error: str | None = None
+    prior: str | None = None
+
+
+class RunIdValidator:
+    """Check a run ID against the pattern, folding UUID hex to lower case first."""
+
+    __slots__ = ("_pattern",)
+
+    def __init__(self, pattern: str = DEFAULT_RUN_ID_PATTERN) -> None:
+        self._pattern = re.compile(pattern)
+
+    def __repr__(self) -> str:
+        return f"RunIdValidator(pattern={self._pattern.pattern!r})"
+
+    def normalise(self, candidate: str) -> tuple[str | None, str | None]:
+        """Return ``(run_id, None)`` for a valid ID, or ``(None, reason)``."""
+        # Only UUID-shaped IDs are folded: a custom pattern may describe case-sensitive IDs.
+        if _UUID_ANY_CASE.fullmatch(candidate):
+            candidate = candidate.lower()
+        if self._pattern.fullmatch(candidate) and candidate.isprintable() and candidate.isascii():
+            return candidate, None
+        return (
+            None,
+            "not a valid run ID (expected a UUID such as 4fb0418e-1804-45d6-8d56-dd51f05c0baf)",
+        )
+
+
+def check_input_paths(paths: Sequence[str]) -> None:
+    """Fail with one clear line for an input that is missing, a directory or unreadable."""
+    for path in paths:
+        if path == STDIN:
+            continue
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise InputError(f"input file not found: {path}") from None
+        except OSError as exc:
+            raise InputError(f"cannot read input {path}: {exc.strerror}") from None
+        if stat.S_ISDIR(st.st_mode):
+            raise InputError(f"input is a directory, not a file: {path}")
+        if not os.access(path, os.R_OK):
+            raise InputError(f"cannot read input {path}: permission denied")
+
+
+def _quote(raw: bytes) -> str:
+    text = raw[: QUOTE_CHARS * 4].decode("utf-8", "backslashreplace")
+    return text if len(text) <= QUOTE_CHARS else text[:QUOTE_CHARS] + "…"
+
+
+class RecordReader:
+    """Stream :class:`InputRecord` s out of files and stdin, one source after another."""
+
+    def __init__(
+        self,
+        paths: Sequence[str],
+        validator: RunIdValidator,
+        *,
+        stdin: IO[bytes] | None = None,
+        max_line_bytes: int = MAX_LINE_BYTES,
+    ) -> None:
+        self._paths = list(paths) or [STDIN]
+        self._validator = validator
+        self._stdin = stdin
+        self._max = max_line_bytes
+        self._records = self._iterate()
+        self.lines_read = 0
+
+    def __repr__(self) -> str:
+        return f"RecordReader(paths={self._paths!r}, lines_read={self.lines_read})"
+
+    def read_batch(self, size: int = 512) -> list[InputRecord]:
+        """Return up to ``size`` records; an empty list means the input is exhausted."""
+        batch: list[InputRecord] = []
+        for record in self._records:
+            batch.append(record)
+            if len(batch) >= size:
+                break
+        return batch
+
+    def __iter__(self) -> Iterator[InputRecord]:
+        return self._records
+
+    def _iterate(self) -> Iterator[InputRecord]:
+        for path in self._paths:
+            if path == STDIN:
+                stream = self._stdin if self._stdin is not None else sys.stdin.buffer
+                yield from self._records_of(stream, STDIN)
+            else:
+                try:
+                    fh = open(path, "rb")  # noqa: SIM115 - closed in the finally below
+                except OSError as exc:
+                    raise InputError(f"cannot read input {path}: {exc.strerror}") from None
+                try:
+                    yield from self._records_of(fh, path)
+                finally:
+                    fh.close()
+
+    def _records_of(self, stream: IO[bytes], source: str) -> Iterator[InputRecord]:
+        number = 0
+        limit = self._max
+        while True:
+            raw = stream.readline(limit + 1)
+            if not raw:
+                return
+            number += 1
+            self.lines_read += 1
+            if len(raw) > limit and not raw.endswith(b"\n"):
+                # Skip the rest of an over-long line in bounded chunks.
+                size = len(raw)
+                while not raw.endswith(b"\n"):
+                    raw = stream.readline(limit)
+                    if not raw:
+                        break
+                    size += len(raw)
+                yield InputRecord(
+                    source,
+                    number,
+                    None,
+                    "",
+                    f"line is {size} bytes long; a run ID line is at most {limit} bytes",
+                )
+                continue
+            if number == 1 and raw.startswith(_BOM):
+                raw = raw[3:]
+            record = self._parse(raw, source, number)
+            if record is not None:
+                yield record
+
+    def _parse(self, raw: bytes, source: str, number: int) -> InputRecord | None:
+        stripped = raw.strip()
+        if not stripped or stripped.startswith(b"#"):
+            return None
+        try:
+            text = stripped.decode("utf-8")
+        except UnicodeDecodeError:
+            return InputRecord(source, number, None, _quote(stripped), "line is not valid UTF-8")
+        if text.startswith("{"):
+            return self._parse_json(stripped, text, source, number)
+        run_id, error = self._validator.normalise(text)
+        return InputRecord(source, number, run_id, _quote(stripped) if error else "", error)
+
+    def _parse_json(self, raw: bytes, text: str, source: str, number: int) -> InputRecord:
+        try:
+            obj: Any = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return InputRecord(
+                source, number, None, _quote(raw), "line starts with '{' but is not valid JSON"
+            )
+        if not isinstance(obj, dict):
+            return InputRecord(source, number, None, _quote(raw), "JSON line is not an object")
+        candidate = obj.get("run_id", obj.get("id"))
+        if not isinstance(candidate, str):
+            return InputRecord(
+                source,
+                number,
+                None,
+                _quote(raw),
+                "JSON line has no string 'run_id' or 'id' field",
+            )
+        prior = obj.get("outcome")
+        run_id, error = self._validator.normalise(candidate.strip())
+        return InputRecord(
+            source,
+            number,
+            run_id,
+            _quote(candidate.encode()) if error else "",
+            error,
+            prior if isinstance(prior, str) else None,
+        )

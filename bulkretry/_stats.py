@@ -1,0 +1,47 @@
+"""Counters of a batch, shared by the engine, the progress display and the summary."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from ._result import Outcome
+
+__all__ = ["Stats"]
+
+
+@dataclass(slots=True, kw_only=True)
+class Stats:
+    """What has happened so far in a batch. Read by the progress display; written by the engine."""
+
+    started: float = field(default_factory=time.monotonic)
+    outcomes: Counter[Outcome] = field(default_factory=Counter)
+    attempts: int = 0
+    retries: int = 0
+    throttled: int = 0
+    server_errors: int = 0
+    network_errors: int = 0
+    token_renewals: int = 0
+    total: int | None = None
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{o.value}={n}" for o, n in sorted(self.outcomes.items()))
+        return (
+            f"Stats(done={self.done}, attempts={self.attempts}, retries={self.retries}, "
+            f"throttled={self.throttled}, 5xx={self.server_errors}, {counts})"
+        )
+
+    @property
+    def done(self) -> int:
+        """Records finished, whatever their outcome."""
+        return sum(self.outcomes.values())
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the batch started."""
+        return time.monotonic() - self.started
+
+    def count(self, outcome: Outcome) -> int:
+        """Return how many records ended with ``outcome``."""
+        return self.outcomes.get(outcome, 0)
