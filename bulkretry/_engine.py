@@ -307,7 +307,8 @@ class Engine:
             stats.attempts += 1
             if flight.attempts > 1:
                 stats.retries += 1
-            token = self._token
+            # Cheap while the token is fresh; renews it ahead of expiry on a long batch.
+            token = self._token = await self._tokens_provider().token()
             flight.on_the_wire = True
             sent_at = loop.time()
             try:
@@ -361,6 +362,10 @@ class Engine:
             await self._wait(delay)
         elif delay > 0:
             await asyncio.sleep(delay)
+
+    def _tokens_provider(self) -> TokenProvider:
+        assert self._tokens is not None
+        return self._tokens
 
     async def _renew(self, stale: str) -> bool:
         """Get a new token after a 401 401013; False when the token cannot be renewed."""

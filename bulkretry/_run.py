@@ -25,6 +25,8 @@ from ._stats import Stats
 __all__ = ["exit_code", "run_command"]
 
 log = logging.getLogger("bulkretry")
+#: Results go to the process's standard output, whatever ``sys.stdout`` has been replaced by.
+STDOUT_FD = 1
 _BAD = (Outcome.FAILED, Outcome.INVALID, Outcome.IN_DOUBT)
 
 
@@ -42,7 +44,7 @@ def exit_code(stats: Stats, *, stopped: bool, signum: int | None) -> int:
 def open_output(path: str | None, *, append: bool, overwrite: bool, inputs: Sequence[str]) -> int:
     """Open the results destination and return its descriptor; refuse unsafe targets."""
     if path is None or path == "-":
-        return sys.stdout.fileno()
+        return STDOUT_FD
     if append and overwrite:
         raise InputError("--append and --overwrite cannot be used together")
     try:
@@ -186,5 +188,5 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
         with asyncio.Runner(loop_factory=_new_loop) as runner:
             return runner.run(_Runner(settings, reader, fd, ns, argv).main())
     finally:
-        if fd != sys.stdout.fileno():
+        if fd != STDOUT_FD:
             os.close(fd)

@@ -1,0 +1,177 @@
+"""The command line: options, environment, credentials, output safety and exit codes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bulkretry._cli import RUN_OPTIONS, main
+
+RUN_A = "4fb0418e-1804-45d6-8d56-dd51f05c0baf"
+CREDS = {
+    "BULKRETRY_ACCESS_TOKEN": "tok-very-secret",
+    "BULKRETRY_API_KEY": "key",
+    "BULKRETRY_ORG_ID": "ORG@AdobeOrg",
+}
+
+
+def lines(path: Path) -> list[dict[str, object]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def test_help_shows_every_run_option_with_its_environment_variable_and_default(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """--help names each option's BULKRETRY_ variable and its default."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--help"], env={})
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for option in RUN_OPTIONS:
+        assert option.flags[-1] in text
+        assert f"env {option.env};" in text
+
+
+def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:
+    """--version prints 'bulkretry X.Y.Z'."""
+    from bulkretry import __version__
+
+    with pytest.raises(SystemExit):
+        main(["--version"], env={})
+    assert capsys.readouterr().out.strip() == f"bulkretry {__version__}"
+
+
+def test_missing_credentials_exit_2_naming_each_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without credentials the run stops before reading, naming what is missing."""
+    ids = tmp_path / "ids.txt"
+    ids.write_text(RUN_A + "\n")
+    code = main(["run", str(ids), "-o", str(tmp_path / "out.jsonl")], env={})
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1
+    for name in ("BULKRETRY_ACCESS_TOKEN", "BULKRETRY_API_KEY", "BULKRETRY_ORG_ID"):
+        assert name in err
+    assert not (tmp_path / "out.jsonl").exists() or (tmp_path / "out.jsonl").stat().st_size == 0
+
+
+def test_bad_option_value_exits_2_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    """A non-numeric --rate is a usage error: exit 2, one line, no traceback."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--rate", "fast"], env={})
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "--rate" in err
+    assert "Traceback" not in err
+
+
+def test_bad_environment_value_exits_2_naming_the_variable(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """BULKRETRY_CONCURRENCY=0 is refused with the variable's name."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--dry-run"], env={"BULKRETRY_CONCURRENCY": "0"})
+    assert exit_info.value.code == 2
+    assert "BULKRETRY_CONCURRENCY" in capsys.readouterr().err
+
+
+def test_flag_wins_over_environment(tmp_path: Path) -> None:
+    """--op on the command line overrides BULKRETRY_OP (the env value would be rejected)."""
+    ids = tmp_path / "ids.txt"
+    ids.write_text(RUN_A + "\n")
+    out = tmp_path / "out.jsonl"
+    code = main(
+        ["run", "--dry-run", "--op", "RE_TRIGGER", str(ids), "-o", str(out)],
+        env={"BULKRETRY_OP": "bad op"},
+    )
+    assert code == 0
+
+
+def test_dry_run_reports_would_retrigger_and_exit_0_when_all_valid(tmp_path: Path) -> None:
+    """--dry-run needs no credentials and writes one line per input record."""
+    ids = tmp_path / "ids.txt"
+    ids.write_text(f"\ufeff{RUN_A}\r\n\n# comment\n{RUN_A.upper()}\n")
+    out = tmp_path / "out.jsonl"
+    assert main(["run", "--dry-run", str(ids), "-o", str(out)], env={}) == 0
+    records = lines(out)
+    assert [r["outcome"] for r in records] == ["would_retrigger", "duplicate"]
+    assert [r["line"] for r in records] == [1, 4]
+    assert records[0]["source"] == str(ids)
+
+
+def test_dry_run_with_an_invalid_line_exits_1(tmp_path: Path) -> None:
+    """An invalid line makes the exit code 1, even in a dry run."""
+    ids = tmp_path / "ids.txt"
+    ids.write_text(f"{RUN_A}\nnot-an-id\n")
+    assert main(["run", "--dry-run", str(ids), "-o", str(tmp_path / "o")], env={}) == 1
+
+
+def test_missing_input_file_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A missing input is a usage error found before anything is sent."""
+    code = main(["run", str(tmp_path / "nope.txt")], env=CREDS)
+    assert code == 2
+    assert "not found" in capsys.readouterr().err
+
+
+def test_directory_as_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A directory given as input is refused with one line."""
+    assert main(["run", str(tmp_path)], env=CREDS) == 2
+    assert "directory" in capsys.readouterr().err
+
+
+def test_existing_output_is_refused_without_append_or_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A non-empty results file is never clobbered by accident."""
+    ids = tmp_path / "ids.txt"
+    ids.write_text(RUN_A + "\n")
+    out = tmp_path / "out.jsonl"
+    out.write_text("precious\n")
+    assert main(["run", "--dry-run", str(ids), "-o", str(out)], env={}) == 2
+    assert "--append or --overwrite" in capsys.readouterr().err
+    assert out.read_text() == "precious\n"
+    assert main(["run", "--dry-run", str(ids), "-o", str(out), "--append"], env={}) == 0
+    assert out.read_text().startswith("precious\n{")
+    assert main(["run", "--dry-run", str(ids), "-o", str(out), "--overwrite"], env={}) == 0
+    assert len(lines(out)) == 1
+
+
+def test_output_that_is_also_an_input_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Writing results over the IDs being read would destroy the input."""
+    ids = tmp_path / "ids.txt"
+    ids.write_text(RUN_A + "\n")
+    assert main(["run", "--dry-run", str(ids), "-o", str(ids), "--overwrite"], env={}) == 2
+    assert "also an input" in capsys.readouterr().err
+    assert ids.read_text() == RUN_A + "\n"
+
+
+def test_http_base_url_off_loopback_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    """Credentials never travel in clear text to a remote host."""
+    assert main(["run", "--base-url", "http://example.com/fs"], env=CREDS) == 2
+    assert "https://" in capsys.readouterr().err
+
+
+def test_python_dash_m_behaves_as_the_command(tmp_path: Path) -> None:
+    """`python -m bulkretry` runs the same CLI, reading stdin when no file is given."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bulkretry", "run", "--dry-run", "-q"],
+        input=(RUN_A + "\n").encode(),
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    [record] = [orjson.loads(x) for x in proc.stdout.splitlines()]
+    assert record["outcome"] == "would_retrigger"
+    assert record["source"] == "-"
+    assert proc.stderr == b""
