@@ -1,0 +1,160 @@
+"""``bulkretry simulate``: its options, its refusals, and a real server in a subprocess."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from bulkretry._simulator import SimulatorConfig, TokenBucketQuota, WindowQuota
+from bulkretry._simulator._cli import UsageError, build_config, configure_parser, run_from_args
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    configure_parser(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_defaults_give_the_default_simulator_without_a_request_log() -> None:
+    """Without options the CLI serves the default simulator, keeping no request log."""
+    config = build_config(parse())
+    assert config == SimulatorConfig(
+        record_requests=False, clock=config.clock, wall_clock=config.wall_clock
+    )
+    assert (config.host, config.port) == ("127.0.0.1", 0)
+
+
+def test_options_map_onto_the_config() -> None:
+    """Trouble options land in the config, milliseconds turned into seconds."""
+    config = build_config(
+        parse(
+            "--seed=9",
+            "--flows=5",
+            "--runs-per-flow=2",
+            "--accept-any",
+            "--quota-rate=40",
+            "--quota-burst=8",
+            "--retry-after=http-date",
+            "--error-rate=0.1",
+            "--in-doubt-rate=0.05",
+            "--latency-ms=20",
+            "--jitter-ms=5",
+            "--response-shape=spec",
+            "--allow-repeat-retrigger",
+            "--base-path=/data/foundation/flowservice/",
+        )
+    )
+    assert config.quota == TokenBucketQuota(rate=40, burst=8)
+    assert (config.seed, config.flows, config.runs_per_flow) == (9, 5, 2)
+    assert (config.accept_any, config.allow_repeat_retrigger) == (True, True)
+    assert (config.latency, config.jitter) == (0.02, 0.005)
+    assert (config.retry_after, config.response_shape) == ("http-date", "spec")
+    assert (config.error_rate, config.in_doubt_rate) == (0.1, 0.05)
+    assert config.base_path == "/data/foundation/flowservice"
+
+
+def test_fixed_window_options_make_a_window_quota() -> None:
+    """--quota-window with --window-requests makes a fixed-window quota."""
+    config = build_config(parse("--quota-window=60", "--window-requests=100"))
+    assert config.quota == WindowQuota(requests=100, window=60)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("--quota-rate=5", "--quota-window=1", "--window-requests=3"),
+        ("--quota-window=1",),
+        ("--error-rate=0.8", "--reset-rate=0.8"),
+        ("--host=0.0.0.0",),
+        ("--host=example.com",),
+    ],
+)
+def test_clashing_or_unsafe_options_are_refused(
+    argv: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Options that clash, or a non-loopback address, exit 2 with one line on stderr."""
+    with pytest.raises(UsageError):
+        build_config(parse(*argv))
+    assert run_from_args(parse(*argv)) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bulkretry simulate: error: ")
+    assert err.count("\n") == 1
+
+
+def test_allow_remote_permits_a_non_loopback_address() -> None:
+    """--allow-remote is the explicit consent to bind a non-loopback address."""
+    assert build_config(parse("--host=0.0.0.0", "--allow-remote")).host == "0.0.0.0"
+    assert build_config(parse("--host=::1")).host == "::1"
+
+
+def test_run_ids_file_is_read_skipping_blanks_and_comments(tmp_path: Path) -> None:
+    """Run IDs come one a line; blank lines and # comments are skipped."""
+    path = tmp_path / "ids.txt"
+    path.write_text("# failed yesterday\nrun-a\n\n  run-b  \n", encoding="utf-8")
+    assert build_config(parse(f"--run-ids-file={path}")).run_ids == ("run-a", "run-b")
+
+
+def test_missing_run_ids_file_is_a_usage_error(tmp_path: Path) -> None:
+    """An unreadable run IDs file is reported, not raised."""
+    with pytest.raises(UsageError, match="cannot read run IDs"):
+        build_config(parse(f"--run-ids-file={tmp_path / 'nope.txt'}"))
+
+
+ROOT = Path(__file__).resolve().parents[1]
+SERVE = (
+    "import argparse, sys\n"
+    "from bulkretry._simulator._cli import configure_parser, run_from_args\n"
+    "p = argparse.ArgumentParser()\n"
+    "configure_parser(p)\n"
+    "sys.exit(run_from_args(p.parse_args(sys.argv[1:])))\n"
+)
+
+
+@pytest.mark.slow
+async def test_standalone_server_announces_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """The server prints its URL then the failed runs, writes the ready file, exits 0 on SIGTERM."""
+    ready = tmp_path / "ready"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        SERVE,
+        "--flows=1",
+        "--runs-per-flow=2",
+        "--print-failed",
+        f"--ready-file={ready}",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        url = (await asyncio.wait_for(proc.stdout.readline(), 10)).decode().strip()
+        failed = [(await proc.stdout.readline()).decode().strip() for _ in range(2)]
+        assert url.startswith("http://127.0.0.1:")
+        assert ready.read_text(encoding="utf-8").strip() == url
+        headers = {
+            "Authorization": "Bearer sim-access-token",
+            "x-api-key": "sim-api-key",
+            "x-gw-ims-org-id": "SIMORG0000000000000000@AdobeOrg",
+            "x-sandbox-name": "prod",
+        }
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"{url}/runs/{failed[0]}/action?op=re-trigger", headers=headers) as resp,
+        ):
+            assert resp.status == 200
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        _, err = await asyncio.wait_for(proc.communicate(), 10)
+    assert proc.returncode == 0
+    assert b"BULKRETRY_ACCESS_TOKEN=sim-access-token" in err
+    assert b'"retriggers": 1' in err or b"'retriggers': 1" in err

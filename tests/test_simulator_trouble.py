@@ -1,0 +1,421 @@
+"""Trouble on demand: IMS tokens that expire, quotas, scripted answers, faults, and hooks."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import AsyncIterator, Mapping
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+import pytest
+
+from bulkretry._simulator import (
+    Fault,
+    ManualClock,
+    RecordedRequest,
+    Simulator,
+    SimulatorConfig,
+    TokenBucketQuota,
+    WindowQuota,
+)
+
+pytestmark = pytest.mark.e2e
+
+FORM = {
+    "grant_type": "client_credentials",
+    "client_id": "sim-client-id",
+    "client_secret": "sim-client-secret",
+    "scope": "openid,AdobeID,read_organizations,additional_info.projectedProductContext",
+}
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(start=1_000.0)
+
+
+async def retrigger(
+    session: aiohttp.ClientSession,
+    sim: Simulator,
+    run_id: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> tuple[int, str, Mapping[str, str]]:
+    run_id = run_id or sim.failed_run_ids()[0]
+    async with session.post(
+        f"{sim.base_url}/runs/{run_id}/action?op=re-trigger",
+        headers=sim.headers() if headers is None else headers,
+    ) as resp:
+        return resp.status, await resp.text(), resp.headers
+
+
+async def token(session: aiohttp.ClientSession, sim: Simulator, **changes: str) -> tuple[int, Any]:
+    async with session.post(sim.ims_url, data={**FORM, **changes}) as resp:
+        return resp.status, await resp.json()
+
+
+async def test_issued_token_works_until_it_expires(
+    session: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    """A token from the IMS endpoint is good on the API until its lifetime has passed."""
+    config = SimulatorConfig(clock=clock, token_lifetime=60, allow_repeat_retrigger=True)
+    async with Simulator(config) as sim:
+        status, body = await token(session, sim)
+        assert status == 200
+        assert (body["token_type"], body["expires_in"]) == ("bearer", 60)
+        headers = sim.headers(body["access_token"])
+        assert (await retrigger(session, sim, headers=headers))[0] == 200
+        clock.advance(59.9)
+        assert (await retrigger(session, sim, headers=headers))[0] == 200
+        clock.advance(0.1)
+        status, text, _ = await retrigger(session, sim, headers=headers)
+        assert (status, '"401013"' in text) == (401, True)
+        assert (await retrigger(session, sim))[0] == 200
+    assert sim.token_requests == 1
+
+
+async def test_each_token_request_gets_a_new_token(session: aiohttp.ClientSession) -> None:
+    """Token requests are counted and each answers a different token."""
+    async with Simulator() as sim:
+        tokens = {(await token(session, sim))[1]["access_token"] for _ in range(3)}
+    assert len(tokens) == 3
+    assert sim.token_requests == 3
+
+
+@pytest.mark.parametrize(
+    ("changes", "status", "error"),
+    [
+        ({"grant_type": "password"}, 400, "unsupported_grant_type"),
+        ({"client_id": "someone"}, 400, "invalid_client"),
+        ({"client_secret": "guess"}, 401, "invalid_client"),
+        ({"scope": "openid,admin_everything"}, 400, "invalid_scope"),
+        ({"scope": ""}, 400, "invalid_scope"),
+    ],
+)
+async def test_token_endpoint_refuses_like_ims(
+    session: aiohttp.ClientSession, changes: dict[str, str], status: int, error: str
+) -> None:
+    """Bad grants, clients, secrets and scopes get IMS's error bodies."""
+    async with Simulator() as sim:
+        got, body = await token(session, sim, **changes)
+    assert (got, body["error"]) == (status, error)
+    assert body["error_description"]
+
+
+async def test_token_bucket_quota_answers_429_then_refills(
+    session: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    """Past the burst the gateway answers 429050 with Retry-After; time refills the bucket."""
+    config = SimulatorConfig(
+        clock=clock, quota=TokenBucketQuota(rate=2, burst=2), allow_repeat_retrigger=True
+    )
+    async with Simulator(config) as sim:
+        statuses = [(await retrigger(session, sim))[0] for _ in range(2)]
+        status, text, headers = await retrigger(session, sim)
+        clock.advance(0.5)
+        after = (await retrigger(session, sim))[0]
+    assert statuses == [200, 200]
+    assert status == 429
+    assert text == '{"error_code":"429050","message":"Too many requests"}'
+    assert headers["Retry-After"] == "1"
+    assert after == 200
+    assert sim.stats[429] == 1
+
+
+@pytest.mark.parametrize("style", ["seconds", "http-date", "none"])
+async def test_retry_after_comes_as_seconds_date_or_not_at_all(
+    session: aiohttp.ClientSession, clock: ManualClock, style: Any
+) -> None:
+    """Retry-After is delay-seconds, an HTTP-date of when to come back, or absent."""
+    config = SimulatorConfig(
+        clock=clock,
+        wall_clock=clock,
+        quota=TokenBucketQuota(rate=0.25, burst=1),
+        retry_after=style,
+        allow_repeat_retrigger=True,
+    )
+    async with Simulator(config) as sim:
+        await retrigger(session, sim)
+        clock.advance(1.5)
+        status, _, headers = await retrigger(session, sim)
+    assert status == 429
+    value = headers.get("Retry-After")
+    if style == "seconds":
+        assert value == "3"
+    elif style == "http-date":
+        assert value is not None
+        assert parsedate_to_datetime(value).timestamp() == math.ceil(clock() + 2.5)
+    else:
+        assert value is None
+
+
+async def test_fixed_window_quota_points_to_the_window_end(
+    session: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    """A fixed window admits N requests, then 429s until the window ends, then admits again."""
+    config = SimulatorConfig(
+        clock=clock, quota=WindowQuota(requests=3, window=10), allow_repeat_retrigger=True
+    )
+    async with Simulator(config) as sim:
+        admitted = [(await retrigger(session, sim))[0] for _ in range(3)]
+        first = await retrigger(session, sim)
+        clock.advance(4)
+        second = await retrigger(session, sim)
+        clock.advance(6)
+        again = [(await retrigger(session, sim))[0] for _ in range(4)]
+    assert admitted == [200, 200, 200]
+    assert (first[0], first[2]["Retry-After"]) == (429, "10")
+    assert (second[0], second[2]["Retry-After"]) == (429, "6")
+    assert again == [200, 200, 200, 429]
+
+
+async def test_quota_can_be_halved_and_lifted_at_runtime(
+    session: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    """set_quota changes the quota mid-run without handing out a fresh burst."""
+    config = SimulatorConfig(
+        clock=clock, quota=TokenBucketQuota(rate=10, burst=10), allow_repeat_retrigger=True
+    )
+    async with Simulator(config) as sim:
+        assert [(await retrigger(session, sim))[0] for _ in range(5)] == [200] * 5
+        sim.set_quota(TokenBucketQuota(rate=5, burst=5))
+        assert (await retrigger(session, sim))[0] == 200
+        assert [(await retrigger(session, sim))[0] for _ in range(5)] == [200] * 4 + [429]
+        clock.advance(0.2)
+        assert (await retrigger(session, sim))[0] == 200
+        sim.set_quota(None)
+        assert [(await retrigger(session, sim))[0] for _ in range(20)] == [200] * 20
+    assert sim.quota is None
+
+
+async def test_requests_refused_at_the_gateway_use_no_quota(
+    session: aiohttp.ClientSession, clock: ManualClock
+) -> None:
+    """Requests with bad credentials are refused before the quota counts them."""
+    config = SimulatorConfig(clock=clock, quota=TokenBucketQuota(rate=1, burst=1))
+    async with Simulator(config) as sim:
+        refused = [(await retrigger(session, sim, headers={}))[0] for _ in range(3)]
+        status = (await retrigger(session, sim))[0]
+    assert (refused, status) == ([403, 403, 403], 200)
+
+
+async def test_script_forces_answers_in_order_then_serves_normally(
+    session: aiohttp.ClientSession,
+) -> None:
+    """A script's statuses come out in order with Adobe's bodies; then the run is served."""
+    async with Simulator(SimulatorConfig(scripted_retry_after=7)) as sim:
+        run_id = sim.failed_run_ids()[0]
+        sim.script(run_id, [503, 429, 504])
+        answers = [await retrigger(session, sim, run_id) for _ in range(4)]
+    assert [a[0] for a in answers] == [503, 429, 504, 200]
+    assert "FLOW-1103-503" in answers[0][1]
+    assert ('"429050"' in answers[1][1], answers[1][2]["Retry-After"]) == (True, "7")
+    assert "FLOW-1104-504" in answers[2][1]
+    assert sim.retrigger_counts() == {run_id: 1}
+
+
+async def test_script_for_one_run_leaves_others_alone(session: aiohttp.ClientSession) -> None:
+    """A run's script applies to that run only; a script for None applies to any request."""
+    async with Simulator() as sim:
+        one, two = sim.failed_run_ids()[:2]
+        sim.script(one, [500])
+        sim.script(None, [502])
+        assert (await retrigger(session, sim, two))[0] == 502
+        assert (await retrigger(session, sim, two))[0] == 200
+        assert (await retrigger(session, sim, one))[0] == 500
+
+
+def test_script_refuses_unknown_words() -> None:
+    """A misspelt fault in a script is refused at once."""
+    with pytest.raises(ValueError):
+        Simulator().script(None, ["resett"])  # type: ignore[list-item]
+
+
+@pytest.mark.parametrize("fault", ["in-doubt-500", "in-doubt-502", "in-doubt-504"])
+async def test_in_doubt_error_still_retriggers(session: aiohttp.ClientSession, fault: Any) -> None:
+    """An in-doubt answer is an error, yet the run was re-triggered: a retry is refused."""
+    async with Simulator() as sim:
+        run_id = sim.failed_run_ids()[0]
+        sim.script(run_id, [fault])
+        status, text, _ = await retrigger(session, sim, run_id)
+        retry, retry_text, _ = await retrigger(session, sim, run_id)
+    assert status == int(fault[-3:])
+    assert "FLOW-110" in text
+    assert (retry, "FLOW-1409-400" in retry_text) == (400, True)
+    assert sim.retrigger_counts() == {run_id: 1}
+    assert sim.retriggers[0].answer_lost
+    assert sim.requests[0].performed
+
+
+async def test_in_doubt_reset_loses_the_answer_of_a_performed_retrigger(
+    session: aiohttp.ClientSession,
+) -> None:
+    """An in-doubt reset closes the connection unanswered after re-triggering the run."""
+    async with Simulator() as sim:
+        run_id = sim.failed_run_ids()[0]
+        sim.script(run_id, ["in-doubt-reset"])
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await retrigger(session, sim, run_id)
+    assert sim.retrigger_counts() == {run_id: 1}
+    assert (sim.requests[0].outcome, sim.stats["reset"]) == ("reset", 1)
+
+
+async def test_in_doubt_rate_performs_every_retrigger_and_loses_every_answer(
+    session: aiohttp.ClientSession,
+) -> None:
+    """With in_doubt_rate=1 no answer is a success, yet every run is re-triggered."""
+    async with Simulator(SimulatorConfig(in_doubt_rate=1.0, seed=5)) as sim:
+        runs = sim.failed_run_ids()[:8]
+        for run_id in runs:
+            try:
+                status, _, _ = await retrigger(session, sim, run_id)
+            except aiohttp.ClientConnectionError:
+                continue
+            assert status in (500, 502, 504)
+    assert sim.retrigger_counts() == dict.fromkeys(runs, 1)
+
+
+async def test_reset_closes_the_connection_without_doing_anything(
+    session: aiohttp.ClientSession,
+) -> None:
+    """A reset answers nothing and re-triggers nothing."""
+    async with Simulator() as sim:
+        sim.script(None, ["reset"])
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await retrigger(session, sim)
+        assert (await retrigger(session, sim))[0] == 200
+    assert sim.stats == {"reset": 1, 200: 1}
+
+
+async def test_hang_never_answers_until_the_client_gives_up(
+    session: aiohttp.ClientSession,
+) -> None:
+    """A hung request is never answered; the client's timeout ends it."""
+    async with Simulator() as sim:
+        sim.script(None, ["hang"])
+        with pytest.raises(TimeoutError):
+            async with session.post(
+                f"{sim.base_url}/runs/{sim.failed_run_ids()[0]}/action?op=re-trigger",
+                headers=sim.headers(),
+                timeout=aiohttp.ClientTimeout(total=0.1),
+            ):
+                pass
+    assert sim.stats["hang"] == 1
+    assert sim.retrigger_counts() == {}
+
+
+async def test_malformed_answers_are_200s_after_the_work_is_done(
+    session: aiohttp.ClientSession,
+) -> None:
+    """HTML, truncated JSON and JSON without an ID all come with 200, the runs re-triggered."""
+    async with Simulator() as sim:
+        runs = sim.failed_run_ids()[:3]
+        kinds: list[Fault] = ["html", "truncated", "no-id"]
+        for run_id, kind in zip(runs, kinds, strict=True):
+            sim.script(run_id, [kind])
+        html, truncated, no_id = [await retrigger(session, sim, r) for r in runs]
+    assert (html[0], html[2]["Content-Type"]) == (200, "text/html; charset=utf-8")
+    assert truncated[0] == 200
+    assert not truncated[1].endswith("}")
+    assert no_id[0] == 200
+    assert '"etag"' in no_id[1]
+    assert '"id"' not in no_id[1]
+    assert sim.retrigger_counts() == dict.fromkeys(runs, 1)
+
+
+async def test_error_rate_answers_server_errors_in_flow_service_format(
+    session: aiohttp.ClientSession,
+) -> None:
+    """With error_rate=1 every answer is a 5xx whose body is a Flow Service error."""
+    async with Simulator(SimulatorConfig(error_rate=1.0)) as sim:
+        answers = [await retrigger(session, sim) for _ in range(12)]
+    assert {a[0] for a in answers} <= {500, 502, 503, 504}
+    assert all('"https://ns.adobe.com/aep/errors/FLOW-' in a[1] for a in answers)
+    assert sim.retrigger_counts() == {}
+
+
+async def test_faults_repeat_exactly_for_the_same_seed(session: aiohttp.ClientSession) -> None:
+    """The same seed draws the same faults in the same order."""
+    outcomes = []
+    for _ in range(2):
+        config = SimulatorConfig(
+            seed=11,
+            error_rate=0.4,
+            malformed_rate=0.2,
+            allow_repeat_retrigger=True,
+            wall_clock=ManualClock(),
+        )
+        async with Simulator(config) as sim:
+            outcomes.append([(await retrigger(session, sim))[0:2] for _ in range(15)])
+    assert outcomes[0] == outcomes[1]
+    statuses = [status for status, _ in outcomes[0]]
+    assert len(set(statuses)) > 1
+
+
+async def test_faults_spare_listing_unless_asked(session: aiohttp.ClientSession) -> None:
+    """Random faults hit re-triggers only, unless trouble_on_listing is set."""
+    for on_listing, expected in ((False, 200), (True, 503)):
+        config = SimulatorConfig(
+            error_rate=1.0, error_statuses=(503,), trouble_on_listing=on_listing
+        )
+        async with (
+            Simulator(config) as sim,
+            session.get(f"{sim.base_url}/runs", headers=sim.headers()) as resp,
+        ):
+            assert resp.status == expected
+
+
+async def test_hook_sees_every_request_and_can_force_an_answer(
+    session: aiohttp.ClientSession,
+) -> None:
+    """on_request is called with each request's index and may force its answer."""
+    seen: list[int] = []
+
+    def hook(request: RecordedRequest) -> Any:
+        seen.append(request.index)
+        return "reset" if request.index == 3 else None
+
+    config = SimulatorConfig(on_request=hook, allow_repeat_retrigger=True)
+    async with Simulator(config) as sim:
+        await token(session, sim)
+        assert (await retrigger(session, sim))[0] == 200
+        with pytest.raises(aiohttp.ClientConnectionError):
+            await retrigger(session, sim)
+        assert (await retrigger(session, sim))[0] == 200
+    assert seen == [1, 2, 3, 4]
+    assert [r.outcome for r in sim.requests] == ["answered", "answered", "reset", "answered"]
+
+
+async def test_latency_is_added_to_answers(session: aiohttp.ClientSession) -> None:
+    """Configured latency delays the answer by at least that long."""
+    async with Simulator(SimulatorConfig(latency=0.05)) as sim:
+        started = time.perf_counter()
+        await retrigger(session, sim)
+        elapsed = time.perf_counter() - started
+    assert elapsed >= 0.05
+
+
+async def test_control_endpoints_report_stats_and_change_the_quota(
+    session: aiohttp.ClientSession,
+) -> None:
+    """/_sim/stats reports counts and duplicates; /_sim/quota changes the quota."""
+    async with Simulator(SimulatorConfig(allow_repeat_retrigger=True)) as sim:
+        await retrigger(session, sim)
+        await retrigger(session, sim)
+        async with session.post(f"{sim.origin}/_sim/quota", json={"rate": 5, "burst": 2}) as resp:
+            assert (await resp.json()) == {"quota": {"rate": 5.0, "burst": 2}}
+        async with session.get(f"{sim.origin}/_sim/stats") as resp:
+            stats = await resp.json()
+        async with session.post(f"{sim.origin}/_sim/quota", json={"rate": -1}) as resp:
+            assert resp.status == 400
+    assert sim.quota == TokenBucketQuota(rate=5, burst=2)
+    assert stats["retriggers"] == 2
+    assert stats["duplicate_retriggers"] == 1
+    assert stats["answers"] == {"200": 2}
