@@ -296,10 +296,11 @@ def build_settings(
     ns: argparse.Namespace, env: Mapping[str, str], warn: Callable[[str], None]
 ) -> C.Settings:
     """Build the frozen :class:`Settings` of a ``run`` from parsed flags and the environment."""
-    from ._tls import check_url
+    from ._tls import check_url, proxy_for
 
     check_url(ns.base_url, what="base URL")
     credentials = None if ns.dry_run else build_credentials(ns, env, warn)
+    ims_url = credentials.ims_url if credentials is not None else C.DEFAULT_IMS_URL
     return C.Settings(
         base_url=ns.base_url.rstrip("/"),
         op=ns.op,
@@ -314,6 +315,8 @@ def build_settings(
         run_id_pattern=ns.run_id_pattern,
         dry_run=ns.dry_run,
         ca_bundle=ns.ca_bundle or env.get("SSL_CERT_FILE") or None,
+        proxy=proxy_for(ns.base_url, env),
+        ims_proxy=proxy_for(ims_url, env),
     )
 
 

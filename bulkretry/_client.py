@@ -106,6 +106,18 @@ def translate(exc: BaseException, *, url_host: str) -> TransportError:
         return TransportError(
             "the connection broke while the answer was read", kind="network", sent=True
         )
+    if isinstance(exc, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)) and not isinstance(
+        exc, aiohttp.RedirectClientError
+    ):
+        # Refused before any connection was made (a bad redirect target comes after an answer).
+        return TransportError(f"invalid request URL ({exc})", kind="network", sent=False)
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        # The proxy refused the CONNECT tunnel: the request never left for Flow Service.
+        return TransportError(
+            f"the proxy refused to connect to {url_host} (HTTP {exc.status} {exc.message})",
+            kind="network",
+            sent=False,
+        )
     if isinstance(exc, aiohttp.ClientResponseError):
         return TransportError(
             f"the server sent an invalid HTTP answer ({exc.message})", kind="network", sent=True
@@ -130,8 +142,10 @@ class FlowServiceClient:
         org_id: str,
         sandbox: str,
         timeout: float,
+        proxy: str | None = None,
     ) -> None:
         self._session = session
+        self._proxy = proxy
         self._base = base_url.rstrip("/")
         self._host = URL(self._base).host or self._base
         self._query = "?op=" + quote(op, safe="")
@@ -169,6 +183,7 @@ class FlowServiceClient:
                 headers=self._headers_for(token),
                 allow_redirects=False,
                 timeout=self._timeout,
+                proxy=self._proxy,
             ) as response:
                 raw, truncated = await read_capped(response)
                 body, problem = parse_body(raw, truncated)

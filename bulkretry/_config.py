@@ -7,6 +7,7 @@ be safe against a production sandbox: a few requests per second, few in flight, 
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Literal
@@ -93,6 +94,9 @@ class Settings:
     run_id_pattern: str = DEFAULT_RUN_ID_PATTERN
     dry_run: bool = False
     ca_bundle: str | None = None
+    #: Proxy URLs for the API and for IMS, resolved by the CLI from HTTPS_PROXY and NO_PROXY.
+    proxy: str | None = None
+    ims_proxy: str | None = None
 
     def __post_init__(self) -> None:
         problems = []
@@ -108,8 +112,15 @@ class Settings:
             problems.append("timeout must be positive")
         if not self.deadline > 0:
             problems.append("deadline must be positive")
-        if self.backoff_base < 0 or self.backoff_cap < 0:
-            problems.append("backoff must not be negative")
+        # "not x >= 0" also refuses NaN, which would turn every wait into NaN.
+        if not 0 <= self.backoff_base < math.inf:
+            problems.append("backoff-base must be a finite number of seconds, not negative")
+        if not self.backoff_cap >= 0:
+            problems.append("backoff-cap must not be negative")
+        if not self.pause_after >= 0:
+            problems.append("pause-after must not be negative")
+        if not self.retry_after_cap >= 0:
+            problems.append("retry-after-cap must not be negative")
         if self.on_ambiguous not in ("retry", "hold"):
             problems.append("on-ambiguous must be 'retry' or 'hold'")
         if not self.op or any(c in self.op for c in "&#?/ "):

@@ -12,6 +12,7 @@ flight too: a record whose request was on the wire becomes ``in_doubt``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 import aiohttp
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._auth import TokenProvider, token_provider
 from ._client import Answer, FlowServiceClient, make_session
@@ -166,7 +167,7 @@ class Engine:
         if self._session is None:
             own = self._session = make_session(settings)
         if self._tokens is None:
-            self._tokens = token_provider(credentials, self._session)
+            self._tokens = token_provider(credentials, self._session, proxy=settings.ims_proxy)
         self._client = FlowServiceClient(
             self._session,
             base_url=settings.base_url,
@@ -175,13 +176,14 @@ class Engine:
             org_id=credentials.org_id,
             sandbox=credentials.sandbox,
             timeout=settings.timeout,
+            proxy=settings.proxy,
         )
         # Fetching the first token before reading on surfaces IMS errors before any re-trigger.
         self._token = await self._tokens.token()
         return own
 
     async def _feed(
-        self, record: InputRecord, send: anyio.abc.ObjectSendStream[InputRecord], emit: Emit
+        self, record: InputRecord, send: MemoryObjectSendStream[InputRecord], emit: Emit
     ) -> None:
         if record.run_id is None:
             await self._finish(
@@ -197,7 +199,12 @@ class Engine:
         elif self._stopping:
             await self._finish(emit, record, Outcome.NOT_ATTEMPTED)
         else:
-            await send.send(record)
+            # anyio's send() yields to the loop on every item; feeding one record per loop
+            # iteration starved the workers (six in flight of 32), so only block when full.
+            try:
+                send.send_nowait(record)
+            except anyio.WouldBlock:
+                await send.send(record)
 
     async def _finish(
         self,
@@ -234,7 +241,7 @@ class Engine:
         self._workers[task] = None
         try:
             async with receive:
-                async for record in receive:
+                while (record := await _next(receive)) is not None:
                     flight = _Flight(record)
                     self._workers[task] = flight
                     try:
@@ -355,7 +362,7 @@ class Engine:
                     continue
                 self.stop(decision.halt_reason)
                 return self._stopped(flight)
-            await self._idle(flight, lambda: self._sleep(decision.delay))
+            await self._idle(flight, functools.partial(self._sleep, decision.delay))
 
     async def _sleep(self, delay: float) -> None:
         if self._wait is not None:
@@ -379,3 +386,16 @@ class Engine:
             return False
         self.stats.token_renewals += 1
         return True
+
+
+async def _next(receive: MemoryObjectReceiveStream[InputRecord]) -> InputRecord | None:
+    """Take the next record, yielding to the loop only when none is waiting; None at the end."""
+    try:
+        return receive.receive_nowait()
+    except anyio.WouldBlock:
+        try:
+            return await receive.receive()
+        except anyio.EndOfStream:
+            return None
+    except anyio.EndOfStream:
+        return None

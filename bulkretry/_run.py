@@ -11,6 +11,8 @@ import stat
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 
+import aiohttp
+
 from ._cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_STOPPED, build_settings
 from ._config import Settings
 from ._engine import Engine
@@ -22,7 +24,7 @@ from ._sink import FLUSH_INTERVAL, OutputClosed, OutputFailed, ResultSink
 from ._source import STDIN, InputRecord, RecordReader, RunIdValidator, check_input_paths
 from ._stats import Stats
 
-__all__ = ["exit_code", "run_command"]
+__all__ = ["BatchRunner", "exit_code", "new_event_loop", "run_command"]
 
 log = logging.getLogger("bulkretry")
 #: Results go to the process's standard output, whatever ``sys.stdout`` has been replaced by.
@@ -78,30 +80,34 @@ async def read_batches(reader: RecordReader) -> AsyncIterator[list[InputRecord]]
         yield batch
 
 
-class _Runner:
-    """One run of the command: the engine, its output, its signals and its report."""
+class BatchRunner:
+    """One batch as the CLI runs it: the engine, its output, its signals and its report."""
 
     def __init__(
         self,
         settings: Settings,
         reader: RecordReader,
         fd: int,
-        ns: argparse.Namespace,
-        argv: Sequence[str],
+        *,
+        quiet: bool = False,
+        verbose: bool = False,
+        progress: bool | None = None,
+        session: aiohttp.ClientSession | None = None,
     ) -> None:
         self.settings = settings
         self.reader = reader
         self.sink = ResultSink(fd)
-        self.engine = Engine(settings)
-        self.ns = ns
-        self.argv = argv
+        self.engine = Engine(settings, session=session)
+        self.quiet = quiet
+        self.verbose = verbose
+        self.show_progress = (not quiet and sys.stderr.isatty()) if progress is None else progress
         self.signum: int | None = None
         self.output_problem: str | None = None
 
     async def emit(self, result: RunResult) -> None:
         if self.output_problem is not None:
             return
-        if self.ns.verbose and result.outcome in _BAD:
+        if self.verbose and result.outcome in _BAD:
             log.info(
                 "%s %s: %s",
                 result.run_id,
@@ -144,8 +150,7 @@ class _Runner:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self.on_signal, signum)
-        show = not self.ns.quiet and sys.stderr.isatty()
-        progress = Progress(self.engine.stats, self.engine.throttle) if show else None
+        progress = Progress(self.engine.stats, self.engine.throttle) if self.show_progress else None
         flusher = loop.create_task(self.flusher())
         if progress is not None:
             progress.start()
@@ -163,12 +168,12 @@ class _Runner:
             log.error("stopped: %s", self.engine.halt_reason)
         elif self.output_problem is not None and "closed" not in self.output_problem:
             log.error("stopped: %s", self.output_problem)
-        if not self.ns.quiet and not (self.output_problem and "closed" in self.output_problem):
+        if not self.quiet and not (self.output_problem and "closed" in self.output_problem):
             print(format_summary(stats, self.engine.throttle), file=sys.stderr)
         return exit_code(stats, stopped=stopped, signum=self.signum)
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
+def new_event_loop() -> asyncio.AbstractEventLoop:
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is not built for every platform
@@ -185,8 +190,9 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
     fd = open_output(ns.output, append=ns.append, overwrite=ns.overwrite, inputs=files)
     reader = RecordReader(files, RunIdValidator(settings.run_id_pattern))
     try:
-        with asyncio.Runner(loop_factory=_new_loop) as runner:
-            return runner.run(_Runner(settings, reader, fd, ns, argv).main())
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            batch = BatchRunner(settings, reader, fd, quiet=ns.quiet, verbose=ns.verbose)
+            return runner.run(batch.main())
     finally:
         if fd != STDOUT_FD:
             os.close(fd)

@@ -15,7 +15,9 @@ from bulkretry import Credentials, Outcome, RunResult, Settings
 from bulkretry._engine import Engine
 
 BASE = "https://platform.example.test/data/foundation/flowservice"
-ACTION = re.compile(r"^https://platform\.example\.test/data/foundation/flowservice/runs/[^/]+/action\?op=re-trigger$")
+ACTION = re.compile(
+    r"^https://platform\.example\.test/data/foundation/flowservice/runs/[^/]+/action\?op=re-trigger$"
+)
 RUN_A = "4fb0418e-1804-45d6-8d56-dd51f05c0baf"
 RUN_B = "5fb0418e-1804-45d6-8d56-dd51f05c0baf"
 RUN_C = "6fb0418e-1804-45d6-8d56-dd51f05c0baf"
@@ -70,7 +72,9 @@ def sent_to(http: aioresponses) -> list[str]:
 
 async def test_success_reports_new_run_id_and_etag_exactly_as_returned(http: aioresponses) -> None:
     """A 200 with the docs' body becomes a retriggered record with the new ID and etag."""
-    http.post(ACTION, payload={"id": NEW, "etag": '"1100c53e-0000"'}, headers={"x-request-id": "r-1"})
+    http.post(
+        ACTION, payload={"id": NEW, "etag": '"1100c53e-0000"'}, headers={"x-request-id": "r-1"}
+    )
     [result] = await collect([RUN_A], settings())
     assert result.outcome is Outcome.RETRIGGERED
     assert result.new_run_id == NEW
@@ -109,7 +113,12 @@ async def test_429_then_success_waits_at_least_retry_after(http: aioresponses) -
     async def wait(delay: float) -> None:
         waits.append(delay)
 
-    http.post(ACTION, status=429, payload={"error_code": "429050", "message": "Too many requests"}, headers={"Retry-After": "2"})
+    http.post(
+        ACTION,
+        status=429,
+        payload={"error_code": "429050", "message": "Too many requests"},
+        headers={"Retry-After": "2"},
+    )
     http.post(ACTION, payload={"id": NEW, "etag": "e"})
     engine = Engine(settings(), wait=wait)
     results: list[RunResult] = []
@@ -123,7 +132,8 @@ async def test_429_then_success_waits_at_least_retry_after(http: aioresponses) -
     stats = await engine.run(_records([RUN_A], RunIdValidator()), emit)
     assert results[0].outcome is Outcome.RETRIGGERED
     assert results[0].attempts == 2
-    assert waits and waits[0] >= 2.0
+    assert waits
+    assert waits[0] >= 2.0
     assert stats.throttled == 1
     assert engine.throttle.throttled_count == 1
 
@@ -196,9 +206,13 @@ async def test_403_halts_the_batch_and_the_rest_is_not_attempted(http: aiorespon
     assert {r.outcome for r in results} == {Outcome.NOT_ATTEMPTED}
 
 
-async def test_static_token_refused_with_401013_halts_with_a_clear_message(http: aioresponses) -> None:
+async def test_static_token_refused_with_401013_halts_with_a_clear_message(
+    http: aioresponses,
+) -> None:
     """An expired static token cannot be renewed: the batch stops saying so."""
-    http.post(ACTION, status=401, payload={"error_code": "401013", "message": "Oauth token is not valid"})
+    http.post(
+        ACTION, status=401, payload={"error_code": "401013", "message": "Oauth token is not valid"}
+    )
     engine = Engine(settings())
     from bulkretry._api import _records
     from bulkretry._source import RunIdValidator
