@@ -26,7 +26,12 @@ from ._auth import TokenProvider, token_provider
 from ._client import Answer, FlowServiceClient, make_session
 from ._config import Settings
 from ._dedup import SeenSet
-from ._exceptions import AuthenticationError, MissingCredentialsError, TransportError
+from ._exceptions import (
+    AuthenticationError,
+    InputError,
+    MissingCredentialsError,
+    TransportError,
+)
 from ._policy import Action, decide
 from ._result import ErrorInfo, Outcome, RunResult, utc_now_iso
 from ._source import InputRecord
@@ -144,11 +149,15 @@ class Engine:
                     group.start_soon(self._worker, receive.clone(), emit)
                 receive.close()
                 async with send:
-                    async for batch in records:
-                        for record in batch:
-                            await self._feed(record, send, emit)
-                        if self._hard:
-                            break
+                    try:
+                        async for batch in records:
+                            for record in batch:
+                                await self._feed(record, send, emit)
+                            if self._hard:
+                                break
+                    except (OSError, InputError) as exc:
+                        # What was read is accounted for; the rest cannot be, so say so.
+                        self.stop(f"reading the input failed: {exc}")
         finally:
             if self._grace_handle is not None:
                 self._grace_handle.cancel()

@@ -21,7 +21,14 @@ from ._logging import configure_logging
 from ._progress import Progress, format_summary
 from ._result import Outcome, RunResult
 from ._sink import FLUSH_INTERVAL, OutputClosed, OutputFailed, ResultSink
-from ._source import STDIN, InputRecord, RecordReader, RunIdValidator, check_input_paths
+from ._source import (
+    STDIN,
+    InputRecord,
+    RecordReader,
+    RunIdValidator,
+    check_input_paths,
+    count_records,
+)
 from ._stats import Stats
 
 __all__ = ["BatchRunner", "exit_code", "new_event_loop", "run_command"]
@@ -134,6 +141,10 @@ class BatchRunner:
         else:
             self.engine.stop(hard=True)
 
+    def _set_total(self, counting: asyncio.Future[int | None]) -> None:
+        if not counting.cancelled() and counting.exception() is None:
+            self.engine.stats.total = counting.result()
+
     async def flusher(self) -> None:
         while True:
             await asyncio.sleep(FLUSH_INTERVAL)
@@ -154,6 +165,8 @@ class BatchRunner:
         flusher = loop.create_task(self.flusher())
         if progress is not None:
             progress.start()
+            counting = loop.run_in_executor(None, count_records, self.reader.paths)
+            counting.add_done_callback(self._set_total)
         try:
             stats = await self.engine.run(read_batches(self.reader), self.emit)
         finally:
