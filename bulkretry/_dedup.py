@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+
 __all__ = ["SeenSet"]
 
-_UUID_LEN = 36
+# Only the canonical form is folded to an integer: int(…, 16) also accepts "0x", "_", "+",
+# upper case and dashes anywhere, which would make different strings collide.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 class SeenSet:
@@ -24,16 +28,12 @@ class SeenSet:
 
     def add(self, run_id: str) -> bool:
         """Add ``run_id``; return False when it was already there."""
-        if len(run_id) == _UUID_LEN and run_id[8] == "-":
-            try:
-                key = int(run_id.replace("-", ""), 16)
-            except ValueError:
-                pass
-            else:
-                if key in self._uuids:
-                    return False
-                self._uuids.add(key)
-                return True
+        if _CANONICAL_UUID.fullmatch(run_id):
+            key = int(run_id.replace("-", ""), 16)
+            if key in self._uuids:
+                return False
+            self._uuids.add(key)
+            return True
         if run_id in self._other:
             return False
         self._other.add(run_id)

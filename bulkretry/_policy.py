@@ -32,6 +32,7 @@ when attempts reach ``max_attempts`` or the wait would pass the record's deadlin
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import random
 import re
@@ -94,14 +95,16 @@ def parse_retry_after(value: str | None, *, wall_now: float) -> float | None:
     if value is None:
         return None
     value = value.strip()
-    if value.isdigit():
+    # str.isdigit() also accepts superscripts and non-ASCII digits, which RFC 9110 does not.
+    if value.isascii() and value.isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):
         return None
     if when.tzinfo is None:
-        return None
+        # An HTTP-date is always GMT; the asctime form carries no zone at all.
+        when = when.replace(tzinfo=datetime.UTC)
     return max(0.0, when.timestamp() - wall_now)
 
 

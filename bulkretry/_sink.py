@@ -65,8 +65,11 @@ class ResultSink:
                 end = len(buffer)
                 if end - start > self._chunk:
                     cut = buffer.rfind(b"\n", start, start + self._chunk)
-                    # A single line longer than a chunk is written whole regardless.
-                    end = cut + 1 if cut >= start else buffer.find(b"\n", start) + 1
+                    if cut < start:
+                        # A single line longer than a chunk is written whole regardless
+                        # (to the end of the buffer if its newline has not come yet).
+                        cut = buffer.find(b"\n", start)
+                    end = cut + 1 if cut >= start else len(buffer)
                 while start < end:
                     start += os.write(self._fd, view[start:end])
         except BrokenPipeError:
@@ -76,6 +79,8 @@ class ResultSink:
             raise OutputFailed(f"cannot write the results: {what}") from exc
         finally:
             view.release()
-            del buffer[:start]
+            # A new buffer, not ``del buffer[:start]``: a slice of ``view`` held by the
+            # traceback of a failed write keeps ``buffer`` exported, and so not resizable.
+            self._buffer = buffer[start:]
         self.lines_written += self._pending_lines
         self._pending_lines = 0

@@ -24,7 +24,14 @@ import orjson
 from ._config import DEFAULT_RUN_ID_PATTERN
 from ._exceptions import InputError
 
-__all__ = ["MAX_LINE_BYTES", "InputRecord", "RecordReader", "RunIdValidator", "check_input_paths"]
+__all__ = [
+    "MAX_LINE_BYTES",
+    "InputRecord",
+    "RecordReader",
+    "RunIdValidator",
+    "check_input_paths",
+    "count_records",
+]
 
 #: A line longer than this is invalid without being read whole (results lines are ~400 bytes).
 MAX_LINE_BYTES = 64 * 1024
@@ -121,6 +128,11 @@ class RecordReader:
     def __repr__(self) -> str:
         return f"RecordReader(paths={self._paths!r}, lines_read={self.lines_read})"
 
+    @property
+    def paths(self) -> list[str]:
+        """The inputs, in the order they are read (``-`` is stdin)."""
+        return self._paths
+
     def read_batch(self, size: int = 512) -> list[InputRecord]:
         """Return up to ``size`` records; an empty list means the input is exhausted."""
         batch: list[InputRecord] = []
@@ -145,6 +157,8 @@ class RecordReader:
                     raise InputError(f"cannot read input {path}: {exc.strerror}") from None
                 try:
                     yield from self._records_of(fh, path)
+                except OSError as exc:
+                    raise InputError(f"cannot read input {path}: {exc.strerror}") from None
                 finally:
                     fh.close()
 
@@ -158,13 +172,21 @@ class RecordReader:
             number += 1
             self.lines_read += 1
             if len(raw) > limit and not raw.endswith(b"\n"):
-                # Skip the rest of an over-long line in bounded chunks.
+                # Skip the rest of an over-long line in bounded chunks, noting its first
+                # non-blank byte: a long comment or blank line is skipped like a short one.
                 size = len(raw)
+                if number == 1 and raw.startswith(_BOM):
+                    raw = raw[3:]
+                first = raw.lstrip()[:1]
                 while not raw.endswith(b"\n"):
                     raw = stream.readline(limit)
                     if not raw:
                         break
                     size += len(raw)
+                    if not first:
+                        first = raw.lstrip()[:1]
+                if first in (b"", b"#"):
+                    continue
                 yield InputRecord(
                     source,
                     number,
@@ -220,3 +242,20 @@ class RecordReader:
             error,
             prior if isinstance(prior, str) else None,
         )
+
+
+def count_records(paths: Sequence[str]) -> int | None:
+    """Count the lines that will become records, for the progress display's total.
+
+    None when an input is a pipe or stdin: its length is not known before it is read.
+    """
+    total = 0
+    for path in paths:
+        if path == STDIN or not os.path.isfile(path):
+            return None
+        with open(path, "rb") as fh:
+            for raw in fh:
+                stripped = raw.strip()
+                if stripped and not stripped.startswith(b"#") and stripped != _BOM:
+                    total += 1
+    return total
