@@ -1,0 +1,444 @@
+"""Pace requests: one adaptive rate limiter and one concurrency cap, shared by every worker.
+
+:class:`Throttle` is a token bucket (``rate`` per second, ``burst`` at most) whose rate learns the
+server's quota. A 429 cuts the rate to ``BETA`` (0.7) of what it was; successes then bring it back
+along a CUBIC curve (as in the AWS SDKs' adaptive retry mode), flat near the rate of the last cut,
+so that the limiter dwells just below the quota it found and probes above it only slowly. The
+curve's length is measured in requests (``recovery`` of them to regain the rate of the last cut),
+which keeps the share of 429s the same at any rate. The rate never exceeds the configured one.
+
+All 429s answered for requests sent before a cut belong to the same *episode* and cut only once
+(given the send time, that is exact; without it, 429s until a slot was handed out after the cut,
+or within twice the average latency of it, are taken to be such answers). A second episode with
+no success since the first, or a ``Retry-After`` above ``pause_after``, pauses the whole limiter
+until that time; that, and learning the rate from one pause to the next, is how a fixed-window
+quota (N per window, ``Retry-After`` at the window's end) is handled.
+
+:class:`ConcurrencyCap` bounds the requests in flight by Little's law, so that a slow server does
+not collect a pile of requests that will all time out.
+
+Neither runs a background task: waiters are futures, woken in order by one timer handle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from types import TracebackType
+
+__all__ = [
+    "BETA",
+    "DEFAULT_EPISODE",
+    "DEFAULT_HEADROOM",
+    "DEFAULT_PAUSE_AFTER",
+    "DEFAULT_RECOVERY",
+    "MIN_RATE_FRACTION",
+    "ConcurrencyCap",
+    "Throttle",
+]
+
+#: A 429 multiplies the rate by this (CUBIC's beta).
+BETA = 0.7
+#: A Retry-After longer than this, in seconds, pauses every worker, not only the throttled one.
+DEFAULT_PAUSE_AFTER = 5.0
+#: Requests it takes to climb back to the rate of the last cut; more means fewer 429s but a slower
+#: return after a short-lived quota drop.
+DEFAULT_RECOVERY = 300
+#: Seconds after a cut during which further 429s are taken as answers to requests sent before it,
+#: until a latency has been observed (then twice the average latency is used).
+DEFAULT_EPISODE = 1.0
+#: Without ``min_rate``, the rate is never cut below this fraction of the configured one.
+MIN_RATE_FRACTION = 0.01
+#: Requests in flight allowed above what the current rate and latency need.
+DEFAULT_HEADROOM = 2.0
+
+# A timer may fire up to the loop's clock resolution early; count a nearly full token as full.
+_EPSILON = 1e-6
+# Weight of the newest latency sample in the moving average.
+_LATENCY_WEIGHT = 0.2
+# Bounds of the recovery time, in seconds, whatever the rate.
+_MIN_RECOVERY_SECONDS = 1.0
+_MAX_RECOVERY_SECONDS = 600.0
+
+
+class Throttle:
+    """Hand out send slots at a rate that backs off on 429s and recovers on successes.
+
+    ``acquire`` is FIFO fair and cancellation-safe: a waiter cancelled after it was given a slot
+    returns the slot. Over any window of ``T`` seconds at most ``burst + rate * T`` slots are
+    handed out (the first ``burst`` at once, then one per ``1 / rate``). Times are those of the
+    running event loop's clock.
+
+    *rate* is the configured maximum, in requests per second; *burst* the slots a quiet spell
+    may save up; *min_rate* the floor of cuts (default: ``MIN_RATE_FRACTION`` of *rate*);
+    *pause_after* the longest Retry-After that does not pause everyone; *recovery* the number
+    of requests it takes to climb back to the rate of the last cut.
+    """
+
+    __slots__ = (
+        "_burst",
+        "_cut_at",
+        "_epoch",
+        "_grants",
+        "_grants_since_cut",
+        "_handle",
+        "_latency",
+        "_loop",
+        "_max_rate",
+        "_min_rate",
+        "_pause_after",
+        "_paused_until",
+        "_rate",
+        "_recovery",
+        "_recovery_seconds",
+        "_stamp",
+        "_successes_since_cut",
+        "_successes_since_pause",
+        "_throttled_count",
+        "_tokens",
+        "_w_max",
+        "_waiters",
+    )
+
+    def __init__(
+        self,
+        rate: float,
+        *,
+        burst: int = 1,
+        min_rate: float | None = None,
+        pause_after: float = DEFAULT_PAUSE_AFTER,
+        recovery: int = DEFAULT_RECOVERY,
+    ) -> None:
+        if not (rate > 0 and math.isfinite(rate)):
+            raise ValueError(f"rate must be a positive number of requests per second, not {rate!r}")
+        if burst < 1:
+            raise ValueError(f"burst must be at least 1, not {burst!r}")
+        if min_rate is None:
+            min_rate = rate * MIN_RATE_FRACTION
+        if not 0 < min_rate <= rate:
+            raise ValueError(f"min_rate must be positive and at most rate, not {min_rate!r}")
+        if not pause_after >= 0:
+            raise ValueError(f"pause_after must not be negative, not {pause_after!r}")
+        if recovery < 1:
+            raise ValueError(f"recovery must be at least one request, not {recovery!r}")
+        self._max_rate = float(rate)
+        self._min_rate = float(min_rate)
+        self._rate = float(rate)
+        self._burst = burst
+        self._pause_after = float(pause_after)
+        self._recovery = recovery
+        self._tokens = float(burst)
+        self._stamp: float | None = None
+        self._paused_until = -math.inf
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._handle: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._grants = 0
+        self._throttled_count = 0
+        self._latency: float | None = None
+        # CUBIC state: the rate at the last cut, when recovery starts, and how long it takes.
+        self._cut_at: float | None = None
+        self._w_max = float(rate)
+        self._epoch = -math.inf
+        self._recovery_seconds = _MIN_RECOVERY_SECONDS
+        self._grants_since_cut = 0
+        self._successes_since_cut = 0
+        self._successes_since_pause = 0
+
+    @property
+    def rate(self) -> float:
+        """The rate, in requests per second, that the limiter currently allows."""
+        return self._rate
+
+    @property
+    def max_rate(self) -> float:
+        """The configured rate: the learned rate never goes above it."""
+        return self._max_rate
+
+    @property
+    def min_rate(self) -> float:
+        """The floor below which 429s no longer cut the rate."""
+        return self._min_rate
+
+    @property
+    def burst(self) -> int:
+        """How many slots may be handed out at once after a quiet spell."""
+        return self._burst
+
+    @property
+    def paused_until(self) -> float:
+        """The loop time at which a pause ends (``-inf`` if there never was one)."""
+        return self._paused_until
+
+    @property
+    def throttled_count(self) -> int:
+        """How many 429s were reported, including those that did not cut the rate."""
+        return self._throttled_count
+
+    @property
+    def acquired_count(self) -> int:
+        """How many slots were handed out (and kept)."""
+        return self._grants
+
+    @property
+    def latency(self) -> float | None:
+        """The moving average of observed request latency, in seconds, if any was observed."""
+        return self._latency
+
+    async def acquire(self) -> None:
+        """Wait for a send slot, behind every earlier caller still waiting."""
+        loop = self._loop = asyncio.get_running_loop()
+        now = loop.time()
+        self._refill(now)
+        if not self._waiters and now >= self._paused_until and self._tokens >= 1 - _EPSILON:
+            self._take()
+            return
+        fut: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(fut)
+        self._wake()
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                # The slot was ours but nobody will use it: hand it to the next waiter.
+                self._grants -= 1
+                self._grants_since_cut = max(0, self._grants_since_cut - 1)
+                self._tokens = min(float(self._burst), self._tokens + 1)
+            self._wake()
+            raise
+
+    def on_success(self) -> None:
+        """Record an answer other than a throttle: let the rate climb back towards its maximum."""
+        self._successes_since_cut += 1
+        self._successes_since_pause += 1
+        if self._cut_at is None or self._rate >= self._max_rate:
+            return
+        now = self._now()
+        elapsed = max(0.0, now - self._epoch)
+        shortfall = 1 - elapsed / self._recovery_seconds
+        target = self._w_max * (1 - (1 - BETA) * shortfall**3)
+        self._set_rate(now, min(self._max_rate, max(self._min_rate, target)))
+
+    def on_throttled(self, retry_after: float | None, *, sent_at: float | None = None) -> None:
+        """Record a 429 (or a 503 with Retry-After): cut the rate once per episode, maybe pause.
+
+        *retry_after* is the server's wait in seconds, if it gave one. *sent_at*, the loop time at
+        which the throttled request got its slot, tells exactly whether the 429 is news or an
+        answer to a request sent before the last cut; without it a time window is used.
+        """
+        now = self._now()
+        self._throttled_count += 1
+        resumed_at = self._paused_until
+        allowed = self._successes_since_pause
+        same_episode = self._same_episode(now, sent_at)
+        pause = retry_after is not None and (
+            retry_after > self._pause_after
+            # A new episode hard on the heels of the last cut: the cut did not help, so stop
+            # everyone rather than collect 429s until the next one.
+            or (not same_episode and self._cut_at is not None and not self._successes_since_cut)
+        )
+        if retry_after is not None and pause:
+            self.pause_until(now + retry_after)
+        if same_episode:
+            return
+        self._refill(now)
+        self._w_max = self._rate
+        if pause and allowed and -math.inf < resumed_at <= now:
+            # From one pause to the next, the quota allowed the successes in between: exactly
+            # the quota's rate if it is a fixed window, and a fair estimate otherwise.
+            self._w_max = max(
+                self._min_rate, min(self._w_max, allowed / (self._paused_until - resumed_at))
+            )
+        self._cut_at = now
+        self._epoch = max(now, self._paused_until)
+        self._recovery_seconds = min(
+            _MAX_RECOVERY_SECONDS, max(_MIN_RECOVERY_SECONDS, self._recovery / self._w_max)
+        )
+        self._grants_since_cut = 0
+        self._successes_since_cut = 0
+        # The server's bucket is empty; a burst saved up in ours would only earn more 429s.
+        self._tokens = 0.0
+        self._set_rate(now, max(self._min_rate, self._w_max * BETA))
+
+    def pause_until(self, when: float) -> None:
+        """Hand out no slot before loop time *when*; extends a pause, never shortens one."""
+        if when <= self._paused_until:
+            return
+        self._paused_until = when
+        self._successes_since_pause = 0
+        self._epoch = max(self._epoch, when)
+        self._wake()
+
+    def observe_latency(self, seconds: float) -> None:
+        """Feed one request's latency into the moving average that sizes episodes."""
+        if self._latency is None:
+            self._latency = seconds
+        else:
+            self._latency += _LATENCY_WEIGHT * (seconds - self._latency)
+
+    def _now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def _same_episode(self, now: float, sent_at: float | None) -> bool:
+        if self._cut_at is None:
+            return False
+        if sent_at is not None:
+            return sent_at <= self._cut_at
+        if self._grants_since_cut == 0:
+            return True
+        window = DEFAULT_EPISODE if self._latency is None else 2 * self._latency
+        return now < self._epoch + window
+
+    def _refill(self, now: float) -> None:
+        if self._stamp is not None and now > self._stamp:
+            self._tokens = min(float(self._burst), self._tokens + (now - self._stamp) * self._rate)
+        if self._stamp is None or now > self._stamp:
+            self._stamp = now
+
+    def _take(self) -> None:
+        self._tokens = max(0.0, self._tokens - 1)
+        self._grants += 1
+        self._grants_since_cut += 1
+
+    def _set_rate(self, now: float, rate: float) -> None:
+        self._refill(now)
+        self._rate = rate
+        if self._waiters:
+            # The head's wake-up time depends on the rate.
+            self._wake()
+
+    def _wake(self) -> None:
+        """Hand slots to waiters in order while there are tokens, then set the timer."""
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            handle.cancel()
+        loop = self._loop
+        waiters = self._waiters
+        if loop is None:
+            return
+        now = loop.time()
+        self._refill(now)
+        while waiters:
+            fut = waiters[0]
+            if fut.done():
+                waiters.popleft()
+            elif now < self._paused_until:
+                self._handle = loop.call_at(self._paused_until, self._wake)
+                return
+            elif self._tokens >= 1 - _EPSILON:
+                waiters.popleft()
+                self._take()
+                fut.set_result(None)
+            else:
+                self._handle = loop.call_at(now + (1 - self._tokens) / self._rate, self._wake)
+                return
+
+    def __repr__(self) -> str:
+        state = (
+            f"rate={self._rate:.4g}/{self._max_rate:.4g}, burst={self._burst}, "
+            f"tokens={self._tokens:.3f}, waiters={sum(not f.done() for f in self._waiters)}, "
+            f"acquired={self._grants}, throttled={self._throttled_count}"
+        )
+        if self._loop is not None:
+            left = self._paused_until - self._loop.time()
+            if left > 0:
+                state += f", paused for {left:.3f}s"
+        return f"<Throttle {state}>"
+
+
+class ConcurrencyCap:
+    """Bound the requests in flight to what the throttle's rate and the latency call for.
+
+    The limit is ``ceil(rate * latency * headroom) + 1`` clamped to ``[1, max_concurrency]``
+    (Little's law with room to spare); until a latency was observed it is ``max_concurrency``.
+    Use as ``async with cap:`` or with :meth:`acquire` and :meth:`release`; FIFO fair.
+    """
+
+    __slots__ = ("_headroom", "_in_flight", "_max_concurrency", "_throttle", "_waiters")
+
+    def __init__(
+        self, throttle: Throttle, *, max_concurrency: int, headroom: float = DEFAULT_HEADROOM
+    ) -> None:
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be at least 1, not {max_concurrency!r}")
+        if not headroom > 0:
+            raise ValueError(f"headroom must be positive, not {headroom!r}")
+        self._throttle = throttle
+        self._max_concurrency = max_concurrency
+        self._headroom = float(headroom)
+        self._in_flight = 0
+        self._waiters: deque[asyncio.Future[None]] = deque()
+
+    @property
+    def limit(self) -> int:
+        """How many requests may be in flight now."""
+        latency = self._throttle.latency
+        if latency is None:
+            return self._max_concurrency
+        wanted = math.ceil(self._throttle.rate * latency * self._headroom) + 1
+        return max(1, min(self._max_concurrency, wanted))
+
+    @property
+    def in_flight(self) -> int:
+        """How many requests hold a place now."""
+        return self._in_flight
+
+    @property
+    def max_concurrency(self) -> int:
+        """The configured ceiling of the limit."""
+        return self._max_concurrency
+
+    def observe(self, latency_seconds: float) -> None:
+        """Feed one request's latency (shared with the throttle) and admit waiters if room grew."""
+        self._throttle.observe_latency(latency_seconds)
+        self._wake()
+
+    async def acquire(self) -> None:
+        """Wait for a place among the requests in flight."""
+        if not self._waiters and self._in_flight < self.limit:
+            self._in_flight += 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self._in_flight -= 1
+            self._wake()
+            raise
+
+    def release(self) -> None:
+        """Give a place back."""
+        if self._in_flight <= 0:
+            raise RuntimeError("ConcurrencyCap.release() called more often than acquire()")
+        self._in_flight -= 1
+        self._wake()
+
+    def _wake(self) -> None:
+        waiters = self._waiters
+        limit = self.limit
+        while waiters and (waiters[0].done() or self._in_flight < limit):
+            fut = waiters.popleft()
+            if not fut.done():
+                self._in_flight += 1
+                fut.set_result(None)
+
+    async def __aenter__(self) -> None:
+        await self.acquire()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        waiting = sum(not f.done() for f in self._waiters)
+        return (
+            f"<ConcurrencyCap in_flight={self._in_flight}, limit={self.limit}/"
+            f"{self._max_concurrency}, waiters={waiting}>"
+        )
