@@ -224,6 +224,12 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     _add_options(run, RUN_OPTIONS, env)
 
+    from ._list_cli import configure_parser as configure_list
+
+    configure_list(
+        commands.add_parser("list-failed", help="list failed runs to pipe into run"), env
+    )
+
     from ._simulator._cli import configure_parser
 
     simulate = commands.add_parser("simulate", help="serve the built-in Flow Service simulator")
@@ -331,6 +337,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             from ._run import run_command
 
             return run_command(ns, env, args)
+        if ns.command == "list-failed":
+            from ._list_cli import run_list_failed
+
+            return run_list_failed(ns, env)
         if ns.command == "simulate":
             from ._simulator._cli import run_from_args
 

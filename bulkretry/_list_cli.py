@@ -1,0 +1,275 @@
+"""The ``list-failed`` command: list failed runs, one ID (or one JSON object) per line.
+
+``bulkretry list-failed --flow-id F --since 2d | bulkretry run`` is a whole recovery. The lead
+parser wires it as::
+
+    listing = commands.add_parser("list-failed", help="list failed runs to re-trigger")
+    configure_parser(listing, env)
+    ...
+    if ns.command == "list-failed":
+        return run_list_failed(ns, env)
+
+Exit codes: 0 the listing is complete (an empty one too, and when the reader of the output
+closed it early, as ``| head`` does); 2 a usage or configuration error, before any request;
+3 the listing stopped before its last page (the API refused it, retries were given up, a
+next-page link was refused, the output failed): what was written is true but incomplete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+from typing import TextIO
+
+from . import _config as C
+from ._cli import (
+    EXIT_OK,
+    EXIT_STOPPED,
+    EXIT_USAGE,
+    RUN_OPTIONS,
+    _add_options,
+    _choice,
+    _Option,
+    _positive_int,
+    build_credentials,
+)
+from ._exceptions import BulkRetryError, ConfigurationError
+from ._listing import DEFAULT_PAGE_SIZE, FailedRunLister, ListedRun, ListingHalted, ListQuery
+from ._logging import configure_logging
+from ._run import STDOUT_FD, new_event_loop, open_output
+from ._sink import OutputClosed, ResultSink
+from ._tls import check_url, proxy_for
+
+__all__ = [
+    "LIST_OPTIONS",
+    "build_list_settings",
+    "build_query",
+    "configure_parser",
+    "parse_when",
+    "resolve_when",
+    "run_list_failed",
+]
+
+log = logging.getLogger("bulkretry")
+
+EXIT_INTERRUPTED = 130
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+_MS = datetime.timedelta(milliseconds=1)
+
+When = datetime.datetime | datetime.timedelta
+"""A ``--since``/``--until`` value: a point in time, or how long before now."""
+
+
+def parse_when(text: str) -> When:
+    """Read an ISO-8601 time (naive means UTC) or a duration before now (30m, 6h, 2d, 1w)."""
+    stripped = text.strip()
+    match = _DURATION.fullmatch(stripped.lower())
+    if match:
+        try:
+            return datetime.timedelta(seconds=float(match[1]) * _UNITS[match[2]])
+        except OverflowError:
+            raise argparse.ArgumentTypeError(f"{text!r} is too long ago") from None
+    try:
+        when = datetime.datetime.fromisoformat(stripped)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither an ISO-8601 time (such as 2025-06-01T08:00 or "
+            "2025-06-01T08:00+02:00) nor a duration before now (30m, 6h, 2d, 1w)"
+        ) from None
+    return when if when.tzinfo is not None else when.replace(tzinfo=datetime.UTC)
+
+
+def resolve_when(when: When, now: datetime.datetime, *, what: str) -> int:
+    """Return ``when`` as epoch milliseconds, a duration counting back from ``now``."""
+    try:
+        moment = now - when if isinstance(when, datetime.timedelta) else when
+    except OverflowError:
+        raise ConfigurationError(f"{what} reaches back before the year 1") from None
+    return (moment - _EPOCH) // _MS
+
+
+def _help(dest: str, text: str | None = None) -> _Option:
+    """Take ``run``'s option ``dest`` (same flag, environment variable and default)."""
+    option = next(o for o in RUN_OPTIONS if o.dest == dest)
+    return option if text is None else dataclasses.replace(option, help=text)
+
+
+LIST_OPTIONS = [
+    _help("base_url"),
+    _Option(
+        ("--page-size",),
+        _positive_int,
+        DEFAULT_PAGE_SIZE,
+        "runs asked for per page (the API's limit parameter)",
+        "N",
+    ),
+    _help("rate"),
+    _help("burst"),
+    _help("max_attempts", "attempts per page at most"),
+    _help("timeout"),
+    _help("deadline", "seconds one page may take across all attempts"),
+    _help("token_file"),
+    _help("client_secret_file"),
+    _help("ca_bundle"),
+    _help("quiet"),
+    _help("verbose", "log every retry"),
+    _help("log_format"),
+]
+
+
+def configure_parser(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
+    """Add the ``list-failed`` arguments to ``parser``, with defaults taken from ``env``."""
+    parser.description = parser.description or (
+        "List failed runs through GET /runs, one run ID per line, so that "
+        "`bulkretry list-failed --flow-id F --since 2d | bulkretry run` re-triggers them."
+    )
+    parser.epilog = parser.epilog or (
+        "Credentials and BULKRETRY_* variables are those of `bulkretry run`. Exit codes: 0 the "
+        "listing is complete; 2 usage error; 3 the listing stopped before its last page (what "
+        "was written is true but incomplete)."
+    )
+    parser.add_argument(
+        "--flow-id",
+        dest="flow_ids",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="list the failed runs of this flow (repeat for several flows)",
+    )
+    parser.add_argument(
+        "--all-flows",
+        action="store_true",
+        help="list the failed runs of every flow in the sandbox (instead of --flow-id)",
+    )
+    window = "an ISO-8601 time (without a zone: UTC) or a duration before now: 30m, 6h, 2d, 1w"
+    parser.add_argument(
+        "--since", type=parse_when, metavar="WHEN", help=f"only runs started after WHEN, {window}"
+    )
+    parser.add_argument(
+        "--until", type=parse_when, metavar="WHEN", help=f"only runs started before WHEN, {window}"
+    )
+    parser.add_argument(
+        "--format",
+        type=_choice("ids", "jsonl"),
+        default="ids",
+        metavar="ids|jsonl",
+        help="one run ID per line, or one JSON object per run (run_id, flow_id, started_at, "
+        "completed_at, status, errors) [default ids]",
+    )
+    parser.add_argument(
+        "-o", "--output", metavar="PATH", help="write the list to PATH instead of stdout"
+    )
+    parser.add_argument("--append", action="store_true", help="append to an existing --output")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing non-empty --output"
+    )
+    _add_options(parser, LIST_OPTIONS, env)
+
+
+def build_query(ns: argparse.Namespace, now: datetime.datetime) -> ListQuery:
+    """Build the :class:`ListQuery` the flags ask for; relative times count back from ``now``."""
+    since = None if ns.since is None else resolve_when(ns.since, now, what="--since")
+    until = None if ns.until is None else resolve_when(ns.until, now, what="--until")
+    return ListQuery(
+        flow_ids=tuple(ns.flow_ids),
+        all_flows=ns.all_flows,
+        since_ms=since,
+        until_ms=until,
+        page_size=ns.page_size,
+    )
+
+
+def build_list_settings(
+    ns: argparse.Namespace, env: Mapping[str, str], warn: Callable[[str], None]
+) -> C.Settings:
+    """Build the :class:`Settings` a listing uses, with the same credentials as ``run``."""
+    check_url(ns.base_url, what="base URL")
+    credentials = build_credentials(ns, env, warn)
+    return C.Settings(
+        base_url=ns.base_url.rstrip("/"),
+        credentials=credentials,
+        rate=ns.rate,
+        burst=ns.burst,
+        max_attempts=ns.max_attempts,
+        timeout=ns.timeout,
+        deadline=ns.deadline,
+        ca_bundle=ns.ca_bundle or env.get("SSL_CERT_FILE") or None,
+        proxy=proxy_for(ns.base_url, env),
+        ims_proxy=proxy_for(credentials.ims_url, env),
+    )
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+def run_list_failed(
+    ns: argparse.Namespace,
+    env: Mapping[str, str],
+    *,
+    now: Callable[[], datetime.datetime] = _now,
+    stderr: TextIO | None = None,
+) -> int:
+    """Run ``bulkretry list-failed``; return the exit code (see the module docstring)."""
+    err = stderr if stderr is not None else sys.stderr
+    configure_logging(quiet=ns.quiet, verbose=ns.verbose, fmt=ns.log_format)
+    try:
+        query = build_query(ns, now())
+        settings = build_list_settings(ns, env, warn=log.warning)
+        fd = open_output(ns.output, append=ns.append, overwrite=ns.overwrite, inputs=())
+    except ConfigurationError as exc:
+        print(f"bulkretry: error: {exc}", file=err)
+        return EXIT_USAGE
+    try:
+        return _list(settings, query, fd, fmt=ns.format, quiet=ns.quiet, err=err)
+    finally:
+        if fd != STDOUT_FD:
+            os.close(fd)
+
+
+def _list(
+    settings: C.Settings, query: ListQuery, fd: int, *, fmt: str, quiet: bool, err: TextIO
+) -> int:
+    sink = ResultSink(fd)
+    line: Callable[[ListedRun], bytes] = ListedRun.to_json_line if fmt == "jsonl" else _id_line
+
+    def on_page(runs: list[ListedRun]) -> None:
+        for run in runs:
+            sink.add(line(run))
+        # Each page reaches the reader before the next one is asked for.
+        sink.flush()
+
+    lister = FailedRunLister(settings, query)
+    code = EXIT_OK
+    try:
+        with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            runner.run(lister.run(on_page))
+    except OutputClosed:
+        return EXIT_OK  # the reader has what it wanted (``| head``)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except ConfigurationError as exc:
+        print(f"bulkretry: error: {exc}", file=err)
+        return EXIT_USAGE
+    except ListingHalted as exc:
+        print(f"bulkretry: {exc}", file=err)  # the reason names the page it stopped at
+        code = EXIT_STOPPED
+    except BulkRetryError as exc:
+        print(f"bulkretry: stopped: {exc}", file=err)
+        code = EXIT_STOPPED
+    if not quiet:
+        print(lister.stats.summary(), file=err)
+    return code
+
+
+def _id_line(run: ListedRun) -> bytes:
+    return run.run_id.encode() + b"\n"

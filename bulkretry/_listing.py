@@ -1,0 +1,734 @@
+"""List failed runs: ``GET /runs`` with property filters, followed page by page as pages arrive.
+
+One listing per flow (``property`` filters are ANDed, so several flows cannot share a query), or
+one for the whole sandbox. Each page's runs are handed to the caller before the next page is
+asked for, so that a long listing streams; run IDs already handed out are never repeated.
+
+Pages continue through ``_links.next.href``, which Adobe writes relative to the service base
+(``/runs?continuationToken=…`` means ``{base}/runs?continuationToken=…``); an absolute link is
+followed only to the base URL's own scheme, host and port, since the token goes with it. An
+empty ``_links`` ends the listing; a continuation token seen twice stops it.
+
+Requests share ``run``'s machinery: a token from :func:`token_provider` (a 401 ``401013`` renews
+it once and retries), a :class:`Throttle` at the configured rate, and retries with backoff and
+``Retry-After``. A GET changes nothing, so every 5xx and network failure is safe to retry;
+:func:`decide_page` holds the whole decision:
+
+======================================  ============================================
+what happened                           decision
+======================================  ============================================
+200 with an ``items`` list              done
+200 without one (HTML, cut short…)      retry
+3xx                                     stop: a redirect could carry the token away
+401 ``401013``                          renew the token once, then ask again
+other 401, 403                          stop: the credentials are refused
+429                                     retry after max(Retry-After, backoff);
+                                        slows the throttle
+503                                     retry after max(Retry-After, backoff)
+501, 505                                stop
+other 5xx, network error, timeout       retry after backoff
+TLS failure                             stop
+404, other 4xx                          stop
+Retry-After above the cap               stop
+attempts reach ``max_attempts``, or     stop ("gave up")
+the page's ``deadline`` would pass
+======================================  ============================================
+
+A stop raises :class:`ListingHalted`; the runs handed out before it stay handed out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import logging
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+from urllib.parse import quote, urlencode
+
+import aiohttp
+import orjson
+from yarl import URL
+
+from ._auth import TokenProvider, token_provider
+from ._client import Answer, make_session, read_capped, translate
+from ._config import Settings
+from ._exceptions import BatchHalted, ConfigurationError, MissingCredentialsError, TransportError
+from ._policy import adobe_error, backoff_delay, parse_retry_after
+from ._throttle import Throttle
+
+__all__ = [
+    "DEFAULT_PAGE_SIZE",
+    "MAX_PAGE_BYTES",
+    "FailedRunLister",
+    "ListQuery",
+    "ListedRun",
+    "ListingHalted",
+    "ListingStats",
+    "PageDecision",
+    "decide_page",
+    "list_failed_runs",
+    "resolve_next",
+]
+
+log = logging.getLogger("bulkretry")
+
+#: Runs asked for per page (the ``limit`` parameter).
+DEFAULT_PAGE_SIZE = 100
+#: A page of 1000 runs is about 2 MB; anything past this is not read.
+MAX_PAGE_BYTES = 32 * 1024 * 1024
+FAILED = "failed"
+STATUS_FIELD = "metrics.statusSummary.status"
+STARTED_FIELD = "metrics.durationSummary.startedAtUTC"
+
+#: What a flow ID may contain: enough for UUIDs, nothing that the filter syntax reads (``,=<>``).
+_FLOW_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
+_MAX_ERRORS = 5
+_MAX_MESSAGE = 300
+_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
+
+Wait = Callable[[float], Awaitable[None]]
+OnPage = Callable[[list["ListedRun"]], None]
+
+
+class ListingHalted(BatchHalted):
+    """The listing stopped before its last page; ``reason`` says why in one sentence."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        status: int | None = None,
+        error_code: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        self.status = status
+        self.error_code = error_code
+        self.request_id = request_id
+        super().__init__(reason)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListQuery:
+    """What to list: failed runs of ``flow_ids`` (or of every flow), started in a window.
+
+    ``since_ms`` and ``until_ms`` are epoch milliseconds, both exclusive, as the API's ``>``
+    and ``<`` filters are. Listing every flow must be asked for with ``all_flows``.
+    """
+
+    flow_ids: tuple[str, ...] = ()
+    all_flows: bool = False
+    since_ms: int | None = None
+    until_ms: int | None = None
+    page_size: int | None = DEFAULT_PAGE_SIZE
+
+    def __post_init__(self) -> None:
+        if not self.flow_ids and not self.all_flows:
+            raise ConfigurationError(
+                "name the flows with --flow-id, or list them all (--all-flows)"
+            )
+        if self.flow_ids and self.all_flows:
+            raise ConfigurationError("--flow-id and --all-flows cannot be used together")
+        for flow_id in self.flow_ids:
+            if not _FLOW_ID.fullmatch(flow_id):
+                raise ConfigurationError(
+                    f"flow ID {flow_id!r} is not valid (expected a UUID such as "
+                    "3d17a4ff-9e0a-4f7c-94bb-bc0b61a3a76d)"
+                )
+        if (
+            self.since_ms is not None
+            and self.until_ms is not None
+            and self.since_ms >= self.until_ms
+        ):
+            raise ConfigurationError("--since must be earlier than --until")
+        if self.page_size is not None and self.page_size < 1:
+            raise ConfigurationError("the page size must be at least 1")
+
+    def flows(self) -> tuple[str | None, ...]:
+        """Return the flows to list one after another; None stands for every flow."""
+        return tuple(dict.fromkeys(self.flow_ids)) or (None,)
+
+    def params(self, flow_id: str | None) -> list[tuple[str, str]]:
+        """Return the first page's query parameters for ``flow_id`` (None: every flow)."""
+        properties = [] if flow_id is None else [f"flowId=={flow_id}"]
+        properties.append(f"{STATUS_FIELD}=={FAILED}")
+        if self.since_ms is not None:
+            properties.append(f"{STARTED_FIELD}>{self.since_ms}")
+        if self.until_ms is not None:
+            properties.append(f"{STARTED_FIELD}<{self.until_ms}")
+        params = [("property", p) for p in properties]
+        if self.page_size is not None:
+            params.append(("limit", str(self.page_size)))
+        return params
+
+    def admits(self, run: ListedRun, flow_id: str | None) -> bool:
+        """Tell whether ``run`` fits the filters as far as it shows (the API may ignore one)."""
+        if run.status is not None and run.status.casefold() != FAILED:
+            return False
+        if flow_id is not None and run.flow_id is not None and run.flow_id != flow_id:
+            return False
+        started = run.started_at_ms
+        if started is not None:
+            if self.since_ms is not None and started <= self.since_ms:
+                return False
+            if self.until_ms is not None and started >= self.until_ms:
+                return False
+        return True
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ListedRun:
+    """One failed run as listed: its ID, its flow, when it ran, and why it failed."""
+
+    run_id: str
+    flow_id: str | None = None
+    started_at_ms: int | None = None
+    completed_at_ms: int | None = None
+    status: str | None = None
+    errors: tuple[tuple[str | None, str | None], ...] = ()
+
+    @classmethod
+    def from_item(cls, item: object) -> ListedRun | None:
+        """Read one item of a page; None if it has no usable run ID."""
+        if not isinstance(item, dict):
+            return None
+        run_id = item.get("id")
+        if not isinstance(run_id, str) or not _is_clean(run_id):
+            return None
+        metrics = _dict(item.get("metrics"))
+        duration = _dict(metrics.get("durationSummary"))
+        summary = _dict(metrics.get("statusSummary"))
+        status = summary.get("status")
+        flow_id = item.get("flowId")
+        return cls(
+            run_id=run_id,
+            flow_id=flow_id if isinstance(flow_id, str) else None,
+            started_at_ms=_millis(duration.get("startedAtUTC")),
+            completed_at_ms=_millis(duration.get("completedAtUTC")),
+            status=status if isinstance(status, str) else None,
+            errors=_errors(item, summary),
+        )
+
+    def to_json(self) -> dict[str, object]:
+        """Return the ``--format jsonl`` record; ``bulkretry run`` reads its ``run_id``."""
+        return {
+            "run_id": self.run_id,
+            "flow_id": self.flow_id,
+            "started_at": _iso(self.started_at_ms),
+            "completed_at": _iso(self.completed_at_ms),
+            "status": self.status,
+            "errors": [{"code": code, "message": message} for code, message in self.errors],
+        }
+
+    def to_json_line(self) -> bytes:
+        """Return :meth:`to_json` as one line of JSON, newline included."""
+        return orjson.dumps(self.to_json(), option=orjson.OPT_APPEND_NEWLINE)
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _is_clean(text: str) -> bool:
+    """Tell whether ``text`` can stand alone on an output line: printable, no spaces."""
+    return bool(text) and text.isprintable() and not any(c.isspace() for c in text)
+
+
+def _millis(value: object) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return int(value)
+
+
+def _iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    try:
+        when = _EPOCH + datetime.timedelta(milliseconds=ms)
+    except OverflowError:
+        return None
+    return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _short(value: object) -> str | None:
+    if not isinstance(value, str):
+        return None
+    text = " ".join(value.split())
+    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
+
+
+def _errors(
+    item: dict[str, Any], summary: dict[str, Any]
+) -> tuple[tuple[str | None, str | None], ...]:
+    """Collect the failure reasons of the run, then of its activities, a few at most."""
+    lists: list[object] = [summary.get("errors")]
+    # The spec spells the field "activites"; the live API is said to write "activities".
+    for key in ("activities", "activites"):
+        activities = item.get(key)
+        if isinstance(activities, list):
+            for activity in activities:
+                status = _dict(_dict(activity).get("statusSummary"))
+                lists.append(status.get("errors"))
+    found: dict[tuple[str | None, str | None], None] = {}
+    for errors in lists:
+        if not isinstance(errors, list):
+            continue
+        for error in errors:
+            error = _dict(error)
+            entry = (_short(error.get("code")), _short(error.get("message")))
+            if entry != (None, None):
+                found[entry] = None
+            if len(found) >= _MAX_ERRORS:
+                return tuple(found)
+    return tuple(found)
+
+
+@dataclass(slots=True, kw_only=True)
+class ListingStats:
+    """What a listing did: pages read, runs handed out or left out, and the requests it took."""
+
+    started: float = field(default_factory=time.monotonic)
+    flows: int = 0
+    pages: int = 0
+    runs: int = 0
+    duplicates: int = 0
+    left_out: int = 0
+    requests: int = 0
+    retries: int = 0
+    throttled: int = 0
+    server_errors: int = 0
+    network_errors: int = 0
+    token_renewals: int = 0
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since the listing started."""
+        return time.monotonic() - self.started
+
+    def summary(self) -> str:
+        """Return the end-of-listing line for stderr."""
+        flows = "every flow" if self.flows == 0 else f"{self.flows} flow" + "s" * (self.flows != 1)
+        extra = ""
+        if self.duplicates:
+            extra += f", {self.duplicates} repeated"
+        if self.left_out:
+            extra += f", {self.left_out} left out (not failed, outside the window, or no ID)"
+        runs = f"{self.runs} failed run" + "s" * (self.runs != 1)
+        pages = f"{self.pages} page" + "s" * (self.pages != 1)
+        return (
+            f"bulkretry: {runs} listed from {flows} in {pages}"
+            f"{extra}; {self.requests} requests ({self.retries} retries, {self.throttled} "
+            f"answered 429, {self.server_errors} 5xx, {self.network_errors} network errors, "
+            f"{self.token_renewals} token renewals) in {self.elapsed:.1f} s"
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PageDecision:
+    """The verdict on one request for a page: done, retry after ``delay``, renew, or stop."""
+
+    action: Literal["done", "retry", "renew", "stop"]
+    delay: float = 0.0
+    reason: str = ""
+    throttled: bool = False
+    retry_after: float | None = None
+
+
+def _describe(answer: Answer) -> str:
+    code, _, message = adobe_error(answer.body)
+    text = f"HTTP {answer.status}"
+    if code:
+        text += f" {code}"
+    return f"{text}: {_short(message)}" if message else text
+
+
+def decide_page(
+    outcome: Answer | TransportError,
+    *,
+    attempt: int,
+    elapsed: float,
+    settings: Settings,
+    rng: random.Random,
+    wall_now: float,
+) -> PageDecision:
+    """Classify one attempt at a page and decide what happens next (see the module table)."""
+    retry_after: float | None = None
+    throttled = False
+    if isinstance(outcome, TransportError):
+        if outcome.kind == "tls":
+            return PageDecision(action="stop", reason=str(outcome))
+        why = str(outcome)
+    else:
+        status = outcome.status
+        body = outcome.body
+        if status == 200:
+            if isinstance(body, dict) and isinstance(body.get("items"), list):
+                return PageDecision(action="done")
+            problem = outcome.body_problem or "the body has no list of items"
+            why = f"HTTP 200 without a page of runs ({problem})"
+        elif 200 <= status < 400:
+            return PageDecision(
+                action="stop",
+                reason=f"{_describe(outcome)}: not a page of runs, and redirects are not followed "
+                "(they could carry the token elsewhere); check --base-url",
+            )
+        elif status == 401 and adobe_error(body)[0] == "401013":
+            return PageDecision(action="renew", reason=_describe(outcome))
+        elif status in (401, 403):
+            return PageDecision(
+                action="stop",
+                reason=f"the API refused the credentials ({_describe(outcome)}); "
+                "check the token, API key, org and sandbox",
+            )
+        elif status == 404:
+            return PageDecision(action="stop", reason=f"{_describe(outcome)}; check --base-url")
+        elif status in (429, 503):
+            retry_after = parse_retry_after(outcome.retry_after, wall_now=wall_now)
+            throttled = status == 429 or retry_after is not None
+            why = _describe(outcome)
+        elif 400 <= status < 500 or status in (501, 505):
+            return PageDecision(
+                action="stop", reason=f"the API refused the listing ({_describe(outcome)})"
+            )
+        else:
+            why = _describe(outcome)
+
+    def stop(reason: str) -> PageDecision:
+        return PageDecision(
+            action="stop", reason=reason, throttled=throttled, retry_after=retry_after
+        )
+
+    if retry_after is not None and retry_after > settings.retry_after_cap:
+        return stop(
+            f"{why}; the server asked to wait {retry_after:.0f} s, more than the "
+            f"{settings.retry_after_cap:.0f} s cap: list again after that"
+        )
+    if attempt >= settings.max_attempts:
+        return stop(f"{why}; gave up after {attempt} attempts")
+    delay = backoff_delay(attempt, base=settings.backoff_base, cap=settings.backoff_cap, rng=rng)
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    if elapsed + delay > settings.deadline:
+        return stop(
+            f"{why}; gave up: the next wait would pass the {settings.deadline:g} s deadline"
+        )
+    return PageDecision(
+        action="retry", delay=delay, reason=why, throttled=throttled, retry_after=retry_after
+    )
+
+
+def resolve_next(base: URL, href: str) -> URL:
+    """Return the URL of the next page that ``href`` links to, relative to ``base``.
+
+    A link starting with ``/`` is relative to the service base, as Adobe writes them, unless it
+    already starts with the base's path; an absolute (or ``//host``) link must stay on the
+    base's scheme, host and port. Raise :class:`ListingHalted` for any other link.
+    """
+    try:
+        link = URL(href.strip())
+    except (ValueError, TypeError) as exc:
+        raise ListingHalted(f"the next-page link {href!r} is not a URL ({exc})") from None
+    if link.raw_user is not None or link.raw_password is not None:
+        raise ListingHalted("the next-page link carries credentials (user:password@); refused")
+    if link.host is not None:
+        resolved = base.join(link)
+        if (resolved.scheme, resolved.host, resolved.port) != (base.scheme, base.host, base.port):
+            where = f"{resolved.scheme}://{resolved.raw_authority}"
+            raise ListingHalted(
+                f"the next-page link points to {where}, not to {base.origin()}; "
+                "the access token is never sent to another host"
+            )
+        return resolved.with_fragment(None)
+    if link.scheme:
+        raise ListingHalted(f"the next-page link {href!r} is not an http(s) URL")
+    base_path = base.raw_path.rstrip("/")
+    path = link.raw_path
+    if not path:
+        path = f"{base_path}/runs"
+    elif not path.startswith("/"):
+        path = f"{base_path}/{path}"
+    elif not (base_path and (path == base_path or path.startswith(base_path + "/"))):
+        path = base_path + path
+    return URL.build(
+        scheme=base.scheme,
+        authority=base.raw_authority,
+        path=path,
+        query_string=link.raw_query_string,
+        encoded=True,
+    )
+
+
+def _next_href(body: dict[str, Any]) -> str | None:
+    """Return the next page's link, or None at the end; refuse a link that cannot be read."""
+    links = body.get("_links")
+    if not isinstance(links, dict):
+        return None
+    nxt = links.get("next")
+    if nxt is None:
+        return None
+    href = nxt.get("href") if isinstance(nxt, dict) else nxt
+    if not isinstance(href, str):
+        raise ListingHalted(f"cannot read the next-page link {_short(repr(nxt))}")
+    # An empty link would mean the unfiltered /runs: take it as the end, never follow it.
+    return href if href.strip() else None
+
+
+class FailedRunLister:
+    """List failed runs page by page, handing each page's new runs out as it arrives.
+
+    ``session`` and ``tokens`` belong to the caller if given; otherwise a session is opened for
+    the listing and the token comes from ``settings.credentials``. ``wait`` replaces
+    ``asyncio.sleep`` between attempts (tests pass one that never sleeps).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        query: ListQuery,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        tokens: TokenProvider | None = None,
+        wait: Wait | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.query = query
+        self.stats = ListingStats(flows=len(query.flow_ids))
+        self.throttle = Throttle(
+            settings.rate, burst=settings.burst, pause_after=settings.pause_after
+        )
+        self._session = session
+        self._tokens = tokens
+        self._wait = wait or asyncio.sleep
+        self._rng = rng or random.Random()
+        self._base = URL(settings.base_url.rstrip("/"))
+        self._seen: set[str] = set()
+        self._flow: str | None = None
+        connect = min(settings.timeout, 10.0)
+        self._timeout = aiohttp.ClientTimeout(
+            total=settings.timeout, sock_connect=connect, connect=None
+        )
+
+    def __repr__(self) -> str:
+        s = self.stats
+        return (
+            f"<FailedRunLister base={str(self._base)!r} flow={self._flow!r} pages={s.pages} "
+            f"runs={s.runs} requests={s.requests} retries={s.retries} {self.throttle!r}>"
+        )
+
+    async def run(self, on_page: OnPage) -> ListingStats:
+        """List every flow of the query; call ``on_page`` with each page's new runs, in order.
+
+        ``on_page`` returns before the next page is requested; whatever it raises ends the
+        listing. Raise :class:`ListingHalted` when a page cannot be had.
+        """
+        own = None
+        try:
+            if self._session is None:
+                own = self._session = make_session(self.settings)
+            if self._tokens is None:
+                credentials = self.settings.credentials
+                if credentials is None:
+                    raise MissingCredentialsError(
+                        ["BULKRETRY_ACCESS_TOKEN", "BULKRETRY_API_KEY", "BULKRETRY_ORG_ID"]
+                    )
+                self._tokens = token_provider(
+                    credentials,
+                    self._session,
+                    timeout=self.settings.timeout,
+                    proxy=self.settings.ims_proxy,
+                )
+            for flow_id in self.query.flows():
+                self._flow = flow_id
+                await self._list_flow(flow_id, on_page)
+        finally:
+            if own is not None:
+                await own.close()
+        return self.stats
+
+    def first_url(self, flow_id: str | None) -> URL:
+        """Return the URL of the first page for ``flow_id`` (None: every flow)."""
+        # ``=`` stays as the docs write it (property=flowId==…); ``>`` and ``<`` are escaped.
+        query = urlencode(self.query.params(flow_id), quote_via=quote, safe="=")
+        return URL(f"{self._base}/runs?{query}", encoded=True)
+
+    async def _list_flow(self, flow_id: str | None, on_page: OnPage) -> None:
+        url = self.first_url(flow_id)
+        visited = {str(url)}
+        page = 0
+        while True:
+            page += 1
+            body = await self._fetch(url, page)
+            self.stats.pages += 1
+            on_page(self._accept(body["items"], flow_id))
+            try:
+                href = _next_href(body)
+                if href is None:
+                    return
+                url = resolve_next(self._base, href)
+            except ListingHalted as exc:
+                raise ListingHalted(self._where(page) + exc.reason) from None
+            key = url.query.get("continuationToken") or str(url)
+            if key in visited:
+                raise ListingHalted(
+                    self._where(page) + "the next-page link repeats an earlier page "
+                    "(the same continuation token twice); the listing would never end"
+                )
+            visited.add(key)
+
+    def _accept(self, items: Sequence[object], flow_id: str | None) -> list[ListedRun]:
+        """Keep the runs of a page that are new and fit the filters."""
+        runs: list[ListedRun] = []
+        for item in items:
+            run = ListedRun.from_item(item)
+            if run is None or not self.query.admits(run, flow_id):
+                self.stats.left_out += 1
+                continue
+            if run.run_id in self._seen:
+                self.stats.duplicates += 1
+                continue
+            self._seen.add(run.run_id)
+            runs.append(run)
+        self.stats.runs += len(runs)
+        return runs
+
+    def _where(self, page: int) -> str:
+        flow = f" of flow {self._flow}" if self._flow is not None else ""
+        return f"listing the failed runs{flow} stopped at page {page}: "
+
+    async def _fetch(self, url: URL, page: int) -> dict[str, Any]:
+        """Get one page, retrying and renewing the token as :func:`decide_page` says."""
+        assert self._tokens is not None
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        attempt = 0
+        renewed = False
+        while True:
+            await self.throttle.acquire()
+            attempt += 1
+            stats = self.stats
+            stats.requests += 1
+            if attempt > 1:
+                stats.retries += 1
+            token = await self._tokens.token()
+            sent_at = loop.time()
+            try:
+                outcome: Answer | TransportError = await self._get(url, token)
+            except TransportError as exc:
+                outcome = exc
+                stats.network_errors += 1
+            now = loop.time()
+            self.throttle.observe_latency(now - sent_at)
+            if isinstance(outcome, Answer):
+                if outcome.status == 429:
+                    stats.throttled += 1
+                elif outcome.status >= 500:
+                    stats.server_errors += 1
+            decision = decide_page(
+                outcome,
+                attempt=attempt,
+                elapsed=now - started,
+                settings=self.settings,
+                rng=self._rng,
+                wall_now=time.time(),
+            )
+            if decision.throttled:
+                self.throttle.on_throttled(decision.retry_after, sent_at=sent_at)
+            else:
+                self.throttle.on_success()
+            if decision.action == "done":
+                assert isinstance(outcome, Answer)
+                assert isinstance(outcome.body, dict)
+                return outcome.body
+            if decision.action == "renew" and not renewed:
+                # Renewal is not a failed attempt: the next try uses a new token.
+                renewed = True
+                attempt -= 1
+                await self._tokens.renew(token)
+                stats.token_renewals += 1
+                continue
+            if decision.action in ("renew", "stop"):
+                reason = decision.reason
+                if decision.action == "renew":
+                    reason = f"the API refused the renewed access token too ({reason})"
+                status = outcome.status if isinstance(outcome, Answer) else None
+                request_id = outcome.request_id if isinstance(outcome, Answer) else None
+                code = adobe_error(outcome.body)[0] if isinstance(outcome, Answer) else None
+                raise ListingHalted(
+                    self._where(page) + reason,
+                    status=status,
+                    error_code=code,
+                    request_id=request_id,
+                )
+            log.info(
+                "page %d: %s; retrying in %.1f s (attempt %d)",
+                page,
+                decision.reason,
+                decision.delay,
+                attempt + 1,
+            )
+            await self._wait(decision.delay)
+
+    async def _get(self, url: URL, token: str) -> Answer:
+        """Make one GET; raise :class:`TransportError` below HTTP."""
+        assert self._session is not None
+        credentials = self.settings.credentials
+        assert credentials is not None
+        headers = {
+            "Authorization": "Bearer " + token,
+            "x-api-key": credentials.api_key,
+            "x-gw-ims-org-id": credentials.org_id,
+            "x-sandbox-name": credentials.sandbox,
+            "Accept": "application/json",
+        }
+        try:
+            async with self._session.get(
+                url,
+                headers=headers,
+                allow_redirects=False,
+                timeout=self._timeout,
+                proxy=self.settings.proxy,
+            ) as response:
+                raw, truncated = await read_capped(response, MAX_PAGE_BYTES)
+                body, problem = _parse(raw, truncated)
+                return Answer(
+                    status=response.status,
+                    body=body,
+                    body_problem=problem,
+                    retry_after=response.headers.get("Retry-After"),
+                    request_id=response.headers.get("x-request-id"),
+                )
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise translate(exc, url_host=self._base.host or str(self._base)) from exc
+
+
+def _parse(raw: bytes, truncated: bool) -> tuple[Any, str | None]:
+    if truncated:
+        return None, f"the body is larger than {MAX_PAGE_BYTES} bytes"
+    if not raw.strip():
+        return None, "the body is empty"
+    try:
+        return orjson.loads(raw), None
+    except orjson.JSONDecodeError:
+        if raw.lstrip()[:1] == b"<":
+            return None, "the body is HTML, not JSON"
+        return None, "the body is not valid JSON"
+
+
+async def list_failed_runs(
+    settings: Settings,
+    query: ListQuery,
+    on_page: OnPage,
+    *,
+    session: aiohttp.ClientSession | None = None,
+    tokens: TokenProvider | None = None,
+    wait: Wait | None = None,
+    rng: random.Random | None = None,
+) -> ListingStats:
+    """List the failed runs ``query`` asks for, calling ``on_page`` as each page arrives."""
+    lister = FailedRunLister(settings, query, session=session, tokens=tokens, wait=wait, rng=rng)
+    return await lister.run(on_page)
