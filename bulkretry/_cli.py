@@ -50,6 +50,16 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number of at least 0")
+    return value
+
+
 def _flag(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -139,6 +149,27 @@ RUN_OPTIONS = [
         "retry",
         "after a 500/502/504 or a timeout: retry, or hold the record as in_doubt",
         "retry|hold",
+    ),
+    _Option(
+        ("--halt-on",),
+        str,
+        C.DEFAULT_HALT_ON,
+        "when the service looks down, stop (exit 3): e.g. 5xx=90%/100,stall=600 or never",
+        "SPEC",
+    ),
+    _Option(
+        ("--max-retriggers",),
+        _positive_int,
+        None,
+        "stop (exit 3) after N successful re-triggers; the rest is not_attempted",
+        "N",
+    ),
+    _Option(
+        ("--retry-budget",),
+        _non_negative_float,
+        C.DEFAULT_RETRY_BUDGET,
+        "retries of 5xx/network failures as a share of first attempts (429s not counted)",
+        "SHARE",
     ),
     _Option(
         ("--run-id-pattern",),
@@ -319,6 +350,9 @@ def build_settings(
         deadline=ns.deadline,
         on_ambiguous=ns.on_ambiguous,
         run_id_pattern=ns.run_id_pattern,
+        halt_on=ns.halt_on,
+        max_retriggers=ns.max_retriggers,
+        retry_budget=ns.retry_budget,
         dry_run=ns.dry_run,
         ca_bundle=ns.ca_bundle or env.get("SSL_CERT_FILE") or None,
         proxy=proxy_for(ns.base_url, env),

@@ -12,15 +12,20 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ._exceptions import ConfigurationError
+from ._halt import DEFAULT_HALT_ON, parse_halt_on
+
 __all__ = [
     "DEFAULT_BASE_URL",
     "DEFAULT_BURST",
     "DEFAULT_CONCURRENCY",
     "DEFAULT_DEADLINE",
+    "DEFAULT_HALT_ON",
     "DEFAULT_IMS_URL",
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_OP",
     "DEFAULT_RATE",
+    "DEFAULT_RETRY_BUDGET",
     "DEFAULT_RUN_ID_PATTERN",
     "DEFAULT_SANDBOX",
     "DEFAULT_SCOPES",
@@ -52,6 +57,8 @@ DEFAULT_BACKOFF_CAP = 60.0
 DEFAULT_PAUSE_AFTER = 5.0
 #: A Retry-After beyond this stops the batch: waiting blindly for hours helps nobody.
 DEFAULT_RETRY_AFTER_CAP = 900.0
+#: Retries of 5xx, network failures and timeouts, as a share of first attempts.
+DEFAULT_RETRY_BUDGET = 0.5
 #: Adobe run IDs are UUIDs; upper-case hex is accepted and folded to lower case.
 DEFAULT_RUN_ID_PATTERN = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
@@ -94,6 +101,12 @@ class Settings:
     run_id_pattern: str = DEFAULT_RUN_ID_PATTERN
     dry_run: bool = False
     ca_bundle: str | None = None
+    #: When the service looks down, see :mod:`bulkretry._halt` for the syntax.
+    halt_on: str = DEFAULT_HALT_ON
+    #: Stop after this many successful re-triggers (Adobe counts ingestion batches per day).
+    max_retriggers: int | None = None
+    #: Retries of failed requests, as a share of first attempts (429s are not counted).
+    retry_budget: float = DEFAULT_RETRY_BUDGET
     #: Proxy URLs for the API and for IMS, resolved by the CLI from HTTPS_PROXY and NO_PROXY.
     proxy: str | None = None
     ims_proxy: str | None = None
@@ -129,7 +142,13 @@ class Settings:
             re.compile(self.run_id_pattern)
         except re.error as exc:
             problems.append(f"run-id-pattern is not a regular expression ({exc})")
+        if self.max_retriggers is not None and self.max_retriggers < 1:
+            problems.append("max-retriggers must be at least 1")
+        if not (0 <= self.retry_budget < float("inf")):
+            problems.append("retry-budget must be a non-negative share of first attempts")
+        try:
+            parse_halt_on(self.halt_on)
+        except ConfigurationError as exc:
+            problems.append(str(exc))
         if problems:
-            from ._exceptions import ConfigurationError
-
             raise ConfigurationError("; ".join(problems))

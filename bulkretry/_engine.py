@@ -17,6 +17,7 @@ import random
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import aiohttp
 import anyio
@@ -32,14 +33,15 @@ from ._exceptions import (
     MissingCredentialsError,
     TransportError,
 )
+from ._governor import Governor
 from ._policy import Action, decide
 from ._result import ErrorInfo, Outcome, RunResult, utc_now_iso
 from ._source import InputRecord
 from ._stats import Stats
-from ._throttle import Throttle
 
 __all__ = ["Emit", "Engine"]
 
+T = TypeVar("T")
 Emit = Callable[[RunResult], Awaitable[None]]
 Wait = Callable[[float], Awaitable[None]]
 #: Seconds a soft stop waits for requests in flight before it cancels them.
@@ -89,21 +91,19 @@ class Engine:
         self._hard = False
         self._workers: dict[asyncio.Task[None], _Flight | None] = {}
         self._seen = SeenSet()
-        self._throttle = Throttle(
-            settings.rate, burst=settings.burst, pause_after=settings.pause_after
-        )
+        self._governor = Governor(settings)
         self._client: FlowServiceClient | None = None
         self._token = ""
         self._grace_handle: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
         state = "hard-stopping" if self._hard else "stopping" if self._stopping else "running"
-        return f"Engine({state}, {self.stats!r}, {self._throttle!r})"
+        return f"Engine({state}, {self.stats!r}, {self._governor!r})"
 
     @property
-    def throttle(self) -> Throttle:
-        """The shared send-rate limiter (its learned rate is shown in progress and summary)."""
-        return self._throttle
+    def governor(self) -> Governor:
+        """The shared flow control: throttle, in-flight cap, retry budget, halting."""
+        return self._governor
 
     @property
     def stopping(self) -> bool:
@@ -288,13 +288,13 @@ class Engine:
             return Outcome.IN_DOUBT, error, None, None
         return Outcome.NOT_ATTEMPTED, flight.last_error, None, None
 
-    async def _idle(self, flight: _Flight, wait: Callable[[], Awaitable[None]]) -> None:
+    async def _idle(self, flight: _Flight, wait: Callable[[], Awaitable[T]]) -> T:
         """Await a wait that a soft stop may cut short (a slot, a backoff)."""
         if self._stopping:
             raise _Interrupted
         flight.interruptible = True
         try:
-            await wait()
+            result = await wait()
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if self._stopping and not self._hard and task is not None:
@@ -305,6 +305,7 @@ class Engine:
             flight.interruptible = False
         if self._stopping:
             raise _Interrupted
+        return result
 
     async def _process(
         self, flight: _Flight
@@ -312,28 +313,46 @@ class Engine:
         settings = self.settings
         stats = self.stats
         client = self._client
+        gov = self._governor
         run_id = flight.record.run_id
         assert client is not None
         assert run_id is not None
         loop = asyncio.get_running_loop()
         started = loop.time()
         while True:
-            await self._idle(flight, self._throttle.acquire)
+            if not await self._idle(flight, gov.room):
+                self.stop(f"reached --max-retriggers {gov.max_retriggers}")
+                raise _Interrupted
+            await self._idle(flight, gov.throttle.acquire)
+            await self._idle(flight, gov.cap.acquire)
+            sent_at = loop.time()
+            gov.sending()
+            try:
+                # Cheap while the token is fresh; renews it ahead of expiry on a long batch.
+                token = self._token = await self._tokens_provider().token()
+            except AuthenticationError as exc:
+                gov.abandon()
+                self.stop(str(exc))
+                raise _Interrupted from None
+            except BaseException:
+                gov.abandon()
+                raise
             flight.attempts += 1
             stats.attempts += 1
-            if flight.attempts > 1:
+            if flight.attempts == 1:
+                gov.budget.on_request()
+            else:
                 stats.retries += 1
-            # Cheap while the token is fresh; renews it ahead of expiry on a long batch.
-            token = self._token = await self._tokens_provider().token()
             flight.on_the_wire = True
-            sent_at = loop.time()
             try:
                 outcome: Answer | TransportError = await client.retrigger(run_id, token)
             except TransportError as exc:
                 outcome = exc
+            except BaseException:
+                gov.abandon()
+                raise
             flight.on_the_wire = False
             now = loop.time()
-            self._throttle.observe_latency(now - sent_at)
             decision = decide(
                 outcome,
                 attempt=flight.attempts,
@@ -343,19 +362,10 @@ class Engine:
                 rng=self._rng,
                 wall_now=time.time(),
             )
-            if isinstance(outcome, Answer):
-                flight.last_status = outcome.status
-                flight.request_id = outcome.request_id or flight.request_id
-                if outcome.status == 429:
-                    stats.throttled += 1
-                elif outcome.status >= 500:
-                    stats.server_errors += 1
-            else:
-                stats.network_errors += 1
-            if decision.throttled:
-                self._throttle.on_throttled(decision.retry_after, sent_at=sent_at)
-            else:
-                self._throttle.on_success()
+            self._count(flight, outcome)
+            halt = gov.answered(outcome, decision, sent_at=sent_at, now=now)
+            if halt is not None:
+                self.stop(halt, hard=gov.halt_now)
             if decision.ambiguous:
                 flight.ambiguous += 1
             flight.last_error = decision.error
@@ -370,8 +380,35 @@ class Engine:
                 if decision.token_expired and await self._renew(token):
                     continue
                 self.stop(decision.halt_reason)
-                return self._stopped(flight)
+                raise _Interrupted
+            if not decision.throttled and not gov.budget.try_spend():
+                stats.budget_waits += 1
+                deadline = started + settings.deadline
+                if not await self._idle(flight, functools.partial(gov.budget.wait, deadline)):
+                    why = "the retry budget stayed empty until the deadline"
+                    error = ErrorInfo(
+                        kind=flight.last_error.kind if flight.last_error else "http",
+                        message=f"{flight.last_error.message if flight.last_error else ''}; {why}",
+                    )
+                    return (
+                        (Outcome.IN_DOUBT if flight.ambiguous else Outcome.FAILED),
+                        error,
+                        None,
+                        None,
+                    )
             await self._idle(flight, functools.partial(self._sleep, decision.delay))
+
+    def _count(self, flight: _Flight, outcome: Answer | TransportError) -> None:
+        stats = self.stats
+        if isinstance(outcome, Answer):
+            flight.last_status = outcome.status
+            flight.request_id = outcome.request_id or flight.request_id
+            if outcome.status == 429:
+                stats.throttled += 1
+            elif outcome.status >= 500:
+                stats.server_errors += 1
+        else:
+            stats.network_errors += 1
 
     async def _sleep(self, delay: float) -> None:
         if self._wait is not None:

@@ -6,9 +6,9 @@ import asyncio
 import sys
 from typing import TextIO
 
+from ._governor import Governor
 from ._result import Outcome
 from ._stats import Stats
-from ._throttle import Throttle
 
 __all__ = ["Progress", "format_summary"]
 
@@ -32,7 +32,7 @@ def _duration(seconds: float) -> str:
     return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
-def format_summary(stats: Stats, throttle: Throttle | None = None) -> str:
+def format_summary(stats: Stats, governor: Governor | None = None) -> str:
     """Return the end-of-batch summary: counts per outcome, attempts, 429s, 5xx, time, rate."""
     elapsed = stats.elapsed
     counts = (
@@ -46,8 +46,13 @@ def format_summary(stats: Stats, throttle: Throttle | None = None) -> str:
         f"{stats.server_errors} 5xx, {stats.network_errors} network errors) in {elapsed:.1f} s, "
         f"{rate:.1f} requests/s",
     ]
-    if throttle is not None and stats.attempts:
-        lines[-1] += f", learned rate {throttle.rate:.1f}/s"
+    if governor is not None and stats.attempts:
+        lines.append(
+            f"bulkretry: learned rate {governor.throttle.rate:.1f}/s "
+            f"of {governor.throttle.max_rate:g}/s allowed; "
+            f"retry budget {governor.budget.tokens:.1f} tokens, "
+            f"{stats.budget_waits} retries waited for it"
+        )
     return "\n".join(lines)
 
 
@@ -57,13 +62,13 @@ class Progress:
     def __init__(
         self,
         stats: Stats,
-        throttle: Throttle | None = None,
+        governor: Governor | None = None,
         *,
         stream: TextIO | None = None,
         interval: float = 0.5,
     ) -> None:
         self._stats = stats
-        self._throttle = throttle
+        self._governor = governor
         self._stream = stream or sys.stderr
         self._interval = interval
         self._task: asyncio.Task[None] | None = None
@@ -82,8 +87,11 @@ class Progress:
         if stats.total is not None and rate > 0 and done < stats.total:
             text += f", ETA {_duration((stats.total - done) / rate)}"
         text += f", {stats.retries} retries, {stats.throttled} throttled"
-        if self._throttle is not None:
-            text += f", rate {self._throttle.rate:.1f}/s"
+        if self._governor is not None:
+            text += (
+                f", rate {self._governor.throttle.rate:.1f}/s"
+                f", budget {self._governor.budget.tokens:.0f}"
+            )
         bad = stats.count(Outcome.FAILED) + stats.count(Outcome.IN_DOUBT)
         if bad:
             text += f", {bad} failed/in doubt"

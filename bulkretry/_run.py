@@ -161,7 +161,7 @@ class BatchRunner:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self.on_signal, signum)
-        progress = Progress(self.engine.stats, self.engine.throttle) if self.show_progress else None
+        progress = Progress(self.engine.stats, self.engine.governor) if self.show_progress else None
         flusher = loop.create_task(self.flusher())
         if progress is not None:
             progress.start()
@@ -182,7 +182,7 @@ class BatchRunner:
         elif self.output_problem is not None and "closed" not in self.output_problem:
             log.error("stopped: %s", self.output_problem)
         if not self.quiet and not (self.output_problem and "closed" in self.output_problem):
-            print(format_summary(stats, self.engine.throttle), file=sys.stderr)
+            print(format_summary(stats, self.engine.governor), file=sys.stderr)
         return exit_code(stats, stopped=stopped, signum=self.signum)
 
 

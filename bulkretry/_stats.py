@@ -23,6 +23,7 @@ class Stats:
     server_errors: int = 0
     network_errors: int = 0
     token_renewals: int = 0
+    budget_waits: int = 0
     total: int | None = None
 
     def __repr__(self) -> str:

@@ -135,7 +135,7 @@ async def test_429_then_success_waits_at_least_retry_after(http: aioresponses) -
     assert waits
     assert waits[0] >= 2.0
     assert stats.throttled == 1
-    assert engine.throttle.throttled_count == 1
+    assert engine.governor.throttle.throttled_count == 1
 
 
 async def test_500_then_success_counts_one_ambiguous_attempt(http: aioresponses) -> None:

@@ -1,0 +1,120 @@
+"""Decide when the next request may leave: rate, requests in flight, retry budget, halting.
+
+One :class:`Governor` per batch holds the flow-control pieces that every worker shares, so that
+the engine asks one object "may I send?" and tells it "this is what came back":
+
+- the :class:`~bulkretry._throttle.Throttle` paces sends and learns the server's quota;
+- the :class:`~bulkretry._throttle.ConcurrencyCap` keeps requests in flight to what the rate and
+  the latency need (Little's law), so a slow server does not collect requests that time out;
+- the :class:`~bulkretry._budget.RetryBudget` keeps retries of failed requests to a share of
+  first attempts, so a failing server is not hammered (429s are paced by the throttle instead);
+- the :class:`~bulkretry._halt.HaltDetector` says when the service looks down (``--halt-on``);
+- ``--max-retriggers`` caps successes: a request is only sent while the successes so far plus
+  the requests in flight stay below it, so the cap is never passed, even by requests in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from ._budget import RetryBudget
+from ._client import Answer
+from ._config import Settings
+from ._exceptions import TransportError
+from ._halt import HaltDetector, parse_halt_on
+from ._halt import Outcome as HaltKind
+from ._policy import Action, Decision
+from ._throttle import ConcurrencyCap, Throttle
+
+__all__ = ["Governor"]
+
+
+class Governor:
+    """The shared flow control of one batch (see the module docstring)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.throttle = Throttle(
+            settings.rate, burst=settings.burst, pause_after=settings.pause_after
+        )
+        self.cap = ConcurrencyCap(self.throttle, max_concurrency=settings.concurrency)
+        self.budget = RetryBudget(
+            ratio=settings.retry_budget,
+            capacity=max(1.0, settings.concurrency * settings.retry_budget * 4),
+            # At the tail of a batch no first attempt pays for retries any more.
+            per_second=max(0.1, settings.rate * settings.retry_budget / 10),
+        )
+        self.halt = HaltDetector(parse_halt_on(settings.halt_on))
+        self.halt_now = self.halt.policy.when == "now"
+        self.max_retriggers = settings.max_retriggers
+        self.retriggered = 0
+        self._in_flight = 0
+        self._room_waiters: list[asyncio.Future[None]] = []
+
+    def __repr__(self) -> str:
+        return (
+            f"<Governor {self.throttle!r} {self.cap!r} {self.budget!r} "
+            f"retriggered={self.retriggered} max={self.max_retriggers}>"
+        )
+
+    def may_send(self) -> bool:
+        """True while one more request cannot take successes past ``--max-retriggers``."""
+        return (
+            self.max_retriggers is None or self.retriggered + self._in_flight < self.max_retriggers
+        )
+
+    async def room(self) -> bool:
+        """Wait until one more request fits under ``--max-retriggers``; False once it is reached."""
+        while not self.may_send():
+            assert self.max_retriggers is not None
+            if self.retriggered >= self.max_retriggers:
+                return False
+            waiter = asyncio.get_running_loop().create_future()
+            self._room_waiters.append(waiter)
+            await waiter
+        return True
+
+    def sending(self) -> None:
+        """Count a request as in flight; it holds a slot of the concurrency cap."""
+        self._in_flight += 1
+
+    def abandon(self) -> None:
+        """Give back what :meth:`sending` took, for a request that was never answered."""
+        self._in_flight -= 1
+        self.cap.release()
+        self._wake_room()
+
+    def _wake_room(self) -> None:
+        waiters, self._room_waiters = self._room_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def answered(
+        self, outcome: Answer | TransportError, decision: Decision, *, sent_at: float, now: float
+    ) -> str | None:
+        """Take one attempt's result into account; return a halt reason, if it is time to halt."""
+        self._in_flight -= 1
+        self.cap.release()
+        self._wake_room()
+        self.throttle.observe_latency(now - sent_at)
+        if decision.throttled:
+            self.throttle.on_throttled(decision.retry_after, sent_at=sent_at)
+        elif isinstance(outcome, Answer):
+            self.throttle.on_success()
+        kind: HaltKind
+        if decision.action is Action.SUCCEED:
+            self.retriggered += 1
+            kind = "success"
+        elif isinstance(outcome, TransportError):
+            kind = "network"
+        elif decision.throttled or outcome.status == 429:
+            kind = "throttled"
+        elif outcome.status >= 500:
+            kind = "server_error"
+        else:
+            kind = "client_error"
+        reason = self.halt.observe(kind, now)
+        cap = self.max_retriggers
+        if reason is None and cap is not None and self.retriggered >= cap:
+            reason = f"reached --max-retriggers {self.max_retriggers}"
+        return reason
