@@ -219,7 +219,8 @@ def _add_options(
             except argparse.ArgumentTypeError as exc:
                 parser.error(f"{option.env}: {exc}")
         shown = "off" if option.type is None and not option.default else option.default
-        text = f"{option.help} [env {option.env}; default {shown}]"
+        # argparse formats help with %, so a literal % (as in 5xx=90%/100) must be doubled.
+        text = f"{option.help} [env {option.env}; default {shown}]".replace("%", "%%")
         if option.type is None:
             parser.add_argument(
                 *option.flags, dest=option.dest, action="store_true", default=default, help=text
