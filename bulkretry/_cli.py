@@ -60,6 +60,17 @@ def _non_negative_float(text: str) -> float:
     return value
 
 
+def _outcome_list(text: str) -> frozenset[str]:
+    from ._result import Outcome
+
+    names = frozenset(part.strip() for part in text.split(",") if part.strip())
+    unknown = sorted(names - {o.value for o in Outcome})
+    if not names or unknown:
+        known = ", ".join(o.value for o in Outcome)
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of outcomes ({known})")
+    return names
+
+
 def _flag(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in ("1", "true", "yes", "on"):
@@ -170,6 +181,20 @@ RUN_OPTIONS = [
         C.DEFAULT_RETRY_BUDGET,
         "retries of 5xx/network failures as a share of first attempts (429s not counted)",
         "SHARE",
+    ),
+    _Option(
+        ("--only",),
+        _outcome_list,
+        None,
+        "with results files as input, act on lines with these outcomes only (e.g. failed,in_doubt)"
+        "; the others are skipped",
+        "OUTCOMES",
+    ),
+    _Option(
+        ("--retry-in-doubt",),
+        None,
+        False,
+        "send runs that an earlier run left in_doubt (they may have been re-triggered)",
     ),
     _Option(
         ("--run-id-pattern",),
@@ -354,6 +379,8 @@ def build_settings(
         halt_on=ns.halt_on,
         max_retriggers=ns.max_retriggers,
         retry_budget=ns.retry_budget,
+        only=ns.only,
+        retry_in_doubt=ns.retry_in_doubt,
         dry_run=ns.dry_run,
         ca_bundle=ns.ca_bundle or env.get("SSL_CERT_FILE") or None,
         proxy=proxy_for(ns.base_url, env),

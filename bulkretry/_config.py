@@ -107,6 +107,10 @@ class Settings:
     max_retriggers: int | None = None
     #: Retries of failed requests, as a share of first attempts (429s are not counted).
     retry_budget: float = DEFAULT_RETRY_BUDGET
+    #: With results files as input: the prior outcomes to act on; the other lines are skipped.
+    only: frozenset[str] | None = None
+    #: Send runs that an earlier run left in_doubt (they may have been re-triggered already).
+    retry_in_doubt: bool = False
     #: Proxy URLs for the API and for IMS, resolved by the CLI from HTTPS_PROXY and NO_PROXY.
     proxy: str | None = None
     ims_proxy: str | None = None

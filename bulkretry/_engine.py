@@ -44,6 +44,9 @@ __all__ = ["Emit", "Engine"]
 T = TypeVar("T")
 Emit = Callable[[RunResult], Awaitable[None]]
 Wait = Callable[[float], Awaitable[None]]
+_ALREADY = Outcome.ALREADY_RETRIGGERED
+#: Outcomes of an input line that mean the run was re-triggered already: never send it again.
+_DONE = frozenset({Outcome.RETRIGGERED.value, Outcome.ALREADY_RETRIGGERED.value})
 #: Seconds a soft stop waits for requests in flight before it cancels them.
 DEFAULT_GRACE = 30.0
 
@@ -203,6 +206,16 @@ class Engine:
             )
         elif not self._seen.add(record.run_id):
             await self._finish(emit, record, Outcome.DUPLICATE)
+        elif (verdict := self._prior_verdict(record)) is not None:
+            outcome, error = verdict
+            await self._finish(
+                emit,
+                record,
+                outcome,
+                error=error,
+                new_run_id=record.prior_new_run_id if outcome is _ALREADY else None,
+                etag=record.prior_etag if outcome is _ALREADY else None,
+            )
         elif self.settings.dry_run:
             await self._finish(emit, record, Outcome.WOULD_RETRIGGER)
         elif self._stopping:
@@ -214,6 +227,22 @@ class Engine:
                 send.send_nowait(record)
             except anyio.WouldBlock:
                 await send.send(record)
+
+    def _prior_verdict(self, record: InputRecord) -> tuple[Outcome, ErrorInfo | None] | None:
+        """Judge a results line fed back in by what it says already happened; None: send it."""
+        prior = record.prior
+        only = self.settings.only
+        if only is not None and prior not in only:
+            return Outcome.SKIPPED, None
+        if prior in _DONE:
+            return _ALREADY, None
+        if prior == Outcome.IN_DOUBT and not self.settings.retry_in_doubt:
+            message = (
+                "in doubt in an earlier run (it may have been re-triggered); "
+                "pass --retry-in-doubt to send it again"
+            )
+            return Outcome.IN_DOUBT, ErrorInfo(kind="in_doubt", message=message)
+        return None
 
     async def _finish(
         self,

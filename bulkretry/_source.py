@@ -50,7 +50,8 @@ class InputRecord:
     """One non-blank, non-comment input line: a valid ``run_id``, or an ``error``.
 
     ``text`` is the (shortened) line as read, quoted back in the output of an invalid record.
-    ``prior`` is the outcome a results line already carries (``retriggered``, ``failed``…).
+    ``prior`` is the outcome a results line already carries (``retriggered``, ``failed``…), and
+    ``prior_new_run_id``/``prior_etag`` what it says the re-trigger created.
     """
 
     source: str
@@ -59,6 +60,8 @@ class InputRecord:
     text: str
     error: str | None = None
     prior: str | None = None
+    prior_new_run_id: str | None = None
+    prior_etag: str | None = None
 
 
 class RunIdValidator:
@@ -233,6 +236,8 @@ class RecordReader:
                 "JSON line has no string 'run_id' or 'id' field",
             )
         prior = obj.get("outcome")
+        new_run_id = obj.get("new_run_id")
+        etag = obj.get("etag")
         run_id, error = self._validator.normalise(candidate.strip())
         return InputRecord(
             source,
@@ -241,6 +246,8 @@ class RecordReader:
             _quote(candidate.encode()) if error else "",
             error,
             prior if isinstance(prior, str) else None,
+            new_run_id if isinstance(new_run_id, str) else None,
+            etag if isinstance(etag, str) else None,
         )
 
 

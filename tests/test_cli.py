@@ -175,3 +175,74 @@ def test_python_dash_m_behaves_as_the_command(tmp_path: Path) -> None:
     assert record["outcome"] == "would_retrigger"
     assert record["source"] == "-"
     assert proc.stderr == b""
+
+
+def _results_file(path: Path) -> Path:
+    runs = {
+        "retriggered": "10000000-1804-45d6-8d56-dd51f05c0baf",
+        "failed": "20000000-1804-45d6-8d56-dd51f05c0baf",
+        "in_doubt": "30000000-1804-45d6-8d56-dd51f05c0baf",
+        "not_attempted": "40000000-1804-45d6-8d56-dd51f05c0baf",
+    }
+    lines = [
+        orjson.dumps(
+            {"run_id": run_id, "outcome": outcome, "new_run_id": "n-" + outcome, "etag": "e"}
+        )
+        for outcome, run_id in runs.items()
+    ]
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def test_results_file_fed_back_never_resends_retriggered_or_in_doubt(tmp_path: Path) -> None:
+    """A results file piped back in: retriggered lines stay done, in_doubt ones stay held."""
+    results = _results_file(tmp_path / "results.jsonl")
+    out = tmp_path / "again.jsonl"
+    assert main(["run", "--dry-run", str(results), "-o", str(out)], env={}) == 1
+    by_line = {r["line"]: r for r in lines(out)}
+    assert by_line[1]["outcome"] == "already_retriggered"
+    assert by_line[1]["new_run_id"] == "n-retriggered"
+    assert by_line[2]["outcome"] == "would_retrigger"
+    assert by_line[3]["outcome"] == "in_doubt"
+    assert by_line[4]["outcome"] == "would_retrigger"
+
+
+def test_only_selects_outcomes_and_skips_the_rest(tmp_path: Path) -> None:
+    """--only failed,in_doubt acts on those lines; others are skipped; in_doubt still held."""
+    results = _results_file(tmp_path / "results.jsonl")
+    out = tmp_path / "again.jsonl"
+    main(["run", "--dry-run", "--only", "failed,in_doubt", str(results), "-o", str(out)], env={})
+    assert [r["outcome"] for r in lines(out)] == [
+        "skipped",
+        "would_retrigger",
+        "in_doubt",
+        "skipped",
+    ]
+    out2 = tmp_path / "again2.jsonl"
+    main(
+        [
+            "run",
+            "--dry-run",
+            "--only",
+            "in_doubt",
+            "--retry-in-doubt",
+            str(results),
+            "-o",
+            str(out2),
+        ],
+        env={},
+    )
+    assert [r["outcome"] for r in lines(out2)] == [
+        "skipped",
+        "skipped",
+        "would_retrigger",
+        "skipped",
+    ]
+
+
+def test_only_with_an_unknown_outcome_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """--only names outcomes from the documented list."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--dry-run", "--only", "failed,bogus"], env={})
+    assert exit_info.value.code == 2
+    assert "bogus" in capsys.readouterr().err
