@@ -1,0 +1,453 @@
+"""The state file's format, its lock, and the checks that a file is this batch's ledger.
+
+A ledger is a SQLite database in WAL mode::
+
+    PRAGMA application_id   0x42524C47 ("BRLG"): marks a bulkretry ledger
+    PRAGMA user_version     FORMAT_VERSION: a newer file is refused, never rewritten
+    meta(key, value)        base_url, org_id, sandbox, op, created_at, invocations
+    invocations(number, pid, started_at, updated_at)   one row per open; elapsed = their sum
+    runs(seq, run_id, source, line, state, seen, attempts, ambiguous, doubt, new_run_id, etag,
+         error, http_status, request_id, updated_at)
+
+``seq`` is first-seen order. ``seen`` is the last invocation that admitted the run: the primary
+key deduplicates exactly without holding IDs in memory. ``doubt`` is sticky: set when a request
+may have landed without an answer, cleared only by a definitive answer (``retriggered``,
+``already_retriggered``, ``failed``), so that ``not_attempted`` can never hide it.
+
+Every check in :func:`inspect_file` reads through a read-only connection: a file that is refused
+is never written to (a read-only connection cannot even checkpoint a foreign WAL).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+import sys
+import time
+import urllib.parse
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import cache
+from typing import Any
+
+import orjson
+
+from ._exceptions import StateError
+from ._result import ErrorInfo
+
+if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
+    import msvcrt
+else:
+    import fcntl
+
+__all__ = [
+    "AMBIGUOUS",
+    "APPLICATION_ID",
+    "DUPLICATE",
+    "FINAL_STATES",
+    "FORMAT_VERSION",
+    "IDENTITY_FIELDS",
+    "INSERT",
+    "INTENT",
+    "NEW",
+    "OUTCOME",
+    "SEEN",
+    "STATES",
+    "TOUCH",
+    "Admission",
+    "BatchIdentity",
+    "FileLock",
+    "PriorState",
+    "admission_of",
+    "connect",
+    "connect_readonly",
+    "create",
+    "inspect_file",
+    "lock_is_held",
+    "lookup_sql",
+    "precheck",
+    "start_invocation",
+]
+
+APPLICATION_ID = 0x42524C47
+FORMAT_VERSION = 1
+#: Every value of ``runs.state``; ``in_flight`` at rest (no process holds the lock) is in doubt.
+STATES = (
+    "pending",
+    "in_flight",
+    "retriggered",
+    "already_retriggered",
+    "failed",
+    "in_doubt",
+    "not_attempted",
+)
+#: The states :meth:`Ledger.outcome` may record.
+FINAL_STATES = frozenset(
+    {"retriggered", "already_retriggered", "failed", "in_doubt", "not_attempted"}
+)
+IDENTITY_FIELDS = ("base_url", "org_id", "sandbox", "op")
+
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_CACHE_KIB = 32 * 1024
+_BUSY_MS = 5000
+
+_DDL = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
+CREATE TABLE invocations (
+    number INTEGER PRIMARY KEY,
+    pid INTEGER NOT NULL,
+    started_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE runs (
+    seq INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL UNIQUE,
+    source TEXT NOT NULL,
+    line INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    seen INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    ambiguous INTEGER NOT NULL DEFAULT 0,
+    doubt INTEGER NOT NULL DEFAULT 0,
+    new_run_id TEXT,
+    etag TEXT,
+    error TEXT,
+    http_status INTEGER,
+    request_id TEXT,
+    updated_at REAL NOT NULL
+);
+-- Small by construction (only rows on the wire), it makes the crash sweep at open cheap.
+CREATE INDEX runs_in_flight ON runs(state) WHERE state = 'in_flight';
+"""
+
+
+INSERT = (
+    "INSERT INTO runs (run_id, source, line, state, seen, updated_at) "
+    "VALUES (?, ?, ?, 'pending', ?, ?)"
+)
+SEEN = "UPDATE runs SET seen = ? WHERE seq = ?"  # by rowid: no index lookup
+INTENT = (
+    "UPDATE runs SET state = 'in_flight', attempts = attempts + 1, updated_at = ? WHERE run_id = ?"
+)
+AMBIGUOUS = "UPDATE runs SET ambiguous = ambiguous + 1, doubt = 1, updated_at = ? WHERE run_id = ?"
+# ``not_attempted`` never hides a doubt: an earlier request for the run may have landed.
+OUTCOME = """
+UPDATE runs SET
+    state = CASE WHEN :state = 'not_attempted' AND (doubt OR :ambiguous > 0)
+                 THEN 'in_doubt' ELSE :state END,
+    doubt = CASE WHEN :state IN ('retriggered', 'already_retriggered', 'failed') THEN 0
+                 WHEN :state = 'in_doubt' OR :ambiguous > 0 THEN 1 ELSE doubt END,
+    new_run_id = :new_run_id, etag = :etag,
+    attempts = max(attempts, :attempts), ambiguous = max(ambiguous, :ambiguous),
+    error = :error, http_status = :http_status, request_id = :request_id, updated_at = :now
+WHERE run_id = :run_id
+"""
+TOUCH = "UPDATE invocations SET updated_at = ? WHERE number = ?"
+
+
+@cache
+def lookup_sql(size: int) -> str:
+    """Return the query that looks up ``size`` run IDs at once (sizes are powers of two)."""
+    marks = ", ".join("?" * size)
+    return (
+        "SELECT run_id, seen, seq, state, new_run_id, etag, attempts, ambiguous, error "
+        f"FROM runs WHERE run_id IN ({marks})"
+    )
+
+
+class PriorState(StrEnum):
+    """What the ledger knew of a run when the feeder admitted it."""
+
+    NEW = "new"  # never seen: now recorded as pending
+    PENDING = "pending"  # known, and never sent, not attempted or failed: send it
+    RETRIGGERED = "retriggered"  # done (``retriggered`` or ``already_retriggered``)
+    IN_DOUBT = "in_doubt"  # a request may have landed: send only if told to
+    DUPLICATE = "duplicate"  # already admitted in this invocation
+
+
+_PRIOR = {
+    "pending": PriorState.PENDING,
+    "not_attempted": PriorState.PENDING,
+    "failed": PriorState.PENDING,
+    "retriggered": PriorState.RETRIGGERED,
+    "already_retriggered": PriorState.RETRIGGERED,
+    "in_doubt": PriorState.IN_DOUBT,
+    "in_flight": PriorState.IN_DOUBT,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The answer to ``Ledger.admit``; ``recorded`` is the ledger's state of the run."""
+
+    state: PriorState
+    recorded: str | None = None
+    new_run_id: str | None = None
+    etag: str | None = None
+    attempts: int = 0
+    ambiguous: int = 0
+    error: ErrorInfo | None = None
+
+
+NEW = Admission(PriorState.NEW, "pending")
+DUPLICATE = Admission(PriorState.DUPLICATE)
+
+
+def admission_of(row: tuple[Any, ...]) -> Admission:
+    """Turn a row of :func:`lookup_sql` into the :class:`Admission` of a known run."""
+    _, _, _, state, new_run_id, etag, attempts, ambiguous, error = row
+    return Admission(
+        _PRIOR[state],
+        state,
+        new_run_id,
+        etag,
+        attempts,
+        ambiguous,
+        _error_info(error) if error is not None else None,
+    )
+
+
+def _error_info(text: str) -> ErrorInfo:
+    try:
+        obj = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        obj = None
+    if not isinstance(obj, dict):
+        return ErrorInfo(kind="unknown", message=text)
+
+    def get(key: str) -> str | None:
+        value = obj.get(key)
+        return None if value is None else str(value)
+
+    return ErrorInfo(
+        kind=get("kind") or "unknown",
+        message=get("message") or "",
+        error_code=get("error_code"),
+        type=get("type"),
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchIdentity:
+    """What makes two invocations the same batch; a ledger refuses any other."""
+
+    base_url: str
+    org_id: str
+    sandbox: str
+    op: str
+
+
+class FileLock:
+    """An exclusive, non-blocking ``flock`` on ``PATH.lock``, released by the kernel at exit.
+
+    ``flock`` belongs to the open file, so a second open in the same process is refused too,
+    and a killed process leaves no stale lock behind. The lock file is never deleted: deleting
+    it would race with a process that has just opened it and let two holders coexist.
+    """
+
+    __slots__ = ("_fd", "path")
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def __repr__(self) -> str:
+        return f"FileLock({self.path!r}, held={self._fd is not None})"
+
+    def acquire(self, ledger_path: str) -> None:
+        """Take the lock or raise :class:`StateError` naming the process that holds it."""
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+        except OSError as exc:
+            raise StateError(
+                f"cannot create the state file {ledger_path}: {exc.strerror}"
+            ) from None
+        try:
+            _lock(fd)
+        except OSError:
+            holder = os.read(fd, 32).decode("ascii", "replace").strip()
+            os.close(fd)
+            who = f" (pid {holder})" if holder.isdigit() else ""
+            raise StateError(
+                f"state file {ledger_path} is in use by another bulkretry process{who}; "
+                "wait for it to finish or use another --state file"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        """Release the lock (closing the descriptor is what releases it)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _lock(fd: int) -> None:
+    if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
+        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+    else:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+
+
+def lock_is_held(lock_path: str) -> bool:
+    """Tell whether a process holds the lock of a ledger (without keeping it)."""
+    try:
+        fd = os.open(lock_path, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        _lock(fd)
+    except OSError:
+        return True
+    finally:
+        os.close(fd)  # also releases the lock if it was taken
+    return False
+
+
+def precheck(path: str) -> bool:
+    """Return True if ``path`` has content to inspect; refuse a non-SQLite file by its header.
+
+    This runs before the lock is taken so that no lock file appears beside a text file.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise StateError(f"cannot read state file {path}: {exc.strerror}") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise StateError(f"state file {path} is not a regular file")
+    if st.st_size == 0:
+        return False  # a zero-byte file holds nothing to lose: it becomes a new ledger
+    try:
+        with open(path, "rb") as fh:
+            header = fh.read(len(_SQLITE_MAGIC))
+    except OSError as exc:
+        raise StateError(f"cannot read state file {path}: {exc.strerror}") from None
+    if header != _SQLITE_MAGIC:
+        if _SQLITE_MAGIC.startswith(header):
+            raise StateError(f"state file {path} is corrupt (truncated to {st.st_size} bytes)")
+        raise StateError(f"{path} is not a bulkretry state file (it is not a SQLite database)")
+    return True
+
+
+def inspect_file(path: str, identity: BatchIdentity | None) -> bool:
+    """Return True if ``path`` holds a ledger (of ``identity``), False if absent or empty.
+
+    Raise :class:`StateError` for anything else, without writing to the file.
+    """
+    if not precheck(path):
+        return False
+    try:
+        conn = connect_readonly(path)
+    except sqlite3.Error as exc:
+        raise StateError(f"cannot read state file {path}: {exc}") from exc
+    try:
+        return _check(conn, path, identity)
+    except sqlite3.DatabaseError as exc:
+        raise StateError(f"state file {path} is corrupt ({exc})") from exc
+    finally:
+        conn.close()
+
+
+def _check(conn: sqlite3.Connection, path: str, identity: BatchIdentity | None) -> bool:
+    app = conn.execute("PRAGMA application_id").fetchone()[0]
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    objects = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+    if app == 0 and version == 0 and objects == 0:
+        return False  # an empty database (a creation cut short) becomes a new ledger
+    if app != APPLICATION_ID:
+        raise StateError(f"{path} is a SQLite database but not a bulkretry state file")
+    if version > FORMAT_VERSION:
+        raise StateError(
+            f"state file {path} was written by a newer bulkretry (format {version}; "
+            f"this version reads up to format {FORMAT_VERSION})"
+        )
+    problems = conn.execute("PRAGMA quick_check").fetchall()
+    if problems != [("ok",)]:
+        first = str(problems[0][0]).splitlines()[-1][:120]
+        raise StateError(f"state file {path} is corrupt (SQLite quick_check: {first})")
+    meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    missing = [key for key in (*IDENTITY_FIELDS, "created_at") if key not in meta]
+    if version < 1 or missing:
+        raise StateError(f"state file {path} is corrupt (its batch identity is missing)")
+    if identity is not None:
+        wrong = [
+            f"its {name} is {meta[name]!r}, not {getattr(identity, name)!r}"
+            for name in IDENTITY_FIELDS
+            if meta[name] != getattr(identity, name)
+        ]
+        if wrong:
+            raise StateError(f"state file {path} belongs to another batch: " + "; ".join(wrong))
+    return True
+
+
+def connect_readonly(path: str) -> sqlite3.Connection:
+    """Open ``path`` read-only: used to inspect a file and by ``status``."""
+    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
+    return conn
+
+
+def connect(path: str) -> sqlite3.Connection:
+    """Open the writer: WAL mode, synchronous=NORMAL (commits never fsync), a large cache."""
+    # check_same_thread=False: the ledger may be opened in one thread and used in the loop's;
+    # the Ledger itself never uses the writer from two threads.
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise StateError(f"state file {path} cannot use SQLite's WAL mode (got {mode!r})")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def create(conn: sqlite3.Connection, identity: BatchIdentity) -> None:
+    """Create the schema and record ``identity``; the caller holds the transaction."""
+    for statement in _DDL.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+    conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
+    rows = [(name, getattr(identity, name)) for name in IDENTITY_FIELDS]
+    rows += [("created_at", repr(time.time())), ("invocations", "0")]
+    conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", rows)
+
+
+def start_invocation(conn: sqlite3.Connection, identity: BatchIdentity, *, new: bool) -> int:
+    """Create the ledger if ``new``, count this invocation, and turn ``in_flight`` into doubt.
+
+    One transaction: after a crash here the file is as it was (or still empty).
+    """
+    now = time.time()
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        if new:
+            create(conn, identity)
+        number = int(conn.execute("SELECT value FROM meta WHERE key = 'invocations'").fetchone()[0])
+        number += 1
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'invocations'", (str(number),))
+        conn.execute(
+            "INSERT INTO invocations (number, pid, started_at, updated_at) VALUES (?, ?, ?, ?)",
+            (number, os.getpid(), now, now),
+        )
+        # A run still in flight was being sent when its process died: it may have landed.
+        conn.execute(
+            "UPDATE runs SET state = 'in_doubt', doubt = 1, updated_at = ? "
+            "WHERE state = 'in_flight'",
+            (now,),
+        )
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return number
