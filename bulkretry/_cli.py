@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from . import _config as C
-from ._exceptions import BulkRetryError, ConfigurationError, MissingCredentialsError
+from ._exceptions import BulkRetryError, ConfigurationError, MissingCredentialsError, StateError
 from ._version import __version__
 
 __all__ = ["main"]
@@ -197,6 +197,20 @@ RUN_OPTIONS = [
         "send runs that an earlier run left in_doubt (they may have been re-triggered)",
     ),
     _Option(
+        ("--state",),
+        str,
+        None,
+        "durable state file of the batch: makes it resumable and never re-triggers a run twice",
+        "PATH",
+    ),
+    _Option(
+        ("--sync",),
+        _choice("normal", "full"),
+        "normal",
+        "normal: the state survives a killed process; full: a power loss too (fsync)",
+        "normal|full",
+    ),
+    _Option(
         ("--run-id-pattern",),
         str,
         C.DEFAULT_RUN_ID_PATTERN,
@@ -285,6 +299,12 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
 
     configure_list(
         commands.add_parser("list-failed", help="list failed runs to pipe into run"), env
+    )
+
+    from ._state import configure_status_parser
+
+    configure_status_parser(
+        commands.add_parser("status", help="counts of a batch's state file, or its run IDs")
     )
 
     from ._simulator._cli import configure_parser
@@ -399,6 +419,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             from ._run import run_command
 
             return run_command(ns, env, args)
+        if ns.command == "status":
+            from ._state import run_status
+
+            return run_status(ns)
         if ns.command == "list-failed":
             from ._list_cli import run_list_failed
 
@@ -411,7 +435,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             from ._demo import run_demo
 
             return int(run_demo(ns))
-    except ConfigurationError as exc:
+    except (ConfigurationError, StateError) as exc:
+        # A state file is only opened before anything is sent: refusing it is a usage error.
         print(f"bulkretry: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except BulkRetryError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import math
 import os
 import sys
@@ -19,7 +20,7 @@ from collections import Counter
 import orjson
 
 from ._config import Credentials, Settings
-from ._run import BatchRunner, new_event_loop, open_output
+from ._run import BatchRunner, new_event_loop, open_output, read_batches
 from ._simulator import Simulator, SimulatorConfig, TokenBucketQuota
 from ._source import RecordReader, RunIdValidator
 
@@ -80,7 +81,8 @@ async def _demo(runs: int, output: str) -> int:
             fd = open_output(output, append=False, overwrite=True, inputs=[listing.name])
             try:
                 reader = RecordReader([listing.name], RunIdValidator())
-                code = await BatchRunner(settings, reader, fd).main()
+                batches = functools.partial(read_batches, reader)
+                code = await BatchRunner(settings, batches, fd).main()
             finally:
                 os.close(fd)
         counts = sim.retrigger_counts()

@@ -26,27 +26,26 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ._auth import TokenProvider, token_provider
 from ._client import Answer, FlowServiceClient, make_session
 from ._config import Settings
-from ._dedup import SeenSet
 from ._exceptions import (
     AuthenticationError,
     InputError,
     MissingCredentialsError,
+    StateError,
     TransportError,
 )
 from ._governor import Governor
+from ._ledger import Admission, Ledger
 from ._policy import Action, decide
 from ._result import ErrorInfo, Outcome, RunResult, utc_now_iso
 from ._source import InputRecord
 from ._stats import Stats
+from ._triage import Triage
 
 __all__ = ["Emit", "Engine"]
 
 T = TypeVar("T")
 Emit = Callable[[RunResult], Awaitable[None]]
 Wait = Callable[[float], Awaitable[None]]
-_ALREADY = Outcome.ALREADY_RETRIGGERED
-#: Outcomes of an input line that mean the run was re-triggered already: never send it again.
-_DONE = frozenset({Outcome.RETRIGGERED.value, Outcome.ALREADY_RETRIGGERED.value})
 #: Seconds a soft stop waits for requests in flight before it cancels them.
 DEFAULT_GRACE = 30.0
 
@@ -81,6 +80,7 @@ class Engine:
         wait: Wait | None = None,
         rng: random.Random | None = None,
         grace: float = DEFAULT_GRACE,
+        ledger: Ledger | None = None,
     ) -> None:
         self.settings = settings
         self.stats = Stats()
@@ -93,7 +93,8 @@ class Engine:
         self._stopping = False
         self._hard = False
         self._workers: dict[asyncio.Task[None], _Flight | None] = {}
-        self._seen = SeenSet()
+        self._ledger = ledger
+        self._triage = Triage(settings, with_ledger=ledger is not None)
         self._governor = Governor(settings)
         self._client: FlowServiceClient | None = None
         self._token = ""
@@ -154,13 +155,17 @@ class Engine:
                 async with send:
                     try:
                         async for batch in records:
-                            for record in batch:
-                                await self._feed(record, send, emit)
+                            await self._feed(batch, send, emit)
                             if self._hard:
                                 break
                     except (OSError, InputError) as exc:
                         # What was read is accounted for; the rest cannot be, so say so.
                         self.stop(f"reading the input failed: {exc}")
+            if self._ledger is not None:
+                await self._ledger.flush()
+        except StateError as exc:
+            # The state file failed (a full disk…): nothing more can be recorded, so stop.
+            self.stop(str(exc), hard=True)
         finally:
             if self._grace_handle is not None:
                 self._grace_handle.cancel()
@@ -195,54 +200,38 @@ class Engine:
         return own
 
     async def _feed(
-        self, record: InputRecord, send: MemoryObjectSendStream[InputRecord], emit: Emit
+        self, batch: list[InputRecord], send: MemoryObjectSendStream[InputRecord], emit: Emit
     ) -> None:
-        if record.run_id is None:
-            await self._finish(
-                emit,
-                record,
-                Outcome.INVALID,
-                error=ErrorInfo(kind="invalid_input", message=record.error or "invalid run ID"),
-            )
-        elif not self._seen.add(record.run_id):
-            await self._finish(emit, record, Outcome.DUPLICATE)
-        elif (verdict := self._prior_verdict(record)) is not None:
-            outcome, error = verdict
-            await self._finish(
-                emit,
-                record,
-                outcome,
-                error=error,
-                new_run_id=record.prior_new_run_id if outcome is _ALREADY else None,
-                etag=record.prior_etag if outcome is _ALREADY else None,
-            )
-        elif self.settings.dry_run:
-            await self._finish(emit, record, Outcome.WOULD_RETRIGGER)
-        elif self._stopping:
-            await self._finish(emit, record, Outcome.NOT_ATTEMPTED)
-        else:
-            # anyio's send() yields to the loop on every item; feeding one record per loop
-            # iteration starved the workers (six in flight of 32), so only block when full.
-            try:
-                send.send_nowait(record)
-            except anyio.WouldBlock:
-                await send.send(record)
-
-    def _prior_verdict(self, record: InputRecord) -> tuple[Outcome, ErrorInfo | None] | None:
-        """Judge a results line fed back in by what it says already happened; None: send it."""
-        prior = record.prior
-        only = self.settings.only
-        if only is not None and prior not in only:
-            return Outcome.SKIPPED, None
-        if prior in _DONE:
-            return _ALREADY, None
-        if prior == Outcome.IN_DOUBT and not self.settings.retry_in_doubt:
-            message = (
-                "in doubt in an earlier run (it may have been re-triggered); "
-                "pass --retry-in-doubt to send it again"
-            )
-            return Outcome.IN_DOUBT, ErrorInfo(kind="in_doubt", message=message)
-        return None
+        triage = self._triage
+        ledger = self._ledger
+        admissions: dict[int, Admission] = {}
+        if ledger is not None:
+            admitted = [r for r in batch if triage.admissible(r)]
+            found = ledger.admit_many((r.run_id or "", r.source, r.line) for r in admitted)
+            admissions = {id(r): a for r, a in zip(admitted, found, strict=True)}
+        for record in batch:
+            verdict = triage.judge(record, admissions.get(id(record)))
+            if verdict is not None:
+                await self._finish(
+                    emit,
+                    record,
+                    verdict.outcome,
+                    error=verdict.error,
+                    new_run_id=verdict.new_run_id,
+                    etag=verdict.etag,
+                    durable=verdict.durable,
+                )
+            elif self.settings.dry_run:
+                await self._finish(emit, record, Outcome.WOULD_RETRIGGER)
+            elif self._stopping:
+                await self._finish(emit, record, Outcome.NOT_ATTEMPTED, durable=True)
+            else:
+                # anyio's send() yields to the loop on every item; feeding one record per loop
+                # iteration starved the workers (six in flight of 32), so only block when full.
+                try:
+                    send.send_nowait(record)
+                except anyio.WouldBlock:
+                    await send.send(record)
 
     async def _finish(
         self,
@@ -254,8 +243,24 @@ class Engine:
         flight: _Flight | None = None,
         new_run_id: str | None = None,
         etag: str | None = None,
+        durable: bool = False,
     ) -> None:
         self.stats.outcomes[outcome] += 1
+        if durable and self._ledger is not None and record.run_id is not None:
+            try:
+                self._ledger.outcome(
+                    record.run_id,
+                    outcome,
+                    new_run_id=new_run_id,
+                    etag=etag,
+                    attempts=flight.attempts if flight else 0,
+                    ambiguous=flight.ambiguous if flight else 0,
+                    error=error,
+                    http_status=flight.last_status if flight else None,
+                    request_id=flight.request_id if flight else None,
+                )
+            except StateError as exc:
+                self.stop(str(exc), hard=True)
         await emit(
             RunResult(
                 run_id=record.run_id if record.run_id is not None else record.text,
@@ -298,6 +303,7 @@ class Engine:
                         outcome,
                         error=error,
                         flight=flight,
+                        durable=True,
                         new_run_id=new_id,
                         etag=etag,
                     )
@@ -366,6 +372,16 @@ class Engine:
             except BaseException:
                 gov.abandon()
                 raise
+            if self._ledger is not None:
+                try:
+                    await self._ledger.intent(run_id)
+                except StateError as exc:
+                    gov.abandon()
+                    self.stop(str(exc), hard=True)
+                    raise _Interrupted from None
+                except BaseException:
+                    gov.abandon()
+                    raise
             flight.attempts += 1
             stats.attempts += 1
             if flight.attempts == 1:
@@ -398,6 +414,8 @@ class Engine:
             if decision.ambiguous:
                 flight.ambiguous += 1
             flight.last_error = decision.error
+            if self._ledger is not None and decision.action is Action.RETRY:
+                self._between_attempts(run_id, flight, decision.ambiguous)
             action = decision.action
             if action is Action.SUCCEED:
                 return Outcome.RETRIGGERED, None, decision.new_run_id, decision.etag
@@ -426,6 +444,28 @@ class Engine:
                         None,
                     )
             await self._idle(flight, functools.partial(self._sleep, decision.delay))
+
+    def _between_attempts(self, run_id: str, flight: _Flight, ambiguous: bool) -> None:
+        """Tell the state file whether the run waits for a retry in doubt, or safely."""
+        assert self._ledger is not None
+        try:
+            if ambiguous:
+                self._ledger.ambiguous(run_id)
+            else:
+                # A 429, a 503 or a refused connection: not processed, so not in flight.
+                self._ledger.outcome(
+                    run_id,
+                    Outcome.NOT_ATTEMPTED,
+                    new_run_id=None,
+                    etag=None,
+                    attempts=flight.attempts,
+                    ambiguous=flight.ambiguous,
+                    error=flight.last_error,
+                    http_status=flight.last_status,
+                    request_id=flight.request_id,
+                )
+        except StateError as exc:
+            self.stop(str(exc), hard=True)
 
     def _count(self, flight: _Flight, outcome: Answer | TransportError) -> None:
         stats = self.stats

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
+import shlex
 import signal
 import stat
 import sys
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 import aiohttp
 
@@ -17,6 +19,7 @@ from ._cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_STOPPED, build_settings
 from ._config import Settings
 from ._engine import Engine
 from ._exceptions import InputError
+from ._ledger import Ledger
 from ._logging import configure_logging
 from ._progress import Progress, format_summary
 from ._result import Outcome, RunResult
@@ -29,6 +32,7 @@ from ._source import (
     check_input_paths,
     count_records,
 )
+from ._state import ledger_batches, open_ledger, resume_command
 from ._stats import Stats
 
 __all__ = ["BatchRunner", "exit_code", "new_event_loop", "run_command"]
@@ -72,9 +76,34 @@ def open_output(path: str | None, *, append: bool, overwrite: bool, inputs: Sequ
             raise InputError(f"output {path} exists and is not empty; use --append or --overwrite")
     flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
     try:
-        return os.open(path, flags, 0o644)
+        fd = os.open(path, flags, 0o644)
+        if append and st is not None and stat.S_ISREG(st.st_mode):
+            _drop_cut_line(fd, path)
+        return fd
     except OSError as exc:
         raise InputError(f"cannot write output {path}: {exc.strerror}") from None
+
+
+def _drop_cut_line(fd: int, path: str) -> None:
+    """Truncate a results file after its last whole line: a killed writer may have cut one."""
+    size = os.fstat(fd).st_size
+    with open(path, "rb") as fh:
+        end = size
+        while end > 0:
+            start = max(0, end - 65536)
+            fh.seek(start)
+            chunk = fh.read(end - start)
+            if end == size and chunk.endswith(b"\n"):
+                return
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                keep = start + cut + 1
+                break
+            end = start
+        else:
+            keep = 0
+    log.warning("%s ended with a cut line (%d bytes); removed it before appending", path, size - keep)
+    os.ftruncate(fd, keep)
 
 
 async def read_batches(reader: RecordReader) -> AsyncIterator[list[InputRecord]]:
@@ -87,24 +116,33 @@ async def read_batches(reader: RecordReader) -> AsyncIterator[list[InputRecord]]
         yield batch
 
 
+Batches = Callable[[], AsyncIterator[list[InputRecord]]]
+
+
 class BatchRunner:
     """One batch as the CLI runs it: the engine, its output, its signals and its report."""
 
     def __init__(
         self,
         settings: Settings,
-        reader: RecordReader,
+        batches: Batches,
         fd: int,
         *,
+        total: Callable[[], int | None] | None = None,
+        ledger: Ledger | None = None,
+        resume_hint: str | None = None,
         quiet: bool = False,
         verbose: bool = False,
         progress: bool | None = None,
         session: aiohttp.ClientSession | None = None,
     ) -> None:
         self.settings = settings
-        self.reader = reader
+        self.batches = batches
+        self.total = total
+        self.ledger = ledger
+        self.resume_hint = resume_hint
         self.sink = ResultSink(fd)
-        self.engine = Engine(settings, session=session)
+        self.engine = Engine(settings, session=session, ledger=ledger)
         self.quiet = quiet
         self.verbose = verbose
         self.show_progress = (not quiet and sys.stderr.isatty()) if progress is None else progress
@@ -165,10 +203,11 @@ class BatchRunner:
         flusher = loop.create_task(self.flusher())
         if progress is not None:
             progress.start()
-            counting = loop.run_in_executor(None, count_records, self.reader.paths)
-            counting.add_done_callback(self._set_total)
+            if self.total is not None:
+                counting = loop.run_in_executor(None, self.total)
+                counting.add_done_callback(self._set_total)
         try:
-            stats = await self.engine.run(read_batches(self.reader), self.emit)
+            stats = await self.engine.run(self.batches(), self.emit)
         finally:
             flusher.cancel()
             self._flush()
@@ -183,7 +222,27 @@ class BatchRunner:
             log.error("stopped: %s", self.output_problem)
         if not self.quiet and not (self.output_problem and "closed" in self.output_problem):
             print(format_summary(stats, self.engine.governor), file=sys.stderr)
+            self._advise(stats, stopped=stopped or self.signum is not None)
         return exit_code(stats, stopped=stopped, signum=self.signum)
+
+    def _advise(self, stats: Stats, *, stopped: bool) -> None:
+        """Say how to see what needs a person, and how to carry on after a stop."""
+        ledger = self.ledger
+        in_doubt = stats.count(Outcome.IN_DOUBT)
+        if in_doubt and ledger is not None:
+            print(
+                f"bulkretry: {in_doubt} in_doubt (may have been re-triggered); list them with: "
+                f"bulkretry status --state {shlex.quote(ledger.path)} --list in_doubt",
+                file=sys.stderr,
+            )
+        elif in_doubt:
+            print(
+                f"bulkretry: {in_doubt} in_doubt (may have been re-triggered): check those runs "
+                "before sending them again; their results lines say so",
+                file=sys.stderr,
+            )
+        if stopped and self.resume_hint is not None:
+            print(f"bulkretry: to resume: {self.resume_hint}", file=sys.stderr)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -200,12 +259,44 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
     settings = build_settings(ns, env, warn=log.warning)
     files = list(ns.files) or [STDIN]
     check_input_paths(files)
-    fd = open_output(ns.output, append=ns.append, overwrite=ns.overwrite, inputs=files)
-    reader = RecordReader(files, RunIdValidator(settings.run_id_pattern))
+    ledger = open_ledger(ns.state, settings, sync=ns.sync) if ns.state else None
     try:
-        with asyncio.Runner(loop_factory=new_event_loop) as runner:
-            batch = BatchRunner(settings, reader, fd, quiet=ns.quiet, verbose=ns.verbose)
-            return runner.run(batch.main())
+        resume = ledger is not None and not ns.files and any(ledger.counts().values())
+        fd = open_output(
+            ns.output,
+            append=ns.append,
+            overwrite=ns.overwrite,
+            inputs=[] if resume else files,
+        )
+        batches: Batches
+        total: Callable[[], int | None]
+        if resume:
+            assert ledger is not None
+            batches = functools.partial(ledger_batches, ledger)
+            counts = ledger.counts()
+            total = functools.partial(sum, counts.values())
+            log.warning("resuming the %d runs of %s", total(), ledger.path)
+        else:
+            reader = RecordReader(files, RunIdValidator(settings.run_id_pattern))
+            batches = functools.partial(read_batches, reader)
+            total = functools.partial(count_records, files)
+        hint = resume_command(argv, ledger.path if ledger else None, ns.output)
+        try:
+            with asyncio.Runner(loop_factory=new_event_loop) as runner:
+                batch = BatchRunner(
+                    settings,
+                    batches,
+                    fd,
+                    total=total,
+                    ledger=ledger,
+                    resume_hint=hint,
+                    quiet=ns.quiet,
+                    verbose=ns.verbose,
+                )
+                return runner.run(batch.main())
+        finally:
+            if fd != STDOUT_FD:
+                os.close(fd)
     finally:
-        if fd != STDOUT_FD:
-            os.close(fd)
+        if ledger is not None:
+            ledger.close()
