@@ -102,7 +102,9 @@ def _drop_cut_line(fd: int, path: str) -> None:
             end = start
         else:
             keep = 0
-    log.warning("%s ended with a cut line (%d bytes); removed it before appending", path, size - keep)
+    log.warning(
+        "%s ended with a cut line (%d bytes); removed it before appending", path, size - keep
+    )
     os.ftruncate(fd, keep)
 
 
