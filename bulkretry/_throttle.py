@@ -55,6 +55,8 @@ DEFAULT_HEADROOM = 2.0
 
 # A timer may fire up to the loop's clock resolution early; count a nearly full token as full.
 _EPSILON = 1e-6
+# The coarsest event-loop clock step in use (uvloop's loop.time() has millisecond resolution).
+_CLOCK_TICK = 0.001
 # Weight of the newest latency sample in the moving average.
 _LATENCY_WEIGHT = 0.2
 # Bounds of the recovery time, in seconds, whatever the rate.
@@ -204,7 +206,7 @@ class Throttle:
                 # The slot was ours but nobody will use it: hand it to the next waiter.
                 self._grants -= 1
                 self._grants_since_cut = max(0, self._grants_since_cut - 1)
-                self._tokens = min(float(self._burst), self._tokens + 1)
+                self._tokens = min(self._capacity(), self._tokens + 1)
             self._wake()
             raise
 
@@ -292,9 +294,14 @@ class Throttle:
 
     def _refill(self, now: float) -> None:
         if self._stamp is not None and now > self._stamp:
-            self._tokens = min(float(self._burst), self._tokens + (now - self._stamp) * self._rate)
+            self._tokens = min(self._capacity(), self._tokens + (now - self._stamp) * self._rate)
         if self._stamp is None or now > self._stamp:
             self._stamp = now
+
+    def _capacity(self) -> float:
+        # uvloop's clock moves in 1 ms steps, so a bucket of one token would release at most
+        # one slot per millisecond whatever the rate: hold at least one tick's worth.
+        return max(float(self._burst), self._rate * _CLOCK_TICK)
 
     def _take(self) -> None:
         self._tokens = max(0.0, self._tokens - 1)

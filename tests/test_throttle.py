@@ -136,6 +136,26 @@ async def test_burst_one_spaces_every_slot_by_one_over_rate() -> None:
     assert times == pytest.approx([i * 0.25 for i in range(9)])
 
 
+class MillisecondClockLoop(VirtualClockLoop):
+    """A virtual clock read in whole milliseconds, as uvloop's loop.time() is."""
+
+    def time(self) -> float:
+        return math.floor(self.now * 1000) / 1000
+
+
+def test_a_millisecond_clock_does_not_cap_a_high_rate_at_one_slot_per_tick() -> None:
+    """At 50,000/s with burst 1, a 1 ms clock still lets about 50 slots through per tick."""
+
+    async def measure() -> float:
+        throttle = Throttle(50_000)
+        times = await acquire_times(throttle, 5_000)
+        return 5_000 / (times[-1] - times[0])
+
+    with asyncio.Runner(loop_factory=MillisecondClockLoop) as runner:
+        rate = runner.run(measure())
+    assert rate == pytest.approx(50_000, rel=0.05)
+
+
 @pytest.mark.parametrize("burst", [1, 3, 10])
 @virtual_time
 async def test_no_window_holds_more_than_burst_plus_rate_times_its_length(burst: int) -> None:
