@@ -275,8 +275,16 @@ def _add_options(
             )
 
 
-def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
-    """Return the parser of every command, with defaults taken from ``env``."""
+def build_parser(env: Mapping[str, str], command: str | None = None) -> argparse.ArgumentParser:
+    """Return the parser of every command, with defaults taken from ``env``.
+
+    With ``command``, only that command's options are set up: the others' modules (the
+    simulator's server side above all) are not imported, which keeps start-up short.
+    """
+
+    def wanted(name: str) -> bool:
+        return command is None or command == name
+
     parser = _Parser(
         prog="bulkretry",
         description="Re-trigger failed Adobe Experience Platform dataflow runs in bulk.",
@@ -295,22 +303,21 @@ def build_parser(env: Mapping[str, str]) -> argparse.ArgumentParser:
     )
     _add_options(run, RUN_OPTIONS, env)
 
-    from ._list_cli import configure_parser as configure_list
+    listing = commands.add_parser("list-failed", help="list failed runs to pipe into run")
+    if wanted("list-failed"):
+        from ._list_cli import configure_parser as configure_list
 
-    configure_list(
-        commands.add_parser("list-failed", help="list failed runs to pipe into run"), env
-    )
+        configure_list(listing, env)
+    status = commands.add_parser("status", help="counts of a batch's state file, or its run IDs")
+    if wanted("status"):
+        from ._state import configure_status_parser
 
-    from ._state import configure_status_parser
-
-    configure_status_parser(
-        commands.add_parser("status", help="counts of a batch's state file, or its run IDs")
-    )
-
-    from ._simulator._cli import configure_parser
-
+        configure_status_parser(status)
     simulate = commands.add_parser("simulate", help="serve the built-in Flow Service simulator")
-    configure_parser(simulate)
+    if wanted("simulate"):
+        from ._simulator._cli import configure_parser
+
+        configure_parser(simulate)
     demo = commands.add_parser(
         "demo", help="re-trigger a few thousand runs on the built-in simulator"
     )
@@ -412,7 +419,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     """Run the command line; return the exit code (``bulkretry`` exits with it)."""
     env = os.environ if env is None else env
     args = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser(env)
+    # The top level has no option that takes a value, so the first word is the command.
+    command = next((arg for arg in args if not arg.startswith("-")), None)
+    parser = build_parser(env, command)
     ns = parser.parse_args(args)
     try:
         if ns.command == "run":

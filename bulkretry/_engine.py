@@ -17,7 +17,7 @@ import random
 import time
 from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp
 import anyio
@@ -34,12 +34,15 @@ from ._exceptions import (
     TransportError,
 )
 from ._governor import Governor
-from ._ledger import Admission, Ledger
 from ._policy import Action, decide
 from ._result import ErrorInfo, Outcome, RunResult, utc_now_iso
 from ._source import InputRecord
 from ._stats import Stats
 from ._triage import Triage
+
+if TYPE_CHECKING:
+    # The ledger (and sqlite3) is only loaded by batches that use --state.
+    from ._ledger import Admission, Ledger
 
 __all__ = ["Emit", "Engine"]
 

@@ -12,6 +12,7 @@ import signal
 import stat
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import aiohttp
 
@@ -19,7 +20,6 @@ from ._cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_STOPPED, build_settings
 from ._config import Settings
 from ._engine import Engine
 from ._exceptions import InputError
-from ._ledger import Ledger
 from ._logging import configure_logging
 from ._progress import Progress, format_summary
 from ._result import Outcome, RunResult
@@ -32,10 +32,12 @@ from ._source import (
     check_input_paths,
     count_records,
 )
-from ._state import ledger_batches, open_ledger, resume_command
 from ._stats import Stats
 
 __all__ = ["BatchRunner", "exit_code", "new_event_loop", "run_command"]
+
+if TYPE_CHECKING:
+    from ._ledger import Ledger
 
 log = logging.getLogger("bulkretry")
 #: Results go to the process's standard output, whatever ``sys.stdout`` has been replaced by.
@@ -261,7 +263,11 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
     settings = build_settings(ns, env, warn=log.warning)
     files = list(ns.files) or [STDIN]
     check_input_paths(files)
-    ledger = open_ledger(ns.state, settings, sync=ns.sync) if ns.state else None
+    ledger = None
+    if ns.state:
+        from ._state import open_ledger
+
+        ledger = open_ledger(ns.state, settings, sync=ns.sync)
     try:
         resume = ledger is not None and not ns.files and any(ledger.counts().values())
         fd = open_output(
@@ -272,6 +278,11 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
         )
         batches: Batches
         total: Callable[[], int | None]
+        hint = None
+        if ledger is not None:
+            from ._state import ledger_batches, resume_command
+
+            hint = resume_command(argv, ledger.path, ns.output)
         if resume:
             assert ledger is not None
             batches = functools.partial(ledger_batches, ledger)
@@ -282,7 +293,6 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
             reader = RecordReader(files, RunIdValidator(settings.run_id_pattern))
             batches = functools.partial(read_batches, reader)
             total = functools.partial(count_records, files)
-        hint = resume_command(argv, ledger.path if ledger else None, ns.output)
         try:
             with asyncio.Runner(loop_factory=new_event_loop) as runner:
                 batch = BatchRunner(

@@ -9,14 +9,20 @@ reported as ``would_retrigger``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ._config import Settings
 from ._dedup import SeenSet
-from ._ledger import Admission, PriorState
 from ._result import ErrorInfo, Outcome
 from ._source import InputRecord
 
+if TYPE_CHECKING:
+    from ._ledger import Admission
+
 __all__ = ["Triage", "Verdict"]
+
+# PriorState values, compared as strings so that batches without --state never load sqlite3.
+_DUPLICATE, _RETRIGGERED, _IN_DOUBT = "duplicate", "retriggered", "in_doubt"
 
 #: Outcomes of a results line that mean the run was re-triggered already: never send it again.
 _DONE = frozenset({Outcome.RETRIGGERED.value, Outcome.ALREADY_RETRIGGERED.value})
@@ -61,7 +67,7 @@ class Triage:
         if self._skipped(record):
             return Verdict(Outcome.SKIPPED)
         if admission is not None:
-            if admission.state is PriorState.DUPLICATE:
+            if admission.state == _DUPLICATE:
                 return Verdict(Outcome.DUPLICATE)
         elif self._seen is not None and not self._seen.add(record.run_id):
             return Verdict(Outcome.DUPLICATE)
@@ -77,14 +83,14 @@ class Triage:
             return Verdict(Outcome.IN_DOUBT, error, durable=True)
         if admission is None:
             return None
-        if admission.state is PriorState.RETRIGGERED:
+        if admission.state == _RETRIGGERED:
             return Verdict(
                 Outcome.ALREADY_RETRIGGERED,
                 new_run_id=admission.new_run_id,
                 etag=admission.etag,
                 attempts=admission.attempts,
             )
-        if admission.state is PriorState.IN_DOUBT and not self._retry_in_doubt:
+        if admission.state == _IN_DOUBT and not self._retry_in_doubt:
             message = "in doubt since an earlier run of this batch: " + _HELD
             return Verdict(
                 Outcome.IN_DOUBT,
