@@ -1,4 +1,11 @@
-"""Remember which run IDs a batch has already seen, exactly and in little memory."""
+"""Remember which run IDs a batch has already seen, exactly and in little memory.
+
+A million UUIDs held as ``str`` cost about 100 bytes each, as ``int`` about 80: more than the
+rest of the engine put together. UUIDs are instead spread over 65,536 byte strings by their
+first four hex digits, each holding the other 14 bytes of its UUIDs back to back: about 16
+bytes per ID plus a fixed 4 MB, no Python object per ID, and a lookup is one ``find`` in C
+over a short bucket. Other run IDs (a custom ``--run-id-pattern``) go in an ordinary set.
+"""
 
 from __future__ import annotations
 
@@ -6,35 +13,48 @@ import re
 
 __all__ = ["SeenSet"]
 
-# Only the canonical form is folded to an integer: int(…, 16) also accepts "0x", "_", "+",
-# upper case and dashes anywhere, which would make different strings collide.
+# Only the canonical form is packed: any other spelling could make different strings collide.
 _CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_INDEX_DIGITS = 4
+_KEY_BYTES = 16 - _INDEX_DIGITS // 2
 
 
 class SeenSet:
-    """An exact set of run IDs; UUIDs are kept as 128-bit integers rather than strings."""
+    """An exact set of run IDs, compact for UUIDs."""
 
-    __slots__ = ("_other", "_uuids")
+    __slots__ = ("_buckets", "_other", "_uuids")
 
     def __init__(self) -> None:
-        self._uuids: set[int] = set()
+        self._buckets: list[bytearray | None] = [None] * (16**_INDEX_DIGITS)
+        self._uuids = 0
         self._other: set[str] = set()
 
     def __repr__(self) -> str:
         return f"SeenSet(size={len(self)})"
 
     def __len__(self) -> int:
-        return len(self._uuids) + len(self._other)
+        return self._uuids + len(self._other)
 
     def add(self, run_id: str) -> bool:
         """Add ``run_id``; return False when it was already there."""
-        if _CANONICAL_UUID.fullmatch(run_id):
-            key = int(run_id.replace("-", ""), 16)
-            if key in self._uuids:
+        if not _CANONICAL_UUID.fullmatch(run_id):
+            if run_id in self._other:
                 return False
-            self._uuids.add(key)
+            self._other.add(run_id)
             return True
-        if run_id in self._other:
-            return False
-        self._other.add(run_id)
+        digits = run_id.replace("-", "")
+        index = int(digits[:_INDEX_DIGITS], 16)
+        key = bytes.fromhex(digits[_INDEX_DIGITS:])
+        bucket = self._buckets[index]
+        if bucket is None:
+            self._buckets[index] = bytearray(key)
+        else:
+            # A match must start on a key boundary; one straddling two keys is no match.
+            at = bucket.find(key)
+            while at >= 0:
+                if at % _KEY_BYTES == 0:
+                    return False
+                at = bucket.find(key, at + 1)
+            bucket += key
+        self._uuids += 1
         return True

@@ -92,3 +92,17 @@ def test_seen_set_behaves_exactly_like_a_python_set(ids: list[str]) -> None:
         assert seen.add(run_id) == (run_id not in model)
         model.add(run_id)
         assert len(seen) == len(model)
+
+
+def test_a_uuid_spelled_across_two_stored_neighbours_is_not_a_duplicate() -> None:
+    """Packed keys sit back to back; a match straddling two of them must not count."""
+    seen = SeenSet()
+    first = "abcd0000-1111-2222-3333-444455556666"
+    second = "abcd7777-8888-9999-aaaa-bbbbccccdddd"
+    # Same bucket (abcd); its key is the last 13 bytes of the first plus 1 byte of the second.
+    straddler = "abcd0011-1122-2233-3344-445555666677"
+    assert seen.add(first)
+    assert seen.add(second)
+    assert seen.add(straddler)
+    assert not seen.add(straddler)
+    assert len(seen) == 3
