@@ -113,7 +113,7 @@ class Ledger:
         self._group_size = group_size
         self._flush_interval = flush_interval
         self._waiters: _Waiters = []
-        self._handle: asyncio.TimerHandle | None = None
+        self._handle: asyncio.Handle | None = None
         self._handle_when = 0.0
         self._handle_loop: asyncio.AbstractEventLoop | None = None
         self._failure: tuple[str, BaseException] | None = None
@@ -498,7 +498,11 @@ class Ledger:
             if self._handle_when <= when and self._handle_loop is loop:
                 return
             self._handle.cancel()
-        self._handle = loop.call_at(when, self._on_timer)
+        # A zero delay means "on the next iteration": uvloop rounds timers up to a whole
+        # millisecond, which would hold every intent (and its request) back that long.
+        self._handle = (
+            loop.call_soon(self._on_timer) if within <= 0 else loop.call_at(when, self._on_timer)
+        )
         self._handle_when = when
         self._handle_loop = loop
 
