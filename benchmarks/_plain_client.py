@@ -1,0 +1,62 @@
+"""The baseline: what a user writes by hand to re-trigger run IDs with aiohttp.
+
+A semaphore, ``session.post`` and one orjson line per ID written to a file; no retries, no rate
+limit, no dedup, the default asyncio event loop. Credentials come from the same
+``BULKRETRY_*`` variables bulkretry reads.
+
+Usage: ``python benchmarks/_plain_client.py BASE_URL IDS_FILE OUT_FILE [--concurrency 64]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+
+import aiohttp
+import orjson
+
+
+async def main(base: str, ids_path: str, out_path: str, concurrency: int) -> None:
+    with open(ids_path) as fh:
+        ids = [line.strip() for line in fh if line.strip()]
+    headers = {
+        "Authorization": "Bearer " + os.environ["BULKRETRY_ACCESS_TOKEN"],
+        "x-api-key": os.environ["BULKRETRY_API_KEY"],
+        "x-gw-ims-org-id": os.environ["BULKRETRY_ORG_ID"],
+        "x-sandbox-name": os.environ.get("BULKRETRY_SANDBOX", "prod"),
+        "Content-Type": "application/json",
+    }
+    semaphore = asyncio.Semaphore(concurrency)
+    with open(out_path, "wb") as out:
+        async with aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=concurrency)
+        ) as session:
+
+            async def retrigger(run_id: str) -> None:
+                async with semaphore:
+                    try:
+                        async with session.post(
+                            f"{base}/runs/{run_id}/action?op=re-trigger", headers=headers
+                        ) as response:
+                            body = await response.read()
+                            line = {"run_id": run_id, "status": response.status}
+                            if response.status == 200:
+                                answer = orjson.loads(body)
+                                line["new_run_id"] = answer.get("id")
+                                line["etag"] = answer.get("etag")
+                    except aiohttp.ClientError as exc:
+                        line = {"run_id": run_id, "error": str(exc)}
+                    out.write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
+
+            await asyncio.gather(*(retrigger(run_id) for run_id in ids))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("base")
+    parser.add_argument("ids")
+    parser.add_argument("out")
+    parser.add_argument("--concurrency", type=int, default=64)
+    ns = parser.parse_args()
+    asyncio.run(main(ns.base.rstrip("/"), ns.ids, ns.out, ns.concurrency))

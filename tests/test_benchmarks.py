@@ -1,0 +1,53 @@
+"""Smoke tests: every benchmark script runs to the end at tiny sizes and prints its figures.
+
+No target is asserted (the figures depend on the machine); only that each script works, checks
+its own outputs (it exits non-zero when a contender's output is wrong) and reports ratios.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+pytestmark = pytest.mark.slow
+
+
+def run(script: str, *args: str) -> str:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+def test_throughput_runs() -> None:
+    out = run("throughput.py", "--quick", "--ids", "300", "--rounds", "1")
+    assert "lean stand-in" in out
+    assert "bulkretry/plain: req/s (wall)" in out
+    assert "CPU per request" in out
+    assert "target req/s" in out
+
+
+def test_memory_runs_and_dedup_is_exact() -> None:
+    out = run("memory.py", "--sizes", "300,1000")
+    assert "10 duplicates reported (exact)" in out
+    assert out.count("bytes/ID") == 2
+
+
+def test_startup_runs() -> None:
+    out = run("startup.py", "--runs", "1")
+    assert "ratio first-request / import-aiohttp" in out
+
+
+def test_dedup_structures_run() -> None:
+    out = run("dedup.py", "--sizes", "1000,3000")
+    for kind in ("seenset", "set-str", "set-bytes", "bucket16", "bucket12"):
+        assert f"\n{kind}" in out
