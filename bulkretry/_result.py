@@ -45,10 +45,20 @@ class ErrorInfo:
         return out
 
 
+_cached_second = -1
+_cached_prefix = ""
+
+
 def utc_now_iso() -> str:
     """Return the current UTC time as ISO-8601 with milliseconds and a ``Z``."""
+    global _cached_second, _cached_prefix
     now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+    second = int(now)
+    # Formatting the date is most of the cost; it changes once a second, not once a record.
+    if second != _cached_second:
+        _cached_second = second
+        _cached_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+    return f"{_cached_prefix}.{int((now - second) * 1000):03d}Z"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
