@@ -237,7 +237,7 @@ RUN_OPTIONS = [
     ),
     _Option(("-q", "--quiet"), None, False, "print nothing on stderr but errors"),
     _Option(
-        ("-v", "--verbose"), None, False, "log every retry and every record that did not succeed"
+        ("-v", "--verbose"), None, False, "also log every record that did not succeed"
     ),
     _Option(
         ("--log-format",), _choice("text", "json"), "text", "format of stderr logs", "text|json"
