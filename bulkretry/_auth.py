@@ -150,18 +150,27 @@ class ClientCredentialsToken:
         self._last_error: str | None = None
         #: The last token whose renewal failed, and why; shared with late renewers.
         self._failed: tuple[Secret, AuthenticationError] | None = None
+        #: Fetches finished (either way), and why the last one failed: callers that waited
+        #: for the lock while a fetch failed share its error instead of asking IMS again.
+        self._fetches = 0
+        self._fetch_error: AuthenticationError | None = None
 
     # -- the protocol ---------------------------------------------------------------------
 
     async def token(self) -> str:
-        """Return the current token, fetching it (once, for all callers) when due."""
+        """Return the current token, fetching it (once, for all callers) when due.
+
+        Callers that waited while that fetch failed get its error without asking IMS again.
+        """
         fresh = self._fresh()
         if fresh is not None:
             return fresh
+        fetches = self._fetches
         async with self._lock:
             fresh = self._fresh()  # another caller may have fetched while we waited
             if fresh is not None:
                 return fresh
+            self._raise_if_failed_since(fetches)
             held = self._token
             try:
                 return await self._fetch()
@@ -181,15 +190,14 @@ class ClientCredentialsToken:
         If that request fails, the callers still waiting with the same ``stale`` token get the
         same error without asking IMS again.
         """
+        fetches = self._fetches
         async with self._lock:
             held = self._token
             if held is not None and held.reveal() != stale and self._clock() < self._expires_at:
                 return held.reveal()
             if self._failed is not None and self._failed[0].reveal() == stale:
-                failed = self._failed[1]
-                raise AuthenticationError(
-                    str(failed), status=failed.status, error_code=failed.error_code
-                )
+                raise _again(self._failed[1])
+            self._raise_if_failed_since(fetches)
             # The refused token must never be handed out again, even if IMS fails now.
             self._token = None
             self._renew_at = -math.inf
@@ -206,6 +214,7 @@ class ClientCredentialsToken:
             except AuthenticationError as exc:
                 self._token = None
                 self._failed = (Secret(stale), exc)
+                self._fetch_error = exc
                 raise
             return new
 
@@ -216,6 +225,11 @@ class ClientCredentialsToken:
             return self._token.reveal()
         return None
 
+    def _raise_if_failed_since(self, fetches: int) -> None:
+        """Raise the error of a fetch that failed while the caller waited for the lock."""
+        if self._fetches != fetches and self._fetch_error is not None:
+            raise _again(self._fetch_error)
+
     async def _fetch(self) -> str:
         """Ask IMS for a token, retrying transient failures; store and return it."""
         for attempt in range(1, self._attempts + 1):
@@ -223,15 +237,21 @@ class ClientCredentialsToken:
                 token, lifetime = await self._request()
             except _TransientIMSError as exc:
                 if attempt == self._attempts:
-                    raise AuthenticationError(
+                    error = AuthenticationError(
                         self._scrub(
                             f"could not get an access token from IMS ({self._host}): {exc}"
                             + (f" after {attempt} attempts" if attempt > 1 else "")
                         ),
                         status=exc.status,
-                    ) from exc
+                    )
+                    self._fetched(error)
+                    raise error from exc
                 await self._sleep(self._backoff * 2 ** (attempt - 1))
                 continue
+            except AuthenticationError as exc:
+                self._fetched(exc)
+                raise
+            self._fetched(None)
             now = self._clock()
             margin = min(self._renew_margin, lifetime / 10)
             self._token = Secret(token)
@@ -241,6 +261,10 @@ class ClientCredentialsToken:
             self._failed = None
             return token
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _fetched(self, error: AuthenticationError | None) -> None:
+        self._fetches += 1
+        self._fetch_error = error
 
     async def _request(self) -> tuple[str, float]:
         """Make one IMS request; return the token and its lifetime in seconds."""
@@ -323,6 +347,11 @@ class ClientCredentialsToken:
             f"<ClientCredentialsToken ims={self._host!r} client_id={self._client_id!r} "
             f"token={state} requests={self._requests}{error}>"
         )
+
+
+def _again(error: AuthenticationError) -> AuthenticationError:
+    """Copy ``error`` for another caller, so that tracebacks do not pile up on one object."""
+    return AuthenticationError(str(error), status=error.status, error_code=error.error_code)
 
 
 def _lifetime(expires_in: object) -> float:

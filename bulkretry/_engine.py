@@ -61,6 +61,7 @@ class _Flight:
     attempts: int = 0
     ambiguous: int = 0
     on_the_wire: bool = False
+    renewed: bool = False
     interruptible: bool = False
     last_error: ErrorInfo | None = None
     last_status: int | None = None
@@ -148,6 +149,12 @@ class Engine:
         try:
             if not settings.dry_run:
                 own_session = await self._connect()
+                try:
+                    # The first token before any input is read: an IMS refusal stops the
+                    # batch before any re-trigger, and every record is then not_attempted.
+                    self._token = await self._tokens_provider().token()
+                except AuthenticationError as exc:
+                    self.stop(str(exc))
             send, receive = anyio.create_memory_object_stream[InputRecord](
                 max_buffer_size=settings.concurrency * 4
             )
@@ -187,7 +194,12 @@ class Engine:
         if self._session is None:
             own = self._session = make_session(settings)
         if self._tokens is None:
-            self._tokens = token_provider(credentials, self._session, proxy=settings.ims_proxy)
+            try:
+                self._tokens = token_provider(credentials, self._session, proxy=settings.ims_proxy)
+            except BaseException:
+                if own is not None:
+                    await own.close()
+                raise
         self._client = FlowServiceClient(
             self._session,
             base_url=settings.base_url,
@@ -198,8 +210,6 @@ class Engine:
             timeout=settings.timeout,
             proxy=settings.proxy,
         )
-        # Fetching the first token before reading on surfaces IMS errors before any re-trigger.
-        self._token = await self._tokens.token()
         return own
 
     async def _feed(
@@ -427,8 +437,12 @@ class Engine:
             if action is Action.IN_DOUBT:
                 return Outcome.IN_DOUBT, decision.error, None, None
             if action is Action.HALT:
-                if decision.token_expired and await self._renew(token):
-                    continue
+                # One renewal per record: an API that refuses fresh tokens too (an IMS of
+                # another environment) must stop the batch, not loop on IMS forever.
+                if decision.token_expired and not flight.renewed:
+                    flight.renewed = True
+                    if await self._renew(token):
+                        continue
                 self.stop(decision.halt_reason)
                 raise _Interrupted
             if not decision.throttled and not gov.budget.try_spend():
