@@ -136,10 +136,15 @@ def session_kwargs(
     connections open at once. Call it inside the running event loop (the connector needs it);
     build ``context`` beforehand to keep file reads out of the loop.
     """
-    if context is None:
-        context = ssl_context(ca_bundle)
+    verify: ssl.SSLContext | bool = True
+    if context is not None:
+        verify = context
+    elif ca_bundle is not None:
+        verify = ssl_context(ca_bundle)
+    # True is aiohttp's own verifying context, built once at import: making another one here
+    # would read the system's CA store a second time at every start (~90 ms).
     return SessionKwargs(
-        connector=aiohttp.TCPConnector(ssl=context, limit=limit),
+        connector=aiohttp.TCPConnector(ssl=verify, limit=limit),
         cookie_jar=aiohttp.DummyCookieJar(),
         trust_env=False,
     )
