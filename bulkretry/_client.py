@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 import aiohttp
 import orjson
+from aiohttp import hdrs, http_exceptions
 from multidict import CIMultiDictProxy
 from yarl import URL
 
@@ -20,10 +21,26 @@ from ._config import Settings
 from ._exceptions import TransportError
 from ._tls import session_kwargs
 
-__all__ = ["MAX_BODY_BYTES", "Answer", "FlowServiceClient", "make_session", "read_capped"]
+__all__ = [
+    "MAX_BODY_BYTES",
+    "MAX_MESSAGE_CHARS",
+    "Answer",
+    "FlowServiceClient",
+    "make_session",
+    "one_line",
+    "read_capped",
+]
 
 #: Flow Service answers are a few hundred bytes; anything past this is not read.
 MAX_BODY_BYTES = 1024 * 1024
+#: How much of a server's own text (an error message, a Location) a message quotes.
+MAX_MESSAGE_CHARS = 300
+#: A body aiohttp could not decompress: a corrupt or oversized gzip/deflate/br stream.
+_UNDECODABLE: tuple[type[http_exceptions.HttpProcessingError], ...] = (
+    http_exceptions.ContentEncodingError,
+    # Added in aiohttp 3.13 (the per-chunk decompression cap); absent before.
+    getattr(http_exceptions, "DecompressSizeError", http_exceptions.ContentEncodingError),
+)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,7 +61,8 @@ async def read_capped(
 ) -> tuple[bytes, bool]:
     """Read at most ``cap`` bytes of the body; the flag says whether more was left unread."""
     length = response.content_length
-    if length is not None and length <= cap:
+    # A compressed body's Content-Length bounds what is sent, not what it inflates to.
+    if length is not None and length <= cap and hdrs.CONTENT_ENCODING not in response.headers:
         return await response.read(), False
     chunks: list[bytes] = []
     size = 0
@@ -68,6 +86,18 @@ def parse_body(raw: bytes, truncated: bool) -> tuple[Any, str | None]:
         if raw.lstrip()[:1] == b"<":
             return None, "the body is HTML, not JSON"
         return None, "the body is not valid JSON"
+
+
+def one_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
+    """Return a server's ``text`` as one printable line of at most ``limit`` characters.
+
+    What a server writes ends up in messages and on a terminal: control characters (newlines,
+    escape sequences) become spaces, so that it can neither forge log lines nor drive the
+    terminal.
+    """
+    printable = "".join(c if c.isprintable() else " " for c in text[: limit * 4])
+    flat = " ".join(printable.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def _request_id(headers: CIMultiDictProxy[str], body: Any) -> str | None:
@@ -119,12 +149,16 @@ def translate(exc: BaseException, *, url_host: str) -> TransportError:
             sent=False,
         )
     if isinstance(exc, aiohttp.ClientResponseError):
+        # aiohttp draws a caret under the bad byte on lines of their own: keep the words.
+        lines = [line for line in str(exc.message).splitlines() if line.strip(" ^")]
         return TransportError(
-            f"the server sent an invalid HTTP answer ({exc.message})", kind="network", sent=True
+            f"the server sent an invalid HTTP answer ({one_line(' '.join(lines))})",
+            kind="network",
+            sent=True,
         )
     if isinstance(exc, (aiohttp.ClientError, OSError)):
         return TransportError(
-            f"network error: {type(exc).__name__}: {exc}", kind="network", sent=True
+            f"network error: {type(exc).__name__}: {one_line(str(exc))}", kind="network", sent=True
         )
     raise exc
 
@@ -147,7 +181,10 @@ class FlowServiceClient:
         self._session = session
         self._proxy = proxy
         self._base = base_url.rstrip("/")
-        self._host = URL(self._base).host or self._base
+        base = URL(self._base)
+        self._host = base.host or self._base
+        # Encoded once (IDNA host, quoted path), so that each request's URL is taken as is.
+        self._encoded_base = str(base)
         self._query = "?op=" + quote(op, safe="")
         self._static_headers = {
             "x-api-key": api_key,
@@ -157,7 +194,9 @@ class FlowServiceClient:
         }
         self._headers: dict[str, str] = {}
         self._token: str | None = None
-        connect = min(timeout, 10.0)
+        # The connect timer must fire before the total one: a total timeout is read as "maybe
+        # sent", so a hung connect would otherwise pass for an ambiguous attempt.
+        connect = min(timeout / 2, 10.0)
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect, connect=None)
         self.requests_sent = 0
 
@@ -165,8 +204,15 @@ class FlowServiceClient:
         return f"FlowServiceClient(base={self._base!r}, requests_sent={self.requests_sent})"
 
     def url_for(self, run_id: str) -> str:
-        """Return the action URL; the run ID is percent-encoded so it cannot leave its segment."""
-        return f"{self._base}/runs/{quote(run_id, safe='')}/action{self._query}"
+        """Return the action URL; the run ID is percent-encoded so it cannot leave its segment.
+
+        The URL is encoded already and must be sent as is (``URL(..., encoded=True)``): a
+        decoding URL parser would resolve a ``.`` or ``..`` segment away.
+        """
+        segment = quote(run_id, safe="")
+        if segment in (".", ".."):
+            segment = segment.replace(".", "%2E")
+        return f"{self._encoded_base}/runs/{segment}/action{self._query}"
 
     def _headers_for(self, token: str) -> dict[str, str]:
         if token is not self._token:
@@ -179,14 +225,26 @@ class FlowServiceClient:
         self.requests_sent += 1
         try:
             async with self._session.post(
-                self.url_for(run_id),
+                URL(self.url_for(run_id), encoded=True),
                 headers=self._headers_for(token),
                 allow_redirects=False,
                 timeout=self._timeout,
                 proxy=self._proxy,
             ) as response:
-                raw, truncated = await read_capped(response)
-                body, problem = parse_body(raw, truncated)
+                body: Any
+                problem: str | None
+                try:
+                    raw, truncated = await read_capped(response)
+                except aiohttp.ClientPayloadError as exc:
+                    cause = exc.__cause__
+                    if not isinstance(cause, _UNDECODABLE):
+                        raise
+                    # The answer came, in an encoding that cannot be read (a gzip bomb…):
+                    # a bad answer, not a broken connection.
+                    body = None
+                    problem = f"the body cannot be decompressed ({one_line(cause.message)})"
+                else:
+                    body, problem = parse_body(raw, truncated)
                 headers = response.headers
                 return Answer(
                     status=response.status,

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from ._client import Answer
+from ._client import Answer, one_line
 from ._config import Settings
 from ._exceptions import TransportError
 from ._result import ErrorInfo
@@ -163,8 +163,14 @@ def _success_fields(answer: Answer) -> tuple[str | None, str | None]:
 
 def _http_error(answer: Answer, fallback: str) -> ErrorInfo:
     code, etype, message = adobe_error(answer.body)
-    text = f"HTTP {answer.status}: {message}" if message else f"HTTP {answer.status}: {fallback}"
-    return ErrorInfo(kind="http", message=text, error_code=code, type=etype)
+    # Whatever the server wrote is shown as one short printable line (logs, halt reasons).
+    text = f"HTTP {answer.status}: {one_line(message or fallback)}"
+    return ErrorInfo(
+        kind="http",
+        message=text,
+        error_code=one_line(code) if code is not None else None,
+        type=one_line(etype, 1000) if etype is not None else None,
+    )
 
 
 def decide(
@@ -182,6 +188,9 @@ def decide(
     throttled = False
     if isinstance(outcome, TransportError):
         error = ErrorInfo(kind=outcome.kind, message=str(outcome))
+        if outcome.kind == "tls":
+            # A certificate that cannot be verified fails every record alike: stop, once.
+            return Decision(action=Action.HALT, error=error, halt_reason=str(outcome))
         ambiguous = outcome.sent
     else:
         answer = outcome
