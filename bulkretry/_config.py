@@ -45,6 +45,8 @@ DEFAULT_RATE = 5.0
 #: Requests allowed at once above the steady rate. One means no startup burst at all.
 DEFAULT_BURST = 1
 DEFAULT_CONCURRENCY = 8
+#: Every worker is a task and a connection: past this, memory grows and nothing goes faster.
+MAX_CONCURRENCY = 1000
 DEFAULT_MAX_ATTEMPTS = 6
 #: Seconds one request may take, connect to last byte.
 DEFAULT_TIMEOUT = 30.0
@@ -117,8 +119,8 @@ class Settings:
 
     def __post_init__(self) -> None:
         problems = []
-        if self.concurrency < 1:
-            problems.append("concurrency must be at least 1")
+        if not 1 <= self.concurrency <= MAX_CONCURRENCY:
+            problems.append(f"concurrency must be between 1 and {MAX_CONCURRENCY}")
         if not self.rate > 0:
             problems.append("rate must be a positive number of requests per second")
         if self.burst < 1:

@@ -38,7 +38,7 @@ import random
 import re
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any
+from typing import Any, TypeGuard
 
 from ._client import Answer, one_line
 from ._config import Settings
@@ -57,6 +57,8 @@ __all__ = [
 _FLOW_CODE = re.compile(r"FLOW-(\d+)-(\d+)")
 _STATE_CONFLICT_CODES = frozenset({"1409", "1422", "1444"})
 _UNSUPPORTED_OP_CODE = "1434"
+#: Run IDs are 36 characters and etags about 40; a longer "ID" is a broken answer.
+_MAX_ID_CHARS = 256
 
 
 class Action(Enum):
@@ -156,9 +158,14 @@ def _success_fields(answer: Answer) -> tuple[str | None, str | None]:
             body = items[0]
         new_id = body.get("id")
         etag = body.get("etag", body.get("eTag"))
-        if isinstance(new_id, str) and new_id:
-            return new_id, etag if isinstance(etag, str) else answer.etag_header
+        if _plausible(new_id):
+            return new_id, etag if _plausible(etag) else answer.etag_header
     return None, None
+
+
+def _plausible(value: object) -> TypeGuard[str]:
+    """A run ID or etag is a short printable string; anything else is no answer at all."""
+    return isinstance(value, str) and 0 < len(value) <= _MAX_ID_CHARS and value.isprintable()
 
 
 def _http_error(answer: Answer, fallback: str) -> ErrorInfo:

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 import aiohttp
 
 from ._cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_STOPPED, build_settings
+from ._client import one_line
 from ._config import Settings
 from ._engine import Engine
 from ._exceptions import InputError
@@ -159,9 +160,9 @@ class BatchRunner:
         if self.verbose and result.outcome in _BAD:
             log.info(
                 "%s %s: %s",
-                result.run_id,
+                one_line(result.run_id),
                 result.outcome.value,
-                result.error.message if result.error else "",
+                one_line(result.error.message) if result.error else "",
             )
         try:
             self.sink.add(result.to_json_line())

@@ -43,6 +43,8 @@ _UUID_ANY_CASE = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
 _BOM = b"\xef\xbb\xbf"
+#: Never a run ID, whatever --run-id-pattern says: each would change the path it is put in.
+_NEVER_IDS = frozenset({"", ".", ".."})
 
 
 @dataclass(slots=True)
@@ -80,7 +82,12 @@ class RunIdValidator:
         # Only UUID-shaped IDs are folded: a custom pattern may describe case-sensitive IDs.
         if _UUID_ANY_CASE.fullmatch(candidate):
             candidate = candidate.lower()
-        if self._pattern.fullmatch(candidate) and candidate.isprintable() and candidate.isascii():
+        if (
+            candidate not in _NEVER_IDS
+            and self._pattern.fullmatch(candidate)
+            and candidate.isprintable()
+            and candidate.isascii()
+        ):
             return candidate, None
         return (
             None,
@@ -226,7 +233,9 @@ class RecordReader:
             )
         if not isinstance(obj, dict):
             return InputRecord(source, number, None, _quote(raw), "JSON line is not an object")
-        candidate = obj.get("run_id", obj.get("id"))
+        candidate = obj.get("run_id")
+        if candidate is None:
+            candidate = obj.get("id")
         if not isinstance(candidate, str):
             return InputRecord(
                 source,

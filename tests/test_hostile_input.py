@@ -176,7 +176,6 @@ HOSTILE: dict[str, bytes] = {
     "json-run-id-escape": _u('{"run_id": "' + RUN + '\\u001b[2J"}'),
     "json-run-id-a-list": _u('{"run_id": ["' + RUN + '"]}'),
     "json-run-id-an-object": _u('{"run_id": {"id": "' + RUN + '"}}'),
-    "json-run-id-null-id-valid": _u('{"run_id": null, "id": "' + uuid(5) + '"}'),
     "json-run-id-number-id-valid": _u('{"run_id": 5, "id": "' + uuid(5) + '"}'),
     "json-empty-object": b"{}",
     "json-truncated": _u('{"run_id": "' + RUN + '"'),
@@ -306,8 +305,6 @@ def test_stdin_with_hostile_bytes_is_read_like_a_file(server: Server) -> None:
 # --- a run ID never leaves its path segment ------------------------------------------------
 
 ODD_IDS = [
-    ".",
-    "..",
     "...",
     "../../flows",
     "a/b",
@@ -345,6 +342,16 @@ def test_any_id_a_custom_pattern_admits_stays_in_its_path_segment(
         assert parts[2] not in (".", ".."), seen.path
         sent.append(unquote(parts[2]))
     assert sorted(sent) == sorted(ODD_IDS)
+
+
+def test_dot_segments_are_never_run_ids_whatever_the_pattern(
+    server: Server, tmp_path: Path
+) -> None:
+    """`.` and `..` would change the path they are put in: invalid even under '.+'."""
+    code, records = run_cli(server, tmp_path, b".\n..\n", "--run-id-pattern", ".+")
+    assert code == 1
+    assert [r["outcome"] for r in records] == ["invalid", "invalid"]
+    assert server.seen == []
 
 
 # --- paths that cannot be read -------------------------------------------------------------
@@ -636,3 +643,13 @@ def test_fuzzed_input_in_dry_run_accounts_for_every_line(data: bytes, fuzz_dir: 
         if record["outcome"] != "invalid":
             assert CANONICAL_UUID.match(record["run_id"]), record
     assert code == (1 if "invalid" in outcomes else 0)
+
+
+def test_a_null_run_id_falls_back_to_id(tmp_path: Path) -> None:
+    """``{"run_id": null, "id": UUID}`` takes the run ID from ``id``, as a listing line would."""
+    ids = tmp_path / "ids.jsonl"
+    ids.write_text('{"run_id": null, "id": "' + uuid(5) + '"}\n')
+    out = tmp_path / "out.jsonl"
+    assert main(["run", "--dry-run", str(ids), "-o", str(out)], env={}) == 0
+    [record] = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert (record["run_id"], record["outcome"]) == (uuid(5), "would_retrigger")

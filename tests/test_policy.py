@@ -727,3 +727,20 @@ def test_adobe_error_turns_a_numeric_code_into_text() -> None:
 def test_adobe_error_of_a_non_error_body_is_empty(body: Any) -> None:
     """Bodies that are not error objects give no code, type or message."""
     assert adobe_error(body) == (None, None, None)
+
+
+def test_an_id_too_long_or_with_control_characters_is_not_a_new_run() -> None:
+    """A 1 MB or escape-laden "id" is a broken answer, not a success to write out whole."""
+    for bad in ["x" * 257, "abc\x1b[2Jdef", "line\nbreak"]:
+        decision = decide(
+            Answer(status=200, body={"id": bad, "etag": "e"}),
+            attempt=1,
+            ambiguous_before=0,
+            elapsed=0.0,
+            settings=Settings(),
+            rng=random.Random(0),
+            wall_now=0.0,
+        )
+        assert decision.action is Action.FAIL
+        assert decision.error is not None
+        assert decision.error.kind == "bad_response"
