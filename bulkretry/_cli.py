@@ -236,9 +236,7 @@ RUN_OPTIONS = [
         "PATH",
     ),
     _Option(("-q", "--quiet"), None, False, "print nothing on stderr but errors"),
-    _Option(
-        ("-v", "--verbose"), None, False, "also log every record that did not succeed"
-    ),
+    _Option(("-v", "--verbose"), None, False, "also log every record that did not succeed"),
     _Option(
         ("--log-format",), _choice("text", "json"), "text", "format of stderr logs", "text|json"
     ),
