@@ -147,7 +147,8 @@ def resume(args: argparse.Namespace, work: Path, env: dict[str, str]) -> None:
     with open(work / "r0.jsonl", "rb") as fh:
         sent = sum(1 for line in fh if b'"already_retriggered"' not in line)
     print(
-        f"## resume over {n} IDs already done in --state vs --dry-run, {args.rounds} round(s), medians"
+        f"## resume over {n} IDs already done in --state vs --dry-run, "
+        f"{args.rounds} round(s), medians"
     )
     print(f"{'contender':<22}{'wall s':>10}")
     print(f"{'run --dry-run':<22}{statistics.median(dry):>10.2f}")
