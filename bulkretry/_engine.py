@@ -49,6 +49,9 @@ __all__ = ["Emit", "Engine"]
 T = TypeVar("T")
 Emit = Callable[[RunResult], Awaitable[None]]
 Wait = Callable[[float], Awaitable[None]]
+#: 401s (401013) one record may answer with a renewal; past that the API is refusing fresh
+#: tokens too (an IMS of another environment), and renewing again would loop on IMS.
+MAX_RENEWALS_PER_RECORD = 3
 #: Seconds a soft stop waits for requests in flight before it cancels them.
 DEFAULT_GRACE = 30.0
 
@@ -61,7 +64,7 @@ class _Flight:
     attempts: int = 0
     ambiguous: int = 0
     on_the_wire: bool = False
-    renewed: bool = False
+    renewals: int = 0
     interruptible: bool = False
     last_error: ErrorInfo | None = None
     last_status: int | None = None
@@ -159,7 +162,10 @@ class Engine:
                 max_buffer_size=settings.concurrency * 4
             )
             async with anyio.create_task_group() as group:
-                for _ in range(settings.concurrency):
+                # Twice as many workers as requests in flight (the governor's cap holds those):
+                # a record sleeping out a Retry-After holds a worker but no request, and 429s
+                # for every worker at once must not leave the quota idle meanwhile.
+                for _ in range(2 * settings.concurrency):
                     group.start_soon(self._worker, receive.clone(), emit)
                 receive.close()
                 async with send:
@@ -371,10 +377,13 @@ class Engine:
             if not await self._idle(flight, gov.room):
                 self.stop(f"reached --max-retriggers {gov.max_retriggers}")
                 raise _Interrupted
-            await self._idle(flight, gov.throttle.acquire)
-            await self._idle(flight, gov.cap.acquire)
+            try:
+                await self._idle(flight, gov.throttle.acquire)
+                await self._idle(flight, gov.cap.acquire)
+            except BaseException:
+                gov.unreserve()
+                raise
             sent_at = loop.time()
-            gov.sending()
             try:
                 # Cheap while the token is fresh; renews it ahead of expiry on a long batch.
                 token = self._token = await self._tokens_provider().token()
@@ -437,11 +446,14 @@ class Engine:
             if action is Action.IN_DOUBT:
                 return Outcome.IN_DOUBT, decision.error, None, None
             if action is Action.HALT:
-                # One renewal per record: an API that refuses fresh tokens too (an IMS of
-                # another environment) must stop the batch, not loop on IMS forever.
-                if decision.token_expired and not flight.renewed:
-                    flight.renewed = True
-                    if await self._renew(token):
+                if decision.token_expired:
+                    flight.renewals += 1
+                    if flight.renewals > MAX_RENEWALS_PER_RECORD:
+                        self.stop(
+                            "the API refused freshly renewed access tokens too (401013); check "
+                            "that BULKRETRY_IMS_URL belongs to the same environment as the API"
+                        )
+                    elif await self._renew(token):
                         continue
                 self.stop(decision.halt_reason)
                 raise _Interrupted

@@ -63,7 +63,11 @@ class Governor:
         )
 
     async def room(self) -> bool:
-        """Wait until one more request fits under ``--max-retriggers``; False once it is reached."""
+        """Reserve a place under ``--max-retriggers`` for one request; False once it is reached.
+
+        The place is held from here, not from the send: a worker waiting for a slot of the
+        throttle has a place already, so that no other can take it meanwhile.
+        """
         while not self.may_send():
             assert self.max_retriggers is not None
             if self.retriggered >= self.max_retriggers:
@@ -71,17 +75,18 @@ class Governor:
             waiter = asyncio.get_running_loop().create_future()
             self._room_waiters.append(waiter)
             await waiter
+        self._in_flight += 1
         return True
 
-    def sending(self) -> None:
-        """Count a request as in flight; it holds a slot of the concurrency cap."""
-        self._in_flight += 1
+    def unreserve(self) -> None:
+        """Give back a place that :meth:`room` reserved, for a request that was never sent."""
+        self._in_flight -= 1
+        self._wake_room()
 
     def abandon(self) -> None:
-        """Give back what :meth:`sending` took, for a request that was never answered."""
-        self._in_flight -= 1
+        """Give back the place and the cap's slot of a request that was never answered."""
         self.cap.release()
-        self._wake_room()
+        self.unreserve()
 
     def _wake_room(self) -> None:
         waiters, self._room_waiters = self._room_waiters, []

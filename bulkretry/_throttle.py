@@ -81,6 +81,7 @@ class Throttle:
     __slots__ = (
         "_burst",
         "_cut_at",
+        "_due",
         "_epoch",
         "_grants",
         "_grants_since_cut",
@@ -135,6 +136,8 @@ class Throttle:
         self._paused_until = -math.inf
         self._waiters: deque[asyncio.Future[None]] = deque()
         self._handle: asyncio.TimerHandle | None = None
+        # When the armed timer's slot comes due (None: no timer armed for a slot).
+        self._due: float | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._grants = 0
         self._throttled_count = 0
@@ -261,6 +264,7 @@ class Throttle:
         self._successes_since_cut = 0
         # The server's bucket is empty; a burst saved up in ours would only earn more 429s.
         self._tokens = 0.0
+        self._due = None
         self._set_rate(now, max(self._min_rate, self._w_max * BETA))
 
     def pause_until(self, when: float) -> None:
@@ -326,6 +330,13 @@ class Throttle:
             return
         now = loop.time()
         self._refill(now)
+        due, self._due = self._due, None
+        if due is not None and now > due and waiters:
+            # The timer fired late (a millisecond clock, a busy loop): a full one-token bucket
+            # would drop the slots that came due meanwhile, several percent of the rate with
+            # burst 1. Keep them, up to one more, so that slots stay on their grid.
+            late = 1.0 + min(now - due, 1.0 / self._rate) * self._rate
+            self._tokens = max(self._tokens, min(late, self._capacity() + 1.0))
         while waiters:
             fut = waiters[0]
             if fut.done():
@@ -338,7 +349,8 @@ class Throttle:
                 self._take()
                 fut.set_result(None)
             else:
-                self._handle = loop.call_at(now + (1 - self._tokens) / self._rate, self._wake)
+                self._due = now + (1 - self._tokens) / self._rate
+                self._handle = loop.call_at(self._due, self._wake)
                 return
 
     def __repr__(self) -> str:

@@ -113,11 +113,11 @@ def test_bad_halt_on_spec_is_a_configuration_error() -> None:
 
 
 async def test_governor_counts_a_success_against_the_cap() -> None:
-    """A request in flight holds its place under the cap; its success reaches the cap."""
+    """A reserved request holds its place under the cap; its success reaches the cap."""
     governor = Governor(Settings(max_retriggers=1, rate=10))
     assert governor.may_send()
+    assert await governor.room()
     await governor.cap.acquire()
-    governor.sending()
     assert not governor.may_send()
     reason = governor.answered(
         Answer(status=200, body={"id": "x"}),

@@ -156,6 +156,19 @@ def test_a_millisecond_clock_does_not_cap_a_high_rate_at_one_slot_per_tick() -> 
     assert rate == pytest.approx(50_000, rel=0.05)
 
 
+def test_timers_firing_late_on_a_millisecond_clock_do_not_lose_slots() -> None:
+    """At 400/s (a slot every 2.5 ms) on a 1 ms clock, burst 1 still delivers the full rate."""
+
+    async def measure() -> float:
+        throttle = Throttle(400)
+        times = await acquire_times(throttle, 800)
+        return 799 / (times[-1] - times[0])
+
+    with asyncio.Runner(loop_factory=MillisecondClockLoop) as runner:
+        rate = runner.run(measure())
+    assert rate == pytest.approx(400, rel=0.02)
+
+
 @pytest.mark.parametrize("burst", [1, 3, 10])
 @virtual_time
 async def test_no_window_holds_more_than_burst_plus_rate_times_its_length(burst: int) -> None:
