@@ -74,10 +74,15 @@ async def read_capped(
     return b"".join(chunks), False
 
 
-def parse_body(raw: bytes, truncated: bool) -> tuple[Any, str | None]:
-    """Return ``(json, problem)``: the parsed body, or None and a phrase saying what was wrong."""
+def parse_body(
+    raw: bytes, truncated: bool, *, cap: int = MAX_BODY_BYTES
+) -> tuple[Any, str | None]:
+    """Return ``(json, problem)``: the parsed body, or None and a phrase saying what was wrong.
+
+    ``cap`` is the limit the body was read within, named when it was cut there.
+    """
     if truncated:
-        return None, f"the body is larger than {MAX_BODY_BYTES} bytes"
+        return None, f"the body is larger than {cap} bytes"
     if not raw.strip():
         return None, "the body is empty"
     try:

@@ -49,11 +49,10 @@ from typing import Any, Literal
 from urllib.parse import quote, urlencode
 
 import aiohttp
-import orjson
 from yarl import URL
 
 from ._auth import TokenProvider, token_provider
-from ._client import Answer, make_session, read_capped, translate
+from ._client import Answer, make_session, parse_body, read_capped, translate
 from ._config import Settings
 from ._exceptions import BatchHalted, MissingCredentialsError, TransportError
 from ._policy import adobe_error, backoff_delay, parse_retry_after
@@ -507,7 +506,7 @@ class FailedRunLister:
                 proxy=self.settings.proxy,
             ) as response:
                 raw, truncated = await read_capped(response, MAX_PAGE_BYTES)
-                body, problem = _parse(raw, truncated)
+                body, problem = parse_body(raw, truncated, cap=MAX_PAGE_BYTES)
                 return Answer(
                     status=response.status,
                     body=body,
@@ -517,19 +516,6 @@ class FailedRunLister:
                 )
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise translate(exc, url_host=self._base.host or str(self._base)) from exc
-
-
-def _parse(raw: bytes, truncated: bool) -> tuple[Any, str | None]:
-    if truncated:
-        return None, f"the body is larger than {MAX_PAGE_BYTES} bytes"
-    if not raw.strip():
-        return None, "the body is empty"
-    try:
-        return orjson.loads(raw), None
-    except orjson.JSONDecodeError:
-        if raw.lstrip()[:1] == b"<":
-            return None, "the body is HTML, not JSON"
-        return None, "the body is not valid JSON"
 
 
 async def list_failed_runs(
