@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import selectors
 import shutil
 import subprocess
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any, ParamSpec
 
 import pytest
+
+P = ParamSpec("P")
 
 
 @dataclass(frozen=True)
@@ -48,3 +55,43 @@ def certificates(tmp_path_factory: pytest.TempPathFactory) -> Certificates:
     return Certificates(
         ca=str(folder / "ca.pem"), cert=str(folder / "server.pem"), key=str(folder / "server.key")
     )
+
+
+class _JumpingSelector(selectors.DefaultSelector):
+    """Never block: with nothing ready, move the loop's clock to the next timer instead."""
+
+    def __init__(self, loop: VirtualClockLoop) -> None:
+        super().__init__()
+        self._loop = loop
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        ready = super().select(0)
+        if ready or timeout is None or timeout <= 0:
+            # None means no timer at all: only another thread can wake us, so really wait.
+            return ready if ready or timeout is not None else super().select(None)
+        # A real clock always moves on; so must this one, or a timer set a rounding error
+        # ahead of now would fire again and again at the same instant.
+        self._loop.now += max(timeout, 1e-7)
+        return []
+
+
+class VirtualClockLoop(asyncio.SelectorEventLoop):
+    """An event loop whose clock starts at 0 and jumps over every idle wait."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        super().__init__(_JumpingSelector(self))
+
+    def time(self) -> float:
+        return self.now
+
+
+def virtual_time(test: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
+    """Run an async test on a fresh :class:`VirtualClockLoop`."""
+
+    @functools.wraps(test)
+    def run(*args: P.args, **kwargs: P.kwargs) -> None:
+        with asyncio.Runner(loop_factory=VirtualClockLoop) as runner:
+            runner.run(test(*args, **kwargs))
+
+    return run

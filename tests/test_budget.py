@@ -7,57 +7,15 @@ and tests are instant. (The loop is the same as in test_throttle.py; it belongs 
 from __future__ import annotations
 
 import asyncio
-import functools
 import math
 import random
-import selectors
-from collections.abc import Callable, Coroutine
-from typing import Any, ParamSpec
 
 import pytest
+from conftest import virtual_time
 from hypothesis import given
 from hypothesis import strategies as st
 
 from bulkretry._budget import DEFAULT_BUDGET_CAPACITY, DEFAULT_BUDGET_RATIO, RetryBudget
-
-P = ParamSpec("P")
-
-
-class _JumpingSelector(selectors.DefaultSelector):
-    """Never block: with nothing ready, move the loop's clock to the next timer instead."""
-
-    def __init__(self, loop: VirtualClockLoop) -> None:
-        super().__init__()
-        self._loop = loop
-
-    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
-        ready = super().select(0)
-        if ready or timeout is None or timeout <= 0:
-            return ready if ready or timeout is not None else super().select(None)
-        self._loop.now += max(timeout, 1e-7)
-        return []
-
-
-class VirtualClockLoop(asyncio.SelectorEventLoop):
-    """An event loop whose clock starts at 0 and jumps over every idle wait."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        super().__init__(_JumpingSelector(self))
-
-    def time(self) -> float:
-        return self.now
-
-
-def virtual_time(test: Callable[P, Coroutine[Any, Any, None]]) -> Callable[P, None]:
-    """Run an async test on a fresh :class:`VirtualClockLoop`."""
-
-    @functools.wraps(test)
-    def run(*args: P.args, **kwargs: P.kwargs) -> None:
-        with asyncio.Runner(loop_factory=VirtualClockLoop) as runner:
-            runner.run(test(*args, **kwargs))
-
-    return run
 
 
 def now() -> float:
