@@ -54,9 +54,8 @@ def child_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def describe_source() -> str:
-    """Which bulkretry is measured: the directory, and the git commit of the working tree."""
-    where = SOURCE or str(REPO)
+def git_state() -> tuple[str, bool]:
+    """The repository's short HEAD, and whether bulkretry/ has uncommitted changes."""
     try:
         head = subprocess.run(
             ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
@@ -71,7 +70,14 @@ def describe_source() -> str:
             timeout=10,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        head, dirty = "?", ""
+        return "?", False
+    return head, bool(dirty)
+
+
+def describe_source() -> str:
+    """Which bulkretry is measured: the directory, and the git commit of the working tree."""
+    where = SOURCE or str(REPO)
+    head, dirty = git_state()
     if SOURCE:
         # A snapshot says which commit it is in a COMMIT file (see README: git archive).
         stamp = Path(SOURCE) / "COMMIT"

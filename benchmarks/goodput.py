@@ -51,18 +51,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-PYTHON = sys.executable
-_SCRIPT = Path(PYTHON).parent / "bulkretry"
-BULKRETRY = [str(_SCRIPT)] if _SCRIPT.exists() else [PYTHON, "-m", "bulkretry"]
+from _common import BULKRETRY, CREDENTIALS, HERE, PYTHON, git_state
+
 PEER = HERE / "peers" / "aiohttp_tenacity.py"
-CREDENTIALS = {
-    "BULKRETRY_ACCESS_TOKEN": "sim-access-token",
-    "BULKRETRY_API_KEY": "sim-api-key",
-    "BULKRETRY_ORG_ID": "SIMORG0000000000000000@AdobeOrg",
-    "BULKRETRY_SANDBOX": "prod",
-}
 POLL = 0.010
 SEED = 20240601
 
@@ -628,21 +619,7 @@ def machine() -> str:
         load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     except OSError:
         load = "?"
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--", "bulkretry"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        head, dirty = "?", ""
+    head, dirty = git_state()
     return (
         f"machine: nproc={os.cpu_count()} python={platform.python_version()} cpu={cpu!r} "
         f"loadavg={load}; repository HEAD {head}"

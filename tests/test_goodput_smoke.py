@@ -45,7 +45,8 @@ def test_goodput_quick_scenario_a_bulkretry_only(tmp_path: Path) -> None:
     time_s, wall_s, ideal_s, share = (float(v) for v in row[2:6])
     assert ideal_s == pytest.approx(1.5)
     assert 0 < time_s <= wall_s
-    assert share == pytest.approx(ideal_s / time_s, abs=0.002)
+    # The table prints times to 0.01 s: around 1.5 s that alone moves ideal/time by up to 0.004.
+    assert share == pytest.approx(ideal_s / time_s, abs=0.006)
     assert row[6].endswith("%")
     assert "(a) share of quota" in proc.stdout
 
