@@ -12,29 +12,25 @@ flight too: a record whose request was on the wire becomes ``in_doubt``.
 from __future__ import annotations
 
 import asyncio
-import functools
 import random
-import time
 from collections.abc import AsyncIterable, Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 import aiohttp
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._attempts import Attempts, Flight, Interrupted, Wait, stopped
 from ._auth import TokenProvider, token_provider
-from ._client import Answer, FlowServiceClient, make_session
+from ._client import FlowServiceClient, make_session
 from ._config import Settings
 from ._exceptions import (
     AuthenticationError,
     InputError,
     MissingCredentialsError,
     StateError,
-    TransportError,
 )
 from ._governor import Governor
-from ._policy import Action, decide
 from ._result import ErrorInfo, Outcome, RunResult, utc_now_iso
 from ._source import InputRecord
 from ._stats import Stats
@@ -46,33 +42,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Emit", "Engine"]
 
-T = TypeVar("T")
 Emit = Callable[[RunResult], Awaitable[None]]
-Wait = Callable[[float], Awaitable[None]]
-#: 401s (401013) one record may answer with a renewal; past that the API is refusing fresh
-#: tokens too (an IMS of another environment), and renewing again would loop on IMS.
-MAX_RENEWALS_PER_RECORD = 3
 #: Seconds a soft stop waits for requests in flight before it cancels them.
 DEFAULT_GRACE = 30.0
-
-
-@dataclass(slots=True)
-class _Flight:
-    """The state of one record between its attempts; read when a stop interrupts it."""
-
-    record: InputRecord
-    attempts: int = 0
-    ambiguous: int = 0
-    on_the_wire: bool = False
-    renewals: int = 0
-    interruptible: bool = False
-    last_error: ErrorInfo | None = None
-    last_status: int | None = None
-    request_id: str | None = None
-
-
-class _Interrupted(Exception):
-    """A soft stop woke a record that was waiting for a slot or for its backoff."""
 
 
 class Engine:
@@ -99,12 +71,11 @@ class Engine:
         self._grace = grace
         self._stopping = False
         self._hard = False
-        self._workers: dict[asyncio.Task[None], _Flight | None] = {}
+        self._workers: dict[asyncio.Task[None], Flight | None] = {}
         self._ledger = ledger
         self._triage = Triage(settings, with_ledger=ledger is not None)
         self._governor = Governor(settings)
-        self._client: FlowServiceClient | None = None
-        self._token = ""
+        self._attempts: Attempts | None = None
         self._grace_handle: asyncio.TimerHandle | None = None
 
     def __repr__(self) -> str:
@@ -120,6 +91,11 @@ class Engine:
     def stopping(self) -> bool:
         """True once a stop was asked for."""
         return self._stopping
+
+    @property
+    def hard(self) -> bool:
+        """True once a stop that cancels requests in flight was asked for."""
+        return self._hard
 
     def stop(self, reason: str | None = None, *, hard: bool = False) -> None:
         """Stop sending; ``hard`` also cancels requests in flight. ``reason`` marks a halt."""
@@ -152,10 +128,11 @@ class Engine:
         try:
             if not settings.dry_run:
                 own_session = await self._connect()
+                assert self._attempts is not None
                 try:
                     # The first token before any input is read: an IMS refusal stops the
                     # batch before any re-trigger, and every record is then not_attempted.
-                    self._token = await self._tokens_provider().token()
+                    await self._attempts.first_token()
                 except AuthenticationError as exc:
                     self.stop(str(exc))
             send, receive = anyio.create_memory_object_stream[InputRecord](
@@ -206,7 +183,7 @@ class Engine:
                 if own is not None:
                     await own.close()
                 raise
-        self._client = FlowServiceClient(
+        client = FlowServiceClient(
             self._session,
             base_url=settings.base_url,
             op=settings.op,
@@ -215,6 +192,15 @@ class Engine:
             sandbox=credentials.sandbox,
             timeout=settings.timeout,
             proxy=settings.proxy,
+        )
+        self._attempts = Attempts(
+            self,
+            client=client,
+            tokens=self._tokens,
+            governor=self._governor,
+            ledger=self._ledger,
+            wait=self._wait,
+            rng=self._rng,
         )
         return own
 
@@ -259,7 +245,7 @@ class Engine:
         outcome: Outcome,
         *,
         error: ErrorInfo | None = None,
-        flight: _Flight | None = None,
+        flight: Flight | None = None,
         new_run_id: str | None = None,
         etag: str | None = None,
         durable: bool = False,
@@ -304,17 +290,19 @@ class Engine:
         try:
             async with receive:
                 while (record := await _next(receive)) is not None:
-                    flight = _Flight(record)
+                    flight = Flight(record)
                     self._workers[task] = flight
+                    attempts = self._attempts
+                    assert attempts is not None
                     try:
-                        outcome, error, new_id, etag = await self._process(flight)
-                    except _Interrupted:
-                        outcome, error, new_id, etag = self._stopped(flight)
+                        outcome, error, new_id, etag = await attempts.process(flight)
+                    except Interrupted:
+                        outcome, error, new_id, etag = stopped(flight)
                     except asyncio.CancelledError:
                         if not self._hard:
                             raise
                         task.uncancel()
-                        outcome, error, new_id, etag = self._stopped(flight)
+                        outcome, error, new_id, etag = stopped(flight)
                     self._workers[task] = None
                     await self._finish(
                         emit,
@@ -328,208 +316,6 @@ class Engine:
                     )
         finally:
             del self._workers[task]
-
-    def _stopped(self, flight: _Flight) -> tuple[Outcome, ErrorInfo | None, None, None]:
-        """Account for a record that a stop caught before it was done."""
-        if flight.on_the_wire or flight.ambiguous:
-            error = ErrorInfo(
-                kind="interrupted",
-                message=(
-                    "the batch stopped while a request for this run was in flight; "
-                    "it may have been re-triggered"
-                ),
-            )
-            return Outcome.IN_DOUBT, error, None, None
-        return Outcome.NOT_ATTEMPTED, flight.last_error, None, None
-
-    async def _idle(self, flight: _Flight, wait: Callable[[], Awaitable[T]]) -> T:
-        """Await a wait that a soft stop may cut short (a slot, a backoff)."""
-        if self._stopping:
-            raise _Interrupted
-        flight.interruptible = True
-        try:
-            result = await wait()
-        except asyncio.CancelledError:
-            task = asyncio.current_task()
-            if self._stopping and not self._hard and task is not None:
-                task.uncancel()
-                raise _Interrupted from None
-            raise
-        finally:
-            flight.interruptible = False
-        if self._stopping:
-            raise _Interrupted
-        return result
-
-    async def _process(
-        self, flight: _Flight
-    ) -> tuple[Outcome, ErrorInfo | None, str | None, str | None]:
-        settings = self.settings
-        stats = self.stats
-        client = self._client
-        gov = self._governor
-        run_id = flight.record.run_id
-        assert client is not None
-        assert run_id is not None
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        while True:
-            if not await self._idle(flight, gov.room):
-                self.stop(f"reached --max-retriggers {gov.max_retriggers}")
-                raise _Interrupted
-            try:
-                await self._idle(flight, gov.throttle.acquire)
-                await self._idle(flight, gov.cap.acquire)
-            except BaseException:
-                gov.unreserve()
-                raise
-            sent_at = loop.time()
-            try:
-                # Cheap while the token is fresh; renews it ahead of expiry on a long batch.
-                token = self._token = await self._tokens_provider().token()
-            except AuthenticationError as exc:
-                gov.abandon()
-                self.stop(str(exc))
-                raise _Interrupted from None
-            except BaseException:
-                gov.abandon()
-                raise
-            if self._ledger is not None:
-                try:
-                    await self._ledger.intent(run_id)
-                except StateError as exc:
-                    gov.abandon()
-                    self.stop(str(exc), hard=True)
-                    raise _Interrupted from None
-                except BaseException:
-                    gov.abandon()
-                    raise
-            flight.attempts += 1
-            stats.attempts += 1
-            if flight.attempts == 1:
-                gov.budget.on_request()
-            else:
-                stats.retries += 1
-            flight.on_the_wire = True
-            try:
-                outcome: Answer | TransportError = await client.retrigger(run_id, token)
-            except TransportError as exc:
-                outcome = exc
-            except BaseException:
-                gov.abandon()
-                raise
-            flight.on_the_wire = False
-            now = loop.time()
-            decision = decide(
-                outcome,
-                attempt=flight.attempts,
-                ambiguous_before=flight.ambiguous,
-                elapsed=now - started,
-                settings=settings,
-                rng=self._rng,
-                wall_now=time.time(),
-            )
-            self._count(flight, outcome)
-            halt = gov.answered(outcome, decision, sent_at=sent_at, now=now)
-            if halt is not None:
-                self.stop(halt, hard=gov.halt_now)
-            if decision.ambiguous:
-                flight.ambiguous += 1
-            flight.last_error = decision.error
-            if self._ledger is not None and decision.action is Action.RETRY:
-                self._between_attempts(run_id, flight, decision.ambiguous)
-            action = decision.action
-            if action is Action.SUCCEED:
-                return Outcome.RETRIGGERED, None, decision.new_run_id, decision.etag
-            if action is Action.FAIL:
-                return Outcome.FAILED, decision.error, None, None
-            if action is Action.IN_DOUBT:
-                return Outcome.IN_DOUBT, decision.error, None, None
-            if action is Action.HALT:
-                if decision.token_expired:
-                    flight.renewals += 1
-                    if flight.renewals > MAX_RENEWALS_PER_RECORD:
-                        self.stop(
-                            "the API refused freshly renewed access tokens too (401013); check "
-                            "that BULKRETRY_IMS_URL belongs to the same environment as the API"
-                        )
-                    elif await self._renew(token):
-                        continue
-                self.stop(decision.halt_reason)
-                raise _Interrupted
-            if not decision.throttled and not gov.budget.try_spend():
-                stats.budget_waits += 1
-                deadline = started + settings.deadline
-                if not await self._idle(flight, functools.partial(gov.budget.wait, deadline)):
-                    why = "the retry budget stayed empty until the deadline"
-                    error = ErrorInfo(
-                        kind=flight.last_error.kind if flight.last_error else "http",
-                        message=f"{flight.last_error.message if flight.last_error else ''}; {why}",
-                    )
-                    return (
-                        (Outcome.IN_DOUBT if flight.ambiguous else Outcome.FAILED),
-                        error,
-                        None,
-                        None,
-                    )
-            await self._idle(flight, functools.partial(self._sleep, decision.delay))
-
-    def _between_attempts(self, run_id: str, flight: _Flight, ambiguous: bool) -> None:
-        """Tell the state file whether the run waits for a retry in doubt, or safely."""
-        assert self._ledger is not None
-        try:
-            if ambiguous:
-                self._ledger.ambiguous(run_id)
-            else:
-                # A 429, a 503 or a refused connection: not processed, so not in flight.
-                self._ledger.outcome(
-                    run_id,
-                    Outcome.NOT_ATTEMPTED,
-                    new_run_id=None,
-                    etag=None,
-                    attempts=flight.attempts,
-                    ambiguous=flight.ambiguous,
-                    error=flight.last_error,
-                    http_status=flight.last_status,
-                    request_id=flight.request_id,
-                )
-        except StateError as exc:
-            self.stop(str(exc), hard=True)
-
-    def _count(self, flight: _Flight, outcome: Answer | TransportError) -> None:
-        stats = self.stats
-        if isinstance(outcome, Answer):
-            flight.last_status = outcome.status
-            flight.request_id = outcome.request_id or flight.request_id
-            if outcome.status == 429:
-                stats.throttled += 1
-            elif outcome.status >= 500:
-                stats.server_errors += 1
-        else:
-            stats.network_errors += 1
-
-    async def _sleep(self, delay: float) -> None:
-        if self._wait is not None:
-            await self._wait(delay)
-        elif delay > 0:
-            await asyncio.sleep(delay)
-
-    def _tokens_provider(self) -> TokenProvider:
-        assert self._tokens is not None
-        return self._tokens
-
-    async def _renew(self, stale: str) -> bool:
-        """Get a new token after a 401 401013; False when the token cannot be renewed."""
-        assert self._tokens is not None
-        if self._token != stale:
-            return True
-        try:
-            self._token = await self._tokens.renew(stale)
-        except AuthenticationError as exc:
-            self.stop(str(exc))
-            return False
-        self.stats.token_renewals += 1
-        return True
 
 
 async def _next(receive: MemoryObjectReceiveStream[InputRecord]) -> InputRecord | None:
