@@ -38,7 +38,6 @@ import contextlib
 import http.client
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -51,7 +50,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from _common import BULKRETRY, CREDENTIALS, HERE, PYTHON, git_state
+from _common import BULKRETRY, CREDENTIALS, HERE, PYTHON, git_state, machine
 
 PEER = HERE / "peers" / "aiohttp_tenacity.py"
 POLL = 0.010
@@ -608,21 +607,13 @@ def targets(results: dict[str, list[Result]]) -> list[str]:
     return lines
 
 
-def machine() -> str:
-    cpu = "?"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as fh:
-        for line in fh:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    try:
-        load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    except OSError:
-        load = "?"
+def machine_line() -> str:
+    """One line on the machine and the commit measured, for the report's head."""
+    m = machine()
     head, dirty = git_state()
     return (
-        f"machine: nproc={os.cpu_count()} python={platform.python_version()} cpu={cpu!r} "
-        f"loadavg={load}; repository HEAD {head}"
+        f"machine: nproc={m['nproc']} python={m['python']} cpu={m['cpu']!r} "
+        f"loadavg={m['loadavg']}; repository HEAD {head}"
         + (" with uncommitted changes in bulkretry/" if dirty else "")
     )
 
@@ -703,7 +694,7 @@ def main() -> int:
         parser.error(f"--scenarios {args.scenarios!r} names none of a, b, c, d")
     who = contenders(cfg, args.only_bulkretry)
 
-    print(machine())
+    print(machine_line())
     if cfg.bulkretry_src:
         print(f"bulkretry measured from {cfg.bulkretry_src}")
     print("contenders: " + "; ".join(f"{c.name} ({c.settings})" for c in who))
