@@ -105,7 +105,7 @@ class Governor:
         if decision.throttled:
             self.throttle.on_throttled(decision.retry_after, sent_at=sent_at)
         elif isinstance(outcome, Answer):
-            self.throttle.on_success()
+            self.throttle.on_success(sent_at)
         kind: HaltKind
         if decision.action is Action.SUCCEED:
             self.retriggered += 1

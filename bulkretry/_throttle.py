@@ -11,8 +11,20 @@ All 429s answered for requests sent before a cut belong to the same *episode* an
 (given the send time, that is exact; without it, 429s until a slot was handed out after the cut,
 or within twice the average latency of it, are taken to be such answers). A second episode with
 no success since the first, or a ``Retry-After`` above ``pause_after``, pauses the whole limiter
-until that time; that, and learning the rate from one pause to the next, is how a fixed-window
-quota (N per window, ``Retry-After`` at the window's end) is handled.
+until that time.
+
+Two such pauses in a row, with successes in between, mean a *fixed window* (N requests per
+window, ``Retry-After`` at the window's end, as Adobe's gateway does for some APIs). Pausing for
+the whole Retry-After there wastes most of a window when the server rounds it up to whole
+seconds, and cutting the rate only spreads the window's requests thinly. So the limiter switches
+to *window mode*: it learns N as the successes of one pass (from one pause to the next; a pass
+that runs into a second window counts more, so the smaller of the last two is taken), sends each
+pass at the configured rate, and holds after N + 1 slots: if the last one is throttled, the
+window is spent and everyone waits for its Retry-After (a late resume costs nothing as long as
+the next window's N still fit in it); if it succeeds, the pass ran into the next window and goes
+on until a 429. So a window costs one 429, and every window is used. A success for a request sent
+after a 429 of the same pass means the quota is not a fixed window after all, and the limiter
+goes back to cutting the rate.
 
 :class:`ConcurrencyCap` bounds the requests in flight by Little's law, so that a slow server does
 not collect a pile of requests that will all time out.
@@ -86,12 +98,21 @@ class Throttle:
         "_grants",
         "_grants_since_cut",
         "_handle",
+        "_hold_at",
+        "_hold_sent",
         "_latency",
         "_loop",
         "_max_rate",
         "_min_rate",
+        "_pass_counts",
+        "_pass_first_429",
+        "_pass_ok",
+        "_pass_start",
         "_pause_after",
         "_paused_until",
+        "_prev_first_429",
+        "_prev_ok",
+        "_prev_start",
         "_rate",
         "_recovery",
         "_recovery_seconds",
@@ -102,6 +123,7 @@ class Throttle:
         "_tokens",
         "_w_max",
         "_waiters",
+        "_window",
     )
 
     def __init__(
@@ -150,6 +172,20 @@ class Throttle:
         self._grants_since_cut = 0
         self._successes_since_cut = 0
         self._successes_since_pause = 0
+        # Window mode: the learned requests per window (None: not a fixed window, or not yet),
+        # the grant count at which to hold, and the send time of the slot that set the hold.
+        self._window: int | None = None
+        self._hold_at = math.inf
+        self._hold_sent = math.inf
+        # The pass under way (since the last pause's end) and the one before it: when each
+        # started and how many of its requests succeeded; the complete counts of recent passes.
+        self._pass_start = -math.inf
+        self._pass_ok = 0
+        self._pass_first_429 = math.inf
+        self._prev_start = -math.inf
+        self._prev_ok = 0
+        self._prev_first_429 = math.inf
+        self._pass_counts: list[int] = []
 
     @property
     def rate(self) -> float:
@@ -187,6 +223,11 @@ class Throttle:
         return self._grants
 
     @property
+    def window_requests(self) -> int | None:
+        """The requests per window learned from a fixed-window quota (None: not one, or not yet)."""
+        return self._window
+
+    @property
     def latency(self) -> float | None:
         """The moving average of observed request latency, in seconds, if any was observed."""
         return self._latency
@@ -213,10 +254,17 @@ class Throttle:
             self._wake()
             raise
 
-    def on_success(self) -> None:
-        """Record an answer other than a throttle: let the rate climb back towards its maximum."""
+    def on_success(self, sent_at: float | None = None) -> None:
+        """Record an answer other than a throttle: let the rate climb back towards its maximum.
+
+        *sent_at*, the loop time at which the request got its slot, tells a fixed window's
+        passes apart; without it the request counts as sent now.
+        """
         self._successes_since_cut += 1
         self._successes_since_pause += 1
+        if self._window is not None:
+            self._window_success(self._now() if sent_at is None else sent_at)
+            return
         if self._cut_at is None or self._rate >= self._max_rate:
             return
         now = self._now()
@@ -234,6 +282,9 @@ class Throttle:
         """
         now = self._now()
         self._throttled_count += 1
+        if self._window is not None:
+            self._window_throttled(now, retry_after, sent_at)
+            return
         resumed_at = self._paused_until
         allowed = self._successes_since_pause
         same_episode = self._same_episode(now, sent_at)
@@ -249,12 +300,11 @@ class Throttle:
             return
         self._refill(now)
         self._w_max = self._rate
-        if pause and allowed and -math.inf < resumed_at <= now:
-            # From one pause to the next, the quota allowed the successes in between: exactly
-            # the quota's rate if it is a fixed window, and a fair estimate otherwise.
-            self._w_max = max(
-                self._min_rate, min(self._w_max, allowed / (self._paused_until - resumed_at))
-            )
+        if pause and allowed and -math.inf < resumed_at <= now and retry_after is not None:
+            # Two pauses in a row for 429s that went on after a cut, with successes between
+            # them: the quota is a fixed window, and the successes were its N (or a bit more).
+            self._enter_window(now, allowed, resumed_at)
+            return
         self._cut_at = now
         self._epoch = max(now, self._paused_until)
         self._recovery_seconds = min(
@@ -286,6 +336,84 @@ class Throttle:
     def _now(self) -> float:
         return asyncio.get_running_loop().time()
 
+    # -- window mode -----------------------------------------------------------------------
+
+    def _enter_window(self, now: float, allowed: int, resumed_at: float) -> None:
+        """Switch to window mode after a pass of *allowed* successes from *resumed_at* to now."""
+        self._window = allowed
+        self._pass_counts = []
+        # The pass that just ended; successes still in flight for it are counted as they come.
+        self._pass_start, self._pass_ok = resumed_at, allowed
+        self._pass_first_429 = now
+        self._cut_at = None
+        self._w_max = self._max_rate
+        self._set_rate(now, self._max_rate)
+        self._next_pass()
+
+    def _next_pass(self) -> None:
+        """Close the pass under way; the next starts when the pause ends, and holds after N+1."""
+        self._prev_start, self._prev_ok = self._pass_start, self._pass_ok
+        self._prev_first_429 = self._pass_first_429
+        self._pass_start, self._pass_ok = self._paused_until, 0
+        self._pass_first_429 = math.inf
+        assert self._window is not None
+        self._hold_at = self._grants + self._window + 1
+        self._hold_sent = math.inf
+        self._tokens = 0.0
+        self._due = None
+
+    def _window_throttled(
+        self, now: float, retry_after: float | None, sent_at: float | None
+    ) -> None:
+        sent = now if sent_at is None else sent_at
+        if sent < self._pass_start:
+            return  # an answer to an earlier pass, whose window is spent already
+        if retry_after is None:
+            # Without a Retry-After there is no window's end to wait for: cut the rate instead.
+            self._leave_window(now)
+            self.on_throttled(None, sent_at=sent_at)
+            return
+        self._pass_first_429 = min(self._pass_first_429, sent)
+        # The pass before the one that just ended is complete by now: learn N from it.
+        if self._prev_start > -math.inf:
+            self._pass_counts = [*self._pass_counts[-1:], self._prev_ok]
+            self._window = max(1, min(self._pass_counts))
+        if self._paused_until == math.inf:
+            self._paused_until = now  # the hold ends; the window's Retry-After begins
+        self.pause_until(now + retry_after)
+        self._next_pass()
+
+    def _window_success(self, sent: float) -> None:
+        if sent >= self._pass_start:
+            self._pass_ok += 1
+            if sent >= self._hold_sent:
+                # The slot after N succeeded: this pass ran into the next window. Go on.
+                self._hold_at = math.inf
+                self._hold_sent = math.inf
+                now = self._now()
+                if self._paused_until > now:
+                    self._paused_until = now
+                    self._wake()
+        elif sent > self._prev_first_429:
+            # A success for a request sent after a 429 of the same pass: not a fixed window.
+            self._leave_window(self._now())
+        elif sent >= self._prev_start:
+            self._prev_ok += 1
+
+    def _leave_window(self, now: float) -> None:
+        self._window = None
+        self._hold_at = self._hold_sent = math.inf
+        if self._paused_until == math.inf:
+            self._paused_until = now
+        self._cut_at = None
+        self._wake()
+
+    def _hold(self) -> None:
+        """Stop handing out slots until the answer to this last one says whether to go on."""
+        self._hold_at = math.inf
+        self._hold_sent = self._stamp if self._stamp is not None else -math.inf
+        self._paused_until = math.inf
+
     def _same_episode(self, now: float, sent_at: float | None) -> bool:
         if self._cut_at is None:
             return False
@@ -311,6 +439,8 @@ class Throttle:
         self._tokens = max(0.0, self._tokens - 1)
         self._grants += 1
         self._grants_since_cut += 1
+        if self._grants >= self._hold_at:
+            self._hold()
 
     def _set_rate(self, now: float, rate: float) -> None:
         self._refill(now)
@@ -342,7 +472,8 @@ class Throttle:
             if fut.done():
                 waiters.popleft()
             elif now < self._paused_until:
-                self._handle = loop.call_at(self._paused_until, self._wake)
+                if self._paused_until < math.inf:  # a hold ends with an answer, not a timer
+                    self._handle = loop.call_at(self._paused_until, self._wake)
                 return
             elif self._tokens >= 1 - _EPSILON:
                 waiters.popleft()
