@@ -6,8 +6,8 @@ only once that is committed; the answer is recorded by :meth:`Ledger.outcome`. A
 ``in_doubt``, and it is never sent again unless the caller decides so.
 
 All writes go into one open transaction on one connection, in call order, so a run's
-``ambiguous`` mark is committed no later than its next intent; the primary key of that same
-table deduplicates run IDs exactly, however many, without holding them in memory. One timer
+``ambiguous`` mark is committed no later than its next intent; the ``run_id`` key of that same
+table deduplicates run IDs exactly, however many, with one bit per known run in memory. One timer
 handle (no background task) commits the transaction: on the loop's next iteration after an
 intent (or ``commit_delay`` later), at once when ``group_size`` intents wait, within
 ``flush_interval`` of any other write, and whenever ``max_buffered`` writes are pending.
@@ -66,6 +66,7 @@ DEFAULT_MAX_BUFFERED = 4096
 _CHUNK = 512  # run IDs looked up in one query
 _PAGE = 1000  # rows per query when streaming, so that no statement stays open across a yield
 _TOUCH_EVERY = 1.0  # seconds between two updates of the invocation's last-active time
+_MAX_MARKS = 1 << 28  # runs marked in a bitmap (32 MiB at most); any other seq goes in a set
 
 Info = dict[str, str | int | float | bool | None]
 Record = tuple[str, str, int]
@@ -73,6 +74,34 @@ Record = tuple[str, str, int]
 _Waiters = list[asyncio.Future[None]]
 _Rows = list[Any]
 _Admissions = list[Admission]
+
+
+class _Marks:
+    """A set of ``seq`` numbers: a bit each up to ``size``, any other (an edited file) in a set."""
+
+    __slots__ = ("_bits", "_other")
+
+    def __init__(self, size: int) -> None:
+        self._bits = bytearray((min(size, _MAX_MARKS) >> 3) + 1)
+        self._other: set[int] = set()
+
+    def __len__(self) -> int:
+        return sum(byte.bit_count() for byte in self._bits) + len(self._other)
+
+    def add(self, seq: int) -> bool:
+        """Add ``seq``; return False when it was already there."""
+        byte = seq >> 3
+        bits = self._bits
+        if 0 <= byte < len(bits):
+            mask = 1 << (seq & 7)
+            if bits[byte] & mask:
+                return False
+            bits[byte] |= mask
+            return True
+        if seq in self._other:
+            return False
+        self._other.add(seq)
+        return True
 
 
 @dataclass(slots=True)
@@ -93,6 +122,7 @@ class Ledger:
         conn: sqlite3.Connection,
         *,
         invocation: int,
+        known: int = 0,
         sync: Literal["normal", "full"],
         lock: schema.FileLock | None,
         commit_delay: float = DEFAULT_COMMIT_DELAY,
@@ -123,6 +153,10 @@ class Ledger:
         self._queued: _Sync | None = None
         self._last_sync: concurrent.futures.Future[None] | None = None
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        # Runs of earlier invocations admitted in this one. Marking them in the file cost a
+        # write per run (half of a resume's time); a run this invocation inserted says so in
+        # its ``seen`` column instead, and marks of an invocation that died never matter.
+        self._seen = _Marks(known)
         if sync == "full":
             self._executor = concurrent.futures.ThreadPoolExecutor(1, "bulkretry-ledger")
 
@@ -165,6 +199,7 @@ class Ledger:
                 raise StateError(f"cannot open state file {path}: {exc}") from exc
             try:
                 invocation = schema.start_invocation(conn, identity, new=new)
+                known = schema.last_seq(conn)
                 if sync == "full":
                     # The database file's header and the directory entries of it and its WAL
                     # must survive power loss too: SQLite syncs neither at synchronous=NORMAL.
@@ -182,6 +217,7 @@ class Ledger:
             path,
             conn,
             invocation=invocation,
+            known=known,
             sync=sync,
             lock=lock,
             commit_delay=commit_delay,
@@ -235,37 +271,37 @@ class Ledger:
         return admissions
 
     def _admit_chunk(self, chunk: list[Record]) -> list[Admission]:
-        conn = self._begin()
+        self._check()
+        conn = self._conn
         invocation = self.invocation
+        seen = self._seen
         ids: list[str | None] = [record[0] for record in chunk]
         size = 1 << (len(ids) - 1).bit_length()
         ids += [None] * (size - len(ids))
         admissions: list[Admission] = []
         inserts: list[tuple[str, str, int, int, float]] = []
-        marks: list[tuple[int, int]] = []
         now = time.time()
         try:
             found = {row[0]: row for row in conn.execute(schema.lookup_sql(size), ids)}
-            for run_id, source, line in chunk:
-                row = found.get(run_id)
-                if row is None:
-                    inserts.append((run_id, source, line, invocation, now))
-                    admissions.append(schema.NEW)
-                elif row[1] == invocation:
-                    admissions.append(schema.DUPLICATE)
-                    continue
-                else:
-                    marks.append((invocation, row[2]))
-                    admissions.append(schema.admission_of(row))
-                found[run_id] = (run_id, invocation)  # a second sight in this chunk
-            if inserts:
-                conn.executemany(schema.INSERT, inserts)
-            if marks:
-                conn.executemany(schema.SEEN, marks)
         except sqlite3.Error as exc:
-            raise self._fail("write", exc) from exc
-        if inserts or marks:
-            self._wrote(len(inserts) + len(marks), self._flush_interval)
+            raise self._fail("read", exc) from exc
+        for run_id, source, line in chunk:
+            row = found.get(run_id)
+            if row is None:
+                inserts.append((run_id, source, line, invocation, now))
+                admissions.append(schema.NEW)
+                found[run_id] = (run_id, invocation)  # a second sight in this chunk
+            elif row[1] == invocation or not seen.add(row[2]):
+                admissions.append(schema.DUPLICATE)
+            else:
+                admissions.append(schema.admission_of(row))
+        if inserts:
+            conn = self._begin()
+            try:
+                conn.executemany(schema.INSERT, inserts)
+            except sqlite3.Error as exc:
+                raise self._fail("write", exc) from exc
+            self._wrote(len(inserts), self._flush_interval)
         return admissions
 
     async def intent(self, run_id: str) -> None:

@@ -9,8 +9,10 @@ A ledger is a SQLite database in WAL mode::
     runs(seq, run_id, source, line, state, seen, attempts, ambiguous, doubt, new_run_id, etag,
          error, http_status, request_id, updated_at)
 
-``seq`` is first-seen order. ``seen`` is the last invocation that admitted the run: the primary
-key deduplicates exactly without holding IDs in memory. ``doubt`` is sticky: set when a request
+``seq`` is first-seen order. ``seen`` is the invocation that inserted the run; a later invocation
+marks the runs it admits by ``seq`` in memory (one bit each), so that a resume over runs already
+done writes nothing. Together with the ``run_id`` key they deduplicate exactly without holding
+IDs in memory. ``doubt`` is sticky: set when a request
 may have landed without an answer, cleared only by a definitive answer (``retriggered``,
 ``already_retriggered``, ``failed``), so that ``not_attempted`` can never hide it.
 
@@ -29,7 +31,7 @@ import urllib.parse
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -52,7 +54,6 @@ __all__ = [
     "INTENT",
     "NEW",
     "OUTCOME",
-    "SEEN",
     "STATES",
     "TOUCH",
     "Admission",
@@ -64,6 +65,7 @@ __all__ = [
     "connect_readonly",
     "create",
     "inspect_file",
+    "last_seq",
     "lock_is_held",
     "lookup_sql",
     "precheck",
@@ -126,7 +128,6 @@ INSERT = (
     "INSERT INTO runs (run_id, source, line, state, seen, updated_at) "
     "VALUES (?, ?, ?, 'pending', ?, ?)"
 )
-SEEN = "UPDATE runs SET seen = ? WHERE seq = ?"  # by rowid: no index lookup
 INTENT = (
     "UPDATE runs SET state = 'in_flight', attempts = attempts + 1, updated_at = ? WHERE run_id = ?"
 )
@@ -177,9 +178,12 @@ _PRIOR = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Admission:
-    """The answer to ``Ledger.admit``; ``recorded`` is the ledger's state of the run."""
+class Admission(NamedTuple):
+    """The answer to ``Ledger.admit``; ``recorded`` is the ledger's state of the run.
+
+    A named tuple rather than a frozen dataclass: a resume builds one per run, and this is
+    built five times faster.
+    """
 
     state: PriorState
     recorded: str | None = None
@@ -192,19 +196,24 @@ class Admission:
 
 NEW = Admission(PriorState.NEW, "pending")
 DUPLICATE = Admission(PriorState.DUPLICATE)
+_new = tuple.__new__
 
 
 def admission_of(row: tuple[Any, ...]) -> Admission:
     """Turn a row of :func:`lookup_sql` into the :class:`Admission` of a known run."""
-    _, _, _, state, new_run_id, etag, attempts, ambiguous, error = row
-    return Admission(
-        _PRIOR[state],
-        state,
-        new_run_id,
-        etag,
-        attempts,
-        ambiguous,
-        _error_info(error) if error is not None else None,
+    state = row[3]
+    error = row[8]
+    return _new(
+        Admission,
+        (
+            _PRIOR[state],
+            state,
+            row[4],
+            row[5],
+            row[6],
+            row[7],
+            None if error is None else _error_info(error),
+        ),
     )
 
 
@@ -420,6 +429,11 @@ def create(conn: sqlite3.Connection, identity: BatchIdentity) -> None:
     rows = [(name, getattr(identity, name)) for name in IDENTITY_FIELDS]
     rows += [("created_at", repr(time.time())), ("invocations", "0")]
     conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", rows)
+
+
+def last_seq(conn: sqlite3.Connection) -> int:
+    """Return the largest ``seq`` in the ledger (0 when empty): one step down the table's B-tree."""
+    return int(conn.execute("SELECT coalesce(max(seq), 0) FROM runs").fetchone()[0])
 
 
 def start_invocation(conn: sqlite3.Connection, identity: BatchIdentity, *, new: bool) -> int:

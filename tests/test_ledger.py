@@ -135,6 +135,35 @@ def test_admit_many_answers_like_admit_one_by_one(tmp_path: Path) -> None:
     assert sum(a.state is PriorState.DUPLICATE for a in batched) == 800
 
 
+def test_admitting_runs_of_an_earlier_invocation_writes_nothing(path: str) -> None:
+    """A resume over known runs only reads: no write is buffered, no commit made, none kept."""
+    make_ledger(path, runs=2000)
+    records = [(f"run-{i:06d}", "in.txt", i + 1) for i in range(2000)]
+    with Ledger.open(path, IDENT) as ledger:
+        before = ledger.commits
+        first = ledger.admit_many(records)
+        again = ledger.admit_many(records[::-1])
+        assert {a.state for a in first} == {PriorState.PENDING}
+        assert {a.state for a in again} == {PriorState.DUPLICATE}
+        assert (ledger.buffered, ledger.commits, ledger._conn.in_transaction) == (0, before, False)
+
+
+def test_runs_with_a_seq_no_bitmap_holds_are_deduplicated_too(path: str) -> None:
+    """A file whose seq numbers are negative or huge (edited by hand) still dedups exactly."""
+    make_ledger(path, runs=3)
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE runs SET seq = -5 WHERE run_id = 'run-000000'")
+    conn.execute("UPDATE runs SET seq = ? WHERE run_id = 'run-000001'", (2**62,))
+    conn.commit()
+    conn.close()
+    records = [(f"run-{i:06d}", "in.txt", i + 1) for i in range(3)]
+    with Ledger.open(path, IDENT) as ledger:
+        assert [a.state for a in ledger.admit_many(records)] == [PriorState.PENDING] * 3
+        assert [a.state for a in ledger.admit_many(records)] == [PriorState.DUPLICATE] * 3
+        assert ledger.admit("run-new", "in.txt", 4).state is PriorState.NEW
+        assert ledger.admit("run-new", "in.txt", 5).state is PriorState.DUPLICATE
+
+
 @pytest.mark.slow
 def test_dedup_is_exact_over_200k_ids_with_a_bounded_buffer(path: str) -> None:
     """200k IDs with a repeat every 1000th give exactly 200 duplicates; the buffer stays bounded."""
