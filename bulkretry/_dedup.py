@@ -42,9 +42,10 @@ class SeenSet:
                 return False
             self._other.add(run_id)
             return True
-        digits = run_id.replace("-", "")
-        index = int(digits[:_INDEX_DIGITS], 16)
-        key = bytes.fromhex(digits[_INDEX_DIGITS:])
+        packed = bytes.fromhex(run_id.replace("-", ""))
+        # The first two bytes (four hex digits) pick the bucket; the other 14 are the key.
+        index = packed[0] << 8 | packed[1]
+        key = packed[2:]
         bucket = self._buckets[index]
         if bucket is None:
             self._buckets[index] = bytearray(key)

@@ -82,7 +82,8 @@ class RunResult:
         """Return the JSON object of this line."""
         return {
             "run_id": self.run_id,
-            "outcome": self.outcome.value,
+            # _value_ is the member's plain attribute; .value goes through a descriptor.
+            "outcome": self.outcome._value_,
             "new_run_id": self.new_run_id,
             "etag": self.etag,
             "http_status": self.http_status,
