@@ -124,6 +124,54 @@ class Attempts:
             raise Interrupted
         return result
 
+    async def _acquire(self, flight: Flight, gov: Governor) -> None:
+        """Wait for a place under --max-retriggers, a slot of the throttle and one of the cap.
+
+        One interruptible wait for the three (the common case waits for none of them); what was
+        taken is given back if a stop comes before the request leaves.
+        """
+        engine = self._engine
+        if engine.stopping:
+            raise Interrupted
+        flight.interruptible = True
+        reserved = capped = False
+        try:
+            reserved = await gov.room()
+            if reserved:
+                await gov.throttle.acquire()
+                await gov.cap.acquire()
+                capped = True
+        except BaseException as exc:
+            if reserved:
+                gov.unreserve()
+            task = asyncio.current_task()
+            if (
+                isinstance(exc, asyncio.CancelledError)
+                and engine.stopping
+                and not engine.hard
+                and task is not None
+            ):
+                task.uncancel()
+                raise Interrupted from None
+            raise
+        finally:
+            flight.interruptible = False
+        if not reserved:
+            engine.stop(f"reached --max-retriggers {gov.max_retriggers}")
+            raise Interrupted
+        if engine.stopping:
+            if capped:
+                gov.abandon()
+            raise Interrupted
+
+    async def _rest(self, flight: Flight, wait: Callable[[], Awaitable[T]]) -> T:
+        """Await a backoff; the worker's place goes to another record meanwhile."""
+        self._engine.rest()
+        try:
+            return await self._idle(flight, wait)
+        finally:
+            self._engine.wake()
+
     async def process(
         self, flight: Flight
     ) -> tuple[Outcome, ErrorInfo | None, str | None, str | None]:
@@ -137,15 +185,7 @@ class Attempts:
         loop = asyncio.get_running_loop()
         started = loop.time()
         while True:
-            if not await self._idle(flight, gov.room):
-                self._engine.stop(f"reached --max-retriggers {gov.max_retriggers}")
-                raise Interrupted
-            try:
-                await self._idle(flight, gov.throttle.acquire)
-                await self._idle(flight, gov.cap.acquire)
-            except BaseException:
-                gov.unreserve()
-                raise
+            await self._acquire(flight, gov)
             sent_at = loop.time()
             try:
                 # Cheap while the token is fresh; renews it ahead of expiry on a long batch.
@@ -223,7 +263,7 @@ class Attempts:
             if not decision.throttled and not gov.budget.try_spend():
                 stats.budget_waits += 1
                 deadline = started + settings.deadline
-                if not await self._idle(flight, functools.partial(gov.budget.wait, deadline)):
+                if not await self._rest(flight, functools.partial(gov.budget.wait, deadline)):
                     why = "the retry budget stayed empty until the deadline"
                     error = ErrorInfo(
                         kind=flight.last_error.kind if flight.last_error else "http",
@@ -235,7 +275,7 @@ class Attempts:
                         None,
                         None,
                     )
-            await self._idle(flight, functools.partial(self._sleep, decision.delay))
+            await self._rest(flight, functools.partial(self._sleep, decision.delay))
 
     def _between_attempts(self, run_id: str, flight: Flight, ambiguous: bool) -> None:
         """Tell the state file whether the run waits for a retry in doubt, or safely."""

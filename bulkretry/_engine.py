@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -72,6 +73,9 @@ class Engine:
         self._stopping = False
         self._hard = False
         self._workers: dict[asyncio.Task[None], Flight | None] = {}
+        # Places for busy workers (see _take_place): as many as requests may be in flight.
+        self._busy = 0
+        self._parked: deque[asyncio.Future[None]] = deque()
         self._ledger = ledger
         self._triage = Triage(settings, with_ledger=ledger is not None)
         self._governor = Governor(settings)
@@ -139,9 +143,10 @@ class Engine:
                 max_buffer_size=settings.concurrency * 4
             )
             async with anyio.create_task_group() as group:
-                # Twice as many workers as requests in flight (the governor's cap holds those):
-                # a record sleeping out a Retry-After holds a worker but no request, and 429s
-                # for every worker at once must not leave the quota idle meanwhile.
+                # Twice as many workers as requests in flight: a record sleeping out a
+                # Retry-After holds a worker but no request, and 429s for every worker at once
+                # must not leave the quota idle meanwhile. Only `concurrency` of them are busy
+                # unless some rest (see _take_place), so the rest cost nothing per request.
                 for _ in range(2 * settings.concurrency):
                     group.start_soon(self._worker, receive.clone(), emit)
                 receive.close()
@@ -251,32 +256,39 @@ class Engine:
         durable: bool = False,
     ) -> None:
         self.stats.outcomes[outcome] += 1
-        if durable and self._ledger is not None and record.run_id is not None:
+        if flight is None:
+            status = request_id = None
+            attempts = ambiguous = 0
+        else:
+            status, request_id = flight.last_status, flight.request_id
+            attempts, ambiguous = flight.attempts, flight.ambiguous
+        run_id = record.run_id
+        if durable and self._ledger is not None and run_id is not None:
             try:
                 self._ledger.outcome(
-                    record.run_id,
+                    run_id,
                     outcome,
                     new_run_id=new_run_id,
                     etag=etag,
-                    attempts=flight.attempts if flight else 0,
-                    ambiguous=flight.ambiguous if flight else 0,
+                    attempts=attempts,
+                    ambiguous=ambiguous,
                     error=error,
-                    http_status=flight.last_status if flight else None,
-                    request_id=flight.request_id if flight else None,
+                    http_status=status,
+                    request_id=request_id,
                 )
             except StateError as exc:
                 self.stop(str(exc), hard=True)
         await emit(
             RunResult(
-                run_id=record.run_id if record.run_id is not None else record.text,
+                run_id=run_id if run_id is not None else record.text,
                 outcome=outcome,
                 new_run_id=new_run_id,
                 etag=etag,
-                http_status=flight.last_status if flight else None,
-                attempts=flight.attempts if flight else 0,
-                ambiguous_attempts=flight.ambiguous if flight else 0,
+                http_status=status,
+                attempts=attempts,
+                ambiguous_attempts=ambiguous,
                 error=error,
-                request_id=flight.request_id if flight else None,
+                request_id=request_id,
                 finished_at=utc_now_iso(),
                 source=record.source,
                 line=record.line,
@@ -287,35 +299,94 @@ class Engine:
         task = asyncio.current_task()
         assert task is not None
         self._workers[task] = None
+        places = self.settings.concurrency
         try:
             async with receive:
-                while (record := await _next(receive)) is not None:
-                    flight = Flight(record)
-                    self._workers[task] = flight
-                    attempts = self._attempts
-                    assert attempts is not None
-                    try:
-                        outcome, error, new_id, etag = await attempts.process(flight)
-                    except Interrupted:
-                        outcome, error, new_id, etag = stopped(flight)
-                    except asyncio.CancelledError:
-                        if not self._hard:
-                            raise
-                        task.uncancel()
-                        outcome, error, new_id, etag = stopped(flight)
-                    self._workers[task] = None
-                    await self._finish(
-                        emit,
-                        record,
-                        outcome,
-                        error=error,
-                        flight=flight,
-                        durable=True,
-                        new_run_id=new_id,
-                        etag=etag,
-                    )
+                held = False
+                try:
+                    await self._take_place()
+                    held = True
+                    while (record := await _next(receive)) is not None:
+                        await self._one(task, record, emit)
+                        if self._busy > places:
+                            # Records came back from a backoff while others took their place:
+                            # give this place up until one is free again.
+                            held = False
+                            self._leave_place()
+                            await self._take_place()
+                            held = True
+                finally:
+                    if held:
+                        self._leave_place()
         finally:
             del self._workers[task]
+
+    async def _one(self, task: asyncio.Task[None], record: InputRecord, emit: Emit) -> None:
+        flight = Flight(record)
+        self._workers[task] = flight
+        attempts = self._attempts
+        assert attempts is not None
+        try:
+            outcome, error, new_id, etag = await attempts.process(flight)
+        except Interrupted:
+            outcome, error, new_id, etag = stopped(flight)
+        except asyncio.CancelledError:
+            if not self._hard:
+                raise
+            task.uncancel()
+            outcome, error, new_id, etag = stopped(flight)
+        self._workers[task] = None
+        await self._finish(
+            emit,
+            record,
+            outcome,
+            error=error,
+            flight=flight,
+            durable=True,
+            new_run_id=new_id,
+            etag=etag,
+        )
+
+    async def _take_place(self) -> None:
+        """Wait for one of the ``concurrency`` places of busy workers.
+
+        Twice as many workers run, but the spare ones stay parked here until a busy one rests
+        (a backoff: :meth:`rest`). Without places, every worker would take a record and wait
+        for the governor's cap instead, and each request would cost a hand-over between tasks.
+        """
+        if self._busy < self.settings.concurrency and not self._parked:
+            self._busy += 1
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._parked.append(waiter)
+        try:
+            await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                # The place was handed over as the cancellation came: pass it on.
+                self._leave_place()
+            raise
+
+    def _leave_place(self) -> None:
+        self._busy -= 1
+        self._unpark()
+
+    def _unpark(self) -> None:
+        parked = self._parked
+        while parked and self._busy < self.settings.concurrency:
+            waiter = parked.popleft()
+            if not waiter.done():
+                self._busy += 1
+                waiter.set_result(None)
+
+    def rest(self) -> None:
+        """A busy worker's record sleeps out a backoff: its place goes to a parked worker."""
+        self._busy -= 1
+        self._unpark()
+
+    def wake(self) -> None:
+        """The resting record goes on: its worker is busy again, past the count if need be."""
+        self._busy += 1
 
 
 async def _next(receive: MemoryObjectReceiveStream[InputRecord]) -> InputRecord | None:

@@ -297,3 +297,73 @@ async def test_closing_the_iterator_early_stops_sending(http: aioresponses) -> N
     await iterator.aclose()
     assert first.outcome is Outcome.RETRIGGERED
     assert len(sent_to(http)) < 200
+
+
+async def test_a_record_sleeping_out_a_backoff_gives_its_place_to_the_next_record(
+    http: aioresponses,
+) -> None:
+    """With one place, a throttled record's Retry-After does not hold up the records behind it."""
+    import asyncio
+
+    order: list[str] = []
+    b_answered = asyncio.Event()
+
+    def answer(url: URL, **kwargs: Any) -> CallbackResult:
+        run = url.parts[-2]
+        order.append(run)
+        if run == RUN_A and order.count(RUN_A) == 1:
+            return CallbackResult(status=429, payload={}, headers={"Retry-After": "1"})
+        if run == RUN_B:
+            b_answered.set()
+        return CallbackResult(payload={"id": NEW, "etag": "e"})
+
+    http.post(ACTION, callback=answer, repeat=True)
+
+    async def wait(delay: float) -> None:
+        # The backoff ends only once the next record was sent: it can only be sent meanwhile.
+        await b_answered.wait()
+
+    engine = Engine(settings(concurrency=1), wait=wait)
+    results: list[RunResult] = []
+
+    async def emit(result: RunResult) -> None:
+        results.append(result)
+
+    from bulkretry._api import _records
+    from bulkretry._source import RunIdValidator
+
+    await asyncio.wait_for(engine.run(_records([RUN_A, RUN_B], RunIdValidator()), emit), 10)
+    assert order == [RUN_A, RUN_B, RUN_A]
+    assert {r.run_id: r.outcome for r in results} == {
+        RUN_A: Outcome.RETRIGGERED,
+        RUN_B: Outcome.RETRIGGERED,
+    }
+
+
+async def test_no_more_records_are_taken_than_places_while_none_rests(
+    http: aioresponses,
+) -> None:
+    """Spare workers stay parked: at most `concurrency` records are in the engine's hands."""
+    in_hand: list[int] = []
+    engine = Engine(settings(concurrency=3))
+
+    def answer(url: URL, **kwargs: Any) -> CallbackResult:
+        in_hand.append(sum(f is not None for f in engine._workers.values()))
+        return CallbackResult(payload={"id": NEW, "etag": "e"})
+
+    http.post(ACTION, callback=answer, repeat=True)
+    ids = [f"{i:08x}-1804-45d6-8d56-dd51f05c0baf" for i in range(40)]
+    results: list[RunResult] = []
+
+    async def emit(result: RunResult) -> None:
+        results.append(result)
+
+    from bulkretry._api import _records
+    from bulkretry._source import RunIdValidator
+
+    await engine.run(_records(ids, RunIdValidator()), emit)
+    assert len(results) == 40
+    assert all(r.outcome is Outcome.RETRIGGERED for r in results)
+    assert len(engine._workers) == 0
+    assert max(in_hand) <= 3
+    assert engine._busy == 0
