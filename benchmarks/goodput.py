@@ -46,7 +46,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -513,6 +513,24 @@ def measure(cfg: Config, sc: Scenario, who: Contender) -> Result:
     return result
 
 
+def calibrate_curl(cfg: Config, parallel: int) -> str:
+    """Measure how fast xargs+curl re-triggers N runs at ``xargs -P parallel`` with no quota."""
+    free = replace(cfg, quota=1e6, burst=10**6, curl_parallel=parallel, bound=1e6)
+    sc = Scenario("a", "no quota", 1.0)
+    who = next(c for c in contenders(free, False) if c.name == "xargs+curl")
+    r = measure(free, sc, who)
+    rate = f"{r.n / r.time:.0f} req/s" if r.time else "did not finish"
+    return (
+        f"xargs -P {parallel:<3} curl, no quota: {r.retriggered_runs}/{r.n} runs in "
+        f"{fmt(r.time, '.2f')} s: {rate} ({rate_vs(r, cfg.quota)} of Q={cfg.quota:g}/s) "
+        f"{r.note}".rstrip()
+    )
+
+
+def rate_vs(r: Result, quota: float) -> str:
+    return fmt(r.n / r.time / quota if r.time else None, ".2f") + "x"
+
+
 def longest_stall(samples: list[tuple[float, int, int, int]], first: float, done: float) -> float:
     """The longest time between two polls that saw the request count change."""
     longest, last_change, last_count = 0.0, first, -1
@@ -638,7 +656,12 @@ def main() -> int:
     add("--window-requests", type=int, default=200, help="(d): requests per window [200]")
     add("--window", type=float, default=1.0, help="(d): window length in seconds [1]")
     add("--concurrency", type=int, default=16, help="bulkretry and aiohttp peer [16]")
-    add("--curl-parallel", type=int, default=8, help="xargs -P [8]")
+    add("--curl-parallel", type=int, default=16, help="xargs -P [16, as --concurrency]")
+    add(
+        "--curl-calibrate",
+        metavar="P,P,...",
+        help="only measure xargs+curl's own rate (no quota) at each xargs -P, then exit",
+    )
     add(
         "--client-burst",
         type=int,
@@ -692,6 +715,11 @@ def main() -> int:
     chosen = [all_scenarios[k] for k in args.scenarios.replace(",", "") if k in all_scenarios]
     if not chosen:
         parser.error(f"--scenarios {args.scenarios!r} names none of a, b, c, d")
+    if args.curl_calibrate:
+        print(machine_line())
+        for p in (int(x) for x in args.curl_calibrate.split(",")):
+            print(calibrate_curl(cfg, p), flush=True)
+        return 0
     who = contenders(cfg, args.only_bulkretry)
 
     print(machine_line())
