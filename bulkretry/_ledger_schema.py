@@ -157,6 +157,14 @@ def lookup_sql(size: int) -> str:
     )
 
 
+def following_sql() -> str:
+    """Return the query that reads the runs after a ``seq``, in the order they were admitted."""
+    return (
+        "SELECT run_id, seen, seq, state, new_run_id, etag, attempts, ambiguous, error "
+        "FROM runs WHERE seq > ? ORDER BY seq LIMIT ?"
+    )
+
+
 class PriorState(StrEnum):
     """What the ledger knew of a run when the feeder admitted it."""
 

@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import hashlib
 import os
+import random
 import shutil
 import sqlite3
 import subprocess
@@ -146,6 +147,62 @@ def test_admitting_runs_of_an_earlier_invocation_writes_nothing(path: str) -> No
         assert {a.state for a in first} == {PriorState.PENDING}
         assert {a.state for a in again} == {PriorState.DUPLICATE}
         assert (ledger.buffered, ledger.commits, ledger._conn.in_transaction) == (0, before, False)
+
+
+def _orders(known: int) -> dict[str, list[str]]:
+    ids = [f"run-{i:06d}" for i in range(known)]
+    fresh = [f"new-{i:06d}" for i in range(known // 2)]
+    shuffled = ids[:]
+    random.Random(4).shuffle(shuffled)
+    return {
+        "as filled": ids,
+        "reversed": ids[::-1],
+        "shuffled": shuffled,
+        "second half first": ids[known // 2 :] + ids[: known // 2],
+        "new ones between": [
+            run for pair in zip(ids[: len(fresh)], fresh, strict=True) for run in pair
+        ]
+        + ids[len(fresh) :],
+        "repeated": ids[:900] + ids[300:1200] + ids[1200:],
+        "every other": ids[::2] + ids[1::2],
+    }
+
+
+@pytest.mark.parametrize("order", list(_orders(3000)))
+def test_a_resume_admits_exactly_whatever_the_input_order(path: str, order: str) -> None:
+    """Reading the ledger ahead in its own order changes no admission, in any input order."""
+    make_ledger(path, runs=3000)
+    stream = _orders(3000)[order]
+    records = [(run_id, "in.txt", n) for n, run_id in enumerate(stream, 1)]
+    expected: list[PriorState] = []
+    sighted: set[str] = set()
+    for run_id in stream:
+        if run_id in sighted:
+            expected.append(PriorState.DUPLICATE)
+        else:
+            expected.append(PriorState.PENDING if run_id.startswith("run-") else PriorState.NEW)
+        sighted.add(run_id)
+    with Ledger.open(path, IDENT) as ledger:
+        got = [
+            a.state
+            for start in range(0, len(records), 512)
+            for a in ledger.admit_many(records[start : start + 512])
+        ]
+    assert got == expected
+
+
+def test_a_resume_in_the_ledgers_order_reads_ahead_instead_of_looking_up(path: str) -> None:
+    """Over the input the ledger was filled from, no chunk needs the run_id index."""
+    make_ledger(path, runs=3000)
+    records = [(f"run-{i:06d}", "in.txt", i + 1) for i in range(3000)]
+    with Ledger.open(path, IDENT) as ledger:
+        statements: list[str] = []
+        ledger._conn.set_trace_callback(statements.append)
+        admissions = ledger.admit_many(records)
+        ledger._conn.set_trace_callback(None)
+    assert {a.state for a in admissions} == {PriorState.PENDING}
+    assert sum("ORDER BY seq" in sql for sql in statements) == 6  # 3000 runs, 512 a chunk
+    assert not any(" IN (" in sql for sql in statements)
 
 
 def test_runs_with_a_seq_no_bitmap_holds_are_deduplicated_too(path: str) -> None:
