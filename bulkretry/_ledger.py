@@ -387,6 +387,11 @@ class Ledger:
             error_text = orjson.dumps(error).decode() if error is not None else None
         except orjson.JSONEncodeError as exc:
             raise StateError(f"cannot record the error of run {run_id}: {exc}") from exc
+        now = time.time()
+        if state in schema.SETTLING_STATES:
+            settled = (state, new_run_id, etag, attempts, ambiguous, error_text, http_status)
+            self._write(run_id, schema.SETTLED, (*settled, request_id, now, run_id))
+            return
         params = {
             "run_id": run_id,
             "state": state,
@@ -397,7 +402,7 @@ class Ledger:
             "error": error_text,
             "http_status": http_status,
             "request_id": request_id,
-            "now": time.time(),
+            "now": now,
         }
         self._write(run_id, schema.OUTCOME, params)
 

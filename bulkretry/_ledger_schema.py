@@ -54,6 +54,8 @@ __all__ = [
     "INTENT",
     "NEW",
     "OUTCOME",
+    "SETTLED",
+    "SETTLING_STATES",
     "STATES",
     "TOUCH",
     "Admission",
@@ -67,6 +69,7 @@ __all__ = [
     "inspect_file",
     "last_seq",
     "lock_is_held",
+    "following_sql",
     "lookup_sql",
     "precheck",
     "start_invocation",
@@ -144,6 +147,15 @@ UPDATE runs SET
     error = :error, http_status = :http_status, request_id = :request_id, updated_at = :now
 WHERE run_id = :run_id
 """
+#: The same for an outcome that settles the run (``retriggered``, ``already_retriggered``,
+#: ``failed``): no doubt is left, so no CASE. Positional: one per request, and binding names
+#: and evaluating the CASEs made the general statement cost twice as much.
+SETTLED = (
+    "UPDATE runs SET state = ?, doubt = 0, new_run_id = ?, etag = ?, "
+    "attempts = max(attempts, ?), ambiguous = max(ambiguous, ?), error = ?, http_status = ?, "
+    "request_id = ?, updated_at = ? WHERE run_id = ?"
+)
+SETTLING_STATES = frozenset({"retriggered", "already_retriggered", "failed"})
 TOUCH = "UPDATE invocations SET updated_at = ? WHERE number = ?"
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from bulkretry import _ledger_schema as schema
 from bulkretry._exceptions import StateError
 from bulkretry._ledger import Admission, BatchIdentity, Ledger, PriorState
 from bulkretry._ledger_schema import FORMAT_VERSION
@@ -121,6 +122,42 @@ async def test_a_failed_run_is_pending_again_with_its_error(path: str) -> None:
         "failed",
         error,
     )
+
+
+@pytest.mark.parametrize("state", sorted(schema.SETTLING_STATES))
+@pytest.mark.parametrize("doubt", [0, 1])
+@pytest.mark.parametrize("ambiguous", [0, 2])
+def test_the_settling_statement_writes_what_the_general_one_does(
+    state: str, doubt: int, ambiguous: int
+) -> None:
+    """SETTLED, the fast path for a run's final answer, leaves the row OUTCOME would leave."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    schema.create(conn, IDENT)
+    for run_id in ("a", "b"):
+        conn.execute(schema.INSERT, (run_id, "in.txt", 1, 1, 0.0))
+        conn.execute("UPDATE runs SET doubt = ?, attempts = 3, ambiguous = 1", (doubt,))
+    error = '{"kind": "http", "message": "no"}'
+    conn.execute(
+        schema.OUTCOME,
+        {
+            "run_id": "a",
+            "state": state,
+            "new_run_id": "n",
+            "etag": "e",
+            "attempts": 2,
+            "ambiguous": ambiguous,
+            "error": error,
+            "http_status": 200,
+            "request_id": "r",
+            "now": 5.0,
+        },
+    )
+    conn.execute(schema.SETTLED, (state, "n", "e", 2, ambiguous, error, 200, "r", 5.0, "b"))
+    a, b = (
+        conn.execute("SELECT * FROM runs WHERE run_id = ?", (run_id,)).fetchone()[2:]
+        for run_id in ("a", "b")
+    )
+    assert a == b
 
 
 def test_admit_many_answers_like_admit_one_by_one(tmp_path: Path) -> None:
