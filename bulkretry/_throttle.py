@@ -56,7 +56,7 @@ BETA = 0.7
 DEFAULT_PAUSE_AFTER = 5.0
 #: Requests it takes to climb back to the rate of the last cut; more means fewer 429s but a slower
 #: return after a short-lived quota drop.
-DEFAULT_RECOVERY = 300
+DEFAULT_RECOVERY = 600
 #: Seconds after a cut during which further 429s are taken as answers to requests sent before it,
 #: until a latency has been observed (then twice the average latency is used).
 DEFAULT_EPISODE = 1.0
