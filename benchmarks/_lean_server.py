@@ -7,8 +7,8 @@ number of requests, and it is never the bottleneck of a client benchmark the way
 simulator (``bulkretry simulate --accept-any``, an aiohttp web app) can be.
 
 ``GET /_stats`` answers ``{"requests", "posts", "connections", "first", "last", "distinct"?}``
-where ``first`` and ``last`` are ``time.monotonic()`` arrival times of the first and last POST (the same clock in
-every process on Linux); ``GET /_stats?reset=1`` also resets the counters. With
+where ``first`` and ``last`` are ``time.monotonic()`` arrival times of the first and last POST
+(the same clock in every process on Linux); ``GET /_stats?reset=1`` also resets the counters. With
 ``--count-distinct`` the distinct request paths are counted too (a set of hashes, so use it for
 correctness checks, not for memory measurements of the client).
 
@@ -130,6 +130,14 @@ class Http(asyncio.Protocol):
             self._transport.close()
 
 
+def announce(ready_file: str, url: str) -> None:
+    """Write the URL to ``ready_file`` at once (a rename), for the benchmark waiting on it."""
+    tmp = ready_file + ".tmp"
+    with open(tmp, "w") as fh:
+        fh.write(url + "\n")
+    os.replace(tmp, ready_file)
+
+
 async def serve(host: str, port: int, ready_file: str | None, count_distinct: bool) -> None:
     loop = asyncio.get_running_loop()
     counters = Counters(count_distinct)
@@ -138,10 +146,7 @@ async def serve(host: str, port: int, ready_file: str | None, count_distinct: bo
     url = f"http://{host}:{bound}"
     print(url, flush=True)
     if ready_file:
-        tmp = ready_file + ".tmp"
-        with open(tmp, "w") as fh:
-            fh.write(url + "\n")
-        os.replace(tmp, ready_file)
+        announce(ready_file, url)
     stop = asyncio.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)

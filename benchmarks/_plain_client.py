@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+from typing import BinaryIO
 
 import aiohttp
 import orjson
 
 
-async def main(base: str, ids_path: str, out_path: str, concurrency: int) -> None:
-    with open(ids_path) as fh:
-        ids = [line.strip() for line in fh if line.strip()]
+async def main(base: str, ids: list[str], out: BinaryIO, concurrency: int) -> None:
     headers = {
         "Authorization": "Bearer " + os.environ["BULKRETRY_ACCESS_TOKEN"],
         "x-api-key": os.environ["BULKRETRY_API_KEY"],
@@ -28,28 +27,25 @@ async def main(base: str, ids_path: str, out_path: str, concurrency: int) -> Non
         "Content-Type": "application/json",
     }
     semaphore = asyncio.Semaphore(concurrency)
-    with open(out_path, "wb") as out:
-        async with aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=concurrency)
-        ) as session:
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
 
-            async def retrigger(run_id: str) -> None:
-                async with semaphore:
-                    try:
-                        async with session.post(
-                            f"{base}/runs/{run_id}/action?op=re-trigger", headers=headers
-                        ) as response:
-                            body = await response.read()
-                            line = {"run_id": run_id, "status": response.status}
-                            if response.status == 200:
-                                answer = orjson.loads(body)
-                                line["new_run_id"] = answer.get("id")
-                                line["etag"] = answer.get("etag")
-                    except aiohttp.ClientError as exc:
-                        line = {"run_id": run_id, "error": str(exc)}
-                    out.write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
+        async def retrigger(run_id: str) -> None:
+            async with semaphore:
+                try:
+                    async with session.post(
+                        f"{base}/runs/{run_id}/action?op=re-trigger", headers=headers
+                    ) as response:
+                        body = await response.read()
+                        line = {"run_id": run_id, "status": response.status}
+                        if response.status == 200:
+                            answer = orjson.loads(body)
+                            line["new_run_id"] = answer.get("id")
+                            line["etag"] = answer.get("etag")
+                except aiohttp.ClientError as exc:
+                    line = {"run_id": run_id, "error": str(exc)}
+                out.write(orjson.dumps(line, option=orjson.OPT_APPEND_NEWLINE))
 
-            await asyncio.gather(*(retrigger(run_id) for run_id in ids))
+        await asyncio.gather(*(retrigger(run_id) for run_id in ids))
 
 
 if __name__ == "__main__":
@@ -59,4 +55,7 @@ if __name__ == "__main__":
     parser.add_argument("out")
     parser.add_argument("--concurrency", type=int, default=64)
     ns = parser.parse_args()
-    asyncio.run(main(ns.base.rstrip("/"), ns.ids, ns.out, ns.concurrency))
+    with open(ns.ids) as fh:
+        run_ids = [line.strip() for line in fh if line.strip()]
+    with open(ns.out, "wb") as results:
+        asyncio.run(main(ns.base.rstrip("/"), run_ids, results, ns.concurrency))
