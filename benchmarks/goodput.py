@@ -10,7 +10,7 @@ failed runs) with a quota of Q requests per second:
   (d) a fixed window: W requests per window of S seconds (Retry-After: the window's end)
 
 Contenders: ``bulkretry run``; benchmarks/peers/aiohttp_tenacity.py (aiohttp + aiolimiter at
-the same --rate + tenacity, what users write by hand); ``xargs -P 8 -I{} curl --retry 5``
+the same --rate + tenacity, what users write by hand); ``xargs -P 16 -I{} curl --retry 5``
 (no rate limit at all: that is what users do).
 
 Completion time is measured on the server's side: this harness polls ``GET /_sim/stats`` every
