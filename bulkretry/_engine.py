@@ -381,8 +381,7 @@ class Engine:
 
     def rest(self) -> None:
         """A busy worker's record sleeps out a backoff: its place goes to a parked worker."""
-        self._busy -= 1
-        self._unpark()
+        self._leave_place()
 
     def wake(self) -> None:
         """The resting record goes on: its worker is busy again, past the count if need be."""

@@ -312,7 +312,7 @@ class Ledger:
         found: dict[str, Any] = {}
         missing: list[str | None] = list(ids)
         if self._read_ahead:
-            rows = conn.execute(schema.following_sql(), (self._cursor, len(ids))).fetchall()
+            rows = conn.execute(schema.FOLLOWING, (self._cursor, len(ids))).fetchall()
             found = {row[0]: row for row in rows}
             missing = [run_id for run_id in ids if run_id not in found]
             if len(missing) * 2 > len(ids):

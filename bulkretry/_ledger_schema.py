@@ -48,6 +48,7 @@ __all__ = [
     "APPLICATION_ID",
     "DUPLICATE",
     "FINAL_STATES",
+    "FOLLOWING",
     "FORMAT_VERSION",
     "IDENTITY_FIELDS",
     "INSERT",
@@ -66,7 +67,6 @@ __all__ = [
     "connect",
     "connect_readonly",
     "create",
-    "following_sql",
     "inspect_file",
     "last_seq",
     "lock_is_held",
@@ -157,6 +157,11 @@ SETTLED = (
 )
 SETTLING_STATES = frozenset({"retriggered", "already_retriggered", "failed"})
 TOUCH = "UPDATE invocations SET updated_at = ? WHERE number = ?"
+#: The runs after a ``seq``, in the order they were admitted (the columns of :func:`lookup_sql`).
+FOLLOWING = (
+    "SELECT run_id, seen, seq, state, new_run_id, etag, attempts, ambiguous, error "
+    "FROM runs WHERE seq > ? ORDER BY seq LIMIT ?"
+)
 
 
 @cache
@@ -166,14 +171,6 @@ def lookup_sql(size: int) -> str:
     return (
         "SELECT run_id, seen, seq, state, new_run_id, etag, attempts, ambiguous, error "
         f"FROM runs WHERE run_id IN ({marks})"
-    )
-
-
-def following_sql() -> str:
-    """Return the query that reads the runs after a ``seq``, in the order they were admitted."""
-    return (
-        "SELECT run_id, seen, seq, state, new_run_id, etag, attempts, ambiguous, error "
-        "FROM runs WHERE seq > ? ORDER BY seq LIMIT ?"
     )
 
 
