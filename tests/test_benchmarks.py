@@ -6,6 +6,8 @@ its own outputs (it exits non-zero when a contender's output is wrong) and repor
 
 from __future__ import annotations
 
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -51,3 +53,19 @@ def test_dedup_structures_run() -> None:
     out = run("dedup.py", "--sizes", "1000,3000")
     for kind in ("seenset", "set-str", "set-bytes", "bucket16", "bucket12"):
         assert f"\n{kind}" in out
+
+
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_instructions_runs_and_derives_the_room() -> None:
+    out = run(
+        "instructions.py", "--ids", "3", "--only", "bulkretry,plain,floor", "--requests", "10"
+    )
+    for name in ("bulkretry", "plain", "floor"):
+        assert re.search(rf"^{name} +-?\d+k +\d+\.\d\dG$", out, re.MULTILINE), out
+    assert "room for everything else" in out
+
+
+def test_state_runs_and_the_resume_sends_nothing() -> None:
+    out = run("state.py", "--quick")
+    assert "ratio --state/plain req/s:" in out
+    assert "records not already_retriggered on resume: 0" in out
