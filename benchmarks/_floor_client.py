@@ -11,25 +11,18 @@ Usage: ``python benchmarks/_floor_client.py BASE_URL IDS_FILE OUT_FILE [--concur
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import os
 from typing import BinaryIO
 
 import aiohttp
 import orjson
 import uvloop
+from _plain_client import credentials, launch
 from yarl import URL
 
 
 async def main(base: str, ids: list[str], out: BinaryIO, concurrency: int) -> None:
-    headers = {
-        "Authorization": "Bearer " + os.environ["BULKRETRY_ACCESS_TOKEN"],
-        "x-api-key": os.environ["BULKRETRY_API_KEY"],
-        "x-gw-ims-org-id": os.environ["BULKRETRY_ORG_ID"],
-        "x-sandbox-name": os.environ.get("BULKRETRY_SANDBOX", "prod"),
-        "Content-Type": "application/json",
-    }
+    headers = credentials()
     pending = iter(ids)
     connector = aiohttp.TCPConnector(limit=concurrency)
     async with aiohttp.ClientSession(
@@ -54,13 +47,4 @@ async def main(base: str, ids: list[str], out: BinaryIO, concurrency: int) -> No
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("base")
-    parser.add_argument("ids")
-    parser.add_argument("out")
-    parser.add_argument("--concurrency", type=int, default=64)
-    ns = parser.parse_args()
-    with open(ns.ids) as fh:
-        run_ids = [line.strip() for line in fh if line.strip()]
-    with open(ns.out, "wb") as results:
-        uvloop.run(main(ns.base.rstrip("/"), run_ids, results, ns.concurrency))
+    launch(main, uvloop.run)

@@ -12,20 +12,42 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-from typing import BinaryIO
+from collections.abc import Callable, Coroutine
+from typing import Any, BinaryIO
 
 import aiohttp
 import orjson
 
+Main = Callable[[str, list[str], BinaryIO, int], Coroutine[Any, Any, None]]
 
-async def main(base: str, ids: list[str], out: BinaryIO, concurrency: int) -> None:
-    headers = {
+
+def credentials() -> dict[str, str]:
+    """The five headers of a re-trigger request, from the ``BULKRETRY_*`` variables."""
+    return {
         "Authorization": "Bearer " + os.environ["BULKRETRY_ACCESS_TOKEN"],
         "x-api-key": os.environ["BULKRETRY_API_KEY"],
         "x-gw-ims-org-id": os.environ["BULKRETRY_ORG_ID"],
         "x-sandbox-name": os.environ.get("BULKRETRY_SANDBOX", "prod"),
         "Content-Type": "application/json",
     }
+
+
+def launch(main: Main, run: Callable[[Coroutine[Any, Any, None]], None]) -> None:
+    """Parse ``BASE_URL IDS_FILE OUT_FILE [--concurrency N]`` and run ``main`` with ``run``."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("base")
+    parser.add_argument("ids")
+    parser.add_argument("out")
+    parser.add_argument("--concurrency", type=int, default=64)
+    ns = parser.parse_args()
+    with open(ns.ids) as fh:
+        run_ids = [line.strip() for line in fh if line.strip()]
+    with open(ns.out, "wb") as results:
+        run(main(ns.base.rstrip("/"), run_ids, results, ns.concurrency))
+
+
+async def main(base: str, ids: list[str], out: BinaryIO, concurrency: int) -> None:
+    headers = credentials()
     semaphore = asyncio.Semaphore(concurrency)
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
 
@@ -49,13 +71,4 @@ async def main(base: str, ids: list[str], out: BinaryIO, concurrency: int) -> No
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser()
-    parser.add_argument("base")
-    parser.add_argument("ids")
-    parser.add_argument("out")
-    parser.add_argument("--concurrency", type=int, default=64)
-    ns = parser.parse_args()
-    with open(ns.ids) as fh:
-        run_ids = [line.strip() for line in fh if line.strip()]
-    with open(ns.out, "wb") as results:
-        asyncio.run(main(ns.base.rstrip("/"), run_ids, results, ns.concurrency))
+    launch(main, asyncio.run)
