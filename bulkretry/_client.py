@@ -1,12 +1,17 @@
 """Speak to Flow Service: one re-trigger request, its answer read tolerantly and within bounds.
 
 This is the boundary with aiohttp: every aiohttp and socket error is translated here into a
-:class:`TransportError` that says whether the request may have reached the server.
+:class:`TransportError` that says whether the request may have reached the server: it may
+have once a connection was handed out for it (it is written at once), never before. A pooled
+connection the server closed while idle is never written to (see :class:`_FreshConnections`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import select
+import weakref
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -14,6 +19,9 @@ from urllib.parse import quote
 import aiohttp
 import orjson
 from aiohttp import hdrs, http_exceptions
+from aiohttp.client_reqrep import ClientRequest
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
 from multidict import CIMultiDictProxy
 from yarl import URL
 
@@ -113,8 +121,22 @@ def _request_id(headers: CIMultiDictProxy[str], body: Any) -> str | None:
     return rid
 
 
-def translate(exc: BaseException, *, url_host: str) -> TransportError:
-    """Map an aiohttp or socket error to a :class:`TransportError` (``sent``: maybe processed)."""
+def translate(exc: BaseException, *, url_host: str, unsent: bool = False) -> TransportError:
+    """Map an aiohttp or socket error to a :class:`TransportError` (``sent``: maybe processed).
+
+    ``unsent``: no connection was handed out for the request, so not a byte of it was written.
+    """
+    error = _translate(exc, url_host=url_host)
+    if not unsent or not error.sent:
+        return error
+    if error.kind == "timeout":
+        return TransportError(
+            f"timed out before a connection to {url_host} was ready", kind="timeout", sent=False
+        )
+    return TransportError(f"{error} (before the request was sent)", kind=error.kind, sent=False)
+
+
+def _translate(exc: BaseException, *, url_host: str) -> TransportError:
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return TransportError(
             f"TLS certificate of {url_host} could not be verified ({exc.certificate_error}); "
@@ -167,8 +189,102 @@ def translate(exc: BaseException, *, url_host: str) -> TransportError:
     raise exc
 
 
+@dataclass(slots=True)
+class _Send:
+    """One request as the pool saw it: whether it asked for a connection, and was given one."""
+
+    asked: bool = False
+    given: bool = False
+
+
+#: The request being sent in this task; set by :meth:`FlowServiceClient.retrigger`.
+_SENDING: contextvars.ContextVar[_Send | None] = contextvars.ContextVar(
+    "bulkretry_sending", default=None
+)
+
+
+def _spoilt(connection: Connection) -> bool:
+    """Tell whether a pooled connection heard from the server while idle: a FIN, a reset, bytes.
+
+    A healthy idle keep-alive connection has nothing to read; anything there means the server
+    closed it or is closing it (a 408 first), whether or not the event loop has noticed yet.
+    """
+    protocol = connection.protocol
+    transport = connection.transport
+    if protocol is None or transport is None or transport.is_closing() or protocol.should_close:
+        return True
+    sock = transport.get_extra_info("socket")
+    if sock is None:
+        return False
+    if not hasattr(select, "poll"):  # pragma: no cover - Windows has no poll()
+        return bool(select.select([sock], [], [], 0)[0])
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
+    return bool(poller.poll(0))
+
+
+class _FreshConnections:
+    """Stand in for a connector's ``connect``: never hand out a connection the server closed.
+
+    aiohttp drops a pooled connection once the event loop has read the server's FIN. A request
+    that reuses it sooner is written into a dead socket, and fails as if it had been processed
+    and its answer lost: a false ``in_doubt``. An answer sent while the connection was idle (a
+    408 before a close) would even be read as the next request's answer. So a reused connection
+    is checked first and closed unused if the server spoke or closed it. One that breaks after
+    the request was written stays ambiguous. The request being sent (:data:`_SENDING`) learns
+    when it was handed a connection: from then on it may have been written.
+    """
+
+    __slots__ = ("_connect", "_used", "skipped")
+
+    def __init__(self, connector: aiohttp.BaseConnector) -> None:
+        self._connect = connector.connect
+        self._used: weakref.WeakSet[object] = weakref.WeakSet()
+        #: Pooled connections found closed (or spoken on) by the server, never written to.
+        self.skipped = 0
+
+    def __repr__(self) -> str:
+        return f"_FreshConnections(skipped={self.skipped})"
+
+    @classmethod
+    def install(cls, session: aiohttp.ClientSession) -> _FreshConnections | None:
+        """Guard the connector of ``session`` (once, whoever made it); return its guard."""
+        connector = session.connector
+        if connector is None:
+            return None
+        if isinstance(connector.connect, cls):
+            return connector.connect
+        guard = cls(connector)
+        # aiohttp has no hook between taking a pooled connection and writing to it; its
+        # session calls connector.connect, so the instance's method is where to stand.
+        connector.connect = guard  # type: ignore[method-assign]
+        return guard
+
+    async def __call__(
+        self, req: ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
+    ) -> Connection:
+        send = _SENDING.get()
+        if send is not None:
+            send.asked = True
+        while True:
+            connection = await self._connect(req, traces=traces, timeout=timeout)
+            protocol = connection.protocol
+            if protocol in self._used and _spoilt(connection):
+                self.skipped += 1
+                connection.close()
+                continue
+            if protocol is not None:
+                self._used.add(protocol)
+            if send is not None:
+                send.given = True
+            return connection
+
+
 class FlowServiceClient:
-    """Send re-trigger requests over one aiohttp session, with headers prepared once."""
+    """Send re-trigger requests over one aiohttp session, with headers prepared once.
+
+    The session's connector gets a :class:`_FreshConnections` guard.
+    """
 
     def __init__(
         self,
@@ -183,6 +299,7 @@ class FlowServiceClient:
         proxy: str | None = None,
     ) -> None:
         self._session = session
+        self._guard = _FreshConnections.install(session)
         self._proxy = proxy
         self._base = base_url.rstrip("/")
         base = URL(self._base)
@@ -198,14 +315,22 @@ class FlowServiceClient:
         }
         self._headers: dict[str, str] = {}
         self._token: str | None = None
-        # The connect timer must fire before the total one: a total timeout is read as "maybe
-        # sent", so a hung connect would otherwise pass for an ambiguous attempt.
+        # The connect timer fires before the total one, so that a hung connect is named as such
+        # (either way no connection was handed out, so the request counts as not sent).
         connect = min(timeout / 2, 10.0)
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect, connect=None)
         self.requests_sent = 0
 
     def __repr__(self) -> str:
-        return f"FlowServiceClient(base={self._base!r}, requests_sent={self.requests_sent})"
+        return (
+            f"FlowServiceClient(base={self._base!r}, requests_sent={self.requests_sent}, "
+            f"closed_connections_skipped={self.closed_connections_skipped})"
+        )
+
+    @property
+    def closed_connections_skipped(self) -> int:
+        """Pooled connections the server had closed (or spoken on), skipped unused."""
+        return self._guard.skipped if self._guard is not None else 0
 
     def url_for(self, run_id: str) -> str:
         """Return the action URL; the run ID is percent-encoded so it cannot leave its segment.
@@ -227,6 +352,8 @@ class FlowServiceClient:
     async def retrigger(self, run_id: str, token: str) -> Answer:
         """Ask Flow Service to re-trigger ``run_id``; raise TransportError below HTTP."""
         self.requests_sent += 1
+        send = _Send()
+        context = _SENDING.set(send)
         try:
             async with self._session.post(
                 URL(self.url_for(run_id), encoded=True),
@@ -260,7 +387,10 @@ class FlowServiceClient:
                     location=headers.get("Location"),
                 )
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise translate(exc, url_host=self._host) from exc
+            unsent = send.asked and not send.given
+            raise translate(exc, url_host=self._host, unsent=unsent) from exc
+        finally:
+            _SENDING.reset(context)
 
 
 def make_session(settings: Settings) -> aiohttp.ClientSession:

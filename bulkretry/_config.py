@@ -23,6 +23,7 @@ __all__ = [
     "DEFAULT_HALT_ON",
     "DEFAULT_IMS_URL",
     "DEFAULT_MAX_ATTEMPTS",
+    "DEFAULT_ON_AMBIGUOUS",
     "DEFAULT_OP",
     "DEFAULT_RATE",
     "DEFAULT_RETRY_BUDGET",
@@ -59,6 +60,10 @@ DEFAULT_BACKOFF_CAP = 60.0
 DEFAULT_PAUSE_AFTER = 5.0
 #: A Retry-After beyond this stops the batch: waiting blindly for hours helps nobody.
 DEFAULT_RETRY_AFTER_CAP = 900.0
+#: After an answer that may hide a processed re-trigger (500, 502, 504, a timeout after sending):
+#: "hold" leaves the run in_doubt, since Flow Service may accept a second re-trigger of a run
+#: that is still failed, and a second send would then ingest its data twice.
+DEFAULT_ON_AMBIGUOUS: Literal["retry", "hold"] = "hold"
 #: Retries of 5xx, network failures and timeouts, as a share of first attempts.
 DEFAULT_RETRY_BUDGET = 0.5
 #: Adobe run IDs are UUIDs; upper-case hex is accepted and folded to lower case.
@@ -99,7 +104,7 @@ class Settings:
     backoff_cap: float = DEFAULT_BACKOFF_CAP
     pause_after: float = DEFAULT_PAUSE_AFTER
     retry_after_cap: float = DEFAULT_RETRY_AFTER_CAP
-    on_ambiguous: Literal["retry", "hold"] = "retry"
+    on_ambiguous: Literal["retry", "hold"] = DEFAULT_ON_AMBIGUOUS
     run_id_pattern: str = DEFAULT_RUN_ID_PATTERN
     dry_run: bool = False
     ca_bundle: str | None = None

@@ -1,33 +1,40 @@
 """Decide, after each attempt, whether a record is done, retried (and after how long), or stops.
 
-Everything about classification lives in :func:`decide`, and nowhere else:
+Everything about classification lives in :func:`decide`, and nowhere else. ``failed`` means
+known not to have been processed: once any attempt of a record was ambiguous, every verdict
+marked † below is ``in_doubt`` instead of ``failed`` (same kind and code, and a message that says
+an earlier attempt may have re-triggered the run).
 
 =====================================  ==========  =========================================
 what happened                          processed?  decision
 =====================================  ==========  =========================================
 2xx with a new run ID                  yes         succeed
-2xx without one                        unknown     fail, ``bad_response``
-3xx                                    no          fail, ``http`` (never followed for a POST)
+2xx without one                        maybe       ``in_doubt``, ``bad_response``, counted as
+                                                   ambiguous; never retried
+3xx                                    no          fail†, ``http`` (never followed for a POST)
 429                                    no          retry after max(Retry-After, backoff);
                                                    slows the shared throttle
 503                                    no          retry after max(Retry-After, backoff)
-500, 502, 504, other 5xx               maybe       ``--on-ambiguous retry``: retry, counted
-                                                   as ambiguous; ``hold``: ``in_doubt``
-501, 505                               no          fail (the server cannot do this at all)
+500, 502, 504, other 5xx               maybe       ``--on-ambiguous hold`` (default):
+                                                   ``in_doubt``; ``retry``: retry, counted as
+                                                   ambiguous
+501, 505                               no          fail† (the server cannot do this at all)
 connect failed, request not sent       no          retry after backoff
 timeout or reset after sending         maybe       as 500
-400 1409/1422/1444, 409                no          ``in_doubt`` after an ambiguous attempt
-                                                   (evidence it went through), else fail
+400 1409/1422/1444, 409                no          fail†; after an ambiguous attempt the
+                                                   message says it probably went through
 400 1434 (unsupported operation)       no          halt the batch: the ``--op`` is wrong
 401, 403                               no          halt the batch (or renew the token)
-404 in Flow Service's error format     no          fail
+404 in Flow Service's error format     no          fail†
 404 in any other format                no          halt: the base URL is not Flow Service
-other 4xx                              no          fail
+other 4xx                              no          fail†
 =====================================  ==========  =========================================
 
-A retry is given up, and the record ends ``failed`` (``in_doubt`` if any attempt was ambiguous),
-when attempts reach ``max_attempts`` or the wait would pass the record's deadline. A
-``Retry-After`` beyond ``retry_after_cap`` halts the batch rather than retrying early.
+A retry is given up when attempts reach ``max_attempts`` or the wait would pass the record's
+deadline: the record ends ``failed``† (``in_doubt`` if that last attempt was ambiguous). A
+``Retry-After`` beyond ``retry_after_cap`` halts the batch rather than retrying early. A halt
+stays a halt whatever came before; the engine reports a record that had an ambiguous attempt
+``in_doubt``.
 """
 
 from __future__ import annotations
@@ -59,6 +66,9 @@ _STATE_CONFLICT_CODES = frozenset({"1409", "1422", "1444"})
 _UNSUPPORTED_OP_CODE = "1434"
 #: Run IDs are 36 characters and etags about 40; a longer "ID" is a broken answer.
 _MAX_ID_CHARS = 256
+#: What a refusal's message adds once an earlier attempt of the record was ambiguous.
+_EARLIER_MAYBE = "an earlier ambiguous attempt may have re-triggered the run"
+_EARLIER_PROBABLY = "an earlier ambiguous attempt probably re-triggered the run"
 
 
 class Action(Enum):
@@ -207,19 +217,18 @@ def decide(
             new_id, etag = _success_fields(answer)
             if new_id is not None:
                 return Decision(action=Action.SUCCEED, new_run_id=new_id, etag=etag)
+            # A 2xx says the service took the request: without the new run's ID nobody can tell
+            # whether it re-triggered the run, and sending it again could ingest it twice.
             problem = answer.body_problem or "the body has no new run ID"
-            return Decision(
-                action=Action.FAIL,
-                error=ErrorInfo(
-                    kind="bad_response",
-                    message=f"HTTP {status} without a new run ID ({problem})",
-                ),
+            error = ErrorInfo(
+                kind="bad_response", message=f"HTTP {status} without a new run ID ({problem})"
             )
+            if ambiguous_before:
+                error = _noted(error, _EARLIER_MAYBE)
+            return Decision(action=Action.IN_DOUBT, error=error, ambiguous=True)
         if 300 <= status < 400:
-            return Decision(
-                action=Action.FAIL,
-                error=_http_error(answer, f"redirect to {answer.location or '?'} not followed"),
-            )
+            redirect = f"redirect to {answer.location or '?'} not followed"
+            return _refused(_http_error(answer, redirect), ambiguous_before)
         code, _, _ = adobe_error(answer.body)
         number = _flow_number(code)
         if status in (401, 403):
@@ -243,19 +252,9 @@ def decide(
                 ),
             )
         if status == 409 or (status == 400 and number in _STATE_CONFLICT_CODES):
+            # The run is no longer failed: evidence that an earlier ambiguous attempt went through.
             error = _http_error(answer, "operation not allowed in the current state")
-            if ambiguous_before:
-                return Decision(
-                    action=Action.IN_DOUBT,
-                    error=ErrorInfo(
-                        kind=error.kind,
-                        message=error.message + " (an earlier ambiguous attempt probably "
-                        "re-triggered the run)",
-                        error_code=error.error_code,
-                        type=error.type,
-                    ),
-                )
-            return Decision(action=Action.FAIL, error=error)
+            return _refused(error, ambiguous_before, _EARLIER_PROBABLY)
         if status == 404 and not _is_flow_service_error(answer.body):
             return Decision(
                 action=Action.HALT,
@@ -271,7 +270,7 @@ def decide(
             error = _http_error(answer, "too many requests" if status == 429 else "unavailable")
             ambiguous = False
         elif status in (501, 505) or 400 <= status < 500:
-            return Decision(action=Action.FAIL, error=_http_error(answer, "request refused"))
+            return _refused(_http_error(answer, "request refused"), ambiguous_before)
         else:
             error = _http_error(answer, "server error")
             ambiguous = True
@@ -314,7 +313,13 @@ def _retry_or_give_up(
             retry_after=retry_after,
         )
 
-    give_up = Action.IN_DOUBT if ambiguous or ambiguous_before > 0 else Action.FAIL
+    def give_up(why: str) -> Decision:
+        if ambiguous:
+            return verdict(Action.IN_DOUBT, _gave_up(error, why))
+        if ambiguous_before > 0:
+            return verdict(Action.IN_DOUBT, _noted(_gave_up(error, why), _EARLIER_MAYBE))
+        return verdict(Action.FAIL, _gave_up(error, why))
+
     if ambiguous and settings.on_ambiguous == "hold":
         return verdict(Action.IN_DOUBT, error)
     if retry_after is not None and retry_after > settings.retry_after_cap:
@@ -327,14 +332,29 @@ def _retry_or_give_up(
             ),
         )
     if attempt >= settings.max_attempts:
-        return verdict(give_up, _gave_up(error, f"gave up after {attempt} attempts"))
+        return give_up(f"gave up after {attempt} attempts")
     delay = backoff_delay(attempt, base=settings.backoff_base, cap=settings.backoff_cap, rng=rng)
     if retry_after is not None:
         delay = max(delay, retry_after)
     if elapsed + delay > settings.deadline:
-        why = f"gave up: the next wait would pass the {settings.deadline:g} s deadline"
-        return verdict(give_up, _gave_up(error, why))
+        return give_up(f"gave up: the next wait would pass the {settings.deadline:g} s deadline")
     return verdict(Action.RETRY, error, delay)
+
+
+def _refused(error: ErrorInfo, ambiguous_before: int, note: str = _EARLIER_MAYBE) -> Decision:
+    """Fail a refused request, or hold it in doubt when an earlier attempt may have gone through."""
+    if ambiguous_before:
+        return Decision(action=Action.IN_DOUBT, error=_noted(error, note))
+    return Decision(action=Action.FAIL, error=error)
+
+
+def _noted(error: ErrorInfo, note: str) -> ErrorInfo:
+    return ErrorInfo(
+        kind=error.kind,
+        message=f"{error.message} ({note})",
+        error_code=error.error_code,
+        type=error.type,
+    )
 
 
 def _gave_up(error: ErrorInfo, why: str) -> ErrorInfo:

@@ -33,7 +33,7 @@ def _duration(seconds: float) -> str:
 
 
 def format_summary(stats: Stats, governor: Governor | None = None) -> str:
-    """Return the end-of-batch summary: counts per outcome, attempts, 429s, 5xx, time, rate."""
+    """Return the end-of-batch summary: outcomes, attempts, 429s, 5xx, ambiguous, time, rate."""
     elapsed = stats.elapsed
     counts = (
         ", ".join(f"{stats.count(o)} {o.value}" for o in _ORDER if stats.count(o)) or "no records"
@@ -43,7 +43,8 @@ def format_summary(stats: Stats, governor: Governor | None = None) -> str:
         f"bulkretry: {stats.done} records: {counts}",
         f"bulkretry: {stats.attempts} requests ({stats.retries} retries, "
         f"{stats.throttled} answered 429, "
-        f"{stats.server_errors} 5xx, {stats.network_errors} network errors) in {elapsed:.1f} s, "
+        f"{stats.server_errors} 5xx, {stats.network_errors} network errors, "
+        f"{stats.ambiguous_attempts} ambiguous attempts) in {elapsed:.1f} s, "
         f"{rate:.1f} requests/s",
     ]
     if governor is not None and stats.attempts:

@@ -22,6 +22,8 @@ class Stats:
     throttled: int = 0
     server_errors: int = 0
     network_errors: int = 0
+    #: Attempts that may have re-triggered their run without a clear answer.
+    ambiguous_attempts: int = 0
     token_renewals: int = 0
     budget_waits: int = 0
     total: int | None = None
@@ -30,7 +32,8 @@ class Stats:
         counts = ", ".join(f"{o.value}={n}" for o, n in sorted(self.outcomes.items()))
         return (
             f"Stats(done={self.done}, attempts={self.attempts}, retries={self.retries}, "
-            f"throttled={self.throttled}, 5xx={self.server_errors}, {counts})"
+            f"throttled={self.throttled}, 5xx={self.server_errors}, "
+            f"ambiguous={self.ambiguous_attempts}, {counts})"
         )
 
     @property

@@ -283,6 +283,24 @@ def test_translate_of_a_total_timeout_counts_as_sent() -> None:
     assert (error.kind, error.sent) == ("timeout", True)
 
 
+@pytest.mark.parametrize(("name", "expected"), TRANSLATIONS.items(), ids=list(TRANSLATIONS))
+def test_translate_of_any_error_before_a_connection_was_handed_out_is_not_sent(
+    name: str, expected: tuple[Factory, str, bool]
+) -> None:
+    """Without a connection not a byte of the request was written, whatever aiohttp raised."""
+    factory, kind, _ = expected
+    error = translate(factory(), url_host=HOST, unsent=True)
+    assert (error.kind, error.sent) == (kind, False)
+    assert str(error)
+
+
+def test_translate_of_a_total_timeout_before_a_connection_names_the_wait() -> None:
+    """A total timeout spent waiting for a connection (a slot, DNS, TLS) says so, not sent."""
+    error = translate(TimeoutError(), url_host=HOST, unsent=True)
+    assert (error.kind, error.sent) == ("timeout", False)
+    assert str(error) == f"timed out before a connection to {HOST} was ready"
+
+
 @pytest.mark.parametrize(
     "exc",
     [

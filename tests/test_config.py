@@ -12,6 +12,7 @@ from bulkretry._config import (
     DEFAULT_BACKOFF_BASE,
     DEFAULT_BACKOFF_CAP,
     DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_ON_AMBIGUOUS,
     DEFAULT_OP,
     DEFAULT_RUN_ID_PATTERN,
     Credentials,
@@ -90,7 +91,13 @@ def test_defaults_are_valid_and_documented() -> None:
     assert settings.backoff_base == DEFAULT_BACKOFF_BASE
     assert settings.backoff_cap == DEFAULT_BACKOFF_CAP
     assert settings.run_id_pattern == DEFAULT_RUN_ID_PATTERN
-    assert settings.on_ambiguous == "retry"
+    assert settings.on_ambiguous == DEFAULT_ON_AMBIGUOUS
+
+
+def test_an_ambiguous_answer_is_held_by_default_never_sent_again() -> None:
+    """The default never re-sends a request that may have re-triggered the run."""
+    assert DEFAULT_ON_AMBIGUOUS == "hold"
+    assert Settings().on_ambiguous == "hold"
 
 
 @pytest.mark.parametrize(
@@ -101,7 +108,7 @@ def test_defaults_are_valid_and_documented() -> None:
         {"pause_after": 0.0, "retry_after_cap": 0.0},
         {"max_attempts": 1, "concurrency": 1, "burst": 1},
         {"rate": 0.001, "deadline": 0.5, "timeout": 0.1},
-        {"on_ambiguous": "hold"},
+        {"on_ambiguous": "retry"},
         {"run_id_pattern": r"[A-Z]{3}-\d{4}"},
     ],
 )

@@ -68,7 +68,21 @@ async def test_fixed_window_quota_is_survived_without_failures() -> None:
 
 
 async def test_5xx_storm_ends_with_every_run_accounted_for_and_none_twice() -> None:
-    """With 30% 5xx answers, nothing is lost and no run is re-triggered twice."""
+    """With 30% 5xx answers retried, nothing is lost and no run is re-triggered twice."""
+    config = SimulatorConfig(flows=3, runs_per_flow=50, error_rate=0.3, seed=11)
+    async with Simulator(config) as sim:
+        ids = sim.failed_run_ids()
+        results = await run_all(ids, settings_for(sim, max_attempts=10, on_ambiguous="retry"))
+        counts = sim.retrigger_counts()
+    assert sorted(r.run_id for r in results) == sorted(ids)
+    assert all(n == 1 for n in counts.values())
+    done = [r for r in results if r.outcome is Outcome.RETRIGGERED]
+    assert len(done) == len(ids)
+    assert any(r.ambiguous_attempts for r in done)
+
+
+async def test_5xx_storm_under_the_default_holds_every_maybe_processed_run() -> None:
+    """By default a 500/502/504 ends its run in_doubt unsent again; 503s are retried."""
     config = SimulatorConfig(flows=3, runs_per_flow=50, error_rate=0.3, seed=11)
     async with Simulator(config) as sim:
         ids = sim.failed_run_ids()
@@ -76,9 +90,15 @@ async def test_5xx_storm_ends_with_every_run_accounted_for_and_none_twice() -> N
         counts = sim.retrigger_counts()
     assert sorted(r.run_id for r in results) == sorted(ids)
     assert all(n == 1 for n in counts.values())
-    done = [r for r in results if r.outcome is Outcome.RETRIGGERED]
-    assert len(done) == len(ids)
-    assert any(r.ambiguous_attempts for r in done)
+    outcomes = Counter(r.outcome for r in results)
+    assert set(outcomes) == {Outcome.RETRIGGERED, Outcome.IN_DOUBT}
+    for result in results:
+        if result.outcome is Outcome.IN_DOUBT:
+            assert result.ambiguous_attempts == 1
+            assert result.http_status in (500, 502, 504)
+        else:
+            assert result.ambiguous_attempts == 0
+    assert any(r.attempts > 1 for r in results)  # the 503s were retried
 
 
 async def test_lost_answers_end_in_doubt_and_are_never_retriggered_twice() -> None:
@@ -88,7 +108,7 @@ async def test_lost_answers_end_in_doubt_and_are_never_retriggered_twice() -> No
         ids = sim.failed_run_ids()
         sim.script(ids[0], ["in-doubt-502"])
         sim.script(ids[1], ["in-doubt-reset"])
-        results = {r.run_id: r for r in await run_all(ids, settings_for(sim))}
+        results = {r.run_id: r for r in await run_all(ids, settings_for(sim, on_ambiguous="retry"))}
         counts = sim.retrigger_counts()
     for run_id in ids[:2]:
         assert results[run_id].outcome is Outcome.IN_DOUBT
@@ -97,6 +117,23 @@ async def test_lost_answers_end_in_doubt_and_are_never_retriggered_twice() -> No
         assert results[run_id].error.error_code == "FLOW-1409-400"
     assert [results[i].outcome for i in ids[2:]] == [Outcome.RETRIGGERED] * 3
     assert all(n == 1 for n in counts.values())
+
+
+async def test_lost_answers_are_held_in_doubt_after_one_request_by_default() -> None:
+    """By default a processed re-trigger whose answer is lost is never sent a second time."""
+    config = SimulatorConfig(flows=1, runs_per_flow=4)
+    async with Simulator(config) as sim:
+        ids = sim.failed_run_ids()
+        sim.script(ids[0], ["in-doubt-502"])
+        sim.script(ids[1], ["in-doubt-reset"])
+        results = {r.run_id: r for r in await run_all(ids, settings_for(sim))}
+        counts = sim.retrigger_counts()
+    for run_id in ids[:2]:
+        assert results[run_id].outcome is Outcome.IN_DOUBT
+        assert (results[run_id].attempts, results[run_id].ambiguous_attempts) == (1, 1)
+    assert results[ids[0]].http_status == 502
+    assert [results[i].outcome for i in ids[2:]] == [Outcome.RETRIGGERED] * 2
+    assert all(counts.get(run_id) == 1 for run_id in ids)
 
 
 async def test_run_that_is_not_failed_is_a_clear_failed_record() -> None:
@@ -231,4 +268,6 @@ def test_demo_finishes_with_every_run_retriggered_once(tmp_path: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr.decode()
     assert b"re-triggered exactly once" in proc.stderr.splitlines()[-1]
+    # Its trouble is 503s (not processed): nothing was ambiguous, nothing held in doubt.
+    assert b", 0 ambiguous attempts)" in proc.stderr
     assert len(out.read_bytes().splitlines()) == 300

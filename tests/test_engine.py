@@ -13,6 +13,7 @@ from yarl import URL
 import bulkretry
 from bulkretry import Credentials, Outcome, RunResult, Settings
 from bulkretry._engine import Engine
+from bulkretry._progress import format_summary
 
 BASE = "https://platform.example.test/data/foundation/flowservice"
 ACTION = re.compile(
@@ -139,19 +140,90 @@ async def test_429_then_success_waits_at_least_retry_after(http: aioresponses) -
 
 
 async def test_500_then_success_counts_one_ambiguous_attempt(http: aioresponses) -> None:
-    """A 500 may have been processed: the retry is counted as ambiguous."""
+    """Under --on-ambiguous retry a 500 may have been processed: it counts as ambiguous."""
     http.post(ACTION, status=500, payload=flow_error("1102", 500))
     http.post(ACTION, payload={"id": NEW, "etag": "e"})
-    [result] = await collect([RUN_A], settings())
+    [result] = await collect([RUN_A], settings(on_ambiguous="retry"))
     assert result.outcome is Outcome.RETRIGGERED
     assert (result.attempts, result.ambiguous_attempts) == (2, 1)
+
+
+async def test_an_ambiguous_answer_is_held_and_never_sent_again_by_default(
+    http: aioresponses,
+) -> None:
+    """With no --on-ambiguous, a 500 ends the record in_doubt after its one request."""
+    http.post(ACTION, status=500, payload=flow_error("1102", 500), repeat=True)
+    [result] = await collect([RUN_A], settings())
+    assert (result.outcome, result.attempts, result.ambiguous_attempts) == (
+        Outcome.IN_DOUBT,
+        1,
+        1,
+    )
+    assert sent_to(http) == [RUN_A]
+
+
+@pytest.mark.parametrize("on_ambiguous", ["retry", "hold"])
+async def test_a_2xx_without_a_run_id_is_in_doubt_and_never_sent_again(
+    http: aioresponses, on_ambiguous: str
+) -> None:
+    """A 200 naming no new run may have re-triggered it, under either setting."""
+    http.post(ACTION, status=200, body="<html>OK</html>", repeat=True)
+    [result] = await collect([RUN_A], settings(on_ambiguous=on_ambiguous))
+    assert (result.outcome, result.attempts, result.ambiguous_attempts) == (
+        Outcome.IN_DOUBT,
+        1,
+        1,
+    )
+    assert result.error is not None
+    assert result.error.kind == "bad_response"
+    assert sent_to(http) == [RUN_A]
+
+
+@pytest.mark.parametrize("on_ambiguous", ["retry", "hold"])
+async def test_the_summary_counts_ambiguous_attempts(http: aioresponses, on_ambiguous: str) -> None:
+    """The summary says how many attempts were ambiguous: 500s and 502s, not 503s."""
+    http.post(ACTION, status=500, payload=flow_error("1102", 500))
+    http.post(ACTION, status=503, payload=flow_error("1103", 503))
+    http.post(ACTION, status=502, body="bad gateway")
+    http.post(ACTION, payload={"id": NEW, "etag": "e"}, repeat=True)
+    engine = Engine(settings(concurrency=1, on_ambiguous=on_ambiguous))
+    results: list[RunResult] = []
+
+    async def emit(result: RunResult) -> None:
+        results.append(result)
+
+    from bulkretry._api import _records
+    from bulkretry._source import RunIdValidator
+
+    stats = await engine.run(_records([RUN_A, RUN_B, RUN_C], RunIdValidator()), emit)
+    ambiguous = sum(r.ambiguous_attempts for r in results)
+    assert stats.ambiguous_attempts == ambiguous == 2
+    assert f", {ambiguous} ambiguous attempts)" in format_summary(stats)
+
+
+async def test_the_summary_says_zero_ambiguous_attempts_when_there_were_none(
+    http: aioresponses,
+) -> None:
+    """Zero is said too, so that a clean batch is seen to be clean."""
+    http.post(ACTION, payload={"id": NEW, "etag": "e"}, repeat=True)
+    engine = Engine(settings())
+
+    async def emit(result: RunResult) -> None:
+        pass
+
+    from bulkretry._api import _records
+    from bulkretry._source import RunIdValidator
+
+    stats = await engine.run(_records([RUN_A, RUN_B], RunIdValidator()), emit)
+    assert stats.ambiguous_attempts == 0
+    assert ", 0 ambiguous attempts)" in format_summary(stats)
 
 
 async def test_state_conflict_after_ambiguous_attempt_is_in_doubt(http: aioresponses) -> None:
     """A 502 then 'not allowed in the current state' means the first one probably went through."""
     http.post(ACTION, status=502, body="bad gateway")
     http.post(ACTION, status=400, payload=flow_error("1409", 400, "operation not allowed"))
-    [result] = await collect([RUN_A], settings())
+    [result] = await collect([RUN_A], settings(on_ambiguous="retry"))
     assert result.outcome is Outcome.IN_DOUBT
     assert result.error is not None
     assert result.error.error_code == "FLOW-1409-400"
@@ -265,7 +337,7 @@ async def test_connect_failures_are_retried_then_fail_with_kind_network(http: ai
 async def test_timeout_after_sending_is_ambiguous(http: aioresponses) -> None:
     """A timeout waiting for the answer may hide a processed re-trigger."""
     http.post(ACTION, exception=TimeoutError(), repeat=True)
-    [result] = await collect([RUN_A], settings(max_attempts=2))
+    [result] = await collect([RUN_A], settings(max_attempts=2, on_ambiguous="retry"))
     assert result.outcome is Outcome.IN_DOUBT
     assert result.ambiguous_attempts == 2
     assert result.error is not None

@@ -137,22 +137,36 @@ def test_2xx_with_a_null_etag_uses_the_etag_header() -> None:
         "ok",
     ],
 )
-def test_2xx_without_a_new_run_id_fails_as_bad_response(body: Any) -> None:
-    """A 2xx whose body names no new run fails ``bad_response``; it is never retried."""
-    decision = run(Answer(status=200, body=body))
-    assert decision.action is Action.FAIL
+def test_2xx_without_a_new_run_id_is_in_doubt_as_bad_response(body: Any) -> None:
+    """A 2xx naming no new run may have re-triggered it: ``in_doubt``, ``bad_response``."""
+    decision = run(Answer(status=200, body=body), on_ambiguous="retry")
+    assert decision.action is Action.IN_DOUBT
+    assert decision.ambiguous
     assert decision.error is not None
     assert decision.error.kind == "bad_response"
     assert "HTTP 200 without a new run ID" in decision.error.message
 
 
+@pytest.mark.parametrize("on_ambiguous", ["retry", "hold"])
+@pytest.mark.parametrize("attempt", [1, 2, 6])
+def test_2xx_without_a_new_run_id_is_never_retried(on_ambiguous: str, attempt: int) -> None:
+    """Whatever the setting and attempt, a 2xx without an ID is never sent again."""
+    decision = run(
+        Answer(status=204, body_problem="the body is empty"),
+        attempt=attempt,
+        on_ambiguous=on_ambiguous,
+    )
+    assert decision.action is Action.IN_DOUBT
+    assert decision.delay == 0.0
+
+
 @pytest.mark.parametrize(
     "problem", [HTML_BODY_PROBLEM, "the body is empty", "the body is not valid JSON"]
 )
-def test_2xx_with_an_unreadable_body_fails_naming_the_problem(problem: str) -> None:
-    """HTML, empty or non-JSON 2xx bodies fail ``bad_response`` and say what was wrong."""
+def test_2xx_with_an_unreadable_body_is_in_doubt_naming_the_problem(problem: str) -> None:
+    """HTML, empty or non-JSON 2xx bodies are ``in_doubt``, ``bad_response``, saying why."""
     decision = run(Answer(status=200, body=None, body_problem=problem))
-    assert decision.action is Action.FAIL
+    assert decision.action is Action.IN_DOUBT
     assert decision.error is not None
     assert decision.error.kind == "bad_response"
     assert problem in decision.error.message
@@ -289,6 +303,22 @@ def test_ambiguous_5xx_is_retried_and_counted_as_ambiguous(status: int, body: An
     assert not decision.throttled
 
 
+@pytest.mark.parametrize("status", [500, 502, 504, 507])
+def test_ambiguous_5xx_is_held_in_doubt_by_default(status: int) -> None:
+    """With no setting given, an ambiguous answer is held ``in_doubt``, never sent again."""
+    decision = run(Answer(status=status))
+    assert decision.action is Action.IN_DOUBT
+    assert decision.ambiguous
+    assert decision.delay == 0.0
+
+
+def test_timeout_after_sending_is_held_in_doubt_by_default() -> None:
+    """With no setting given, a timeout after sending is held ``in_doubt``."""
+    decision = run(TransportError("timed out", kind="timeout", sent=True))
+    assert decision.action is Action.IN_DOUBT
+    assert decision.ambiguous
+
+
 @pytest.mark.parametrize("status", [500, 502, 504])
 def test_ambiguous_5xx_is_held_in_doubt_under_hold(status: int) -> None:
     """With ``--on-ambiguous hold`` an ambiguous answer ends the record ``in_doubt`` at once."""
@@ -376,6 +406,137 @@ def test_state_conflict_after_an_ambiguous_attempt_is_in_doubt(status: int, body
     assert decision.action is Action.IN_DOUBT
     assert decision.error is not None
     assert "earlier ambiguous attempt" in decision.error.message
+
+
+# --- after an ambiguous attempt: never failed -------------------------------------------------
+
+#: Every answer that fails a record on a clean history, with the ``error_code`` it keeps.
+REFUSALS = [
+    (Answer(status=302, location="https://elsewhere.example/runs"), None),
+    (Answer(status=400, body=flow_error("1000", 400, "Bad request")), "FLOW-1000-400"),
+    (Answer(status=400, body={"error_code": "400003", "message": "org missing"}), "400003"),
+    (Answer(status=404, body=flow_error("1101", 404, "Run not found")), "FLOW-1101-404"),
+    (Answer(status=409), None),
+    (Answer(status=400, body=flow_error("1422", 400, "Not failed")), "FLOW-1422-400"),
+    (Answer(status=422, body=flow_error("1422", 422, "Unprocessable")), "FLOW-1422-422"),
+    (Answer(status=410), None),
+    (Answer(status=501), None),
+    (Answer(status=505), None),
+]
+
+
+@pytest.mark.parametrize(("answer", "code"), REFUSALS, ids=lambda v: getattr(v, "status", v))
+def test_a_refusal_fails_a_record_that_was_never_ambiguous(
+    answer: Answer, code: str | None
+) -> None:
+    """3xx, 4xx, 501 and 505 on a clean history: known not processed, so ``failed``."""
+    decision = run(answer, ambiguous_before=0)
+    assert decision.action is Action.FAIL
+    assert decision.error is not None
+    assert decision.error.error_code == code
+    assert "earlier" not in decision.error.message
+
+
+@pytest.mark.parametrize(("answer", "code"), REFUSALS, ids=lambda v: getattr(v, "status", v))
+def test_a_refusal_after_an_ambiguous_attempt_is_in_doubt_never_failed(
+    answer: Answer, code: str | None
+) -> None:
+    """Once an attempt may have re-triggered the run, a refusal cannot prove it was not."""
+    clean = run(answer, ambiguous_before=0)
+    decision = run(answer, attempt=2, ambiguous_before=1)
+    assert decision.action is Action.IN_DOUBT
+    assert decision.error is not None
+    assert clean.error is not None
+    assert (decision.error.kind, decision.error.error_code) == ("http", code)
+    assert decision.error.type == clean.error.type
+    assert decision.error.message.startswith(clean.error.message)
+    assert "an earlier ambiguous attempt" in decision.error.message
+    assert "re-triggered the run" in decision.error.message
+
+
+def test_a_2xx_without_an_id_after_an_ambiguous_attempt_says_so() -> None:
+    """The bad_response message also names the earlier ambiguous attempt."""
+    decision = run(Answer(status=200, body={}), attempt=2, ambiguous_before=1)
+    assert decision.action is Action.IN_DOUBT
+    assert decision.error is not None
+    assert decision.error.kind == "bad_response"
+    assert "may have re-triggered the run" in decision.error.message
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        Answer(status=503),
+        Answer(status=429, body=THROTTLED_BODY),
+        TransportError("cannot connect", kind="network", sent=False),
+    ],
+    ids=["503", "429", "not sent"],
+)
+def test_giving_up_after_an_ambiguous_attempt_is_in_doubt_and_says_why(
+    outcome: Answer | TransportError,
+) -> None:
+    """A safe failure at max attempts or the deadline, after an ambiguous one, is in doubt."""
+    at_max = run(outcome, attempt=3, max_attempts=3, ambiguous_before=1)
+    at_deadline = run(outcome, elapsed=900.0, deadline=900.0, ambiguous_before=1)
+    for decision, why in [(at_max, "gave up after 3 attempts"), (at_deadline, "deadline")]:
+        assert decision.action is Action.IN_DOUBT
+        assert decision.error is not None
+        assert why in decision.error.message
+        assert "an earlier ambiguous attempt may have re-triggered the run" in (
+            decision.error.message
+        )
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        Answer(status=401, body=TOKEN_EXPIRED_BODY),
+        Answer(status=403),
+        Answer(status=400, body=flow_error("1434", 400)),
+        Answer(status=404, body=None, body_problem="the body is empty"),
+        Answer(status=429, retry_after="86400"),
+        TransportError("bad certificate", kind="tls", sent=False),
+    ],
+    ids=["401", "403", "1434", "404 foreign", "Retry-After", "tls"],
+)
+def test_a_halt_stays_a_halt_after_an_ambiguous_attempt(outcome: Answer | TransportError) -> None:
+    """What stops the whole batch still stops it; the engine reports the record in_doubt."""
+    decision = run(outcome, attempt=2, ambiguous_before=1)
+    assert decision.action is Action.HALT
+
+
+@given(
+    status=st.integers(100, 999),
+    body=st.none() | st.sampled_from([{}, {"id": NEW_RUN}, flow_error("1422", 400)]),
+    attempt=st.integers(min_value=1, max_value=8),
+    ambiguous_before=st.integers(min_value=1, max_value=3),
+    on_ambiguous=st.sampled_from(["retry", "hold"]),
+    transport=st.none() | st.sampled_from(["timeout", "network"]),
+    sent=st.booleans(),
+)
+def test_nothing_after_an_ambiguous_attempt_ends_failed(
+    status: int,
+    body: Any,
+    attempt: int,
+    ambiguous_before: int,
+    on_ambiguous: str,
+    transport: str | None,
+    sent: bool,
+) -> None:
+    """Once an attempt was ambiguous, no answer or error ends the record ``failed``."""
+    outcome: Answer | TransportError = (
+        Answer(status=status, body=body)
+        if transport is None
+        else TransportError("lost", kind=transport, sent=sent)
+    )
+    decision = run(
+        outcome,
+        attempt=attempt,
+        ambiguous_before=ambiguous_before,
+        on_ambiguous=on_ambiguous,
+        max_attempts=4,
+    )
+    assert decision.action is not Action.FAIL
 
 
 def test_400_1434_halts_and_suggests_the_other_op_spelling() -> None:
@@ -502,7 +663,7 @@ def test_max_attempts_reached_after_an_earlier_ambiguous_attempt_is_in_doubt() -
 
 def test_max_attempts_reached_on_an_ambiguous_answer_is_in_doubt() -> None:
     """Giving up on an ambiguous last attempt ends ``in_doubt``."""
-    decision = run(Answer(status=502), attempt=4, max_attempts=4)
+    decision = run(Answer(status=502), attempt=4, max_attempts=4, on_ambiguous="retry")
     assert decision.action is Action.IN_DOUBT
     assert decision.ambiguous
 
@@ -741,6 +902,6 @@ def test_an_id_too_long_or_with_control_characters_is_not_a_new_run() -> None:
             rng=random.Random(0),
             wall_now=0.0,
         )
-        assert decision.action is Action.FAIL
+        assert decision.action is Action.IN_DOUBT
         assert decision.error is not None
         assert decision.error.kind == "bad_response"
