@@ -25,7 +25,7 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TextIO
 
 from . import _config as C
@@ -43,15 +43,17 @@ from ._cli import (
 from ._exceptions import BulkRetryError, ConfigurationError
 from ._listing import DEFAULT_PAGE_SIZE, FailedRunLister, ListedRun, ListingHalted, ListQuery
 from ._logging import configure_logging
-from ._run import STDOUT_FD, new_event_loop, open_output
+from ._run import new_event_loop
 from ._sink import OutputClosed, ResultSink
 from ._tls import check_url, proxy_for
+from ._written import STDOUT_FD, open_output
 
 __all__ = [
     "LIST_OPTIONS",
     "build_list_settings",
     "build_query",
     "configure_parser",
+    "flow_ids_of",
     "parse_when",
     "resolve_when",
     "run_list_failed",
@@ -64,6 +66,8 @@ _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _MS = datetime.timedelta(milliseconds=1)
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_QUOTED_CHARS = 80
 
 When = datetime.datetime | datetime.timedelta
 """A ``--since``/``--until`` value: a point in time, or how long before now."""
@@ -143,7 +147,7 @@ def configure_parser(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
         action="append",
         default=[],
         metavar="ID",
-        help="list the failed runs of this flow (repeat for several flows)",
+        help="list the failed runs of the flow with this ID, a UUID (repeat for several flows)",
     )
     parser.add_argument(
         "--all-flows",
@@ -175,12 +179,32 @@ def configure_parser(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
     _add_options(parser, LIST_OPTIONS, env)
 
 
+def flow_ids_of(values: Iterable[str]) -> tuple[str, ...]:
+    """Return the ``--flow-id`` values in lower case, each once; refuse one that is no UUID.
+
+    Flow IDs are folded as run IDs are: the listing checks each run's ``flowId`` against the
+    flow asked for, and Flow Service writes it in lower case.
+    """
+    flows: dict[str, None] = {}
+    for value in values:
+        flow = value.strip()
+        if not _UUID.fullmatch(flow):
+            shown = value if len(value) <= _QUOTED_CHARS else value[:_QUOTED_CHARS] + "…"
+            raise ConfigurationError(
+                f"--flow-id {shown!r} is not a flow ID (expected a UUID such as "
+                "3d17a4ff-9e0a-4f7c-94bb-bc0b61a3a76d)"
+            )
+        flows[flow.lower()] = None
+    return tuple(flows)
+
+
 def build_query(ns: argparse.Namespace, now: datetime.datetime) -> ListQuery:
     """Build the :class:`ListQuery` the flags ask for; relative times count back from ``now``."""
+    flow_ids = flow_ids_of(ns.flow_ids)
     since = None if ns.since is None else resolve_when(ns.since, now, what="--since")
     until = None if ns.until is None else resolve_when(ns.until, now, what="--until")
     return ListQuery(
-        flow_ids=tuple(ns.flow_ids),
+        flow_ids=flow_ids,
         all_flows=ns.all_flows,
         since_ms=since,
         until_ms=until,

@@ -40,8 +40,10 @@ A stop raises :class:`ListingHalted`; the runs handed out before it stay handed 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -80,6 +82,18 @@ MAX_PAGE_BYTES = 32 * 1024 * 1024
 
 Wait = Callable[[float], Awaitable[None]]
 OnPage = Callable[[list[ListedRun]], None]
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+def _folded(query: ListQuery) -> ListQuery:
+    """Return ``query`` with UUID flow IDs in lower case, as Flow Service writes ``flowId``.
+
+    Each listed run's ``flowId`` is checked against the flow asked for, so an upper-case flow
+    ID would otherwise leave out every run of its flow.
+    """
+    flows = tuple(dict.fromkeys(f.lower() if _UUID.fullmatch(f) else f for f in query.flow_ids))
+    return query if flows == query.flow_ids else dataclasses.replace(query, flow_ids=flows)
 
 
 class ListingHalted(BatchHalted):
@@ -308,7 +322,7 @@ class FailedRunLister:
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
-        self.query = query
+        self.query = query = _folded(query)
         self.stats = ListingStats(flows=len(query.flow_ids))
         self.throttle = Throttle(
             settings.rate, burst=settings.burst, pause_after=settings.pause_after

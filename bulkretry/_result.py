@@ -63,12 +63,18 @@ def utc_now_iso() -> str:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunResult:
-    """One results line. Field order is the documented schema's order."""
+    """One results line. Field order is the documented schema's order.
+
+    ``prior_outcome`` is the outcome of the line a ``skipped`` (or evidence-carrying
+    ``duplicate``) line stands for, with that line's ``new_run_id`` and ``etag``: fed back in
+    alone, such a line still says what became of the run.
+    """
 
     run_id: str
     outcome: Outcome
     new_run_id: str | None = None
     etag: str | None = None
+    prior_outcome: str | None = None
     http_status: int | None = None
     attempts: int = 0
     ambiguous_attempts: int = 0
@@ -86,6 +92,7 @@ class RunResult:
             "outcome": self.outcome._value_,
             "new_run_id": self.new_run_id,
             "etag": self.etag,
+            "prior_outcome": self.prior_outcome,
             "http_status": self.http_status,
             "attempts": self.attempts,
             "ambiguous_attempts": self.ambiguous_attempts,

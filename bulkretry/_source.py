@@ -4,6 +4,11 @@ A line is a run ID, or a JSON object whose ``run_id`` (or ``id``) is one, so tha
 earlier results files can be piped back in. Blank lines and ``#`` comments are skipped; every
 other line yields exactly one record, so every line is accounted for in the output.
 
+A results line's ``outcome`` becomes the record's ``prior``; a ``skipped`` or ``duplicate`` line
+that carries a ``prior_outcome`` stands for that outcome instead (with its ``new_run_id`` and
+``etag``), so that such a line fed back alone still says what became of the run. A
+``resolved_by`` (a look-up's verdict on a run left in doubt) is kept as ``prior_resolved_by``.
+
 Reading is synchronous and line-bounded (a line longer than :data:`MAX_LINE_BYTES` is skipped
 over in chunks, never held whole); the engine calls :meth:`RecordReader.read_batch` in a
 worker thread so that a slow pipe never blocks the event loop.
@@ -53,7 +58,8 @@ class InputRecord:
 
     ``text`` is the (shortened) line as read, quoted back in the output of an invalid record.
     ``prior`` is the outcome a results line already carries (``retriggered``, ``failed``…), and
-    ``prior_new_run_id``/``prior_etag`` what it says the re-trigger created.
+    ``prior_new_run_id``/``prior_etag`` what it says the re-trigger created;
+    ``prior_resolved_by`` says what resolved a doubt, when something did.
     """
 
     source: str
@@ -64,6 +70,11 @@ class InputRecord:
     prior: str | None = None
     prior_new_run_id: str | None = None
     prior_etag: str | None = None
+    prior_resolved_by: str | None = None
+
+
+#: Outcomes of lines that did nothing to their run: their ``prior_outcome`` says what did.
+_STANDS_FOR = frozenset({"skipped", "duplicate"})
 
 
 class RunIdValidator:
@@ -118,7 +129,11 @@ def _quote(raw: bytes) -> str:
 
 
 class RecordReader:
-    """Stream :class:`InputRecord` s out of files and stdin, one source after another."""
+    """Stream :class:`InputRecord` s out of files and stdin, one source after another.
+
+    With ``json_only``, lines that are not JSON objects are counted in :attr:`passed_over`
+    instead of being read into records: a pre-scan for results lines needs no bare IDs.
+    """
 
     def __init__(
         self,
@@ -127,16 +142,20 @@ class RecordReader:
         *,
         stdin: IO[bytes] | None = None,
         max_line_bytes: int = MAX_LINE_BYTES,
+        json_only: bool = False,
     ) -> None:
         self._paths = list(paths) or [STDIN]
         self._validator = validator
         self._stdin = stdin
         self._max = max_line_bytes
+        self._json_only = json_only
         self._records = self._iterate()
         self.lines_read = 0
+        self.passed_over = 0
 
     def __repr__(self) -> str:
-        return f"RecordReader(paths={self._paths!r}, lines_read={self.lines_read})"
+        extra = f", passed_over={self.passed_over}" if self._json_only else ""
+        return f"RecordReader(paths={self._paths!r}, lines_read={self.lines_read}{extra})"
 
     @property
     def paths(self) -> list[str]:
@@ -215,6 +234,9 @@ class RecordReader:
         stripped = raw.strip()
         if not stripped or stripped.startswith(b"#"):
             return None
+        if self._json_only and not stripped.startswith(b"{"):
+            self.passed_over += 1
+            return None
         try:
             text = stripped.decode("utf-8")
         except UnicodeDecodeError:
@@ -245,8 +267,15 @@ class RecordReader:
                 "JSON line has no string 'run_id' or 'id' field",
             )
         prior = obj.get("outcome")
+        if not isinstance(prior, str):
+            prior = None
+        elif prior in _STANDS_FOR:
+            stands_for = obj.get("prior_outcome")
+            if isinstance(stands_for, str) and stands_for:
+                prior = stands_for
         new_run_id = obj.get("new_run_id")
         etag = obj.get("etag")
+        resolved_by = obj.get("resolved_by")
         run_id, error = self._validator.normalise(candidate.strip())
         return InputRecord(
             source,
@@ -254,9 +283,10 @@ class RecordReader:
             run_id,
             _quote(candidate.encode()) if error else "",
             error,
-            prior if isinstance(prior, str) else None,
+            prior,
             new_run_id if isinstance(new_run_id, str) else None,
             etag if isinstance(etag, str) else None,
+            resolved_by if isinstance(resolved_by, str) else None,
         )
 
 

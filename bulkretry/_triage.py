@@ -4,6 +4,11 @@ A record is not sent when it is invalid, when its run was already seen in this b
 results line fed back in says it is done (or in doubt), or when the state file knows it is done
 or in doubt from an earlier invocation. Everything else is sent (or, with ``--dry-run``,
 reported as ``would_retrigger``).
+
+A record is judged by the most advanced evidence about its run (see :mod:`bulkretry._evidence`):
+its own line, or a better one from the pre-scan of the input files or from a line read before it.
+``--only`` selects by that merged state. A ``retriggered`` line that comes after its run was
+sent (on a pipe, which no pre-scan can read ahead) is counted in :attr:`Triage.late_evidence`.
 """
 
 from __future__ import annotations
@@ -13,25 +18,44 @@ from typing import TYPE_CHECKING
 
 from ._config import Settings
 from ._dedup import SeenSet
+from ._evidence import FAILED_RANK, Evidence, Prior, rank
 from ._result import ErrorInfo, Outcome
 from ._source import InputRecord
 
 if TYPE_CHECKING:
     from ._ledger import Admission
 
-__all__ = ["Triage", "Verdict"]
+__all__ = ["HELD_IN_DOUBT", "Triage", "Verdict", "only_needs_results_lines"]
 
 # PriorState values, compared as strings so that batches without --state never load sqlite3.
 _DUPLICATE, _RETRIGGERED, _IN_DOUBT = "duplicate", "retriggered", "in_doubt"
+_IN_DOUBT_PRIOR = Outcome.IN_DOUBT.value
 
 #: Outcomes of a results line that mean the run was re-triggered already: never send it again.
 _DONE = frozenset({Outcome.RETRIGGERED.value, Outcome.ALREADY_RETRIGGERED.value})
 _HELD = "it may have been re-triggered already; pass --retry-in-doubt to send it again"
+_LATE = (
+    "this line says the run was re-triggered already, but it came after this batch had sent "
+    "the run (or judged it to be sent): it may now be re-triggered twice; give results files "
+    "as FILE arguments, which are read whole before anything is sent"
+)
+
+
+def only_needs_results_lines(lines: int) -> str:
+    """Return the one-line error for ``--only`` over input that holds no results line."""
+    return (
+        "--only needs results lines as input (JSON lines with an outcome); "
+        f"none of the {lines} input line{'s' * (lines != 1)} is one"
+    )
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """A record's outcome without a request; ``durable`` asks for it in the state file."""
+    """A record's outcome without a request; ``durable`` asks for it in the state file.
+
+    ``prior_outcome`` is, for a ``skipped`` line, the merged outcome of its run (its
+    ``new_run_id``/``etag`` come with it); for a line whose evidence came too late, its own.
+    """
 
     outcome: Outcome
     error: ErrorInfo | None = None
@@ -39,62 +63,210 @@ class Verdict:
     etag: str | None = None
     attempts: int = 0
     durable: bool = False
+    prior_outcome: str | None = None
+
+
+_INVALID = "not a valid run ID"
+_DUPLICATE_VERDICT = Verdict(Outcome.DUPLICATE)
+#: A run of the batch left in doubt, which no input line named: held, never sent on its own.
+HELD_IN_DOUBT = Verdict(
+    Outcome.IN_DOUBT,
+    ErrorInfo(kind="in_doubt", message="in doubt since an earlier run of this batch: " + _HELD),
+)
 
 
 class Triage:
-    """Judge records in input order; keeps the in-memory set of runs seen when no ledger does."""
+    """Judge records in input order; keeps the in-memory set of runs seen when no ledger does.
 
-    def __init__(self, settings: Settings, *, with_ledger: bool) -> None:
+    ``evidence`` (from :func:`~bulkretry._evidence.prescan`) is merged into every judgement;
+    lines of other inputs that ``--only`` passes over are added to it as they come, so that a
+    later line of their run is judged by them too.
+    """
+
+    def __init__(
+        self, settings: Settings, *, with_ledger: bool, evidence: Evidence | None = None
+    ) -> None:
         self._only = settings.only
         self._retry_in_doubt = settings.retry_in_doubt
+        self._with_ledger = with_ledger
         self._seen = None if with_ledger else SeenSet()
+        # Runs judged to be sent, for late evidence: the ledger knows them, not this object.
+        self._sent = SeenSet() if with_ledger and settings.only is not None else None
+        # Runs judged and not sent (done, held in doubt): a retriggered line after one of them
+        # came too late only if its run is not here.
+        self._held: SeenSet | None = None
+        self._evidence = evidence
+        self._covered = evidence.sources if evidence is not None else frozenset()
+        self._merging = evidence is not None and len(evidence) > 0
+        self._late = 0
+        self._results_lines = 0
 
     def __repr__(self) -> str:
-        return f"Triage(seen={self._seen!r}, only={sorted(self._only or ())})"
+        return (
+            f"Triage(seen={self._seen!r}, only={sorted(self._only or ())}, "
+            f"evidence={self._evidence!r}, held={self._held!r}, "
+            f"results_lines={self._results_lines}, late_evidence={self._late})"
+        )
+
+    @property
+    def late_evidence(self) -> int:
+        """Runs sent (or judged to be) before a line saying they were re-triggered already."""
+        return self._late
+
+    @property
+    def results_lines(self) -> int:
+        """Records judged so far that are results lines (JSON lines with an outcome)."""
+        return self._results_lines
 
     def admissible(self, record: InputRecord) -> bool:
-        """True for a record the state file should know: valid, and not skipped by ``--only``."""
-        return record.run_id is not None and not self._skipped(record)
+        """True for a record the state file should know: valid, and not skipped by ``--only``.
 
-    def _skipped(self, record: InputRecord) -> bool:
-        return self._only is not None and record.prior not in self._only
+        With a ledger, this is asked of a whole batch before any of it is judged, and the
+        judgement follows its answer; a record it passes over is added to the evidence here.
+        """
+        run_id = record.run_id
+        if run_id is None:
+            return False
+        only = self._only
+        if only is None:
+            return True
+        best = self._merge(record, run_id) if self._merging else None
+        if (record.prior if best is None else best.outcome) in only:
+            return True
+        if self._with_ledger:
+            self._learn(record)
+        return False
 
     def judge(self, record: InputRecord, admission: Admission | None = None) -> Verdict | None:
         """Return the record's outcome if it is not to be sent, else None."""
-        if record.run_id is None:
-            message = record.error or "not a valid run ID"
-            return Verdict(Outcome.INVALID, ErrorInfo(kind="invalid_input", message=message))
-        if self._skipped(record):
-            return Verdict(Outcome.SKIPPED)
+        run_id = record.run_id
+        prior = record.prior
+        if prior is not None:
+            self._results_lines += 1
+        if run_id is None:
+            return Verdict(
+                Outcome.INVALID, ErrorInfo(kind="invalid_input", message=record.error or _INVALID)
+            )
+        best = self._merge(record, run_id) if self._merging else None
+        only = self._only
+        if only is not None:
+            if self._with_ledger:
+                skipped = admission is None
+            else:
+                skipped = (prior if best is None else best.outcome) not in only
+                if skipped:
+                    self._learn(record)
+            if skipped:
+                return self._skip(record, run_id, best)
         if admission is not None:
             if admission.state == _DUPLICATE:
-                return Verdict(Outcome.DUPLICATE)
-        elif self._seen is not None and not self._seen.add(record.run_id):
-            return Verdict(Outcome.DUPLICATE)
-        if record.prior in _DONE:
+                return self._duplicate(record, run_id)
+        elif self._seen is not None and not self._seen.add(run_id):
+            return self._duplicate(record, run_id)
+        if best is not None:
+            prior = best.outcome
+        if prior is not None:
+            if prior in _DONE:
+                self._hold(run_id)
+                winner = record.prior_new_run_id, record.prior_etag
+                if best is not None:
+                    winner = best.new_run_id, best.etag
+                return Verdict(
+                    Outcome.ALREADY_RETRIGGERED, new_run_id=winner[0], etag=winner[1], durable=True
+                )
+            if prior == _IN_DOUBT_PRIOR and not self._retry_in_doubt:
+                self._hold(run_id)
+                error = ErrorInfo(kind="in_doubt", message="in doubt in an earlier run: " + _HELD)
+                return Verdict(Outcome.IN_DOUBT, error, durable=True)
+        if admission is not None:
+            if admission.state == _RETRIGGERED:
+                self._hold(run_id)
+                return Verdict(
+                    Outcome.ALREADY_RETRIGGERED,
+                    new_run_id=admission.new_run_id,
+                    etag=admission.etag,
+                    attempts=admission.attempts,
+                )
+            if admission.state == _IN_DOUBT and not self._retry_in_doubt:
+                self._hold(run_id)
+                message = "in doubt since an earlier run of this batch: " + _HELD
+                return Verdict(
+                    Outcome.IN_DOUBT,
+                    ErrorInfo(kind="in_doubt", message=message),
+                    attempts=admission.attempts,
+                )
+        if self._sent is not None:
+            self._sent.add(run_id)
+        return None
+
+    def _merge(self, record: InputRecord, run_id: str) -> Prior | None:
+        """Return the evidence's prior for the record's run if it beats the record's own line.
+
+        Among equals the later line wins: for an input the evidence read whole, that is the
+        evidence's (it holds this line and every later one); otherwise this line.
+        """
+        evidence = self._evidence
+        best = None if evidence is None else evidence.best(run_id)
+        if best is None:
+            return None
+        theirs = rank(best.outcome, best.resolved_by)
+        ours = rank(record.prior, record.prior_resolved_by)
+        if theirs > ours or (theirs == ours and record.source in self._covered):
+            return best
+        return None
+
+    def _learn(self, record: InputRecord) -> None:
+        """Add a line ``--only`` passes over to the evidence, unless a pre-scan read it."""
+        ranked = rank(record.prior, record.prior_resolved_by)
+        if ranked < FAILED_RANK or record.source in self._covered:
+            return
+        if self._evidence is None:
+            self._evidence = Evidence()
+        self._merging = self._evidence.add(record) or self._merging
+
+    def _hold(self, run_id: str) -> None:
+        if self._held is None:
+            self._held = SeenSet()
+        self._held.add(run_id)
+
+    def _came_late(self, run_id: str, *, seen: bool) -> bool:
+        """Hold ``run_id`` from now on; True when it was judged to be sent before this line."""
+        if not seen:
+            marks = self._seen if self._seen is not None else self._sent
+            # Marking the run seen is harmless: a retriggered line means it is never sent.
+            seen = marks is not None and not marks.add(run_id)
+        if self._held is None:
+            self._held = SeenSet()
+        return self._held.add(run_id) and seen
+
+    def _late_verdict(self, record: InputRecord) -> Verdict:
+        self._late += 1
+        return Verdict(
+            Outcome.DUPLICATE,
+            ErrorInfo(kind="late_evidence", message=_LATE),
+            new_run_id=record.prior_new_run_id,
+            etag=record.prior_etag,
+            prior_outcome=record.prior,
+        )
+
+    def _duplicate(self, record: InputRecord, run_id: str) -> Verdict:
+        if record.prior in _DONE and self._came_late(run_id, seen=True):
+            return self._late_verdict(record)
+        return _DUPLICATE_VERDICT
+
+    def _skip(self, record: InputRecord, run_id: str, best: Prior | None) -> Verdict:
+        if record.prior in _DONE and self._came_late(run_id, seen=False):
+            return self._late_verdict(record)
+        if best is None:
             return Verdict(
-                Outcome.ALREADY_RETRIGGERED,
+                Outcome.SKIPPED,
                 new_run_id=record.prior_new_run_id,
                 etag=record.prior_etag,
-                durable=True,
+                prior_outcome=record.prior,
             )
-        if record.prior == Outcome.IN_DOUBT and not self._retry_in_doubt:
-            error = ErrorInfo(kind="in_doubt", message="in doubt in an earlier run: " + _HELD)
-            return Verdict(Outcome.IN_DOUBT, error, durable=True)
-        if admission is None:
-            return None
-        if admission.state == _RETRIGGERED:
-            return Verdict(
-                Outcome.ALREADY_RETRIGGERED,
-                new_run_id=admission.new_run_id,
-                etag=admission.etag,
-                attempts=admission.attempts,
-            )
-        if admission.state == _IN_DOUBT and not self._retry_in_doubt:
-            message = "in doubt since an earlier run of this batch: " + _HELD
-            return Verdict(
-                Outcome.IN_DOUBT,
-                ErrorInfo(kind="in_doubt", message=message),
-                attempts=admission.attempts,
-            )
-        return None
+        return Verdict(
+            Outcome.SKIPPED,
+            new_run_id=best.new_run_id,
+            etag=best.etag,
+            prior_outcome=best.outcome,
+        )

@@ -112,6 +112,35 @@ def test_ids_are_written_one_per_line_with_a_summary_on_stderr(
     assert len(err.splitlines()) == 1
 
 
+def test_an_upper_case_flow_id_lists_the_same_runs_as_its_lower_case(
+    sim: Simulator, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """--flow-id is folded to lower case, as run IDs are: no listed run is left out."""
+    flow = sim.flow_ids()[0]
+    assert list_failed(["--flow-id", flow.upper()], env_for(sim)) == 0
+    out, err = capfd.readouterr()
+    assert sorted(out.splitlines()) == sorted(failed_of(sim, flow))
+    assert "6 failed runs listed from 1 flow" in err
+    assert "left out" not in err
+
+
+@pytest.mark.parametrize(
+    "flow",
+    ["not-a-flow", "3d17a4ff9e0a4f7c94bbbc0b61a3a76d", "3d17a4ff-9e0a-4f7c-94bb-bc0b61a3a76", ""],
+)
+def test_a_flow_id_that_is_not_a_uuid_exits_2_naming_it_before_any_request(
+    flow: str, sim: Simulator, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A mistyped --flow-id is a usage error: exit 2, one line naming it, nothing asked."""
+    good = sim.flow_ids()[0]
+    assert list_failed(["--flow-id", good, "--flow-id", flow], env_for(sim)) == 2
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith(f"bulkretry: error: --flow-id {flow!r} is not a flow ID")
+    assert sim.requests == []
+
+
 def test_jsonl_format_gives_one_object_per_run(
     sim: Simulator, capfd: pytest.CaptureFixture[str]
 ) -> None:

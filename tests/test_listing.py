@@ -139,6 +139,17 @@ async def test_filters_go_as_repeated_property_parameters(sim: Simulator) -> Non
     assert first.headers["Authorization"] == "Bearer sim-access-token"
 
 
+async def test_an_upper_case_flow_id_lists_the_runs_of_its_flow(sim: Simulator) -> None:
+    """Flow IDs are folded to lower case, as Flow Service writes each run's flowId."""
+    flow = sim.flow_ids()[1]
+    lister = FailedRunLister(settings_for(sim), ListQuery(flow_ids=(flow.upper(), flow)))
+    assert lister.query.flow_ids == (flow,)
+    pages, stats = await collect(settings_for(sim), ListQuery(flow_ids=(flow.upper(),)))
+    assert {r for p in pages for r in p} == failed_of(sim, flow)
+    assert stats.left_out == 0
+    assert listings(sim)[0].query.getall("property")[0] == f"flowId=={flow}"
+
+
 async def test_each_flow_is_listed_by_a_query_of_its_own(sim: Simulator) -> None:
     """Several flows: one listing each (filters are ANDed), the union of their failed runs."""
     flows = sim.flow_ids()[:2]

@@ -18,6 +18,7 @@ SCHEMA_KEYS = [
     "outcome",
     "new_run_id",
     "etag",
+    "prior_outcome",
     "http_status",
     "attempts",
     "ambiguous_attempts",
@@ -31,7 +32,7 @@ ISO_UTC = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 
 
 def test_a_success_line_has_exactly_the_documented_keys_in_order() -> None:
-    """Every results line carries the twelve schema keys, in the documented order."""
+    """Every results line carries the thirteen schema keys, in the documented order."""
     result = RunResult(
         run_id=RUN,
         outcome=Outcome.RETRIGGERED,
@@ -52,6 +53,7 @@ def test_a_success_line_has_exactly_the_documented_keys_in_order() -> None:
         "outcome": "retriggered",
         "new_run_id": NEW_RUN,
         "etag": '"1a00"',
+        "prior_outcome": None,
         "http_status": 200,
         "attempts": 1,
         "ambiguous_attempts": 0,
@@ -68,7 +70,22 @@ def test_a_minimal_line_still_has_every_key() -> None:
     decoded = orjson.loads(RunResult(run_id=RUN, outcome=Outcome.INVALID).to_json_line())
     assert list(decoded) == SCHEMA_KEYS
     assert decoded["new_run_id"] is None
+    assert decoded["prior_outcome"] is None
     assert decoded["attempts"] == 0
+
+
+def test_a_skipped_line_carries_the_outcome_and_new_run_of_the_line_it_stands_for() -> None:
+    """prior_outcome, new_run_id and etag of a skipped line say what became of its run."""
+    result = RunResult(
+        run_id=RUN,
+        outcome=Outcome.SKIPPED,
+        new_run_id=NEW_RUN,
+        etag='"1a00"',
+        prior_outcome="retriggered",
+    )
+    decoded = orjson.loads(result.to_json_line())
+    assert (decoded["outcome"], decoded["prior_outcome"]) == ("skipped", "retriggered")
+    assert (decoded["new_run_id"], decoded["etag"]) == (NEW_RUN, '"1a00"')
 
 
 def test_error_object_has_kind_message_and_adobes_code_and_type() -> None:

@@ -128,6 +128,58 @@ def test_json_line_ignores_an_outcome_that_is_not_text() -> None:
     assert only(f'{{"run_id": "{RUN}", "outcome": 3}}'.encode()).prior is None
 
 
+@pytest.mark.parametrize("outcome", ["[3]", '{"a": 1}', "null", "true"])
+def test_json_line_with_an_unhashable_or_odd_outcome_has_no_prior(outcome: str) -> None:
+    """A list or object as the outcome is no outcome, and no crash."""
+    record = only(f'{{"run_id": "{RUN}", "outcome": {outcome}}}'.encode())
+    assert (record.run_id, record.prior) == (RUN, None)
+
+
+@pytest.mark.parametrize("outcome", ["skipped", "duplicate"])
+def test_a_line_that_stands_for_another_takes_its_prior_outcome(outcome: str) -> None:
+    """A skipped (or duplicate) line with a prior_outcome is read as that outcome's evidence."""
+    line = (
+        f'{{"run_id": "{RUN}", "outcome": "{outcome}", "prior_outcome": "retriggered", '
+        f'"new_run_id": "{RUN_2}", "etag": "\\"e1\\""}}'
+    )
+    record = only(line.encode())
+    assert (record.prior, record.prior_new_run_id, record.prior_etag) == (
+        "retriggered",
+        RUN_2,
+        '"e1"',
+    )
+
+
+@pytest.mark.parametrize("prior_outcome", ["null", '""', "7"])
+def test_a_skipped_line_without_a_usable_prior_outcome_stays_skipped(prior_outcome: str) -> None:
+    """Results files written before prior_outcome existed read as they always did."""
+    line = f'{{"run_id": "{RUN}", "outcome": "skipped", "prior_outcome": {prior_outcome}}}'
+    assert only(line.encode()).prior == "skipped"
+
+
+def test_prior_outcome_of_a_line_that_acted_on_its_run_is_ignored() -> None:
+    """A failed line is failed evidence, whatever else it carries."""
+    line = f'{{"run_id": "{RUN}", "outcome": "failed", "prior_outcome": "retriggered"}}'
+    assert only(line.encode()).prior == "failed"
+
+
+def test_resolved_by_is_kept_as_prior_resolved_by() -> None:
+    """A look-up's verdict on a run left in doubt is carried into the record."""
+    line = f'{{"run_id": "{RUN}", "outcome": "failed", "resolved_by": "lookup"}}'
+    record = only(line.encode())
+    assert (record.prior, record.prior_resolved_by) == ("failed", "lookup")
+    assert only(f'{{"run_id": "{RUN}", "resolved_by": 1}}'.encode()).prior_resolved_by is None
+
+
+def test_json_only_reader_passes_over_lines_that_are_not_json_objects() -> None:
+    """A pre-scan reads results lines only, counting the bare IDs it passes over."""
+    data = f'# c\n{RUN}\n\n{{"run_id": "{RUN_2}", "outcome": "failed"}}\nnot an id\n'.encode()
+    reader = RecordReader(["-"], RunIdValidator(), stdin=io.BytesIO(data), json_only=True)
+    assert [(r.line, r.run_id, r.prior) for r in reader] == [(4, RUN_2, "failed")]
+    assert reader.passed_over == 2
+    assert "passed_over=2" in repr(reader)
+
+
 # --- invalid lines --------------------------------------------------------------------------
 
 
