@@ -45,6 +45,8 @@ class Flight:
     """The state of one record between its attempts; read when a stop interrupts it."""
 
     record: InputRecord
+    #: 1 when an earlier invocation's request for the run may have landed (the ledger's doubt).
+    prior_doubt: int = 0
     attempts: int = 0
     ambiguous: int = 0
     on_the_wire: bool = False
@@ -68,6 +70,12 @@ def stopped(flight: Flight) -> tuple[Outcome, ErrorInfo | None, None, None]:
                 "the batch stopped while a request for this run was in flight; "
                 "it may have been re-triggered"
             ),
+        )
+        return Outcome.IN_DOUBT, error, None, None
+    if flight.prior_doubt:
+        error = ErrorInfo(
+            kind="in_doubt",
+            message="an earlier request for this run may have re-triggered it; not sent again",
         )
         return Outcome.IN_DOUBT, error, None, None
     return Outcome.NOT_ATTEMPTED, flight.last_error, None, None
@@ -226,7 +234,7 @@ class Attempts:
             decision = decide(
                 outcome,
                 attempt=flight.attempts,
-                ambiguous_before=flight.ambiguous,
+                ambiguous_before=flight.ambiguous + flight.prior_doubt,
                 elapsed=now - started,
                 settings=settings,
                 rng=self._rng,
@@ -238,6 +246,7 @@ class Attempts:
                 self._engine.stop(halt, hard=gov.halt_now)
             if decision.ambiguous:
                 flight.ambiguous += 1
+                stats.ambiguous_attempts += 1
             flight.last_error = decision.error
             if self._ledger is not None and decision.action is Action.RETRY:
                 self._between_attempts(run_id, flight, decision.ambiguous)
@@ -270,7 +279,11 @@ class Attempts:
                         message=f"{flight.last_error.message if flight.last_error else ''}; {why}",
                     )
                     return (
-                        (Outcome.IN_DOUBT if flight.ambiguous else Outcome.FAILED),
+                        (
+                            Outcome.IN_DOUBT
+                            if flight.ambiguous or flight.prior_doubt
+                            else Outcome.FAILED
+                        ),
                         error,
                         None,
                         None,

@@ -157,8 +157,8 @@ RUN_OPTIONS = [
     _Option(
         ("--on-ambiguous",),
         _choice("retry", "hold"),
-        "retry",
-        "after a 500/502/504 or a timeout: retry, or hold the record as in_doubt",
+        C.DEFAULT_ON_AMBIGUOUS,
+        "after a 500/502/504 or a timeout: hold the record as in_doubt, or retry it",
         "retry|hold",
     ),
     _Option(
@@ -204,6 +204,12 @@ RUN_OPTIONS = [
         "PATH",
     ),
     _Option(
+        ("--resume",),
+        None,
+        False,
+        "with --state: read no input (not even a stdin left open) and finish the batch it holds",
+    ),
+    _Option(
         ("--sync",),
         _choice("normal", "full"),
         "normal",
@@ -241,6 +247,22 @@ RUN_OPTIONS = [
         ("--log-format",), _choice("text", "json"), "text", "format of stderr logs", "text|json"
     ),
 ]
+
+
+_UNSET = object()
+
+
+def explicit_options(args: Sequence[str]) -> frozenset[str]:
+    """Return the ``run`` options given on the command line ``args`` (not by env or default)."""
+    parser = _Parser(add_help=False)
+    parser.add_argument("files", nargs="*")
+    _add_options(parser, RUN_OPTIONS, {})
+    parser.set_defaults(**{option.dest: _UNSET for option in RUN_OPTIONS})
+    words = list(args)
+    if "run" in words:
+        words = words[words.index("run") + 1 :]
+    ns, _ = parser.parse_known_args(words)
+    return frozenset(o.dest for o in RUN_OPTIONS if getattr(ns, o.dest) is not _UNSET)
 
 
 def _add_options(

@@ -2,8 +2,10 @@
 
 The simulator is seeded with a few thousand failed runs across several flows and given the
 trouble a real recovery meets: a quota below the rate bulkretry is allowed, a few percent of
-5xx answers, and latency. The real ``run`` pipeline then re-triggers every run, and the demo
-checks against the simulator's own records that each was re-triggered exactly once.
+503 answers, and latency. The real ``run`` pipeline then re-triggers every run, and the demo
+checks against the simulator's own records that each was re-triggered exactly once. The 503s
+say "not processed", so bulkretry retries them; a 500, 502 or 504 may hide a processed
+re-trigger, which bulkretry holds ``in_doubt`` by default rather than risk a second one.
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from collections import Counter
 
 import orjson
 
+from ._batch_input import read_batches
 from ._config import Credentials, Settings
-from ._run import BatchRunner, new_event_loop, open_output, read_batches
+from ._run import BatchRunner, new_event_loop
 from ._simulator import Simulator, SimulatorConfig, TokenBucketQuota
 from ._source import RecordReader, RunIdValidator
+from ._written import open_output
 
 __all__ = ["run_demo"]
 
@@ -46,6 +50,7 @@ async def _demo(runs: int, output: str) -> int:
         runs_per_flow=math.ceil(runs / FLOWS),
         quota=TokenBucketQuota(rate=QUOTA_RATE, burst=QUOTA_BURST),
         error_rate=0.03,
+        error_statuses=(503,),
         latency=0.02,
         jitter=0.03,
         seed=2026,
@@ -55,7 +60,7 @@ async def _demo(runs: int, output: str) -> int:
         ids = sim.failed_run_ids()[:runs]
         print(
             f"demo: simulator on {sim.base_url} with {len(ids)} failed runs in {FLOWS} flows, "
-            f"a quota of {QUOTA_RATE:g} requests/s, 3% 5xx answers and 20-50 ms latency",
+            f"a quota of {QUOTA_RATE:g} requests/s, 3% 503 answers and 20-50 ms latency",
             file=sys.stderr,
         )
         with tempfile.NamedTemporaryFile("w", prefix="bulkretry-demo-", suffix=".ids") as listing:

@@ -35,11 +35,13 @@ from ._governor import Governor
 from ._result import ErrorInfo, Outcome, RunResult, utc_now_iso
 from ._source import InputRecord
 from ._stats import Stats
-from ._triage import Triage
+from ._triage import HELD_IN_DOUBT, Triage, Verdict
 
 if TYPE_CHECKING:
+    from ._evidence import Evidence
+
     # The ledger (and sqlite3) is only loaded by batches that use --state.
-    from ._ledger import Admission, Ledger
+    from ._ledger import Ledger
 
 __all__ = ["Emit", "Engine"]
 
@@ -61,6 +63,7 @@ class Engine:
         rng: random.Random | None = None,
         grace: float = DEFAULT_GRACE,
         ledger: Ledger | None = None,
+        evidence: Evidence | None = None,
     ) -> None:
         self.settings = settings
         self.stats = Stats()
@@ -77,10 +80,15 @@ class Engine:
         self._busy = 0
         self._parked: deque[asyncio.Future[None]] = deque()
         self._ledger = ledger
-        self._triage = Triage(settings, with_ledger=ledger is not None)
+        self._triage = Triage(settings, with_ledger=ledger is not None, evidence=evidence)
         self._governor = Governor(settings)
         self._attempts: Attempts | None = None
         self._grace_handle: asyncio.TimerHandle | None = None
+        self._input_abandoned = False
+        #: False when the records come from the state file itself (a resume without input).
+        self.reading_input = True
+        #: Runs of the state file that the input did not name, queued to be finished too.
+        self.unfinished_queued = 0
 
     def __repr__(self) -> str:
         state = "hard-stopping" if self._hard else "stopping" if self._stopping else "running"
@@ -90,6 +98,11 @@ class Engine:
     def governor(self) -> Governor:
         """The shared flow control: throttle, in-flight cap, retry budget, halting."""
         return self._governor
+
+    @property
+    def triage(self) -> Triage:
+        """What was decided without a request: results lines seen, evidence that came late."""
+        return self._triage
 
     @property
     def stopping(self) -> bool:
@@ -122,6 +135,10 @@ class Engine:
             loop = asyncio.get_running_loop()
             self._grace_handle = loop.call_later(self._grace, self._hard_stop)
 
+    def abandon_input(self) -> None:
+        """Stop reading the input: nothing more can be written, and no state file keeps it."""
+        self._input_abandoned = True
+
     def _hard_stop(self) -> None:
         self.stop(hard=True)
 
@@ -139,7 +156,7 @@ class Engine:
                     await self._attempts.first_token()
                 except AuthenticationError as exc:
                     self.stop(str(exc))
-            send, receive = anyio.create_memory_object_stream[InputRecord](
+            send, receive = anyio.create_memory_object_stream[Flight](
                 max_buffer_size=settings.concurrency * 4
             )
             async with anyio.create_task_group() as group:
@@ -151,14 +168,10 @@ class Engine:
                     group.start_soon(self._worker, receive.clone(), emit)
                 receive.close()
                 async with send:
-                    try:
-                        async for batch in records:
-                            await self._feed(batch, send, emit)
-                            if self._hard:
-                                break
-                    except (OSError, InputError) as exc:
-                        # What was read is accounted for; the rest cannot be, so say so.
-                        self.stop(f"reading the input failed: {exc}")
+                    if self._ledger is None:
+                        await self._feed_from_input(records, send, emit)
+                    else:
+                        await self._feed_through_ledger(self._ledger, records, send, emit)
             if self._ledger is not None:
                 await self._ledger.flush()
         except StateError as exc:
@@ -209,39 +222,139 @@ class Engine:
         )
         return own
 
+    async def _feed_from_input(
+        self,
+        records: AsyncIterable[list[InputRecord]],
+        send: MemoryObjectSendStream[Flight],
+        emit: Emit,
+    ) -> None:
+        """Judge and send records as they are read (no state file: memory bounds the read-ahead).
+
+        A stop does not end the reading: every line still gets its record (``not_attempted``),
+        unless the output is gone and nothing could be written anyway.
+        """
+        try:
+            async for batch in records:
+                await self._feed(batch, send, emit)
+                if self._input_abandoned:
+                    return
+        except (OSError, InputError) as exc:
+            # What was read is accounted for; the rest cannot be, so say so.
+            self.stop(f"reading the input failed: {exc}")
+
     async def _feed(
-        self, batch: list[InputRecord], send: MemoryObjectSendStream[InputRecord], emit: Emit
+        self, batch: list[InputRecord], send: MemoryObjectSendStream[Flight], emit: Emit
     ) -> None:
         triage = self._triage
-        ledger = self._ledger
-        admissions: dict[int, Admission] = {}
-        if ledger is not None:
-            admitted = [r for r in batch if triage.admissible(r)]
-            found = ledger.admit_many((r.run_id or "", r.source, r.line) for r in admitted)
-            admissions = {id(r): a for r, a in zip(admitted, found, strict=True)}
         for record in batch:
-            verdict = triage.judge(record, admissions.get(id(record)))
+            verdict = triage.judge(record)
             if verdict is not None:
-                await self._finish(
-                    emit,
-                    record,
-                    verdict.outcome,
-                    error=verdict.error,
-                    new_run_id=verdict.new_run_id,
-                    etag=verdict.etag,
-                    durable=verdict.durable,
-                )
+                await self._finish_verdict(emit, record, verdict)
             elif self.settings.dry_run:
                 await self._finish(emit, record, Outcome.WOULD_RETRIGGER)
             elif self._stopping:
                 await self._finish(emit, record, Outcome.NOT_ATTEMPTED, durable=True)
             else:
-                # anyio's send() yields to the loop on every item; feeding one record per loop
-                # iteration starved the workers (six in flight of 32), so only block when full.
-                try:
-                    send.send_nowait(record)
-                except anyio.WouldBlock:
-                    await send.send(record)
+                await _put(send, Flight(record))
+
+    async def _feed_through_ledger(
+        self,
+        ledger: Ledger,
+        records: AsyncIterable[list[InputRecord]],
+        send: MemoryObjectSendStream[Flight],
+        emit: Emit,
+    ) -> None:
+        """Admit the input into the state file as fast as it is read; send what waits there.
+
+        The admitter and this dispatcher meet only in the state file: the input is recorded
+        ahead of the requests (so a kill -9 loses none of what was read), and memory holds a
+        page of runs at a time however long the input.
+        """
+        more = asyncio.Event()
+        done = False
+
+        async def admitter() -> None:
+            nonlocal done
+            try:
+                await self._admit_all(ledger, records, emit, more)
+            finally:
+                done = True
+                more.set()
+
+        seq = turn = 0
+        async with anyio.create_task_group() as group:
+            group.start_soon(admitter)
+            while True:
+                finished = done  # read before the query: rows added after it come round again
+                rows = ledger.waiting(seq, turn)
+                for row_seq, row_turn, run_id, source, line, doubt in rows:
+                    seq, turn = max(seq, row_seq), max(turn, row_turn)
+                    flight = Flight(InputRecord(source, line, run_id, ""), prior_doubt=doubt)
+                    if doubt and not self.settings.retry_in_doubt:
+                        # A run of the batch left in doubt, which the input did not name.
+                        await self._finish_verdict(emit, flight.record, HELD_IN_DOUBT)
+                    elif self._stopping:
+                        outcome, error, _, _ = stopped(flight)
+                        await self._finish(
+                            emit, flight.record, outcome, error=error, flight=flight, durable=True
+                        )
+                    else:
+                        await _put(send, flight)
+                if not rows:
+                    if finished:
+                        return
+                    more.clear()
+                    await more.wait()
+
+    async def _admit_all(
+        self,
+        ledger: Ledger,
+        records: AsyncIterable[list[InputRecord]],
+        emit: Emit,
+        more: asyncio.Event,
+    ) -> None:
+        """Admit every input record, record how far each source was read, then the leftovers."""
+        triage = self._triage
+        source: str | None = None
+        line = 0
+        try:
+            async for batch in records:
+                admitted = [r for r in batch if triage.admissible(r)]
+                found = ledger.admit_many((r.run_id or "", r.source, r.line) for r in admitted)
+                admissions = {id(r): a for r, a in zip(admitted, found, strict=True)}
+                for record in batch:
+                    admission = admissions.get(id(record))
+                    verdict = triage.judge(record, admission)
+                    if verdict is not None:
+                        await self._finish_verdict(emit, record, verdict)
+                    elif admission is not None and admission.state != "new":
+                        assert record.run_id is not None
+                        ledger.enqueue(record.run_id, record.source, record.line)
+                if self.reading_input and batch:
+                    last = batch[-1]
+                    if source is not None and last.source != source:
+                        ledger.progress(source, line, complete=True)
+                    source, line = last.source, last.line
+                    ledger.progress(source, line, complete=False)
+                more.set()
+        except (OSError, InputError) as exc:
+            self.stop(f"reading the input failed: {exc}")
+            return
+        if source is not None:
+            ledger.progress(source, line, complete=True)
+        self.unfinished_queued = ledger.enqueue_unfinished(ledger.path)
+
+    async def _finish_verdict(self, emit: Emit, record: InputRecord, verdict: Verdict) -> None:
+        await self._finish(
+            emit,
+            record,
+            verdict.outcome,
+            error=verdict.error,
+            new_run_id=verdict.new_run_id,
+            etag=verdict.etag,
+            durable=verdict.durable,
+            prior_outcome=verdict.prior_outcome,
+        )
 
     async def _finish(
         self,
@@ -254,6 +367,7 @@ class Engine:
         new_run_id: str | None = None,
         etag: str | None = None,
         durable: bool = False,
+        prior_outcome: str | None = None,
     ) -> None:
         self.stats.outcomes[outcome] += 1
         if flight is None:
@@ -292,10 +406,11 @@ class Engine:
                 finished_at=utc_now_iso(),
                 source=record.source,
                 line=record.line,
+                prior_outcome=prior_outcome,
             )
         )
 
-    async def _worker(self, receive: MemoryObjectReceiveStream[InputRecord], emit: Emit) -> None:
+    async def _worker(self, receive: MemoryObjectReceiveStream[Flight], emit: Emit) -> None:
         task = asyncio.current_task()
         assert task is not None
         self._workers[task] = None
@@ -306,8 +421,8 @@ class Engine:
                 try:
                     await self._take_place()
                     held = True
-                    while (record := await _next(receive)) is not None:
-                        await self._one(task, record, emit)
+                    while (flight := await _next(receive)) is not None:
+                        await self._one(task, flight, emit)
                         if self._busy > places:
                             # Records came back from a backoff while others took their place:
                             # give this place up until one is free again.
@@ -321,8 +436,8 @@ class Engine:
         finally:
             del self._workers[task]
 
-    async def _one(self, task: asyncio.Task[None], record: InputRecord, emit: Emit) -> None:
-        flight = Flight(record)
+    async def _one(self, task: asyncio.Task[None], flight: Flight, emit: Emit) -> None:
+        record = flight.record
         self._workers[task] = flight
         attempts = self._attempts
         assert attempts is not None
@@ -388,7 +503,17 @@ class Engine:
         self._busy += 1
 
 
-async def _next(receive: MemoryObjectReceiveStream[InputRecord]) -> InputRecord | None:
+async def _put(send: MemoryObjectSendStream[Flight], flight: Flight) -> None:
+    """Hand a record to the workers, yielding to the loop only when they are all busy."""
+    # anyio's send() yields to the loop on every item; feeding one record per loop iteration
+    # starved the workers (six in flight of 32), so only block when full.
+    try:
+        send.send_nowait(flight)
+    except anyio.WouldBlock:
+        await send.send(flight)
+
+
+async def _next(receive: MemoryObjectReceiveStream[Flight]) -> Flight | None:
     """Take the next record, yielding to the loop only when none is waiting; None at the end."""
     try:
         return receive.receive_nowait()

@@ -88,6 +88,13 @@ class _Marks:
     def __len__(self) -> int:
         return sum(byte.bit_count() for byte in self._bits) + len(self._other)
 
+    def __contains__(self, seq: int) -> bool:
+        byte = seq >> 3
+        bits = self._bits
+        if 0 <= byte < len(bits):
+            return bool(bits[byte] & (1 << (seq & 7)))
+        return seq in self._other
+
     def add(self, seq: int) -> bool:
         """Add ``seq``; return False when it was already there."""
         byte = seq >> 3
@@ -132,6 +139,8 @@ class Ledger:
     ) -> None:
         self.path = path
         self.invocation = invocation  # 0 when inspecting read-only
+        #: Runs with a ``seq`` above this one were admitted by this invocation.
+        self.known = known
         self.sync = sync
         self.max_buffered = max_buffered
         self.buffered = 0  # writes in the open transaction; below max_buffered between calls
@@ -194,8 +203,8 @@ class Ledger:
             raise ValueError(f"sync must be 'normal' or 'full', not {sync!r}")
         path = os.fspath(path)
         schema.precheck(path)
-        lock = schema.FileLock(path + ".lock")
-        lock.acquire(path)
+        lock = schema.FileLock(path)
+        lock.acquire()
         try:
             new = not schema.inspect_file(path, identity)
             try:
@@ -254,7 +263,7 @@ class Ledger:
     @property
     def live(self) -> bool:
         """True while a process (this one included) has the ledger open for a batch."""
-        return self._lock is not None or schema.lock_is_held(self.path + ".lock")
+        return self._lock is not None or schema.lock_is_held(self.path)
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -441,6 +450,102 @@ class Ledger:
         if self._failure is not None and not failed_before:
             message, cause = self._failure
             raise StateError(message) from cause
+
+    def enqueue(self, run_id: str, source: str, line: int) -> None:
+        """Queue a run an earlier invocation knew, to be sent for the input line that named it.
+
+        New runs need no queue: they wait in ``runs`` as ``pending`` (see :meth:`waiting`).
+        """
+        conn = self._begin()
+        try:
+            conn.execute(schema.ENQUEUE, (run_id, source, line))
+        except sqlite3.Error as exc:
+            raise self._fail("write", exc) from exc
+        self._wrote(1, self._flush_interval)
+
+    def enqueue_unfinished(self, source: str) -> int:
+        """Queue the earlier invocations' unfinished runs that this one's input did not name.
+
+        Unfinished is ``pending``, ``not_attempted`` or ``in_doubt`` (which waits for a person,
+        and may have no record anywhere when its process died): the state file is the batch,
+        and the input only adds to it. Each is queued with ``source`` (the state file) and its
+        ``seq`` as its line; the engine holds runs in doubt unless told to send them. Return
+        how many were queued.
+        """
+        self._check()
+        queued = 0
+        last = 0
+        seen = self._seen
+        while True:
+            rows = self._read(schema.UNFINISHED, (last, self.known, _PAGE))
+            if not rows:
+                return queued
+            for seq, run_id, _ in rows:
+                if seq in seen:
+                    continue
+                seen.add(seq)
+                self.enqueue(run_id, source, seq)
+                queued += 1
+            last = rows[-1][0]
+
+    def waiting(self, after_seq: int, after_turn: int, limit: int = _CHUNK) -> _Rows:
+        """Return up to ``limit`` runs to send: ``(seq, turn, run_id, source, line, doubt)``.
+
+        New pending runs after ``after_seq`` come first (``turn`` 0), then queued runs after
+        ``after_turn`` (``seq`` 0). The caller advances each cursor past the rows it got.
+        """
+        rows = self._read(schema.NEW_PENDING, (max(after_seq, self.known), limit))
+        waiting: _Rows = [(seq, 0, r, s, line, d) for seq, r, s, line, d in rows]
+        if len(waiting) < limit:
+            rows = self._read(schema.QUEUED, (after_turn, limit - len(waiting)))
+            waiting += [(0, turn, r, s, line, d) for turn, r, s, line, d in rows]
+        return waiting
+
+    def progress(self, source: str, lines: int, *, complete: bool) -> None:
+        """Record that ``source`` was read up to its line ``lines`` (to its end if ``complete``)."""
+        conn = self._begin()
+        try:
+            conn.execute(schema.SOURCE, (self.invocation, source, lines, int(complete)))
+        except sqlite3.Error as exc:
+            raise self._fail("write", exc) from exc
+        self._wrote(1, self._flush_interval)
+
+    def unread_sources(self) -> list[tuple[str, int]]:
+        """Return ``(source, lines read)`` of inputs the last reading invocation did not finish."""
+        rows = self._read(
+            "SELECT name, lines FROM sources WHERE complete = 0 AND invocation = "
+            "(SELECT max(invocation) FROM sources WHERE invocation < ?) ORDER BY name",
+            (self.invocation or (1 << 62),),
+        )
+        return [(name, lines) for name, lines in rows]
+
+    def knows(self, run_id: str) -> bool:
+        """True when ``run_id`` is one of the batch's runs."""
+        return bool(self._read("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)))
+
+    def options(self) -> dict[str, Any]:
+        """Return the batch's options as the first invocation stored them ({} if none)."""
+        rows = self._read("SELECT value FROM meta WHERE key = 'options'", ())
+        if not rows:
+            return {}
+        try:
+            options = orjson.loads(rows[0][0])
+        except orjson.JSONDecodeError as exc:
+            raise StateError(f"state file {self.path} holds unreadable options: {exc}") from exc
+        return options if isinstance(options, dict) else {}
+
+    def store_options(self, options: Mapping[str, object]) -> None:
+        """Store the batch's options at once (paths of secrets only, never their content)."""
+        conn = self._begin()
+        try:
+            conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('options', ?)",
+                (orjson.dumps(dict(options)).decode(),),
+            )
+        except (sqlite3.Error, TypeError) as exc:
+            raise self._fail("write", exc) from exc
+        self._commit()
+        self._check()
 
     # -- reads (this process's own writes included, committed or not) -------------------------
 

@@ -4,17 +4,25 @@ A ledger is a SQLite database in WAL mode::
 
     PRAGMA application_id   0x42524C47 ("BRLG"): marks a bulkretry ledger
     PRAGMA user_version     FORMAT_VERSION: a newer file is refused, never rewritten
-    meta(key, value)        base_url, org_id, sandbox, op, created_at, invocations
+    meta(key, value)        base_url, org_id, sandbox, op, created_at, invocations, options
     invocations(number, pid, started_at, updated_at)   one row per open; elapsed = their sum
     runs(seq, run_id, source, line, state, seen, attempts, ambiguous, doubt, new_run_id, etag,
          error, http_status, request_id, updated_at)
+    queue(turn, run_id, source, line)    runs known before this invocation that it will send
+    sources(invocation, name, lines, complete)   how far each input was read, and if to its end
 
 ``seq`` is first-seen order. ``seen`` is the invocation that inserted the run; a later invocation
 marks the runs it admits by ``seq`` in memory (one bit each), so that a resume over runs already
 done writes nothing. Together with the ``run_id`` key they deduplicate exactly without holding
 IDs in memory. ``doubt`` is sticky: set when a request
-may have landed without an answer, cleared only by a definitive answer (``retriggered``,
-``already_retriggered``, ``failed``), so that ``not_attempted`` can never hide it.
+may have landed without an answer, cleared only by evidence that the run was re-triggered
+(``retriggered``, ``already_retriggered``); ``not_attempted`` and ``failed`` never hide it (they
+become ``in_doubt``).
+
+Input is admitted ahead of the requests: new runs wait in ``runs`` itself (``pending``, ``seq``
+above the last one at open), and runs an earlier invocation knew wait in ``queue`` with the
+input line that named them this time, so that memory stays flat however long the input.
+Format 1 files (no ``queue``/``sources``) are upgraded in place when a batch opens them.
 
 Every check in :func:`inspect_file` reads through a read-only connection: a file that is refused
 is never written to (a read-only connection cannot even checkpoint a foreign WAL).
@@ -76,7 +84,7 @@ __all__ = [
 ]
 
 APPLICATION_ID = 0x42524C47
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 #: Every value of ``runs.state``; ``in_flight`` at rest (no process holds the lock) is in doubt.
 STATES = (
     "pending",
@@ -125,6 +133,22 @@ CREATE TABLE runs (
 -- Small by construction (only rows on the wire), it makes the crash sweep at open cheap.
 CREATE INDEX runs_in_flight ON runs(state) WHERE state = 'in_flight';
 """
+#: Added by format 2; run on a format 1 file to upgrade it.
+_DDL_2 = """
+CREATE TABLE queue (
+    turn INTEGER PRIMARY KEY,
+    run_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    line INTEGER NOT NULL
+);
+CREATE TABLE sources (
+    invocation INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    lines INTEGER NOT NULL,
+    complete INTEGER NOT NULL,
+    PRIMARY KEY (invocation, name)
+) WITHOUT ROWID;
+"""
 
 
 INSERT = (
@@ -135,28 +159,49 @@ INTENT = (
     "UPDATE runs SET state = 'in_flight', attempts = attempts + 1, updated_at = ? WHERE run_id = ?"
 )
 AMBIGUOUS = "UPDATE runs SET ambiguous = ambiguous + 1, doubt = 1, updated_at = ? WHERE run_id = ?"
-# ``not_attempted`` never hides a doubt: an earlier request for the run may have landed.
+# Neither ``not_attempted`` nor ``failed`` hides a doubt: an earlier request may have landed.
 OUTCOME = """
 UPDATE runs SET
-    state = CASE WHEN :state = 'not_attempted' AND (doubt OR :ambiguous > 0)
+    state = CASE WHEN :state IN ('not_attempted', 'failed') AND (doubt OR :ambiguous > 0)
                  THEN 'in_doubt' ELSE :state END,
-    doubt = CASE WHEN :state IN ('retriggered', 'already_retriggered', 'failed') THEN 0
+    doubt = CASE WHEN :state IN ('retriggered', 'already_retriggered') THEN 0
                  WHEN :state = 'in_doubt' OR :ambiguous > 0 THEN 1 ELSE doubt END,
     new_run_id = :new_run_id, etag = :etag,
     attempts = max(attempts, :attempts), ambiguous = max(ambiguous, :ambiguous),
     error = :error, http_status = :http_status, request_id = :request_id, updated_at = :now
 WHERE run_id = :run_id
 """
-#: The same for an outcome that settles the run (``retriggered``, ``already_retriggered``,
-#: ``failed``): no doubt is left, so no CASE. Positional: one per request, and binding names
+#: The same for an outcome that settles the run (``retriggered``, ``already_retriggered``):
+#: no doubt is left, so no CASE. Positional: one per request, and binding names
 #: and evaluating the CASEs made the general statement cost twice as much.
 SETTLED = (
     "UPDATE runs SET state = ?, doubt = 0, new_run_id = ?, etag = ?, "
     "attempts = max(attempts, ?), ambiguous = max(ambiguous, ?), error = ?, http_status = ?, "
     "request_id = ?, updated_at = ? WHERE run_id = ?"
 )
-SETTLING_STATES = frozenset({"retriggered", "already_retriggered", "failed"})
+SETTLING_STATES = frozenset({"retriggered", "already_retriggered"})
 TOUCH = "UPDATE invocations SET updated_at = ? WHERE number = ?"
+ENQUEUE = "INSERT INTO queue (run_id, source, line) VALUES (?, ?, ?)"
+#: New runs of this invocation still to send, after a ``seq``, with their doubt.
+NEW_PENDING = (
+    "SELECT seq, run_id, source, line, doubt FROM runs "
+    "WHERE seq > ? AND state = 'pending' ORDER BY seq LIMIT ?"
+)
+#: Queued runs after a ``turn``, with their doubt.
+QUEUED = (
+    "SELECT q.turn, q.run_id, q.source, q.line, r.doubt FROM queue q "
+    "JOIN runs r ON r.run_id = q.run_id WHERE q.turn > ? ORDER BY q.turn LIMIT ?"
+)
+#: Runs of earlier invocations that are not finished, after a ``seq``.
+UNFINISHED = (
+    "SELECT seq, run_id, state FROM runs WHERE seq > ? AND seq <= ? "
+    "AND state IN ('pending', 'not_attempted', 'in_doubt') ORDER BY seq LIMIT ?"
+)
+SOURCE = (
+    "INSERT INTO sources (invocation, name, lines, complete) VALUES (?, ?, ?, ?) "
+    "ON CONFLICT (invocation, name) DO UPDATE SET lines = excluded.lines, "
+    "complete = excluded.complete"
+)
 #: The runs after a ``seq``, in the order they were admitted (the columns of :func:`lookup_sql`).
 FOLLOWING = (
     "SELECT run_id, seen, seq, state, new_run_id, etag, attempts, ambiguous, error "
@@ -265,11 +310,14 @@ class BatchIdentity:
 
 
 class FileLock:
-    """An exclusive, non-blocking ``flock`` on ``PATH.lock``, released by the kernel at exit.
+    """An exclusive, non-blocking ``flock`` on the state file itself, released at exit.
 
-    ``flock`` belongs to the open file, so a second open in the same process is refused too,
-    and a killed process leaves no stale lock behind. The lock file is never deleted: deleting
-    it would race with a process that has just opened it and let two holders coexist.
+    The lock belongs to the file, not to the name that reached it: a symlink, a hard link or
+    a relative path to the same state file meets the same lock. ``flock`` belongs to the open
+    file description, so a second open in the same process is refused too, and a killed
+    process leaves no stale lock behind. (SQLite's own locks are POSIX record locks, which
+    ``flock`` does not touch.) The holder's pid goes in ``REALPATH.lock``, only to be named in
+    the refusal.
     """
 
     __slots__ = ("_fd", "path")
@@ -281,33 +329,65 @@ class FileLock:
     def __repr__(self) -> str:
         return f"FileLock({self.path!r}, held={self._fd is not None})"
 
-    def acquire(self, ledger_path: str) -> None:
+    def acquire(self) -> None:
         """Take the lock or raise :class:`StateError` naming the process that holds it."""
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o644)
+            fd = os.open(_lock_target(self.path), os.O_RDWR | os.O_CREAT | _CLOEXEC, 0o644)
         except OSError as exc:
-            raise StateError(
-                f"cannot create the state file {ledger_path}: {exc.strerror}"
-            ) from None
+            raise StateError(f"cannot create the state file {self.path}: {exc.strerror}") from None
         try:
             _lock(fd)
         except OSError:
-            holder = os.read(fd, 32).decode("ascii", "replace").strip()
             os.close(fd)
-            who = f" (pid {holder})" if holder.isdigit() else ""
+            holder = _read_pid(self.path)
+            who = f" (pid {holder})" if holder else ""
             raise StateError(
-                f"state file {ledger_path} is in use by another bulkretry process{who}; "
+                f"state file {self.path} is in use by another bulkretry process{who}; "
                 "wait for it to finish or use another --state file"
             ) from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
+        _write_pid(self.path)
 
     def release(self) -> None:
         """Release the lock (closing the descriptor is what releases it)."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+
+
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+
+
+def _lock_target(path: str) -> str:
+    if sys.platform == "win32":  # pragma: no cover - a byte lock there would block SQLite
+        return os.path.realpath(path) + ".lock"
+    return path
+
+
+def _pid_path(path: str) -> str:
+    return os.path.realpath(path) + ".lock"
+
+
+def _write_pid(path: str) -> None:
+    try:
+        fd = os.open(_pid_path(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _CLOEXEC, 0o644)
+    except OSError:
+        return  # only a nicer message depends on it
+    try:
+        os.write(fd, f"{os.getpid()}\n".encode())
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _read_pid(path: str) -> str | None:
+    try:
+        with open(_pid_path(path), "rb") as fh:
+            text = fh.read(32).decode("ascii", "replace").strip()
+    except OSError:
+        return None
+    return text if text.isdigit() else None
 
 
 def _lock(fd: int) -> None:
@@ -317,10 +397,10 @@ def _lock(fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
 
 
-def lock_is_held(lock_path: str) -> bool:
-    """Tell whether a process holds the lock of a ledger (without keeping it)."""
+def lock_is_held(path: str) -> bool:
+    """Tell whether a process holds the lock of the state file at ``path`` (without keeping it)."""
     try:
-        fd = os.open(lock_path, os.O_RDWR)
+        fd = os.open(_lock_target(path), os.O_RDONLY | _CLOEXEC)
     except OSError:
         return False
     try:
@@ -438,14 +518,18 @@ def connect(path: str) -> sqlite3.Connection:
 
 def create(conn: sqlite3.Connection, identity: BatchIdentity) -> None:
     """Create the schema and record ``identity``; the caller holds the transaction."""
-    for statement in _DDL.split(";"):
-        if statement.strip():
-            conn.execute(statement)
+    _run_script(conn, _DDL + _DDL_2)
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
     rows = [(name, getattr(identity, name)) for name in IDENTITY_FIELDS]
     rows += [("created_at", repr(time.time())), ("invocations", "0")]
     conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", rows)
+
+
+def _run_script(conn: sqlite3.Connection, script: str) -> None:
+    for statement in script.split(";"):
+        if statement.strip():
+            conn.execute(statement)
 
 
 def last_seq(conn: sqlite3.Connection) -> int:
@@ -463,6 +547,11 @@ def start_invocation(conn: sqlite3.Connection, identity: BatchIdentity, *, new: 
     try:
         if new:
             create(conn, identity)
+        elif conn.execute("PRAGMA user_version").fetchone()[0] < FORMAT_VERSION:
+            _run_script(conn, _DDL_2)
+            conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
+        # The queue is this invocation's: what an earlier one left is read from the input again.
+        conn.execute("DELETE FROM queue")
         number = int(conn.execute("SELECT value FROM meta WHERE key = 'invocations'").fetchone()[0])
         number += 1
         conn.execute("UPDATE meta SET value = ? WHERE key = 'invocations'", (str(number),))

@@ -4,36 +4,38 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import logging
 import os
 import shlex
 import signal
-import stat
 import sys
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import aiohttp
 
-from ._cli import EXIT_OK, EXIT_SOME_FAILED, EXIT_STOPPED, build_settings
+from ._batch_input import BatchInput
+from ._cli import (
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    EXIT_STOPPED,
+    EXIT_USAGE,
+    build_settings,
+    explicit_options,
+)
 from ._client import one_line
 from ._config import Settings
 from ._engine import Engine
-from ._exceptions import InputError
+from ._evidence import Evidence, prescan
+from ._exceptions import ConfigurationError
 from ._logging import configure_logging
 from ._progress import Progress, format_summary
 from ._result import Outcome, RunResult
 from ._sink import FLUSH_INTERVAL, OutputClosed, OutputFailed, ResultSink
-from ._source import (
-    STDIN,
-    InputRecord,
-    RecordReader,
-    RunIdValidator,
-    check_input_paths,
-    count_records,
-)
+from ._source import STDIN, InputRecord, RunIdValidator, check_input_paths
 from ._stats import Stats
+from ._triage import only_needs_results_lines
+from ._written import STDOUT_FD, WrittenRecords, last_record, open_output
 
 __all__ = ["BatchRunner", "exit_code", "new_event_loop", "run_command"]
 
@@ -41,8 +43,6 @@ if TYPE_CHECKING:
     from ._ledger import Ledger
 
 log = logging.getLogger("bulkretry")
-#: Results go to the process's standard output, whatever ``sys.stdout`` has been replaced by.
-STDOUT_FD = 1
 _BAD = (Outcome.FAILED, Outcome.INVALID, Outcome.IN_DOUBT)
 
 
@@ -55,70 +55,6 @@ def exit_code(stats: Stats, *, stopped: bool, signum: int | None) -> int:
     if any(stats.count(o) for o in _BAD):
         return EXIT_SOME_FAILED
     return EXIT_OK
-
-
-def open_output(path: str | None, *, append: bool, overwrite: bool, inputs: Sequence[str]) -> int:
-    """Open the results destination and return its descriptor; refuse unsafe targets."""
-    if path is None or path == "-":
-        return STDOUT_FD
-    if append and overwrite:
-        raise InputError("--append and --overwrite cannot be used together")
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        st = None
-    except OSError as exc:
-        raise InputError(f"cannot use output {path}: {exc.strerror}") from None
-    if st is not None:
-        if stat.S_ISDIR(st.st_mode):
-            raise InputError(f"output is a directory: {path}")
-        for name in inputs:
-            if name != STDIN and os.path.exists(name) and os.path.samefile(name, path):
-                raise InputError(f"output {path} is also an input; write the results elsewhere")
-        if stat.S_ISREG(st.st_mode) and st.st_size > 0 and not (append or overwrite):
-            raise InputError(f"output {path} exists and is not empty; use --append or --overwrite")
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
-    try:
-        fd = os.open(path, flags, 0o644)
-        if append and st is not None and stat.S_ISREG(st.st_mode):
-            _drop_cut_line(fd, path)
-        return fd
-    except OSError as exc:
-        raise InputError(f"cannot write output {path}: {exc.strerror}") from None
-
-
-def _drop_cut_line(fd: int, path: str) -> None:
-    """Truncate a results file after its last whole line: a killed writer may have cut one."""
-    size = os.fstat(fd).st_size
-    with open(path, "rb") as fh:
-        end = size
-        while end > 0:
-            start = max(0, end - 65536)
-            fh.seek(start)
-            chunk = fh.read(end - start)
-            if end == size and chunk.endswith(b"\n"):
-                return
-            cut = chunk.rfind(b"\n")
-            if cut >= 0:
-                keep = start + cut + 1
-                break
-            end = start
-        else:
-            keep = 0
-    log.warning(
-        "%s ended with a cut line (%d bytes); removed it before appending", path, size - keep
-    )
-    os.ftruncate(fd, keep)
-
-
-async def read_batches(reader: RecordReader) -> AsyncIterator[list[InputRecord]]:
-    """Yield the reader's records in batches, reading in a thread so a slow pipe never blocks."""
-    loop = asyncio.get_running_loop()
-    while True:
-        batch = await loop.run_in_executor(None, reader.read_batch)
-        if not batch:
-            return
-        yield batch
 
 
 Batches = Callable[[], AsyncIterator[list[InputRecord]]]
@@ -140,6 +76,7 @@ class BatchRunner:
         verbose: bool = False,
         progress: bool | None = None,
         session: aiohttp.ClientSession | None = None,
+        evidence: Evidence | None = None,
     ) -> None:
         self.settings = settings
         self.batches = batches
@@ -147,15 +84,26 @@ class BatchRunner:
         self.ledger = ledger
         self.resume_hint = resume_hint
         self.sink = ResultSink(fd)
-        self.engine = Engine(settings, session=session, ledger=ledger)
+        self.engine = Engine(settings, session=session, ledger=ledger, evidence=evidence)
         self.quiet = quiet
         self.verbose = verbose
         self.show_progress = (not quiet and sys.stderr.isatty()) if progress is None else progress
         self.signum: int | None = None
         self.output_problem: str | None = None
+        #: Records the output already holds (a resume continuing its batch's own file).
+        self.written: WrittenRecords | None = None
+        #: Runs re-triggered after the output broke: in the state file only, or nowhere.
+        self.unwritten = 0
 
     async def emit(self, result: RunResult) -> None:
         if self.output_problem is not None:
+            if result.outcome is Outcome.RETRIGGERED:
+                self.unwritten += 1
+            return
+        written = self.written
+        if written is not None and written.holds(
+            result.run_id, result.outcome.value, result.source, result.line
+        ):
             return
         if self.verbose and result.outcome in _BAD:
             log.info(
@@ -172,7 +120,10 @@ class BatchRunner:
     def _output_broke(self, exc: OutputClosed | OutputFailed) -> None:
         self.output_problem = str(exc)
         quiet = isinstance(exc, OutputClosed)
-        self.engine.stop(None if quiet else str(exc), hard=True)
+        # Soft: requests in flight still get their answers into the state file.
+        self.engine.stop(None if quiet else str(exc))
+        if self.ledger is None:
+            self.engine.abandon_input()
 
     def on_signal(self, signum: int) -> None:
         if self.signum is None:
@@ -225,6 +176,13 @@ class BatchRunner:
             log.error("stopped: %s", self.engine.halt_reason)
         elif self.output_problem is not None and "closed" not in self.output_problem:
             log.error("stopped: %s", self.output_problem)
+        if self.unwritten and not self.quiet:
+            kept = f"; they are in {self.ledger.path}" if self.ledger is not None else ""
+            print(
+                f"bulkretry: {self.unwritten} runs were re-triggered but not written to the "
+                f"output ({self.output_problem}){kept}",
+                file=sys.stderr,
+            )
         if not self.quiet and not (self.output_problem and "closed" in self.output_problem):
             print(format_summary(stats, self.engine.governor), file=sys.stderr)
             self._advise(stats, stopped=stopped or self.signum is not None)
@@ -261,55 +219,147 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[str]) -> int:
     """Run ``bulkretry run``: check everything that can be checked, then send."""
     configure_logging(quiet=ns.quiet, verbose=ns.verbose, fmt=ns.log_format)
+    stored: Mapping[str, object] = {}
+    if ns.state:
+        from ._state import apply_stored_options
+
+        stored, env = apply_stored_options(ns, env, given=explicit_options(argv))
+    elif ns.resume:
+        raise ConfigurationError("--resume needs --state: it finishes the batch a state file holds")
+    if ns.resume and ns.files:
+        raise ConfigurationError("--resume reads no input: drop the FILE arguments or --resume")
     settings = build_settings(ns, env, warn=log.warning)
     files = list(ns.files) or [STDIN]
-    check_input_paths(files)
+    # With --state, a terminal is no input: the batch is in the state file.
+    reads_input = bool(ns.files) or not (ns.resume or (ns.state and _stdin_is_a_terminal()))
+    evidence = None
+    if reads_input:
+        check_input_paths(files)
+        # Every results line in a FILE is weighed before the first request, whatever its order.
+        evidence = prescan(files, RunIdValidator(settings.run_id_pattern))
+        if (
+            settings.only is not None
+            and set(files) <= evidence.sources
+            and evidence.records
+            and not evidence.results_lines
+        ):
+            raise ConfigurationError(only_needs_results_lines(evidence.records))
     ledger = None
     if ns.state:
-        from ._state import open_ledger
+        from ._state import open_ledger, options_of
 
         ledger = open_ledger(ns.state, settings, sync=ns.sync)
     try:
-        resume = ledger is not None and not ns.files and any(ledger.counts().values())
-        fd = open_output(
-            ns.output,
-            append=ns.append,
-            overwrite=ns.overwrite,
-            inputs=[] if resume else files,
-        )
-        batches: Batches
-        total: Callable[[], int | None]
-        hint = None
-        if ledger is not None:
-            from ._state import ledger_batches, resume_command
-
-            hint = resume_command(argv, ledger.path, ns.output)
-        if resume:
-            assert ledger is not None
-            batches = functools.partial(ledger_batches, ledger)
-            counts = ledger.counts()
-            total = functools.partial(sum, counts.values())
-            log.warning("resuming the %d runs of %s", total(), ledger.path)
-        else:
-            reader = RecordReader(files, RunIdValidator(settings.run_id_pattern))
-            batches = functools.partial(read_batches, reader)
-            total = functools.partial(count_records, files)
+        fd, written = _open_batch_output(ns, ledger, stored, files if reads_input else [])
         try:
-            with asyncio.Runner(loop_factory=new_event_loop) as runner:
+            if ledger is not None:
+                ledger.store_options(options_of(ns))
+            source = BatchInput(
+                files,
+                run_id_pattern=settings.run_id_pattern,
+                reads_input=reads_input,
+                ledger=ledger,
+            )
+            hint = None
+            if ledger is not None:
+                from ._state import resume_command
+
+                hint = resume_command(argv, ledger.path, ns.output, piped=source.piped)
+            with asyncio.Runner(loop_factory=new_event_loop) as loop_runner:
                 batch = BatchRunner(
                     settings,
-                    batches,
+                    source.batches,
                     fd,
-                    total=total,
+                    total=source.total,
                     ledger=ledger,
                     resume_hint=hint,
                     quiet=ns.quiet,
                     verbose=ns.verbose,
+                    evidence=evidence,
                 )
-                return runner.run(batch.main())
+                batch.written = written
+                source.engine = batch.engine
+                if ledger is not None:
+                    # --max-retriggers counts the batch's re-triggers, earlier invocations' too.
+                    batch.engine.governor.retriggered = ledger.counts()["retriggered"]
+                code = loop_runner.run(batch.main())
+            code = _judge_triage(batch.engine, code, resumed=source.resumed, quiet=ns.quiet)
+            return source.finish(code, argv)
         finally:
+            if written is not None:
+                written.close()
             if fd != STDOUT_FD:
                 os.close(fd)
     finally:
         if ledger is not None:
             ledger.close()
+
+
+def _judge_triage(engine: Engine, code: int, *, resumed: bool, quiet: bool) -> int:
+    """Turn what triage saw into errors: --only on plain IDs, evidence that came too late."""
+    triage = engine.triage
+    records = sum(engine.stats.outcomes.values())
+    if engine.settings.only is not None and records and not triage.results_lines and not resumed:
+        # Every record was skipped: nothing was sent, and that was not what the user meant.
+        print(f"bulkretry: error: {only_needs_results_lines(records)}", file=sys.stderr)
+        return EXIT_USAGE
+    if triage.late_evidence:
+        if not quiet:
+            print(
+                f"bulkretry: {triage.late_evidence} runs were sent before a later input line said "
+                "they had been re-triggered already (error kind late_evidence): check them; put "
+                "results files first, or give them as FILE arguments",
+                file=sys.stderr,
+            )
+        return code or EXIT_SOME_FAILED
+    return code
+
+
+def _stdin_is_a_terminal() -> bool:
+    try:
+        return os.isatty(0)
+    except OSError:  # pragma: no cover - a closed descriptor 0
+        return False
+
+
+def _open_batch_output(
+    ns: argparse.Namespace,
+    ledger: Ledger | None,
+    stored: Mapping[str, object],
+    inputs: Sequence[str],
+) -> tuple[int, WrittenRecords | None]:
+    """Open the output; a resume given its batch's own results file continues it."""
+    path = ns.output
+    own = ledger is not None and path not in (None, "-") and not ns.overwrite
+    if own and ledger is not None and _is_own_output(path, ledger, stored):
+        written = WrittenRecords.of_file(path)
+        try:
+            fd = open_output(path, append=True, overwrite=False, inputs=inputs)
+        except BaseException:
+            written.close()
+            raise
+        log.warning(
+            "continuing %s (%d records there already): only what it lacks is added",
+            path,
+            written.count,
+        )
+        return fd, written
+    return open_output(path, append=ns.append, overwrite=ns.overwrite, inputs=inputs), None
+
+
+def _is_own_output(path: str, ledger: Ledger, stored: Mapping[str, object]) -> bool:
+    """True for the results file this batch wrote: its path, and a last record the batch knows."""
+    if stored.get("output") != os.path.realpath(path):
+        return False
+    try:
+        if os.path.getsize(path) == 0:
+            return False
+        last = last_record(path)
+    except OSError:
+        return False
+    if last is None:
+        return False
+    run_id = last.get("run_id")
+    if last.get("outcome") == "invalid":
+        return True
+    return isinstance(run_id, str) and ledger.knows(run_id)

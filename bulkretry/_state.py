@@ -3,25 +3,52 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
-from collections.abc import AsyncIterator, Sequence
-from typing import TextIO
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any, TextIO
 
+from . import _ledger_schema as schema
 from ._config import Settings
-from ._exceptions import ConfigurationError
+from ._exceptions import ConfigurationError, StateError
 from ._ledger import STATES, BatchIdentity, Ledger
 from ._source import InputRecord
 
 __all__ = [
+    "STORED_OPTIONS",
+    "apply_stored_options",
     "configure_status_parser",
     "identity_of",
     "ledger_batches",
     "open_ledger",
+    "options_of",
+    "read_stored",
     "resume_command",
     "run_status",
 ]
 
+#: Options a state file keeps for its batch, so that a resume needs none of them again. Paths
+#: of secret files are kept, never secrets; ``output`` only recognises the batch's results file.
+STORED_OPTIONS = (
+    "base_url",
+    "op",
+    "rate",
+    "burst",
+    "concurrency",
+    "max_attempts",
+    "timeout",
+    "deadline",
+    "halt_on",
+    "on_ambiguous",
+    "retry_budget",
+    "max_retriggers",
+    "run_id_pattern",
+    "ca_bundle",
+    "token_file",
+    "client_secret_file",
+)
+_IDENTITY_OPTIONS = {"base_url": "BULKRETRY_BASE_URL", "op": "BULKRETRY_OP"}
 _LISTABLE = ("in_doubt", "failed", "not_attempted", "pending", "retriggered")
 
 
@@ -61,25 +88,75 @@ async def ledger_batches(ledger: Ledger, size: int = 512) -> AsyncIterator[list[
         yield batch
 
 
-def resume_command(argv: Sequence[str], state: str | None, output: str | None) -> str | None:
-    """Return the command that resumes this batch, or None without a state file.
+def resume_command(
+    argv: Sequence[str], state: str | None, output: str | None, *, piped: bool
+) -> str | None:
+    """Return how to resume this batch, or None without a state file.
 
-    The inputs are dropped when they were a pipe (the ledger holds their run IDs), and an
-    output file is overwritten: the resumed run writes a line for every record again.
+    The same command line continues it (and its own ``-o`` file): fed the same pipe again when
+    the input was one, or with ``--resume`` and no input at all.
     """
     if state is None:
         return None
-    words = ["bulkretry"]
-    args = list(argv)
-    for position, word in enumerate(args):
-        if word == "--append":
-            continue
-        if word == "-" and position > 0:
-            continue
-        words.append(word)
-    if output not in (None, "-") and "--overwrite" not in words:
-        words.append("--overwrite")
-    return shlex.join(words)
+    args = [word for word in argv if word != "--append"]
+    again = shlex.join(["bulkretry", *args])
+    if not piped:
+        return again
+    alone = ["bulkretry", "run", "--state", state, "--resume"]
+    if output not in (None, "-"):
+        alone += ["-o", output]
+    return f"... | {again}  (or, with no more input: {shlex.join(alone)})"
+
+
+def read_stored(path: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """Return a state file's stored options and batch identity, ({}, {}) if it has none.
+
+    Read-only and forgiving: a file that is not a usable ledger is refused, with its reason,
+    when the batch opens it.
+    """
+    try:
+        if not schema.inspect_file(path, None):
+            return {}, {}
+        with Ledger.inspect(path) as ledger:
+            info = ledger.info()
+            options = ledger.options()
+    except StateError:
+        return {}, {}
+    identity = {name: str(info[name]) for name in schema.IDENTITY_FIELDS}
+    return options, identity
+
+
+def apply_stored_options(
+    ns: argparse.Namespace, env: Mapping[str, str], *, given: frozenset[str]
+) -> tuple[dict[str, Any], Mapping[str, str]]:
+    """Fill the options not given on the command line from the state file's batch.
+
+    Precedence: the command line, then the state file, then the environment, then the
+    default; but the batch identity (base URL, op, org, sandbox) comes from the state file only
+    when neither names it, so that a mismatch is refused rather than silently overridden.
+    Return the stored options and the environment to build with.
+    """
+    options, identity = read_stored(ns.state)
+    if not identity:
+        return options, env
+    options.setdefault("base_url", identity["base_url"])
+    for key in STORED_OPTIONS:
+        named = key in given or (key in _IDENTITY_OPTIONS and env.get(_IDENTITY_OPTIONS[key]))
+        if key in options and not named:
+            setattr(ns, key, options[key])
+    env = dict(env)
+    for name, var in (("org_id", "BULKRETRY_ORG_ID"), ("sandbox", "BULKRETRY_SANDBOX")):
+        if not env.get(var):
+            env[var] = identity[name]
+    return options, env
+
+
+def options_of(ns: argparse.Namespace) -> dict[str, Any]:
+    """Return the options a state file keeps for the batch (paths of secrets, not secrets)."""
+    options = {key: getattr(ns, key) for key in STORED_OPTIONS}
+    if ns.output not in (None, "-"):
+        options["output"] = os.path.realpath(ns.output)
+    return options
 
 
 def configure_status_parser(parser: argparse.ArgumentParser) -> None:

@@ -163,7 +163,8 @@ async def test_a_batch_fed_from_a_pipe_resumes_without_the_pipe(tmp_path: Path) 
         proc.send_signal(signal.SIGINT)
         _, err1 = await asyncio.wait_for(communicate, 60)
         assert proc.returncode == 130
-        assert b"to resume: bulkretry run --state" in err1
+        assert b"to resume: ... | bulkretry run --state" in err1
+        assert b"--resume" in err1
         code, err2 = await bulkretry(
             "run",
             "--state",

@@ -108,7 +108,7 @@ def canned_error(status: int, request_id: str, headers: Mapping[str, str] | None
 
 
 def malformed(kind: Fault, payload: dict[str, object], request_id: str) -> web.Response:
-    """Spoil a 200 answer: an HTML page, JSON cut short, or JSON without its ID (or items)."""
+    """Spoil a 200 answer: an HTML page, JSON cut short, no body, or JSON without its ID."""
     if kind == "html":
         page = "<html><head><title>OK</title></head><body>Request accepted.</body></html>"
         return web.Response(
@@ -122,5 +122,7 @@ def malformed(kind: Fault, payload: dict[str, object], request_id: str) -> web.R
             content_type=JSON,
             headers={"x-request-id": request_id},
         )
+    if kind == "empty":
+        return web.Response(status=200, content_type=JSON, headers={"x-request-id": request_id})
     spoiled = {k: v for k, v in payload.items() if k not in ("id", "items")}
     return json_answer(200, spoiled, request_id)

@@ -31,7 +31,7 @@ from ._listing import (
 )
 from ._records import RecordedRequest, Retrigger
 from ._state import UUID_RE, Run, RunStore, new_etag, new_uuid
-from ._trouble import MALFORMED, Answer, Limiter, Quota, retry_after_value
+from ._trouble import SPOILED, Answer, Limiter, Quota, retry_after_value
 
 HANG_POLL = 0.25
 """How often a hung request looks whether its client has gone, in seconds."""
@@ -288,7 +288,7 @@ class Engine:
         if forced == "hang":
             return await self._hang(request, rec)
         response, payload = work()
-        if forced in MALFORMED:
+        if forced in SPOILED:
             if response.status == 200 and payload is not None:
                 response = A.malformed(forced, payload, rid)
             return self._sent(response, rec)

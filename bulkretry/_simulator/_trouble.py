@@ -27,6 +27,7 @@ Fault: TypeAlias = Literal[
     "html",
     "truncated",
     "no-id",
+    "empty",
     "in-doubt-reset",
     "in-doubt-hang",
     "in-doubt-500",
@@ -36,8 +37,9 @@ Fault: TypeAlias = Literal[
 """What to do with one request, besides answering a bare HTTP status.
 
 `ok` serves the request normally; `reset` closes the connection without an answer; `hang` never
-answers; `html`, `truncated` and `no-id` perform the work and answer 200 with a malformed body;
-`in-doubt-*` perform the work and lose the answer (reset, hang) or replace it by an error.
+answers; `html`, `truncated`, `no-id` and `empty` perform the work and answer 200 with a
+malformed (or no) body; `in-doubt-*` perform the work and lose the answer (reset, hang) or replace
+it by an error.
 """
 
 Answer: TypeAlias = int | Fault
@@ -45,6 +47,8 @@ Answer: TypeAlias = int | Fault
 
 FAULTS: frozenset[str] = frozenset(get_args(Fault))
 MALFORMED: tuple[Fault, ...] = ("html", "truncated", "no-id")
+#: Every spoiled 200; `empty` is for scripts only, so that seeded random faults stay the same.
+SPOILED: tuple[Fault, ...] = (*MALFORMED, "empty")
 IN_DOUBT: tuple[Fault, ...] = ("in-doubt-reset", "in-doubt-500", "in-doubt-502", "in-doubt-504")
 DEFAULT_ERROR_STATUSES: tuple[int, ...] = (500, 502, 503, 504)
 

@@ -1,0 +1,207 @@
+"""Where a ``run`` takes its records from: the input, the state file, or the input and then it.
+
+With ``--state``, input given as FILE arguments, as ``-`` or on a stdin that is not a terminal
+is read and merged with the state file (the engine finishes the batch's unfinished runs that
+the input does not name). ``--resume``, a terminal, or a stdin that turns out empty mean no
+input: the records are the batch's runs, one each. A resume without input after an input that
+was never read to its end processes what the state file has, then says which input to feed
+again, and never exits 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shlex
+import sys
+import threading
+from collections.abc import AsyncIterator, Sequence
+from typing import TYPE_CHECKING
+
+from ._source import STDIN, InputRecord, RecordReader, RunIdValidator, count_records
+
+if TYPE_CHECKING:
+    from ._engine import Engine
+    from ._ledger import Ledger
+
+__all__ = ["EXIT_SOME_FAILED", "BatchInput", "read_batches"]
+
+log = logging.getLogger("bulkretry")
+EXIT_SOME_FAILED = 1
+
+
+async def read_batches(
+    reader: RecordReader, size: int = 512, ahead: int = 8192
+) -> AsyncIterator[list[InputRecord]]:
+    """Yield the reader's records in batches of whatever has arrived, read in a thread.
+
+    The thread hands records over one by one under a lock, and the loop takes them as soon as
+    a batch is full or within :data:`HAND_OVER` of the first one: a pipe that writes a few
+    lines and stays open has them admitted at once, not after ``size`` more. At most ``ahead``
+    records wait, so a slow consumer holds the reader back. The thread is a daemon: a silent
+    pipe left open never keeps the process alive.
+    """
+    pump = _Pump(reader, size, ahead, asyncio.get_running_loop())
+    pump.start()
+    try:
+        while (batch := await pump.take()) is not None:
+            yield batch
+    finally:
+        pump.close()
+
+
+#: Seconds within which a record read from a slow pipe is handed to the loop.
+HAND_OVER = 0.05
+
+
+class _Pump:
+    """One reader thread, and the records it read that the loop has not taken yet."""
+
+    def __init__(
+        self, reader: RecordReader, size: int, ahead: int, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        self._reader = reader
+        self._size = size
+        self._ahead = ahead
+        self._loop = loop
+        self._cond = threading.Condition()
+        self._pending: list[InputRecord] = []
+        self._done = False
+        self._closed = False
+        self._error: BaseException | None = None
+        self._ready = asyncio.Event()
+
+    def start(self) -> None:
+        threading.Thread(target=self._run, name="bulkretry-input", daemon=True).start()
+
+    def _run(self) -> None:
+        cond = self._cond
+        try:
+            for record in self._reader:
+                with cond:
+                    while len(self._pending) >= self._ahead and not self._closed:
+                        cond.wait()
+                    if self._closed:
+                        return
+                    self._pending.append(record)
+                    full = len(self._pending) == self._size
+                if full:
+                    self._wake()
+        except BaseException as exc:  # handed to the loop, which raises it
+            self._error = exc
+        finally:
+            with cond:
+                self._done = True
+            self._wake()
+
+    def _wake(self) -> None:
+        try:
+            self._loop.call_soon_threadsafe(self._ready.set)
+        except RuntimeError:
+            pass  # the loop is closed: nobody is waiting any more
+
+    async def take(self) -> list[InputRecord] | None:
+        """Return the next batch (full, or what arrived within HAND_OVER); None at the end."""
+        loop = self._loop
+        deadline: float | None = None
+        while True:
+            self._ready.clear()  # before looking: a wake-up after the look is not missed
+            with self._cond:
+                count, done = len(self._pending), self._done
+                due = deadline is not None and loop.time() >= deadline
+                if count and (count >= self._size or done or due):
+                    batch, self._pending = self._pending, []
+                    self._cond.notify()
+                    return batch
+            if done:
+                if self._error is not None:
+                    raise self._error
+                return None
+            if count and deadline is None:
+                deadline = loop.time() + HAND_OVER
+            wait = HAND_OVER if deadline is None else max(0.0, deadline - loop.time())
+            try:
+                await asyncio.wait_for(self._ready.wait(), wait)
+            except TimeoutError:
+                pass
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+
+class BatchInput:
+    """The records of one ``run``, and what to say about them once it is over."""
+
+    def __init__(
+        self,
+        files: Sequence[str],
+        *,
+        run_id_pattern: str,
+        reads_input: bool,
+        ledger: Ledger | None,
+    ) -> None:
+        self.files = list(files)
+        self.reads_input = reads_input
+        self.ledger = ledger
+        self.engine: Engine | None = None
+        #: True once the records come from the state file alone (a resume without input).
+        self.resumed = False
+        self._pattern = run_id_pattern
+        self._runs = sum(ledger.counts().values()) if ledger is not None else 0
+
+    def __repr__(self) -> str:
+        return f"BatchInput({self.files!r}, reads_input={self.reads_input}, resumed={self.resumed})"
+
+    @property
+    def piped(self) -> bool:
+        """True when the input is (or would have been) standard input."""
+        return STDIN in self.files
+
+    def total(self) -> int | None:
+        """Count the records to come, when that can be known without consuming them."""
+        if not self.reads_input:
+            return self._runs
+        return count_records(self.files)
+
+    async def batches(self) -> AsyncIterator[list[InputRecord]]:
+        """Yield the records: the input's, or (no input, or an empty stdin) the batch's runs."""
+        if self.reads_input:
+            reader = RecordReader(self.files, RunIdValidator(self._pattern))
+            empty = True
+            async for batch in read_batches(reader):
+                empty = False
+                yield batch
+            if not empty or self.ledger is None or self.files != [STDIN]:
+                return
+        if self.ledger is None:
+            return
+        from ._state import ledger_batches
+
+        self.resumed = True
+        if self.engine is not None:
+            self.engine.reading_input = False
+        why = "" if self.reads_input else " (no input is read: stdin is a terminal, or --resume)"
+        log.warning("resuming the %d runs of %s%s", self._runs, self.ledger.path, why)
+        async for batch in ledger_batches(self.ledger):
+            yield batch
+
+    def finish(self, code: int, argv: Sequence[str]) -> int:
+        """Say which input a resume could not cover, and make such an exit non-zero."""
+        if not self.resumed or self.ledger is None:
+            return code
+        unread = self.ledger.unread_sources()
+        if not unread:
+            return code
+        read = ", ".join(
+            f"{lines:,} lines of {'stdin' if name == STDIN else name}" for name, lines in unread
+        )
+        again = shlex.join(["bulkretry", *[word for word in argv if word != "--resume"]])
+        print(
+            f"bulkretry: the input of this batch was never read to its end (only {read}); "
+            f"its runs are done, but the rest of the input is not in the state file: feed the "
+            f"same input again: ... | {again}",
+            file=sys.stderr,
+        )
+        return code or EXIT_SOME_FAILED

@@ -1,0 +1,189 @@
+"""The results file: open it safely, and continue a batch's own file where it stopped.
+
+:func:`open_output` refuses unsafe targets (a directory, an input, a non-empty file without
+``--append``/``--overwrite``) and, when appending, first removes a line a killed writer cut.
+
+A resume given the ``-o`` that its batch wrote (recognised by path, and by its last whole record
+naming a run the state file knows) appends to it instead of starting over, so that across the
+file every input record appears once. What the file holds is read once into a private,
+disk-backed SQLite table (memory stays flat however long the file), keyed by run ID (or by
+source and line for records without one); a new record is written only when it carries more
+advanced evidence than the file's line for the same run (a ``not_attempted`` left by a stop is
+followed by the run's real outcome; a second ``already_retriggered`` is not written).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator, Sequence
+
+import orjson
+
+from ._evidence import rank
+from ._exceptions import InputError
+from ._source import STDIN
+
+__all__ = ["STDOUT_FD", "WrittenRecords", "last_record", "open_output", "read_records"]
+
+log = logging.getLogger("bulkretry")
+#: Results go to the process's standard output, whatever ``sys.stdout`` has been replaced by.
+STDOUT_FD = 1
+
+_BATCH = 2048
+
+
+def _key(run_id: object, outcome: object, source: object, line: object) -> str | None:
+    if outcome in ("invalid", "duplicate") or not isinstance(run_id, str):
+        if not isinstance(source, str) or not isinstance(line, int):
+            return None
+        # A character no run ID or path holds keeps these apart from run IDs.
+        return f"\0{source}\0{line}"
+    return run_id
+
+
+def read_records(path: str) -> Iterator[dict[str, object]]:
+    """Yield the JSON objects of a results file's whole lines (others are skipped)."""
+    with open(path, "rb") as fh:
+        for raw in fh:
+            if not raw.endswith(b"\n"):
+                return  # a cut last line: removed before anything is appended
+            try:
+                obj = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(obj, dict):
+                yield obj
+
+
+def last_record(path: str, tail: int = 1 << 16) -> dict[str, object] | None:
+    """Return the last whole JSON line of a file (None if it has none)."""
+    with open(path, "rb") as fh:
+        size = fh.seek(0, os.SEEK_END)
+        fh.seek(max(0, size - tail))
+        chunk = fh.read()
+    lines = chunk.split(b"\n")[:-1]  # the part after the last newline is cut, or empty
+    for raw in reversed(lines):
+        try:
+            obj = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            continue
+        return obj if isinstance(obj, dict) else None
+    return None
+
+
+class WrittenRecords:
+    """What a results file already holds, by run ID (or source and line), at its best evidence."""
+
+    def __init__(self) -> None:
+        # "" is SQLite's private temporary database: on disk, deleted when closed.
+        self._conn = sqlite3.connect("", isolation_level=None)
+        self._conn.execute("CREATE TABLE written (key TEXT PRIMARY KEY, rank INTEGER NOT NULL)")
+        self.count = 0
+        self.skipped = 0
+
+    def __repr__(self) -> str:
+        return f"WrittenRecords(count={self.count}, skipped={self.skipped})"
+
+    @classmethod
+    def of_file(cls, path: str) -> WrittenRecords:
+        """Read a results file's records; InputError if it cannot be read."""
+        written = cls()
+        try:
+            written._load(read_records(path))
+        except OSError as exc:
+            written.close()
+            raise InputError(f"cannot read output {path}: {exc.strerror}") from None
+        return written
+
+    def _load(self, records: Iterator[dict[str, object]]) -> None:
+        sql = (
+            "INSERT INTO written (key, rank) VALUES (?, ?) "
+            "ON CONFLICT (key) DO UPDATE SET rank = max(rank, excluded.rank)"
+        )
+        conn = self._conn
+        rows: list[tuple[str, int]] = []
+        conn.execute("BEGIN")
+        for obj in records:
+            outcome = obj.get("outcome")
+            key = _key(obj.get("run_id"), outcome, obj.get("source"), obj.get("line"))
+            if key is None:
+                continue
+            rows.append((key, rank(str(outcome))))
+            self.count += 1
+            if len(rows) >= _BATCH:
+                conn.executemany(sql, rows)
+                rows = []
+        conn.executemany(sql, rows)
+        conn.execute("COMMIT")
+
+    def holds(self, run_id: str, outcome: str, source: str, line: int) -> bool:
+        """True when the file has a line for this record with evidence at least as advanced."""
+        key = _key(run_id, outcome, source, line)
+        if key is None:
+            return False
+        row = self._conn.execute("SELECT rank FROM written WHERE key = ?", (key,)).fetchone()
+        if row is None or row[0] < rank(outcome):
+            return False
+        self.skipped += 1
+        return True
+
+    def close(self) -> None:
+        """Drop the table (and its temporary file)."""
+        self._conn.close()
+
+
+def open_output(path: str | None, *, append: bool, overwrite: bool, inputs: Sequence[str]) -> int:
+    """Open the results destination and return its descriptor; refuse unsafe targets."""
+    if path is None or path == "-":
+        return STDOUT_FD
+    if append and overwrite:
+        raise InputError("--append and --overwrite cannot be used together")
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise InputError(f"cannot use output {path}: {exc.strerror}") from None
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            raise InputError(f"output is a directory: {path}")
+        for name in inputs:
+            if name != STDIN and os.path.exists(name) and os.path.samefile(name, path):
+                raise InputError(f"output {path} is also an input; write the results elsewhere")
+        if stat.S_ISREG(st.st_mode) and st.st_size > 0 and not (append or overwrite):
+            raise InputError(f"output {path} exists and is not empty; use --append or --overwrite")
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+    try:
+        fd = os.open(path, flags, 0o644)
+        if append and st is not None and stat.S_ISREG(st.st_mode):
+            _drop_cut_line(fd, path)
+        return fd
+    except OSError as exc:
+        raise InputError(f"cannot write output {path}: {exc.strerror}") from None
+
+
+def _drop_cut_line(fd: int, path: str) -> None:
+    """Truncate a results file after its last whole line: a killed writer may have cut one."""
+    size = os.fstat(fd).st_size
+    with open(path, "rb") as fh:
+        end = size
+        while end > 0:
+            start = max(0, end - 65536)
+            fh.seek(start)
+            chunk = fh.read(end - start)
+            if end == size and chunk.endswith(b"\n"):
+                return
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                keep = start + cut + 1
+                break
+            end = start
+        else:
+            keep = 0
+    log.warning(
+        "%s ended with a cut line (%d bytes); removed it before appending", path, size - keep
+    )
+    os.ftruncate(fd, keep)

@@ -1,0 +1,53 @@
+"""Reading the input in a thread: what arrives is handed over at once, and nothing is lost."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import virtual_time
+
+from bulkretry._batch_input import read_batches
+from bulkretry._exceptions import InputError
+from bulkretry._source import RecordReader, RunIdValidator
+
+
+def uuid(i: int) -> str:
+    return f"{i:08x}-1804-45d6-8d56-dd51f05c0baf"
+
+
+@virtual_time
+async def test_lines_from_a_pipe_left_open_are_handed_over_without_a_full_batch() -> None:
+    """A writer that sends three IDs and stays silent has them admitted, not held for 509 more."""
+    read_end, write_end = os.pipe()
+    os.write(write_end, "".join(uuid(i) + "\n" for i in range(3)).encode())
+    with os.fdopen(read_end, "rb") as stdin:
+        reader = RecordReader(["-"], RunIdValidator(), stdin=stdin)
+        batches = read_batches(reader, size=512)
+        first = await anext(batches)
+        assert [record.run_id for record in first] == [uuid(i) for i in range(3)]
+        os.close(write_end)
+        assert [batch async for batch in batches] == []
+
+
+@virtual_time
+async def test_every_line_of_a_long_file_arrives_once_in_order(tmp_path: Path) -> None:
+    """However the thread and the loop interleave, and with the read-ahead bounded."""
+    path = tmp_path / "ids.txt"
+    path.write_text("".join(uuid(i) + "\n" for i in range(5000)))
+    reader = RecordReader([str(path)], RunIdValidator())
+    seen = []
+    async for batch in read_batches(reader, size=64, ahead=100):
+        assert 0 < len(batch) <= 100
+        seen += [record.line for record in batch]
+    assert seen == list(range(1, 5001))
+
+
+@virtual_time
+async def test_an_input_that_cannot_be_read_raises_in_the_loop(tmp_path: Path) -> None:
+    """The reader thread's error is the consumer's error, not a silent end of input."""
+    reader = RecordReader([str(tmp_path / "missing.txt")], RunIdValidator())
+    with pytest.raises(InputError, match="cannot read input"):
+        async for _ in read_batches(reader):
+            pass
