@@ -313,36 +313,77 @@ class Engine:
         emit: Emit,
         more: asyncio.Event,
     ) -> None:
-        """Admit every input record, record how far each source was read, then the leftovers."""
-        triage = self._triage
+        """Admit every input record, record how far each source was read, then the leftovers.
+
+        If the state file fails (a full disk), the batch stops, and the rest of the input is
+        still read, each line written ``not_attempted``: nothing read goes unaccounted for.
+        """
         source: str | None = None
         line = 0
+        failed = False
         try:
             async for batch in records:
-                admitted = [r for r in batch if triage.admissible(r)]
-                found = ledger.admit_many((r.run_id or "", r.source, r.line) for r in admitted)
-                admissions = {id(r): a for r, a in zip(admitted, found, strict=True)}
-                for record in batch:
-                    admission = admissions.get(id(record))
-                    verdict = triage.judge(record, admission)
-                    if verdict is not None:
-                        await self._finish_verdict(emit, record, verdict)
-                    elif admission is not None and admission.state != "new":
-                        assert record.run_id is not None
-                        ledger.enqueue(record.run_id, record.source, record.line)
-                if self.reading_input and batch:
-                    last = batch[-1]
-                    if source is not None and last.source != source:
-                        ledger.progress(source, line, complete=True)
-                    source, line = last.source, last.line
-                    ledger.progress(source, line, complete=False)
+                if failed:
+                    await self._account(batch, emit)
+                else:
+                    try:
+                        await self._admit(ledger, batch, emit)
+                        if self.reading_input and batch:
+                            last = batch[-1]
+                            if source is not None and last.source != source:
+                                ledger.progress(source, line, complete=True)
+                            source, line = last.source, last.line
+                            ledger.progress(source, line, complete=False)
+                    except StateError as exc:
+                        failed = True
+                        self.stop(str(exc), hard=True)
                 more.set()
         except (OSError, InputError) as exc:
             self.stop(f"reading the input failed: {exc}")
             return
-        if source is not None:
-            ledger.progress(source, line, complete=True)
-        self.unfinished_queued = ledger.enqueue_unfinished(ledger.path)
+        if failed:
+            return
+        try:
+            if source is not None:
+                ledger.progress(source, line, complete=True)
+            self.unfinished_queued = ledger.enqueue_unfinished(ledger.path)
+        except StateError as exc:
+            self.stop(str(exc), hard=True)
+
+    async def _admit(self, ledger: Ledger, batch: list[InputRecord], emit: Emit) -> None:
+        """Admit one batch: judge each record and queue those to send.
+
+        Raise StateError once every record of the batch has its record anyway.
+        """
+        triage = self._triage
+        admitted = [r for r in batch if triage.admissible(r)]
+        try:
+            found = ledger.admit_many((r.run_id or "", r.source, r.line) for r in admitted)
+        except StateError:
+            await self._account(batch, emit)
+            raise
+        admissions = {id(r): a for r, a in zip(admitted, found, strict=True)}
+        for index, record in enumerate(batch):
+            admission = admissions.get(id(record))
+            verdict = triage.judge(record, admission)
+            if verdict is not None:
+                await self._finish_verdict(emit, record, verdict)
+            elif admission is not None and admission.state != "new":
+                assert record.run_id is not None
+                try:
+                    ledger.enqueue(record.run_id, record.source, record.line)
+                except StateError:
+                    await self._account(batch[index:], emit)
+                    raise
+
+    async def _account(self, batch: list[InputRecord], emit: Emit) -> None:
+        """Write records read after the state file failed: nothing is sent any more."""
+        for record in batch:
+            if record.run_id is None:
+                error = ErrorInfo(kind="invalid_input", message=record.error or "not a run ID")
+                await self._finish(emit, record, Outcome.INVALID, error=error)
+            else:
+                await self._finish(emit, record, Outcome.NOT_ATTEMPTED)
 
     async def _finish_verdict(self, emit: Emit, record: InputRecord, verdict: Verdict) -> None:
         await self._finish(

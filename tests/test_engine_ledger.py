@@ -1,0 +1,88 @@
+"""The engine over a state file: input admitted ahead, and every line accounted for if it fails."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aioresponses import aioresponses
+
+from bulkretry import Credentials, Outcome, RunResult, Settings
+from bulkretry._engine import Engine
+from bulkretry._exceptions import StateError
+from bulkretry._ledger import BatchIdentity, Ledger
+from bulkretry._source import InputRecord
+
+BASE = "https://platform.example.test/data/foundation/flowservice"
+ACTION = re.compile(r"^https://platform\.example\.test/.*/runs/[^/]+/action\?op=re-trigger$")
+IDENT = BatchIdentity(base_url=BASE, org_id="ORG@AdobeOrg", sandbox="dev", op="re-trigger")
+SETTINGS = Settings(
+    base_url=BASE,
+    credentials=Credentials(access_token="t", api_key="k", org_id="ORG@AdobeOrg", sandbox="dev"),
+    rate=1e6,
+    burst=1000,
+    backoff_base=0.0,
+    concurrency=4,
+)
+
+
+def uuid(i: int) -> str:
+    return f"{i:08x}-1804-45d6-8d56-dd51f05c0baf"
+
+
+async def batches(count: int, size: int) -> AsyncIterator[list[InputRecord]]:
+    records = [InputRecord("in.txt", i + 1, uuid(i), uuid(i)) for i in range(count)]
+    records.insert(5, InputRecord("in.txt", 0, None, "junk", error="not a run ID"))
+    for start in range(0, len(records), size):
+        yield records[start : start + size]
+
+
+async def run(engine: Engine, count: int, size: int) -> list[RunResult]:
+    results: list[RunResult] = []
+
+    async def emit(result: RunResult) -> None:
+        results.append(result)
+
+    with aioresponses() as http:
+        http.post(ACTION, payload={"id": uuid(99_999), "etag": "e"}, repeat=True)
+        await engine.run(batches(count, size), emit)
+    return results
+
+
+async def test_every_record_is_written_once_through_the_state_file(tmp_path: Path) -> None:
+    """Admitted ahead, paged out of the ledger: each line one record, each run retriggered."""
+    with Ledger.open(tmp_path / "s.db", IDENT) as ledger:
+        results = await run(Engine(SETTINGS, ledger=ledger), 300, 64)
+        assert ledger.counts()["retriggered"] == 300
+    outcomes = Counter(r.outcome for r in results)
+    assert outcomes == {Outcome.RETRIGGERED: 300, Outcome.INVALID: 1}
+
+
+async def test_a_state_file_that_fails_mid_input_still_accounts_for_every_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full state disk stops the batch, and the rest of the input is still written."""
+    with Ledger.open(tmp_path / "s.db", IDENT) as ledger:
+        calls = 0
+        admit_many = ledger.admit_many
+
+        def failing(records: object) -> object:
+            nonlocal calls
+            calls += 1
+            if calls == 3:
+                raise StateError("cannot write state file: database or disk is full")
+            return admit_many(records)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(ledger, "admit_many", failing)
+        engine = Engine(SETTINGS, ledger=ledger)
+        results = await run(engine, 1000, 100)
+    assert engine.halt_reason is not None
+    assert "disk is full" in engine.halt_reason
+    lines = sorted(r.line for r in results)
+    assert lines == sorted([0, *range(1, 1001)])  # every input line, once
+    outcomes = Counter(r.outcome for r in results)
+    assert outcomes[Outcome.NOT_ATTEMPTED] >= 800  # everything read after the failure
+    assert set(outcomes) <= {Outcome.RETRIGGERED, Outcome.NOT_ATTEMPTED, Outcome.INVALID}
