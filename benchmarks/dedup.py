@@ -8,7 +8,7 @@ list (new IDs, then the same IDs again, which must all be refused) and checks ex
 
 Structures:
 
-- ``seenset``: ``bulkretry._dedup.SeenSet`` as it is now (a set of 128-bit ints);
+- ``seenset``: ``bulkretry._io.dedup.SeenSet`` as it is now (a set of 128-bit ints);
 - ``set-str``: a set of the UUID strings (the naive way);
 - ``set-bytes``: a set of 16-byte ``bytes``;
 - ``bucket16``: 65,536 ``bytearray`` buckets chosen by the first 16 bits, each holding the other
@@ -72,7 +72,7 @@ class BucketSet:
 
 def make(kind: str):  # type: ignore[no-untyped-def]
     if kind == "seenset":
-        from bulkretry._dedup import SeenSet
+        from bulkretry._io.dedup import SeenSet
 
         return SeenSet().add
     if kind == "set-str":

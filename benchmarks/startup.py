@@ -139,7 +139,7 @@ def show_importtime() -> None:
 
     ``bulkretry._simulator._cli`` is included: ``build_parser`` imports it for every command.
     """
-    code = "import bulkretry._cli, bulkretry._run, bulkretry._simulator._cli"
+    code = "import bulkretry._cli.main, bulkretry._cli.run, bulkretry._simulator._cli"
     proc = subprocess.run(
         [PYTHON, "-X", "importtime", "-c", code],
         capture_output=True,
@@ -152,7 +152,9 @@ def show_importtime() -> None:
         if line.startswith("import time:") and "|" in line and "cumulative" not in line:
             _, self_us, cum_us, name = (x.strip() for x in line.replace(":", "|", 1).split("|"))
             rows.append((int(cum_us), int(self_us), name))
-    print("\nslowest imports of bulkretry._cli + _run + _simulator._cli (cumulative / self, ms):")
+    print(
+        "\nslowest imports of bulkretry._cli.main + _run + _simulator._cli (cumulative / self, ms):"
+    )
     for cum, own, name in sorted(rows, reverse=True)[:15]:
         print(f"  {cum / 1000:7.1f} {own / 1000:7.1f}  {name}")
 

@@ -20,7 +20,7 @@ from ._exceptions import (
     StateError,
     TransportError,
 )
-from ._result import ErrorInfo, Outcome, RunResult
+from ._model import ErrorInfo, Outcome, RunResult
 from ._version import __version__
 
 __all__ = [

@@ -1,5 +1,5 @@
 """``python -m bulkretry`` behaves as ``bulkretry``."""
 
-from ._cli import entry
+from ._cli.main import entry
 
 entry()

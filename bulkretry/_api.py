@@ -8,9 +8,9 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable
 import aiohttp
 
 from ._config import Settings
-from ._engine import Engine
-from ._result import RunResult
-from ._source import InputRecord, RunIdValidator
+from ._engine.engine import Engine
+from ._io.source import InputRecord, RunIdValidator
+from ._model import RunResult
 
 __all__ = ["retrigger"]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from ._exceptions import ConfigurationError
-from ._halt import DEFAULT_HALT_ON, parse_halt_on
+from ._pace.halt import DEFAULT_HALT_ON, parse_halt_on
 
 __all__ = [
     "DEFAULT_BASE_URL",

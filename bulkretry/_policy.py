@@ -47,10 +47,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, TypeGuard
 
-from ._client import Answer, one_line
 from ._config import Settings
 from ._exceptions import TransportError
-from ._result import ErrorInfo
+from ._http.client import Answer, one_line
+from ._model import ErrorInfo
 
 __all__ = [
     "Action",

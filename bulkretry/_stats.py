@@ -6,7 +6,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from ._result import Outcome
+from ._model import Outcome
 
 __all__ = ["Stats"]
 

@@ -277,7 +277,7 @@ async def kill_at(
 
 def state_list(state: Path | str, which: str) -> set[str]:
     """Return the run IDs that ``bulkretry status --state STATE --list WHICH`` prints."""
-    from bulkretry._cli import main
+    from bulkretry._cli.main import main
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

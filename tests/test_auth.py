@@ -1,4 +1,4 @@
-"""Tests of bulkretry._auth: static tokens and OAuth Server-to-Server tokens from IMS."""
+"""Tests of bulkretry._http.auth: static tokens and OAuth Server-to-Server tokens from IMS."""
 
 from __future__ import annotations
 
@@ -15,13 +15,13 @@ import pytest
 from aiohttp import web
 from aiohttp.client_middlewares import ClientHandlerType
 
-from bulkretry._auth import ClientCredentialsToken, StaticToken, TokenProvider, token_provider
 from bulkretry._config import DEFAULT_SCOPES, Credentials
 from bulkretry._exceptions import (
     AuthenticationError,
     ConfigurationError,
     MissingCredentialsError,
 )
+from bulkretry._http.auth import ClientCredentialsToken, StaticToken, TokenProvider, token_provider
 
 SECRET = "p8e-TOP-SECRET-client-secret-value"
 CLIENT_ID = "my-client-id"

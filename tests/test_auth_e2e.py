@@ -32,16 +32,16 @@ from aiohttp import web
 from conftest import Certificates
 
 from bulkretry import Credentials, Outcome, RunResult, Settings
-from bulkretry._attempts import MAX_RENEWALS_PER_RECORD
-from bulkretry._auth import ClientCredentialsToken
-from bulkretry._cli import EXIT_OK, EXIT_STOPPED, EXIT_USAGE, main
+from bulkretry._cli.main import EXIT_OK, EXIT_STOPPED, EXIT_USAGE, main
 from bulkretry._config import DEFAULT_SCOPES
-from bulkretry._engine import Engine
+from bulkretry._engine.attempts import MAX_RENEWALS_PER_RECORD
+from bulkretry._engine.engine import Engine
+from bulkretry._http.auth import ClientCredentialsToken
+from bulkretry._http.tls import session_kwargs
+from bulkretry._io.source import InputRecord
 from bulkretry._simulator import ManualClock, RecordedRequest, Simulator, SimulatorConfig
 from bulkretry._simulator._app import Engine as SimulatorEngine
 from bulkretry._simulator._ims import IMS_PATH
-from bulkretry._source import InputRecord
-from bulkretry._tls import session_kwargs
 
 pytestmark = pytest.mark.e2e
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from conftest import virtual_time
 
-from bulkretry._batch_input import read_batches
+from bulkretry._cli.batch_input import read_batches
 from bulkretry._exceptions import InputError
-from bulkretry._source import RecordReader, RunIdValidator
+from bulkretry._io.source import RecordReader, RunIdValidator
 
 
 def uuid(i: int) -> str:

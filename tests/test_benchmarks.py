@@ -69,3 +69,10 @@ def test_state_runs_and_the_resume_sends_nothing() -> None:
     out = run("state.py", "--quick")
     assert "ratio --state/plain req/s:" in out
     assert "records not already_retriggered on resume: 0" in out
+
+
+def test_admission_runs_and_the_resume_sends_nothing() -> None:
+    out = run("admission.py", "--quick")
+    assert "ratio admission/dry-run wall:" in out
+    assert re.search(r"admission peak RSS: median \d+\.\d MB", out), out
+    assert "records not already_retriggered on resume: 0" in out

@@ -1,4 +1,4 @@
-"""Tests of bulkretry._budget: the bound on retries, waiting for a token, and fairness.
+"""Tests of bulkretry._pace.budget: the bound on retries, waiting for a token, and fairness.
 
 Async tests run on an event loop whose clock jumps over every idle wait, so deadlines are exact
 and tests are instant. (The loop is the same as in test_throttle.py; it belongs in conftest.py.)
@@ -15,7 +15,7 @@ from conftest import virtual_time
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulkretry._budget import DEFAULT_BUDGET_CAPACITY, DEFAULT_BUDGET_RATIO, RetryBudget
+from bulkretry._pace.budget import DEFAULT_BUDGET_CAPACITY, DEFAULT_BUDGET_RATIO, RetryBudget
 
 
 def now() -> float:

@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bulkretry._cli import RUN_OPTIONS, main
+from bulkretry._cli.main import RUN_OPTIONS, main
 
 RUN_A = "4fb0418e-1804-45d6-8d56-dd51f05c0baf"
 CREDS = {

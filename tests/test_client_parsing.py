@@ -1,4 +1,4 @@
-"""Tests of bulkretry._client's boundary: tolerant body parsing and aiohttp error translation."""
+"""The client boundary: tolerant body parsing and aiohttp error translation."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from aiohttp.client_reqrep import ConnectionKey
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from bulkretry._client import MAX_BODY_BYTES, parse_body, translate
 from bulkretry._exceptions import TransportError
+from bulkretry._http.client import MAX_BODY_BYTES, parse_body, translate
 
 HOST = "platform.adobe.io"
 ACTION_URL = URL(f"https://{HOST}/data/foundation/flowservice/runs/x/action?op=re-trigger")

@@ -22,9 +22,9 @@ import orjson
 import pytest
 from conftest import virtual_time
 
-from bulkretry._client import FlowServiceClient, make_session
 from bulkretry._config import Settings
 from bulkretry._exceptions import TransportError
+from bulkretry._http.client import FlowServiceClient, make_session
 
 pytestmark = pytest.mark.e2e
 

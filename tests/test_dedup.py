@@ -1,4 +1,4 @@
-"""Tests of bulkretry._dedup: an exact set of run IDs, compact for UUIDs."""
+"""Tests of bulkretry._io.dedup: an exact set of run IDs, compact for UUIDs."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulkretry._dedup import SeenSet
+from bulkretry._io.dedup import SeenSet
 
 RUN = "4fb0418e-1804-45d6-8d56-dd51f05c0baf"
 

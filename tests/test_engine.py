@@ -12,8 +12,8 @@ from yarl import URL
 
 import bulkretry
 from bulkretry import Credentials, Outcome, RunResult, Settings
-from bulkretry._engine import Engine
-from bulkretry._progress import format_summary
+from bulkretry._cli.progress import format_summary
+from bulkretry._engine.engine import Engine
 
 BASE = "https://platform.example.test/data/foundation/flowservice"
 ACTION = re.compile(
@@ -128,7 +128,7 @@ async def test_429_then_success_waits_at_least_retry_after(http: aioresponses) -
         results.append(result)
 
     from bulkretry._api import _records
-    from bulkretry._source import RunIdValidator
+    from bulkretry._io.source import RunIdValidator
 
     stats = await engine.run(_records([RUN_A], RunIdValidator()), emit)
     assert results[0].outcome is Outcome.RETRIGGERED
@@ -193,7 +193,7 @@ async def test_the_summary_counts_ambiguous_attempts(http: aioresponses, on_ambi
         results.append(result)
 
     from bulkretry._api import _records
-    from bulkretry._source import RunIdValidator
+    from bulkretry._io.source import RunIdValidator
 
     stats = await engine.run(_records([RUN_A, RUN_B, RUN_C], RunIdValidator()), emit)
     ambiguous = sum(r.ambiguous_attempts for r in results)
@@ -212,7 +212,7 @@ async def test_the_summary_says_zero_ambiguous_attempts_when_there_were_none(
         pass
 
     from bulkretry._api import _records
-    from bulkretry._source import RunIdValidator
+    from bulkretry._io.source import RunIdValidator
 
     stats = await engine.run(_records([RUN_A, RUN_B], RunIdValidator()), emit)
     assert stats.ambiguous_attempts == 0
@@ -268,7 +268,7 @@ async def test_403_halts_the_batch_and_the_rest_is_not_attempted(http: aiorespon
         results.append(result)
 
     from bulkretry._api import _records
-    from bulkretry._source import RunIdValidator
+    from bulkretry._io.source import RunIdValidator
 
     await engine.run(_records(ids, RunIdValidator()), emit)
     assert engine.halt_reason is not None
@@ -287,7 +287,7 @@ async def test_static_token_refused_with_401013_halts_with_a_clear_message(
     )
     engine = Engine(settings())
     from bulkretry._api import _records
-    from bulkretry._source import RunIdValidator
+    from bulkretry._io.source import RunIdValidator
 
     async def emit(result: RunResult) -> None:
         pass
@@ -402,7 +402,7 @@ async def test_a_record_sleeping_out_a_backoff_gives_its_place_to_the_next_recor
         results.append(result)
 
     from bulkretry._api import _records
-    from bulkretry._source import RunIdValidator
+    from bulkretry._io.source import RunIdValidator
 
     await asyncio.wait_for(engine.run(_records([RUN_A, RUN_B], RunIdValidator()), emit), 10)
     assert order == [RUN_A, RUN_B, RUN_A]
@@ -431,7 +431,7 @@ async def test_no_more_records_are_taken_than_places_while_none_rests(
         results.append(result)
 
     from bulkretry._api import _records
-    from bulkretry._source import RunIdValidator
+    from bulkretry._io.source import RunIdValidator
 
     await engine.run(_records(ids, RunIdValidator()), emit)
     assert len(results) == 40

@@ -11,10 +11,10 @@ import pytest
 from aioresponses import aioresponses
 
 from bulkretry import Credentials, Outcome, RunResult, Settings
-from bulkretry._engine import Engine
+from bulkretry._engine.engine import Engine
 from bulkretry._exceptions import StateError
-from bulkretry._ledger import BatchIdentity, Ledger
-from bulkretry._source import InputRecord
+from bulkretry._io.source import InputRecord
+from bulkretry._ledger.ledger import BatchIdentity, Ledger
 
 BASE = "https://platform.example.test/data/foundation/flowservice"
 ACTION = re.compile(r"^https://platform\.example\.test/.*/runs/[^/]+/action\?op=re-trigger$")

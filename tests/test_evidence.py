@@ -1,4 +1,4 @@
-"""Tests of bulkretry._evidence: one order of evidence per run, and the pre-scan of input files."""
+"""Evidence: one order of evidence per run, and the pre-scan of input files."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bulkretry._evidence import DONE_RANK, FAILED_RANK, Evidence, Prior, prescan, rank
-from bulkretry._source import STDIN, InputRecord, RunIdValidator
+from bulkretry._io.evidence import DONE_RANK, FAILED_RANK, Evidence, Prior, prescan, rank
+from bulkretry._io.source import STDIN, InputRecord, RunIdValidator
 
 RUN = "4fb0418e-1804-45d6-8d56-dd51f05c0baf"
 RUN_2 = "5fb0418e-1804-45d6-8d56-dd51f05c0baf"

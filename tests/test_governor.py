@@ -9,12 +9,12 @@ import pytest
 
 import bulkretry
 from bulkretry import ConfigurationError, Credentials, Outcome, RunResult, Settings
-from bulkretry._client import Answer
-from bulkretry._engine import Engine
-from bulkretry._governor import Governor
+from bulkretry._engine.engine import Engine
+from bulkretry._engine.governor import Governor
+from bulkretry._http.client import Answer
+from bulkretry._io.source import InputRecord
 from bulkretry._policy import Action, Decision
 from bulkretry._simulator import Simulator, SimulatorConfig
-from bulkretry._source import InputRecord
 
 
 def settings_for(sim: Simulator, **overrides: Any) -> Settings:

@@ -1,11 +1,11 @@
-"""Tests of bulkretry._halt: reading --halt-on, and deciding that the service is down."""
+"""Tests of bulkretry._pace.halt: reading --halt-on, and deciding that the service is down."""
 
 from __future__ import annotations
 
 import pytest
 
 from bulkretry._exceptions import ConfigurationError
-from bulkretry._halt import (
+from bulkretry._pace.halt import (
     DEFAULT_HALT_ON,
     DEFAULT_HALT_WINDOW,
     HaltDetector,

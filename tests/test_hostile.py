@@ -37,7 +37,7 @@ from multidict import CIMultiDict
 
 import bulkretry
 from bulkretry import Credentials, Outcome, RunResult, Settings
-from bulkretry._cli import main
+from bulkretry._cli.main import main
 
 pytestmark = pytest.mark.e2e
 
@@ -54,7 +54,7 @@ ENV = {
 #: What every re-trigger request's path must look like with the default (UUID) pattern.
 ACTION_PATH = re.compile(r"^/runs/[0-9a-f-]{36}/action$")
 MIB = 1024 * 1024
-#: The client's read cap (bulkretry._client.MAX_BODY_BYTES), as the README promises "~1 MiB".
+#: The client's read cap (bulkretry._http.client.MAX_BODY_BYTES), as the README promises "~1 MiB".
 CAP_PHRASE = "larger than 1048576 bytes"
 
 

@@ -34,7 +34,7 @@ from test_hostile import (
     web_server,
 )
 
-from bulkretry._cli import main
+from bulkretry._cli.main import main
 
 pytestmark = pytest.mark.e2e
 

@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 
-from bulkretry import _ledger_schema as schema
+from bulkretry._ledger import schema
 from bulkretry._exceptions import StateError
-from bulkretry._ledger import Admission, BatchIdentity, Ledger, PriorState
-from bulkretry._ledger_schema import FORMAT_VERSION
-from bulkretry._result import ErrorInfo, Outcome
+from bulkretry._ledger.ledger import Admission, BatchIdentity, Ledger, PriorState
+from bulkretry._ledger.schema import FORMAT_VERSION
+from bulkretry._model import ErrorInfo, Outcome
 
 IDENT = BatchIdentity(
     base_url="https://platform.example.test/data/foundation/flowservice",
@@ -427,7 +427,7 @@ def test_normal_and_full_sync_both_commit_with_synchronous_normal(tmp_path: Path
 
 CRASH = """
 import asyncio, os, signal, sys
-from bulkretry._ledger import BatchIdentity, Ledger
+from bulkretry._ledger.ledger import BatchIdentity, Ledger
 
 async def main():
     ident = BatchIdentity(base_url=sys.argv[2], org_id=sys.argv[3], sandbox=sys.argv[4],

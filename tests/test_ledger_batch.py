@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from bulkretry import _ledger_schema as schema
+from bulkretry._ledger import schema
 from bulkretry._exceptions import StateError
-from bulkretry._ledger import BatchIdentity, Ledger
-from bulkretry._result import ErrorInfo, Outcome
+from bulkretry._ledger.ledger import BatchIdentity, Ledger
+from bulkretry._model import ErrorInfo, Outcome
 
 IDENT = BatchIdentity(
     base_url="https://platform.example.test/data/foundation/flowservice",

@@ -16,8 +16,8 @@ from typing import Any
 import orjson
 import pytest
 
-from bulkretry._cli import _Parser
-from bulkretry._list_cli import configure_parser, parse_when, resolve_when, run_list_failed
+from bulkretry._cli.list_failed import configure_parser, parse_when, resolve_when, run_list_failed
+from bulkretry._cli.main import _Parser
 from bulkretry._simulator import RecordedRequest, Simulator, SimulatorConfig
 
 pytestmark = pytest.mark.e2e

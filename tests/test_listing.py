@@ -13,10 +13,11 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from bulkretry._client import Answer
 from bulkretry._config import Credentials, Settings
 from bulkretry._exceptions import AuthenticationError, ConfigurationError, TransportError
-from bulkretry._listing import (
+from bulkretry._http.client import Answer
+from bulkretry._io.source import STDIN, RecordReader, RunIdValidator
+from bulkretry._listing.lister import (
     FailedRunLister,
     ListedRun,
     ListingHalted,
@@ -27,7 +28,6 @@ from bulkretry._listing import (
     resolve_next,
 )
 from bulkretry._simulator import ManualClock, RecordedRequest, Simulator, SimulatorConfig
-from bulkretry._source import STDIN, RecordReader, RunIdValidator
 
 pytestmark = pytest.mark.e2e
 

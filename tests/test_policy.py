@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulkretry._client import Answer
 from bulkretry._config import Settings
 from bulkretry._exceptions import TransportError
+from bulkretry._http.client import Answer
 from bulkretry._policy import (
     Action,
     Decision,

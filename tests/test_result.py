@@ -1,4 +1,4 @@
-"""Tests of bulkretry._result: the JSON-lines schema of a results line."""
+"""Tests of bulkretry._model: the JSON-lines schema of a results line."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from bulkretry._result import ErrorInfo, Outcome, RunResult, utc_now_iso
+from bulkretry._model import ErrorInfo, Outcome, RunResult, utc_now_iso
 
 RUN = "4fb0418e-1804-45d6-8d56-dd51f05c0baf"
 NEW_RUN = "3fb0418e-1804-45d6-8d56-dd51f05c0baf"

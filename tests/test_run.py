@@ -13,8 +13,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bulkretry._progress import Progress, format_summary
-from bulkretry._result import Outcome
+from bulkretry._cli.progress import Progress, format_summary
+from bulkretry._model import Outcome
 from bulkretry._simulator import RecordedRequest, Simulator, SimulatorConfig
 from bulkretry._stats import Stats
 

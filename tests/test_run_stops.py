@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from bulkretry._cli import main
+from bulkretry._cli.main import main
 from bulkretry._simulator import RecordedRequest, Simulator, SimulatorConfig
 
 SIM_ENV = {
@@ -201,7 +201,7 @@ async def test_a_resume_takes_the_batchs_options_from_the_state_file(tmp_path: P
 
 def test_the_resume_hint_names_the_same_command_and_the_no_input_form() -> None:
     """A piped batch is resumed by feeding the pipe again, or with --resume and no input."""
-    from bulkretry._state import resume_command
+    from bulkretry._cli.state import resume_command
 
     hint = resume_command(
         ["run", "--state", "b.db", "-o", "r.jsonl", "--append"], "b.db", "r.jsonl", piped=True

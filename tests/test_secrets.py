@@ -1,4 +1,4 @@
-"""Tests of bulkretry._secrets: secret files, the Secret wrapper and the Redactor."""
+"""Tests of bulkretry._http.secrets: secret files, the Secret wrapper and the Redactor."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import NoReturn
 
 import pytest
 
-from bulkretry import _secrets
+from bulkretry._http import secrets as _secrets
 from bulkretry._exceptions import ConfigurationError
-from bulkretry._secrets import MASK, Redactor, Secret, read_secret_file
+from bulkretry._http.secrets import MASK, Redactor, Secret, read_secret_file
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.payload-part.signature_part"
 

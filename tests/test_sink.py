@@ -1,4 +1,4 @@
-"""Tests of bulkretry._sink: whole lines in bounded chunks, and clear errors when writing fails."""
+"""The sink: whole lines in bounded chunks, and clear errors when writing fails."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from types import FrameType
 
 import pytest
 
-from bulkretry._sink import OutputClosed, OutputFailed, ResultSink
+from bulkretry._io.sink import OutputClosed, OutputFailed, ResultSink
 
 PIPE_BUF = select.PIPE_BUF
 FILE_CHUNK = 256 * 1024

@@ -1,4 +1,4 @@
-"""Tests of bulkretry._source: reading, validating and accounting for every input line."""
+"""Tests of bulkretry._io.source: reading, validating and accounting for every input line."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from bulkretry._config import DEFAULT_RUN_ID_PATTERN
 from bulkretry._exceptions import InputError
-from bulkretry._source import (
+from bulkretry._io.source import (
     MAX_LINE_BYTES,
     QUOTE_CHARS,
     InputRecord,

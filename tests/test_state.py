@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pytest
 
-from bulkretry._cli import main
+from bulkretry._cli.main import main
 from bulkretry._simulator import RecordedRequest, Simulator, SimulatorConfig
 
 SIM_ENV = {
@@ -211,7 +211,7 @@ async def test_in_doubt_survives_a_resume_and_is_sent_only_when_asked(tmp_path: 
     with listing.open("w") as out:
         import argparse
 
-        from bulkretry._state import run_status
+        from bulkretry._cli.state import run_status
 
         run_status(argparse.Namespace(state=state, list="retriggered"), out)
     assert sorted(listing.read_text().split()) == sorted(ids)

@@ -1,4 +1,4 @@
-"""Tests of bulkretry._throttle: pacing, fairness, learning the quota, and the concurrency cap.
+"""Tests of bulkretry._pace.throttle: pacing, fairness, learning the quota, and the concurrency cap.
 
 Every test runs on an event loop whose clock is virtual: when nothing is ready, the loop jumps
 its clock to the next timer instead of sleeping, so timing is exact and tests are instant.
@@ -19,7 +19,7 @@ from conftest import VirtualClockLoop, virtual_time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bulkretry._throttle import (
+from bulkretry._pace.throttle import (
     BETA,
     DEFAULT_RECOVERY,
     MIN_RATE_FRACTION,

@@ -1,4 +1,4 @@
-"""Tests of bulkretry._tls: verifying contexts against a real TLS server, and URL checks."""
+"""Tests of bulkretry._http.tls: verifying contexts against a real TLS server, and URL checks."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 from aiohttp import web
 from conftest import Certificates
 
-from bulkretry._auth import ClientCredentialsToken
 from bulkretry._exceptions import AuthenticationError, ConfigurationError
-from bulkretry._tls import check_url, is_loopback, proxy_for, session_kwargs, ssl_context
+from bulkretry._http.auth import ClientCredentialsToken
+from bulkretry._http.tls import check_url, is_loopback, proxy_for, session_kwargs, ssl_context
 
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 

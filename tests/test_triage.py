@@ -1,4 +1,4 @@
-"""Tests of bulkretry._triage: what each record becomes before any request, by merged evidence."""
+"""Triage: what each record becomes before any request, by merged evidence."""
 
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import orjson
 import pytest
 
 from bulkretry._config import Settings
-from bulkretry._evidence import prescan
-from bulkretry._ledger_schema import Admission, PriorState
-from bulkretry._result import Outcome, RunResult
-from bulkretry._source import InputRecord, RecordReader, RunIdValidator
-from bulkretry._triage import Triage, Verdict, only_needs_results_lines
+from bulkretry._engine.triage import Triage, Verdict, only_needs_results_lines
+from bulkretry._io.evidence import prescan
+from bulkretry._io.source import InputRecord, RecordReader, RunIdValidator
+from bulkretry._ledger.schema import Admission, PriorState
+from bulkretry._model import Outcome, RunResult
 
 RUN = "4fb0418e-1804-45d6-8d56-dd51f05c0baf"
 RUN_2 = "5fb0418e-1804-45d6-8d56-dd51f05c0baf"

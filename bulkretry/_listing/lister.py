@@ -53,13 +53,13 @@ from urllib.parse import quote, urlencode
 import aiohttp
 from yarl import URL
 
-from ._auth import TokenProvider, token_provider
-from ._client import Answer, make_session, parse_body, read_capped, translate
-from ._config import Settings
-from ._exceptions import BatchHalted, MissingCredentialsError, TransportError
-from ._policy import adobe_error, backoff_delay, parse_retry_after
-from ._runs import DEFAULT_PAGE_SIZE, ListedRun, ListQuery, shorten
-from ._throttle import Throttle
+from .._config import Settings
+from .._exceptions import BatchHalted, MissingCredentialsError, TransportError
+from .._http.auth import TokenProvider, token_provider
+from .._http.client import Answer, make_session, parse_body, read_capped, translate
+from .._http.runs import DEFAULT_PAGE_SIZE, ListedRun, ListQuery, shorten
+from .._pace.throttle import Throttle
+from .._policy import adobe_error, backoff_delay, parse_retry_after
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",

@@ -9,11 +9,11 @@ import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, TextIO
 
-from . import _ledger_schema as schema
-from ._config import Settings
-from ._exceptions import ConfigurationError, StateError
-from ._ledger import STATES, BatchIdentity, Ledger
-from ._source import InputRecord
+from .._config import Settings
+from .._exceptions import ConfigurationError, StateError
+from .._io.source import InputRecord
+from .._ledger import schema as schema
+from .._ledger.ledger import STATES, BatchIdentity, Ledger
 
 __all__ = [
     "STORED_OPTIONS",

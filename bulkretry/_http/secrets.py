@@ -14,7 +14,7 @@ import stat
 from collections.abc import Callable, Iterable, Mapping
 from urllib.parse import quote, quote_plus
 
-from ._exceptions import ConfigurationError
+from .._exceptions import ConfigurationError
 
 __all__ = ["MASK", "Redactor", "Secret", "read_secret_file"]
 

@@ -21,12 +21,12 @@ from collections import Counter
 
 import orjson
 
-from ._batch_input import read_batches
-from ._config import Credentials, Settings
-from ._run import BatchRunner, new_event_loop
-from ._simulator import Simulator, SimulatorConfig, TokenBucketQuota
-from ._source import RecordReader, RunIdValidator
-from ._written import open_output
+from .._config import Credentials, Settings
+from .._io.source import RecordReader, RunIdValidator
+from .._io.written import open_output
+from .._simulator import Simulator, SimulatorConfig, TokenBucketQuota
+from .batch_input import read_batches
+from .run import BatchRunner, new_event_loop
 
 __all__ = ["run_demo"]
 

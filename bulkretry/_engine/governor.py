@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import asyncio
 
-from ._budget import RetryBudget
-from ._client import Answer
-from ._config import Settings
-from ._exceptions import TransportError
-from ._halt import HaltDetector, parse_halt_on
-from ._halt import Outcome as HaltKind
-from ._policy import Action, Decision
-from ._throttle import ConcurrencyCap, Throttle
+from .._config import Settings
+from .._exceptions import TransportError
+from .._http.client import Answer
+from .._pace.budget import RetryBudget
+from .._pace.halt import HaltDetector, parse_halt_on
+from .._pace.halt import Outcome as HaltKind
+from .._pace.throttle import ConcurrencyCap, Throttle
+from .._policy import Action, Decision
 
 __all__ = ["Governor"]
 

@@ -21,10 +21,10 @@ from urllib.parse import urlsplit
 import aiohttp
 import orjson
 
-from ._config import Credentials
-from ._exceptions import AuthenticationError, ConfigurationError, MissingCredentialsError
-from ._secrets import MASK, Secret
-from ._tls import check_url
+from .._config import Credentials
+from .._exceptions import AuthenticationError, ConfigurationError, MissingCredentialsError
+from .secrets import MASK, Secret
+from .tls import check_url
 
 __all__ = [
     "DEFAULT_IMS_ATTEMPTS",

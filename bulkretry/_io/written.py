@@ -22,9 +22,9 @@ from collections.abc import Iterator, Sequence
 
 import orjson
 
-from ._evidence import rank
-from ._exceptions import InputError
-from ._source import STDIN
+from .._exceptions import InputError
+from .evidence import rank
+from .source import STDIN
 
 __all__ = ["STDOUT_FD", "WrittenRecords", "last_record", "open_output", "read_records"]
 

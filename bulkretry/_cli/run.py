@@ -14,8 +14,20 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from ._batch_input import BatchInput
-from ._cli import (
+from .._config import Settings
+from .._engine.engine import Engine
+from .._engine.triage import only_needs_results_lines
+from .._exceptions import ConfigurationError
+from .._http.client import one_line
+from .._io.evidence import Evidence, prescan
+from .._io.sink import FLUSH_INTERVAL, OutputClosed, OutputFailed, ResultSink
+from .._io.source import STDIN, InputRecord, RunIdValidator, check_input_paths
+from .._io.written import STDOUT_FD, WrittenRecords, last_record, open_output
+from .._model import Outcome, RunResult
+from .._stats import Stats
+from .batch_input import BatchInput
+from .logs import configure_logging
+from .main import (
     EXIT_OK,
     EXIT_SOME_FAILED,
     EXIT_STOPPED,
@@ -23,24 +35,12 @@ from ._cli import (
     build_settings,
     explicit_options,
 )
-from ._client import one_line
-from ._config import Settings
-from ._engine import Engine
-from ._evidence import Evidence, prescan
-from ._exceptions import ConfigurationError
-from ._logging import configure_logging
-from ._progress import Progress, format_summary
-from ._result import Outcome, RunResult
-from ._sink import FLUSH_INTERVAL, OutputClosed, OutputFailed, ResultSink
-from ._source import STDIN, InputRecord, RunIdValidator, check_input_paths
-from ._stats import Stats
-from ._triage import only_needs_results_lines
-from ._written import STDOUT_FD, WrittenRecords, last_record, open_output
+from .progress import Progress, format_summary
 
 __all__ = ["BatchRunner", "exit_code", "new_event_loop", "run_command"]
 
 if TYPE_CHECKING:
-    from ._ledger import Ledger
+    from .._ledger.ledger import Ledger
 
 log = logging.getLogger("bulkretry")
 _BAD = (Outcome.FAILED, Outcome.INVALID, Outcome.IN_DOUBT)
@@ -221,7 +221,7 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
     configure_logging(quiet=ns.quiet, verbose=ns.verbose, fmt=ns.log_format)
     stored: Mapping[str, object] = {}
     if ns.state:
-        from ._state import apply_stored_options
+        from .state import apply_stored_options
 
         stored, env = apply_stored_options(ns, env, given=explicit_options(argv))
     elif ns.resume:
@@ -246,7 +246,7 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
             raise ConfigurationError(only_needs_results_lines(evidence.records))
     ledger = None
     if ns.state:
-        from ._state import open_ledger, options_of
+        from .state import open_ledger, options_of
 
         ledger = open_ledger(ns.state, settings, sync=ns.sync)
     try:
@@ -262,7 +262,7 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
             )
             hint = None
             if ledger is not None:
-                from ._state import resume_command
+                from .state import resume_command
 
                 hint = resume_command(argv, ledger.path, ns.output, piped=source.piped)
             with asyncio.Runner(loop_factory=new_event_loop) as loop_runner:

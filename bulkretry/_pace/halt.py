@@ -45,7 +45,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Literal, NoReturn, get_args
 
-from ._exceptions import ConfigurationError
+from .._exceptions import ConfigurationError
 
 __all__ = [
     "DEFAULT_HALT_ON",

@@ -28,8 +28,20 @@ import sys
 from collections.abc import Callable, Iterable, Mapping
 from typing import TextIO
 
-from . import _config as C
-from ._cli import (
+from .. import _config as C
+from .._exceptions import BulkRetryError, ConfigurationError
+from .._http.tls import check_url, proxy_for
+from .._io.sink import OutputClosed, ResultSink
+from .._io.written import STDOUT_FD, open_output
+from .._listing.lister import (
+    DEFAULT_PAGE_SIZE,
+    FailedRunLister,
+    ListedRun,
+    ListingHalted,
+    ListQuery,
+)
+from .logs import configure_logging
+from .main import (
     EXIT_OK,
     EXIT_STOPPED,
     EXIT_USAGE,
@@ -40,13 +52,7 @@ from ._cli import (
     _positive_int,
     build_credentials,
 )
-from ._exceptions import BulkRetryError, ConfigurationError
-from ._listing import DEFAULT_PAGE_SIZE, FailedRunLister, ListedRun, ListingHalted, ListQuery
-from ._logging import configure_logging
-from ._run import new_event_loop
-from ._sink import OutputClosed, ResultSink
-from ._tls import check_url, proxy_for
-from ._written import STDOUT_FD, open_output
+from .run import new_event_loop
 
 __all__ = [
     "LIST_OPTIONS",

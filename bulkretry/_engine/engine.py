@@ -21,27 +21,27 @@ import aiohttp
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._attempts import Attempts, Flight, Interrupted, Wait, stopped
-from ._auth import TokenProvider, token_provider
-from ._client import FlowServiceClient, make_session
-from ._config import Settings
-from ._exceptions import (
+from .._config import Settings
+from .._exceptions import (
     AuthenticationError,
     InputError,
     MissingCredentialsError,
     StateError,
 )
-from ._governor import Governor
-from ._result import ErrorInfo, Outcome, RunResult, utc_now_iso
-from ._source import InputRecord
-from ._stats import Stats
-from ._triage import HELD_IN_DOUBT, Triage, Verdict
+from .._http.auth import TokenProvider, token_provider
+from .._http.client import FlowServiceClient, make_session
+from .._io.source import InputRecord
+from .._model import ErrorInfo, Outcome, RunResult, utc_now_iso
+from .._stats import Stats
+from .attempts import Attempts, Flight, Interrupted, Wait, stopped
+from .governor import Governor
+from .triage import HELD_IN_DOUBT, Triage, Verdict
 
 if TYPE_CHECKING:
-    from ._evidence import Evidence
+    from .._io.evidence import Evidence
 
     # The ledger (and sqlite3) is only loaded by batches that use --state.
-    from ._ledger import Ledger
+    from .._ledger.ledger import Ledger
 
 __all__ = ["Emit", "Engine"]
 

@@ -18,11 +18,11 @@ import threading
 from collections.abc import AsyncIterator, Sequence
 from typing import TYPE_CHECKING
 
-from ._source import STDIN, InputRecord, RecordReader, RunIdValidator, count_records
+from .._io.source import STDIN, InputRecord, RecordReader, RunIdValidator, count_records
 
 if TYPE_CHECKING:
-    from ._engine import Engine
-    from ._ledger import Ledger
+    from .._engine.engine import Engine
+    from .._ledger.ledger import Ledger
 
 __all__ = ["EXIT_SOME_FAILED", "BatchInput", "read_batches"]
 
@@ -177,7 +177,7 @@ class BatchInput:
                 return
         if self.ledger is None:
             return
-        from ._state import ledger_batches
+        from .state import ledger_batches
 
         self.resumed = True
         if self.engine is not None:

@@ -6,9 +6,9 @@ import asyncio
 import sys
 from typing import TextIO
 
-from ._governor import Governor
-from ._result import Outcome
-from ._stats import Stats
+from .._engine.governor import Governor
+from .._model import Outcome
+from .._stats import Stats
 
 __all__ = ["Progress", "format_summary"]
 

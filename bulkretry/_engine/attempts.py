@@ -16,19 +16,19 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, TypeVar
 
-from ._auth import TokenProvider
-from ._client import Answer, FlowServiceClient
-from ._config import Settings
-from ._exceptions import AuthenticationError, StateError, TransportError
-from ._governor import Governor
-from ._policy import Action, decide
-from ._result import ErrorInfo, Outcome
-from ._source import InputRecord
-from ._stats import Stats
+from .._config import Settings
+from .._exceptions import AuthenticationError, StateError, TransportError
+from .._http.auth import TokenProvider
+from .._http.client import Answer, FlowServiceClient
+from .._io.source import InputRecord
+from .._model import ErrorInfo, Outcome
+from .._policy import Action, decide
+from .._stats import Stats
+from .governor import Governor
 
 if TYPE_CHECKING:
-    from ._engine import Engine
-    from ._ledger import Ledger
+    from .._ledger.ledger import Ledger
+    from .engine import Engine
 
 __all__ = ["MAX_RENEWALS_PER_RECORD", "Attempts", "Flight", "Interrupted", "Wait", "stopped"]
 

@@ -16,14 +16,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ._config import Settings
-from ._dedup import SeenSet
-from ._evidence import FAILED_RANK, Evidence, Prior, rank
-from ._result import ErrorInfo, Outcome
-from ._source import InputRecord
+from .._config import Settings
+from .._io.dedup import SeenSet
+from .._io.evidence import FAILED_RANK, Evidence, Prior, rank
+from .._io.source import InputRecord
+from .._model import ErrorInfo, Outcome
 
 if TYPE_CHECKING:
-    from ._ledger import Admission
+    from .._ledger.ledger import Admission
 
 __all__ = ["HELD_IN_DOUBT", "Triage", "Verdict", "only_needs_results_lines"]
 

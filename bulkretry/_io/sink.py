@@ -12,7 +12,7 @@ import os
 import select
 import stat
 
-from ._exceptions import BulkRetryError
+from .._exceptions import BulkRetryError
 
 __all__ = ["FLUSH_INTERVAL", "OutputClosed", "OutputFailed", "ResultSink"]
 

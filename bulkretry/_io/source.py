@@ -26,8 +26,8 @@ from typing import IO, Any
 
 import orjson
 
-from ._config import DEFAULT_RUN_ID_PATTERN
-from ._exceptions import InputError
+from .._config import DEFAULT_RUN_ID_PATTERN
+from .._exceptions import InputError
 
 __all__ = [
     "MAX_LINE_BYTES",

@@ -25,9 +25,9 @@ from aiohttp.tracing import Trace
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from ._config import Settings
-from ._exceptions import TransportError
-from ._tls import session_kwargs
+from .._config import Settings
+from .._exceptions import TransportError
+from .tls import session_kwargs
 
 __all__ = [
     "MAX_BODY_BYTES",

@@ -43,8 +43,8 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from ._exceptions import StateError
-from ._result import ErrorInfo
+from .._exceptions import StateError
+from .._model import ErrorInfo
 
 if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
     import msvcrt

@@ -33,7 +33,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
-from ._source import MAX_LINE_BYTES, STDIN, InputRecord, RecordReader, RunIdValidator
+from .source import MAX_LINE_BYTES, STDIN, InputRecord, RecordReader, RunIdValidator
 
 __all__ = [
     "DONE_RANK",

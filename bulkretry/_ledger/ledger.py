@@ -36,10 +36,10 @@ from typing import Any, Literal
 
 import orjson
 
-from . import _ledger_schema as schema
-from ._exceptions import StateError
-from ._ledger_schema import STATES, Admission, BatchIdentity, PriorState
-from ._result import ErrorInfo
+from .._exceptions import StateError
+from .._model import ErrorInfo
+from . import schema as schema
+from .schema import STATES, Admission, BatchIdentity, PriorState
 
 __all__ = [
     "DEFAULT_COMMIT_DELAY",

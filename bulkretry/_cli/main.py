@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
-from . import _config as C
-from ._exceptions import BulkRetryError, ConfigurationError, MissingCredentialsError, StateError
-from ._version import __version__
+from .. import _config as C
+from .._exceptions import BulkRetryError, ConfigurationError, MissingCredentialsError, StateError
+from .._version import __version__
 
 __all__ = ["main"]
 
@@ -61,7 +61,7 @@ def _non_negative_float(text: str) -> float:
 
 
 def _outcome_list(text: str) -> frozenset[str]:
-    from ._result import Outcome
+    from .._model import Outcome
 
     names = frozenset(part.strip() for part in text.split(",") if part.strip())
     unknown = sorted(names - {o.value for o in Outcome})
@@ -325,17 +325,17 @@ def build_parser(env: Mapping[str, str], command: str | None = None) -> argparse
 
     listing = commands.add_parser("list-failed", help="list failed runs to pipe into run")
     if wanted("list-failed"):
-        from ._list_cli import configure_parser as configure_list
+        from .list_failed import configure_parser as configure_list
 
         configure_list(listing, env)
     status = commands.add_parser("status", help="counts of a batch's state file, or its run IDs")
     if wanted("status"):
-        from ._state import configure_status_parser
+        from .state import configure_status_parser
 
         configure_status_parser(status)
     simulate = commands.add_parser("simulate", help="serve the built-in Flow Service simulator")
     if wanted("simulate"):
-        from ._simulator._cli import configure_parser
+        from .._simulator._cli import configure_parser
 
         configure_parser(simulate)
     demo = commands.add_parser(
@@ -362,7 +362,7 @@ def build_credentials(
     ns: argparse.Namespace, env: Mapping[str, str], warn: Callable[[str], None]
 ) -> C.Credentials:
     """Gather credentials from the environment and secret files; name whatever is missing."""
-    from ._secrets import read_secret_file
+    from .._http.secrets import read_secret_file
 
     token = _secret_env(env, "ACCESS_TOKEN")
     if ns.token_file:
@@ -406,7 +406,7 @@ def build_settings(
     ns: argparse.Namespace, env: Mapping[str, str], warn: Callable[[str], None]
 ) -> C.Settings:
     """Build the frozen :class:`Settings` of a ``run`` from parsed flags and the environment."""
-    from ._tls import check_url, proxy_for
+    from .._http.tls import check_url, proxy_for
 
     check_url(ns.base_url, what="base URL")
     credentials = None if ns.dry_run else build_credentials(ns, env, warn)
@@ -445,23 +445,23 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     ns = parser.parse_args(args)
     try:
         if ns.command == "run":
-            from ._run import run_command
+            from .run import run_command
 
             return run_command(ns, env, args)
         if ns.command == "status":
-            from ._state import run_status
+            from .state import run_status
 
             return run_status(ns)
         if ns.command == "list-failed":
-            from ._list_cli import run_list_failed
+            from .list_failed import run_list_failed
 
             return run_list_failed(ns, env)
         if ns.command == "simulate":
-            from ._simulator._cli import run_from_args
+            from .._simulator._cli import run_from_args
 
             return int(run_from_args(ns))
         if ns.command == "demo":
-            from ._demo import run_demo
+            from .demo import run_demo
 
             return int(run_demo(ns))
     except (ConfigurationError, StateError) as exc:

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from ._exceptions import ConfigurationError
+from .._exceptions import ConfigurationError
 
 __all__ = ["DEFAULT_PAGE_SIZE", "ListQuery", "ListedRun", "shorten"]
 

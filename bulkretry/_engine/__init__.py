@@ -1,0 +1,1 @@
+"""The engine: triage, flow control, one attempt at a time, the batch."""

@@ -1,0 +1,1 @@
+"""HTTP: the session (TLS, proxies), the Flow Service client, tokens and secrets."""

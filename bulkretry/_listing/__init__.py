@@ -1,0 +1,1 @@
+"""Listing failed runs (``list-failed``) page by page."""

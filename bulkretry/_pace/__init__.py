@@ -1,0 +1,1 @@
+"""Pacing: the throttle, the retry budget and the halt detector."""
