@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "goodput.py"
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "goodput.py"
 
 pytestmark = pytest.mark.slow
 

@@ -107,7 +107,7 @@ def test_missing_run_ids_file_is_a_usage_error(tmp_path: Path) -> None:
         build_config(parse(f"--run-ids-file={tmp_path / 'nope.txt'}"))
 
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SERVE = (
     "import argparse, sys\n"
     "from bulkretry._simulator._cli import configure_parser, run_from_args\n"
