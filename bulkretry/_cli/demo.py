@@ -26,7 +26,8 @@ from .._io.source import RecordReader, RunIdValidator
 from .._io.written import open_output
 from .._simulator import Simulator, SimulatorConfig, TokenBucketQuota
 from .batch_input import read_batches
-from .run import BatchRunner, new_event_loop
+from .loop import new_event_loop
+from .run import BatchRunner
 
 __all__ = ["run_demo"]
 

@@ -40,19 +40,19 @@ from .._listing.lister import (
     ListingHalted,
     ListQuery,
 )
+from .build import build_credentials
 from .logs import configure_logging
-from .main import (
+from .loop import new_event_loop
+from .options import (
     EXIT_OK,
     EXIT_STOPPED,
     EXIT_USAGE,
     RUN_OPTIONS,
-    _add_options,
-    _choice,
-    _Option,
-    _positive_int,
-    build_credentials,
+    Option,
+    add_options,
+    choice,
+    positive_int,
 )
-from .run import new_event_loop
 
 __all__ = [
     "LIST_OPTIONS",
@@ -107,7 +107,7 @@ def resolve_when(when: When, now: datetime.datetime, *, what: str) -> int:
     return (moment - _EPOCH) // _MS
 
 
-def _help(dest: str, text: str | None = None) -> _Option:
+def _help(dest: str, text: str | None = None) -> Option:
     """Take ``run``'s option ``dest`` (same flag, environment variable and default)."""
     option = next(o for o in RUN_OPTIONS if o.dest == dest)
     return option if text is None else dataclasses.replace(option, help=text)
@@ -115,9 +115,9 @@ def _help(dest: str, text: str | None = None) -> _Option:
 
 LIST_OPTIONS = [
     _help("base_url"),
-    _Option(
+    Option(
         ("--page-size",),
-        _positive_int,
+        positive_int,
         DEFAULT_PAGE_SIZE,
         "runs asked for per page (the API's limit parameter)",
         "N",
@@ -169,7 +169,7 @@ def configure_parser(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
     )
     parser.add_argument(
         "--format",
-        type=_choice("ids", "jsonl"),
+        type=choice("ids", "jsonl"),
         default="ids",
         metavar="ids|jsonl",
         help="one run ID per line, or one JSON object per run (run_id, flow_id, started_at, "
@@ -182,7 +182,7 @@ def configure_parser(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
     parser.add_argument(
         "--overwrite", action="store_true", help="replace an existing non-empty --output"
     )
-    _add_options(parser, LIST_OPTIONS, env)
+    add_options(parser, LIST_OPTIONS, env)
 
 
 def flow_ids_of(values: Iterable[str]) -> tuple[str, ...]:

@@ -26,18 +26,13 @@ from .._io.written import STDOUT_FD, WrittenRecords, last_record, open_output
 from .._model import Outcome, RunResult
 from .._stats import Stats
 from .batch_input import BatchInput
+from .build import build_settings
 from .logs import configure_logging
-from .main import (
-    EXIT_OK,
-    EXIT_SOME_FAILED,
-    EXIT_STOPPED,
-    EXIT_USAGE,
-    build_settings,
-    explicit_options,
-)
+from .loop import new_event_loop
+from .options import EXIT_OK, EXIT_SOME_FAILED, EXIT_STOPPED, EXIT_USAGE, explicit_options
 from .progress import Progress, format_summary
 
-__all__ = ["BatchRunner", "exit_code", "new_event_loop", "run_command"]
+__all__ = ["BatchRunner", "exit_code", "run_command"]
 
 if TYPE_CHECKING:
     from .._ledger.ledger import Ledger
@@ -206,14 +201,6 @@ class BatchRunner:
             )
         if stopped and self.resume_hint is not None:
             print(f"bulkretry: to resume: {self.resume_hint}", file=sys.stderr)
-
-
-def new_event_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is not built for every platform
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
 
 
 def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[str]) -> int:

@@ -10,7 +10,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bulkretry._cli.main import RUN_OPTIONS, main
+from bulkretry._cli.main import main
+from bulkretry._cli.options import RUN_OPTIONS
 
 RUN_A = "4fb0418e-1804-45d6-8d56-dd51f05c0baf"
 CREDS = {

@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from bulkretry._cli.list_failed import configure_parser, parse_when, resolve_when, run_list_failed
-from bulkretry._cli.main import _Parser
+from bulkretry._cli.options import Parser as _Parser
 from bulkretry._simulator import RecordedRequest, Simulator, SimulatorConfig
 
 pytestmark = pytest.mark.e2e

@@ -32,7 +32,8 @@ from aiohttp import web
 from conftest import Certificates
 
 from bulkretry import Credentials, Outcome, RunResult, Settings
-from bulkretry._cli.main import EXIT_OK, EXIT_STOPPED, EXIT_USAGE, main
+from bulkretry._cli.main import main
+from bulkretry._cli.options import EXIT_OK, EXIT_STOPPED, EXIT_USAGE
 from bulkretry._config import DEFAULT_SCOPES
 from bulkretry._engine.attempts import MAX_RENEWALS_PER_RECORD
 from bulkretry._engine.engine import Engine

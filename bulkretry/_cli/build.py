@@ -1,0 +1,94 @@
+"""Build what a command needs from parsed flags and the environment: credentials, Settings."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping
+
+from .. import _config as C
+from .._exceptions import MissingCredentialsError
+from .options import ENV_PREFIX
+
+__all__ = ["build_credentials", "build_settings"]
+
+
+def _secret_env(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(ENV_PREFIX + name)
+    return value if value else None
+
+
+def build_credentials(
+    ns: argparse.Namespace, env: Mapping[str, str], warn: Callable[[str], None]
+) -> C.Credentials:
+    """Gather credentials from the environment and secret files; name whatever is missing."""
+    from .._http.secrets import read_secret_file
+
+    token = _secret_env(env, "ACCESS_TOKEN")
+    if ns.token_file:
+        token = read_secret_file(ns.token_file, what="token file", warn=warn)
+    client_id = _secret_env(env, "CLIENT_ID")
+    client_secret = _secret_env(env, "CLIENT_SECRET")
+    if ns.client_secret_file:
+        client_secret = read_secret_file(
+            ns.client_secret_file, what="client secret file", warn=warn
+        )
+    api_key = _secret_env(env, "API_KEY") or client_id
+    org_id = _secret_env(env, "ORG_ID")
+    missing = []
+    if not token and not (client_id and client_secret):
+        if client_id:
+            missing.append("BULKRETRY_CLIENT_SECRET (or --client-secret-file)")
+        else:
+            missing.append(
+                "BULKRETRY_ACCESS_TOKEN (or --token-file, "
+                "or BULKRETRY_CLIENT_ID and BULKRETRY_CLIENT_SECRET)"
+            )
+    if not api_key:
+        missing.append("BULKRETRY_API_KEY")
+    if not org_id:
+        missing.append("BULKRETRY_ORG_ID")
+    if missing or api_key is None or org_id is None:
+        raise MissingCredentialsError(missing)
+    return C.Credentials(
+        api_key=api_key,
+        org_id=org_id,
+        sandbox=_secret_env(env, "SANDBOX") or C.DEFAULT_SANDBOX,
+        access_token=token,
+        client_id=client_id,
+        client_secret=client_secret,
+        scopes=_secret_env(env, "SCOPES") or C.DEFAULT_SCOPES,
+        ims_url=_secret_env(env, "IMS_URL") or C.DEFAULT_IMS_URL,
+    )
+
+
+def build_settings(
+    ns: argparse.Namespace, env: Mapping[str, str], warn: Callable[[str], None]
+) -> C.Settings:
+    """Build the frozen :class:`Settings` of a ``run`` from parsed flags and the environment."""
+    from .._http.tls import check_url, proxy_for
+
+    check_url(ns.base_url, what="base URL")
+    credentials = None if ns.dry_run else build_credentials(ns, env, warn)
+    ims_url = credentials.ims_url if credentials is not None else C.DEFAULT_IMS_URL
+    return C.Settings(
+        base_url=ns.base_url.rstrip("/"),
+        op=ns.op,
+        credentials=credentials,
+        concurrency=ns.concurrency,
+        rate=ns.rate,
+        burst=ns.burst,
+        max_attempts=ns.max_attempts,
+        timeout=ns.timeout,
+        deadline=ns.deadline,
+        on_ambiguous=ns.on_ambiguous,
+        run_id_pattern=ns.run_id_pattern,
+        halt_on=ns.halt_on,
+        max_retriggers=ns.max_retriggers,
+        retry_budget=ns.retry_budget,
+        only=ns.only,
+        retry_in_doubt=ns.retry_in_doubt,
+        dry_run=ns.dry_run,
+        ca_bundle=ns.ca_bundle or env.get("SSL_CERT_FILE") or None,
+        proxy=proxy_for(ns.base_url, env),
+        ims_proxy=proxy_for(ims_url, env),
+    )

@@ -1,0 +1,306 @@
+"""The options of ``run`` as data: flags, converters, defaults, environment names, exit codes.
+
+Every option of ``run`` can also be set as ``BULKRETRY_<OPTION>`` (``--base-url`` →
+``BULKRETRY_BASE_URL``); a flag wins over the environment. Exit codes are defined here, once.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+from .. import _config as C
+
+__all__ = [
+    "ENV_PREFIX",
+    "EXIT_OK",
+    "EXIT_SOME_FAILED",
+    "EXIT_STOPPED",
+    "EXIT_USAGE",
+    "RUN_OPTIONS",
+    "Option",
+    "Parser",
+    "add_options",
+    "choice",
+    "explicit_options",
+    "flag",
+    "non_negative_float",
+    "outcome_list",
+    "positive_float",
+    "positive_int",
+]
+
+ENV_PREFIX = "BULKRETRY_"
+#: The exit codes of every command (README's table).
+EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        """Print one clear line, not the whole usage, and exit 2."""
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number of at least 0")
+    return value
+
+
+def outcome_list(text: str) -> frozenset[str]:
+    from .._model import Outcome
+
+    names = frozenset(part.strip() for part in text.split(",") if part.strip())
+    unknown = sorted(names - {o.value for o in Outcome})
+    if not names or unknown:
+        known = ", ".join(o.value for o in Outcome)
+        raise argparse.ArgumentTypeError(f"{text!r} is not a list of outcomes ({known})")
+    return names
+
+
+def flag(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("", "0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"{text!r} is not a yes/no value (use 1 or 0)")
+
+
+def choice(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if text not in choices:
+            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(choices)}")
+        return text
+
+    return parse
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One option of ``run``: its flags, its parser, its default, and its environment variable."""
+
+    flags: tuple[str, ...]
+    type: Callable[[str], Any] | None
+    default: Any
+    help: str
+    metavar: str | None = None
+
+    @property
+    def dest(self) -> str:
+        return self.flags[-1].lstrip("-").replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.dest.upper()
+
+
+RUN_OPTIONS = [
+    Option(("-o", "--output"), str, None, "write results to PATH instead of stdout", "PATH"),
+    Option(("--append",), None, False, "append to an existing non-empty --output"),
+    Option(("--overwrite",), None, False, "replace an existing non-empty --output"),
+    Option(("--base-url",), str, C.DEFAULT_BASE_URL, "Flow Service base URL", "URL"),
+    Option(
+        ("--op",),
+        str,
+        C.DEFAULT_OP,
+        "value of the op query parameter (RE_TRIGGER per the spec)",
+        "VALUE",
+    ),
+    Option(
+        ("--concurrency",), positive_int, C.DEFAULT_CONCURRENCY, "requests in flight at most", "N"
+    ),
+    Option(
+        ("--rate",),
+        positive_float,
+        C.DEFAULT_RATE,
+        "requests per second at most (fractions allowed)",
+        "R",
+    ),
+    Option(
+        ("--burst",), positive_int, C.DEFAULT_BURST, "requests allowed at once above the rate", "N"
+    ),
+    Option(
+        ("--max-attempts",),
+        positive_int,
+        C.DEFAULT_MAX_ATTEMPTS,
+        "attempts per run ID at most",
+        "N",
+    ),
+    Option(
+        ("--timeout",),
+        positive_float,
+        C.DEFAULT_TIMEOUT,
+        "seconds one request may take",
+        "SECONDS",
+    ),
+    Option(
+        ("--deadline",),
+        positive_float,
+        C.DEFAULT_DEADLINE,
+        "seconds one run ID may take across all attempts",
+        "SECONDS",
+    ),
+    Option(
+        ("--on-ambiguous",),
+        choice("retry", "hold"),
+        C.DEFAULT_ON_AMBIGUOUS,
+        "after a 500/502/504 or a timeout: hold the record as in_doubt, or retry it",
+        "retry|hold",
+    ),
+    Option(
+        ("--halt-on",),
+        str,
+        C.DEFAULT_HALT_ON,
+        "when the service looks down, stop (exit 3): e.g. 5xx=90%/100,stall=600 or never",
+        "SPEC",
+    ),
+    Option(
+        ("--max-retriggers",),
+        positive_int,
+        None,
+        "stop (exit 3) after N successful re-triggers; the rest is not_attempted",
+        "N",
+    ),
+    Option(
+        ("--retry-budget",),
+        non_negative_float,
+        C.DEFAULT_RETRY_BUDGET,
+        "retries of 5xx/network failures as a share of first attempts (429s not counted)",
+        "SHARE",
+    ),
+    Option(
+        ("--only",),
+        outcome_list,
+        None,
+        "with results files as input, act on lines with these outcomes only (e.g. failed,in_doubt)"
+        "; the others are skipped",
+        "OUTCOMES",
+    ),
+    Option(
+        ("--retry-in-doubt",),
+        None,
+        False,
+        "send runs that an earlier run left in_doubt (they may have been re-triggered)",
+    ),
+    Option(
+        ("--state",),
+        str,
+        None,
+        "durable state file of the batch: makes it resumable and never re-triggers a run twice",
+        "PATH",
+    ),
+    Option(
+        ("--resume",),
+        None,
+        False,
+        "with --state: read no input (not even a stdin left open) and finish the batch it holds",
+    ),
+    Option(
+        ("--sync",),
+        choice("normal", "full"),
+        "normal",
+        "normal: the state survives a killed process; full: a power loss too (fsync)",
+        "normal|full",
+    ),
+    Option(
+        ("--run-id-pattern",),
+        str,
+        C.DEFAULT_RUN_ID_PATTERN,
+        "regular expression a run ID must match whole",
+        "REGEX",
+    ),
+    Option(
+        ("--dry-run",), None, False, "validate input and report what would be sent; send nothing"
+    ),
+    Option(
+        ("--token-file",),
+        str,
+        None,
+        "read the access token from PATH (instead of BULKRETRY_ACCESS_TOKEN)",
+        "PATH",
+    ),
+    Option(("--client-secret-file",), str, None, "read the OAuth client secret from PATH", "PATH"),
+    Option(
+        ("--ca-bundle",),
+        str,
+        None,
+        "CA certificates to verify TLS with (else SSL_CERT_FILE, else the system's)",
+        "PATH",
+    ),
+    Option(("-q", "--quiet"), None, False, "print nothing on stderr but errors"),
+    Option(("-v", "--verbose"), None, False, "also log every record that did not succeed"),
+    Option(("--log-format",), choice("text", "json"), "text", "format of stderr logs", "text|json"),
+]
+
+
+_UNSET = object()
+
+
+def explicit_options(args: Sequence[str]) -> frozenset[str]:
+    """Return the ``run`` options given on the command line ``args`` (not by env or default)."""
+    parser = Parser(add_help=False)
+    parser.add_argument("files", nargs="*")
+    add_options(parser, RUN_OPTIONS, {})
+    parser.set_defaults(**{option.dest: _UNSET for option in RUN_OPTIONS})
+    words = list(args)
+    if "run" in words:
+        words = words[words.index("run") + 1 :]
+    ns, _ = parser.parse_known_args(words)
+    return frozenset(o.dest for o in RUN_OPTIONS if getattr(ns, o.dest) is not _UNSET)
+
+
+def add_options(
+    parser: argparse.ArgumentParser, options: Sequence[Option], env: Mapping[str, str]
+) -> None:
+    for option in options:
+        default = option.default
+        raw = env.get(option.env)
+        if raw is not None and raw != "":
+            convert = option.type or flag
+            try:
+                default = convert(raw)
+            except argparse.ArgumentTypeError as exc:
+                parser.error(f"{option.env}: {exc}")
+        shown = "off" if option.type is None and not option.default else option.default
+        # argparse formats help with %, so a literal % (as in 5xx=90%/100) must be doubled.
+        text = f"{option.help} [env {option.env}; default {shown}]".replace("%", "%%")
+        if option.type is None:
+            parser.add_argument(
+                *option.flags, dest=option.dest, action="store_true", default=default, help=text
+            )
+        else:
+            parser.add_argument(
+                *option.flags,
+                dest=option.dest,
+                type=option.type,
+                default=default,
+                metavar=option.metavar,
+                help=text,
+            )
