@@ -26,7 +26,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from typing import TextIO
+from typing import Any, TextIO
 
 from .. import _config as C
 from .._exceptions import BulkRetryError, ConfigurationError
@@ -115,13 +115,6 @@ def _help(dest: str, text: str | None = None) -> Option:
 
 LIST_OPTIONS = [
     _help("base_url"),
-    Option(
-        ("--page-size",),
-        positive_int,
-        DEFAULT_PAGE_SIZE,
-        "runs asked for per page (the API's limit parameter)",
-        "N",
-    ),
     _help("rate"),
     _help("burst"),
     _help("max_attempts", "attempts per page at most"),
@@ -136,6 +129,52 @@ LIST_OPTIONS = [
 ]
 
 
+def _own(
+    flags: tuple[str, ...],
+    kind: Any,
+    default: Any,
+    text: str,
+    metavar: str | None = None,
+    shown: str | None = None,
+) -> Option:
+    """An option of list-failed alone: its variable is BULKRETRY_LIST_FAILED_<OPTION>."""
+    dest = flags[-1].lstrip("-").replace("-", "_")
+    return Option(flags, kind, default, text, metavar, shown, env_name=_PREFIX + dest.upper())
+
+
+_PREFIX = "BULKRETRY_LIST_FAILED_"
+FLOW_ID_VARIABLE = _PREFIX + "FLOW_ID"
+_WINDOW = "an ISO-8601 time (without a zone: UTC) or a duration before now: 30m, 6h, 2d, 1w"
+OWN_OPTIONS = [
+    _own(
+        ("--all-flows",),
+        None,
+        False,
+        "list the failed runs of every flow in the sandbox (instead of --flow-id)",
+    ),
+    _own(("--since",), parse_when, None, f"only runs started after WHEN, {_WINDOW}", "WHEN"),
+    _own(("--until",), parse_when, None, f"only runs started before WHEN, {_WINDOW}", "WHEN"),
+    _own(
+        ("--format",),
+        choice("ids", "jsonl"),
+        "ids",
+        "one run ID per line, or one JSON object per run (run_id, flow_id, started_at, "
+        "completed_at, status, errors)",
+        "ids|jsonl",
+    ),
+    _own(("-o", "--output"), str, None, "write the list to PATH", "PATH", "stdout"),
+    _own(("--append",), None, False, "append to an existing --output"),
+    _own(("--overwrite",), None, False, "replace an existing non-empty --output"),
+    _own(
+        ("--page-size",),
+        positive_int,
+        DEFAULT_PAGE_SIZE,
+        "runs asked for per page (the API's limit parameter)",
+        "N",
+    ),
+]
+
+
 def configure_parser(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:
     """Add the ``list-failed`` arguments to ``parser``, with defaults taken from ``env``."""
     parser.description = parser.description or (
@@ -143,45 +182,29 @@ def configure_parser(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
         "`bulkretry list-failed --flow-id F --since 2d | bulkretry run` re-triggers them."
     )
     parser.epilog = parser.epilog or (
-        "Credentials and BULKRETRY_* variables are those of `bulkretry run`. Exit codes: 0 the "
-        "listing is complete; 2 usage error; 3 the listing stopped before its last page (what "
-        "was written is true but incomplete)."
+        "Credentials, and the variables of the options it shares with `run`, are run's;\n"
+        "its own options are BULKRETRY_LIST_FAILED_<OPTION>.\n\n"
+        "examples:\n"
+        "  bulkretry list-failed --flow-id F1 --flow-id F2 --since 2d | bulkretry run\n"
+        "  bulkretry list-failed --all-flows --since 6h --format jsonl -o failed.jsonl\n\n"
+        "exit codes:\n"
+        "  0    the listing is complete (even empty)\n"
+        "  2    a usage error\n"
+        "  3    the listing stopped before its last page (what was written is true but "
+        "incomplete)"
     )
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    flows = env.get(FLOW_ID_VARIABLE, "")
     parser.add_argument(
         "--flow-id",
         dest="flow_ids",
         action="append",
-        default=[],
+        default=[flow for flow in flows.split(",") if flow.strip()],
         metavar="ID",
-        help="list the failed runs of the flow with this ID, a UUID (repeat for several flows)",
+        help="list the failed runs of the flow with this ID, a UUID (repeat for several flows) "
+        f"[env {FLOW_ID_VARIABLE}, comma-separated; default none]",
     )
-    parser.add_argument(
-        "--all-flows",
-        action="store_true",
-        help="list the failed runs of every flow in the sandbox (instead of --flow-id)",
-    )
-    window = "an ISO-8601 time (without a zone: UTC) or a duration before now: 30m, 6h, 2d, 1w"
-    parser.add_argument(
-        "--since", type=parse_when, metavar="WHEN", help=f"only runs started after WHEN, {window}"
-    )
-    parser.add_argument(
-        "--until", type=parse_when, metavar="WHEN", help=f"only runs started before WHEN, {window}"
-    )
-    parser.add_argument(
-        "--format",
-        type=choice("ids", "jsonl"),
-        default="ids",
-        metavar="ids|jsonl",
-        help="one run ID per line, or one JSON object per run (run_id, flow_id, started_at, "
-        "completed_at, status, errors) [default ids]",
-    )
-    parser.add_argument(
-        "-o", "--output", metavar="PATH", help="write the list to PATH instead of stdout"
-    )
-    parser.add_argument("--append", action="store_true", help="append to an existing --output")
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace an existing non-empty --output"
-    )
+    add_options(parser, OWN_OPTIONS, env)
     add_options(parser, LIST_OPTIONS, env)
 
 

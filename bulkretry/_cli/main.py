@@ -15,9 +15,26 @@ from typing import NoReturn
 
 from .._exceptions import BulkRetryError, ConfigurationError, StateError
 from .._version import __version__
-from .options import EXIT_STOPPED, EXIT_USAGE, RUN_OPTIONS, Parser, add_options, positive_int
+from .options import (
+    EXIT_CODES_HELP,
+    EXIT_STOPPED,
+    EXIT_USAGE,
+    RUN_OPTIONS,
+    Parser,
+    add_options,
+    positive_int,
+    unknown_variables,
+)
 
 __all__ = ["entry", "main"]
+
+
+_RUN_EXAMPLES = """examples:
+  cat failed-run-ids.txt | bulkretry run > results.jsonl
+  bulkretry run ids1.txt ids2.txt -o results.jsonl --rate 20 --concurrency 8
+  bulkretry list-failed --flow-id F --since 2d | bulkretry run --state batch.db -o results.jsonl
+  bulkretry run --state batch.db --resume                    # finish a stopped batch
+  bulkretry run --only failed results.jsonl > second-pass.jsonl"""
 
 
 def build_parser(env: Mapping[str, str], command: str | None = None) -> argparse.ArgumentParser:
@@ -42,7 +59,18 @@ def build_parser(env: Mapping[str, str], command: str | None = None) -> argparse
     parser.add_argument("--version", action="version", version=f"bulkretry {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
-    run = commands.add_parser("run", help="re-trigger the run IDs read from FILEs or stdin")
+    run = commands.add_parser(
+        "run",
+        help="re-trigger the run IDs read from FILEs or stdin",
+        description=(
+            "Re-trigger failed dataflow runs: read run IDs (or earlier results lines) from FILEs "
+            "or stdin, send one re-trigger per run under a rate limit, back off on 429 and 5xx, "
+            "and write one JSON line per input line (old ID, new ID, etag, outcome) to stdout "
+            "or --output. Progress, logs and the summary go to stderr."
+        ),
+        epilog=_RUN_EXAMPLES + "\n\n" + EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument(
         "files", nargs="*", metavar="FILE", help="files of run IDs, one per line; - or none: stdin"
     )
@@ -53,18 +81,62 @@ def build_parser(env: Mapping[str, str], command: str | None = None) -> argparse
         from .list_failed import configure_parser as configure_list
 
         configure_list(listing, env)
-    status = commands.add_parser("status", help="counts of a batch's state file, or its run IDs")
+    status = commands.add_parser(
+        "status",
+        help="counts of a batch's state file, or its run IDs",
+        description=(
+            "Show what a batch's state file (--state) holds: its identity, invocations, elapsed "
+            "time and sending rate, and how many runs are in each state; or, with --list, the "
+            "run IDs in one state, one per line, ready to check or pipe back. Read-only: safe "
+            "while a batch runs."
+        ),
+        epilog=(
+            "examples:\n"
+            "  bulkretry status --state batch.db\n"
+            "  bulkretry status --state batch.db --list in_doubt > to-check.txt\n\n"
+            "exit codes:\n  0    shown\n  2    the state file is missing or not a state file"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     if wanted("status"):
         from .state import configure_status_parser
 
         configure_status_parser(status)
-    simulate = commands.add_parser("simulate", help="serve the built-in Flow Service simulator")
+    simulate = commands.add_parser(
+        "simulate",
+        help="serve the built-in Flow Service simulator",
+        description=(
+            "Serve the built-in Flow Service simulator on loopback: seeded failed runs, "
+            "re-trigger, run listings and look-ups, an IMS token endpoint, and the trouble you "
+            "ask for (quotas, 5xx, resets, lost answers). Prints its base URL; stops on Ctrl-C."
+        ),
+        epilog=(
+            "examples:\n"
+            "  bulkretry simulate --print-failed > failed.txt\n"
+            "  bulkretry simulate --quota-rate 50 --error-rate 0.05 --port 8080\n\n"
+            "exit codes:\n  0    stopped\n  2    a usage error"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     if wanted("simulate"):
         from .._simulator._cli import configure_parser
 
         configure_parser(simulate)
     demo = commands.add_parser(
-        "demo", help="re-trigger a few thousand runs on the built-in simulator"
+        "demo",
+        help="re-trigger a few thousand runs on the built-in simulator",
+        description=(
+            "Seed the built-in simulator with failed runs behind a quota with some 5xx answers, "
+            "re-trigger them all with the real pipeline, and check against the simulator's own "
+            "records that every run was re-triggered exactly once."
+        ),
+        epilog=(
+            "examples:\n"
+            "  bulkretry demo\n"
+            "  bulkretry demo --runs 500 -o demo.jsonl\n\n"
+            "exit codes:\n  0    every run re-triggered exactly once\n  1    otherwise"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     demo.add_argument(
         "--runs", type=positive_int, default=3000, help="failed runs to seed [default 3000]"
@@ -78,6 +150,14 @@ def build_parser(env: Mapping[str, str], command: str | None = None) -> argparse
     return parser
 
 
+def known_variables() -> list[str]:
+    """Return every BULKRETRY_* variable some command reads."""
+    from .list_failed import FLOW_ID_VARIABLE, LIST_OPTIONS, OWN_OPTIONS
+
+    options = [*RUN_OPTIONS, *LIST_OPTIONS, *OWN_OPTIONS]
+    return [option.env for option in options] + [FLOW_ID_VARIABLE]
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     """Run the command line; return the exit code (``bulkretry`` exits with it)."""
     env = os.environ if env is None else env
@@ -86,6 +166,8 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     command = next((arg for arg in args if not arg.startswith("-")), None)
     parser = build_parser(env, command)
     ns = parser.parse_args(args)
+    for warning in unknown_variables(env, known_variables()):
+        print(f"bulkretry: warning: {warning}", file=sys.stderr)
     try:
         if ns.command == "run":
             from .run import run_command

@@ -7,14 +7,17 @@ Every option of ``run`` can also be set as ``BULKRETRY_<OPTION>`` (``--base-url`
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Mapping, Sequence
+import difflib
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from .. import _config as C
 
 __all__ = [
+    "CREDENTIAL_VARIABLES",
     "ENV_PREFIX",
+    "EXIT_CODES_HELP",
     "EXIT_OK",
     "EXIT_SOME_FAILED",
     "EXIT_STOPPED",
@@ -30,6 +33,7 @@ __all__ = [
     "outcome_list",
     "positive_float",
     "positive_int",
+    "unknown_variables",
 ]
 
 ENV_PREFIX = "BULKRETRY_"
@@ -111,6 +115,10 @@ class Option:
     default: Any
     help: str
     metavar: str | None = None
+    #: The default in words for --help, where the value itself says nothing (None: "none").
+    shown: str | None = None
+    #: The environment variable, when it is not BULKRETRY_<OPTION> (a subcommand's own option).
+    env_name: str | None = None
 
     @property
     def dest(self) -> str:
@@ -118,11 +126,13 @@ class Option:
 
     @property
     def env(self) -> str:
-        return ENV_PREFIX + self.dest.upper()
+        return self.env_name or ENV_PREFIX + self.dest.upper()
 
 
 RUN_OPTIONS = [
-    Option(("-o", "--output"), str, None, "write results to PATH instead of stdout", "PATH"),
+    Option(
+        ("-o", "--output"), str, None, "write results to PATH instead of stdout", "PATH", "stdout"
+    ),
     Option(("--append",), None, False, "append to an existing non-empty --output"),
     Option(("--overwrite",), None, False, "replace an existing non-empty --output"),
     Option(("--base-url",), str, C.DEFAULT_BASE_URL, "Flow Service base URL", "URL"),
@@ -202,6 +212,7 @@ RUN_OPTIONS = [
         "with results files as input, act on lines with these outcomes only (e.g. failed,in_doubt)"
         "; the others are skipped",
         "OUTCOMES",
+        "all",
     ),
     Option(
         ("--retry-in-doubt",),
@@ -235,6 +246,7 @@ RUN_OPTIONS = [
         C.DEFAULT_RUN_ID_PATTERN,
         "regular expression a run ID must match whole",
         "REGEX",
+        "a UUID",
     ),
     Option(
         ("--dry-run",), None, False, "validate input and report what would be sent; send nothing"
@@ -253,6 +265,7 @@ RUN_OPTIONS = [
         None,
         "CA certificates to verify TLS with (else SSL_CERT_FILE, else the system's)",
         "PATH",
+        "SSL_CERT_FILE, else the system's",
     ),
     Option(("-q", "--quiet"), None, False, "print nothing on stderr but errors"),
     Option(("-v", "--verbose"), None, False, "also log every record that did not succeed"),
@@ -276,6 +289,57 @@ def explicit_options(args: Sequence[str]) -> frozenset[str]:
     return frozenset(o.dest for o in RUN_OPTIONS if getattr(ns, o.dest) is not _UNSET)
 
 
+def _in_words(option: Option) -> str:
+    """Return an option's default as --help shows it: never "None", numbers without ".0"."""
+    if option.shown is not None:
+        return option.shown
+    default = option.default
+    if option.type is None:
+        return "on" if default else "off"
+    if default is None:
+        return "none"
+    if isinstance(default, float):
+        return f"{default:g}"
+    return str(default)
+
+
+#: Variables that are not options: credentials and where they come from.
+CREDENTIAL_VARIABLES = frozenset(
+    ENV_PREFIX + name
+    for name in (
+        "ACCESS_TOKEN",
+        "API_KEY",
+        "ORG_ID",
+        "SANDBOX",
+        "CLIENT_ID",
+        "CLIENT_SECRET",
+        "SCOPES",
+        "IMS_URL",
+    )
+)
+
+
+def unknown_variables(env: Mapping[str, str], known: Iterable[str]) -> list[str]:
+    """Return a warning for each BULKRETRY_* variable nobody reads, naming the closest known."""
+    names = frozenset(known) | CREDENTIAL_VARIABLES
+    warnings = []
+    for name in sorted(env):
+        if name.startswith(ENV_PREFIX) and name not in names:
+            close = difflib.get_close_matches(name, sorted(names), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            warnings.append(f"unknown variable {name} is ignored{hint}")
+    return warnings
+
+
+#: The exit codes, as every command's --help ends.
+EXIT_CODES_HELP = """exit codes:
+  0    every valid input was retriggered or already_retriggered
+  1    some record is failed, invalid or in_doubt
+  2    a usage or configuration error, found before any request
+  3    the batch stopped early (a halt, refused credentials, a full disk)
+  130  interrupted (SIGINT); 143: terminated (SIGTERM)"""
+
+
 def add_options(
     parser: argparse.ArgumentParser, options: Sequence[Option], env: Mapping[str, str]
 ) -> None:
@@ -288,12 +352,16 @@ def add_options(
                 default = convert(raw)
             except argparse.ArgumentTypeError as exc:
                 parser.error(f"{option.env}: {exc}")
-        shown = "off" if option.type is None and not option.default else option.default
         # argparse formats help with %, so a literal % (as in 5xx=90%/100) must be doubled.
-        text = f"{option.help} [env {option.env}; default {shown}]".replace("%", "%%")
+        text = f"{option.help} [env {option.env}; default {_in_words(option)}]".replace("%", "%%")
         if option.type is None:
+            # --x and --no-x: a boolean set in the environment can be turned off by a flag.
             parser.add_argument(
-                *option.flags, dest=option.dest, action="store_true", default=default, help=text
+                *option.flags,
+                dest=option.dest,
+                action=argparse.BooleanOptionalAction,
+                default=default,
+                help=text,
             )
         else:
             parser.add_argument(

@@ -256,7 +256,7 @@ def test_missing_credentials_exit_2_naming_them(capsys: pytest.CaptureFixture[st
 
 def test_options_come_from_the_environment_and_flags_win() -> None:
     """Every connection option has its BULKRETRY_ variable; a flag overrides it."""
-    env = {"BULKRETRY_RATE": "3", "BULKRETRY_PAGE_SIZE": "7", "BULKRETRY_MAX_ATTEMPTS": "9"}
+    env = {"BULKRETRY_RATE": "3", "BULKRETRY_LIST_FAILED_PAGE_SIZE": "7", "BULKRETRY_MAX_ATTEMPTS": "9"}
     ns = parse(["--all-flows", "--rate", "4"], env)
     assert (ns.rate, ns.page_size, ns.max_attempts) == (4.0, 7, 9)
     # run's results file is not where a listing goes.
@@ -366,4 +366,4 @@ def test_help_names_each_option_with_its_environment_variable(
         assert f"BULKRETRY_{name}" in text
     for flag in ("--flow-id", "--all-flows", "--since", "--until", "--format", "--output"):
         assert flag in text
-    assert "Exit codes" in text
+    assert "exit codes:" in text
