@@ -148,6 +148,7 @@ class BatchInput:
         self.engine: Engine | None = None
         #: True once the records come from the state file alone (a resume without input).
         self.resumed = False
+        self._read = 0
         self._pattern = run_id_pattern
         self._runs = sum(ledger.counts().values()) if ledger is not None else 0
 
@@ -158,6 +159,10 @@ class BatchInput:
     def piped(self) -> bool:
         """True when the input is (or would have been) standard input."""
         return STDIN in self.files
+
+    def read_so_far(self) -> int:
+        """Records read so far: the total while a pipe is still open."""
+        return self._read
 
     def total(self) -> int | None:
         """Count the records to come, when that can be known without consuming them."""
@@ -172,6 +177,7 @@ class BatchInput:
             empty = True
             async for batch in read_batches(reader):
                 empty = False
+                self._read += len(batch)
                 yield batch
             if not empty or self.ledger is None or self.files != [STDIN]:
                 return
@@ -185,6 +191,7 @@ class BatchInput:
         why = "" if self.reads_input else " (no input is read: stdin is a terminal, or --resume)"
         log.warning("resuming the %d runs of %s%s", self._runs, self.ledger.path, why)
         async for batch in ledger_batches(self.ledger):
+            self._read += len(batch)
             yield batch
 
     def finish(self, code: int, argv: Sequence[str]) -> int:

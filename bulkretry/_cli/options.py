@@ -16,6 +16,7 @@ from .. import _config as C
 
 __all__ = [
     "CREDENTIAL_VARIABLES",
+    "DEFAULT_PROGRESS_EVERY",
     "ENV_PREFIX",
     "EXIT_CODES_HELP",
     "EXIT_OK",
@@ -37,6 +38,8 @@ __all__ = [
 ]
 
 ENV_PREFIX = "BULKRETRY_"
+#: Seconds between two progress lines when stderr is not a terminal.
+DEFAULT_PROGRESS_EVERY = 10.0
 #: The exit codes of every command (README's table).
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
 
@@ -269,6 +272,22 @@ RUN_OPTIONS = [
     ),
     Option(("-q", "--quiet"), None, False, "print nothing on stderr but errors"),
     Option(("-v", "--verbose"), None, False, "also log every record that did not succeed"),
+    Option(
+        ("--progress-every",),
+        non_negative_float,
+        DEFAULT_PROGRESS_EVERY,
+        "when stderr is not a terminal (a log, CI), a progress line every SECONDS (0: none); "
+        "JSON with --log-format json",
+        "SECONDS",
+    ),
+    Option(
+        ("--summary-json",),
+        str,
+        None,
+        "also write the summary to PATH as one JSON object (outcomes, error kinds and codes, "
+        "requests, throttled, ambiguous attempts, learned rate, elapsed, exit code)",
+        "PATH",
+    ),
     Option(("--log-format",), choice("text", "json"), "text", "format of stderr logs", "text|json"),
 ]
 

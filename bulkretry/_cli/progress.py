@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import TextIO
+from collections.abc import Callable
+from typing import Any, TextIO
+
+import orjson
 
 from .._engine.governor import Governor
 from .._model import Outcome
@@ -58,7 +61,13 @@ def format_summary(stats: Stats, governor: Governor | None = None) -> str:
 
 
 class Progress:
-    """Redraw one status line on a terminal every ``interval`` seconds while a batch runs."""
+    """Show a batch's progress on stderr while it runs.
+
+    On a terminal (``live``), one status line redrawn every ``interval`` seconds and cleared
+    before results are written to the same terminal; elsewhere (a log file, CI), one whole line
+    every ``interval`` seconds, or one JSON object with ``json``. ``read`` tells how many records
+    were read so far: the total while a pipe is still open.
+    """
 
     def __init__(
         self,
@@ -67,15 +76,29 @@ class Progress:
         *,
         stream: TextIO | None = None,
         interval: float = 0.5,
+        live: bool = True,
+        json: bool = False,
+        read: Callable[[], int] | None = None,
     ) -> None:
         self._stats = stats
         self._governor = governor
         self._stream = stream or sys.stderr
         self._interval = interval
+        self._live = live
+        self._json = json
+        self._read = read
+        self._drawn = False
         self._task: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
-        return f"Progress(running={self._task is not None}, {self._stats!r})"
+        mode = "live" if self._live else "json" if self._json else "log"
+        return f"Progress({mode}, every {self._interval:g} s, running={self._task is not None})"
+
+    def _total(self) -> int | None:
+        total = self._stats.total
+        if total is None and self._read is not None:
+            total = self._read()
+        return total
 
     def line(self) -> str:
         """Return the current status line."""
@@ -83,27 +106,53 @@ class Progress:
         done = stats.done
         elapsed = stats.elapsed
         rate = done / elapsed if elapsed > 0 else 0.0
-        total = f"/{stats.total}" if stats.total is not None else ""
-        text = f"{done}{total} done, {rate:.1f}/s"
-        if stats.total is not None and rate > 0 and done < stats.total:
-            text += f", ETA {_duration((stats.total - done) / rate)}"
+        total = self._total()
+        text = f"{done}{f'/{total}' if total is not None else ''} done, {rate:.1f}/s"
+        if total is not None and rate > 0 and done < total:
+            text += f", ETA {_duration((total - done) / rate)}"
         text += f", {stats.retries} retries, {stats.throttled} throttled"
         if self._governor is not None:
             text += (
                 f", rate {self._governor.throttle.rate:.1f}/s"
                 f", budget {self._governor.budget.tokens:.0f}"
             )
-        bad = stats.count(Outcome.FAILED) + stats.count(Outcome.IN_DOUBT)
-        if bad:
-            text += f", {bad} failed/in doubt"
-        return text
+        counts = ", ".join(f"{stats.count(o)} {o.value}" for o in _ORDER if stats.count(o))
+        return text + (f"; {counts}" if counts else "")
+
+    def record(self) -> dict[str, Any]:
+        """Return the current progress as one JSON-ready object."""
+        stats = self._stats
+        done, elapsed = stats.done, stats.elapsed
+        rate = done / elapsed if elapsed > 0 else 0.0
+        total = self._total()
+        eta = (total - done) / rate if total is not None and rate > 0 and done < total else None
+        return {
+            "event": "progress",
+            "done": done,
+            "total": total,
+            "rate": round(rate, 3),
+            "eta_s": None if eta is None else round(eta, 1),
+            "retries": stats.retries,
+            "throttled": stats.throttled,
+            "learned_rate": (
+                round(self._governor.throttle.rate, 3) if self._governor is not None else None
+            ),
+            "outcomes": {o.value: stats.count(o) for o in _ORDER if stats.count(o)},
+        }
 
     def start(self) -> None:
-        """Start redrawing, in a task of the running loop."""
-        self._task = asyncio.get_running_loop().create_task(self._redraw())
+        """Start showing, in a task of the running loop."""
+        self._task = asyncio.get_running_loop().create_task(self._show())
+
+    def clear(self) -> None:
+        """Remove the live line (results are about to be written to the same terminal)."""
+        if self._drawn:
+            self._stream.write("\r\x1b[K")
+            self._stream.flush()
+            self._drawn = False
 
     async def stop(self) -> None:
-        """Stop redrawing and clear the line."""
+        """Stop showing and clear the live line."""
         if self._task is not None:
             self._task.cancel()
             try:
@@ -111,11 +160,19 @@ class Progress:
             except asyncio.CancelledError:
                 pass
             self._task = None
-            self._stream.write("\r\x1b[K")
-            self._stream.flush()
+            self.clear()
 
-    async def _redraw(self) -> None:
+    async def _show(self) -> None:
         while True:
-            self._stream.write("\r\x1b[K" + self.line())
-            self._stream.flush()
+            if self._live:
+                self._stream.write("\r\x1b[K" + self.line())
+                self._drawn = True
+                self._stream.flush()
+                await asyncio.sleep(self._interval)
+                continue
             await asyncio.sleep(self._interval)
+            if self._json:
+                self._stream.write(orjson.dumps(self.record()).decode() + "\n")
+            else:
+                self._stream.write(f"bulkretry: progress {self.line()}\n")
+            self._stream.flush()

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import aiohttp
+import orjson
 
 from .._config import Settings
 from .._engine.engine import Engine
@@ -22,15 +23,24 @@ from .._http.client import one_line
 from .._io.evidence import Evidence, prescan
 from .._io.sink import FLUSH_INTERVAL, OutputClosed, OutputFailed, ResultSink
 from .._io.source import STDIN, InputRecord, RunIdValidator, check_input_paths
-from .._io.written import STDOUT_FD, WrittenRecords, last_record, open_output
+from .._io.written import STDOUT_FD, WrittenRecords
 from .._model import Outcome, RunResult
 from .._stats import Stats
 from .batch_input import BatchInput
 from .build import build_settings
 from .logs import configure_logging
 from .loop import new_event_loop
-from .options import EXIT_OK, EXIT_SOME_FAILED, EXIT_STOPPED, EXIT_USAGE, explicit_options
+from .options import (
+    DEFAULT_PROGRESS_EVERY,
+    EXIT_OK,
+    EXIT_SOME_FAILED,
+    EXIT_STOPPED,
+    EXIT_USAGE,
+    explicit_options,
+)
+from .output import open_batch_output
 from .progress import Progress, format_summary
+from .summary import ErrorCounts, summary_of_stats, write_summary_json
 
 __all__ = ["BatchRunner", "exit_code", "run_command"]
 
@@ -72,6 +82,9 @@ class BatchRunner:
         progress: bool | None = None,
         session: aiohttp.ClientSession | None = None,
         evidence: Evidence | None = None,
+        progress_every: float = DEFAULT_PROGRESS_EVERY,
+        log_json: bool = False,
+        read: Callable[[], int] | None = None,
     ) -> None:
         self.settings = settings
         self.batches = batches
@@ -83,6 +96,10 @@ class BatchRunner:
         self.quiet = quiet
         self.verbose = verbose
         self.show_progress = (not quiet and sys.stderr.isatty()) if progress is None else progress
+        self.progress_every = 0.0 if quiet else progress_every
+        self.log_json = log_json
+        self.read = read
+        self.errors = ErrorCounts()
         self.signum: int | None = None
         self.output_problem: str | None = None
         #: Records the output already holds (a resume continuing its batch's own file).
@@ -91,6 +108,8 @@ class BatchRunner:
         self.unwritten = 0
 
     async def emit(self, result: RunResult) -> None:
+        if result.error is not None:
+            self.errors.add(result)
         if self.output_problem is not None:
             if result.outcome is Outcome.RETRIGGERED:
                 self.unwritten += 1
@@ -150,7 +169,7 @@ class BatchRunner:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self.on_signal, signum)
-        progress = Progress(self.engine.stats, self.engine.governor) if self.show_progress else None
+        progress = self._progress()
         flusher = loop.create_task(self.flusher())
         if progress is not None:
             progress.start()
@@ -179,9 +198,34 @@ class BatchRunner:
                 file=sys.stderr,
             )
         if not self.quiet and not (self.output_problem and "closed" in self.output_problem):
-            print(format_summary(stats, self.engine.governor), file=sys.stderr)
+            if not self.log_json:  # the JSON summary waits for the final exit code
+                print(format_summary(stats, self.engine.governor), file=sys.stderr)
             self._advise(stats, stopped=stopped or self.signum is not None)
         return exit_code(stats, stopped=stopped, signum=self.signum)
+
+    def _progress(self) -> Progress | None:
+        """The live line on a terminal, else a line every --progress-every seconds, or none."""
+        stats, governor = self.engine.stats, self.engine.governor
+        if self.show_progress:
+            progress = Progress(stats, governor, read=self.read)
+            if os.isatty(self.sink.fd):  # results go to the same terminal: clear the line first
+                self.sink.before_write = progress.clear
+            return progress
+        if self.progress_every > 0:
+            return Progress(
+                stats,
+                governor,
+                live=False,
+                interval=self.progress_every,
+                json=self.log_json,
+                read=self.read,
+            )
+        return None
+
+    def summary(self, code: int) -> dict[str, object]:
+        """Return the batch's summary object, with the final exit code."""
+        throttle = self.engine.governor.throttle
+        return summary_of_stats(self.engine.stats, self.errors, throttle.rate, code)
 
     def _advise(self, stats: Stats, *, stopped: bool) -> None:
         """Say how to see what needs a person, and how to carry on after a stop."""
@@ -237,7 +281,7 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
 
         ledger = open_ledger(ns.state, settings, sync=ns.sync)
     try:
-        fd, written = _open_batch_output(ns, ledger, stored, files if reads_input else [])
+        fd, written = open_batch_output(ns, ledger, stored, files if reads_input else [])
         try:
             if ledger is not None:
                 ledger.store_options(options_of(ns))
@@ -252,6 +296,8 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
                 from .state import resume_command
 
                 hint = resume_command(argv, ledger.path, ns.output, piped=source.piped)
+            if source.piped and reads_input and _stdin_is_a_terminal() and not ns.quiet:
+                log.warning("reading run IDs from the terminal, one per line (Ctrl-D to end)")
             with asyncio.Runner(loop_factory=new_event_loop) as loop_runner:
                 batch = BatchRunner(
                     settings,
@@ -263,6 +309,9 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
                     quiet=ns.quiet,
                     verbose=ns.verbose,
                     evidence=evidence,
+                    progress_every=ns.progress_every,
+                    log_json=ns.log_format == "json",
+                    read=source.read_so_far,
                 )
                 batch.written = written
                 source.engine = batch.engine
@@ -271,7 +320,13 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
                     batch.engine.governor.retriggered = ledger.counts()["retriggered"]
                 code = loop_runner.run(batch.main())
             code = _judge_triage(batch.engine, code, resumed=source.resumed, quiet=ns.quiet)
-            return source.finish(code, argv)
+            code = source.finish(code, argv)
+            summary = batch.summary(code)
+            if ns.log_format == "json" and not ns.quiet:
+                print(orjson.dumps({"event": "summary", **summary}).decode(), file=sys.stderr)
+            if ns.summary_json:
+                write_summary_json(ns.summary_json, summary)
+            return code
         finally:
             if written is not None:
                 written.close()
@@ -307,46 +362,3 @@ def _stdin_is_a_terminal() -> bool:
         return os.isatty(0)
     except OSError:  # pragma: no cover - a closed descriptor 0
         return False
-
-
-def _open_batch_output(
-    ns: argparse.Namespace,
-    ledger: Ledger | None,
-    stored: Mapping[str, object],
-    inputs: Sequence[str],
-) -> tuple[int, WrittenRecords | None]:
-    """Open the output; a resume given its batch's own results file continues it."""
-    path = ns.output
-    own = ledger is not None and path not in (None, "-") and not ns.overwrite
-    if own and ledger is not None and _is_own_output(path, ledger, stored):
-        written = WrittenRecords.of_file(path)
-        try:
-            fd = open_output(path, append=True, overwrite=False, inputs=inputs)
-        except BaseException:
-            written.close()
-            raise
-        log.warning(
-            "continuing %s (%d records there already): only what it lacks is added",
-            path,
-            written.count,
-        )
-        return fd, written
-    return open_output(path, append=ns.append, overwrite=ns.overwrite, inputs=inputs), None
-
-
-def _is_own_output(path: str, ledger: Ledger, stored: Mapping[str, object]) -> bool:
-    """True for the results file this batch wrote: its path, and a last record the batch knows."""
-    if stored.get("output") != os.path.realpath(path):
-        return False
-    try:
-        if os.path.getsize(path) == 0:
-            return False
-        last = last_record(path)
-    except OSError:
-        return False
-    if last is None:
-        return False
-    run_id = last.get("run_id")
-    if last.get("outcome") == "invalid":
-        return True
-    return isinstance(run_id, str) and ledger.knows(run_id)

@@ -11,6 +11,7 @@ import errno
 import os
 import select
 import stat
+from collections.abc import Callable
 
 from .._exceptions import BulkRetryError
 
@@ -33,8 +34,16 @@ class OutputFailed(BulkRetryError):
 class ResultSink:
     """Buffer results lines and write them whole to a file descriptor."""
 
-    def __init__(self, fd: int, *, high_water: int = 64 * 1024) -> None:
-        self._fd = fd
+    def __init__(
+        self,
+        fd: int,
+        *,
+        high_water: int = 64 * 1024,
+        before_write: Callable[[], None] | None = None,
+    ) -> None:
+        self.fd = self._fd = fd
+        #: Called before lines are written (a live progress line on the same terminal clears).
+        self.before_write = before_write
         mode = os.fstat(fd).st_mode
         self._chunk = _PIPE_CHUNK if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode) else _FILE_CHUNK
         self._buffer = bytearray()
@@ -58,6 +67,8 @@ class ResultSink:
     def flush(self) -> None:
         """Write everything buffered, in line-aligned chunks."""
         buffer = self._buffer
+        if buffer and self.before_write is not None:
+            self.before_write()
         view = memoryview(buffer)
         start = 0
         try:
