@@ -102,6 +102,30 @@ def build_parser(env: Mapping[str, str], command: str | None = None) -> argparse
         from .state import configure_status_parser
 
         configure_status_parser(status)
+    report = commands.add_parser(
+        "report",
+        help="merge results files of several passes into one current line per run",
+        description=(
+            "Merge the results files of several passes, in any order, into one current line per "
+            "run ID on stdout: the line with the most advanced evidence (retriggered = "
+            "already_retriggered > in_doubt > failed > the rest; a later line wins among "
+            "equals), as it was written. Counts and the top error codes go to stderr."
+        ),
+        epilog=(
+            "examples:\n"
+            "  bulkretry report pass1.jsonl pass2.jsonl > current.jsonl\n"
+            "  cat pass*.jsonl | bulkretry report --format json > current.jsonl\n\n"
+            "exit codes:\n"
+            "  0    every run is retriggered or already_retriggered\n"
+            "  1    some run is not\n"
+            "  2    a usage error (an unreadable file)"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    if wanted("report"):
+        from .report import configure_report_parser
+
+        configure_report_parser(report)
     simulate = commands.add_parser(
         "simulate",
         help="serve the built-in Flow Service simulator",
@@ -181,6 +205,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             from .list_failed import run_list_failed
 
             return run_list_failed(ns, env)
+        if ns.command == "report":
+            from .report import run_report
+
+            return run_report(ns)
         if ns.command == "simulate":
             from .._simulator._cli import run_from_args
 

@@ -1,0 +1,102 @@
+"""`bulkretry report`: one current line per run from any passes, in any order."""
+
+from __future__ import annotations
+
+import io
+import itertools
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from bulkretry._cli.main import build_parser, main
+from bulkretry._cli.report import run_report
+
+A, B, C = (f"{i:08x}-1804-45d6-8d56-dd51f05c0baf" for i in (1, 2, 3))
+
+
+def line(run_id: str, outcome: str, **extra: Any) -> bytes:
+    return orjson.dumps({"run_id": run_id, "outcome": outcome, **extra}) + b"\n"
+
+
+PASS_1 = [
+    line(A, "in_doubt", error={"kind": "network", "message": "reset"}),
+    line(B, "failed", error={"kind": "http", "message": "404", "error_code": "FLOW-1101-404"}),
+    line(C, "not_attempted"),
+]
+PASS_2 = [
+    line(A, "retriggered", new_run_id="n-a"),
+    line(B, "failed", error={"kind": "http", "message": "404", "error_code": "FLOW-1101-404"}),
+    f"{C.upper()}\n".encode(),
+]
+
+
+def report(tmp_path: Path, *chunks: list[bytes], fmt: str = "table") -> tuple[int, list[Any], str]:
+    paths = []
+    for number, chunk in enumerate(chunks):
+        path = tmp_path / f"pass{number}.jsonl"
+        path.write_bytes(b"".join(chunk))
+        paths.append(str(path))
+    ns = build_parser({}, "report").parse_args(["report", *paths, "--format", fmt])
+    out, err = io.BytesIO(), io.StringIO()
+    code = run_report(ns, out=out, err=err)
+    rows = [
+        orjson.loads(raw) if raw.startswith(b"{") else raw.decode()
+        for raw in out.getvalue().splitlines()
+    ]
+    return code, rows, err.getvalue()
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations([PASS_1, PASS_2])))
+def test_the_most_advanced_evidence_wins_whatever_the_order_of_passes(
+    tmp_path: Path, order: tuple[list[bytes], list[bytes]]
+) -> None:
+    """One line per run: A retriggered, B failed; C's two equal lines: the later one."""
+    code, rows, _ = report(tmp_path, *order)
+    by_run = {row["run_id"] if isinstance(row, dict) else row.lower(): row for row in rows}
+    assert len(rows) == 3
+    assert by_run[C] == (C.upper() if order[-1] is PASS_2 else by_run[C])
+    if order[-1] is PASS_1:
+        assert by_run[C]["outcome"] == "not_attempted"
+    assert by_run[A]["outcome"] == "retriggered"
+    assert by_run[A]["new_run_id"] == "n-a"
+    assert by_run[B]["outcome"] == "failed"
+    assert code == 1
+
+
+def test_the_winning_line_is_printed_as_it_was_written(tmp_path: Path) -> None:
+    """Byte for byte: the report is a results file that run reads back."""
+    code, rows, _ = report(tmp_path, [line(A, "retriggered", new_run_id="n", extra="kept")])
+    assert rows == [{"run_id": A, "outcome": "retriggered", "new_run_id": "n", "extra": "kept"}]
+    assert code == 0
+
+
+def test_counts_and_top_error_codes_go_to_stderr_as_table_or_json(tmp_path: Path) -> None:
+    """--format json gives one object; the table names the top codes of runs not done."""
+    _, _, table = report(tmp_path, PASS_1, PASS_2)
+    assert "3 runs" in table
+    assert "FLOW-1101-404:1" in table.replace(" ", "")
+    _, _, text = report(tmp_path, PASS_1, PASS_2, fmt="json")
+    summary = orjson.loads(text)
+    assert summary["runs"] == 3
+    assert summary["outcomes"] == {"retriggered": 1, "failed": 1, "bare": 1}
+    assert summary["error_codes"] == {"FLOW-1101-404": 1}
+
+
+def test_a_skipped_line_counts_as_the_evidence_it_stands_for(tmp_path: Path) -> None:
+    """A skipped line carrying prior_outcome retriggered beats a later failed line."""
+    skipped = line(A, "skipped", prior_outcome="retriggered", new_run_id="n")
+    _, rows, _ = report(tmp_path, [skipped], [line(A, "failed")])
+    assert [row["outcome"] for row in rows] == ["skipped"]
+
+
+def test_everything_done_exits_0_and_an_unreadable_file_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 0 only when every run is re-triggered; a missing file is a usage error."""
+    done = tmp_path / "done.jsonl"
+    done.write_bytes(line(A, "retriggered") + line(B, "already_retriggered"))
+    assert main(["report", str(done)], env={}) == 0
+    assert main(["report", str(tmp_path / "missing.jsonl")], env={}) == 2
+    assert "missing.jsonl" in capsys.readouterr().err
