@@ -15,6 +15,7 @@ import asyncio
 import functools
 import math
 import os
+import shlex
 import sys
 import tempfile
 from collections import Counter
@@ -22,6 +23,7 @@ from collections import Counter
 import orjson
 
 from .._config import Credentials, Settings
+from .._exceptions import ConfigurationError
 from .._io.source import RecordReader, RunIdValidator
 from .._io.written import open_output
 from .._simulator import Simulator, SimulatorConfig, TokenBucketQuota
@@ -41,6 +43,10 @@ DEMO_CONCURRENCY = 32
 
 def run_demo(ns: argparse.Namespace) -> int:
     """Run the demo; return 0 when every run was re-triggered exactly once."""
+    if not ns.overwrite and os.path.exists(ns.output) and os.path.getsize(ns.output) > 0:
+        raise ConfigurationError(
+            f"{ns.output} exists (results of an earlier demo?); use --overwrite or another -o"
+        )
     with asyncio.Runner(loop_factory=new_event_loop) as runner:
         return runner.run(_demo(ns.runs, ns.output))
 
@@ -79,9 +85,15 @@ async def _demo(runs: int, output: str) -> int:
                 concurrency=DEMO_CONCURRENCY,
                 backoff_base=0.25,
             )
+            same = shlex.join(
+                [
+                    "bulkretry", "run", "--rate", f"{DEMO_RATE:g}", "--concurrency",
+                    str(DEMO_CONCURRENCY), "--state", "demo.db", "-o", output,
+                ]
+            )  # fmt: skip
             print(
-                f"demo: bulkretry run --rate {DEMO_RATE:g} --concurrency {DEMO_CONCURRENCY} "
-                f"{listing.name} -o {output}",
+                "demo: the same pipeline on your sandbox (credentials in BULKRETRY_*): "
+                f"bulkretry list-failed --all-flows --since 1d | {same}",
                 file=sys.stderr,
             )
             fd = open_output(output, append=False, overwrite=True, inputs=[listing.name])

@@ -171,6 +171,9 @@ def build_parser(env: Mapping[str, str], command: str | None = None) -> argparse
         default="bulkretry-demo-results.jsonl",
         help="results file [default bulkretry-demo-results.jsonl]",
     )
+    demo.add_argument(
+        "--overwrite", action="store_true", help="replace the results file of an earlier demo"
+    )
     return parser
 
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import ipaddress
 import os
+import shlex
 import signal
 import sys
 from collections.abc import Callable, Iterator
@@ -131,6 +132,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add("--jitter-ms", type=_non_negative, default=0.0, help="random extra latency, up to this")
     add("--ready-file", metavar="PATH", help="write the base URL there once listening")
     add("--print-failed", action="store_true", help="print the failed run IDs after the base URL")
+    add(
+        "--env",
+        action="store_true",
+        help="print `export BULKRETRY_...=...` lines for eval instead of the base URL: the fake "
+        "credentials, and BULKRETRY_LIST_FAILED_FLOW_ID naming the flows served",
+    )
 
 
 class UsageError(ValueError):
@@ -219,11 +226,25 @@ def _announce(sim: Simulator, ns: argparse.Namespace) -> None:
         partial.write_text(sim.base_url + "\n", encoding="utf-8")
         # Readers polling for the file never see it half-written.
         os.replace(partial, ready)
-    print(sim.base_url, flush=True)
-    if ns.print_failed:
+    cfg = sim.config
+    if ns.env:
+        # eval-able: `bulkretry simulate --env > sim.env & sleep 1; . ./sim.env`
+        exports = {
+            "BULKRETRY_BASE_URL": sim.base_url,
+            "BULKRETRY_ACCESS_TOKEN": cfg.access_token,
+            "BULKRETRY_API_KEY": cfg.api_key,
+            "BULKRETRY_ORG_ID": cfg.org_id,
+            "BULKRETRY_SANDBOX": cfg.sandbox,
+            "BULKRETRY_LIST_FAILED_FLOW_ID": ",".join(sim.flow_ids()),
+        }
+        sys.stdout.write("".join(f"export {k}={shlex.quote(v)}\n" for k, v in exports.items()))
+        sys.stdout.write("".join(f"# flow {flow}\n" for flow in sim.flow_ids()))
+        sys.stdout.flush()
+    else:
+        print(sim.base_url, flush=True)
+    if ns.print_failed and not ns.env:
         sys.stdout.write("".join(f"{run_id}\n" for run_id in failed))
         sys.stdout.flush()
-    cfg = sim.config
     mode = "any UUID is a failed run" if cfg.accept_any else f"{len(failed)} failed runs"
     print(
         f"bulkretry simulator: Flow Service at {sim.base_url} ({mode}); IMS at {sim.ims_url}\n"
