@@ -20,10 +20,20 @@ from .options import (
     EXIT_STOPPED,
     EXIT_USAGE,
     RUN_OPTIONS,
+    Option,
     Parser,
     add_options,
     positive_int,
     unknown_variables,
+)
+from .profiles import (
+    CONFIG_VARIABLE,
+    PROFILE_VARIABLE,
+    Profile,
+    choose_profile,
+    describe,
+    load_profile,
+    merged_environment,
 )
 
 __all__ = ["entry", "main"]
@@ -122,6 +132,22 @@ def build_parser(env: Mapping[str, str], command: str | None = None) -> argparse
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    config = commands.add_parser(
+        "config",
+        help="show the effective settings and where each came from",
+        description=(
+            "Show every setting of run and list-failed as it would be used now: its value and "
+            "where it came from (the environment, a profile of the config file, or the "
+            "default). Secrets are masked."
+        ),
+        epilog=(
+            "examples:\n"
+            "  bulkretry config\n"
+            "  bulkretry config --profile dev\n\n"
+            "exit codes:\n  0    shown\n  2    the profile or the config file is wrong"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     if wanted("report"):
         from .report import configure_report_parser
 
@@ -174,28 +200,63 @@ def build_parser(env: Mapping[str, str], command: str | None = None) -> argparse
     demo.add_argument(
         "--overwrite", action="store_true", help="replace the results file of an earlier demo"
     )
+    for sub in (run, listing, status, report, config, simulate, demo):
+        sub.add_argument(
+            "--profile",
+            metavar="NAME",
+            help="take options from [profiles.NAME] of the config file ($BULKRETRY_CONFIG, else "
+            "~/.config/bulkretry/config.toml) [env BULKRETRY_PROFILE; default none]",
+        )
     return parser
+
+
+def _all_options() -> list[Option]:
+    from .list_failed import LIST_OPTIONS, OWN_OPTIONS
+
+    return [*RUN_OPTIONS, *LIST_OPTIONS, *OWN_OPTIONS]
 
 
 def known_variables() -> list[str]:
     """Return every BULKRETRY_* variable some command reads."""
-    from .list_failed import FLOW_ID_VARIABLE, LIST_OPTIONS, OWN_OPTIONS
+    from .list_failed import FLOW_ID_VARIABLE
 
-    options = [*RUN_OPTIONS, *LIST_OPTIONS, *OWN_OPTIONS]
-    return [option.env for option in options] + [FLOW_ID_VARIABLE]
+    return [option.env for option in _all_options()] + [FLOW_ID_VARIABLE]
+
+
+def _profile(args: Sequence[str], env: Mapping[str, str]) -> Profile | None:
+    """Load the profile --profile or BULKRETRY_PROFILE names, if any."""
+    name, from_flag = choose_profile(args, env)
+    if name is None:
+        return None
+
+    def warn(message: str) -> None:
+        print(f"bulkretry: warning: {message}", file=sys.stderr)
+
+    return load_profile(name, env, _all_options(), from_flag=from_flag, warn=warn)
 
 
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     """Run the command line; return the exit code (``bulkretry`` exits with it)."""
-    env = os.environ if env is None else env
+    real_env = os.environ if env is None else env
     args = list(sys.argv[1:] if argv is None else argv)
     # The top level has no option that takes a value, so the first word is the command.
     command = next((arg for arg in args if not arg.startswith("-")), None)
+    try:
+        profile = _profile(args, real_env)
+    except ConfigurationError as exc:
+        print(f"bulkretry: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    env = merged_environment(real_env, profile)
     parser = build_parser(env, command)
     ns = parser.parse_args(args)
-    for warning in unknown_variables(env, known_variables()):
+    known = [*known_variables(), PROFILE_VARIABLE, CONFIG_VARIABLE]
+    for warning in unknown_variables(real_env, known):
         print(f"bulkretry: warning: {warning}", file=sys.stderr)
     try:
+        if ns.command == "config":
+            for line in describe(real_env, profile, _all_options()):
+                print(line)
+            return 0
         if ns.command == "run":
             from .run import run_command
 
