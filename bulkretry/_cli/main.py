@@ -200,6 +200,20 @@ def build_parser(env: Mapping[str, str], command: str | None = None) -> argparse
     demo.add_argument(
         "--overwrite", action="store_true", help="replace the results file of an earlier demo"
     )
+    completion = commands.add_parser(
+        "completion",
+        help="print a shell completion script (bash, zsh or fish)",
+        description="Print a completion script for SHELL, generated from bulkretry's own options.",
+        epilog=(
+            "examples:\n"
+            "  bulkretry completion bash > /etc/bash_completion.d/bulkretry\n"
+            '  eval "$(bulkretry completion zsh)"     # in ~/.zshrc\n'
+            "  bulkretry completion fish > ~/.config/fish/completions/bulkretry.fish\n\n"
+            "exit codes:\n  0    printed\n  2    an unknown shell"
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    completion.add_argument("shell", choices=("bash", "zsh", "fish"), metavar="SHELL")
     for sub in (run, listing, status, report, config, simulate, demo):
         sub.add_argument(
             "--profile",
@@ -253,6 +267,11 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     for warning in unknown_variables(real_env, known):
         print(f"bulkretry: warning: {warning}", file=sys.stderr)
     try:
+        if ns.command == "completion":
+            from .completion import completion_script
+
+            print(completion_script(build_parser({}), ns.shell), end="")
+            return 0
         if ns.command == "config":
             for line in describe(real_env, profile, _all_options()):
                 print(line)

@@ -7,7 +7,7 @@ import pytest
 from bulkretry._cli.main import build_parser, main
 from bulkretry._cli.options import unknown_variables
 
-COMMANDS = ["run", "list-failed", "status", "simulate", "demo"]
+COMMANDS = ["run", "list-failed", "status", "report", "config", "completion", "simulate", "demo"]
 
 
 def help_of(command: str, capsys: pytest.CaptureFixture[str]) -> str:
