@@ -141,6 +141,7 @@ class BatchInput:
         run_id_pattern: str,
         reads_input: bool,
         ledger: Ledger | None,
+        column: str | None = None,
     ) -> None:
         self.files = list(files)
         self.reads_input = reads_input
@@ -150,6 +151,7 @@ class BatchInput:
         self.resumed = False
         self._read = 0
         self._pattern = run_id_pattern
+        self._column = column
         self._runs = sum(ledger.counts().values()) if ledger is not None else 0
 
     def __repr__(self) -> str:
@@ -173,7 +175,7 @@ class BatchInput:
     async def batches(self) -> AsyncIterator[list[InputRecord]]:
         """Yield the records: the input's, or (no input, or an empty stdin) the batch's runs."""
         if self.reads_input:
-            reader = RecordReader(self.files, RunIdValidator(self._pattern))
+            reader = RecordReader(self.files, RunIdValidator(self._pattern), column=self._column)
             empty = True
             async for batch in read_batches(reader):
                 empty = False

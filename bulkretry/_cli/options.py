@@ -273,6 +273,15 @@ RUN_OPTIONS = [
     Option(("-q", "--quiet"), None, False, "print nothing on stderr but errors"),
     Option(("-v", "--verbose"), None, False, "also log every record that did not succeed"),
     Option(
+        ("--column",),
+        str,
+        None,
+        "read run IDs from this column of CSV or TSV input: a header name, or a 1-based number "
+        "(comma or tab found from the first line)",
+        "NAME|N",
+        "none: one run ID or JSON object per line",
+    ),
+    Option(
         ("--progress-every",),
         non_negative_float,
         DEFAULT_PROGRESS_EVERY,

@@ -18,11 +18,11 @@ import orjson
 from .._config import Settings
 from .._engine.engine import Engine
 from .._engine.triage import only_needs_results_lines
-from .._exceptions import ConfigurationError
+from .._exceptions import ConfigurationError, InputError
 from .._http.client import one_line
 from .._io.evidence import Evidence, prescan
 from .._io.sink import FLUSH_INTERVAL, OutputClosed, OutputFailed, ResultSink
-from .._io.source import STDIN, InputRecord, RunIdValidator, check_input_paths
+from .._io.source import STDIN, InputRecord, RunIdValidator, check_column, check_input_paths
 from .._io.written import STDOUT_FD, WrittenRecords
 from .._model import Outcome, RunResult
 from .._stats import Stats
@@ -266,6 +266,11 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
     evidence = None
     if reads_input:
         check_input_paths(files)
+        if ns.column is not None:
+            try:
+                check_column(files, ns.column)
+            except InputError as exc:
+                raise ConfigurationError(str(exc)) from None
         # Every results line in a FILE is weighed before the first request, whatever its order.
         evidence = prescan(files, RunIdValidator(settings.run_id_pattern))
         if (
@@ -290,6 +295,7 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
                 run_id_pattern=settings.run_id_pattern,
                 reads_input=reads_input,
                 ledger=ledger,
+                column=ns.column,
             )
             hint = None
             if ledger is not None:

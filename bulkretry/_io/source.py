@@ -16,6 +16,7 @@ worker thread so that a slow pipe never blocks the event loop.
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 import stat
@@ -31,9 +32,11 @@ from .._exceptions import InputError
 
 __all__ = [
     "MAX_LINE_BYTES",
+    "Columns",
     "InputRecord",
     "RecordReader",
     "RunIdValidator",
+    "check_column",
     "check_input_paths",
     "count_records",
 ]
@@ -143,12 +146,14 @@ class RecordReader:
         stdin: IO[bytes] | None = None,
         max_line_bytes: int = MAX_LINE_BYTES,
         json_only: bool = False,
+        column: str | None = None,
     ) -> None:
         self._paths = list(paths) or [STDIN]
         self._validator = validator
         self._stdin = stdin
         self._max = max_line_bytes
         self._json_only = json_only
+        self._column = column
         self._records = self._iterate()
         self.lines_read = 0
         self.passed_over = 0
@@ -193,6 +198,7 @@ class RecordReader:
 
     def _records_of(self, stream: IO[bytes], source: str) -> Iterator[InputRecord]:
         number = 0
+        table: Columns | None = None
         limit = self._max
         while True:
             raw = stream.readline(limit + 1)
@@ -226,6 +232,23 @@ class RecordReader:
                 continue
             if number == 1 and raw.startswith(_BOM):
                 raw = raw[3:]
+            if self._column is not None:
+                if table is None:
+                    table = Columns.of_first_line(raw, self._column, source)
+                    if table.header:
+                        continue
+                field = table.field(raw)
+                if field is None:
+                    if raw.strip():
+                        yield InputRecord(
+                            source,
+                            number,
+                            None,
+                            _quote(raw.strip()),
+                            f"line has no column {self._column}",
+                        )
+                    continue
+                raw = field
             record = self._parse(raw, source, number)
             if record is not None:
                 yield record
@@ -288,6 +311,60 @@ class RecordReader:
             etag if isinstance(etag, str) else None,
             resolved_by if isinstance(resolved_by, str) else None,
         )
+
+
+class Columns:
+    """Where the run ID is in a CSV or TSV input: a delimiter and a column index.
+
+    The delimiter is a tab when the first line holds one, else a comma; fields are read as the
+    ``csv`` module reads them (quotes included). A column named by its header skips that line;
+    a 1-based number reads every line.
+    """
+
+    __slots__ = ("delimiter", "header", "index")
+
+    def __init__(self, delimiter: str, index: int, *, header: bool) -> None:
+        self.delimiter = delimiter
+        self.index = index
+        self.header = header
+
+    def __repr__(self) -> str:
+        return f"Columns(delimiter={self.delimiter!r}, index={self.index}, header={self.header})"
+
+    @classmethod
+    def of_first_line(cls, raw: bytes, column: str, source: str) -> Columns:
+        """Find the column in an input's first line; InputError if a named one is not there."""
+        delimiter = "\t" if b"\t" in raw else ","
+        if column.isdigit() and int(column) >= 1:
+            return cls(delimiter, int(column) - 1, header=False)
+        names = [name.strip() for name in _fields(raw, delimiter)]
+        if column not in names:
+            shown = ", ".join(repr(name) for name in names[:20])
+            where = "stdin" if source == STDIN else source
+            raise InputError(f"--column {column!r} is not in the header of {where} ({shown})")
+        return cls(delimiter, names.index(column), header=True)
+
+    def field(self, raw: bytes) -> bytes | None:
+        """Return the run ID field of one line, None when the line has no such column."""
+        fields = _fields(raw, self.delimiter)
+        return fields[self.index].encode() if self.index < len(fields) else None
+
+
+def _fields(raw: bytes, delimiter: str) -> list[str]:
+    text = raw.decode("utf-8", "replace").rstrip("\r\n")
+    return next(csv.reader([text], delimiter=delimiter), [])
+
+
+def check_column(paths: Sequence[str], column: str) -> None:
+    """Check a named ``--column`` against the header of every FILE before anything is sent."""
+    for path in paths:
+        if path == STDIN:
+            continue
+        with open(path, "rb") as fh:
+            first = fh.readline(MAX_LINE_BYTES)
+        if first.startswith(_BOM):
+            first = first[3:]
+        Columns.of_first_line(first, column, path)
 
 
 def count_records(paths: Sequence[str]) -> int | None:
