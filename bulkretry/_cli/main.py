@@ -24,7 +24,6 @@ from .options import (
     Parser,
     add_options,
     positive_int,
-    unknown_variables,
 )
 from .profiles import (
     CONFIG_VARIABLE,
@@ -35,6 +34,7 @@ from .profiles import (
     load_profile,
     merged_environment,
 )
+from .variables import unknown_variables
 
 __all__ = ["entry", "main"]
 

@@ -7,15 +7,13 @@ Every option of ``run`` can also be set as ``BULKRETRY_<OPTION>`` (``--base-url`
 from __future__ import annotations
 
 import argparse
-import difflib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
 
 from .. import _config as C
 
 __all__ = [
-    "CREDENTIAL_VARIABLES",
     "DEFAULT_PROGRESS_EVERY",
     "ENV_PREFIX",
     "EXIT_CODES_HELP",
@@ -34,7 +32,6 @@ __all__ = [
     "outcome_list",
     "positive_float",
     "positive_int",
-    "unknown_variables",
 ]
 
 ENV_PREFIX = "BULKRETRY_"
@@ -329,34 +326,6 @@ def _in_words(option: Option) -> str:
     if isinstance(default, float):
         return f"{default:g}"
     return str(default)
-
-
-#: Variables that are not options: credentials and where they come from.
-CREDENTIAL_VARIABLES = frozenset(
-    ENV_PREFIX + name
-    for name in (
-        "ACCESS_TOKEN",
-        "API_KEY",
-        "ORG_ID",
-        "SANDBOX",
-        "CLIENT_ID",
-        "CLIENT_SECRET",
-        "SCOPES",
-        "IMS_URL",
-    )
-)
-
-
-def unknown_variables(env: Mapping[str, str], known: Iterable[str]) -> list[str]:
-    """Return a warning for each BULKRETRY_* variable nobody reads, naming the closest known."""
-    names = frozenset(known) | CREDENTIAL_VARIABLES
-    warnings = []
-    for name in sorted(env):
-        if name.startswith(ENV_PREFIX) and name not in names:
-            close = difflib.get_close_matches(name, sorted(names), n=1, cutoff=0.6)
-            hint = f" (did you mean {close[0]}?)" if close else ""
-            warnings.append(f"unknown variable {name} is ignored{hint}")
-    return warnings
 
 
 #: The exit codes, as every command's --help ends.

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._exceptions import ConfigurationError
-from .options import CREDENTIAL_VARIABLES, ENV_PREFIX, Option, flag
+from .options import ENV_PREFIX, Option, flag
+from .variables import CREDENTIAL_VARIABLES
 
 __all__ = [
     "CONFIG_VARIABLE",

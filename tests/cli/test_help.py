@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bulkretry._cli.main import build_parser, main
-from bulkretry._cli.options import unknown_variables
+from bulkretry._cli.variables import unknown_variables
 
 COMMANDS = ["run", "list-failed", "status", "report", "config", "completion", "simulate", "demo"]
 

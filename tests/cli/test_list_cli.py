@@ -256,7 +256,11 @@ def test_missing_credentials_exit_2_naming_them(capsys: pytest.CaptureFixture[st
 
 def test_options_come_from_the_environment_and_flags_win() -> None:
     """Every connection option has its BULKRETRY_ variable; a flag overrides it."""
-    env = {"BULKRETRY_RATE": "3", "BULKRETRY_LIST_FAILED_PAGE_SIZE": "7", "BULKRETRY_MAX_ATTEMPTS": "9"}
+    env = {
+        "BULKRETRY_RATE": "3",
+        "BULKRETRY_LIST_FAILED_PAGE_SIZE": "7",
+        "BULKRETRY_MAX_ATTEMPTS": "9",
+    }
     ns = parse(["--all-flows", "--rate", "4"], env)
     assert (ns.rate, ns.page_size, ns.max_attempts) == (4.0, 7, 9)
     # run's results file is not where a listing goes.
