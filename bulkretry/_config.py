@@ -3,6 +3,10 @@
 Library code never reads argv or the environment; only :mod:`bulkretry._cli` does, and it builds
 a :class:`Settings` from them. The ``DEFAULT_*`` constants are the documented defaults, chosen to
 be safe against a production sandbox: a few requests per second, few in flight, a long deadline.
+
+``--halt-on`` is a small language of its own; :func:`parse_halt_on` reads it into a
+:class:`HaltPolicy` (its syntax is in that function's docstring), and
+:class:`bulkretry._pace.halt.HaltDetector` applies it to the answers of a batch.
 """
 
 from __future__ import annotations
@@ -10,29 +14,36 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NoReturn
 
 from ._exceptions import ConfigurationError
-from ._pace.halt import DEFAULT_HALT_ON, parse_halt_on
 
 __all__ = [
+    "DEFAULT_BACKOFF_BASE",
+    "DEFAULT_BACKOFF_CAP",
     "DEFAULT_BASE_URL",
     "DEFAULT_BURST",
     "DEFAULT_CONCURRENCY",
     "DEFAULT_DEADLINE",
     "DEFAULT_HALT_ON",
+    "DEFAULT_HALT_WINDOW",
     "DEFAULT_IMS_URL",
     "DEFAULT_MAX_ATTEMPTS",
     "DEFAULT_ON_AMBIGUOUS",
     "DEFAULT_OP",
+    "DEFAULT_PAUSE_AFTER",
     "DEFAULT_RATE",
+    "DEFAULT_RETRY_AFTER_CAP",
     "DEFAULT_RETRY_BUDGET",
     "DEFAULT_RUN_ID_PATTERN",
     "DEFAULT_SANDBOX",
     "DEFAULT_SCOPES",
     "DEFAULT_TIMEOUT",
+    "MAX_CONCURRENCY",
     "Credentials",
+    "HaltPolicy",
     "Settings",
+    "parse_halt_on",
 ]
 
 DEFAULT_BASE_URL = "https://platform.adobe.io/data/foundation/flowservice"
@@ -66,6 +77,11 @@ DEFAULT_RETRY_AFTER_CAP = 900.0
 DEFAULT_ON_AMBIGUOUS: Literal["retry", "hold"] = "hold"
 #: Retries of 5xx, network failures and timeouts, as a share of first attempts.
 DEFAULT_RETRY_BUDGET = 0.5
+#: When the service looks down (syntax in :func:`parse_halt_on`): 90 failures among the last 100
+#: answers, or ten minutes of failures without a success.
+DEFAULT_HALT_ON = "5xx=90%/100,stall=600"
+#: Answers a ``5xx=P%`` rule looks at when it names no window.
+DEFAULT_HALT_WINDOW = 100
 #: Adobe run IDs are UUIDs; upper-case hex is accepted and folded to lower case.
 DEFAULT_RUN_ID_PATTERN = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
@@ -108,7 +124,7 @@ class Settings:
     run_id_pattern: str = DEFAULT_RUN_ID_PATTERN
     dry_run: bool = False
     ca_bundle: str | None = None
-    #: When the service looks down, see :mod:`bulkretry._halt` for the syntax.
+    #: When the service looks down, see :func:`parse_halt_on` for the syntax.
     halt_on: str = DEFAULT_HALT_ON
     #: Stop after this many successful re-triggers (Adobe counts ingestion batches per day).
     max_retriggers: int | None = None
@@ -163,3 +179,157 @@ class Settings:
             problems.append(str(exc))
         if problems:
             raise ConfigurationError("; ".join(problems))
+
+
+# -- --halt-on ---------------------------------------------------------------------------------
+
+_SHARE = re.compile(r"(?:(?P<percent>\d+(?:\.\d*)?|\.\d+)%|(?P<count>\d+))(?:/(?P<window>\d+))?")
+_DURATION = re.compile(r"(?P<number>\d+(?:\.\d*)?|\.\d+)(?P<unit>[smh]?)")
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
+_EXAMPLE = "for example '5xx=90%/100,stall=600', 'now,5xx=20' or 'never'"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HaltPolicy:
+    """When to halt a batch; ``str()`` gives the spec back in canonical form.
+
+    ``errors`` of the last ``window`` answers being failures halts (``percent`` is the share as
+    written, if it was written as one); so do failures lasting ``stall`` seconds.
+    """
+
+    when: Literal["soon", "now"] = "soon"
+    errors: int | None = None
+    window: int | None = None
+    percent: float | None = None
+    stall: float | None = None
+
+    def __post_init__(self) -> None:
+        if (self.errors is None) != (self.window is None):
+            raise ValueError("errors and window go together")
+        if self.errors is not None and self.window is not None and self.errors > self.window:
+            raise ValueError("errors must not exceed window")
+        if self.errors is not None and self.errors < 1:
+            raise ValueError("errors must be at least 1")
+        if self.stall is not None and not (self.stall > 0 and math.isfinite(self.stall)):
+            raise ValueError("stall must be a positive number of seconds")
+        if self.when not in ("soon", "now"):
+            raise ValueError("when must be 'soon' or 'now'")
+
+    @property
+    def never(self) -> bool:
+        """True if no rule can ever halt the batch."""
+        return self.errors is None and self.stall is None
+
+    def __str__(self) -> str:
+        if self.never:
+            return "never"
+        rules: list[str] = [] if self.when == "soon" else [self.when]
+        if self.percent is not None:
+            rules.append(f"5xx={self.percent:g}%/{self.window}")
+        elif self.errors is not None:
+            rules.append(f"5xx={self.errors}/{self.window}")
+        if self.stall is not None:
+            rules.append(f"stall={self.stall:g}")
+        return ",".join(rules)
+
+
+def parse_halt_on(text: str) -> HaltPolicy:
+    """Read a ``--halt-on`` spec into a policy; raise ConfigurationError naming the problem.
+
+    A spec is in the spirit of GNU parallel's ``--halt``: an optional *when* word, then one or
+    more *rules* joined by commas::
+
+        SPEC     = "never" | [WHEN ","] RULE *("," RULE)
+        WHEN     = "soon" | "now"
+        RULE     = "5xx=" SHARE ["/" WINDOW] | "stall=" DURATION
+        SHARE    = NUMBER "%" | INTEGER
+        WINDOW   = INTEGER
+        DURATION = NUMBER ["s" | "m" | "h"]
+
+    ``5xx=P%/N``
+        Halt when at least P percent of the last N answers (that is, at least
+        ``ceil(P * N / 100)`` of them) were failures: a 5xx, a network failure or a timeout.
+        ``0 < P <= 100``, ``N >= 1``. Without ``/N`` the window is ``DEFAULT_HALT_WINDOW`` (100)
+        answers.
+    ``5xx=K/N``
+        Halt when at least K of the last N answers were failures; ``1 <= K <= N``. ``5xx=K``
+        alone means K failures in a row.
+    ``stall=D``
+        Halt when failures have kept coming for D seconds (or minutes, or hours) with no success
+        in between.
+    ``soon`` (the default when) / ``now``
+        What halting means: *soon* starts no new attempt and lets those in flight finish; *now*
+        also abandons those in flight, whose outcome then stays unknown.
+    ``never``
+        Never halt, on its own.
+
+    A batch halts when any rule holds. Case and spaces around commas do not matter. The default
+    is ``DEFAULT_HALT_ON`` (``5xx=90%/100,stall=600``). Examples: ``now,5xx=50%/200``,
+    ``5xx=20``, ``stall=10m``.
+    """
+    if not text.strip():
+        _bad(text, "it is empty")
+    parts = [part.strip() for part in text.strip().lower().split(",")]
+    if parts == ["never"]:
+        return HaltPolicy()
+    when: Literal["soon", "now"] = "soon"
+    if parts[0] in ("soon", "now"):
+        when = "now" if parts.pop(0) == "now" else "soon"
+    if not parts:
+        _bad(text, f"'{when}' must be followed by at least one rule")
+    errors = window = None
+    percent = stall = None
+    seen: set[str] = set()
+    for part in parts:
+        key, equals, value = part.partition("=")
+        key = key.strip()
+        value = value.strip()
+        if not part:
+            _bad(text, "a rule is empty")
+        if part in ("never", "soon", "now"):
+            _bad(text, f"'{part}' can only stand alone or come first")
+        if not equals or key not in ("5xx", "stall"):
+            _bad(text, f"'{part}' is not a rule")
+        if key in seen:
+            _bad(text, f"'{key}' is given twice")
+        seen.add(key)
+        if key == "5xx":
+            errors, window, percent = _parse_share(text, value)
+        else:
+            stall = _parse_duration(text, value)
+    return HaltPolicy(when=when, errors=errors, window=window, percent=percent, stall=stall)
+
+
+def _parse_share(text: str, value: str) -> tuple[int, int, float | None]:
+    match = _SHARE.fullmatch(value)
+    if match is None:
+        _bad(text, f"'5xx={value}' is not a share such as 90%/100 or 20/100")
+    window = int(match["window"]) if match["window"] else None
+    if window is not None and window < 1:
+        _bad(text, "the window of '5xx' must be at least one answer")
+    if match["percent"] is not None:
+        percent = float(match["percent"])
+        if not 0 < percent <= 100:
+            _bad(text, f"'{match['percent']}%' is not a percentage above 0 and at most 100")
+        window = DEFAULT_HALT_WINDOW if window is None else window
+        # A hair below, so that 90% of 100 asks for 90 and not 91 through a rounding error.
+        return max(1, math.ceil(percent * window / 100 - 1e-9)), window, percent
+    count = int(match["count"])
+    window = count if window is None else window
+    if not 1 <= count <= window:
+        _bad(text, f"'5xx={value}' asks for a count between 1 and the window")
+    return count, window, None
+
+
+def _parse_duration(text: str, value: str) -> float:
+    match = _DURATION.fullmatch(value)
+    if match is None:
+        _bad(text, f"'stall={value}' is not a duration such as 600, 90s, 10m or 1h")
+    seconds = float(match["number"]) * _UNITS[match["unit"]]
+    if not seconds > 0:
+        _bad(text, "'stall' must be longer than zero")
+    return seconds
+
+
+def _bad(text: str, problem: str) -> NoReturn:
+    raise ConfigurationError(f"--halt-on {text.strip()!r} is not valid: {problem} ({_EXAMPLE}).")

@@ -3,12 +3,12 @@
 One :class:`Governor` per batch holds the flow-control pieces that every worker shares, so that
 the engine asks one object "may I send?" and tells it "this is what came back":
 
-- the :class:`~bulkretry._throttle.Throttle` paces sends and learns the server's quota;
-- the :class:`~bulkretry._throttle.ConcurrencyCap` keeps requests in flight to what the rate and
+- the :class:`~bulkretry._pace.throttle.Throttle` paces sends and learns the server's quota;
+- the :class:`~bulkretry._pace.cap.ConcurrencyCap` keeps requests in flight to what the rate and
   the latency need (Little's law), so a slow server does not collect requests that time out;
-- the :class:`~bulkretry._budget.RetryBudget` keeps retries of failed requests to a share of
-  first attempts, so a failing server is not hammered (429s are paced by the throttle instead);
-- the :class:`~bulkretry._halt.HaltDetector` says when the service looks down (``--halt-on``);
+- the :class:`~bulkretry._pace.budget.RetryBudget` keeps retries of failed requests to a share
+  of first attempts, so a failing server is not hammered (429s are paced by the throttle instead);
+- the :class:`~bulkretry._pace.halt.HaltDetector` says when the service looks down (``--halt-on``);
 - ``--max-retriggers`` caps successes: a request is only sent while the successes so far plus
   the requests in flight stay below it, so the cap is never passed, even by requests in flight.
 """
@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 
-from .._config import Settings
+from .._config import Settings, parse_halt_on
 from .._exceptions import TransportError
 from .._http.client import Answer
 from .._pace.budget import RetryBudget
-from .._pace.halt import HaltDetector, parse_halt_on
+from .._pace.cap import ConcurrencyCap
+from .._pace.halt import HaltDetector
 from .._pace.halt import Outcome as HaltKind
-from .._pace.throttle import ConcurrencyCap, Throttle
+from .._pace.throttle import Throttle
 from .._policy import Action, Decision
 
 __all__ = ["Governor"]
@@ -39,8 +40,11 @@ class Governor:
         self.cap = ConcurrencyCap(self.throttle, max_concurrency=settings.concurrency)
         self.budget = RetryBudget(
             ratio=settings.retry_budget,
+            # Four first attempts' worth per worker: the budget starts full, so a batch that
+            # meets failures at once can still retry a few before first attempts pay in.
             capacity=max(1.0, settings.concurrency * settings.retry_budget * 4),
-            # At the tail of a batch no first attempt pays for retries any more.
+            # At the tail of a batch no first attempt pays for retries any more; this trickle
+            # (never under one every ten seconds) keeps the last ones coming.
             per_second=max(0.1, settings.rate * settings.retry_budget / 10),
         )
         self.halt = HaltDetector(parse_halt_on(settings.halt_on))
@@ -51,9 +55,11 @@ class Governor:
         self._room_waiters: list[asyncio.Future[None]] = []
 
     def __repr__(self) -> str:
+        waiting = sum(not waiter.done() for waiter in self._room_waiters)
         return (
-            f"<Governor {self.throttle!r} {self.cap!r} {self.budget!r} "
-            f"retriggered={self.retriggered} max={self.max_retriggers}>"
+            f"<Governor {self.throttle!r} {self.cap!r} {self.budget!r} {self.halt!r} "
+            f"retriggered={self.retriggered} max={self.max_retriggers} "
+            f"reserved={self._in_flight} waiting_for_room={waiting}>"
         )
 
     def may_send(self) -> bool:

@@ -24,10 +24,10 @@ import asyncio
 import math
 from collections import deque
 
-__all__ = ["DEFAULT_BUDGET_CAPACITY", "DEFAULT_BUDGET_RATIO", "RetryBudget"]
+from .._config import DEFAULT_RETRY_BUDGET
 
-#: Retries allowed per first attempt, on average.
-DEFAULT_BUDGET_RATIO = 0.1
+__all__ = ["DEFAULT_BUDGET_CAPACITY", "RetryBudget"]
+
 #: Tokens in a full budget: the retries allowed at once before any first attempt paid for them.
 DEFAULT_BUDGET_CAPACITY = 10.0
 
@@ -55,7 +55,7 @@ class RetryBudget:
     def __init__(
         self,
         *,
-        ratio: float = DEFAULT_BUDGET_RATIO,
+        ratio: float = DEFAULT_RETRY_BUDGET,
         capacity: float = DEFAULT_BUDGET_CAPACITY,
         per_second: float = 0.0,
     ) -> None:
@@ -155,6 +155,27 @@ class RetryBudget:
                 self._tokens = min(self._capacity, self._tokens + 1)
             self._wake()
             raise
+
+    def reserve(self, deadline: float) -> asyncio.Future[bool]:
+        """Queue for a token for one retry, as :meth:`wait` does, and return the future at once.
+
+        The future is done with True once the token is taken, with False at loop time
+        *deadline* if none came. Cancelling it leaves the queue; a token it was given is spent.
+        For a caller that waits without a task of its own: a callback on the future goes on.
+        """
+        loop = self._loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bool] = loop.create_future()
+        self._refill()
+        if not self.waiting and self._tokens >= 1 - _EPSILON:
+            self._take()
+            fut.set_result(True)
+        elif loop.time() >= deadline:
+            self._denied += 1
+            fut.set_result(False)
+        else:
+            self._waiters.append((deadline, fut))
+            self._wake()
+        return fut
 
     def _now(self) -> float | None:
         if self._loop is not None:

@@ -9,6 +9,7 @@ import pytest
 
 import bulkretry
 from bulkretry import ConfigurationError, Credentials, Outcome, RunResult, Settings
+from bulkretry._config import DEFAULT_RETRY_BUDGET
 from bulkretry._engine.engine import Engine
 from bulkretry._engine.governor import Governor
 from bulkretry._http.client import Answer
@@ -126,6 +127,30 @@ async def test_governor_counts_a_success_against_the_cap() -> None:
         now=0.1,
     )
     assert reason == "reached --max-retriggers 1"
+
+
+def test_governor_builds_its_pieces_from_the_settings() -> None:
+    """Rate, burst, pause, concurrency, retry budget and halt policy all come from Settings."""
+    settings = Settings(rate=12, burst=3, concurrency=4, halt_on="now,5xx=20", max_retriggers=9)
+    governor = Governor(settings)
+    assert (governor.throttle.max_rate, governor.throttle.burst) == (12, 3)
+    assert governor.cap.max_concurrency == 4
+    assert governor.budget.ratio == settings.retry_budget == DEFAULT_RETRY_BUDGET
+    assert governor.halt_now
+    assert (governor.max_retriggers, governor.retriggered) == (9, 0)
+
+
+def test_governor_repr_shows_every_piece_and_the_counts() -> None:
+    """repr shows the throttle, the cap, the budget, the halt detector and the re-trigger counts."""
+    text = repr(Governor(Settings(max_retriggers=5, rate=10)))
+    for part in (
+        "<Governor <Throttle rate=10/10,",
+        "<ConcurrencyCap in_flight=0,",
+        "<RetryBudget tokens=",
+        "<HaltDetector 5xx=90%/100,stall=600 ",
+        "retriggered=0 max=5 reserved=0 waiting_for_room=0>",
+    ):
+        assert part in text
 
 
 async def test_library_results_show_halts_as_not_attempted() -> None:

@@ -1,7 +1,7 @@
 """Tests of bulkretry._pace.budget: the bound on retries, waiting for a token, and fairness.
 
 Async tests run on an event loop whose clock jumps over every idle wait, so deadlines are exact
-and tests are instant. (The loop is the same as in test_throttle.py; it belongs in conftest.py.)
+and tests are instant (`conftest.virtual_time`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from conftest import virtual_time
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulkretry._pace.budget import DEFAULT_BUDGET_CAPACITY, DEFAULT_BUDGET_RATIO, RetryBudget
+from bulkretry._config import DEFAULT_RETRY_BUDGET
+from bulkretry._pace.budget import DEFAULT_BUDGET_CAPACITY, RetryBudget
 
 
 def now() -> float:
@@ -49,11 +50,11 @@ def test_nonsense_settings_are_refused(kwargs: dict[str, float]) -> None:
         RetryBudget(**kwargs)
 
 
-def test_defaults_allow_a_tenth_of_requests_plus_ten() -> None:
-    """By default the budget starts with 10 tokens and earns 0.1 per first attempt."""
+def test_defaults_allow_half_of_requests_plus_ten() -> None:
+    """By default the budget starts with 10 tokens and earns --retry-budget's 0.5 per attempt."""
     budget = RetryBudget()
-    assert (budget.ratio, budget.capacity) == (DEFAULT_BUDGET_RATIO, DEFAULT_BUDGET_CAPACITY)
-    assert (DEFAULT_BUDGET_RATIO, DEFAULT_BUDGET_CAPACITY) == (0.1, 10.0)
+    assert (budget.ratio, budget.capacity) == (DEFAULT_RETRY_BUDGET, DEFAULT_BUDGET_CAPACITY)
+    assert (DEFAULT_RETRY_BUDGET, DEFAULT_BUDGET_CAPACITY) == (0.5, 10.0)
     assert budget.tokens == 10
 
 
@@ -87,7 +88,7 @@ def test_tokens_never_exceed_capacity() -> None:
 def test_retries_stay_within_ratio_of_requests_over_a_long_failing_batch() -> None:
     """With half of all attempts failing, retries reach but never pass 10 + 0.1 * requests."""
     rng = random.Random(7)
-    budget = RetryBudget()
+    budget = RetryBudget(ratio=0.1)
     retries_wanted = 0
     for _ in range(20_000):
         budget.on_request()
@@ -270,7 +271,7 @@ def test_budget_works_outside_an_event_loop() -> None:
 
 def test_repr_shows_the_state() -> None:
     """repr shows tokens, ratio, counts and waiters."""
-    budget = RetryBudget()
+    budget = RetryBudget(ratio=0.1)
     budget.on_request()
     budget.try_spend()
     assert repr(budget) == (

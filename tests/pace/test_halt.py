@@ -1,133 +1,14 @@
-"""Tests of bulkretry._pace.halt: reading --halt-on, and deciding that the service is down."""
+"""Tests of bulkretry._pace.halt: deciding, by a --halt-on policy, that the service is down.
+
+Reading the policy itself is tested with the settings, in tests/test_config.py.
+"""
 
 from __future__ import annotations
 
 import pytest
 
-from bulkretry._exceptions import ConfigurationError
-from bulkretry._pace.halt import (
-    DEFAULT_HALT_ON,
-    DEFAULT_HALT_WINDOW,
-    HaltDetector,
-    HaltPolicy,
-    Outcome,
-    parse_halt_on,
-)
-
-# --- parsing ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("text", "policy", "canonical"),
-    [
-        ("never", HaltPolicy(), "never"),
-        (" NEVER ", HaltPolicy(), "never"),
-        (
-            "5xx=90%/100,stall=600",
-            HaltPolicy(errors=90, window=100, percent=90, stall=600),
-            "5xx=90%/100,stall=600",
-        ),
-        ("5xx=50%/200", HaltPolicy(errors=100, window=200, percent=50), "5xx=50%/200"),
-        ("5xx=33.3%/3", HaltPolicy(errors=1, window=3, percent=33.3), "5xx=33.3%/3"),
-        ("5xx=100%/1", HaltPolicy(errors=1, window=1, percent=100), "5xx=100%/1"),
-        ("5xx=75%", HaltPolicy(errors=75, window=100, percent=75), "5xx=75%/100"),
-        ("5xx=30/200", HaltPolicy(errors=30, window=200), "5xx=30/200"),
-        ("5xx=20", HaltPolicy(errors=20, window=20), "5xx=20/20"),
-        ("stall=300", HaltPolicy(stall=300), "stall=300"),
-        ("stall=90s", HaltPolicy(stall=90), "stall=90"),
-        ("stall=10m", HaltPolicy(stall=600), "stall=600"),
-        ("stall=1.5h", HaltPolicy(stall=5400), "stall=5400"),
-        ("stall=.5", HaltPolicy(stall=0.5), "stall=0.5"),
-        (
-            "now,5xx=50%/200",
-            HaltPolicy(when="now", errors=100, window=200, percent=50),
-            "now,5xx=50%/200",
-        ),
-        ("soon,stall=60", HaltPolicy(stall=60), "stall=60"),
-        (
-            " Stall=60 , 5XX=5/10 ",
-            HaltPolicy(errors=5, window=10, stall=60),
-            "5xx=5/10,stall=60",
-        ),
-    ],
-)
-def test_good_specs_parse(text: str, policy: HaltPolicy, canonical: str) -> None:
-    """Every form of the grammar parses, and str() gives the canonical spec back."""
-    parsed = parse_halt_on(text)
-    assert parsed == policy
-    assert str(parsed) == canonical
-    assert parse_halt_on(str(parsed)) == parsed
-
-
-def test_default_spec() -> None:
-    """The default halts at 90 failures of the last 100 answers or a 600-second stall."""
-    assert parse_halt_on(DEFAULT_HALT_ON) == HaltPolicy(
-        errors=90, window=100, percent=90, stall=600
-    )
-    assert DEFAULT_HALT_WINDOW == 100
-
-
-@pytest.mark.parametrize(
-    ("text", "complaint"),
-    [
-        ("", "it is empty"),
-        ("   ", "it is empty"),
-        ("always", "'always' is not a rule"),
-        ("fail=5%", "'fail=5%' is not a rule"),
-        ("5xx", "'5xx' is not a rule"),
-        ("5xx=", "is not a share"),
-        ("5xx=lots", "is not a share"),
-        ("5xx=0%/100", "percentage above 0"),
-        ("5xx=101%/100", "at most 100"),
-        ("5xx=-5%", "is not a share"),
-        ("5xx=50%/0", "at least one answer"),
-        ("5xx=0/10", "count between 1 and the window"),
-        ("5xx=11/10", "count between 1 and the window"),
-        ("5xx=0", "count between 1 and the window"),
-        ("stall=", "is not a duration"),
-        ("stall=-5", "is not a duration"),
-        ("stall=0", "longer than zero"),
-        ("stall=5d", "is not a duration"),
-        ("stall=1e3", "is not a duration"),
-        ("stall=60,stall=70", "'stall' is given twice"),
-        ("5xx=5,5xx=6", "'5xx' is given twice"),
-        ("now", "'now' must be followed by at least one rule"),
-        ("soon,", "a rule is empty"),
-        ("5xx=5,,stall=6", "a rule is empty"),
-        ("never,stall=60", "'never' can only stand alone or come first"),
-        ("stall=60,now", "'now' can only stand alone or come first"),
-        ("now,soon,stall=6", "'soon' can only stand alone or come first"),
-    ],
-)
-def test_bad_specs_are_refused_in_one_clear_sentence(text: str, complaint: str) -> None:
-    """A malformed spec raises ConfigurationError naming the spec, the problem and an example."""
-    with pytest.raises(ConfigurationError) as caught:
-        parse_halt_on(text)
-    message = str(caught.value)
-    assert message.startswith(f"--halt-on {text.strip()!r} is not valid: ")
-    assert complaint in message
-    assert "for example '5xx=90%/100,stall=600'" in message
-    assert message.endswith(").")
-    assert "\n" not in message
-
-
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        {"errors": 5},
-        {"window": 5},
-        {"errors": 0, "window": 5},
-        {"errors": 6, "window": 5},
-        {"stall": 0},
-        {"stall": float("inf")},
-        {"when": "later"},
-    ],
-)
-def test_inconsistent_policies_are_refused(kwargs: dict[str, object]) -> None:
-    """A HaltPolicy built by hand must be consistent too."""
-    with pytest.raises(ValueError):
-        HaltPolicy(**kwargs)  # type: ignore[arg-type]
-
+from bulkretry._config import HaltPolicy, parse_halt_on
+from bulkretry._pace.halt import HaltDetector, Outcome
 
 # --- detection --------------------------------------------------------------------------------
 

@@ -1,0 +1,267 @@
+"""Hand out send slots at a rate: a token bucket with FIFO waiters and one timer handle.
+
+The shape of aiolimiter's leaky bucket: no background task; a caller that finds no token waits on
+a future, and one timer handle wakes the head of the queue when its token comes due. The bucket
+only paces. Whoever learns the rate (:class:`~bulkretry._pace.controller.RateController`) steers
+it through a few plain methods, each taking the loop time it acts at:
+
+- :meth:`TokenBucket.set_rate`, :meth:`~TokenBucket.refill` and :meth:`~TokenBucket.drain` (a
+  burst saved up is thrown away after a 429);
+- a *gate*: :meth:`~TokenBucket.pause_until` closes it until a time, :meth:`~TokenBucket.resume`
+  opens it early;
+- a *hold*: :meth:`~TokenBucket.hold_after` closes the gate once a given number of slots was
+  handed out, and no timer opens it again: its owner does (:meth:`~TokenBucket.end_hold`,
+  ``resume``);
+- :meth:`~TokenBucket.mark` starts a count of the slots handed out since.
+
+Times are those of the running event loop's clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+
+__all__ = ["TokenBucket"]
+
+# A timer may fire up to the loop's clock resolution early; count a nearly full token as full.
+_EPSILON = 1e-6
+# The coarsest event-loop clock step in use (uvloop's loop.time() has millisecond resolution).
+_CLOCK_TICK = 0.001
+
+
+class TokenBucket:
+    """Hand out send slots, ``rate`` per second and ``burst`` at most at once, in arrival order.
+
+    ``acquire`` is FIFO fair and cancellation-safe: a waiter cancelled after it was given a slot
+    returns the slot. Over any window of ``T`` seconds at most ``burst + rate * T`` slots are
+    handed out (the first ``burst`` at once, then one per ``1 / rate``).
+    """
+
+    __slots__ = (
+        "_burst",
+        "_due",
+        "_grants",
+        "_handle",
+        "_held_slot",
+        "_hold_at",
+        "_loop",
+        "_paused_until",
+        "_rate",
+        "_since_mark",
+        "_stamp",
+        "_tokens",
+        "_waiters",
+    )
+
+    def __init__(self, rate: float, *, burst: int = 1) -> None:
+        if not (rate > 0 and math.isfinite(rate)):
+            raise ValueError(f"rate must be a positive number of requests per second, not {rate!r}")
+        if burst < 1:
+            raise ValueError(f"burst must be at least 1, not {burst!r}")
+        self._rate = float(rate)
+        self._burst = burst
+        self._tokens = float(burst)
+        self._stamp: float | None = None
+        self._paused_until = -math.inf
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._handle: asyncio.TimerHandle | None = None
+        # When the armed timer's slot comes due (None: no timer armed for a slot).
+        self._due: float | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._grants = 0
+        self._since_mark = 0
+        # The grant count at which the gate closes, and the time of the slot that closed it.
+        self._hold_at = math.inf
+        self._held_slot = math.inf
+
+    @property
+    def rate(self) -> float:
+        """The slots per second handed out now."""
+        return self._rate
+
+    @property
+    def burst(self) -> int:
+        """How many slots may be handed out at once after a quiet spell."""
+        return self._burst
+
+    @property
+    def tokens(self) -> float:
+        """The slots saved up at the last refill (fractions accumulate towards the next one)."""
+        return self._tokens
+
+    @property
+    def paused_until(self) -> float:
+        """The loop time the gate opens at (``-inf``: never closed; ``inf``: held shut)."""
+        return self._paused_until
+
+    @property
+    def acquired_count(self) -> int:
+        """How many slots were handed out (and kept)."""
+        return self._grants
+
+    @property
+    def since_mark(self) -> int:
+        """How many slots were handed out (and kept) since the last :meth:`mark`."""
+        return self._since_mark
+
+    @property
+    def held_slot(self) -> float:
+        """The loop time of the slot after which a hold closed the gate (``inf``: none did)."""
+        return self._held_slot
+
+    @property
+    def waiting(self) -> int:
+        """How many callers wait for a slot now."""
+        return sum(not fut.done() for fut in self._waiters)
+
+    async def acquire(self) -> None:
+        """Wait for a send slot, behind every earlier caller still waiting."""
+        loop = self._loop = asyncio.get_running_loop()
+        now = loop.time()
+        self.refill(now)
+        if not self._waiters and now >= self._paused_until and self._tokens >= 1 - _EPSILON:
+            self._take()
+            return
+        fut: asyncio.Future[None] = loop.create_future()
+        self._waiters.append(fut)
+        self.wake()
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                # The slot was ours but nobody will use it: hand it to the next waiter.
+                self._grants -= 1
+                self._since_mark = max(0, self._since_mark - 1)
+                self._tokens = min(self._capacity(), self._tokens + 1)
+            self.wake()
+            raise
+
+    def set_rate(self, now: float, rate: float) -> None:
+        """From loop time *now* on, hand out *rate* slots per second."""
+        self.refill(now)
+        self._rate = rate
+        if self._waiters:
+            # The head's wake-up time depends on the rate.
+            self.wake()
+
+    def refill(self, now: float) -> None:
+        """Add the tokens earned at the current rate up to loop time *now*."""
+        if self._stamp is not None and now > self._stamp:
+            self._tokens = min(self._capacity(), self._tokens + (now - self._stamp) * self._rate)
+        if self._stamp is None or now > self._stamp:
+            self._stamp = now
+
+    def drain(self) -> None:
+        """Throw away the tokens saved up: the next slot waits a whole interval."""
+        self._tokens = 0.0
+        self._due = None
+
+    def pause_until(self, when: float) -> bool:
+        """Close the gate until loop time *when*; extend a pause, never shorten one.
+
+        Return True if the pause was extended.
+        """
+        if when <= self._paused_until:
+            return False
+        self._paused_until = when
+        self.wake()
+        return True
+
+    def resume(self, now: float) -> None:
+        """Open the gate at loop time *now* if it is closed beyond it (a pause or a hold)."""
+        if self._paused_until > now:
+            self._paused_until = now
+            self.wake()
+
+    def hold_after(self, grants: int) -> None:
+        """Close the gate once *grants* slots in all were handed out, until its owner opens it."""
+        self._hold_at = grants
+        self._held_slot = math.inf
+
+    def unhold(self) -> None:
+        """Forget the hold to come or the one that closed the gate (the gate stays as it is)."""
+        self._hold_at = math.inf
+        self._held_slot = math.inf
+
+    def end_hold(self, now: float) -> None:
+        """If a hold closed the gate, let it open at loop time *now*.
+
+        No waiter is woken: the caller pauses anew or calls :meth:`wake`.
+        """
+        if self._paused_until == math.inf:
+            self._paused_until = now
+
+    def mark(self) -> None:
+        """Start counting the slots handed out afresh (see :attr:`since_mark`)."""
+        self._since_mark = 0
+
+    def wake(self) -> None:
+        """Hand slots to waiters in order while there are tokens, then set the timer."""
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            handle.cancel()
+        loop = self._loop
+        waiters = self._waiters
+        if loop is None:
+            return
+        now = loop.time()
+        self.refill(now)
+        due, self._due = self._due, None
+        if due is not None and now > due and waiters:
+            # The timer fired late (a millisecond clock, a busy loop): a full one-token bucket
+            # would drop the slots that came due meanwhile, several percent of the rate with
+            # burst 1. Keep them, up to one more, so that slots stay on their grid.
+            late = 1.0 + min(now - due, 1.0 / self._rate) * self._rate
+            self._tokens = max(self._tokens, min(late, self._capacity() + 1.0))
+        while waiters:
+            fut = waiters[0]
+            if fut.done():
+                waiters.popleft()
+            elif now < self._paused_until:
+                if self._paused_until < math.inf:  # a hold ends with an answer, not a timer
+                    self._handle = loop.call_at(self._paused_until, self.wake)
+                return
+            elif self._tokens >= 1 - _EPSILON:
+                waiters.popleft()
+                self._take()
+                fut.set_result(None)
+            else:
+                self._due = now + (1 - self._tokens) / self._rate
+                self._handle = loop.call_at(self._due, self.wake)
+                return
+
+    def _capacity(self) -> float:
+        # uvloop's clock moves in 1 ms steps, so a bucket of one token would release at most
+        # one slot per millisecond whatever the rate: hold at least one tick's worth.
+        return max(float(self._burst), self._rate * _CLOCK_TICK)
+
+    def _take(self) -> None:
+        self._tokens = max(0.0, self._tokens - 1)
+        self._grants += 1
+        self._since_mark += 1
+        if self._grants >= self._hold_at:
+            # The answer to this last slot says whether the window goes on: wait for it.
+            self._hold_at = math.inf
+            self._held_slot = self._stamp if self._stamp is not None else -math.inf
+            self._paused_until = math.inf
+
+    def describe_gate(self) -> str:
+        """Describe the gate at the loop's time, for a repr: '' when it is open."""
+        if self._paused_until == math.inf:
+            return "held until an answer"
+        if self._loop is not None:
+            left = self._paused_until - self._loop.time()
+            if left > 0:
+                return f"paused for {left:.3f}s"
+        return ""
+
+    def __repr__(self) -> str:
+        state = (
+            f"rate={self._rate:.4g}, burst={self._burst}, tokens={self._tokens:.3f}, "
+            f"waiters={self.waiting}, acquired={self._grants}"
+        )
+        if gate := self.describe_gate():
+            state += f", {gate}"
+        return f"<TokenBucket {state}>"

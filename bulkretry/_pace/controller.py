@@ -1,0 +1,300 @@
+"""Learn the server's quota from its answers and steer a token bucket by it.
+
+A 429 cuts the rate to ``BETA`` (0.7) of what it was; successes then bring it back along a CUBIC
+curve (as in the AWS SDKs' adaptive retry mode), flat near the rate of the last cut, so that the
+limiter dwells just below the quota it found and probes above it only slowly. The curve's length
+is measured in requests (``recovery`` of them to regain the rate of the last cut), which keeps
+the share of 429s the same at any rate. The rate never exceeds the configured one.
+
+All 429s answered for requests sent before a cut belong to the same *episode* and cut only once
+(given the send time, that is exact; without it, 429s until a slot was handed out after the cut,
+or within twice the average latency of it, are taken to be such answers). A second episode with
+no success since the first, or a ``Retry-After`` above ``pause_after``, pauses the whole limiter
+until that time.
+
+Two such pauses in a row, with successes in between, mean a *fixed window* (N requests per
+window, ``Retry-After`` at the window's end, see :mod:`bulkretry._pace.window`). Pausing for the
+whole Retry-After there wastes most of a window when the server rounds it up to whole seconds,
+and cutting the rate only spreads the window's requests thinly. So the controller switches to
+*window mode*: it sends each pass at the configured rate and holds after N + 1 slots: if the
+last one is throttled, the window is spent and everyone waits for its Retry-After (a late resume
+costs nothing as long as the next window's N still fit in it); if it succeeds, the pass ran into
+the next window and goes on until a 429. So a window costs one 429, and every window is used. A
+success for a request sent after a 429 of the same pass means the quota is not a fixed window
+after all, and the controller goes back to cutting the rate.
+
+The controller decides; the bucket paces. Time comes from the clock it is given (the event
+loop's, in production): nothing here awaits or schedules.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from .._config import DEFAULT_PAUSE_AFTER
+from .bucket import TokenBucket
+from .window import FixedWindow
+
+__all__ = ["BETA", "DEFAULT_EPISODE", "DEFAULT_RECOVERY", "MIN_RATE_FRACTION", "RateController"]
+
+#: A 429 multiplies the rate by this (CUBIC's beta).
+BETA = 0.7
+#: Requests it takes to climb back to the rate of the last cut; more means fewer 429s but a slower
+#: return after a short-lived quota drop.
+DEFAULT_RECOVERY = 600
+#: Seconds after a cut during which further 429s are taken as answers to requests sent before it,
+#: until a latency has been observed (then twice the average latency is used).
+DEFAULT_EPISODE = 1.0
+#: Without ``min_rate``, the rate is never cut below this fraction of the configured one.
+MIN_RATE_FRACTION = 0.01
+
+# Weight of the newest latency sample in the moving average.
+_LATENCY_WEIGHT = 0.2
+# Bounds of the recovery time, in seconds, whatever the rate.
+_MIN_RECOVERY_SECONDS = 1.0
+_MAX_RECOVERY_SECONDS = 600.0
+
+
+class RateController:
+    """Cut a bucket's rate on 429s, let it recover on successes, pause it, run window mode.
+
+    The *bucket*'s rate when it is handed over is the configured maximum. *clock* returns the
+    time the bucket runs on (the loop's). *min_rate* is the floor of cuts (default:
+    ``MIN_RATE_FRACTION`` of the maximum); *pause_after* the longest Retry-After that does not
+    pause everyone; *recovery* the number of requests it takes to climb back to the rate of the
+    last cut.
+    """
+
+    __slots__ = (
+        "_bucket",
+        "_clock",
+        "_cut_at",
+        "_epoch",
+        "_latency",
+        "_max_rate",
+        "_min_rate",
+        "_pause_after",
+        "_recovery",
+        "_recovery_seconds",
+        "_successes_since_cut",
+        "_successes_since_pause",
+        "_throttled_count",
+        "_w_max",
+        "_window",
+    )
+
+    def __init__(
+        self,
+        bucket: TokenBucket,
+        *,
+        clock: Callable[[], float],
+        min_rate: float | None = None,
+        pause_after: float = DEFAULT_PAUSE_AFTER,
+        recovery: int = DEFAULT_RECOVERY,
+    ) -> None:
+        rate = bucket.rate
+        if min_rate is None:
+            min_rate = rate * MIN_RATE_FRACTION
+        if not 0 < min_rate <= rate:
+            raise ValueError(f"min_rate must be positive and at most rate, not {min_rate!r}")
+        if not pause_after >= 0:
+            raise ValueError(f"pause_after must not be negative, not {pause_after!r}")
+        if recovery < 1:
+            raise ValueError(f"recovery must be at least one request, not {recovery!r}")
+        self._bucket = bucket
+        self._clock = clock
+        self._max_rate = rate
+        self._min_rate = float(min_rate)
+        self._pause_after = float(pause_after)
+        self._recovery = recovery
+        self._throttled_count = 0
+        self._latency: float | None = None
+        # CUBIC state: the rate at the last cut, when recovery starts, and how long it takes.
+        self._cut_at: float | None = None
+        self._w_max = rate
+        self._epoch = -math.inf
+        self._recovery_seconds = _MIN_RECOVERY_SECONDS
+        self._successes_since_cut = 0
+        self._successes_since_pause = 0
+        # Window mode (None: not a fixed window, or not yet).
+        self._window: FixedWindow | None = None
+
+    @property
+    def max_rate(self) -> float:
+        """The configured rate: the learned rate never goes above it."""
+        return self._max_rate
+
+    @property
+    def min_rate(self) -> float:
+        """The floor below which 429s no longer cut the rate."""
+        return self._min_rate
+
+    @property
+    def throttled_count(self) -> int:
+        """How many 429s were reported, including those that did not cut the rate."""
+        return self._throttled_count
+
+    @property
+    def latency(self) -> float | None:
+        """The moving average of observed request latency, in seconds, if any was observed."""
+        return self._latency
+
+    @property
+    def window_requests(self) -> int | None:
+        """The requests per window learned from a fixed-window quota (None: not one, or not yet)."""
+        return None if self._window is None else self._window.requests
+
+    def observe_latency(self, seconds: float) -> None:
+        """Feed one request's latency into the moving average that sizes episodes."""
+        if self._latency is None:
+            self._latency = seconds
+        else:
+            self._latency += _LATENCY_WEIGHT * (seconds - self._latency)
+
+    def on_success(self, sent_at: float | None = None) -> None:
+        """Record an answer other than a throttle: let the rate climb back towards its maximum.
+
+        *sent_at*, the time at which the request got its slot, tells a fixed window's passes
+        apart; without it the request counts as sent now.
+        """
+        self._successes_since_cut += 1
+        self._successes_since_pause += 1
+        if self._window is not None:
+            self._window_success(self._window, self._clock() if sent_at is None else sent_at)
+            return
+        bucket = self._bucket
+        if self._cut_at is None or bucket.rate >= self._max_rate:
+            return
+        now = self._clock()
+        elapsed = max(0.0, now - self._epoch)
+        shortfall = 1 - elapsed / self._recovery_seconds
+        target = self._w_max * (1 - (1 - BETA) * shortfall**3)
+        bucket.set_rate(now, min(self._max_rate, max(self._min_rate, target)))
+
+    def on_throttled(self, retry_after: float | None, *, sent_at: float | None = None) -> None:
+        """Record a 429 (or a 503 with Retry-After): cut the rate once per episode, maybe pause.
+
+        *retry_after* is the server's wait in seconds, if it gave one. *sent_at*, the time at
+        which the throttled request got its slot, tells exactly whether the 429 is news or an
+        answer to a request sent before the last cut; without it a time window is used.
+        """
+        now = self._clock()
+        self._throttled_count += 1
+        if self._window is not None:
+            self._window_throttled(self._window, now, retry_after, sent_at)
+            return
+        bucket = self._bucket
+        resumed_at = bucket.paused_until
+        allowed = self._successes_since_pause
+        same_episode = self._same_episode(now, sent_at)
+        pause = retry_after is not None and (
+            retry_after > self._pause_after
+            # A new episode hard on the heels of the last cut: the cut did not help, so stop
+            # everyone rather than collect 429s until the next one.
+            or (not same_episode and self._cut_at is not None and not self._successes_since_cut)
+        )
+        if retry_after is not None and pause:
+            self.pause_until(now + retry_after)
+        if same_episode:
+            return
+        bucket.refill(now)
+        self._w_max = bucket.rate
+        if pause and allowed and -math.inf < resumed_at <= now and retry_after is not None:
+            # Two pauses in a row for 429s that went on after a cut, with successes between
+            # them: the quota is a fixed window, and the successes were its N (or a bit more).
+            self._enter_window(now, allowed, resumed_at)
+            return
+        self._cut_at = now
+        self._epoch = max(now, bucket.paused_until)
+        self._recovery_seconds = min(
+            _MAX_RECOVERY_SECONDS, max(_MIN_RECOVERY_SECONDS, self._recovery / self._w_max)
+        )
+        bucket.mark()
+        self._successes_since_cut = 0
+        # The server's bucket is empty; a burst saved up in ours would only earn more 429s.
+        bucket.drain()
+        bucket.set_rate(now, max(self._min_rate, self._w_max * BETA))
+
+    def pause_until(self, when: float) -> None:
+        """Hand out no slot before time *when*; extends a pause, never shortens one."""
+        if self._bucket.pause_until(when):
+            self._successes_since_pause = 0
+            self._epoch = max(self._epoch, when)
+
+    def _same_episode(self, now: float, sent_at: float | None) -> bool:
+        if self._cut_at is None:
+            return False
+        if sent_at is not None:
+            return sent_at <= self._cut_at
+        if self._bucket.since_mark == 0:
+            return True
+        window = DEFAULT_EPISODE if self._latency is None else 2 * self._latency
+        return now < self._epoch + window
+
+    # -- window mode -----------------------------------------------------------------------
+
+    def _enter_window(self, now: float, allowed: int, resumed_at: float) -> None:
+        """Switch to window mode after a pass of *allowed* successes from *resumed_at* to now."""
+        window = self._window = FixedWindow(allowed, start=resumed_at, first_429=now)
+        self._cut_at = None
+        self._w_max = self._max_rate
+        self._bucket.set_rate(now, self._max_rate)
+        self._next_pass(window)
+
+    def _next_pass(self, window: FixedWindow) -> None:
+        """Close the pass under way; the next starts when the pause ends, and holds after N+1."""
+        bucket = self._bucket
+        window.next_pass(bucket.paused_until)
+        bucket.hold_after(bucket.acquired_count + window.requests + 1)
+        bucket.drain()
+
+    def _window_throttled(
+        self, window: FixedWindow, now: float, retry_after: float | None, sent_at: float | None
+    ) -> None:
+        sent = now if sent_at is None else sent_at
+        if not window.in_this_pass(sent):
+            return  # an answer to an earlier pass, whose window is spent already
+        if retry_after is None:
+            # Without a Retry-After there is no window's end to wait for: cut the rate instead.
+            self._leave_window(now)
+            self.on_throttled(None, sent_at=sent_at)
+            return
+        window.spent(sent)
+        self._bucket.end_hold(now)  # the hold ends; the window's Retry-After begins
+        self.pause_until(now + retry_after)
+        # A Retry-After of 0 (or a date already past) extends no pause, and so wakes nobody:
+        # without this, waiters stayed stuck until some other acquire came in.
+        self._bucket.wake()
+        self._next_pass(window)
+
+    def _window_success(self, window: FixedWindow, sent: float) -> None:
+        verdict = window.count_success(sent)
+        bucket = self._bucket
+        if verdict == "this pass" and sent >= bucket.held_slot:
+            # The slot after N succeeded: this pass ran into the next window. Go on.
+            bucket.unhold()
+            bucket.resume(self._clock())
+        elif verdict == "not a window":
+            self._leave_window(self._clock())
+
+    def _leave_window(self, now: float) -> None:
+        self._window = None
+        bucket = self._bucket
+        bucket.unhold()
+        bucket.end_hold(now)
+        self._cut_at = None
+        bucket.wake()
+
+    def __repr__(self) -> str:
+        state = (
+            f"rate={self._bucket.rate:.4g}/{self._max_rate:.4g} (floor {self._min_rate:.4g}), "
+            f"throttled={self._throttled_count}"
+        )
+        if self._cut_at is not None:
+            state += f", cut at t={self._cut_at:.3f} from {self._w_max:.4g}"
+        if self._window is not None:
+            state += f", window of {self._window.requests}"
+        if self._latency is not None:
+            state += f", latency={self._latency:.3f}s"
+        return f"<RateController {state}>"

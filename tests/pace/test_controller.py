@@ -1,0 +1,482 @@
+"""Tests of bulkretry._pace.controller: cutting, recovering, pausing, episodes and window mode.
+
+The controller runs on the clock it is given. The first tests give it a hand-moved clock and no
+event loop at all; the rest pair it with a real bucket on the suite's virtual loop clock (when
+nothing is ready the loop jumps to the next timer), so that slots are handed out as in a batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+import pytest
+from conftest import VirtualClockLoop, virtual_time
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bulkretry._pace.bucket import TokenBucket
+from bulkretry._pace.controller import BETA, MIN_RATE_FRACTION, RateController
+
+
+def now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+def paced(rate: float, *, burst: int = 1, **kwargs: Any) -> tuple[TokenBucket, RateController]:
+    """A bucket at *rate* and a controller steering it on the running loop's clock."""
+    bucket = TokenBucket(rate, burst=burst)
+    return bucket, RateController(bucket, clock=now, **kwargs)
+
+
+async def acquire_times(bucket: TokenBucket, n: int) -> list[float]:
+    """Start *n* acquirers at once; return the times their slots came, in arrival order."""
+    times = [math.nan] * n
+
+    async def one(i: int) -> None:
+        await bucket.acquire()
+        times[i] = now()
+
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return times
+
+
+class Clock:
+    """A clock moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# --- on a hand-moved clock, with no event loop ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"min_rate": 2}, {"min_rate": 0}, {"pause_after": -1}, {"recovery": 0}],
+)
+def test_nonsense_settings_are_refused(kwargs: dict[str, Any]) -> None:
+    """A floor above the rate or at zero, a negative pause or no recovery raises ValueError."""
+    with pytest.raises(ValueError):
+        RateController(TokenBucket(1), clock=Clock(), **kwargs)
+
+
+def test_defaults() -> None:
+    """The bucket's rate is the maximum; the floor is MIN_RATE_FRACTION of it; nothing seen yet."""
+    control = RateController(TokenBucket(5), clock=Clock())
+    assert control.max_rate == 5
+    assert control.min_rate == pytest.approx(5 * MIN_RATE_FRACTION)
+    assert (control.throttled_count, control.latency, control.window_requests) == (0, None, None)
+
+
+def test_a_recorded_pattern_needs_no_event_loop() -> None:
+    """Cut, same episode, CUBIC recovery and a long Retry-After's pause, on a hand-moved clock."""
+    clock = Clock()
+    bucket = TokenBucket(10)
+    control = RateController(bucket, clock=clock, recovery=100, pause_after=5)
+    control.on_throttled(None, sent_at=0.0)
+    assert bucket.rate == pytest.approx(7)
+    clock.now = 0.5
+    control.on_throttled(None, sent_at=0.0)  # sent before the cut: the same episode
+    assert bucket.rate == pytest.approx(7)
+    clock.now = 5.0  # half of the recovery time, 100 requests at 10/s
+    control.on_success(4.9)
+    assert bucket.rate == pytest.approx(10 - 3 * 0.5**3)
+    clock.now = 6.0
+    control.on_throttled(30, sent_at=5.5)
+    assert bucket.paused_until == 36.0
+    assert control.throttled_count == 3
+
+
+def test_latency_is_a_moving_average() -> None:
+    """Each observation moves the average a fifth of the way towards it."""
+    control = RateController(TokenBucket(1), clock=Clock())
+    control.observe_latency(1.0)
+    control.observe_latency(2.0)
+    assert control.latency == pytest.approx(1.2)
+
+
+def test_repr_shows_the_state() -> None:
+    """repr shows the rate and its bounds, the 429s, the last cut and the latency."""
+    clock = Clock()
+    control = RateController(TokenBucket(10), clock=clock)
+    assert repr(control) == "<RateController rate=10/10 (floor 0.1), throttled=0>"
+    clock.now = 2.0
+    control.observe_latency(0.25)
+    control.on_throttled(None, sent_at=1.0)
+    assert repr(control) == (
+        "<RateController rate=7/10 (floor 0.1), throttled=1, cut at t=2.000 from 10, "
+        "latency=0.250s>"
+    )
+
+
+# --- learning the rate ------------------------------------------------------------------------
+
+
+@virtual_time
+async def test_429_cuts_the_rate_by_beta_and_empties_the_saved_burst() -> None:
+    """A 429 multiplies the rate by BETA and the next slot waits a full new interval."""
+    bucket, control = paced(10, burst=5)
+    await bucket.acquire()
+    control.on_throttled(None)
+    assert bucket.rate == pytest.approx(10 * BETA)
+    assert control.throttled_count == 1
+    times = await acquire_times(bucket, 2)
+    assert times == pytest.approx([1 / 7, 2 / 7])
+
+
+@virtual_time
+async def test_429s_answering_requests_sent_before_the_cut_cut_only_once() -> None:
+    """Until a slot was handed out after the cut, further 429s belong to the same episode."""
+    bucket, control = paced(10)
+    await acquire_times(bucket, 8)
+    control.on_throttled(None)
+    await asyncio.sleep(30)
+    for _ in range(7):
+        control.on_throttled(None)
+    assert bucket.rate == pytest.approx(7.0)
+    assert control.throttled_count == 8
+
+
+@virtual_time
+async def test_429s_within_the_episode_window_cut_only_once() -> None:
+    """Without send times, 429s within twice the mean latency of the cut do not cut again."""
+    bucket, control = paced(10)
+    control.observe_latency(0.5)
+    await bucket.acquire()
+    control.on_throttled(None)
+    await acquire_times(bucket, 3)
+    assert now() < 1.0
+    control.on_throttled(None)
+    assert bucket.rate == pytest.approx(7.0)
+    await asyncio.sleep(1.0 - now())
+    control.on_throttled(None)
+    assert bucket.rate == pytest.approx(4.9)
+
+
+@virtual_time
+async def test_episode_window_is_one_second_until_a_latency_is_known() -> None:
+    """With no latency observed, 429s within DEFAULT_EPISODE (1 s) of a cut are one episode."""
+    bucket, control = paced(10)
+    await bucket.acquire()
+    control.on_throttled(None)
+    await acquire_times(bucket, 5)
+    control.on_throttled(None)
+    assert bucket.rate == pytest.approx(7.0)
+    await asyncio.sleep(1.0 - now())
+    control.on_throttled(None)
+    assert bucket.rate == pytest.approx(4.9)
+
+
+@virtual_time
+async def test_send_time_tells_exactly_whether_a_429_is_news() -> None:
+    """With sent_at, a 429 cuts again only if its request left after the last cut."""
+    bucket, control = paced(10)
+    await bucket.acquire()
+    before_cut = now()
+    control.on_throttled(None, sent_at=before_cut)
+    await bucket.acquire()
+    await asyncio.sleep(20)
+    control.on_throttled(None, sent_at=before_cut)
+    assert bucket.rate == pytest.approx(7.0)
+    control.on_success()  # no pause from the next cut
+    await bucket.acquire()
+    control.on_throttled(None, sent_at=now())
+    assert bucket.rate < 7.0
+
+
+@virtual_time
+async def test_successes_recover_along_a_cubic_curve_and_never_pass_max_rate() -> None:
+    """After a cut, the rate climbs back, flattening near the old rate, capped at max_rate."""
+    bucket, control = paced(10, recovery=100)
+    await bucket.acquire()
+    control.on_throttled(None)
+    recovery_seconds = 100 / 10
+    seen = [bucket.rate]
+    for _ in range(60):
+        await asyncio.sleep(recovery_seconds / 20)
+        control.on_success()
+        seen.append(bucket.rate)
+    assert seen == sorted(seen)
+    assert max(seen) == 10
+    # Half way, CUBIC has recovered 7/8 of the drop: 7 + 3 * (1 - 0.5**3).
+    assert seen[10] == pytest.approx(10 - 3 * 0.5**3)
+    assert seen[20] == pytest.approx(10)
+
+
+@virtual_time
+async def test_recovery_probes_above_the_rate_of_the_last_cut() -> None:
+    """Once back at the rate of the last cut, the rate keeps rising (up to the maximum)."""
+    bucket, control = paced(100, recovery=100)
+    await bucket.acquire()
+    control.on_throttled(None)
+    await bucket.acquire()
+    await asyncio.sleep(1.5)
+    control.on_throttled(None)  # second episode: the last cut's rate is now 70
+    assert bucket.rate == pytest.approx(49)
+    await asyncio.sleep(100 / 70 * 2)
+    control.on_success()
+    assert 70 < bucket.rate < 100
+
+
+@virtual_time
+async def test_rate_never_falls_below_min_rate() -> None:
+    """However many episodes, the rate stops at min_rate."""
+    bucket, control = paced(10, min_rate=1)
+    for _ in range(30):
+        await bucket.acquire()
+        control.on_success()
+        control.on_throttled(None)
+        await asyncio.sleep(5)
+    assert bucket.rate == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    events=st.lists(
+        st.tuples(
+            st.sampled_from(["ok", "429", "429ra", "acquire"]),
+            st.floats(min_value=0, max_value=20),
+        ),
+        max_size=60,
+    )
+)
+def test_rate_stays_between_min_and_max_rate_whatever_happens(
+    events: list[tuple[str, float]],
+) -> None:
+    """Any sequence of successes, 429s and acquisitions keeps min_rate <= rate <= max_rate."""
+
+    async def main() -> None:
+        bucket, control = paced(8, min_rate=0.5)
+        for kind, gap in events:
+            await asyncio.sleep(gap)
+            if kind == "ok":
+                control.on_success()
+            elif kind == "429":
+                control.on_throttled(None)
+            elif kind == "429ra":
+                control.on_throttled(gap)
+            else:
+                await bucket.acquire()
+            assert 0.5 <= bucket.rate <= 8
+
+    with asyncio.Runner(loop_factory=VirtualClockLoop) as runner:
+        runner.run(main())
+
+
+@virtual_time
+async def test_cut_while_waiting_pushes_the_waiter_back() -> None:
+    """A waiter's slot time follows a rate change made while it waits."""
+    bucket, control = paced(1)
+    await bucket.acquire()
+    waiter = asyncio.create_task(acquire_times(bucket, 1))
+    await asyncio.sleep(0.5)
+    control.on_throttled(None)  # half a token saved goes; a full interval at 0.7/s follows
+    assert await waiter == pytest.approx([0.5 + 1 / 0.7])
+
+
+# --- pauses -----------------------------------------------------------------------------------
+
+
+@virtual_time
+async def test_long_retry_after_pauses_everyone() -> None:
+    """A Retry-After above pause_after pauses the whole limiter until then."""
+    bucket, control = paced(10, pause_after=5)
+    await bucket.acquire()
+    control.on_throttled(30)
+    assert bucket.paused_until == 30
+    assert await acquire_times(bucket, 1) == pytest.approx([30.0])
+
+
+@virtual_time
+async def test_short_retry_after_alone_does_not_pause() -> None:
+    """A first 429 with a Retry-After within pause_after cuts the rate but pauses nobody."""
+    bucket, control = paced(10, pause_after=5)
+    await bucket.acquire()
+    control.on_throttled(3)
+    assert bucket.paused_until == -math.inf
+    assert await acquire_times(bucket, 1) == pytest.approx([1 / 7])
+
+
+@virtual_time
+async def test_429s_that_keep_coming_after_a_cut_pause_everyone() -> None:
+    """A new episode with no success since the last cut pauses for its Retry-After."""
+    bucket, control = paced(10, pause_after=5)
+    await bucket.acquire()
+    control.on_throttled(2)
+    await acquire_times(bucket, 10)
+    control.on_throttled(2)
+    assert bucket.rate == pytest.approx(4.9)
+    assert bucket.paused_until == pytest.approx(now() + 2)
+
+
+@virtual_time
+async def test_a_success_between_episodes_avoids_the_pause() -> None:
+    """If something succeeded since the last cut, the next episode only cuts."""
+    bucket, control = paced(10, pause_after=5)
+    await bucket.acquire()
+    control.on_throttled(2)
+    await acquire_times(bucket, 10)
+    control.on_success()
+    control.on_throttled(2)
+    assert bucket.paused_until == -math.inf
+
+
+@virtual_time
+async def test_pause_until_extends_but_never_shortens() -> None:
+    """The controller's pause is the bucket's gate: a later end wins, an earlier one is ignored."""
+    bucket, control = paced(10)
+    control.pause_until(5)
+    control.pause_until(3)
+    assert bucket.paused_until == 5
+    assert await acquire_times(bucket, 1) == pytest.approx([5.0])
+
+
+# --- window mode ------------------------------------------------------------------------------
+
+
+async def spend_a_window(
+    bucket: TokenBucket, control: RateController, successes: int, retry_after: float
+) -> float:
+    """Send one pass: *successes* answered 200, then one 429; return that 429's send time."""
+    for _ in range(successes):
+        await bucket.acquire()
+        control.on_success(now())
+    await bucket.acquire()
+    sent = now()
+    control.on_throttled(retry_after, sent_at=sent)
+    return sent
+
+
+async def window_mode(n: int = 100) -> tuple[TokenBucket, RateController]:
+    """A pair that met a fixed window of *n* requests: two pauses with *n* successes between."""
+    bucket, control = paced(40, pause_after=5)
+    await bucket.acquire()
+    control.on_throttled(8, sent_at=now())  # a long Retry-After: the window resets at t=8
+    await asyncio.sleep(8)
+    await spend_a_window(bucket, control, n, 6)
+    return bucket, control
+
+
+@virtual_time
+async def test_two_pauses_with_successes_between_mean_a_fixed_window() -> None:
+    """From one pause to the next the quota allowed N successes: window mode, N learned."""
+    bucket, control = await window_mode(100)
+    assert control.window_requests == 100
+    assert bucket.rate == control.max_rate == 40  # a pass goes at the configured rate
+    assert bucket.paused_until == pytest.approx(now() + 6)
+
+
+@virtual_time
+async def test_window_mode_holds_after_n_plus_one_slots_until_the_last_is_answered() -> None:
+    """A pass hands out N + 1 slots, then none until the last one's answer arrives."""
+    bucket, control = await window_mode(100)
+    await asyncio.sleep(bucket.paused_until - now())
+    start = now()
+    await acquire_times(bucket, 101)
+    assert now() == pytest.approx(start + 100 / 40)
+    late = asyncio.create_task(acquire_times(bucket, 1))
+    await asyncio.sleep(60)
+    assert not late.done()
+    answered = now()
+    control.on_throttled(1, sent_at=answered - 60)  # the 101st: the window is spent
+    assert await late == pytest.approx([answered + 1])
+
+
+@virtual_time
+async def test_a_retry_after_of_zero_in_window_mode_wakes_the_waiters() -> None:
+    """A 429 saying wait 0 opens the next pass at once instead of leaving waiters stuck."""
+    bucket, control = await window_mode(100)
+    await asyncio.sleep(bucket.paused_until - now())
+    await acquire_times(bucket, 101)
+    late = asyncio.create_task(acquire_times(bucket, 1))
+    await asyncio.sleep(5)
+    assert not late.done()
+    answered = now()
+    control.on_throttled(0, sent_at=answered - 5)  # the 101st, with Retry-After: 0
+    assert await asyncio.wait_for(late, 1) == pytest.approx([answered])
+
+
+@virtual_time
+async def test_a_throttled_slot_after_n_costs_one_429_per_window() -> None:
+    """Windows of N: each pass is N successes and one 429, and N stays learned."""
+    bucket, control = await window_mode(100)
+    for _ in range(5):
+        await asyncio.sleep(bucket.paused_until - now())
+        before = control.throttled_count
+        sent = await spend_a_window(bucket, control, 100, 1)
+        assert control.throttled_count == before + 1
+        assert bucket.paused_until == pytest.approx(sent + 1)
+    assert control.window_requests == 100
+
+
+@virtual_time
+async def test_when_the_slot_after_n_succeeds_the_pass_goes_on() -> None:
+    """A pass that ran into the next window goes on past N + 1 until a 429."""
+    bucket, control = await window_mode(100)
+    await asyncio.sleep(bucket.paused_until - now())
+    for _ in range(101):
+        await bucket.acquire()
+        control.on_success(now())
+    start = now()
+    assert await acquire_times(bucket, 50) == pytest.approx(
+        [start + (i + 1) / 40 for i in range(50)]
+    )
+
+
+@virtual_time
+async def test_a_smaller_window_lowers_n_from_the_last_complete_pass() -> None:
+    """When the window shrinks, N follows the smaller of the last two complete passes."""
+    bucket, control = await window_mode(100)
+    for successes in (100, 60, 60):
+        await asyncio.sleep(bucket.paused_until - now())
+        await spend_a_window(bucket, control, successes, 1)
+    assert control.window_requests == 60
+
+
+@virtual_time
+async def test_a_success_behind_a_429_of_the_same_pass_leaves_window_mode() -> None:
+    """A 429 then a success for a later request of the same pass: not a fixed window."""
+    bucket, control = await window_mode(100)
+    await asyncio.sleep(bucket.paused_until - now())
+    await bucket.acquire()
+    first = now()
+    await bucket.acquire()
+    second = now()
+    control.on_throttled(1, sent_at=first)
+    assert control.window_requests == 100
+    control.on_success(second)
+    assert control.window_requests is None
+    assert bucket.paused_until == pytest.approx(first + 1 + 1 / 40)  # its Retry-After stays
+
+
+@virtual_time
+async def test_a_429_answering_an_earlier_pass_changes_nothing() -> None:
+    """In window mode, a 429 for a request sent before this pass began is old news."""
+    bucket, control = await window_mode(100)
+    paused_until = bucket.paused_until
+    control.on_throttled(30, sent_at=1.0)
+    assert bucket.paused_until == paused_until
+    assert control.window_requests == 100
+
+
+@virtual_time
+async def test_a_429_without_retry_after_in_window_mode_goes_back_to_cutting() -> None:
+    """No Retry-After means no window's end to wait for: window mode ends and the rate is cut."""
+    bucket, control = await window_mode(100)
+    await asyncio.sleep(bucket.paused_until - now())
+    await bucket.acquire()
+    control.on_throttled(None, sent_at=now())
+    assert control.window_requests is None
+    assert bucket.rate == pytest.approx(40 * BETA)
+
+
+@virtual_time
+async def test_repr_shows_window_mode() -> None:
+    """repr names the learned requests per window."""
+    _, control = await window_mode(100)
+    assert "window of 100" in repr(control)
