@@ -1,4 +1,4 @@
-"""The state file's format, its lock, and the checks that a file is this batch's ledger.
+"""The state file's format: its tables, its statements, and the check that a file is a ledger.
 
 A ledger is a SQLite database in WAL mode::
 
@@ -25,85 +25,53 @@ input line that named them this time, so that memory stays flat however long the
 Format 1 files (no ``queue``/``sources``) are upgraded in place when a batch opens them.
 
 Every check in :func:`inspect_file` reads through a read-only connection: a file that is refused
-is never written to (a read-only connection cannot even checkpoint a foreign WAL).
+is never written to (a read-only connection cannot even checkpoint a foreign WAL). The checks
+live here, beside :func:`create`, because they read exactly what it writes.
 """
 
 from __future__ import annotations
 
 import os
 import sqlite3
-import stat
-import sys
 import time
-import urllib.parse
-from dataclasses import dataclass
-from enum import StrEnum
 from functools import cache
-from typing import Any, NamedTuple
-
-import orjson
 
 from .._exceptions import StateError
-from .._model import ErrorInfo
+from .files import connect_readonly, precheck
 
-if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
-    import msvcrt
-else:
-    import fcntl
+# Admission and PriorState are only re-exported: importers outside the wing name them here.
+from .records import IDENTITY_FIELDS, Admission, BatchIdentity, PriorState
 
 __all__ = [
     "AMBIGUOUS",
     "APPLICATION_ID",
-    "DUPLICATE",
-    "FINAL_STATES",
+    "ENQUEUE",
     "FOLLOWING",
     "FORMAT_VERSION",
     "IDENTITY_FIELDS",
     "INSERT",
     "INTENT",
-    "NEW",
+    "NEW_PENDING",
     "OUTCOME",
+    "QUEUED",
     "SETTLED",
     "SETTLING_STATES",
-    "STATES",
+    "SOURCE",
     "TOUCH",
+    "UNFINISHED",
     "Admission",
     "BatchIdentity",
-    "FileLock",
     "PriorState",
-    "admission_of",
-    "connect",
-    "connect_readonly",
     "create",
     "inspect_file",
     "last_seq",
-    "lock_is_held",
     "lookup_sql",
-    "precheck",
     "start_invocation",
+    "upgrade",
 ]
 
 APPLICATION_ID = 0x42524C47
 FORMAT_VERSION = 2
-#: Every value of ``runs.state``; ``in_flight`` at rest (no process holds the lock) is in doubt.
-STATES = (
-    "pending",
-    "in_flight",
-    "retriggered",
-    "already_retriggered",
-    "failed",
-    "in_doubt",
-    "not_attempted",
-)
-#: The states :meth:`Ledger.outcome` may record.
-FINAL_STATES = frozenset(
-    {"retriggered", "already_retriggered", "failed", "in_doubt", "not_attempted"}
-)
-IDENTITY_FIELDS = ("base_url", "org_id", "sandbox", "op")
-
-_SQLITE_MAGIC = b"SQLite format 3\x00"
-_CACHE_KIB = 32 * 1024
-_BUSY_MS = 5000
 
 _DDL = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -219,226 +187,6 @@ def lookup_sql(size: int) -> str:
     )
 
 
-class PriorState(StrEnum):
-    """What the ledger knew of a run when the feeder admitted it."""
-
-    NEW = "new"  # never seen: now recorded as pending
-    PENDING = "pending"  # known, and never sent, not attempted or failed: send it
-    RETRIGGERED = "retriggered"  # done (``retriggered`` or ``already_retriggered``)
-    IN_DOUBT = "in_doubt"  # a request may have landed: send only if told to
-    DUPLICATE = "duplicate"  # already admitted in this invocation
-
-
-_PRIOR = {
-    "pending": PriorState.PENDING,
-    "not_attempted": PriorState.PENDING,
-    "failed": PriorState.PENDING,
-    "retriggered": PriorState.RETRIGGERED,
-    "already_retriggered": PriorState.RETRIGGERED,
-    "in_doubt": PriorState.IN_DOUBT,
-    "in_flight": PriorState.IN_DOUBT,
-}
-
-
-class Admission(NamedTuple):
-    """The answer to ``Ledger.admit``; ``recorded`` is the ledger's state of the run.
-
-    A named tuple rather than a frozen dataclass: a resume builds one per run, and this is
-    built five times faster.
-    """
-
-    state: PriorState
-    recorded: str | None = None
-    new_run_id: str | None = None
-    etag: str | None = None
-    attempts: int = 0
-    ambiguous: int = 0
-    error: ErrorInfo | None = None
-
-
-NEW = Admission(PriorState.NEW, "pending")
-DUPLICATE = Admission(PriorState.DUPLICATE)
-_new = tuple.__new__
-
-
-def admission_of(row: tuple[Any, ...]) -> Admission:
-    """Turn a row of :func:`lookup_sql` into the :class:`Admission` of a known run."""
-    state = row[3]
-    error = row[8]
-    return _new(
-        Admission,
-        (
-            _PRIOR[state],
-            state,
-            row[4],
-            row[5],
-            row[6],
-            row[7],
-            None if error is None else _error_info(error),
-        ),
-    )
-
-
-def _error_info(text: str) -> ErrorInfo:
-    try:
-        obj = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        obj = None
-    if not isinstance(obj, dict):
-        return ErrorInfo(kind="unknown", message=text)
-
-    def get(key: str) -> str | None:
-        value = obj.get(key)
-        return None if value is None else str(value)
-
-    return ErrorInfo(
-        kind=get("kind") or "unknown",
-        message=get("message") or "",
-        error_code=get("error_code"),
-        type=get("type"),
-    )
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BatchIdentity:
-    """What makes two invocations the same batch; a ledger refuses any other."""
-
-    base_url: str
-    org_id: str
-    sandbox: str
-    op: str
-
-
-class FileLock:
-    """An exclusive, non-blocking ``flock`` on the state file itself, released at exit.
-
-    The lock belongs to the file, not to the name that reached it: a symlink, a hard link or
-    a relative path to the same state file meets the same lock. ``flock`` belongs to the open
-    file description, so a second open in the same process is refused too, and a killed
-    process leaves no stale lock behind. (SQLite's own locks are POSIX record locks, which
-    ``flock`` does not touch.) The holder's pid goes in ``REALPATH.lock``, only to be named in
-    the refusal.
-    """
-
-    __slots__ = ("_fd", "path")
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._fd: int | None = None
-
-    def __repr__(self) -> str:
-        return f"FileLock({self.path!r}, held={self._fd is not None})"
-
-    def acquire(self) -> None:
-        """Take the lock or raise :class:`StateError` naming the process that holds it."""
-        try:
-            fd = os.open(_lock_target(self.path), os.O_RDWR | os.O_CREAT | _CLOEXEC, 0o644)
-        except OSError as exc:
-            raise StateError(f"cannot create the state file {self.path}: {exc.strerror}") from None
-        try:
-            _lock(fd)
-        except OSError:
-            os.close(fd)
-            holder = _read_pid(self.path)
-            who = f" (pid {holder})" if holder else ""
-            raise StateError(
-                f"state file {self.path} is in use by another bulkretry process{who}; "
-                "wait for it to finish or use another --state file"
-            ) from None
-        self._fd = fd
-        _write_pid(self.path)
-
-    def release(self) -> None:
-        """Release the lock (closing the descriptor is what releases it)."""
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
-
-
-def _lock_target(path: str) -> str:
-    if sys.platform == "win32":  # pragma: no cover - a byte lock there would block SQLite
-        return os.path.realpath(path) + ".lock"
-    return path
-
-
-def _pid_path(path: str) -> str:
-    return os.path.realpath(path) + ".lock"
-
-
-def _write_pid(path: str) -> None:
-    try:
-        fd = os.open(_pid_path(path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC | _CLOEXEC, 0o644)
-    except OSError:
-        return  # only a nicer message depends on it
-    try:
-        os.write(fd, f"{os.getpid()}\n".encode())
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _read_pid(path: str) -> str | None:
-    try:
-        with open(_pid_path(path), "rb") as fh:
-            text = fh.read(32).decode("ascii", "replace").strip()
-    except OSError:
-        return None
-    return text if text.isdigit() else None
-
-
-def _lock(fd: int) -> None:
-    if sys.platform == "win32":  # pragma: no cover - exercised on Windows only
-        msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-    else:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-
-
-def lock_is_held(path: str) -> bool:
-    """Tell whether a process holds the lock of the state file at ``path`` (without keeping it)."""
-    try:
-        fd = os.open(_lock_target(path), os.O_RDONLY | _CLOEXEC)
-    except OSError:
-        return False
-    try:
-        _lock(fd)
-    except OSError:
-        return True
-    finally:
-        os.close(fd)  # also releases the lock if it was taken
-    return False
-
-
-def precheck(path: str) -> bool:
-    """Return True if ``path`` has content to inspect; refuse a non-SQLite file by its header.
-
-    This runs before the lock is taken so that no lock file appears beside a text file.
-    """
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return False
-    except OSError as exc:
-        raise StateError(f"cannot read state file {path}: {exc.strerror}") from None
-    if not stat.S_ISREG(st.st_mode):
-        raise StateError(f"state file {path} is not a regular file")
-    if st.st_size == 0:
-        return False  # a zero-byte file holds nothing to lose: it becomes a new ledger
-    try:
-        with open(path, "rb") as fh:
-            header = fh.read(len(_SQLITE_MAGIC))
-    except OSError as exc:
-        raise StateError(f"cannot read state file {path}: {exc.strerror}") from None
-    if header != _SQLITE_MAGIC:
-        if _SQLITE_MAGIC.startswith(header):
-            raise StateError(f"state file {path} is corrupt (truncated to {st.st_size} bytes)")
-        raise StateError(f"{path} is not a bulkretry state file (it is not a SQLite database)")
-    return True
-
-
 def inspect_file(path: str, identity: BatchIdentity | None) -> bool:
     """Return True if ``path`` holds a ledger (of ``identity``), False if absent or empty.
 
@@ -490,32 +238,6 @@ def _check(conn: sqlite3.Connection, path: str, identity: BatchIdentity | None) 
     return True
 
 
-def connect_readonly(path: str) -> sqlite3.Connection:
-    """Open ``path`` read-only: used to inspect a file and by ``status``."""
-    uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
-    conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
-    conn.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
-    return conn
-
-
-def connect(path: str) -> sqlite3.Connection:
-    """Open the writer: WAL mode, synchronous=NORMAL (commits never fsync), a large cache."""
-    # check_same_thread=False: the ledger may be opened in one thread and used in the loop's;
-    # the Ledger itself never uses the writer from two threads.
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    try:
-        conn.execute(f"PRAGMA busy_timeout = {_BUSY_MS}")
-        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-        if mode != "wal":
-            raise StateError(f"state file {path} cannot use SQLite's WAL mode (got {mode!r})")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute(f"PRAGMA cache_size = -{_CACHE_KIB}")
-    except BaseException:
-        conn.close()
-        raise
-    return conn
-
-
 def create(conn: sqlite3.Connection, identity: BatchIdentity) -> None:
     """Create the schema and record ``identity``; the caller holds the transaction."""
     _run_script(conn, _DDL + _DDL_2)
@@ -524,6 +246,13 @@ def create(conn: sqlite3.Connection, identity: BatchIdentity) -> None:
     rows = [(name, getattr(identity, name)) for name in IDENTITY_FIELDS]
     rows += [("created_at", repr(time.time())), ("invocations", "0")]
     conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", rows)
+
+
+def upgrade(conn: sqlite3.Connection) -> None:
+    """Bring a file of an older format up to this one; the caller holds the transaction."""
+    if conn.execute("PRAGMA user_version").fetchone()[0] < FORMAT_VERSION:
+        _run_script(conn, _DDL_2)
+        conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
 
 
 def _run_script(conn: sqlite3.Connection, script: str) -> None:
@@ -547,9 +276,8 @@ def start_invocation(conn: sqlite3.Connection, identity: BatchIdentity, *, new: 
     try:
         if new:
             create(conn, identity)
-        elif conn.execute("PRAGMA user_version").fetchone()[0] < FORMAT_VERSION:
-            _run_script(conn, _DDL_2)
-            conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
+        else:
+            upgrade(conn)
         # The queue is this invocation's: what an earlier one left is read from the input again.
         conn.execute("DELETE FROM queue")
         number = int(conn.execute("SELECT value FROM meta WHERE key = 'invocations'").fetchone()[0])

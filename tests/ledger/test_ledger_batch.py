@@ -1,24 +1,16 @@
-"""The ledger holds the whole batch: its queue, its inputs read, its options, its lock."""
+"""The ledger holds the whole batch: its queue, its inputs read, its options, its doubts."""
 
 from __future__ import annotations
 
-import os
 import sqlite3
 from pathlib import Path
 
 import pytest
+from ledger_helpers import IDENT
 
-from bulkretry._ledger import schema
-from bulkretry._exceptions import StateError
-from bulkretry._ledger.ledger import BatchIdentity, Ledger
+from bulkretry._ledger.ledger import Ledger
 from bulkretry._model import ErrorInfo, Outcome
 
-IDENT = BatchIdentity(
-    base_url="https://platform.example.test/data/foundation/flowservice",
-    org_id="ORG@AdobeOrg",
-    sandbox="prod",
-    op="re-trigger",
-)
 NOTHING = {
     "new_run_id": None,
     "etag": None,
@@ -143,37 +135,3 @@ def test_a_retriggered_outcome_clears_the_doubt(path: str) -> None:
         ledger.ambiguous("run-a")
         ledger.outcome("run-a", Outcome.RETRIGGERED, **{**NOTHING, "new_run_id": "n"}, error=None)
         assert ledger.counts()["retriggered"] == 1
-
-
-def test_the_lock_holds_through_a_symlink_and_a_hard_link(path: str, tmp_path: Path) -> None:
-    """One lock per state file, whatever the name that reaches it."""
-    with Ledger.open(path, IDENT):
-        link = tmp_path / "link.state"
-        link.symlink_to(path)
-        hard = tmp_path / "hard.state"
-        os.link(path, hard)
-        for other in (str(link), str(hard), os.path.relpath(path)):
-            with pytest.raises(StateError, match="in use by another bulkretry process"):
-                Ledger.open(other, IDENT)
-        assert schema.lock_is_held(str(link))
-    assert not schema.lock_is_held(str(link))
-
-
-def test_a_format_1_state_file_is_upgraded_in_place(path: str) -> None:
-    """A state file of the previous format gains the queue and sources tables when opened."""
-    with Ledger.open(path, IDENT) as ledger:
-        ledger.admit("run-a", "x", 1)
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("DROP TABLE queue")
-    conn.execute("DROP TABLE sources")
-    conn.execute("PRAGMA user_version = 1")
-    conn.close()
-    with Ledger.open(path, IDENT) as ledger:
-        assert ledger.knows("run-a")
-        ledger.progress("-", 3, complete=False)
-        ledger.enqueue("run-a", "-", 1)
-    conn = sqlite3.connect(path)
-    try:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == schema.FORMAT_VERSION
-    finally:
-        conn.close()
