@@ -9,11 +9,15 @@ import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, TextIO
 
+import orjson
+
 from .._config import Settings
 from .._exceptions import ConfigurationError, StateError
 from .._io.source import InputRecord
 from .._ledger import schema as schema
 from .._ledger.ledger import STATES, BatchIdentity, Ledger
+from .._model import Outcome
+from .summary import ErrorCounts, summary_object
 
 __all__ = [
     "STORED_OPTIONS",
@@ -49,7 +53,7 @@ STORED_OPTIONS = (
     "client_secret_file",
 )
 _IDENTITY_OPTIONS = {"base_url": "BULKRETRY_BASE_URL", "op": "BULKRETRY_OP"}
-_LISTABLE = ("in_doubt", "failed", "not_attempted", "pending", "retriggered")
+_OUTCOMES = frozenset(outcome.value for outcome in Outcome)
 
 
 def identity_of(settings: Settings) -> BatchIdentity:
@@ -164,23 +168,49 @@ def configure_status_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--state", required=True, metavar="PATH", help="the batch's state file")
     parser.add_argument(
         "--list",
-        choices=_LISTABLE,
+        choices=STATES,
         metavar="STATE",
-        help=f"print the run IDs in STATE ({', '.join(_LISTABLE)}), one per line",
+        help=f"print the run IDs in STATE ({', '.join(STATES)}), one per line",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        metavar="text|json",
+        help="text for people, or the summary object of --summary-json plus the batch's "
+        "identity [default text]",
     )
 
 
 def run_status(ns: argparse.Namespace, out: TextIO | None = None) -> int:
     """Print a batch's counts per state, or (``--list``) the run IDs in one state."""
     out = out or sys.stdout
+    try:
+        return _status(ns, out)
+    except BrokenPipeError:
+        # `status --list ... | head`: the reader has what it wanted. Point stdout at nothing,
+        # so that the interpreter's own flush at exit does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _status(ns: argparse.Namespace, out: TextIO) -> int:
     with Ledger.inspect(ns.state) as ledger:
         if ns.list:
             for run_id in ledger.list(ns.list):
                 out.write(run_id + "\n")
+            out.flush()
             return 0
         info = ledger.info()
         counts = ledger.counts()
-    rate = f"{info['rate']:.1f} runs/s" if isinstance(info["rate"], float) else "—"
+        if ns.format == "json":
+            kinds, codes = ledger.error_counts()
+            attempts, ambiguous = ledger.totals()
+    if ns.format == "json":
+        summary = _status_object(info, counts, kinds, codes, attempts, ambiguous)
+        print(orjson.dumps(summary).decode(), file=out)
+        return 0
+    rate = f"{info['rate']:.1f} runs/s sent" if isinstance(info["rate"], float) else "—"
     print(
         f"state file {info['path']}" + (" (a batch is running on it)" if info["live"] else ""),
         file=out,
@@ -199,4 +229,39 @@ def run_status(ns: argparse.Namespace, out: TextIO | None = None) -> int:
         if counts.get(state):
             print(f"{state:>20}: {counts[state]}", file=out)
     print(f"{'total':>20}: {info['runs']}", file=out)
+    out.flush()
     return 0
+
+
+def _status_object(
+    info: Mapping[str, Any],
+    counts: Mapping[str, int],
+    kinds: dict[str, int],
+    codes: dict[str, int],
+    attempts: int,
+    ambiguous: int,
+) -> dict[str, Any]:
+    """The summary object of ``run --summary-json``, for a state file, plus its identity."""
+    errors = ErrorCounts()
+    errors.kinds.update(kinds)
+    errors.codes.update(codes)
+    outcomes = {state: count for state, count in counts.items() if state in _OUTCOMES}
+    unfinished = counts["pending"] + counts["not_attempted"]
+    code = 3 if unfinished else 1 if counts["failed"] + counts["in_doubt"] else 0
+    summary = summary_object(
+        outcomes=outcomes,
+        errors=errors,
+        requests=attempts,
+        throttled=None,
+        ambiguous_attempts=ambiguous,
+        learned_rate=None,
+        elapsed=float(info["elapsed"]),
+        exit_code=code,
+    )
+    summary["pending"] = counts["pending"] + counts["in_flight"]
+    summary["batch"] = {
+        name: info[name] for name in ("base_url", "org_id", "sandbox", "op", "path", "live")
+    }
+    summary["invocations"] = info["invocations"]
+    summary["rate"] = info["rate"]
+    return summary

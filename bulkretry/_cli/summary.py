@@ -1,6 +1,7 @@
 """The machine-readable summary of a batch: one JSON object, the same for ``run`` and ``status``.
 
-Its keys are always present, counts 0 when none::
+Its keys are always present, counts 0 when none (``throttled`` and ``learned_rate`` are null
+for a state file, which does not keep them)::
 
     {"outcomes": {"retriggered": N, ...every outcome...}, "error_kinds": {...},
      "error_codes": {...}, "requests": N, "throttled": N, "ambiguous_attempts": N,
@@ -47,7 +48,7 @@ def summary_object(
     outcomes: Counter[Outcome] | dict[str, int],
     errors: ErrorCounts,
     requests: int,
-    throttled: int,
+    throttled: int | None,
     ambiguous_attempts: int,
     learned_rate: float | None,
     elapsed: float,

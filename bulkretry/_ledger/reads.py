@@ -137,6 +137,9 @@ class LedgerReads:
         )[0]
         counts = self.counts()
         finished = sum(counts.values()) - counts["pending"] - counts["in_flight"]
+        # The sending rate: runs whose request was answered, per second the batch ran (runs
+        # found done before, or never sent, took no sending).
+        sent = counts["retriggered"] + counts["failed"] + counts["in_doubt"]
         info: Info = {name: meta[name] for name in IDENTITY_FIELDS}
         info |= {
             "path": self.path,
@@ -146,10 +149,34 @@ class LedgerReads:
             "elapsed": round(elapsed, 3),
             "runs": sum(counts.values()),
             "finished": finished,
-            "rate": round(finished / elapsed, 3) if elapsed > 0 else None,
+            "rate": round(sent / elapsed, 3) if elapsed > 0 else None,
             "live": self.live,
         }
         return info
+
+    def totals(self) -> tuple[int, int]:
+        """Return the requests sent for the batch's runs, and how many were ambiguous."""
+        attempts, ambiguous = self._read("SELECT total(attempts), total(ambiguous) FROM runs", ())[
+            0
+        ]
+        return int(attempts), int(ambiguous)
+
+    def error_counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Count the error kinds and Adobe codes of the runs not re-triggered."""
+        kinds: dict[str, int] = {}
+        codes: dict[str, int] = {}
+        rows = self._read(
+            "SELECT json_extract(error, '$.kind'), json_extract(error, '$.error_code'), count(*) "
+            "FROM runs WHERE error IS NOT NULL AND json_valid(error) "
+            "AND state NOT IN ('retriggered', 'already_retriggered') GROUP BY 1, 2",
+            (),
+        )
+        for kind, code, count in rows:
+            if kind is not None:
+                kinds[str(kind)] = kinds.get(str(kind), 0) + count
+            if code is not None:
+                codes[str(code)] = codes.get(str(code), 0) + count
+        return kinds, codes
 
     def _read(self, sql: str, params: tuple[Any, ...]) -> _Rows:
         if self._group.closed:
