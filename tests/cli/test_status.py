@@ -65,7 +65,7 @@ def test_the_rate_counts_runs_sent_not_every_id(
     with Ledger.inspect(state) as ledger:
         info = ledger.info()
     assert info["rate"] is None or info["rate"] == pytest.approx(
-        2010 / float(info["elapsed"]), rel=1e-3
+        2010 / float(info["elapsed"]), rel=0.05
     )
 
 
