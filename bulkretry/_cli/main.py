@@ -34,7 +34,7 @@ from .profiles import (
     load_profile,
     merged_environment,
 )
-from .variables import unknown_variables
+from .variables import environment_defaults, unknown_variables
 
 __all__ = ["entry", "main"]
 
@@ -45,6 +45,11 @@ _RUN_EXAMPLES = """examples:
   bulkretry list-failed --flow-id F --since 2d | bulkretry run --state batch.db -o results.jsonl
   bulkretry run --state batch.db --resume                    # finish a stopped batch
   bulkretry run --only failed results.jsonl > second-pass.jsonl"""
+
+
+#: Options of another command that mean what run's option of that name means, and so read
+#: run's variable (status --state reads BULKRETRY_STATE); any other reads its own.
+_SHARED = {"status": frozenset({"state"})}
 
 
 def build_parser(env: Mapping[str, str], command: str | None = None) -> argparse.ArgumentParser:
@@ -214,6 +219,10 @@ def build_parser(env: Mapping[str, str], command: str | None = None) -> argparse
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     completion.add_argument("shell", choices=("bash", "zsh", "fish"), metavar="SHELL")
+    for name, sub in (("status", status), ("report", report), ("simulate", simulate),
+                      ("demo", demo)):  # fmt: skip
+        if wanted(name):
+            environment_defaults(sub, name, env, _SHARED.get(name, frozenset()))
     for sub in (run, listing, status, report, config, simulate, demo):
         sub.add_argument(
             "--profile",
@@ -235,6 +244,18 @@ def known_variables() -> list[str]:
     from .list_failed import FLOW_ID_VARIABLE
 
     return [option.env for option in _all_options()] + [FLOW_ID_VARIABLE]
+
+
+def every_command_variable() -> list[str]:
+    """Return the variables of every command's own options (status, report, simulate, demo)."""
+    parser = build_parser({})
+    names: list[str] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                if name in ("status", "report", "simulate", "demo"):
+                    names += environment_defaults(sub, name, {}, _SHARED.get(name, frozenset()))
+    return names
 
 
 def _profile(args: Sequence[str], env: Mapping[str, str]) -> Profile | None:
@@ -264,6 +285,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     parser = build_parser(env, command)
     ns = parser.parse_args(args)
     known = [*known_variables(), PROFILE_VARIABLE, CONFIG_VARIABLE]
+    if unknown_variables(real_env, known):
+        # Rare: only then is every command's parser built, to know the other commands' names.
+        known += every_command_variable()
     for warning in unknown_variables(real_env, known):
         print(f"bulkretry: warning: {warning}", file=sys.stderr)
     try:

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import difflib
 from collections.abc import Iterable, Mapping
 
-from .options import ENV_PREFIX
+from .options import ENV_PREFIX, flag
 
-__all__ = ["CREDENTIAL_VARIABLES", "unknown_variables"]
+__all__ = [
+    "CREDENTIAL_VARIABLES",
+    "command_variable",
+    "environment_defaults",
+    "unknown_variables",
+]
 
 #: Variables that are not options: credentials and where they come from.
 CREDENTIAL_VARIABLES = frozenset(
@@ -35,3 +41,53 @@ def unknown_variables(env: Mapping[str, str], known: Iterable[str]) -> list[str]
             hint = f" (did you mean {close[0]}?)" if close else ""
             warnings.append(f"unknown variable {name} is ignored{hint}")
     return warnings
+
+
+#: Options every subcommand has that the environment never sets (or sets by another name).
+_NOT_FROM_ENV = frozenset({"help", "version", "profile"})
+
+
+def command_variable(command: str, dest: str, shared: frozenset[str]) -> str:
+    """Return the variable of an option: run's own name if run has it, else per command."""
+    if dest in shared:
+        return ENV_PREFIX + dest.upper()
+    return f"{ENV_PREFIX}{command.upper().replace('-', '_')}_{dest.upper()}"
+
+
+def environment_defaults(
+    parser: argparse.ArgumentParser,
+    command: str,
+    env: Mapping[str, str],
+    shared: frozenset[str],
+) -> list[str]:
+    """Let ``command``'s options be set in the environment; return their variable names.
+
+    An option that ``run`` has too keeps run's variable (``status --state`` reads
+    ``BULKRETRY_STATE``); the others are ``BULKRETRY_<COMMAND>_<OPTION>``, so names never
+    collide. A flag still wins; a value the option would refuse is a usage error naming it.
+    """
+    names = []
+    for action in parser._actions:
+        if not action.option_strings or action.dest in _NOT_FROM_ENV:
+            continue
+        variable = command_variable(command, action.dest, shared)
+        names.append(variable)
+        if action.help and "[env " not in action.help:
+            action.help = f"{action.help} [env {variable}]"
+        raw = env.get(variable)
+        if raw is None or raw == "":
+            continue
+        try:
+            if action.nargs == 0:
+                value: object = flag(raw)
+            elif action.type is not None and callable(action.type):
+                value = action.type(raw)
+            else:
+                value = raw
+        except (argparse.ArgumentTypeError, ValueError) as exc:
+            parser.error(f"{variable}: {exc}")
+        if action.choices is not None and value not in action.choices:
+            parser.error(f"{variable}: {raw!r} is not one of {', '.join(map(str, action.choices))}")
+        action.default = value
+        action.required = False
+    return names

@@ -105,3 +105,35 @@ def test_list_failed_reads_its_own_options_from_its_own_variables() -> None:
     ns = build_parser(env, "list-failed").parse_args(["list-failed"])
     assert (ns.format, ns.all_flows, ns.flow_ids, ns.output) == ("jsonl", True, [flow], None)
     assert ns.since is not None
+
+
+def test_every_subcommand_reads_its_own_options_from_its_own_variables() -> None:
+    """status --state reads run's BULKRETRY_STATE; report's and demo's own options theirs."""
+    env = {
+        "BULKRETRY_STATE": "b.db",
+        "BULKRETRY_STATUS_FORMAT": "json",
+        "BULKRETRY_REPORT_FORMAT": "json",
+        "BULKRETRY_DEMO_RUNS": "7",
+        "BULKRETRY_DEMO_OVERWRITE": "1",
+    }
+    status = build_parser(env, "status").parse_args(["status"])
+    assert (status.state, status.format) == ("b.db", "json")
+    assert build_parser(env, "report").parse_args(["report"]).format == "json"
+    demo = build_parser(env, "demo").parse_args(["demo"])
+    assert (demo.runs, demo.overwrite) == (7, True)
+
+
+def test_a_subcommand_variable_the_option_refuses_is_a_usage_error(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """BULKRETRY_REPORT_FORMAT=xml names the variable, exit 2."""
+    with pytest.raises(SystemExit) as stopped:
+        build_parser({"BULKRETRY_REPORT_FORMAT": "xml"}, "report")
+    assert stopped.value.code == 2
+    assert "BULKRETRY_REPORT_FORMAT" in capsys.readouterr().err
+
+
+def test_another_commands_variables_draw_no_warning(capsys: pytest.CaptureFixture[str]) -> None:
+    """BULKRETRY_SIMULATE_PORT set while running `run` is known, not a typo."""
+    main(["run", "--dry-run", "/dev/null"], env={"BULKRETRY_SIMULATE_PORT": "8080"})
+    assert "unknown variable" not in capsys.readouterr().err
