@@ -2,43 +2,32 @@
 
 Every API request goes through the same steps, in this order:
 record it and call the hook; wait out the latency; check the gateway headers (token, API key,
-org); take its share of the quota; check the sandbox; pick the answer a hook, script or fault
-forces, if any; serve it.
+org); take its share of the quota, counted for its client; check the sandbox; pick the answer a
+hook, script, throttle or fault forces, if any; serve it (`_delivery`) by doing Flow Service's
+work (`_flow`). Look-ups (``GET``) take the same steps; they suffer throttles and faults only
+with ``trouble_on_listing``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-import socket
-import struct
 from collections import Counter, deque
-from collections.abc import Callable
 
 from aiohttp import web
 
 from . import _answers as A
 from ._config import SimulatorConfig
+from ._delivery import Delivery, Visit
+from ._flow import FlowService
 from ._ims import IMS_PATH, TokenIssuer
-from ._listing import (
-    ListingError,
-    next_href,
-    page,
-    parse_filters,
-    parse_limit,
-    parse_orderby,
-    select,
-)
-from ._records import RecordedRequest, Retrigger
-from ._state import UUID_RE, Run, RunStore, new_etag, new_uuid
-from ._trouble import SPOILED, Answer, Limiter, Quota, retry_after_value
+from ._quota import Limiter, Quota, rate_limit_headers
+from ._records import ClientCounts, RecordedRequest, Retrigger
+from ._state import RunStore
+from ._trouble import Answer, retry_after_value
 
-HANG_POLL = 0.25
-"""How often a hung request looks whether its client has gone, in seconds."""
-
-_LINGER_RESET = struct.pack("ii", 1, 0)
-
-Work = Callable[[], tuple[web.Response, dict[str, object] | None]]
+RETRIGGER, GET_RUN, LIST_RUNS, TOKEN = "re-trigger", "get-run", "list-runs", "token"
+"""The endpoints, as `Engine.endpoints` counts requests to them."""
 
 
 class Engine:
@@ -49,9 +38,9 @@ class Engine:
         self._clock = config.clock
         self._wall = config.wall_clock
         seed = config.seed
-        self._rng = random.Random(seed)
         self._latency_rng = random.Random(f"{seed}:latency")
         self.faults = config.fault_picker(random.Random(f"{seed}:faults"))
+        self.throttle = config.throttle(random.Random(f"{seed}:throttle"))
         # Request IDs read as UUIDs: a seeded prefix, then the request's index.
         prefix = f"{random.Random(f'{seed}:rid').getrandbits(80):020x}"
         self._rid_prefix = f"{prefix[:8]}-{prefix[8:12]}-{prefix[12:16]}-{prefix[16:]}-"
@@ -65,39 +54,49 @@ class Engine:
             wall_clock=self._wall,
             rng=random.Random(f"{seed}:ims"),
         )
-        self.store = RunStore(self._rng, allow_repeat=config.allow_repeat_retrigger)
-        now_ms = int(self._wall() * 1000)
-        if config.run_ids is not None:
-            self.store.load(
-                config.run_ids, flows=config.flows, now_ms=now_ms, history_days=config.history_days
-            )
-        else:
-            self.store.seed(
-                flows=config.flows,
-                failed_per_flow=config.runs_per_flow,
-                others_per_flow=config.other_runs_per_flow,
-                now_ms=now_ms,
-                history_days=config.history_days,
-            )
+        self.flow = FlowService(config)
+        self.delivery = Delivery(config)
         self.limiter: Limiter | None = None
         if config.quota is not None:
             self.limiter = Limiter(config.quota, self._clock())
         self.scripts: dict[str | None, deque[Answer]] = {}
         self.requests: list[RecordedRequest] = []
-        self.retriggers: list[Retrigger] = []
-        self.counts: dict[str, int] = {}
-        self.stats: Counter[int | str] = Counter()
+        self.clients: dict[str, ClientCounts] = {}
+        self.endpoints: Counter[str] = Counter()
         self.count = 0
-        self.closing = asyncio.Event()
-        self._api_keys = frozenset({config.api_key, config.client_id})
+        self._api_keys = frozenset({config.api_key, config.client_id, *config.extra_api_keys})
         self._slow = config.latency > 0 or config.jitter > 0
-        self._any_flow = new_uuid(random.Random(f"{seed}:any"))
 
     def __repr__(self) -> str:
         return (
             f"Engine(requests={self.count}, retriggered={sum(self.counts.values())}, "
             f"runs={len(self.store)}, limiter={self.limiter!r}, stats={dict(self.stats)!r})"
         )
+
+    @property
+    def store(self) -> RunStore:
+        """Return the flows and runs."""
+        return self.flow.store
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Return how many times each run was re-triggered."""
+        return self.flow.counts
+
+    @property
+    def retriggers(self) -> list[Retrigger]:
+        """Return every re-trigger performed, oldest first."""
+        return self.flow.retriggers
+
+    @property
+    def stats(self) -> Counter[int | str]:
+        """Count answers by status, plus resets and hangs."""
+        return self.delivery.stats
+
+    @property
+    def closing(self) -> asyncio.Event:
+        """Return the event that ends hung requests when the simulator stops."""
+        return self.delivery.closing
 
     def application(self) -> web.Application:
         """Build the aiohttp application that serves this engine."""
@@ -110,7 +109,7 @@ class Engine:
         return app
 
     def set_quota(self, quota: Quota | None) -> None:
-        """Change the quota from now on; a token bucket keeps what it has used."""
+        """Change the quota from now on; a quota of the same shape keeps what it has used."""
         now = self._clock()
         if quota is None:
             self.limiter = None
@@ -124,69 +123,61 @@ class Engine:
     async def handle_action(self, request: web.Request) -> web.StreamResponse:
         """Serve ``POST /runs/{RUN_ID}/action?op=…``."""
         run_id = request.match_info["run_id"]
-        rec, rid, forced, early = await self._gate(request, run_id, troubled=True)
-        if early is not None:
-            return self._sent(early, rec)
+        visit = await self._gate(request, run_id, RETRIGGER, troubled=True)
+        if visit.early is not None:
+            return self.delivery.sent(visit.early, visit)
         op = request.query.get("op", "")
         if op.lower().replace("_", "-") != "re-trigger":
-            refusal = A.flow_error_for(A.UNSUPPORTED_OP, rid, op=op)
-            return await self._serve(request, rec, rid, forced, lambda: (refusal, None))
+            refusal = A.flow_error_for(A.UNSUPPORTED_OP, visit.rid, op=op)
+            return await self.delivery.serve(request, visit, lambda: (refusal, None))
+        forced = visit.forced
         lost = isinstance(forced, str) and forced.startswith("in-doubt-")
-        return await self._serve(
-            request, rec, rid, forced, lambda: self._retrigger(run_id, rid, rec, lost=lost)
+        return await self.delivery.serve(
+            request, visit, lambda: self.flow.retrigger(run_id, visit, lost=lost)
         )
 
     async def handle_list(self, request: web.Request) -> web.StreamResponse:
         """Serve ``GET /runs`` with filters, ordering, pages and counts."""
-        rec, rid, forced, early = await self._gate(
-            request, None, troubled=self.config.trouble_on_listing
+        visit = await self._gate(request, None, LIST_RUNS, troubled=self.config.trouble_on_listing)
+        if visit.early is not None:
+            return self.delivery.sent(visit.early, visit)
+        return await self.delivery.serve(
+            request, visit, lambda: self.flow.list_runs(request.query, visit.rid)
         )
-        if early is not None:
-            return self._sent(early, rec)
-        return await self._serve(request, rec, rid, forced, lambda: self._list(request, rid))
 
     async def handle_get(self, request: web.Request) -> web.StreamResponse:
         """Serve ``GET /runs/{RUN_ID}``: the run as the spec shows it, in a one-item list."""
         run_id = request.match_info["run_id"]
-        rec, rid, forced, early = await self._gate(
-            request, run_id, troubled=self.config.trouble_on_listing
+        visit = await self._gate(request, run_id, GET_RUN, troubled=self.config.trouble_on_listing)
+        if visit.early is not None:
+            return self.delivery.sent(visit.early, visit)
+        return await self.delivery.serve(
+            request, visit, lambda: self.flow.look_up(run_id, visit.rid)
         )
-        if early is not None:
-            return self._sent(early, rec)
-
-        def work() -> tuple[web.Response, dict[str, object] | None]:
-            run = self.store.runs.get(run_id)
-            if run is None:
-                return A.flow_error_for(A.NOT_FOUND, rid, run_id=run_id), None
-            payload: dict[str, object] = {"items": [self._json(run)]}
-            return A.json_answer(200, payload, rid), payload
-
-        return await self._serve(request, rec, rid, forced, work)
 
     async def handle_token(self, request: web.Request) -> web.StreamResponse:
         """Serve IMS's ``POST /ims/token/v3`` with client credentials."""
-        rec, rid, forced = self._begin(request, None)
+        visit = self._begin(request, None, TOKEN)
         form = dict(request.query)
         if request.can_read_body:
             form.update({k: v for k, v in (await request.post()).items() if isinstance(v, str)})
 
         def work() -> tuple[web.Response, dict[str, object] | None]:
             status, body = self.issuer.issue(form)
-            return A.json_answer(status, body, rid), body if status == 200 else None
+            return A.json_answer(status, body, visit.rid), body if status == 200 else None
 
-        return await self._serve(request, rec, rid, forced, work)
+        return await self.delivery.serve(request, visit, work)
 
     # -- the steps ---------------------------------------------------------------------------
 
-    def _begin(
-        self, request: web.Request, run_id: str | None
-    ) -> tuple[RecordedRequest | None, str, Answer | None]:
+    def _begin(self, request: web.Request, run_id: str | None, endpoint: str) -> Visit:
         self.count += 1
+        self.endpoints[endpoint] += 1
         index = self.count
-        rid = f"{self._rid_prefix}{index:012x}"
+        visit = Visit(index=index, rid=f"{self._rid_prefix}{index:012x}")
         hook = self.config.on_request
         if not (self.config.record_requests or hook is not None):
-            return None, rid, None
+            return visit
         rec = RecordedRequest(
             index=index,
             method=request.method,
@@ -195,35 +186,38 @@ class Engine:
             headers=request.headers,
             time=self._clock(),
             wall_time=self._wall(),
-            request_id=rid,
+            request_id=visit.rid,
             run_id=run_id,
         )
         if self.config.record_requests:
             self.requests.append(rec)
-        return rec, rid, hook(rec) if hook is not None else None
+        visit.rec = rec
+        visit.forced = hook(rec) if hook is not None else None
+        return visit
 
     async def _gate(
-        self, request: web.Request, run_id: str | None, *, troubled: bool
-    ) -> tuple[RecordedRequest | None, str, Answer | None, web.Response | None]:
-        rec, rid, forced = self._begin(request, run_id)
+        self, request: web.Request, run_id: str | None, endpoint: str, *, troubled: bool
+    ) -> Visit:
+        visit = self._begin(request, run_id, endpoint)
         if self._slow:
             cfg = self.config
             await asyncio.sleep(cfg.latency + self._latency_rng.uniform(0.0, cfg.jitter))
-        early = self._check_gateway(request, rid)
-        if early is None and self.limiter is not None:
-            delay = self.limiter.admit(self._clock())
-            if delay is not None:
-                early = self._throttled(rid, delay)
-        if early is None:
-            early = self._check_sandbox(request, rid)
-        if early is None and forced is None:
-            is_retrigger = run_id is not None and request.method == "POST"
-            forced = self._scripted(run_id if is_retrigger else None)
-            if forced is None and troubled:
-                forced = self.faults.pick(retrigger=is_retrigger)
-        if rec is not None:
-            rec.fault = None if forced is None else str(forced)
-        return rec, rid, forced, early
+        visit.early = self._check_gateway(request, visit.rid)
+        if visit.early is None:
+            self._take_quota(request, visit)
+        if visit.early is None:
+            visit.early = self._check_sandbox(request, visit.rid)
+        if visit.early is None and visit.forced is None:
+            is_retrigger = endpoint == RETRIGGER
+            visit.forced = self._scripted(run_id if is_retrigger else None)
+            if visit.forced is None and troubled:
+                if self.throttle.pick():
+                    self._throttle(visit)
+                else:
+                    visit.forced = self.faults.pick(retrigger=is_retrigger)
+        if visit.rec is not None and visit.forced is not None:
+            visit.rec.fault = str(visit.forced)
+        return visit
 
     def _check_gateway(self, request: web.Request, rid: str) -> web.Response | None:
         headers = request.headers
@@ -245,6 +239,38 @@ class Engine:
             return A.gateway_error(A.ORG_INVALID, rid)
         return None
 
+    def _take_quota(self, request: web.Request, visit: Visit) -> None:
+        """Count the request for its client, and refuse it if the shared quota is spent."""
+        headers = request.headers
+        client = headers.get(self.config.client_header) or headers.get("x-api-key") or "-"
+        tally = self.clients.get(client)
+        if tally is None:
+            tally = self.clients[client] = ClientCounts()
+        visit.tally = tally
+        if visit.rec is not None:
+            visit.rec.client = client
+        limiter = self.limiter
+        if limiter is None:
+            tally.admitted += 1
+            return
+        now = self._clock()
+        delay = limiter.admit(now)
+        style = self.config.rate_limit_headers
+        if style != "none":
+            visit.headers = rate_limit_headers(style, limiter.status(now), self._wall())
+        if delay is None:
+            tally.admitted += 1
+            return
+        tally.rejected += 1
+        visit.early = self._too_many(visit.rid, delay)
+
+    def _throttle(self, visit: Visit) -> None:
+        visit.early = self._too_many(visit.rid, self.throttle.retry_after)
+        if visit.tally is not None:
+            visit.tally.throttled += 1
+        if visit.rec is not None:
+            visit.rec.fault = "throttle"
+
     def _check_sandbox(self, request: web.Request, rid: str) -> web.Response | None:
         sandbox = request.headers.get("x-sandbox-name")
         if not sandbox:
@@ -255,7 +281,7 @@ class Engine:
             return A.flow_error_for(A.SANDBOX_UNKNOWN, rid, sandbox=sandbox)
         return None
 
-    def _throttled(self, rid: str, delay: float) -> web.Response:
+    def _too_many(self, rid: str, delay: float) -> web.Response:
         value = retry_after_value(self.config.retry_after, delay, self._wall())
         return A.gateway_error(A.THROTTLED, rid, None if value is None else {"Retry-After": value})
 
@@ -270,162 +296,3 @@ class Engine:
                     del self.scripts[key]
                 return answer
         return None
-
-    async def _serve(
-        self,
-        request: web.Request,
-        rec: RecordedRequest | None,
-        rid: str,
-        forced: Answer | None,
-        work: Work,
-    ) -> web.StreamResponse:
-        if forced is None or forced == "ok" or forced == 200:
-            return self._sent(work()[0], rec)
-        if isinstance(forced, int):
-            return self._sent(self._canned(forced, request, rid), rec)
-        if forced == "reset":
-            return self._reset(request, rec)
-        if forced == "hang":
-            return await self._hang(request, rec)
-        response, payload = work()
-        if forced in SPOILED:
-            if response.status == 200 and payload is not None:
-                response = A.malformed(forced, payload, rid)
-            return self._sent(response, rec)
-        # In doubt: the work is done, and its answer lost.
-        if forced == "in-doubt-reset":
-            return self._reset(request, rec)
-        if forced == "in-doubt-hang":
-            return await self._hang(request, rec)
-        return self._sent(self._canned(int(forced.rsplit("-", 1)[1]), request, rid), rec)
-
-    def _canned(self, status: int, request: web.Request, rid: str) -> web.Response:
-        headers = None
-        if status == 429:
-            value = retry_after_value(
-                self.config.retry_after, self.config.scripted_retry_after, self._wall()
-            )
-            headers = None if value is None else {"Retry-After": value}
-        if request.path == IMS_PATH:
-            body = {"error": "server_error", "error_description": "Simulated error."}
-            return A.json_answer(status, body, rid, headers)
-        return A.canned_error(status, rid, headers)
-
-    def _sent(self, response: web.Response, rec: RecordedRequest | None) -> web.Response:
-        self.stats[response.status] += 1
-        if rec is not None:
-            rec.status = response.status
-            rec.outcome = "answered"
-        return response
-
-    def _reset(self, request: web.Request, rec: RecordedRequest | None) -> web.Response:
-        self.stats["reset"] += 1
-        if rec is not None:
-            rec.outcome = "reset"
-        transport = request.transport
-        if transport is not None:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
-                # Linger 0 makes close() send RST: the client sees a reset, not a clean close.
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
-            transport.abort()
-        # Nothing is written to an aborted transport; aiohttp drops this quietly.
-        return web.Response(status=599)
-
-    async def _hang(self, request: web.Request, rec: RecordedRequest | None) -> web.Response:
-        self.stats["hang"] += 1
-        if rec is not None:
-            rec.outcome = "hang"
-        while not self.closing.is_set():
-            transport = request.transport
-            if transport is None or transport.is_closing():
-                break
-            try:
-                await asyncio.wait_for(self.closing.wait(), HANG_POLL)
-            except TimeoutError:
-                pass
-        return self._reset(request, None)
-
-    # -- Flow Service ------------------------------------------------------------------------
-
-    def _json(self, run: Run) -> dict[str, object]:
-        return run.to_json(self.config.org_id, self.config.sandbox)
-
-    def _retrigger(
-        self, run_id: str, rid: str, rec: RecordedRequest | None, *, lost: bool
-    ) -> tuple[web.Response, dict[str, object] | None]:
-        now_ms = int(self._wall() * 1000)
-        if self.config.accept_any:
-            if UUID_RE.match(run_id) is None:
-                return A.flow_error_for(A.NOT_FOUND, rid, run_id=run_id), None
-            self.counts[run_id] = self.counts.get(run_id, 0) + 1
-            new_id, etag = new_uuid(self._rng), new_etag(self._rng, now_ms)
-            if rec is not None:
-                rec.performed = True
-            if self.config.response_shape == "docs":
-                payload: dict[str, object] = {"id": new_id, "etag": etag}
-                return A.json_answer(200, payload, rid), payload
-            new = Run(
-                id=new_id,
-                flow_id=self._any_flow,
-                created_at=now_ms,
-                updated_at=now_ms,
-                started_at=now_ms,
-                completed_at=None,
-                status="inProgress",
-                etag=etag,
-            )
-            payload = self._json(new)
-            return A.json_answer(200, payload, rid), payload
-        result = self.store.retrigger(run_id, now_ms)
-        if result == "missing":
-            return A.flow_error_for(A.NOT_FOUND, rid, run_id=run_id), None
-        if result == "not-failed":
-            status = self.store.runs[run_id].status
-            return A.flow_error_for(A.NOT_FAILED, rid, run_id=run_id, s=status), None
-        if result == "already":
-            return A.flow_error_for(A.ALREADY, rid, run_id=run_id), None
-        self.counts[run_id] = self.counts.get(run_id, 0) + 1
-        self.retriggers.append(
-            Retrigger(
-                run_id=run_id,
-                new_run_id=result.id,
-                time=self._clock(),
-                request_index=rec.index if rec is not None else self.count,
-                answer_lost=lost,
-            )
-        )
-        if rec is not None:
-            rec.performed = True
-        if self.config.response_shape == "docs":
-            payload = {"id": result.id, "etag": result.etag}
-        else:
-            payload = self._json(result)
-        return A.json_answer(200, payload, rid), payload
-
-    def _list(
-        self, request: web.Request, rid: str
-    ) -> tuple[web.Response, dict[str, object] | None]:
-        query = request.query
-        cfg = self.config
-        try:
-            filters = parse_filters(query.getall("property", []))
-            if query.get("count", "false").lower() == "true":
-                payload: dict[str, object] = {
-                    "count": len(select(self.store.runs.values(), filters))
-                }
-                return A.json_answer(200, payload, rid), payload
-            result = page(
-                self.store.runs.values(),
-                filters=filters,
-                orderby=parse_orderby(query.get("orderby")),
-                limit=parse_limit(query.get("limit"), cfg.list_default_limit, cfg.list_max_limit),
-                token=query.get("continuationToken"),
-            )
-        except ListingError as exc:
-            return A.flow_error_for(A.BAD_QUERY, rid, detail=str(exc)), None
-        links: dict[str, object] = {}
-        if result.next_token is not None:
-            links["next"] = {"href": next_href("/runs", query.items(), result.next_token)}
-        payload = {"items": [self._json(r) for r in result.runs], "_links": links}
-        return A.json_answer(200, payload, rid), payload

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Literal, TypeAlias, get_args
 
 from ._clock import Clock
+from ._lifecycle import Fate, Lifecycle
 from ._listing import DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT
+from ._quota import Quota, RateLimitHeaders
 from ._records import RecordedRequest
-from ._trouble import DEFAULT_ERROR_STATUSES, Answer, FaultPicker, Quota, RetryAfterStyle
+from ._state import FAILED, IN_PROGRESS, SUCCESS
+from ._trouble import DEFAULT_ERROR_STATUSES, Answer, FaultPicker, RetryAfterStyle, Throttle
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 0
@@ -41,6 +45,10 @@ DEFAULT_SEED = 0
 DEFAULT_RETRY_AFTER: RetryAfterStyle = "seconds"
 DEFAULT_SCRIPTED_RETRY_AFTER = 1.0
 DEFAULT_SHUTDOWN_TIMEOUT = 1.0
+DEFAULT_CLIENT_HEADER = "x-sim-client"
+DEFAULT_THROTTLE_RETRY_AFTER = 1.0
+DEFAULT_RUN_DURATION = 5.0
+DEFAULT_IN_PROGRESS_STATUS = IN_PROGRESS
 
 ResponseShape: TypeAlias = Literal["docs", "spec"]
 """The re-trigger's success body: ``{"id","etag"}`` as documented, or a whole run as specified."""
@@ -58,6 +66,16 @@ class SimulatorConfig:
 
     Trouble is off unless asked for. Rates are probabilities per request, drawn from a
     generator seeded with `seed`; `latency` and `jitter` are in seconds.
+
+    A run started by a re-trigger is `in_progress_status` for `run_duration` seconds of `clock`
+    (plus up to `run_duration_jitter`), then ``success`` or ``failed`` as its line's fate says:
+    given per run ID in `fates`, else drawn with `fate_shares` (see `_lifecycle`).
+
+    One `quota` serves every client; each request past the gateway's checks is counted for the
+    client named by its `client_header`, or else by its API key (`extra_api_keys` are accepted
+    besides `api_key` and `client_id`, so that each client may have its own).
+    `throttle_rate` answers that share of requests 429 with Retry-After `throttle_retry_after`,
+    whatever their rate.
     """
 
     host: str = DEFAULT_HOST
@@ -70,6 +88,7 @@ class SimulatorConfig:
     sandbox_header: SandboxHeader = "required"
     client_id: str = DEFAULT_CLIENT_ID
     client_secret: str = DEFAULT_CLIENT_SECRET
+    extra_api_keys: tuple[str, ...] = ()
     scopes: frozenset[str] = DEFAULT_SCOPES
     token_lifetime: float = DEFAULT_TOKEN_LIFETIME
 
@@ -84,10 +103,20 @@ class SimulatorConfig:
     response_shape: ResponseShape = "docs"
     list_default_limit: int = DEFAULT_LIST_LIMIT
     list_max_limit: int = MAX_LIST_LIMIT
+    in_progress_status: str = DEFAULT_IN_PROGRESS_STATUS
+    run_duration: float = DEFAULT_RUN_DURATION
+    run_duration_jitter: float = 0.0
+    # Left out of the hash (mappings have none), so that a configuration stays hashable.
+    fates: Mapping[str, Fate] = field(default_factory=dict, hash=False)
+    fate_shares: Mapping[Fate, float] = field(default_factory=dict, hash=False)
 
     quota: Quota | None = None
     retry_after: RetryAfterStyle = DEFAULT_RETRY_AFTER
     scripted_retry_after: float = DEFAULT_SCRIPTED_RETRY_AFTER
+    rate_limit_headers: RateLimitHeaders = "none"
+    client_header: str = DEFAULT_CLIENT_HEADER
+    throttle_rate: float = 0.0
+    throttle_retry_after: float = DEFAULT_THROTTLE_RETRY_AFTER
     error_rate: float = 0.0
     error_statuses: tuple[int, ...] = DEFAULT_ERROR_STATUSES
     reset_rate: float = 0.0
@@ -120,8 +149,22 @@ class SimulatorConfig:
             raise ValueError("latency and jitter are >= 0, token_lifetime > 0")
         if not 1 <= self.list_default_limit <= self.list_max_limit:
             raise ValueError("need 1 <= list_default_limit <= list_max_limit")
-        # Checks the fault rates now rather than when the simulator starts.
+        if self.rate_limit_headers not in get_args(RateLimitHeaders):
+            raise ValueError(
+                f"rate_limit_headers is none, ietf or x, not {self.rate_limit_headers!r}"
+            )
+        if not self.client_header.strip():
+            raise ValueError("client_header names a header")
+        word = self.in_progress_status
+        if not word.strip() or word.casefold() in (FAILED, SUCCESS):
+            raise ValueError(f"{word!r} cannot be the status of a run in progress")
+        # Nobody can change the fates behind the simulator's back once it is configured.
+        object.__setattr__(self, "fates", MappingProxyType(dict(self.fates)))
+        object.__setattr__(self, "fate_shares", MappingProxyType(dict(self.fate_shares)))
+        # Checks the rates, fates and durations now rather than when the simulator starts.
         self.fault_picker(random.Random(0))
+        self.throttle(random.Random(0))
+        self.lifecycle()
 
     def fault_picker(self, rng: random.Random) -> FaultPicker:
         """Build the fault picker these rates describe, drawing from `rng`."""
@@ -133,4 +176,18 @@ class SimulatorConfig:
             in_doubt_rate=self.in_doubt_rate,
             malformed_rate=self.malformed_rate,
             error_statuses=self.error_statuses,
+        )
+
+    def throttle(self, rng: random.Random) -> Throttle:
+        """Build the rate-independent throttle these settings describe, drawing from `rng`."""
+        return Throttle(rng, rate=self.throttle_rate, retry_after=self.throttle_retry_after)
+
+    def lifecycle(self) -> Lifecycle:
+        """Build what decides how re-triggered runs end, seeded with `seed`."""
+        return Lifecycle(
+            seed=self.seed,
+            fates=self.fates,
+            shares=self.fate_shares,
+            duration=self.run_duration,
+            jitter=self.run_duration_jitter,
         )

@@ -1,17 +1,29 @@
 """Control endpoints under ``/_sim/`` for a simulator running in another process.
 
-``GET /_sim/stats`` answers what the simulator saw; ``POST /_sim/quota`` with
-``{"rate": R, "burst": B}``, ``{"requests": N, "window": S}`` or ``null`` changes the quota, so a
-benchmark can halve it mid-run. These paths are not Flow Service's and are never throttled.
+``GET /_sim/stats`` answers what the simulator saw, each client's share of the quota included;
+``POST /_sim/quota`` with ``{"rate": R, "burst": B}``, ``{"requests": N, "window": S}`` or
+``null`` changes the quota, so a benchmark can halve it mid-run. Other shapes are named:
+``{"shape": "leaky-bucket", "rate": R}``, ``{"shape": "sliding-window", "requests": N,
+"window": S, "count_rejected": true}``. These paths are not Flow Service's and are never
+throttled.
 """
 
 from __future__ import annotations
+
+from dataclasses import asdict
 
 import orjson
 from aiohttp import web
 
 from ._app import Engine
-from ._trouble import Quota, TokenBucketQuota, WindowQuota
+from ._quota import (
+    LeakyBucketQuota,
+    Quota,
+    SlidingWindowQuota,
+    TokenBucketQuota,
+    WindowQuota,
+    shape_of,
+)
 
 CONTROL_PREFIX = "/_sim"
 
@@ -22,7 +34,17 @@ def quota_to_json(quota: Quota | None) -> dict[str, object] | None:
         return None
     if isinstance(quota, TokenBucketQuota):
         return {"rate": quota.rate, "burst": quota.burst}
-    return {"requests": quota.requests, "window": quota.window}
+    if isinstance(quota, WindowQuota):
+        return {"requests": quota.requests, "window": quota.window}
+    shape = shape_of(quota)
+    if isinstance(quota, LeakyBucketQuota):
+        return {"shape": shape, "rate": quota.rate}
+    return {
+        "shape": shape,
+        "requests": quota.requests,
+        "window": quota.window,
+        "count_rejected": quota.count_rejected,
+    }
 
 
 def quota_from_json(raw: object) -> Quota | None:
@@ -31,18 +53,31 @@ def quota_from_json(raw: object) -> Quota | None:
         return None
     if not isinstance(raw, dict):
         raise ValueError("a quota is an object or null")
+    shape = raw.get("shape", "token-bucket" if "rate" in raw else "fixed-window")
     try:
-        if "rate" in raw:
+        if shape == "token-bucket" and "rate" in raw:
             return TokenBucketQuota(rate=float(raw["rate"]), burst=int(raw.get("burst", 1)))
-        if "requests" in raw:
+        if shape == "leaky-bucket" and "rate" in raw:
+            return LeakyBucketQuota(rate=float(raw["rate"]))
+        if shape == "fixed-window" and "requests" in raw:
             return WindowQuota(requests=int(raw["requests"]), window=float(raw.get("window", 1.0)))
+        if shape == "sliding-window" and "requests" in raw:
+            return SlidingWindowQuota(
+                requests=int(raw["requests"]),
+                window=float(raw.get("window", 1.0)),
+                count_rejected=bool(raw.get("count_rejected", True)),
+            )
     except (TypeError, ValueError) as exc:
         raise ValueError(f"not a quota: {exc}") from None
-    raise ValueError("a quota has either rate (and burst) or requests (and window)")
+    raise ValueError(
+        "a quota has rate (and burst) or requests (and window), and a shape among "
+        "token-bucket, leaky-bucket, fixed-window and sliding-window"
+    )
 
 
 def snapshot(engine: Engine) -> dict[str, object]:
     """Summarize what the simulator saw, as ``GET /_sim/stats`` answers it."""
+    engine.flow.settle()
     counts = engine.counts
     return {
         "requests": engine.count,
@@ -52,6 +87,9 @@ def snapshot(engine: Engine) -> dict[str, object]:
         "retriggered_runs": len(counts),
         "duplicate_retriggers": sum(c - 1 for c in counts.values() if c > 1),
         "quota": quota_to_json(engine.limiter.quota if engine.limiter is not None else None),
+        "endpoints": dict(sorted(engine.endpoints.items())),
+        "clients": {key: asdict(tally) for key, tally in sorted(engine.clients.items())},
+        "new_runs": {k: v for k, v in sorted(engine.flow.lifecycle.counts.items()) if v},
     }
 
 

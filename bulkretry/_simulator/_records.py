@@ -1,4 +1,4 @@
-"""What the simulator remembers: every request it received and every re-trigger it performed."""
+"""What the simulator remembers: requests received, re-triggers done, and each client's share."""
 
 from __future__ import annotations
 
@@ -16,7 +16,8 @@ class RecordedRequest:
     """One request as received, and how the simulator dealt with it.
 
     `index` counts requests to the API and the token endpoint from 1. The fields after `run_id`
-    are filled in while the request is handled.
+    are filled in while the request is handled; `client` is the key its quota share is counted
+    under, once it is past the gateway's header checks.
     """
 
     index: int
@@ -32,6 +33,7 @@ class RecordedRequest:
     outcome: Outcome = "pending"
     fault: str | None = None
     performed: bool = False
+    client: str | None = None
 
     @property
     def summary(self) -> str:
@@ -48,3 +50,18 @@ class Retrigger:
     time: float
     request_index: int
     answer_lost: bool
+
+
+@dataclass(slots=True)
+class ClientCounts:
+    """What one client got from the shared quota.
+
+    `admitted` and `rejected` count the quota's decisions (every request past the gateway's
+    header checks, when there is no quota); `throttled` counts the rate-independent 429s;
+    `retriggers` the re-triggers performed for this client.
+    """
+
+    admitted: int = 0
+    rejected: int = 0
+    throttled: int = 0
+    retriggers: int = 0

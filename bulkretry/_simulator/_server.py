@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Iterable
+from dataclasses import replace
 from types import TracebackType
 
 from aiohttp import web
@@ -12,8 +13,10 @@ from ._app import Engine
 from ._config import SimulatorConfig
 from ._control import add_control_routes, snapshot
 from ._ims import IMS_PATH
-from ._records import RecordedRequest, Retrigger
-from ._trouble import FAULTS, Answer, Quota
+from ._lifecycle import Fate
+from ._quota import Quota
+from ._records import ClientCounts, RecordedRequest, Retrigger
+from ._trouble import FAULTS, Answer
 
 
 class Simulator:
@@ -132,6 +135,27 @@ class Simulator:
         """Return how many times each run was re-triggered, answer lost or not."""
         return dict(self._engine.counts)
 
+    def client_counts(self) -> dict[str, ClientCounts]:
+        """Return each client's share of the quota, keyed by `config.client_header` or API key.
+
+        The quota is shared by every client: this is how a benchmark checks the shares are fair.
+        """
+        return {key: replace(tally) for key, tally in self._engine.clients.items()}
+
+    def endpoint_counts(self) -> dict[str, int]:
+        """Count requests by endpoint: ``re-trigger``, ``get-run``, ``list-runs``, ``token``."""
+        return dict(self._engine.endpoints)
+
+    @property
+    def lookup_count(self) -> int:
+        """Return how many look-ups (``GET /runs`` and ``GET /runs/{RUN_ID}``) arrived."""
+        endpoints = self._engine.endpoints
+        return endpoints["get-run"] + endpoints["list-runs"]
+
+    def fate(self, run_id: str) -> Fate:
+        """Return the fate of the line of re-triggered runs that starts at failed run `run_id`."""
+        return self._engine.flow.lifecycle.fate(run_id)
+
     def snapshot(self) -> dict[str, object]:
         """Summarize what the simulator saw, as ``GET /_sim/stats`` answers it."""
         return snapshot(self._engine)
@@ -142,6 +166,7 @@ class Simulator:
 
     def run_ids(self, status: str | None = None) -> list[str]:
         """Return the IDs of all runs, or of those with `status`, in creation order."""
+        self._engine.flow.settle()
         runs = self._engine.store.runs.values()
         return [r.id for r in runs if status is None or r.status == status]
 
@@ -151,11 +176,12 @@ class Simulator:
 
     def run(self, run_id: str) -> dict[str, object] | None:
         """Return a run as ``GET /runs/{RUN_ID}`` would show it, or None if there is none."""
+        self._engine.flow.settle()
         run = self._engine.store.runs.get(run_id)
         return None if run is None else run.to_json(self.config.org_id, self.config.sandbox)
 
     def set_quota(self, quota: Quota | None) -> None:
-        """Change the quota from now on (None lifts it); a token bucket keeps what it used."""
+        """Change the quota from now on (None lifts it); one of the same shape keeps its usage."""
         self._engine.set_quota(quota)
 
     @property

@@ -21,7 +21,7 @@ MS_PER_DAY = 86_400_000
 FAILED, SUCCESS, IN_PROGRESS = "failed", "success", "inProgress"
 
 # Failure reasons shaped like those Adobe shows on failed batch-source runs.
-_FAILURES: tuple[tuple[str, str], ...] = (
+FAILURES: tuple[tuple[str, str], ...] = (
     ("CONNECTOR-1001-500", "Something went wrong while copying data from the source."),
     ("CONNECTOR-2001-500", "The source could not be reached: the connection timed out."),
     ("CONNECTOR-3002-500", "Access to the source was denied: check the account's credentials."),
@@ -60,6 +60,9 @@ class Run:
     records: int = 0
     failure: tuple[str, str] | None = None
     retriggered_as: list[str] = field(default_factory=list)
+    retrigger_of: str | None = None
+    lineage: str | None = None
+    """The run whose re-trigger started this one's line: None for a run not started so."""
 
     def can_retrigger(self) -> bool:
         """Tell whether Flow Service would re-trigger this run: failed, or successful but empty."""
@@ -106,12 +109,15 @@ class Run:
 class RunStore:
     """Hold flows and runs in creation order, and re-trigger them as Flow Service would."""
 
-    __slots__ = ("_failed", "_rng", "allow_repeat", "flow_ids", "runs")
+    __slots__ = ("_failed", "_rng", "allow_repeat", "flow_ids", "in_progress", "runs")
 
-    def __init__(self, rng: random.Random, *, allow_repeat: bool = False) -> None:
+    def __init__(
+        self, rng: random.Random, *, allow_repeat: bool = False, in_progress: str = IN_PROGRESS
+    ) -> None:
         self._rng = rng
         self._failed: list[str] = []
         self.allow_repeat = allow_repeat
+        self.in_progress = in_progress
         self.flow_ids: list[str] = []
         self.runs: dict[str, Run] = {}
 
@@ -141,7 +147,7 @@ class RunStore:
             flow_id = new_uuid(self._rng)
             self.flow_ids.append(flow_id)
             statuses = [FAILED] * failed_per_flow + [
-                SUCCESS if i % 3 else IN_PROGRESS for i in range(others_per_flow)
+                SUCCESS if i % 3 else self.in_progress for i in range(others_per_flow)
             ]
             for status in statuses:
                 drafts.append((self._rng.randrange(1, span), new_uuid(self._rng), flow_id, status))
@@ -161,7 +167,10 @@ class RunStore:
             self._add(run_id, flow_id, FAILED, started_at=now_ms - age, now_ms=now_ms)
 
     def retrigger(self, run_id: str, now_ms: int) -> Run | Refusal:
-        """Start a new run of the same flow as `run_id`, or say why Flow Service would refuse."""
+        """Start a new run of the same flow as `run_id`, or say why Flow Service would refuse.
+
+        The new run is in progress; `Lifecycle` decides how and when it ends.
+        """
         run = self.runs.get(run_id)
         if run is None:
             return "missing"
@@ -176,8 +185,10 @@ class RunStore:
             updated_at=now_ms,
             started_at=now_ms,
             completed_at=None,
-            status=IN_PROGRESS,
+            status=self.in_progress,
             etag=new_etag(self._rng, now_ms),
+            retrigger_of=run.id,
+            lineage=run.lineage or run.id,
         )
         self.runs[new.id] = new
         run.retriggered_as.append(new.id)
@@ -186,7 +197,7 @@ class RunStore:
     def _add(self, run_id: str, flow_id: str, status: str, *, started_at: int, now_ms: int) -> None:
         created = started_at - self._rng.randrange(50, 2_000)
         completed = None
-        if status != IN_PROGRESS:
+        if status != self.in_progress:
             completed = min(now_ms, started_at + self._rng.randrange(5_000, 900_000))
         records = self._rng.randrange(1, 50_000)
         run = Run(
@@ -199,7 +210,7 @@ class RunStore:
             status=status,
             etag=new_etag(self._rng, created),
             records=records,
-            failure=self._rng.choice(_FAILURES) if status == FAILED else None,
+            failure=self._rng.choice(FAILURES) if status == FAILED else None,
         )
         self.runs[run_id] = run
         if status == FAILED:

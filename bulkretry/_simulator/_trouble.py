@@ -1,19 +1,14 @@
-"""Trouble on demand: the gateway's quota, and faults drawn from a seeded random generator.
-
-Two quota shapes, both answering 429 with Adobe's gateway body:
-
-- `TokenBucketQuota`: `rate` requests a second on average, `burst` at once;
-- `WindowQuota`: `requests` per fixed window of `window` seconds, windows aligned on the clock.
+"""Trouble on demand: faults drawn from a seeded random generator, and how a 429 says "later".
 
 Faults are named by the words of `Fault`; scripts (`Simulator.script`) and the `on_request` hook
-use the same words, or a bare HTTP status.
+use the same words, or a bare HTTP status. `Throttle` answers a share of requests 429 whatever
+the rate they come at (a resource throttled, not a client); the quota is in `_quota`.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
 from email.utils import formatdate
 from typing import Literal, TypeAlias, get_args
 
@@ -51,83 +46,6 @@ MALFORMED: tuple[Fault, ...] = ("html", "truncated", "no-id")
 SPOILED: tuple[Fault, ...] = (*MALFORMED, "empty")
 IN_DOUBT: tuple[Fault, ...] = ("in-doubt-reset", "in-doubt-500", "in-doubt-502", "in-doubt-504")
 DEFAULT_ERROR_STATUSES: tuple[int, ...] = (500, 502, 503, 504)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TokenBucketQuota:
-    """Admit `rate` requests a second on average and up to `burst` at once."""
-
-    rate: float
-    burst: int = 1
-
-    def __post_init__(self) -> None:
-        if self.rate <= 0 or self.burst < 1:
-            raise ValueError("a token bucket needs rate > 0 and burst >= 1")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class WindowQuota:
-    """Admit `requests` requests in each fixed window of `window` seconds."""
-
-    requests: int
-    window: float = 1.0
-
-    def __post_init__(self) -> None:
-        if self.requests < 1 or self.window <= 0:
-            raise ValueError("a fixed window needs requests >= 1 and window > 0")
-
-
-Quota: TypeAlias = TokenBucketQuota | WindowQuota
-
-
-class Limiter:
-    """Enforce one `Quota` on a clock: `admit` lets a request pass or says how long to wait."""
-
-    __slots__ = ("_count", "_last", "_tokens", "_window_start", "quota")
-
-    def __init__(self, quota: Quota, now: float) -> None:
-        self.quota = quota
-        self._tokens = float(quota.burst) if isinstance(quota, TokenBucketQuota) else 0.0
-        self._last = now
-        self._window_start = -math.inf
-        self._count = 0
-
-    def __repr__(self) -> str:
-        return f"Limiter({self.quota!r}, tokens={self._tokens:.2f}, count={self._count})"
-
-    def replace(self, quota: Quota, now: float) -> Limiter:
-        """Return a limiter for `quota` that carries over what this one has used."""
-        new = Limiter(quota, now)
-        if isinstance(quota, TokenBucketQuota) and isinstance(self.quota, TokenBucketQuota):
-            self._refill(now)
-            # Changing the rate mid-run must not hand out a fresh burst for free.
-            new._tokens = min(self._tokens, float(quota.burst))
-        elif isinstance(quota, WindowQuota) and isinstance(self.quota, WindowQuota):
-            new._window_start, new._count = self._window_start, self._count
-        return new
-
-    def admit(self, now: float) -> float | None:
-        """Take one request's share; return None if admitted, else seconds until one would be."""
-        quota = self.quota
-        if isinstance(quota, TokenBucketQuota):
-            self._refill(now)
-            if self._tokens >= 1.0:
-                self._tokens -= 1.0
-                return None
-            return (1.0 - self._tokens) / quota.rate
-        start = math.floor(now / quota.window) * quota.window
-        if start != self._window_start:
-            self._window_start, self._count = start, 0
-        if self._count < quota.requests:
-            self._count += 1
-            return None
-        return start + quota.window - now
-
-    def _refill(self, now: float) -> None:
-        assert isinstance(self.quota, TokenBucketQuota)
-        elapsed = max(0.0, now - self._last)
-        self._tokens = min(float(self.quota.burst), self._tokens + elapsed * self.quota.rate)
-        self._last = now
 
 
 def retry_after_value(style: RetryAfterStyle, delay: float, wall_now: float) -> str | None:
@@ -188,3 +106,26 @@ class FaultPicker:
         if draw < malformed:
             return self._rng.choice(MALFORMED)
         return None
+
+
+class Throttle:
+    """Throttle a share of requests whatever their rate: a 429 with the same Retry-After each time.
+
+    Its draws come from their own generator, so that turning it on leaves the faults as they were.
+    """
+
+    __slots__ = ("_rng", "rate", "retry_after")
+
+    def __init__(self, rng: random.Random, *, rate: float, retry_after: float) -> None:
+        if not 0.0 <= rate <= 1.0 or retry_after < 0:
+            raise ValueError("a throttle needs 0 <= rate <= 1 and retry_after >= 0")
+        self._rng = rng
+        self.rate = rate
+        self.retry_after = retry_after
+
+    def __repr__(self) -> str:
+        return f"Throttle(rate={self.rate!r}, retry_after={self.retry_after!r})"
+
+    def pick(self) -> bool:
+        """Tell whether this request is throttled."""
+        return self.rate > 0 and self._rng.random() < self.rate

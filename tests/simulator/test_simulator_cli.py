@@ -12,7 +12,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from bulkretry._simulator import SimulatorConfig, TokenBucketQuota, WindowQuota
+from bulkretry._simulator import (
+    LeakyBucketQuota,
+    Quota,
+    SimulatorConfig,
+    SlidingWindowQuota,
+    TokenBucketQuota,
+    WindowQuota,
+)
 from bulkretry._simulator._cli import UsageError, build_config, configure_parser, run_from_args
 
 
@@ -67,10 +74,75 @@ def test_fixed_window_options_make_a_window_quota() -> None:
 
 
 @pytest.mark.parametrize(
+    ("argv", "quota"),
+    [
+        (("--quota-shape=leaky-bucket", "--quota-rate=5"), LeakyBucketQuota(rate=5)),
+        (
+            ("--quota-shape=sliding-window", "--quota-window=10", "--window-requests=3"),
+            SlidingWindowQuota(requests=3, window=10),
+        ),
+        (("--quota-per-minute=100",), WindowQuota(requests=100, window=60)),
+        (
+            ("--quota-shape=sliding-window", "--quota-per-minute=100", "--no-count-rejected"),
+            SlidingWindowQuota(requests=100, window=60, count_rejected=False),
+        ),
+        (("--quota-shape=token-bucket", "--quota-rate=5"), TokenBucketQuota(rate=5, burst=1)),
+    ],
+)
+def test_quota_shape_options_make_each_shape(argv: tuple[str, ...], quota: Quota) -> None:
+    """--quota-shape picks the shape; --quota-per-minute is a window of 60 s."""
+    assert build_config(parse(*argv)).quota == quota
+
+
+def test_lifecycle_throttle_and_client_options_map_onto_the_config() -> None:
+    """Run durations, fates, the throttle, rate-limit headers and client keys land in the config."""
+    config = build_config(
+        parse(
+            "--run-duration=2",
+            "--run-duration-jitter=0.5",
+            "--in-progress-status=IN_PROGRESS",
+            "--fates=run-a=fails-once, run-b=always-fails",
+            "--fate-shares=fails-once=0.2,always-fails=0.05",
+            "--throttle-rate=0.1",
+            "--throttle-retry-after=3",
+            "--rate-limit-headers=ietf",
+            "--client-header=x-worker",
+            "--extra-api-keys=key-a,key-b",
+        )
+    )
+    assert (config.run_duration, config.run_duration_jitter) == (2, 0.5)
+    assert config.in_progress_status == "IN_PROGRESS"
+    assert config.fates == {"run-a": "fails-once", "run-b": "always-fails"}
+    assert config.fate_shares == {"fails-once": 0.2, "always-fails": 0.05}
+    assert (config.throttle_rate, config.throttle_retry_after) == (0.1, 3)
+    assert (config.rate_limit_headers, config.client_header) == ("ietf", "x-worker")
+    assert config.extra_api_keys == ("key-a", "key-b")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [("--fates=run-a=sometimes",), ("--fates=run-a",), ("--fate-shares=fails-once=2",)],
+)
+def test_unreadable_fates_are_refused_by_the_parser(argv: tuple[str, ...]) -> None:
+    """A fate that is not one, or a share that is not a probability, stops the parser."""
+    with pytest.raises(SystemExit):
+        parse(*argv)
+
+
+@pytest.mark.parametrize(
     "argv",
     [
         ("--quota-rate=5", "--quota-window=1", "--window-requests=3"),
         ("--quota-window=1",),
+        ("--quota-shape=leaky-bucket", "--quota-rate=5", "--quota-burst=3"),
+        ("--quota-shape=leaky-bucket",),
+        ("--quota-shape=sliding-window", "--quota-rate=5"),
+        ("--quota-shape=sliding-window",),
+        ("--quota-per-minute=10", "--quota-window=60", "--window-requests=10"),
+        ("--quota-per-minute=10", "--no-count-rejected"),
+        ("--quota-burst=4",),
+        ("--fate-shares=fails-once=0.7,always-fails=0.7",),
+        ("--in-progress-status=failed",),
         ("--error-rate=0.8", "--reset-rate=0.8"),
         ("--host=0.0.0.0",),
         ("--host=example.com",),
@@ -158,3 +230,35 @@ async def test_standalone_server_announces_serves_and_stops_on_sigterm(tmp_path:
     assert proc.returncode == 0
     assert b"BULKRETRY_ACCESS_TOKEN=sim-access-token" in err
     assert b'"retriggers": 1' in err or b"'retriggers': 1" in err
+
+
+def test_new_options_are_read_from_bulkretry_simulate_variables() -> None:
+    """`bulkretry simulate` reads every option from BULKRETRY_SIMULATE_*, lists included."""
+    from bulkretry._cli.main import build_parser
+
+    env = {
+        "BULKRETRY_SIMULATE_FATES": "run-a=fails-once,run-b=always-fails",
+        "BULKRETRY_SIMULATE_FATE_SHARES": "always-fails=0.1",
+        "BULKRETRY_SIMULATE_EXTRA_API_KEYS": "key-a,key-b",
+        "BULKRETRY_SIMULATE_QUOTA_SHAPE": "sliding-window",
+        "BULKRETRY_SIMULATE_QUOTA_PER_MINUTE": "100",
+        "BULKRETRY_SIMULATE_COUNT_REJECTED": "0",
+        "BULKRETRY_SIMULATE_RUN_DURATION": "2.5",
+    }
+    config = build_config(build_parser(env, "simulate").parse_args(["simulate"]))
+    assert config.fates == {"run-a": "fails-once", "run-b": "always-fails"}
+    assert config.fate_shares == {"always-fails": 0.1}
+    assert config.extra_api_keys == ("key-a", "key-b")
+    assert config.quota == SlidingWindowQuota(requests=100, window=60, count_rejected=False)
+    assert config.run_duration == 2.5
+
+
+def test_simulate_help_shows_no_python_none(capsys: pytest.CaptureFixture[str]) -> None:
+    """The new options' help says defaults in words."""
+    from bulkretry._cli.main import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser({}, "simulate").parse_args(["simulate", "--help"])
+    text = capsys.readouterr().out
+    assert "--fate-shares" in text
+    assert "None" not in text

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import AsyncIterator, Mapping
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
@@ -18,7 +16,6 @@ from bulkretry._simulator import (
     Simulator,
     SimulatorConfig,
     TokenBucketQuota,
-    WindowQuota,
 )
 
 pytestmark = pytest.mark.e2e
@@ -107,103 +104,6 @@ async def test_token_endpoint_refuses_like_ims(
         got, body = await token(session, sim, **changes)
     assert (got, body["error"]) == (status, error)
     assert body["error_description"]
-
-
-async def test_token_bucket_quota_answers_429_then_refills(
-    session: aiohttp.ClientSession, clock: ManualClock
-) -> None:
-    """Past the burst the gateway answers 429050 with Retry-After; time refills the bucket."""
-    config = SimulatorConfig(
-        clock=clock, quota=TokenBucketQuota(rate=2, burst=2), allow_repeat_retrigger=True
-    )
-    async with Simulator(config) as sim:
-        statuses = [(await retrigger(session, sim))[0] for _ in range(2)]
-        status, text, headers = await retrigger(session, sim)
-        clock.advance(0.5)
-        after = (await retrigger(session, sim))[0]
-    assert statuses == [200, 200]
-    assert status == 429
-    assert text == '{"error_code":"429050","message":"Too many requests"}'
-    assert headers["Retry-After"] == "1"
-    assert after == 200
-    assert sim.stats[429] == 1
-
-
-@pytest.mark.parametrize("style", ["seconds", "http-date", "none"])
-async def test_retry_after_comes_as_seconds_date_or_not_at_all(
-    session: aiohttp.ClientSession, clock: ManualClock, style: Any
-) -> None:
-    """Retry-After is delay-seconds, an HTTP-date of when to come back, or absent."""
-    config = SimulatorConfig(
-        clock=clock,
-        wall_clock=clock,
-        quota=TokenBucketQuota(rate=0.25, burst=1),
-        retry_after=style,
-        allow_repeat_retrigger=True,
-    )
-    async with Simulator(config) as sim:
-        await retrigger(session, sim)
-        clock.advance(1.5)
-        status, _, headers = await retrigger(session, sim)
-    assert status == 429
-    value = headers.get("Retry-After")
-    if style == "seconds":
-        assert value == "3"
-    elif style == "http-date":
-        assert value is not None
-        assert parsedate_to_datetime(value).timestamp() == math.ceil(clock() + 2.5)
-    else:
-        assert value is None
-
-
-async def test_fixed_window_quota_points_to_the_window_end(
-    session: aiohttp.ClientSession, clock: ManualClock
-) -> None:
-    """A fixed window admits N requests, then 429s until the window ends, then admits again."""
-    config = SimulatorConfig(
-        clock=clock, quota=WindowQuota(requests=3, window=10), allow_repeat_retrigger=True
-    )
-    async with Simulator(config) as sim:
-        admitted = [(await retrigger(session, sim))[0] for _ in range(3)]
-        first = await retrigger(session, sim)
-        clock.advance(4)
-        second = await retrigger(session, sim)
-        clock.advance(6)
-        again = [(await retrigger(session, sim))[0] for _ in range(4)]
-    assert admitted == [200, 200, 200]
-    assert (first[0], first[2]["Retry-After"]) == (429, "10")
-    assert (second[0], second[2]["Retry-After"]) == (429, "6")
-    assert again == [200, 200, 200, 429]
-
-
-async def test_quota_can_be_halved_and_lifted_at_runtime(
-    session: aiohttp.ClientSession, clock: ManualClock
-) -> None:
-    """set_quota changes the quota mid-run without handing out a fresh burst."""
-    config = SimulatorConfig(
-        clock=clock, quota=TokenBucketQuota(rate=10, burst=10), allow_repeat_retrigger=True
-    )
-    async with Simulator(config) as sim:
-        assert [(await retrigger(session, sim))[0] for _ in range(5)] == [200] * 5
-        sim.set_quota(TokenBucketQuota(rate=5, burst=5))
-        assert (await retrigger(session, sim))[0] == 200
-        assert [(await retrigger(session, sim))[0] for _ in range(5)] == [200] * 4 + [429]
-        clock.advance(0.2)
-        assert (await retrigger(session, sim))[0] == 200
-        sim.set_quota(None)
-        assert [(await retrigger(session, sim))[0] for _ in range(20)] == [200] * 20
-    assert sim.quota is None
-
-
-async def test_requests_refused_at_the_gateway_use_no_quota(
-    session: aiohttp.ClientSession, clock: ManualClock
-) -> None:
-    """Requests with bad credentials are refused before the quota counts them."""
-    config = SimulatorConfig(clock=clock, quota=TokenBucketQuota(rate=1, burst=1))
-    async with Simulator(config) as sim:
-        refused = [(await retrigger(session, sim, headers={}))[0] for _ in range(3)]
-        status = (await retrigger(session, sim))[0]
-    assert (refused, status) == ([403, 403, 403], 200)
 
 
 async def test_script_forces_answers_in_order_then_serves_normally(
