@@ -1,41 +1,43 @@
-"""The pipeline: read → validate and deduplicate → throttle → send with retry → write.
+"""The pipeline: read → validate and deduplicate → dispatch → attempt, retry → write.
 
-Stages are joined by a bounded memory stream, so memory stays flat however long the input:
-the feeder blocks when the workers are busy, and the reader thread blocks when the feeder is.
+A feeder judges each input record (:mod:`.triage`) and queues those to send in the
+:class:`~.dispatch.Dispatch`; exactly ``concurrency`` workers take records from it and make one
+attempt each (:meth:`~.attempt.Attempt.once`). A record to retry goes back to the dispatcher's
+heap (or, when the retry budget is empty, waits for a token as a future whose callback
+schedules it), and its worker takes the next record at once. Memory stays flat however long the
+input: the feeder blocks while the dispatcher's queue is full, and the reader thread while the
+feeder is.
 
 Stopping comes in two strengths. A *soft* stop (a halt, the first SIGINT) sends no new request,
-lets those in flight finish, and accounts for every other record as ``not_attempted``. A *hard*
-stop (the second SIGINT, or the grace period of a soft stop running out) cancels what is in
-flight too: a record whose request was on the wire becomes ``in_doubt``.
+lets those in flight finish, and accounts for every other record as ``not_attempted`` (or
+``in_doubt``, when a request for it may have landed before). A *hard* stop (the second SIGINT,
+or the grace period of a soft stop running out) cancels what is in flight too: a record whose
+request was on the wire becomes ``in_doubt``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
-from collections import deque
 from collections.abc import AsyncIterable, Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._config import Settings
-from .._exceptions import (
-    AuthenticationError,
-    InputError,
-    MissingCredentialsError,
-    StateError,
-)
-from .._http.auth import TokenProvider, token_provider
-from .._http.client import FlowServiceClient, make_session
+from .._exceptions import AuthenticationError, InputError, MissingCredentialsError, StateError
+from .._http.auth import TokenProvider
+from .._http.client import make_session
 from .._io.source import InputRecord
-from .._model import ErrorInfo, Outcome, RunResult, utc_now_iso
+from .._model import Outcome, RunResult, utc_now_iso
 from .._stats import Stats
-from .attempts import Attempts, Flight, Interrupted, Wait, stopped
+from .attempt import HALT, Attempt, Done, Flight, Halt, Retry, stopped
+from .dispatch import Dispatch
 from .governor import Governor
-from .triage import HELD_IN_DOUBT, Triage, Verdict
+from .ledger_feed import LedgerFeed
+from .triage import Triage, Verdict
 
 if TYPE_CHECKING:
     from .._io.evidence import Evidence
@@ -43,11 +45,19 @@ if TYPE_CHECKING:
     # The ledger (and sqlite3) is only loaded by batches that use --state.
     from .._ledger.ledger import Ledger
 
-__all__ = ["Emit", "Engine"]
+__all__ = ["DEFAULT_GRACE", "Emit", "Engine", "Wait"]
 
 Emit = Callable[[RunResult], Awaitable[None]]
+#: A test hook: awaited, in a task of its own, instead of the dispatcher's timer for a backoff.
+Wait = Callable[[float], Awaitable[None]]
 #: Seconds a soft stop waits for requests in flight before it cancels them.
 DEFAULT_GRACE = 30.0
+#: Records in hand per worker: while some wait out a backoff, others are sent, as many as ever.
+PENDING_PER_WORKER = 2
+#: Fresh records queued per worker ahead of the workers.
+QUEUED_PER_WORKER = 4
+_WOULD_RETRIGGER = Verdict(Outcome.WOULD_RETRIGGER)
+_NOT_ATTEMPTED = Verdict(Outcome.NOT_ATTEMPTED, durable=True)
 
 
 class Engine:
@@ -75,14 +85,20 @@ class Engine:
         self._grace = grace
         self._stopping = False
         self._hard = False
-        self._workers: dict[asyncio.Task[None], Flight | None] = {}
-        # Places for busy workers (see _take_place): as many as requests may be in flight.
-        self._busy = 0
-        self._parked: deque[asyncio.Future[None]] = deque()
+        workers = settings.concurrency
+        self._dispatch: Dispatch[Flight] = Dispatch(
+            max_pending=PENDING_PER_WORKER * workers, buffer=QUEUED_PER_WORKER * workers
+        )
+        # Per worker: its task, and the record it is attempting (None between attempts).
+        self._tasks: list[asyncio.Task[None] | None] = [None] * workers
+        self._holding: list[Flight | None] = [None] * workers
+        #: Workers this engine cancelled (a stop) that have not yet taken it in.
+        self._cancelled: set[asyncio.Task[None]] = set()
         self._ledger = ledger
         self._triage = Triage(settings, with_ledger=ledger is not None, evidence=evidence)
         self._governor = Governor(settings)
-        self._attempts: Attempts | None = None
+        self._attempt: Attempt | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._grace_handle: asyncio.TimerHandle | None = None
         self._input_abandoned = False
         #: False when the records come from the state file itself (a resume without input).
@@ -92,7 +108,7 @@ class Engine:
 
     def __repr__(self) -> str:
         state = "hard-stopping" if self._hard else "stopping" if self._stopping else "running"
-        return f"Engine({state}, {self.stats!r}, {self._governor!r})"
+        return f"Engine({state}, {self.stats!r}, {self._dispatch!r}, {self._governor!r})"
 
     @property
     def governor(self) -> Governor:
@@ -115,25 +131,43 @@ class Engine:
         return self._hard
 
     def stop(self, reason: str | None = None, *, hard: bool = False) -> None:
-        """Stop sending; ``hard`` also cancels requests in flight. ``reason`` marks a halt."""
+        """Stop sending; ``hard`` also cancels requests in flight. ``reason`` marks a halt.
+
+        Records waiting for a retry (in the dispatcher's heap, or for a retry-budget token) are
+        handed to the workers at once, which account for them without a request.
+        """
         if reason is not None and self.halt_reason is None:
             self.halt_reason = reason
         first = not self._stopping
         self._stopping = True
+        if first:
+            self._dispatch.drain()
         if hard and not self._hard:
             self._hard = True
-            # Only workers inside a record are cancelled: one that is emitting a result must
-            # finish, or that record would be lost.
-            for task, flight in self._workers.items():
-                if flight is not None:
-                    task.cancel()
+            self._cancel(hard=True)
             return
         if first:
-            for task, flight in self._workers.items():
-                if flight is not None and flight.interruptible:
-                    task.cancel()
+            self._cancel(hard=False)
             loop = asyncio.get_running_loop()
             self._grace_handle = loop.call_later(self._grace, self._hard_stop)
+
+    def _cancel(self, *, hard: bool) -> None:
+        """Cancel the workers inside an attempt (``hard``), or those waiting for a slot.
+
+        A worker that is emitting a result is never cancelled, or that record would be lost;
+        nor is the one asking for the stop, which is about to return its step.
+        """
+        current = asyncio.current_task()
+        for task, flight in zip(self._tasks, self._holding, strict=True):
+            if (
+                flight is not None
+                and (hard or flight.interruptible)
+                and task is not None
+                and task is not current
+                and task not in self._cancelled
+            ):
+                self._cancelled.add(task)
+                task.cancel()
 
     def abandon_input(self) -> None:
         """Stop reading the input: nothing more can be written, and no state file keeps it."""
@@ -145,33 +179,51 @@ class Engine:
     async def run(self, records: AsyncIterable[list[InputRecord]], emit: Emit) -> Stats:
         """Process every record from ``records`` (batches of them) and ``emit`` one result each."""
         settings = self.settings
+        self._loop = asyncio.get_running_loop()
         own_session = None
         try:
             if not settings.dry_run:
-                own_session = await self._connect()
-                assert self._attempts is not None
+                if settings.credentials is None:
+                    raise MissingCredentialsError(
+                        ["BULKRETRY_ACCESS_TOKEN", "BULKRETRY_API_KEY", "BULKRETRY_ORG_ID"]
+                    )
+                if self._session is None:
+                    own_session = self._session = make_session(settings)
+                attempt = self._attempt = Attempt.connect(
+                    self,
+                    settings=settings,
+                    stats=self.stats,
+                    session=self._session,
+                    tokens=self._tokens,
+                    governor=self._governor,
+                    ledger=self._ledger,
+                    rng=self._rng,
+                )
                 try:
                     # The first token before any input is read: an IMS refusal stops the
                     # batch before any re-trigger, and every record is then not_attempted.
-                    await self._attempts.first_token()
+                    await attempt.first_token()
                 except AuthenticationError as exc:
                     self.stop(str(exc))
-            send, receive = anyio.create_memory_object_stream[Flight](
-                max_buffer_size=settings.concurrency * 4
-            )
             async with anyio.create_task_group() as group:
-                # Twice as many workers as requests in flight: a record sleeping out a
-                # Retry-After holds a worker but no request, and 429s for every worker at once
-                # must not leave the quota idle meanwhile. Only `concurrency` of them are busy
-                # unless some rest (see _take_place), so the rest cost nothing per request.
-                for _ in range(2 * settings.concurrency):
-                    group.start_soon(self._worker, receive.clone(), emit)
-                receive.close()
-                async with send:
+                if not settings.dry_run:  # a dry run judges every record in the feeder
+                    for index in range(settings.concurrency):
+                        group.start_soon(self._worker, index, emit)
+                try:
                     if self._ledger is None:
-                        await self._feed_from_input(records, send, emit)
+                        await self._feed_from_input(records, emit)
                     else:
-                        await self._feed_through_ledger(self._ledger, records, send, emit)
+                        feed = LedgerFeed(
+                            self,
+                            self._ledger,
+                            settings=settings,
+                            triage=self._triage,
+                            put=self._dispatch.put,
+                            settle=functools.partial(self._finish, emit),
+                        )
+                        await feed.run(records)
+                finally:
+                    self._dispatch.close()
             if self._ledger is not None:
                 await self._ledger.flush()
         except StateError as exc:
@@ -184,50 +236,7 @@ class Engine:
                 await own_session.close()
         return self.stats
 
-    async def _connect(self) -> aiohttp.ClientSession | None:
-        settings = self.settings
-        credentials = settings.credentials
-        if credentials is None:
-            raise MissingCredentialsError(
-                ["BULKRETRY_ACCESS_TOKEN", "BULKRETRY_API_KEY", "BULKRETRY_ORG_ID"]
-            )
-        own = None
-        if self._session is None:
-            own = self._session = make_session(settings)
-        if self._tokens is None:
-            try:
-                self._tokens = token_provider(credentials, self._session, proxy=settings.ims_proxy)
-            except BaseException:
-                if own is not None:
-                    await own.close()
-                raise
-        client = FlowServiceClient(
-            self._session,
-            base_url=settings.base_url,
-            op=settings.op,
-            api_key=credentials.api_key,
-            org_id=credentials.org_id,
-            sandbox=credentials.sandbox,
-            timeout=settings.timeout,
-            proxy=settings.proxy,
-        )
-        self._attempts = Attempts(
-            self,
-            client=client,
-            tokens=self._tokens,
-            governor=self._governor,
-            ledger=self._ledger,
-            wait=self._wait,
-            rng=self._rng,
-        )
-        return own
-
-    async def _feed_from_input(
-        self,
-        records: AsyncIterable[list[InputRecord]],
-        send: MemoryObjectSendStream[Flight],
-        emit: Emit,
-    ) -> None:
+    async def _feed_from_input(self, records: AsyncIterable[list[InputRecord]], emit: Emit) -> None:
         """Judge and send records as they are read (no state file: memory bounds the read-ahead).
 
         A stop does not end the reading: every line still gets its record (``not_attempted``),
@@ -235,182 +244,101 @@ class Engine:
         """
         try:
             async for batch in records:
-                await self._feed(batch, send, emit)
+                await self._feed(batch, emit)
                 if self._input_abandoned:
                     return
         except (OSError, InputError) as exc:
             # What was read is accounted for; the rest cannot be, so say so.
             self.stop(f"reading the input failed: {exc}")
 
-    async def _feed(
-        self, batch: list[InputRecord], send: MemoryObjectSendStream[Flight], emit: Emit
-    ) -> None:
+    async def _feed(self, batch: list[InputRecord], emit: Emit) -> None:
         triage = self._triage
+        put = self._dispatch.put
+        dry_run = self.settings.dry_run
         for record in batch:
             verdict = triage.judge(record)
             if verdict is not None:
-                await self._finish_verdict(emit, record, verdict)
-            elif self.settings.dry_run:
-                await self._finish(emit, record, Outcome.WOULD_RETRIGGER)
+                await self._finish(emit, record, verdict)
+            elif dry_run:
+                await self._finish(emit, record, _WOULD_RETRIGGER)
             elif self._stopping:
-                await self._finish(emit, record, Outcome.NOT_ATTEMPTED, durable=True)
+                await self._finish(emit, record, _NOT_ATTEMPTED)
             else:
-                await _put(send, Flight(record))
+                await put(Flight(record))
 
-    async def _feed_through_ledger(
-        self,
-        ledger: Ledger,
-        records: AsyncIterable[list[InputRecord]],
-        send: MemoryObjectSendStream[Flight],
-        emit: Emit,
-    ) -> None:
-        """Admit the input into the state file as fast as it is read; send what waits there.
-
-        The admitter and this dispatcher meet only in the state file: the input is recorded
-        ahead of the requests (so a kill -9 loses none of what was read), and memory holds a
-        page of runs at a time however long the input.
-        """
-        more = asyncio.Event()
-        done = False
-
-        async def admitter() -> None:
-            nonlocal done
+    async def _worker(self, index: int, emit: Emit) -> None:
+        """Attempt records one at a time until the dispatcher says they are all finished."""
+        task = asyncio.current_task()
+        attempt = self._attempt
+        assert task is not None
+        assert attempt is not None
+        self._tasks[index] = task
+        holding = self._holding
+        dispatch = self._dispatch
+        once = attempt.once
+        finish = self._finish
+        while (flight := await dispatch.take()) is not None:
+            holding[index] = flight
             try:
-                await self._admit_all(ledger, records, emit, more)
-            finally:
-                done = True
-                more.set()
-
-        seq = turn = 0
-        async with anyio.create_task_group() as group:
-            group.start_soon(admitter)
-            while True:
-                finished = done  # read before the query: rows added after it come round again
-                rows = ledger.waiting(seq, turn)
-                for row_seq, row_turn, run_id, source, line, doubt in rows:
-                    seq, turn = max(seq, row_seq), max(turn, row_turn)
-                    flight = Flight(InputRecord(source, line, run_id, ""), prior_doubt=doubt)
-                    if doubt and not self.settings.retry_in_doubt:
-                        # A run of the batch left in doubt, which the input did not name.
-                        await self._finish_verdict(emit, flight.record, HELD_IN_DOUBT)
-                    elif self._stopping:
-                        outcome, error, _, _ = stopped(flight)
-                        await self._finish(
-                            emit, flight.record, outcome, error=error, flight=flight, durable=True
-                        )
-                    else:
-                        await _put(send, flight)
-                if not rows:
-                    if finished:
-                        return
-                    more.clear()
-                    await more.wait()
-
-    async def _admit_all(
-        self,
-        ledger: Ledger,
-        records: AsyncIterable[list[InputRecord]],
-        emit: Emit,
-        more: asyncio.Event,
-    ) -> None:
-        """Admit every input record, record how far each source was read, then the leftovers.
-
-        If the state file fails (a full disk), the batch stops, and the rest of the input is
-        still read, each line written ``not_attempted``: nothing read goes unaccounted for.
-        """
-        source: str | None = None
-        line = 0
-        failed = False
-        try:
-            async for batch in records:
-                if failed:
-                    await self._account(batch, emit)
-                else:
-                    try:
-                        await self._admit(ledger, batch, emit)
-                        if self.reading_input and batch:
-                            last = batch[-1]
-                            if source is not None and last.source != source:
-                                ledger.progress(source, line, complete=True)
-                            source, line = last.source, last.line
-                            ledger.progress(source, line, complete=False)
-                    except StateError as exc:
-                        failed = True
-                        self.stop(str(exc), hard=True)
-                more.set()
-        except (OSError, InputError) as exc:
-            self.stop(f"reading the input failed: {exc}")
-            return
-        if failed:
-            return
-        try:
-            if source is not None:
-                ledger.progress(source, line, complete=True)
-            self.unfinished_queued = ledger.enqueue_unfinished(ledger.path)
-        except StateError as exc:
-            self.stop(str(exc), hard=True)
-
-    async def _admit(self, ledger: Ledger, batch: list[InputRecord], emit: Emit) -> None:
-        """Admit one batch: judge each record and queue those to send.
-
-        Raise StateError once every record of the batch has its record anyway.
-        """
-        triage = self._triage
-        admitted = [r for r in batch if triage.admissible(r)]
-        try:
-            found = ledger.admit_many((r.run_id or "", r.source, r.line) for r in admitted)
-        except StateError:
-            await self._account(batch, emit)
-            raise
-        admissions = {id(r): a for r, a in zip(admitted, found, strict=True)}
-        for index, record in enumerate(batch):
-            admission = admissions.get(id(record))
-            verdict = triage.judge(record, admission)
-            if verdict is not None:
-                await self._finish_verdict(emit, record, verdict)
-            elif admission is not None and admission.state != "new":
-                assert record.run_id is not None
-                try:
-                    ledger.enqueue(record.run_id, record.source, record.line)
-                except StateError:
-                    await self._account(batch[index:], emit)
+                step = await once(flight)
+            except asyncio.CancelledError:
+                if task not in self._cancelled:
                     raise
+                # This engine's own stop: the attempt gave back what it held; account for it.
+                self._cancelled.discard(task)
+                task.uncancel()
+                step = HALT
+            holding[index] = None
+            if isinstance(step, Retry):
+                if not self._stopping:
+                    self._retry(flight, step)
+                    continue
+                step = HALT
+            if isinstance(step, Halt):
+                step = stopped(flight)
+            await finish(emit, flight.record, step, flight)
+            dispatch.done()
 
-    async def _account(self, batch: list[InputRecord], emit: Emit) -> None:
-        """Write records read after the state file failed: nothing is sent any more."""
-        for record in batch:
-            if record.run_id is None:
-                error = ErrorInfo(kind="invalid_input", message=record.error or "not a run ID")
-                await self._finish(emit, record, Outcome.INVALID, error=error)
-            else:
-                await self._finish(emit, record, Outcome.NOT_ATTEMPTED)
+    def _retry(self, flight: Flight, step: Retry) -> None:
+        """Put ``flight`` aside until its retry is due: in the heap, or behind a budget token."""
+        if step.budget_deadline is None:
+            self._later(flight, step.delay)
+        else:
+            token = self._governor.budget.reserve(step.budget_deadline)
+            then = functools.partial(self._budget_answered, step.delay)
+            self._dispatch.hold(flight, token, then)
 
-    async def _finish_verdict(self, emit: Emit, record: InputRecord, verdict: Verdict) -> None:
-        await self._finish(
-            emit,
-            record,
-            verdict.outcome,
-            error=verdict.error,
-            new_run_id=verdict.new_run_id,
-            etag=verdict.etag,
-            durable=verdict.durable,
-            prior_outcome=verdict.prior_outcome,
-        )
+    def _later(self, flight: Flight, delay: float) -> None:
+        assert self._loop is not None
+        if self._wait is None or delay <= 0:
+            self._dispatch.schedule(flight, self._loop.time() + delay)
+        else:
+            self._dispatch.hold(flight, asyncio.ensure_future(self._wait(delay)), self._waited)
+
+    def _budget_answered(self, delay: float, flight: Flight, token: asyncio.Future[Any]) -> None:
+        """The retry budget answered: a token (retry after ``delay``), or none by the deadline."""
+        assert self._loop is not None
+        if not token.cancelled() and not self._stopping and token.result():
+            self._later(flight, delay)
+            return
+        # Cancelled by a stop, or denied: the worker accounts for the record at once.
+        flight.denied = not token.cancelled() and not token.result()
+        self._dispatch.schedule(flight, self._loop.time())
+
+    def _waited(self, flight: Flight, waited: asyncio.Future[Any]) -> None:
+        assert self._loop is not None
+        self._dispatch.schedule(flight, self._loop.time())
+        if not waited.cancelled():
+            waited.result()  # a failure of the test's hook is the test's (the loop logs it)
 
     async def _finish(
-        self,
-        emit: Emit,
-        record: InputRecord,
-        outcome: Outcome,
-        *,
-        error: ErrorInfo | None = None,
-        flight: Flight | None = None,
-        new_run_id: str | None = None,
-        etag: str | None = None,
-        durable: bool = False,
-        prior_outcome: str | None = None,
+        self, emit: Emit, record: InputRecord, result: Done | Verdict, flight: Flight | None = None
     ) -> None:
+        """Write a record's result: to the state file (if sent, or if a verdict asks), then emit."""
+        outcome, error = result.outcome, result.error
+        new_run_id, etag = result.new_run_id, result.etag
         self.stats.outcomes[outcome] += 1
+        verdict = result if isinstance(result, Verdict) else None
         if flight is None:
             status = request_id = None
             attempts = ambiguous = 0
@@ -418,6 +346,7 @@ class Engine:
             status, request_id = flight.last_status, flight.request_id
             attempts, ambiguous = flight.attempts, flight.ambiguous
         run_id = record.run_id
+        durable = flight is not None or (verdict is not None and verdict.durable)
         if durable and self._ledger is not None and run_id is not None:
             try:
                 self._ledger.outcome(
@@ -447,121 +376,6 @@ class Engine:
                 finished_at=utc_now_iso(),
                 source=record.source,
                 line=record.line,
-                prior_outcome=prior_outcome,
+                prior_outcome=verdict.prior_outcome if verdict is not None else None,
             )
         )
-
-    async def _worker(self, receive: MemoryObjectReceiveStream[Flight], emit: Emit) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._workers[task] = None
-        places = self.settings.concurrency
-        try:
-            async with receive:
-                held = False
-                try:
-                    await self._take_place()
-                    held = True
-                    while (flight := await _next(receive)) is not None:
-                        await self._one(task, flight, emit)
-                        if self._busy > places:
-                            # Records came back from a backoff while others took their place:
-                            # give this place up until one is free again.
-                            held = False
-                            self._leave_place()
-                            await self._take_place()
-                            held = True
-                finally:
-                    if held:
-                        self._leave_place()
-        finally:
-            del self._workers[task]
-
-    async def _one(self, task: asyncio.Task[None], flight: Flight, emit: Emit) -> None:
-        record = flight.record
-        self._workers[task] = flight
-        attempts = self._attempts
-        assert attempts is not None
-        try:
-            outcome, error, new_id, etag = await attempts.process(flight)
-        except Interrupted:
-            outcome, error, new_id, etag = stopped(flight)
-        except asyncio.CancelledError:
-            if not self._hard:
-                raise
-            task.uncancel()
-            outcome, error, new_id, etag = stopped(flight)
-        self._workers[task] = None
-        await self._finish(
-            emit,
-            record,
-            outcome,
-            error=error,
-            flight=flight,
-            durable=True,
-            new_run_id=new_id,
-            etag=etag,
-        )
-
-    async def _take_place(self) -> None:
-        """Wait for one of the ``concurrency`` places of busy workers.
-
-        Twice as many workers run, but the spare ones stay parked here until a busy one rests
-        (a backoff: :meth:`rest`). Without places, every worker would take a record and wait
-        for the governor's cap instead, and each request would cost a hand-over between tasks.
-        """
-        if self._busy < self.settings.concurrency and not self._parked:
-            self._busy += 1
-            return
-        waiter = asyncio.get_running_loop().create_future()
-        self._parked.append(waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                # The place was handed over as the cancellation came: pass it on.
-                self._leave_place()
-            raise
-
-    def _leave_place(self) -> None:
-        self._busy -= 1
-        self._unpark()
-
-    def _unpark(self) -> None:
-        parked = self._parked
-        while parked and self._busy < self.settings.concurrency:
-            waiter = parked.popleft()
-            if not waiter.done():
-                self._busy += 1
-                waiter.set_result(None)
-
-    def rest(self) -> None:
-        """A busy worker's record sleeps out a backoff: its place goes to a parked worker."""
-        self._leave_place()
-
-    def wake(self) -> None:
-        """The resting record goes on: its worker is busy again, past the count if need be."""
-        self._busy += 1
-
-
-async def _put(send: MemoryObjectSendStream[Flight], flight: Flight) -> None:
-    """Hand a record to the workers, yielding to the loop only when they are all busy."""
-    # anyio's send() yields to the loop on every item; feeding one record per loop iteration
-    # starved the workers (six in flight of 32), so only block when full.
-    try:
-        send.send_nowait(flight)
-    except anyio.WouldBlock:
-        await send.send(flight)
-
-
-async def _next(receive: MemoryObjectReceiveStream[Flight]) -> Flight | None:
-    """Take the next record, yielding to the loop only when none is waiting; None at the end."""
-    try:
-        return receive.receive_nowait()
-    except anyio.WouldBlock:
-        try:
-            return await receive.receive()
-        except anyio.EndOfStream:
-            return None
-    except anyio.EndOfStream:
-        return None

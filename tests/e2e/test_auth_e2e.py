@@ -35,7 +35,7 @@ from bulkretry import Credentials, Outcome, RunResult, Settings
 from bulkretry._cli.main import main
 from bulkretry._cli.options import EXIT_OK, EXIT_STOPPED, EXIT_USAGE
 from bulkretry._config import DEFAULT_SCOPES
-from bulkretry._engine.attempts import MAX_RENEWALS_PER_RECORD
+from bulkretry._engine.attempt import MAX_RENEWALS_PER_RECORD
 from bulkretry._engine.engine import Engine
 from bulkretry._http.auth import ClientCredentialsToken
 from bulkretry._http.tls import session_kwargs

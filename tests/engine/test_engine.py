@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import random
 import re
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from aioresponses import CallbackResult, aioresponses
+from conftest import virtual_time
 from yarl import URL
 
 import bulkretry
@@ -371,12 +375,153 @@ async def test_closing_the_iterator_early_stops_sending(http: aioresponses) -> N
     assert len(sent_to(http)) < 200
 
 
-async def test_a_record_sleeping_out_a_backoff_gives_its_place_to_the_next_record(
+async def run_engine(engine: Engine, ids: list[str]) -> list[RunResult]:
+    """Run ``ids`` through ``engine``; return the results in the order they were emitted."""
+    from bulkretry._api import _records
+    from bulkretry._io.source import RunIdValidator
+
+    results: list[RunResult] = []
+
+    async def emit(result: RunResult) -> None:
+        results.append(result)
+
+    await engine.run(_records(ids, RunIdValidator()), emit)
+    return results
+
+
+class Ceiling(random.Random):
+    """Full jitter at its ceiling: every backoff is as long as it may be."""
+
+    def uniform(self, a: float, b: float) -> float:
+        return b
+
+
+def now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+@virtual_time
+async def test_a_record_waiting_out_a_backoff_does_not_hold_up_the_records_behind_it() -> None:
+    """With one worker, B is sent while A waits out its Retry-After; A is retried after it."""
+    sent: list[tuple[str, float]] = []
+
+    def answer(url: URL, **kwargs: Any) -> CallbackResult:
+        run = url.parts[-2]
+        sent.append((run, now()))
+        if run == RUN_A and len(sent) == 1:
+            return CallbackResult(status=429, payload={}, headers={"Retry-After": "1"})
+        return CallbackResult(payload={"id": NEW, "etag": "e"})
+
+    with aioresponses() as http:
+        http.post(ACTION, callback=answer, repeat=True)
+        results = await run_engine(Engine(settings(concurrency=1)), [RUN_A, RUN_B])
+    assert [run for run, _ in sent] == [RUN_A, RUN_B, RUN_A]
+    assert sent[2][1] >= 1.0
+    assert sent[1][1] < 1.0
+    assert {r.run_id: r.outcome for r in results} == {
+        RUN_A: Outcome.RETRIGGERED,
+        RUN_B: Outcome.RETRIGGERED,
+    }
+
+
+@virtual_time
+async def test_requests_in_flight_never_exceed_concurrency_and_every_worker_is_used() -> None:
+    """Exactly `concurrency` requests are in flight at the busiest, never more."""
+    in_flight = peak = 0
+
+    async def answer(url: URL, **kwargs: Any) -> CallbackResult:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.1)
+        in_flight -= 1
+        return CallbackResult(payload={"id": NEW, "etag": "e"})
+
+    ids = [f"{i:08x}-1804-45d6-8d56-dd51f05c0baf" for i in range(40)]
+    with aioresponses() as http:
+        http.post(ACTION, callback=answer, repeat=True)
+        results = await run_engine(Engine(settings(concurrency=3)), ids)
+    assert len(results) == 40
+    assert all(r.outcome is Outcome.RETRIGGERED for r in results)
+    assert peak == 3
+    assert asyncio.all_tasks() == {asyncio.current_task()}  # nothing keeps running behind it
+
+
+@virtual_time
+async def test_a_soft_stop_accounts_at_once_for_records_waiting_for_their_retry() -> None:
+    """A stop does not wait out a 30 s Retry-After: the record is not_attempted at once."""
+    with aioresponses() as http:
+        http.post(ACTION, status=429, payload={}, headers={"Retry-After": "30"})
+        http.post(ACTION, payload={"id": NEW, "etag": "e"})
+        engine = Engine(settings(concurrency=1, pause_after=100.0))
+        asyncio.get_running_loop().call_later(5.0, engine.stop, "enough")
+        results = await run_engine(engine, [RUN_A, RUN_B])
+    assert now() < 30.0
+    assert engine.halt_reason == "enough"
+    by_run = {r.run_id: r for r in results}
+    assert by_run[RUN_B].outcome is Outcome.RETRIGGERED
+    waiting = by_run[RUN_A]
+    assert (waiting.outcome, waiting.attempts, waiting.http_status) == (
+        Outcome.NOT_ATTEMPTED,
+        1,
+        429,
+    )
+    assert waiting.error is not None
+    assert "429" in waiting.error.message
+
+
+@virtual_time
+async def test_a_stop_makes_a_record_waiting_after_an_ambiguous_answer_in_doubt() -> None:
+    """A 502 may have re-triggered the run: a stop during its backoff leaves it in_doubt."""
+    with aioresponses() as http:
+        http.post(ACTION, status=502, body="bad gateway")
+        s = settings(concurrency=1, on_ambiguous="retry", backoff_base=10.0)
+        engine = Engine(s, rng=Ceiling())
+        asyncio.get_running_loop().call_later(1.0, engine.stop)
+        [result] = await run_engine(engine, [RUN_A])
+    assert now() < 10.0
+    assert (result.outcome, result.attempts, result.ambiguous_attempts) == (
+        Outcome.IN_DOUBT,
+        1,
+        1,
+    )
+    assert sent_to(http) == [RUN_A]
+
+
+@virtual_time
+async def test_a_retry_waits_for_the_retry_budget_and_fails_at_the_deadline_without_one() -> None:
+    """No token until the record's deadline: failed, saying so, without another request."""
+    s = settings(concurrency=1, rate=1.0, burst=1, retry_budget=0.1, deadline=5.0, max_attempts=9)
+    engine = Engine(s)
+    with aioresponses() as http:
+        http.post(ACTION, status=503, payload=flow_error("1103", 503), repeat=True)
+        [result] = await run_engine(engine, [RUN_A])
+    assert result.outcome is Outcome.FAILED
+    assert result.error is not None
+    assert result.error.message.endswith("; the retry budget stayed empty until the deadline")
+    assert result.attempts == 2
+    assert engine.stats.budget_waits == 1
+    assert 5.0 <= now() < 6.0
+
+
+@virtual_time
+async def test_a_stop_accounts_at_once_for_a_record_waiting_for_the_retry_budget() -> None:
+    """A budget wait is no sleeping task: a stop ends it, and the record is not_attempted."""
+    s = settings(concurrency=1, rate=1.0, burst=1, retry_budget=0.1, max_attempts=9)
+    engine = Engine(s)
+    with aioresponses() as http:
+        http.post(ACTION, status=503, payload=flow_error("1103", 503), repeat=True)
+        asyncio.get_running_loop().call_later(3.0, engine.stop)
+        [result] = await run_engine(engine, [RUN_A])
+    assert (result.outcome, result.attempts) == (Outcome.NOT_ATTEMPTED, 2)
+    assert engine.stats.budget_waits == 1
+    assert now() < 4.0
+
+
+async def test_the_wait_hook_replaces_the_timer_and_frees_the_worker_meanwhile(
     http: aioresponses,
 ) -> None:
-    """With one place, a throttled record's Retry-After does not hold up the records behind it."""
-    import asyncio
-
+    """With ``wait=``, a backoff is the hook's: the next record is sent while it waits."""
     order: list[str] = []
     b_answered = asyncio.Event()
 
@@ -396,15 +541,7 @@ async def test_a_record_sleeping_out_a_backoff_gives_its_place_to_the_next_recor
         await b_answered.wait()
 
     engine = Engine(settings(concurrency=1), wait=wait)
-    results: list[RunResult] = []
-
-    async def emit(result: RunResult) -> None:
-        results.append(result)
-
-    from bulkretry._api import _records
-    from bulkretry._io.source import RunIdValidator
-
-    await asyncio.wait_for(engine.run(_records([RUN_A, RUN_B], RunIdValidator()), emit), 10)
+    results = await asyncio.wait_for(run_engine(engine, [RUN_A, RUN_B]), 10)
     assert order == [RUN_A, RUN_B, RUN_A]
     assert {r.run_id: r.outcome for r in results} == {
         RUN_A: Outcome.RETRIGGERED,
@@ -412,30 +549,58 @@ async def test_a_record_sleeping_out_a_backoff_gives_its_place_to_the_next_recor
     }
 
 
-async def test_no_more_records_are_taken_than_places_while_none_rests(
-    http: aioresponses,
-) -> None:
-    """Spare workers stay parked: at most `concurrency` records are in the engine's hands."""
-    in_hand: list[int] = []
-    engine = Engine(settings(concurrency=3))
+@virtual_time
+async def test_a_soft_stop_cuts_short_a_wait_for_a_throttle_slot() -> None:
+    """A record waiting for its slot is not_attempted at the stop, not when the slot comes."""
+    s = settings(concurrency=2, rate=0.1, burst=1)
+    engine = Engine(s)
+    with aioresponses() as http:
+        http.post(ACTION, payload={"id": NEW, "etag": "e"}, repeat=True)
+        asyncio.get_running_loop().call_later(1.0, engine.stop)
+        results = await run_engine(engine, [RUN_A, RUN_B, RUN_C])
+    assert [r.outcome for r in sorted(results, key=lambda r: r.line)] == [
+        Outcome.RETRIGGERED,
+        Outcome.NOT_ATTEMPTED,
+        Outcome.NOT_ATTEMPTED,
+    ]
+    assert sent_to(http) == [RUN_A]
+    assert now() < 2.0
 
-    def answer(url: URL, **kwargs: Any) -> CallbackResult:
-        in_hand.append(sum(f is not None for f in engine._workers.values()))
+
+@virtual_time
+async def test_a_hard_stop_cancels_requests_on_the_wire_and_they_are_in_doubt() -> None:
+    """A hanging request cut by a hard stop may have landed: in_doubt; the rest not_attempted."""
+
+    async def hang(url: URL, **kwargs: Any) -> CallbackResult:
+        await asyncio.sleep(1000)
         return CallbackResult(payload={"id": NEW, "etag": "e"})
 
-    http.post(ACTION, callback=answer, repeat=True)
-    ids = [f"{i:08x}-1804-45d6-8d56-dd51f05c0baf" for i in range(40)]
-    results: list[RunResult] = []
+    engine = Engine(settings(concurrency=1))
+    with aioresponses() as http:
+        http.post(ACTION, callback=hang, repeat=True)
+        asyncio.get_running_loop().call_later(1.0, functools.partial(engine.stop, hard=True))
+        results = await run_engine(engine, [RUN_A, RUN_B])
+    assert [(r.outcome, r.attempts) for r in sorted(results, key=lambda r: r.line)] == [
+        (Outcome.IN_DOUBT, 1),
+        (Outcome.NOT_ATTEMPTED, 0),
+    ]
+    assert results[0].error is not None
+    assert results[0].error.kind == "interrupted"
+    assert now() < 2.0
 
-    async def emit(result: RunResult) -> None:
-        results.append(result)
 
-    from bulkretry._api import _records
-    from bulkretry._io.source import RunIdValidator
+@virtual_time
+async def test_a_soft_stop_becomes_hard_once_the_grace_period_is_over() -> None:
+    """Requests in flight get ``grace`` seconds to answer after a soft stop, then are cut."""
 
-    await engine.run(_records(ids, RunIdValidator()), emit)
-    assert len(results) == 40
-    assert all(r.outcome is Outcome.RETRIGGERED for r in results)
-    assert len(engine._workers) == 0
-    assert max(in_hand) <= 3
-    assert engine._busy == 0
+    async def hang(url: URL, **kwargs: Any) -> CallbackResult:
+        await asyncio.sleep(1000)
+        return CallbackResult(payload={"id": NEW, "etag": "e"})
+
+    engine = Engine(settings(concurrency=1), grace=5.0)
+    with aioresponses() as http:
+        http.post(ACTION, callback=hang, repeat=True)
+        asyncio.get_running_loop().call_later(1.0, engine.stop)
+        [result] = await run_engine(engine, [RUN_A])
+    assert result.outcome is Outcome.IN_DOUBT
+    assert 6.0 <= now() < 7.0

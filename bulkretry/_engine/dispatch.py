@@ -1,0 +1,285 @@
+"""Hand records to the workers: retries that came due first, then fresh input.
+
+Workers never sleep out a backoff. A record waiting for its retry is an entry of a heap keyed by
+its due time, and one timer handle, set for the earliest entry, moves it to the ``due`` queue
+when its time comes (the shape of aiolimiter's waiters and of
+:class:`~bulkretry._pace.budget.RetryBudget`). Fresh records come from the feeder through a
+bounded queue: :meth:`Dispatch.put` waits while ``buffer`` of them are queued.
+
+A record may also be *held* until a future is done (:meth:`Dispatch.hold`: a token of the retry
+budget, say); the future's callback decides when it comes back. :meth:`Dispatch.drain` (a stop)
+makes everything waiting due at once, and cancels what is held.
+
+One counter bounds memory and decides the end: the records *in hand*, taken from the input and
+not yet finished (in an attempt, in the heap, or held). :meth:`Dispatch.take` hands out a fresh
+record only while fewer than ``max_pending`` are in hand, and returns None once the input is
+closed and none is in hand.
+
+Time is the event loop's (``loop.time()``, ``loop.call_at``), so a test's virtual clock drives
+every delay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+__all__ = ["Dispatch"]
+
+T = TypeVar("T")
+
+# A timer may fire up to the loop's clock resolution early (uvloop's clock ticks in
+# milliseconds); take entries due within one tick as due, or the timer would spin until then.
+_TICK = 0.001
+
+
+class Dispatch(Generic[T]):
+    """The records of one batch between the feeder and the workers (see the module docstring)."""
+
+    __slots__ = (
+        "_buffer",
+        "_closed",
+        "_count",
+        "_drained",
+        "_due",
+        "_feeder",
+        "_fresh",
+        "_handle",
+        "_held",
+        "_in_hand",
+        "_later",
+        "_loop",
+        "_low",
+        "_max_pending",
+        "_takers",
+    )
+
+    def __init__(self, *, max_pending: int, buffer: int) -> None:
+        if max_pending < 1 or buffer < 1:
+            raise ValueError(f"max_pending and buffer must be at least 1: {max_pending}, {buffer}")
+        self._max_pending = max_pending
+        self._buffer = buffer
+        # The feeder, once blocked, resumes when half the buffer is free: in bursts, not per item.
+        self._low = buffer // 2
+        self._fresh: deque[T] = deque()
+        self._due: deque[T] = deque()
+        self._later: list[tuple[float, int, T]] = []
+        self._count = 0
+        self._handle: asyncio.TimerHandle | None = None
+        self._takers: deque[asyncio.Future[T | None]] = deque()
+        self._feeder: asyncio.Future[None] | None = None
+        self._held: set[asyncio.Future[Any]] = set()
+        self._in_hand = 0
+        self._closed = False
+        self._drained = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        state = [
+            f"in_hand={self._in_hand}/{self._max_pending}",
+            f"fresh={len(self._fresh)}/{self._buffer}",
+            f"due={len(self._due)}",
+            f"later={len(self._later)}",
+            f"held={len(self._held)}",
+            f"takers={sum(not f.done() for f in self._takers)}",
+        ]
+        if self._later and self._loop is not None:
+            state.append(f"next in {self._later[0][0] - self._loop.time():.3f}s")
+        if self._closed:
+            state.append("closed")
+        if self._drained:
+            state.append("drained")
+        return f"<Dispatch {', '.join(state)}>"
+
+    @property
+    def in_hand(self) -> int:
+        """Records taken from the input and not yet finished."""
+        return self._in_hand
+
+    @property
+    def waiting(self) -> int:
+        """Records in the heap, waiting for their retry to come due."""
+        return len(self._later)
+
+    @property
+    def held(self) -> int:
+        """Records held until a future is done (see :meth:`hold`)."""
+        return len(self._held)
+
+    @property
+    def queued(self) -> int:
+        """Fresh records queued by the feeder and not yet taken."""
+        return len(self._fresh)
+
+    @property
+    def next_due(self) -> float | None:
+        """The loop time the timer is set for, if a record waits in the heap."""
+        return self._handle.when() if self._handle is not None else None
+
+    async def put(self, item: T) -> None:
+        """Queue a fresh record; wait while ``buffer`` of them are queued already."""
+        if self._takers and self._in_hand < self._max_pending and self._hand(item):
+            self._in_hand += 1
+            return
+        fresh = self._fresh
+        fresh.append(item)
+        if len(fresh) >= self._buffer:
+            loop = self._loop or self._get_loop()
+            feeder = self._feeder = loop.create_future()
+            try:
+                await feeder
+            finally:
+                self._feeder = None
+
+    def close(self) -> None:
+        """Say that no fresh record will come: workers end once every record is finished."""
+        self._closed = True
+        self._balance()
+
+    async def take(self) -> T | None:
+        """Return the next record to attempt, waiting for one; None once all are finished.
+
+        A retry that came due comes first, then fresh input while fewer than ``max_pending``
+        records are in hand.
+        """
+        due = self._due
+        if due:
+            item = due.popleft()
+            if self._takers:
+                self._balance()
+            return item
+        fresh = self._fresh
+        if fresh and self._in_hand < self._max_pending:
+            self._in_hand += 1
+            item = fresh.popleft()
+            if self._feeder is not None and len(fresh) <= self._low:
+                self._wake_feeder()
+            return item
+        if self._closed and not self._in_hand:
+            return None
+        loop = self._loop or self._get_loop()
+        taker: asyncio.Future[T | None] = loop.create_future()
+        self._takers.append(taker)
+        try:
+            return await taker
+        except asyncio.CancelledError:
+            if taker.done() and not taker.cancelled() and (given := taker.result()) is not None:
+                # Handed a record as the cancellation came: it is still in hand, so pass it on.
+                self._due.appendleft(given)
+                self._balance()
+            raise
+
+    def schedule(self, item: T, at: float) -> None:
+        """Give ``item`` back to the workers at loop time ``at`` (at once if that is past)."""
+        loop = self._loop or self._get_loop()
+        if self._drained or at <= loop.time():
+            self._ready(item)
+            return
+        self._count += 1
+        heapq.heappush(self._later, (at, self._count, item))
+        handle = self._handle
+        if handle is None or at < handle.when():
+            if handle is not None:
+                handle.cancel()
+            self._handle = loop.call_at(at, self._fire)
+
+    def hold(
+        self, item: T, until: asyncio.Future[Any], then: Callable[[T, asyncio.Future[Any]], None]
+    ) -> None:
+        """Keep ``item`` aside until ``until`` is done, then call ``then(item, until)``.
+
+        ``then`` gives the record back (:meth:`schedule`), or finds it something else to wait
+        for. :meth:`drain` cancels ``until``: ``then`` must schedule the record then.
+        """
+        held = self._held
+        held.add(until)
+
+        def call(future: asyncio.Future[Any]) -> None:
+            held.discard(future)
+            then(item, future)
+
+        until.add_done_callback(call)
+        if self._drained:
+            until.cancel()
+
+    def done(self) -> None:
+        """Say that one record in hand is finished."""
+        self._in_hand -= 1
+        if self._takers:
+            self._balance()
+
+    def drain(self) -> None:
+        """Make every record waiting in the heap due now, and every one scheduled from now on.
+
+        A stop calls this: what waits for a retry is not sent any more, and the workers account
+        for it at once. What is held has its future cancelled.
+        """
+        self._drained = True
+        for until in list(self._held):
+            until.cancel()
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            handle.cancel()
+        later = self._later
+        while later:
+            self._ready(heapq.heappop(later)[2])
+
+    def _get_loop(self) -> asyncio.AbstractEventLoop:
+        loop = self._loop = asyncio.get_running_loop()
+        return loop
+
+    def _fire(self) -> None:
+        """Move every record that came due from the heap to the workers; set the next timer."""
+        self._handle = None
+        loop = self._loop
+        assert loop is not None
+        later = self._later
+        now = loop.time() + _TICK
+        while later and later[0][0] <= now:
+            self._ready(heapq.heappop(later)[2])
+        if later:
+            self._handle = loop.call_at(later[0][0], self._fire)
+
+    def _ready(self, item: T) -> None:
+        """Hand a record that is due to a waiting worker, or queue it for the next one."""
+        if not self._hand(item):
+            self._due.append(item)
+
+    def _hand(self, item: T) -> bool:
+        """Give ``item`` to the first worker still waiting; False if none is."""
+        takers = self._takers
+        while takers:
+            taker = takers.popleft()
+            if not taker.done():
+                taker.set_result(item)
+                return True
+        return False
+
+    def _balance(self) -> None:
+        """Give waiting workers what there is for them: due records, fresh ones, or the end."""
+        takers = self._takers
+        while takers:
+            if takers[0].done():
+                takers.popleft()
+                continue
+            item: T | None
+            if self._due:
+                item = self._due.popleft()
+            elif self._fresh and self._in_hand < self._max_pending:
+                self._in_hand += 1
+                item = self._fresh.popleft()
+                if self._feeder is not None and len(self._fresh) <= self._low:
+                    self._wake_feeder()
+            elif self._closed and not self._in_hand and not self._fresh:
+                item = None  # the end: every waiting worker hears it
+            else:
+                return
+            takers.popleft().set_result(item)
+
+    def _wake_feeder(self) -> None:
+        feeder = self._feeder
+        if feeder is not None and not feeder.done():
+            feeder.set_result(None)

@@ -1,0 +1,183 @@
+"""Feed a batch through its state file (``--state``): admit the input ahead, send what waits.
+
+Two tasks meet only in the state file. The admitter reads the input as fast as it comes, judges
+each record (:mod:`.triage`, with what the state file knows of its run) and admits it, so that
+the whole input is recorded ahead of the requests and a kill -9 loses none of what was read. The
+pager takes the runs waiting to be sent out of the state file a page at a time
+(``ledger.waiting``) and queues them for the workers, so memory holds a page of runs however
+long the input. README's "Crash-safe batches" says what a user sees of this.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterable, Awaitable, Callable
+from typing import TYPE_CHECKING, Protocol
+
+import anyio
+
+from .._config import Settings
+from .._exceptions import InputError, StateError
+from .._io.source import InputRecord
+from .._model import ErrorInfo, Outcome
+from .attempt import Control, Flight, stopped
+from .triage import HELD_IN_DOUBT, Triage, Verdict
+
+if TYPE_CHECKING:
+    from .._ledger.ledger import Ledger
+
+__all__ = ["Host", "LedgerFeed"]
+
+#: Write one record's result without a request (to the state file too, if the verdict says).
+Settle = Callable[[InputRecord, Verdict], Awaitable[None]]
+_NOT_ATTEMPTED = Verdict(Outcome.NOT_ATTEMPTED)
+
+
+class Host(Control, Protocol):
+    """What the feeder needs of the batch around it, besides stopping it."""
+
+    #: False once the records come from the state file itself (a resume without input).
+    reading_input: bool
+    #: Runs of the state file that the input did not name, queued to be finished too.
+    unfinished_queued: int
+
+
+class LedgerFeed:
+    """The feeder of one batch with a state file (see the module docstring)."""
+
+    def __init__(
+        self,
+        host: Host,
+        ledger: Ledger,
+        *,
+        settings: Settings,
+        triage: Triage,
+        put: Callable[[Flight], Awaitable[None]],
+        settle: Settle,
+    ) -> None:
+        self._host = host
+        self._ledger = ledger
+        self._retry_in_doubt = settings.retry_in_doubt
+        self._triage = triage
+        self._put = put
+        self._settle = settle
+
+    def __repr__(self) -> str:
+        return f"LedgerFeed({self._ledger!r})"
+
+    async def run(self, records: AsyncIterable[list[InputRecord]]) -> None:
+        """Admit ``records`` into the state file as they are read; queue what waits there."""
+        ledger = self._ledger
+        host = self._host
+        more = asyncio.Event()
+        done = False
+
+        async def admitter() -> None:
+            nonlocal done
+            try:
+                await self._admit_all(records, more)
+            finally:
+                done = True
+                more.set()
+
+        seq = turn = 0
+        async with anyio.create_task_group() as group:
+            group.start_soon(admitter)
+            while True:
+                finished = done  # read before the query: rows added after it come round again
+                rows = ledger.waiting(seq, turn)
+                for row_seq, row_turn, run_id, source, line, doubt in rows:
+                    seq, turn = max(seq, row_seq), max(turn, row_turn)
+                    flight = Flight(InputRecord(source, line, run_id, ""), prior_doubt=doubt)
+                    if doubt and not self._retry_in_doubt:
+                        # A run of the batch left in doubt, which the input did not name.
+                        await self._settle(flight.record, HELD_IN_DOUBT)
+                    elif host.stopping:
+                        step = stopped(flight)
+                        verdict = Verdict(step.outcome, step.error, durable=True)
+                        await self._settle(flight.record, verdict)
+                    else:
+                        await self._put(flight)
+                if not rows:
+                    if finished:
+                        return
+                    more.clear()
+                    await more.wait()
+
+    async def _admit_all(
+        self, records: AsyncIterable[list[InputRecord]], more: asyncio.Event
+    ) -> None:
+        """Admit every input record, record how far each source was read, then the leftovers.
+
+        If the state file fails (a full disk), the batch stops, and the rest of the input is
+        still read, each line written ``not_attempted``: nothing read goes unaccounted for.
+        """
+        ledger = self._ledger
+        host = self._host
+        source: str | None = None
+        line = 0
+        failed = False
+        try:
+            async for batch in records:
+                if failed:
+                    await self._account(batch)
+                else:
+                    try:
+                        await self._admit(batch)
+                        if host.reading_input and batch:
+                            last = batch[-1]
+                            if source is not None and last.source != source:
+                                ledger.progress(source, line, complete=True)
+                            source, line = last.source, last.line
+                            ledger.progress(source, line, complete=False)
+                    except StateError as exc:
+                        failed = True
+                        host.stop(str(exc), hard=True)
+                more.set()
+        except (OSError, InputError) as exc:
+            host.stop(f"reading the input failed: {exc}")
+            return
+        if failed:
+            return
+        try:
+            if source is not None:
+                ledger.progress(source, line, complete=True)
+            host.unfinished_queued = ledger.enqueue_unfinished(ledger.path)
+        except StateError as exc:
+            host.stop(str(exc), hard=True)
+
+    async def _admit(self, batch: list[InputRecord]) -> None:
+        """Admit one batch: judge each record and queue those to send.
+
+        Raise StateError once every record of the batch has its record anyway.
+        """
+        ledger = self._ledger
+        triage = self._triage
+        admitted = [r for r in batch if triage.admissible(r)]
+        try:
+            found = ledger.admit_many((r.run_id or "", r.source, r.line) for r in admitted)
+        except StateError:
+            await self._account(batch)
+            raise
+        admissions = {id(r): a for r, a in zip(admitted, found, strict=True)}
+        for index, record in enumerate(batch):
+            admission = admissions.get(id(record))
+            verdict = triage.judge(record, admission)
+            if verdict is not None:
+                await self._settle(record, verdict)
+            elif admission is not None and admission.state != "new":
+                assert record.run_id is not None
+                try:
+                    ledger.enqueue(record.run_id, record.source, record.line)
+                except StateError:
+                    await self._account(batch[index:])
+                    raise
+
+    async def _account(self, batch: list[InputRecord]) -> None:
+        """Write records read after the state file failed: nothing is sent any more."""
+        for record in batch:
+            if record.run_id is None:
+                error = ErrorInfo(kind="invalid_input", message=record.error or "not a run ID")
+                await self._settle(record, Verdict(Outcome.INVALID, error))
+            else:
+                await self._settle(record, _NOT_ATTEMPTED)
