@@ -9,6 +9,7 @@ import aiohttp
 
 from ._config import Settings
 from ._engine.engine import Engine
+from ._exceptions import BatchHalted
 from ._io.source import InputRecord, RunIdValidator
 from ._model import RunResult
 
@@ -57,6 +58,16 @@ async def retrigger(
     ``line`` in each result is the ID's 1-based position in ``run_ids``. Closing the iterator
     early stops the batch at once; requests then in flight end ``in_doubt``. Pass a ``session``
     to share a connection pool; it is not closed.
+
+    When the batch halts (credentials refused, ``max_retriggers`` reached, a ``Retry-After``
+    past the cap…) a result is still yielded for every ID, the unsent ones ``not_attempted``;
+    then :class:`BatchHalted` is raised, its ``reason`` saying why the batch stopped::
+
+        try:
+            async for result in bulkretry.retrigger(run_ids, settings):
+                record(result)
+        except bulkretry.BatchHalted as halted:
+            print("stopped early:", halted.reason)
     """
     engine = Engine(settings, session=session)
     queue: asyncio.Queue[RunResult | None] = asyncio.Queue(maxsize=settings.concurrency * 4)
@@ -72,6 +83,8 @@ async def retrigger(
         while (result := await queue.get()) is not _DONE:
             yield result
         await task
+        if engine.halt_reason is not None:
+            raise BatchHalted(engine.halt_reason)
     finally:
         if not task.done():
             engine.stop(hard=True)

@@ -5,15 +5,22 @@ libraries below (aiohttp, orjson, sqlite3, OSError) are translated where they ar
 ``raise … from exc`` so that the cause stays visible to a debugger but never to a user::
 
     BulkRetryError
-    ├── ConfigurationError        bad settings or environment, found before any request (exit 2)
+    ├── ConfigurationError        bad settings or environment, found before any request
     │   ├── MissingCredentialsError
     │   └── InputError            an input or output path that cannot be used
-    ├── StateError                a state file that belongs to another batch, or is corrupt (exit 2)
-    ├── AuthenticationError       the token was refused or could not be obtained (stops the batch)
-    ├── BatchHalted               the batch stopped early: see ``reason`` (exit 3)
-    └── TransportError            one attempt failed below HTTP (connect, send, read, timeout)
+    ├── StateError                a state file that belongs to another batch, or is corrupt
+    ├── AuthenticationError       the token was refused or could not be obtained
+    ├── BatchHalted               the batch stopped early: see ``reason``
+    │   └── ListingHalted         a listing stopped before its last page
+    ├── TransportError            one attempt failed below HTTP (connect, send, read, timeout)
+    ├── OutputClosed              the reader of the output went away (``| head``)
+    └── OutputFailed              writing the output failed (a full disk, an I/O error)
 
-``TransportError`` never escapes the engine: the retry policy turns it into a record's outcome.
+``TransportError`` never escapes the engine or the lister: the retry policy turns it into a
+record's outcome, or a listing's halt. :func:`bulkretry.retrigger` raises ``BatchHalted`` only
+once it has yielded a result for every run ID. ``OutputClosed`` and ``OutputFailed`` are
+defined with the sink that raises them (:mod:`._io.sink`). Which exit code each error means is
+the command line's business (``bulkretry._cli.options``), not this module's.
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ __all__ = [
     "BulkRetryError",
     "ConfigurationError",
     "InputError",
+    "ListingHalted",
     "MissingCredentialsError",
     "StateError",
     "TransportError",
@@ -71,11 +79,31 @@ class BatchHalted(BulkRetryError):
         super().__init__(reason)
 
 
+class ListingHalted(BatchHalted):
+    """The listing stopped before its last page; ``reason`` says why in one sentence.
+
+    ``status``, ``error_code`` and ``request_id`` come from the answer that stopped it, if any.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        status: int | None = None,
+        error_code: str | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        self.status = status
+        self.error_code = error_code
+        self.request_id = request_id
+        super().__init__(reason)
+
+
 class TransportError(BulkRetryError):
     """One attempt failed below HTTP.
 
-    ``kind`` is ``"network"`` or ``"timeout"``; ``sent`` tells whether the request may have
-    reached the server, which decides whether a retry could re-trigger a run twice.
+    ``kind`` is ``"network"``, ``"timeout"`` or ``"tls"``; ``sent`` tells whether the request
+    may have reached the server, which decides whether a retry could re-trigger a run twice.
     """
 
     def __init__(self, message: str, *, kind: str, sent: bool) -> None:

@@ -1,4 +1,7 @@
-"""The output schema: one :class:`RunResult` per input record, written as one JSON line."""
+"""The values that cross stages: an HTTP :class:`Answer`; a :class:`RunResult` per input record.
+
+A results line is one :class:`RunResult` written as one JSON line.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,24 @@ from typing import Any
 
 import orjson
 
-__all__ = ["ErrorInfo", "Outcome", "RunResult", "utc_now_iso"]
+__all__ = ["Answer", "ErrorInfo", "Outcome", "RunResult", "utc_now_iso"]
+
+
+# Not frozen: one is made per request, and a frozen dataclass's __init__ costs twice as much.
+@dataclass(slots=True, kw_only=True)
+class Answer:
+    """An HTTP answer, reduced to what the retry policy and the output need.
+
+    ``body`` is the parsed JSON (None when it could not be had: ``body_problem`` says why).
+    """
+
+    status: int
+    body: Any = None
+    body_problem: str | None = None
+    retry_after: str | None = None
+    request_id: str | None = None
+    etag_header: str | None = None
+    location: str | None = None
 
 
 class Outcome(StrEnum):

@@ -1,9 +1,13 @@
-"""Decide, after each attempt, whether a record is done, retried (and after how long), or stops.
+"""Decide, after each attempt, whether a request is done, retried (and after how long), or stops.
 
-Everything about classification lives in :func:`decide`, and nowhere else. ``failed`` means
-known not to have been processed: once any attempt of a record was ambiguous, every verdict
-marked † below is ``in_doubt`` instead of ``failed`` (same kind and code, and a message that says
-an earlier attempt may have re-triggered the run).
+This module is the one place to ask, for every request bulkretry makes: :func:`decide` for a
+re-trigger, a POST that is not safe to repeat (the table below); :func:`decide_read` for a GET
+and :func:`decide_token` for an IMS token request, both safe to repeat (their tables are in
+:mod:`._retry`, with the waits all three share: full jitter, Retry-After, giving up).
+
+For a re-trigger, ``failed`` means known not to have been processed: once any attempt of a
+record was ambiguous, every verdict marked † below is ``in_doubt`` instead of ``failed`` (same
+kind and code, and a message that says an earlier attempt may have re-triggered the run).
 
 =====================================  ==========  =========================================
 what happened                          processed?  decision
@@ -39,18 +43,24 @@ stays a halt whatever came before; the engine reports a record that had an ambig
 
 from __future__ import annotations
 
-import datetime
-import email.utils
 import random
-import re
-from dataclasses import dataclass
-from enum import Enum
 from typing import Any, TypeGuard
 
 from ._config import Settings
 from ._exceptions import TransportError
-from ._http.client import Answer, one_line
-from ._model import ErrorInfo
+from ._model import Answer, ErrorInfo
+from ._retry import (
+    Action,
+    Decision,
+    GiveUp,
+    Limits,
+    backoff_delay,
+    decide_read,
+    decide_token,
+    next_try,
+    parse_retry_after,
+)
+from ._text import FLOW_CODE, adobe_error, one_line
 
 __all__ = [
     "Action",
@@ -58,10 +68,11 @@ __all__ = [
     "adobe_error",
     "backoff_delay",
     "decide",
+    "decide_read",
+    "decide_token",
     "parse_retry_after",
 ]
 
-_FLOW_CODE = re.compile(r"FLOW-(\d+)-(\d+)")
 _STATE_CONFLICT_CODES = frozenset({"1409", "1422", "1444"})
 _UNSUPPORTED_OP_CODE = "1434"
 #: Run IDs are 36 characters and etags about 40; a longer "ID" is a broken answer.
@@ -69,83 +80,6 @@ _MAX_ID_CHARS = 256
 #: What a refusal's message adds once an earlier attempt of the record was ambiguous.
 _EARLIER_MAYBE = "an earlier ambiguous attempt may have re-triggered the run"
 _EARLIER_PROBABLY = "an earlier ambiguous attempt probably re-triggered the run"
-
-
-class Action(Enum):
-    """What the engine does next with a record."""
-
-    SUCCEED = "succeed"
-    RETRY = "retry"
-    FAIL = "fail"
-    IN_DOUBT = "in_doubt"
-    HALT = "halt"
-
-
-# Not frozen: one is made per attempt, and a frozen dataclass's __init__ costs twice as much.
-@dataclass(slots=True, kw_only=True)
-class Decision:
-    """The verdict on one attempt.
-
-    ``delay`` is the wait before the next attempt (``RETRY``); ``throttled`` tells the shared
-    throttle to slow down; ``ambiguous`` says the attempt may have re-triggered the run;
-    ``token_expired`` asks for a token renewal (401 ``401013``) before the batch gives up.
-    """
-
-    action: Action
-    delay: float = 0.0
-    error: ErrorInfo | None = None
-    ambiguous: bool = False
-    throttled: bool = False
-    retry_after: float | None = None
-    token_expired: bool = False
-    new_run_id: str | None = None
-    etag: str | None = None
-    halt_reason: str | None = None
-
-
-def parse_retry_after(value: str | None, *, wall_now: float) -> float | None:
-    """Return the seconds a ``Retry-After`` value asks for (either RFC 9110 form), or None."""
-    if value is None:
-        return None
-    value = value.strip()
-    # str.isdigit() also accepts superscripts and non-ASCII digits, which RFC 9110 does not.
-    if value.isascii() and value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    if when.tzinfo is None:
-        # An HTTP-date is always GMT; the asctime form carries no zone at all.
-        when = when.replace(tzinfo=datetime.UTC)
-    return max(0.0, when.timestamp() - wall_now)
-
-
-def backoff_delay(attempt: int, *, base: float, cap: float, rng: random.Random) -> float:
-    """Return a full-jitter wait after attempt ``n``: uniform in [0, min(cap, base·2ⁿ⁻¹)]."""
-    ceiling = min(cap, base * 2.0 ** min(attempt - 1, 62))
-    return rng.uniform(0.0, ceiling)
-
-
-def adobe_error(body: Any) -> tuple[str | None, str | None, str | None]:
-    """Return ``(error_code, type, message)`` from a gateway or Flow Service error body."""
-    if not isinstance(body, dict):
-        return None, None, None
-    code = body.get("error_code")
-    etype = body.get("type")
-    message = body.get("message") or body.get("title")
-    report = body.get("report")
-    if isinstance(report, dict) and isinstance(report.get("detailed-message"), str):
-        message = report["detailed-message"]
-    if isinstance(etype, str) and code is None:
-        match = _FLOW_CODE.search(etype)
-        if match:
-            code = f"FLOW-{match.group(1)}-{match.group(2)}"
-    return (
-        str(code) if code is not None else None,
-        etype if isinstance(etype, str) else None,
-        message if isinstance(message, str) else None,
-    )
 
 
 def _is_flow_service_error(body: Any) -> bool:
@@ -156,7 +90,7 @@ def _is_flow_service_error(body: Any) -> bool:
 def _flow_number(code: str | None) -> str | None:
     if code is None:
         return None
-    match = _FLOW_CODE.fullmatch(code)
+    match = FLOW_CODE.fullmatch(code)
     return match.group(1) if match else None
 
 
@@ -313,32 +247,20 @@ def _retry_or_give_up(
             retry_after=retry_after,
         )
 
-    def give_up(why: str) -> Decision:
-        if ambiguous:
-            return verdict(Action.IN_DOUBT, _gave_up(error, why))
-        if ambiguous_before > 0:
-            return verdict(Action.IN_DOUBT, _noted(_gave_up(error, why), _EARLIER_MAYBE))
-        return verdict(Action.FAIL, _gave_up(error, why))
-
     if ambiguous and settings.on_ambiguous == "hold":
         return verdict(Action.IN_DOUBT, error)
-    if retry_after is not None and retry_after > settings.retry_after_cap:
-        return verdict(
-            Action.HALT,
-            error,
-            halt=(
-                f"the server asked to wait {retry_after:.0f} s before retrying, more than "
-                f"the {settings.retry_after_cap:.0f} s cap; run the batch again after that"
-            ),
-        )
-    if attempt >= settings.max_attempts:
-        return give_up(f"gave up after {attempt} attempts")
-    delay = backoff_delay(attempt, base=settings.backoff_base, cap=settings.backoff_cap, rng=rng)
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    if elapsed + delay > settings.deadline:
-        return give_up(f"gave up: the next wait would pass the {settings.deadline:g} s deadline")
-    return verdict(Action.RETRY, error, delay)
+    wait = next_try(
+        attempt, elapsed=elapsed, retry_after=retry_after, limits=Limits.of(settings), rng=rng
+    )
+    if not isinstance(wait, GiveUp):
+        return verdict(Action.RETRY, error, wait)
+    if wait.over_cap:
+        return verdict(Action.HALT, error, halt=f"{wait.reason}; run the batch again after that")
+    if ambiguous:
+        return verdict(Action.IN_DOUBT, _gave_up(error, wait.reason))
+    if ambiguous_before > 0:
+        return verdict(Action.IN_DOUBT, _noted(_gave_up(error, wait.reason), _EARLIER_MAYBE))
+    return verdict(Action.FAIL, _gave_up(error, wait.reason))
 
 
 def _refused(error: ErrorInfo, ambiguous_before: int, note: str = _EARLIER_MAYBE) -> Decision:

@@ -1,4 +1,7 @@
-"""Tests of bulkretry._policy: every row of the decision table, Retry-After, jitter, give-up."""
+"""Tests of bulkretry._policy: every row of the three decision tables, Retry-After, jitter, give-up.
+
+The re-trigger (POST) first, then a GET (a listing page, a look-up), then an IMS token request.
+"""
 
 from __future__ import annotations
 
@@ -12,15 +15,18 @@ from hypothesis import strategies as st
 
 from bulkretry._config import Settings
 from bulkretry._exceptions import TransportError
-from bulkretry._http.client import Answer
+from bulkretry._model import Answer
 from bulkretry._policy import (
     Action,
     Decision,
     adobe_error,
     backoff_delay,
     decide,
+    decide_read,
+    decide_token,
     parse_retry_after,
 )
+from bulkretry._retry import Limits
 
 NEW_RUN = "3fb0418e-1804-45d6-8d56-dd51f05c0baf"
 ETAG = '"0b00c1a4-0000-0200-0000-5ebc4c8b0000"'
@@ -30,6 +36,16 @@ WALL_NOW = 1445412480.0
 THROTTLED_BODY = {"error_code": "429050", "message": "Too many requests"}
 TOKEN_EXPIRED_BODY = {"error_code": "401013", "message": "Oauth token is not valid"}
 HTML_BODY_PROBLEM = "the body is HTML, not JSON"
+#: What a hostile server writes to clear the screen and ring the bell.
+HOSTILE = "\x1b[2J\x07"
+
+
+def assert_safe(text: str | None) -> None:
+    """Server text that reached a message is one printable line: no ESC, no BEL, no newline."""
+    assert text is not None
+    assert "\x1b" not in text
+    assert "\x07" not in text
+    assert text.isprintable(), repr(text)
 
 
 def flow_error(code: str, status: int, message: str = "boom") -> dict[str, Any]:
@@ -905,3 +921,310 @@ def test_an_id_too_long_or_with_control_characters_is_not_a_new_run() -> None:
         assert decision.action is Action.IN_DOUBT
         assert decision.error is not None
         assert decision.error.kind == "bad_response"
+
+
+# --- server text in messages and halt reasons ----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"error_code": f"400{HOSTILE}", "message": f"bad{HOSTILE}\nrequest"},
+        {
+            "type": f"https://ns.adobe.com/aep/errors/FLOW-1101-400{HOSTILE}",
+            "report": {"detailed-message": f"no{HOSTILE}such run"},
+        },
+        {"title": f"{HOSTILE}" * 500},
+    ],
+)
+def test_a_refusal_quotes_the_server_without_escape_or_bell(body: dict[str, Any]) -> None:
+    """A 4xx's message, code and type reach the result as one safe, bounded line each."""
+    decision = run(Answer(status=400, body=body))
+    assert decision.action is Action.FAIL
+    assert decision.error is not None
+    assert_safe(decision.error.message)
+    assert len(decision.error.message) <= 320
+    for field in (decision.error.error_code, decision.error.type):
+        if field is not None:
+            assert_safe(field)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_halt_reason_quotes_the_server_without_escape_or_bell(status: int) -> None:
+    """The reason a refused credential halts the batch (printed on stderr) is one safe line."""
+    decision = run(Answer(status=status, body={"error_code": "401013", "message": HOSTILE * 3}))
+    assert decision.action is Action.HALT
+    assert_safe(decision.halt_reason)
+
+
+def test_a_redirect_location_is_quoted_without_escape_or_bell() -> None:
+    """A Location header a server wrote is quoted safely in the refusal."""
+    decision = run(Answer(status=302, location=f"http://x/{HOSTILE}"))
+    assert decision.error is not None
+    assert_safe(decision.error.message)
+
+
+# --- a GET: a listing page, a look-up --------------------------------------------------------
+
+
+def read(
+    outcome: Answer | TransportError,
+    *,
+    attempt: int = 1,
+    elapsed: float = 0.0,
+    seed: int = 0,
+    **overrides: Any,
+) -> Decision:
+    """Call decide_read with defaults a test only overrides where it matters."""
+    return decide_read(
+        outcome,
+        attempt=attempt,
+        elapsed=elapsed,
+        settings=Settings(**overrides),
+        rng=random.Random(seed),
+        wall_now=WALL_NOW,
+        wanted="a page of runs",
+    )
+
+
+PAGE = {"items": [], "_links": {}}
+
+
+@pytest.mark.parametrize(
+    ("outcome", "action"),
+    [
+        (Answer(status=200, body=PAGE), Action.SUCCEED),
+        (Answer(status=200, body=None, body_problem=HTML_BODY_PROBLEM), Action.RETRY),
+        (Answer(status=201, body=PAGE), Action.HALT),
+        (Answer(status=204), Action.HALT),
+        (Answer(status=301, location="https://elsewhere.example/"), Action.HALT),
+        (Answer(status=302), Action.HALT),
+        (Answer(status=401, body=TOKEN_EXPIRED_BODY), Action.HALT),
+        (Answer(status=401, body={"error_code": "401000"}), Action.HALT),
+        (Answer(status=403, body={"error_code": "403003"}), Action.HALT),
+        (Answer(status=404, body=flow_error("1101", 404)), Action.HALT),
+        (Answer(status=404), Action.HALT),
+        (Answer(status=400, body=flow_error("1434", 400)), Action.HALT),
+        (Answer(status=409), Action.HALT),
+        (Answer(status=429, body=THROTTLED_BODY), Action.RETRY),
+        (Answer(status=500), Action.RETRY),
+        (Answer(status=502), Action.RETRY),
+        (Answer(status=503), Action.RETRY),
+        (Answer(status=504), Action.RETRY),
+        (Answer(status=599), Action.RETRY),
+        (Answer(status=501), Action.HALT),
+        (Answer(status=505), Action.HALT),
+        (TransportError("refused", kind="network", sent=False), Action.RETRY),
+        (TransportError("reset", kind="network", sent=True), Action.RETRY),
+        (TransportError("slow", kind="timeout", sent=True), Action.RETRY),
+        (TransportError("bad cert", kind="tls", sent=False), Action.HALT),
+    ],
+)
+def test_get_decision_for_each_row_of_its_table(
+    outcome: Answer | TransportError, action: Action
+) -> None:
+    """A GET changes nothing: every failure but a refusal is retried, a refusal halts."""
+    decision = read(outcome)
+    assert decision.action is action
+    assert not decision.ambiguous
+    if action is Action.HALT:
+        assert decision.halt_reason
+    if action is not Action.SUCCEED:
+        assert decision.error is not None
+
+
+def test_get_401013_halts_asking_for_a_token_renewal() -> None:
+    """Only an expired token (401013) asks the lister to renew it and ask again."""
+    assert read(Answer(status=401, body=TOKEN_EXPIRED_BODY)).token_expired
+    assert not read(Answer(status=401, body={"error_code": "401000"})).token_expired
+    assert not read(Answer(status=403, body=TOKEN_EXPIRED_BODY)).token_expired
+
+
+def test_get_200_without_the_body_asked_for_is_retried_naming_the_problem() -> None:
+    """An HTML login page with status 200 is retried like a 5xx; the message says what came."""
+    decision = read(Answer(status=200, body_problem=HTML_BODY_PROBLEM), backoff_base=0.5)
+    assert decision.action is Action.RETRY
+    assert decision.error is not None
+    assert decision.error.message == f"HTTP 200 without a page of runs ({HTML_BODY_PROBLEM})"
+
+
+def test_get_redirect_halts_since_it_could_carry_the_token_elsewhere() -> None:
+    """A GET's redirect is never followed: the token would go with it."""
+    decision = read(Answer(status=302, location="https://evil.example/"))
+    assert decision.halt_reason is not None
+    assert "redirects are not followed" in decision.halt_reason
+    assert "--base-url" in decision.halt_reason
+
+
+def test_get_429_waits_at_least_retry_after_and_slows_the_throttle() -> None:
+    """Retry-After is a floor on a GET's wait; a 429 is a throttling signal."""
+    decision = read(Answer(status=429, body=THROTTLED_BODY, retry_after="7"))
+    assert decision.action is Action.RETRY
+    assert decision.delay >= 7.0
+    assert (decision.throttled, decision.retry_after) == (True, 7.0)
+
+
+def test_get_503_throttles_only_with_a_retry_after() -> None:
+    """A bare 503 is retried after backoff; with a Retry-After it also slows the throttle."""
+    assert not read(Answer(status=503)).throttled
+    assert read(Answer(status=503, retry_after="3")).throttled
+
+
+def test_get_retry_after_beyond_the_cap_halts_naming_the_wait() -> None:
+    """An hour's Retry-After on a page is not waited out blindly."""
+    decision = read(Answer(status=429, retry_after="3600"), retry_after_cap=900.0)
+    assert decision.action is Action.HALT
+    assert decision.halt_reason is not None
+    assert "3600 s" in decision.halt_reason
+    assert "900 s cap" in decision.halt_reason
+
+
+def test_get_gives_up_at_max_attempts_and_at_the_deadline() -> None:
+    """A GET is given up like a re-trigger: at max_attempts, or past the deadline."""
+    at_max = read(Answer(status=500), attempt=3, max_attempts=3)
+    at_deadline = read(Answer(status=429, retry_after="30"), deadline=10.0)
+    for decision, why in [(at_max, "gave up after 3 attempts"), (at_deadline, "deadline")]:
+        assert decision.action is Action.HALT
+        assert decision.halt_reason is not None
+        assert why in decision.halt_reason
+
+
+@given(
+    attempt=st.integers(min_value=1, max_value=6),
+    seed=st.integers(min_value=0, max_value=2**32 - 1),
+)
+def test_get_waits_the_same_full_jitter_as_a_retrigger(attempt: int, seed: int) -> None:
+    """One backoff for every request: a GET's wait is the re-trigger's for the same draw."""
+    settings: dict[str, Any] = {"backoff_base": 1.0, "backoff_cap": 60.0, "max_attempts": 10}
+    get = read(Answer(status=503), attempt=attempt, seed=seed, **settings)
+    post = run(Answer(status=503), attempt=attempt, seed=seed, **settings)
+    assert get.action is post.action is Action.RETRY
+    assert get.delay == post.delay
+
+
+def test_get_error_text_is_quoted_without_escape_or_bell() -> None:
+    """A listing's error code and message reach logs and halt reasons as one safe line."""
+    body = {"error_code": f"400{HOSTILE}", "message": f"bad{HOSTILE}\nfilter"}
+    decision = read(Answer(status=400, body=body))
+    assert decision.error is not None
+    assert_safe(decision.error.message)
+    assert_safe(decision.error.error_code)
+    assert_safe(decision.halt_reason)
+    retried = read(Answer(status=500, body=body))
+    assert retried.error is not None
+    assert_safe(retried.error.message)
+
+
+@given(
+    status=st.integers(100, 999),
+    retry_after=st.none() | st.text(max_size=40),
+    body=st.none() | st.dictionaries(st.text(max_size=12), st.text(max_size=20), max_size=4),
+    attempt=st.integers(min_value=1, max_value=8),
+)
+def test_decide_read_returns_a_decision_for_any_answer(
+    status: int, retry_after: str | None, body: Any, attempt: int
+) -> None:
+    """No status, header or body makes decide_read raise; a retry has a finite wait."""
+    decision = read(Answer(status=status, body=body, retry_after=retry_after), attempt=attempt)
+    assert decision.action in (Action.SUCCEED, Action.RETRY, Action.HALT)
+    if decision.action is Action.RETRY:
+        assert 0.0 <= decision.delay < float("inf")
+    if decision.action is Action.HALT:
+        assert decision.halt_reason
+
+
+# --- an IMS token request --------------------------------------------------------------------
+
+IMS_LIMITS = Limits(max_attempts=3, backoff_base=0.5, backoff_cap=8.0, retry_after_cap=60.0)
+
+
+def token(outcome: Answer | TransportError, *, attempt: int = 1, seed: int = 0) -> Decision:
+    """Call decide_token with IMS's default limits."""
+    return decide_token(
+        outcome,
+        attempt=attempt,
+        elapsed=0.0,
+        limits=IMS_LIMITS,
+        rng=random.Random(seed),
+        wall_now=WALL_NOW,
+    )
+
+
+@pytest.mark.parametrize(
+    ("outcome", "action"),
+    [
+        (Answer(status=200, body={"access_token": "t"}), Action.SUCCEED),
+        (Answer(status=200, body_problem=HTML_BODY_PROBLEM), Action.SUCCEED),
+        (Answer(status=400, body={"error": "invalid_scope"}), Action.FAIL),
+        (Answer(status=401, body={"error": "invalid_client"}), Action.FAIL),
+        (Answer(status=302), Action.FAIL),
+        (Answer(status=429), Action.RETRY),
+        (Answer(status=500), Action.RETRY),
+        (Answer(status=501), Action.RETRY),
+        (Answer(status=503), Action.RETRY),
+        (TransportError("reset", kind="network", sent=True), Action.RETRY),
+        (TransportError("slow", kind="timeout", sent=True), Action.RETRY),
+        (TransportError("bad cert", kind="tls", sent=False), Action.FAIL),
+    ],
+)
+def test_ims_decision_for_each_kind_of_answer(
+    outcome: Answer | TransportError, action: Action
+) -> None:
+    """5xx, 429 and failures below HTTP but TLS are retried; any other answer is final."""
+    assert token(outcome).action is action
+
+
+def test_ims_final_answer_carries_no_error_for_the_caller_to_read() -> None:
+    """A final answer (a token, a refusal) is read by the provider, not judged here."""
+    assert token(Answer(status=400)).error is None
+    assert token(Answer(status=200)).error is None
+
+
+def test_ims_tls_failure_gives_up_at_once_with_its_message() -> None:
+    """A certificate problem does not go away on a second try."""
+    decision = token(TransportError("TLS failed (bad cert)", kind="tls", sent=False))
+    assert decision.error is not None
+    assert decision.error.message == "TLS failed (bad cert)"
+
+
+@given(attempt=st.integers(min_value=1, max_value=2), seed=st.integers(0, 2**32 - 1))
+def test_ims_backoff_is_full_jitter_below_a_doubling_ceiling(attempt: int, seed: int) -> None:
+    """IMS waits are jittered like every other wait: uniform in [0, 0.5·2ⁿ⁻¹]."""
+    decision = token(Answer(status=503), attempt=attempt, seed=seed)
+    assert decision.action is Action.RETRY
+    expected = backoff_delay(attempt, base=0.5, cap=8.0, rng=random.Random(seed))
+    assert decision.delay == expected
+    assert 0.0 <= decision.delay <= 0.5 * 2 ** (attempt - 1)
+
+
+def test_ims_retry_after_is_a_floor_on_the_wait() -> None:
+    """IMS's Retry-After is honoured as a floor on the jittered wait."""
+    decision = token(Answer(status=429, retry_after="5"))
+    assert decision.action is Action.RETRY
+    assert decision.delay == 5.0
+
+
+def test_ims_retry_after_beyond_the_cap_gives_up_saying_so() -> None:
+    """A Retry-After past IMS's cap gives up at once rather than block every worker."""
+    decision = token(Answer(status=429, retry_after="3600"))
+    assert decision.action is Action.FAIL
+    assert decision.error is not None
+    assert decision.error.message.startswith("HTTP 429; the server asked to wait 3600 s")
+
+
+def test_ims_gives_up_after_its_attempts_naming_what_failed() -> None:
+    """The last attempt's failure and the number of attempts make the message."""
+    decision = token(Answer(status=503), attempt=3)
+    assert decision.action is Action.FAIL
+    assert decision.error is not None
+    assert decision.error.message == "HTTP 503 after 3 attempts"
+    single = decide_token(
+        TransportError("network error (reset)", kind="network", sent=True),
+        attempt=1,
+        elapsed=0.0,
+        limits=Limits(max_attempts=1, backoff_base=0.5, backoff_cap=8.0),
+        rng=random.Random(0),
+        wall_now=WALL_NOW,
+    )
+    assert single.error is not None
+    assert single.error.message == "network error (reset)"

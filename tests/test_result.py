@@ -1,4 +1,4 @@
-"""Tests of bulkretry._model: the JSON-lines schema of a results line."""
+"""Tests of bulkretry._model: the JSON-lines schema of a results line, and the Answer value."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from bulkretry._model import ErrorInfo, Outcome, RunResult, utc_now_iso
+from bulkretry._model import Answer, ErrorInfo, Outcome, RunResult, utc_now_iso
 
 RUN = "4fb0418e-1804-45d6-8d56-dd51f05c0baf"
 NEW_RUN = "3fb0418e-1804-45d6-8d56-dd51f05c0baf"
@@ -149,3 +149,12 @@ def test_every_outcome_is_written_as_its_documented_name(outcome: Outcome) -> No
     decoded = orjson.loads(RunResult(run_id=RUN, outcome=outcome).to_json_line())
     assert decoded["outcome"] == outcome.value
     assert re.fullmatch(r"[a-z_]+", decoded["outcome"])
+
+
+def test_answer_is_a_kernel_value_the_client_still_hands_out() -> None:
+    """Answer lives in the kernel; importers of the client's name get the very same class."""
+    from bulkretry._http import client
+
+    assert client.Answer is Answer
+    answer = Answer(status=429, retry_after="7")
+    assert (answer.body, answer.body_problem, answer.request_id) == (None, None, None)

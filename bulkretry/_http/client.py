@@ -4,6 +4,8 @@ This is the boundary with aiohttp: every aiohttp and socket error is translated 
 :class:`TransportError` that says whether the request may have reached the server: it may
 have once a connection was handed out for it (it is written at once), never before. A pooled
 connection the server closed while idle is never written to (see :class:`_FreshConnections`).
+Whatever a server wrote is quoted through :func:`bulkretry._text.one_line`. ``Answer`` (a
+kernel value, :mod:`bulkretry._model`) and ``one_line`` are re-exported for older importers.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from yarl import URL
 
 from .._config import Settings
 from .._exceptions import TransportError
+from .._model import Answer
+from .._text import MAX_MESSAGE_CHARS, one_line
 from .tls import session_kwargs
 
 __all__ = [
@@ -36,33 +40,22 @@ __all__ = [
     "FlowServiceClient",
     "make_session",
     "one_line",
+    "parse_body",
     "read_capped",
+    "request_id",
+    "translate",
 ]
 
 #: Flow Service answers are a few hundred bytes; anything past this is not read.
 MAX_BODY_BYTES = 1024 * 1024
-#: How much of a server's own text (an error message, a Location) a message quotes.
-MAX_MESSAGE_CHARS = 300
+#: A request ID is a UUID or so; a longer one is cut.
+_MAX_REQUEST_ID_CHARS = 200
 #: A body aiohttp could not decompress: a corrupt or oversized gzip/deflate/br stream.
 _UNDECODABLE: tuple[type[http_exceptions.HttpProcessingError], ...] = (
     http_exceptions.ContentEncodingError,
     # Added in aiohttp 3.13 (the per-chunk decompression cap); absent before.
     getattr(http_exceptions, "DecompressSizeError", http_exceptions.ContentEncodingError),
 )
-
-
-# Not frozen: one is made per request, and a frozen dataclass's __init__ costs twice as much.
-@dataclass(slots=True, kw_only=True)
-class Answer:
-    """An HTTP answer, reduced to what the retry policy and the output need."""
-
-    status: int
-    body: Any = None
-    body_problem: str | None = None
-    retry_after: str | None = None
-    request_id: str | None = None
-    etag_header: str | None = None
-    location: str | None = None
 
 
 async def read_capped(
@@ -100,25 +93,15 @@ def parse_body(raw: bytes, truncated: bool, *, cap: int = MAX_BODY_BYTES) -> tup
         return None, "the body is not valid JSON"
 
 
-def one_line(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
-    """Return a server's ``text`` as one printable line of at most ``limit`` characters.
-
-    What a server writes ends up in messages and on a terminal: control characters (newlines,
-    escape sequences) become spaces, so that it can neither forge log lines nor drive the
-    terminal.
-    """
-    printable = "".join(c if c.isprintable() else " " for c in text[: limit * 4])
-    flat = " ".join(printable.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
-
-
-def _request_id(headers: CIMultiDictProxy[str], body: Any) -> str | None:
+def request_id(headers: CIMultiDictProxy[str], body: Any = None) -> str | None:
+    """Return the answer's request ID (header, else Flow Service's report), quoted safely."""
     rid = headers.get("x-request-id")
     if rid is None and isinstance(body, dict):
         report = body.get("report")
         if isinstance(report, dict) and isinstance(report.get("request-id"), str):
             rid = report["request-id"]
-    return rid
+    # It lands in results lines and log lines: a server's text like any other.
+    return one_line(rid, _MAX_REQUEST_ID_CHARS) if rid is not None else None
 
 
 def translate(exc: BaseException, *, url_host: str, unsent: bool = False) -> TransportError:
@@ -139,14 +122,15 @@ def translate(exc: BaseException, *, url_host: str, unsent: bool = False) -> Tra
 def _translate(exc: BaseException, *, url_host: str) -> TransportError:
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return TransportError(
-            f"TLS certificate of {url_host} could not be verified ({exc.certificate_error}); "
+            f"TLS certificate of {url_host} could not be verified "
+            f"({one_line(str(exc.certificate_error))}); "
             "use --ca-bundle for a corporate proxy",
             kind="tls",
             sent=False,
         )
     if isinstance(exc, aiohttp.ClientConnectorError):
         return TransportError(
-            f"cannot connect to {url_host}: {exc.os_error.strerror or exc}",
+            f"cannot connect to {url_host}: {one_line(str(exc.os_error.strerror or exc))}",
             kind="network",
             sent=False,
         )
@@ -170,7 +154,8 @@ def _translate(exc: BaseException, *, url_host: str) -> TransportError:
     if isinstance(exc, aiohttp.ClientHttpProxyError):
         # The proxy refused the CONNECT tunnel: the request never left for Flow Service.
         return TransportError(
-            f"the proxy refused to connect to {url_host} (HTTP {exc.status} {exc.message})",
+            f"the proxy refused to connect to {url_host} "
+            f"(HTTP {exc.status} {one_line(str(exc.message))})",
             kind="network",
             sent=False,
         )
@@ -283,7 +268,9 @@ class _FreshConnections:
 class FlowServiceClient:
     """Send re-trigger requests over one aiohttp session, with headers prepared once.
 
-    The session's connector gets a :class:`_FreshConnections` guard.
+    The session is the seam for faking HTTP: it belongs to the caller, and a test gives one
+    whose connector reaches an in-process server. Its connector gets a
+    :class:`_FreshConnections` guard.
     """
 
     def __init__(
@@ -382,7 +369,7 @@ class FlowServiceClient:
                     body=body,
                     body_problem=problem,
                     retry_after=headers.get("Retry-After"),
-                    request_id=_request_id(headers, body),
+                    request_id=request_id(headers, body),
                     etag_header=headers.get("ETag"),
                     location=headers.get("Location"),
                 )

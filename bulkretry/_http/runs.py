@@ -1,102 +1,24 @@
-"""What a listing asks for and what it gets: :class:`ListQuery` and :class:`ListedRun`.
+"""What Flow Service says of a run, as a listing (or a look-up) gets it: :class:`ListedRun`.
 
-A query becomes ``property`` filters of ``GET /runs``; each item of a page becomes a
-:class:`ListedRun`, or is left out when it does not hold a clean run ID or contradicts the
-filters (a server that ignored one must not make ``run`` re-trigger the wrong runs).
+Each item of a ``GET /runs`` page becomes a :class:`ListedRun`, or is left out when it does not
+hold a clean run ID. Its other fields are the server's own text, kept as one safe line each
+(:func:`~bulkretry._text.one_line`); of the reasons it failed, a few at most.
 """
 
 from __future__ import annotations
 
 import datetime
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from .._exceptions import ConfigurationError
+from .._text import server_text
 
-__all__ = ["DEFAULT_PAGE_SIZE", "ListQuery", "ListedRun", "shorten"]
+__all__ = ["ListedRun"]
 
-#: Runs asked for per page (the ``limit`` parameter).
-DEFAULT_PAGE_SIZE = 100
-FAILED = "failed"
-STATUS_FIELD = "metrics.statusSummary.status"
-STARTED_FIELD = "metrics.durationSummary.startedAtUTC"
-
-#: What a flow ID may contain: enough for UUIDs, nothing that the filter syntax reads (``,=<>``).
-_FLOW_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")
 _MAX_ERRORS = 5
-_MAX_MESSAGE = 300
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class ListQuery:
-    """What to list: failed runs of ``flow_ids`` (or of every flow), started in a window.
-
-    ``since_ms`` and ``until_ms`` are epoch milliseconds, both exclusive, as the API's ``>``
-    and ``<`` filters are. Listing every flow must be asked for with ``all_flows``.
-    """
-
-    flow_ids: tuple[str, ...] = ()
-    all_flows: bool = False
-    since_ms: int | None = None
-    until_ms: int | None = None
-    page_size: int | None = DEFAULT_PAGE_SIZE
-
-    def __post_init__(self) -> None:
-        if not self.flow_ids and not self.all_flows:
-            raise ConfigurationError(
-                "name the flows with --flow-id, or list them all (--all-flows)"
-            )
-        if self.flow_ids and self.all_flows:
-            raise ConfigurationError("--flow-id and --all-flows cannot be used together")
-        for flow_id in self.flow_ids:
-            if not _FLOW_ID.fullmatch(flow_id):
-                raise ConfigurationError(
-                    f"flow ID {flow_id!r} is not valid (expected a UUID such as "
-                    "3d17a4ff-9e0a-4f7c-94bb-bc0b61a3a76d)"
-                )
-        if (
-            self.since_ms is not None
-            and self.until_ms is not None
-            and self.since_ms >= self.until_ms
-        ):
-            raise ConfigurationError("--since must be earlier than --until")
-        if self.page_size is not None and self.page_size < 1:
-            raise ConfigurationError("the page size must be at least 1")
-
-    def flows(self) -> tuple[str | None, ...]:
-        """Return the flows to list one after another; None stands for every flow."""
-        return tuple(dict.fromkeys(self.flow_ids)) or (None,)
-
-    def params(self, flow_id: str | None) -> list[tuple[str, str]]:
-        """Return the first page's query parameters for ``flow_id`` (None: every flow)."""
-        properties = [] if flow_id is None else [f"flowId=={flow_id}"]
-        properties.append(f"{STATUS_FIELD}=={FAILED}")
-        if self.since_ms is not None:
-            properties.append(f"{STARTED_FIELD}>{self.since_ms}")
-        if self.until_ms is not None:
-            properties.append(f"{STARTED_FIELD}<{self.until_ms}")
-        params = [("property", p) for p in properties]
-        if self.page_size is not None:
-            params.append(("limit", str(self.page_size)))
-        return params
-
-    def admits(self, run: ListedRun, flow_id: str | None) -> bool:
-        """Tell whether ``run`` fits the filters as far as it shows (the API may ignore one)."""
-        if run.status is not None and run.status.casefold() != FAILED:
-            return False
-        if flow_id is not None and run.flow_id is not None and run.flow_id != flow_id:
-            return False
-        started = run.started_at_ms
-        if started is not None:
-            if self.since_ms is not None and started <= self.since_ms:
-                return False
-            if self.until_ms is not None and started >= self.until_ms:
-                return False
-        return True
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -121,14 +43,12 @@ class ListedRun:
         metrics = _dict(item.get("metrics"))
         duration = _dict(metrics.get("durationSummary"))
         summary = _dict(metrics.get("statusSummary"))
-        status = summary.get("status")
-        flow_id = item.get("flowId")
         return cls(
             run_id=run_id,
-            flow_id=flow_id if isinstance(flow_id, str) else None,
+            flow_id=server_text(item.get("flowId")),
             started_at_ms=_millis(duration.get("startedAtUTC")),
             completed_at_ms=_millis(duration.get("completedAtUTC")),
-            status=status if isinstance(status, str) else None,
+            status=server_text(summary.get("status")),
             errors=_errors(item, summary),
         )
 
@@ -173,14 +93,6 @@ def _iso(ms: int | None) -> str | None:
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def shorten(value: object) -> str | None:
-    """Return ``value`` on one line, cut to a readable length; None when it is no string."""
-    if not isinstance(value, str):
-        return None
-    text = " ".join(value.split())
-    return text if len(text) <= _MAX_MESSAGE else text[: _MAX_MESSAGE - 1] + "…"
-
-
 def _errors(
     item: dict[str, Any], summary: dict[str, Any]
 ) -> tuple[tuple[str | None, str | None], ...]:
@@ -199,7 +111,7 @@ def _errors(
             continue
         for error in errors:
             error = _dict(error)
-            entry = (shorten(error.get("code")), shorten(error.get("message")))
+            entry = (server_text(error.get("code")), server_text(error.get("message")))
             if entry != (None, None):
                 found[entry] = None
             if len(found) >= _MAX_ERRORS:

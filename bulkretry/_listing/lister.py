@@ -1,65 +1,41 @@
 """List failed runs: ``GET /runs`` with property filters, followed page by page as pages arrive.
 
-One listing per flow (``property`` filters are ANDed, so several flows cannot share a query), or
-one for the whole sandbox. Each page's runs are handed to the caller before the next page is
-asked for, so that a long listing streams; run IDs already handed out are never repeated.
-
-Pages continue through ``_links.next.href``, which Adobe writes relative to the service base
-(``/runs?continuationToken=…`` means ``{base}/runs?continuationToken=…``); an absolute link is
-followed only to the base URL's own scheme, host and port, since the token goes with it. An
+One listing per flow of the :class:`~.query.ListQuery`, or one for the whole sandbox. Each
+page's runs are handed to the caller before the next page is asked for, so that a long listing
+streams; run IDs already handed out are never repeated. Pages continue through
+``_links.next.href`` (:func:`~.query.resolve_next` decides which links may be followed); an
 empty ``_links`` ends the listing; a continuation token seen twice stops it.
 
 Requests share ``run``'s machinery: a token from :func:`token_provider` (a 401 ``401013`` renews
-it once and retries), a :class:`Throttle` at the configured rate, and retries with backoff and
-``Retry-After``. A GET changes nothing, so every 5xx and network failure is safe to retry;
-:func:`decide_page` holds the whole decision:
-
-======================================  ============================================
-what happened                           decision
-======================================  ============================================
-200 with an ``items`` list              done
-200 without one (HTML, cut short…)      retry
-3xx                                     stop: a redirect could carry the token away
-401 ``401013``                          renew the token once, then ask again
-other 401, 403                          stop: the credentials are refused
-429                                     retry after max(Retry-After, backoff);
-                                        slows the throttle
-503                                     retry after max(Retry-After, backoff)
-501, 505                                stop
-other 5xx, network error, timeout       retry after backoff
-TLS failure                             stop
-404, other 4xx                          stop
-Retry-After above the cap               stop
-attempts reach ``max_attempts``, or     stop ("gave up")
-the page's ``deadline`` would pass
-======================================  ============================================
-
-A stop raises :class:`ListingHalted`; the runs handed out before it stay handed out.
+it once and retries), a :class:`Throttle` at the configured rate, and what to do after each
+answer from :func:`bulkretry._policy.decide_read`, the decision for every GET: retries with
+full-jitter backoff and ``Retry-After``, and when to stop. A stop raises
+:class:`ListingHalted`; the runs handed out before it stay handed out.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import random
-import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 from urllib.parse import quote, urlencode
 
 import aiohttp
 from yarl import URL
 
 from .._config import Settings
-from .._exceptions import BatchHalted, MissingCredentialsError, TransportError
+from .._exceptions import ListingHalted, MissingCredentialsError, TransportError
 from .._http.auth import TokenProvider, token_provider
-from .._http.client import Answer, make_session, parse_body, read_capped, translate
-from .._http.runs import DEFAULT_PAGE_SIZE, ListedRun, ListQuery, shorten
+from .._http.client import make_session, parse_body, read_capped, request_id, translate
+from .._http.runs import ListedRun
+from .._model import Answer
 from .._pace.throttle import Throttle
-from .._policy import adobe_error, backoff_delay, parse_retry_after
+from .._policy import Action, decide_read
+from .query import DEFAULT_PAGE_SIZE, ListQuery, next_href, resolve_next
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
@@ -69,48 +45,18 @@ __all__ = [
     "ListedRun",
     "ListingHalted",
     "ListingStats",
-    "PageDecision",
-    "decide_page",
     "list_failed_runs",
-    "resolve_next",
 ]
 
 log = logging.getLogger("bulkretry")
 
 #: A page of 1000 runs is about 2 MB; anything past this is not read.
 MAX_PAGE_BYTES = 32 * 1024 * 1024
+#: What a 200 must hold to be a page, in the words of a message that says it did not.
+_PAGE = "a page of runs"
 
 Wait = Callable[[float], Awaitable[None]]
 OnPage = Callable[[list[ListedRun]], None]
-
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-
-
-def _folded(query: ListQuery) -> ListQuery:
-    """Return ``query`` with UUID flow IDs in lower case, as Flow Service writes ``flowId``.
-
-    Each listed run's ``flowId`` is checked against the flow asked for, so an upper-case flow
-    ID would otherwise leave out every run of its flow.
-    """
-    flows = tuple(dict.fromkeys(f.lower() if _UUID.fullmatch(f) else f for f in query.flow_ids))
-    return query if flows == query.flow_ids else dataclasses.replace(query, flow_ids=flows)
-
-
-class ListingHalted(BatchHalted):
-    """The listing stopped before its last page; ``reason`` says why in one sentence."""
-
-    def __init__(
-        self,
-        reason: str,
-        *,
-        status: int | None = None,
-        error_code: str | None = None,
-        request_id: str | None = None,
-    ) -> None:
-        self.status = status
-        self.error_code = error_code
-        self.request_id = request_id
-        super().__init__(reason)
 
 
 @dataclass(slots=True, kw_only=True)
@@ -153,162 +99,13 @@ class ListingStats:
         )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PageDecision:
-    """The verdict on one request for a page: done, retry after ``delay``, renew, or stop."""
-
-    action: Literal["done", "retry", "renew", "stop"]
-    delay: float = 0.0
-    reason: str = ""
-    throttled: bool = False
-    retry_after: float | None = None
-
-
-def _describe(answer: Answer) -> str:
-    code, _, message = adobe_error(answer.body)
-    text = f"HTTP {answer.status}"
-    if code:
-        text += f" {code}"
-    return f"{text}: {shorten(message)}" if message else text
-
-
-def decide_page(
-    outcome: Answer | TransportError,
-    *,
-    attempt: int,
-    elapsed: float,
-    settings: Settings,
-    rng: random.Random,
-    wall_now: float,
-) -> PageDecision:
-    """Classify one attempt at a page and decide what happens next (see the module table)."""
-    retry_after: float | None = None
-    throttled = False
-    if isinstance(outcome, TransportError):
-        if outcome.kind == "tls":
-            return PageDecision(action="stop", reason=str(outcome))
-        why = str(outcome)
-    else:
-        status = outcome.status
-        body = outcome.body
-        if status == 200:
-            if isinstance(body, dict) and isinstance(body.get("items"), list):
-                return PageDecision(action="done")
-            problem = outcome.body_problem or "the body has no list of items"
-            why = f"HTTP 200 without a page of runs ({problem})"
-        elif 200 <= status < 400:
-            return PageDecision(
-                action="stop",
-                reason=f"{_describe(outcome)}: not a page of runs, and redirects are not followed "
-                "(they could carry the token elsewhere); check --base-url",
-            )
-        elif status == 401 and adobe_error(body)[0] == "401013":
-            return PageDecision(action="renew", reason=_describe(outcome))
-        elif status in (401, 403):
-            return PageDecision(
-                action="stop",
-                reason=f"the API refused the credentials ({_describe(outcome)}); "
-                "check the token, API key, org and sandbox",
-            )
-        elif status == 404:
-            return PageDecision(action="stop", reason=f"{_describe(outcome)}; check --base-url")
-        elif status in (429, 503):
-            retry_after = parse_retry_after(outcome.retry_after, wall_now=wall_now)
-            throttled = status == 429 or retry_after is not None
-            why = _describe(outcome)
-        elif 400 <= status < 500 or status in (501, 505):
-            return PageDecision(
-                action="stop", reason=f"the API refused the listing ({_describe(outcome)})"
-            )
-        else:
-            why = _describe(outcome)
-
-    def stop(reason: str) -> PageDecision:
-        return PageDecision(
-            action="stop", reason=reason, throttled=throttled, retry_after=retry_after
-        )
-
-    if retry_after is not None and retry_after > settings.retry_after_cap:
-        return stop(
-            f"{why}; the server asked to wait {retry_after:.0f} s, more than the "
-            f"{settings.retry_after_cap:.0f} s cap: list again after that"
-        )
-    if attempt >= settings.max_attempts:
-        return stop(f"{why}; gave up after {attempt} attempts")
-    delay = backoff_delay(attempt, base=settings.backoff_base, cap=settings.backoff_cap, rng=rng)
-    if retry_after is not None:
-        delay = max(delay, retry_after)
-    if elapsed + delay > settings.deadline:
-        return stop(
-            f"{why}; gave up: the next wait would pass the {settings.deadline:g} s deadline"
-        )
-    return PageDecision(
-        action="retry", delay=delay, reason=why, throttled=throttled, retry_after=retry_after
-    )
-
-
-def resolve_next(base: URL, href: str) -> URL:
-    """Return the URL of the next page that ``href`` links to, relative to ``base``.
-
-    A link starting with ``/`` is relative to the service base, as Adobe writes them, unless it
-    already starts with the base's path; an absolute (or ``//host``) link must stay on the
-    base's scheme, host and port. Raise :class:`ListingHalted` for any other link.
-    """
-    try:
-        link = URL(href.strip())
-    except (ValueError, TypeError) as exc:
-        raise ListingHalted(f"the next-page link {href!r} is not a URL ({exc})") from None
-    if link.raw_user is not None or link.raw_password is not None:
-        raise ListingHalted("the next-page link carries credentials (user:password@); refused")
-    if link.host is not None:
-        resolved = base.join(link)
-        if (resolved.scheme, resolved.host, resolved.port) != (base.scheme, base.host, base.port):
-            where = f"{resolved.scheme}://{resolved.raw_authority}"
-            raise ListingHalted(
-                f"the next-page link points to {where}, not to {base.origin()}; "
-                "the access token is never sent to another host"
-            )
-        return resolved.with_fragment(None)
-    if link.scheme:
-        raise ListingHalted(f"the next-page link {href!r} is not an http(s) URL")
-    base_path = base.raw_path.rstrip("/")
-    path = link.raw_path
-    if not path:
-        path = f"{base_path}/runs"
-    elif not path.startswith("/"):
-        path = f"{base_path}/{path}"
-    elif not (base_path and (path == base_path or path.startswith(base_path + "/"))):
-        path = base_path + path
-    return URL.build(
-        scheme=base.scheme,
-        authority=base.raw_authority,
-        path=path,
-        query_string=link.raw_query_string,
-        encoded=True,
-    )
-
-
-def _next_href(body: dict[str, Any]) -> str | None:
-    """Return the next page's link, or None at the end; refuse a link that cannot be read."""
-    links = body.get("_links")
-    if not isinstance(links, dict):
-        return None
-    nxt = links.get("next")
-    if nxt is None:
-        return None
-    href = nxt.get("href") if isinstance(nxt, dict) else nxt
-    if not isinstance(href, str):
-        raise ListingHalted(f"cannot read the next-page link {shorten(repr(nxt))}")
-    # An empty link would mean the unfiltered /runs: take it as the end, never follow it.
-    return href if href.strip() else None
-
-
 class FailedRunLister:
     """List failed runs page by page, handing each page's new runs out as it arrives.
 
-    ``session`` and ``tokens`` belong to the caller if given; otherwise a session is opened for
-    the listing and the token comes from ``settings.credentials``. ``wait`` replaces
-    ``asyncio.sleep`` between attempts (tests pass one that never sleeps).
+    ``session`` and ``tokens`` belong to the caller if given (a test passes a session on a fake
+    connector); otherwise a session is opened for the listing and the token comes from
+    ``settings.credentials``. ``wait`` replaces ``asyncio.sleep`` between attempts (tests pass
+    one that never sleeps).
     """
 
     def __init__(
@@ -322,7 +119,7 @@ class FailedRunLister:
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
-        self.query = query = _folded(query)
+        self.query = query = query.folded()
         self.stats = ListingStats(flows=len(query.flow_ids))
         self.throttle = Throttle(
             settings.rate, burst=settings.burst, pause_after=settings.pause_after
@@ -392,7 +189,7 @@ class FailedRunLister:
             self.stats.pages += 1
             on_page(self._accept(body["items"], flow_id))
             try:
-                href = _next_href(body)
+                href = next_href(body)
                 if href is None:
                     return
                 url = resolve_next(self._base, href)
@@ -427,7 +224,7 @@ class FailedRunLister:
         return f"listing the failed runs{flow} stopped at page {page}: "
 
     async def _fetch(self, url: URL, page: int) -> dict[str, Any]:
-        """Get one page, retrying and renewing the token as :func:`decide_page` says."""
+        """Get one page, retrying and renewing the token as :func:`decide_read` says."""
         assert self._tokens is not None
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -454,53 +251,57 @@ class FailedRunLister:
                     stats.throttled += 1
                 elif outcome.status >= 500:
                     stats.server_errors += 1
-            decision = decide_page(
+            decision = decide_read(
                 outcome,
                 attempt=attempt,
                 elapsed=now - started,
                 settings=self.settings,
                 rng=self._rng,
                 wall_now=time.time(),
+                wanted=_PAGE,
             )
             if decision.throttled:
                 self.throttle.on_throttled(decision.retry_after, sent_at=sent_at)
             else:
                 self.throttle.on_success()
-            if decision.action == "done":
+            if decision.action is Action.SUCCEED:
                 assert isinstance(outcome, Answer)
                 assert isinstance(outcome.body, dict)
                 return outcome.body
-            if decision.action == "renew" and not renewed:
+            error = decision.error
+            assert error is not None
+            if decision.token_expired and not renewed:
                 # Renewal is not a failed attempt: the next try uses a new token.
                 renewed = True
                 attempt -= 1
                 await self._tokens.renew(token)
                 stats.token_renewals += 1
                 continue
-            if decision.action in ("renew", "stop"):
-                reason = decision.reason
-                if decision.action == "renew":
-                    reason = f"the API refused the renewed access token too ({reason})"
-                status = outcome.status if isinstance(outcome, Answer) else None
-                request_id = outcome.request_id if isinstance(outcome, Answer) else None
-                code = adobe_error(outcome.body)[0] if isinstance(outcome, Answer) else None
+            if decision.action is Action.HALT:
+                reason = decision.halt_reason or error.message
+                if decision.token_expired:
+                    reason = f"the API refused the renewed access token too ({error.message})"
+                answer = outcome if isinstance(outcome, Answer) else None
                 raise ListingHalted(
                     self._where(page) + reason,
-                    status=status,
-                    error_code=code,
-                    request_id=request_id,
+                    status=answer.status if answer is not None else None,
+                    error_code=error.error_code,
+                    request_id=answer.request_id if answer is not None else None,
                 )
             log.info(
                 "page %d: %s; retrying in %.1f s (attempt %d)",
                 page,
-                decision.reason,
+                error.message,
                 decision.delay,
                 attempt + 1,
             )
             await self._wait(decision.delay)
 
     async def _get(self, url: URL, token: str) -> Answer:
-        """Make one GET; raise :class:`TransportError` below HTTP."""
+        """Make one GET; raise :class:`TransportError` below HTTP.
+
+        A 200 that is not a page of runs (no ``items`` list) says so in ``body_problem``.
+        """
         assert self._session is not None
         credentials = self.settings.credentials
         assert credentials is not None
@@ -521,12 +322,16 @@ class FailedRunLister:
             ) as response:
                 raw, truncated = await read_capped(response, MAX_PAGE_BYTES)
                 body, problem = parse_body(raw, truncated, cap=MAX_PAGE_BYTES)
+                if problem is None and not (
+                    isinstance(body, dict) and isinstance(body.get("items"), list)
+                ):
+                    problem = "the body has no list of items"
                 return Answer(
                     status=response.status,
                     body=body,
                     body_problem=problem,
                     retry_after=response.headers.get("Retry-After"),
-                    request_id=response.headers.get("x-request-id"),
+                    request_id=request_id(response.headers),
                 )
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise translate(exc, url_host=self._base.host or str(self._base)) from exc

@@ -44,6 +44,12 @@ async def run_all(ids: list[str], settings: Settings) -> list[RunResult]:
     return [r async for r in bulkretry.retrigger(ids, settings)]
 
 
+async def collect_into(results: list[RunResult], ids: list[str], settings: Settings) -> None:
+    """Gather every result into ``results``, even when the batch halts at the end."""
+    async for result in bulkretry.retrigger(ids, settings):
+        results.append(result)
+
+
 async def test_throttled_batch_retriggers_every_run_exactly_once() -> None:
     """Against a real quota, with 429s and Retry-After, every run is re-triggered once."""
     config = SimulatorConfig(flows=4, runs_per_flow=100, quota=TokenBucketQuota(rate=400, burst=10))
@@ -199,7 +205,9 @@ async def test_wrong_api_key_halts_after_one_request() -> None:
         bad = Credentials(
             access_token=s.credentials.access_token, api_key="wrong", org_id=s.credentials.org_id
         )
-        results = await run_all(ids, settings_for(sim, concurrency=1, credentials=bad))
+        results: list[RunResult] = []
+        with pytest.raises(bulkretry.BatchHalted, match="refused the credentials"):
+            await collect_into(results, ids, settings_for(sim, concurrency=1, credentials=bad))
         assert sim.request_count == 1
     assert Counter(r.outcome for r in results) == {Outcome.NOT_ATTEMPTED: 30}
 

@@ -242,8 +242,15 @@ def settings_for(server: Server, **overrides: Any) -> Settings:
 
 
 async def run_all(server: Server, ids: list[str], **overrides: Any) -> list[RunResult]:
+    """Every result of a batch; a halt (raised after the last result) is in the results."""
+    results: list[RunResult] = []
     async with asyncio.timeout(30):
-        return [r async for r in bulkretry.retrigger(ids, settings_for(server, **overrides))]
+        try:
+            async for result in bulkretry.retrigger(ids, settings_for(server, **overrides)):
+                results.append(result)
+        except bulkretry.BatchHalted:
+            pass
+    return results
 
 
 async def run_one(server: Server, **overrides: Any) -> RunResult:
@@ -1045,6 +1052,40 @@ def test_cli_records_and_exit_code_for_each_hostile_answer(
     assert all(line.isprintable() for line in err.splitlines()), err
     assert all(line.startswith("bulkretry: ") for line in err.splitlines()), err
     assert not any(line.startswith("bulkretry: forged") for line in err.splitlines()), err
+
+
+def strings_in(value: Any) -> list[str]:
+    """Return every string a decoded JSON value holds, keys too."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in [k, *strings_in(v)]]
+    if isinstance(value, list):
+        return [s for v in value for s in strings_in(v)]
+    return []
+
+
+@pytest.mark.parametrize(("status", "exit_code"), [(400, 1), (403, 3)])
+def test_cli_lets_no_escape_or_bell_a_server_wrote_reach_stderr_or_the_results(
+    status: int, exit_code: int, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """ESC and BEL in a refusal's message, code and request ID come out as spaces, everywhere."""
+    hostile = "\x1b[2J\x07"
+    body = orjson.dumps(
+        {
+            "error_code": f"E{hostile}1",
+            "message": f"clear{hostile}the screen",
+            "report": {"request-id": f"req{hostile}1"},
+        }
+    )
+    with in_thread(lambda: web_server(answer(status, body))) as server:
+        code, records = cli(server, tmp_path, [RUN], "-v")
+    err = capsys.readouterr().err
+    assert code == exit_code
+    for text in [err, *strings_in(records)]:
+        assert "\x1b" not in text, repr(text)
+        assert "\x07" not in text, repr(text)
+    assert "the screen" in err
 
 
 # --- stdout closed early -------------------------------------------------------------------

@@ -156,13 +156,17 @@ def test_governor_repr_shows_every_piece_and_the_counts() -> None:
 async def test_library_results_show_halts_as_not_attempted() -> None:
     """The library API reports a halted batch's unsent records too."""
     config = SimulatorConfig(flows=1, runs_per_flow=10)
+    results: list[bulkretry.RunResult] = []
+
+    async def collect(ids: list[str]) -> None:
+        async for result in bulkretry.retrigger(
+            ids, settings_for(sim, max_retriggers=3, concurrency=1)
+        ):
+            results.append(result)
+
     async with Simulator(config) as sim:
-        results = [
-            r
-            async for r in bulkretry.retrigger(
-                sim.failed_run_ids(), settings_for(sim, max_retriggers=3, concurrency=1)
-            )
-        ]
+        with pytest.raises(bulkretry.BatchHalted, match="max-retriggers"):
+            await collect(sim.failed_run_ids())
     assert Counter(r.outcome for r in results) == {
         Outcome.RETRIGGERED: 3,
         Outcome.NOT_ATTEMPTED: 7,

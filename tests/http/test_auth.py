@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import itertools
+import random
 import traceback
 from collections import deque
 from collections.abc import AsyncIterator
@@ -24,6 +26,8 @@ from bulkretry._exceptions import (
 from bulkretry._http.auth import ClientCredentialsToken, StaticToken, TokenProvider, token_provider
 
 SECRET = "p8e-TOP-SECRET-client-secret-value"
+#: What a hostile server writes to clear the screen and ring the bell.
+HOSTILE = "\x1b[2J\x07"
 CLIENT_ID = "my-client-id"
 DAY = 86399
 
@@ -34,6 +38,7 @@ class Reply:
     body: bytes
     started: asyncio.Event | None
     release: asyncio.Event | None
+    headers: dict[str, str] | None = None
 
 
 class FakeIMS:
@@ -61,10 +66,11 @@ class FakeIMS:
         times: int = 1,
         started: asyncio.Event | None = None,
         release: asyncio.Event | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         """Script the next answers: JSON ``payload`` or raw ``body``, optionally held."""
         raw = orjson.dumps(payload) if body is None else body
-        self._script.extend([Reply(status, raw, started, release)] * times)
+        self._script.extend([Reply(status, raw, started, release, headers)] * times)
 
     def fail(self, error: BaseException, *, times: int = 1) -> None:
         """Script the next attempts to fail below HTTP with ``error``."""
@@ -90,7 +96,12 @@ class FakeIMS:
             step.started.set()
         if step.release is not None:
             await step.release.wait()
-        return web.Response(status=step.status, body=step.body, content_type="application/json")
+        return web.Response(
+            status=step.status,
+            body=step.body,
+            content_type="application/json",
+            headers=step.headers,
+        )
 
 
 @pytest.fixture
@@ -166,6 +177,19 @@ def provider(
 
 def ok(token: str, expires_in: object = DAY) -> dict[str, object]:
     return {"access_token": token, "token_type": "bearer", "expires_in": expires_in}
+
+
+def assert_safe(message: str) -> None:
+    """A message quoting a server is one printable line: no ESC, no BEL, no newline."""
+    assert "\x1b" not in message
+    assert "\x07" not in message
+    assert message.isprintable(), repr(message)
+
+
+def assert_jittered_below(waits: list[float], ceilings: list[float]) -> None:
+    """Each wait is a full-jitter draw: somewhere in [0, its ceiling]."""
+    assert len(waits) == len(ceilings)
+    assert all(0.0 <= wait <= ceiling for wait, ceiling in zip(waits, ceilings, strict=True))
 
 
 # -- fetching --------------------------------------------------------------------------------
@@ -472,13 +496,13 @@ async def test_unusable_ims_answer_is_an_authentication_error(
 async def test_transient_ims_status_is_retried_then_succeeds(
     ims: FakeIMS, provider: ClientCredentialsToken, sleep: FakeSleep, status: int
 ) -> None:
-    """5xx and 429 from IMS are retried with doubling waits until a token comes."""
+    """5xx and 429 from IMS are retried, each wait jittered below a doubling ceiling."""
     ims.reply(status=status, body=b"busy")
     ims.reply(status=status, payload={"error": "server_error"})
     ims.reply(payload=ok("t1"))
     assert await provider.token() == "t1"
     assert ims.requests == 3
-    assert sleep.waits == [0.5, 1.0]
+    assert_jittered_below(sleep.waits, [0.5, 1.0])
 
 
 async def test_persistent_5xx_gives_up_after_the_attempts_naming_the_status(
@@ -494,7 +518,7 @@ async def test_persistent_5xx_gives_up_after_the_attempts_naming_the_status(
     )
     assert info.value.status == 503
     assert ims.requests == 3
-    assert sleep.waits == [0.5, 1.0]
+    assert_jittered_below(sleep.waits, [0.5, 1.0])
 
 
 @pytest.mark.parametrize(
@@ -519,6 +543,93 @@ async def test_network_failure_is_retried_then_reported(
     assert info.value.__cause__ is not None
     assert ims.requests == 3
     assert len(sleep.waits) == 2
+
+
+async def test_ims_waits_are_drawn_from_the_given_rng(
+    session: aiohttp.ClientSession, ims: FakeIMS, sleep: FakeSleep
+) -> None:
+    """The jitter of IMS retries comes from the injected rng: the same seed, the same waits."""
+    provider = ClientCredentialsToken(
+        session,
+        ims_url=ims.url,
+        client_id=CLIENT_ID,
+        client_secret=SECRET,
+        scopes=DEFAULT_SCOPES,
+        sleep=sleep,
+        rng=random.Random(7),
+    )
+    ims.reply(status=503, body=b"busy", times=2)
+    ims.reply(payload=ok("t1"))
+    assert await provider.token() == "t1"
+    expected = random.Random(7)
+    assert sleep.waits == [expected.uniform(0.0, 0.5), expected.uniform(0.0, 1.0)]
+
+
+@pytest.mark.parametrize("status", [429, 503])
+async def test_ims_retry_after_is_a_floor_on_the_wait(
+    ims: FakeIMS, provider: ClientCredentialsToken, sleep: FakeSleep, status: int
+) -> None:
+    """A Retry-After from IMS is waited out (it outweighs the jittered backoff)."""
+    ims.reply(status=status, body=b"busy", headers={"Retry-After": "5"})
+    ims.reply(payload=ok("t1"))
+    assert await provider.token() == "t1"
+    assert sleep.waits == [5.0]
+
+
+async def test_ims_retry_after_beyond_the_cap_gives_up_at_once(
+    ims: FakeIMS, provider: ClientCredentialsToken, sleep: FakeSleep
+) -> None:
+    """An hour's Retry-After is not waited out with every worker blocked: stop, saying so."""
+    ims.reply(status=429, body=b"slow down", headers={"Retry-After": "3600"})
+    with pytest.raises(AuthenticationError) as info:
+        await provider.token()
+    assert "asked to wait 3600 s" in str(info.value)
+    assert info.value.status == 429
+    assert ims.requests == 1
+    assert sleep.waits == []
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        ConnectionResetError(errno.ECONNRESET, "Connection reset by peer"),
+        OSError(errno.EHOSTUNREACH, "No route to host"),
+    ],
+)
+async def test_a_bare_socket_error_is_retried_then_an_authentication_error(
+    ims: FakeIMS, provider: ClientCredentialsToken, error: OSError
+) -> None:
+    """An OSError aiohttp did not wrap never escapes unmapped: retried, then one clear error."""
+    ims.fail(error, times=3)
+    with pytest.raises(AuthenticationError, match="network error") as info:
+        await provider.token()
+    assert info.value.__cause__ is not None
+    assert ims.requests == 3
+
+
+async def test_ims_error_fields_reach_the_message_without_escape_or_bell(
+    ims: FakeIMS, provider: ClientCredentialsToken
+) -> None:
+    """IMS's error code and description lose ESC, BEL and newlines before reaching stderr."""
+    ims.reply(
+        status=400,
+        payload={"error": f"invalid{HOSTILE}scope", "error_description": f"nope{HOSTILE}\nx"},
+    )
+    with pytest.raises(AuthenticationError) as info:
+        await provider.token()
+    assert_safe(str(info.value))
+    assert info.value.error_code is not None
+    assert_safe(info.value.error_code)
+
+
+async def test_ims_network_error_text_is_quoted_without_escape_or_bell(
+    ims: FakeIMS, provider: ClientCredentialsToken
+) -> None:
+    """The text of a network failure (which a proxy may have written) is one safe line."""
+    ims.fail(aiohttp.ClientConnectionError(f"reset{HOSTILE}"), times=3)
+    with pytest.raises(AuthenticationError) as info:
+        await provider.token()
+    assert_safe(str(info.value))
 
 
 async def test_network_failure_then_success_gives_the_token(

@@ -1,4 +1,4 @@
-"""The client boundary: tolerant body parsing and aiohttp error translation."""
+"""The client boundary: tolerant body parsing, aiohttp error translation, safe server text."""
 
 from __future__ import annotations
 
@@ -8,14 +8,25 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import client_exceptions
+from aiohttp.client_middlewares import ClientHandlerType
 from aiohttp.client_reqrep import ConnectionKey
+from hypothesis import given
+from hypothesis import strategies as st
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from bulkretry._exceptions import TransportError
-from bulkretry._http.client import MAX_BODY_BYTES, parse_body, translate
+from bulkretry._exceptions import BulkRetryError, TransportError
+from bulkretry._http.client import (
+    MAX_BODY_BYTES,
+    FlowServiceClient,
+    parse_body,
+    request_id,
+    translate,
+)
+from bulkretry._text import one_line, server_text
 
 HOST = "platform.adobe.io"
 ACTION_URL = URL(f"https://{HOST}/data/foundation/flowservice/runs/x/action?op=re-trigger")
@@ -36,6 +47,16 @@ REQUEST_INFO = aiohttp.RequestInfo(
     headers=CIMultiDictProxy(CIMultiDict()),
     real_url=ACTION_URL,
 )
+#: What a hostile server writes to clear the screen and ring the bell.
+HOSTILE = "\x1b[2J\x07"
+
+
+def assert_safe(text: str | None) -> None:
+    """Server text that reached a message is one printable line: no ESC, no BEL, no newline."""
+    assert text is not None
+    assert "\x1b" not in text
+    assert "\x07" not in text
+    assert text.isprintable(), repr(text)
 
 
 # --- parse_body -----------------------------------------------------------------------------
@@ -320,3 +341,140 @@ def test_translate_reraises_what_is_not_a_network_error() -> None:
     """A programming error is not disguised as a network failure."""
     with pytest.raises(ValueError, match="a bug"):
         translate(ValueError("a bug"), url_host=HOST)
+
+
+@given(st.binary(max_size=200))
+def test_parse_body_never_raises_whatever_the_bytes(raw: bytes) -> None:
+    """orjson's errors stop at the boundary: any bytes give JSON or a problem, never a raise."""
+    body, problem = parse_body(raw, truncated=False)
+    assert problem is None or body is None
+
+
+# --- nothing from below escapes the client unmapped -----------------------------------------
+
+#: Errors from below HTTP that aiohttp may let through as they are.
+BARE_ERRORS: dict[str, Factory] = {
+    "TimeoutError": TimeoutError,
+    "ConnectionResetError": lambda: ConnectionResetError(errno.ECONNRESET, "reset by peer"),
+    "BrokenPipeError": lambda: BrokenPipeError(errno.EPIPE, "Broken pipe"),
+    "OSError": lambda: OSError(errno.EHOSTUNREACH, "No route to host"),
+    "ssl.SSLError": lambda: ssl.SSLError(1, "decryption failed"),
+}
+LOWER_LAYER: dict[str, Factory] = {
+    **{name: factory for name, (factory, _, _) in TRANSLATIONS.items()},
+    **BARE_ERRORS,
+}
+
+
+@pytest.mark.parametrize("name", list(LOWER_LAYER))
+async def test_no_lower_layer_error_escapes_retrigger_unmapped(name: str) -> None:
+    """Whatever aiohttp or the socket raises, retrigger raises a TransportError from it."""
+    raised = LOWER_LAYER[name]()
+
+    async def fail(
+        request: aiohttp.ClientRequest, handler: ClientHandlerType
+    ) -> aiohttp.ClientResponse:
+        raise raised
+
+    async with aiohttp.ClientSession(middlewares=(fail,)) as session:
+        client = FlowServiceClient(
+            session,
+            base_url=f"https://{HOST}/data/foundation/flowservice",
+            op="re-trigger",
+            api_key="k",
+            org_id="o",
+            sandbox="prod",
+            timeout=5.0,
+        )
+        with pytest.raises(BulkRetryError) as info:
+            await client.retrigger("4fb0418e-1804-45d6-8d56-dd51f05c0baf", "token")
+    assert isinstance(info.value, TransportError)
+    # The cause stays for a debugger (aiohttp itself wraps a bare OSError on its way up).
+    chain: list[BaseException | None] = [info.value.__cause__]
+    while chain[-1] is not None and chain[-1] is not raised:
+        chain.append(chain[-1].__cause__)
+    assert chain[-1] is raised
+    assert_safe(str(info.value))
+
+
+# --- server text in messages ------------------------------------------------------------------
+
+
+def test_an_invalid_http_answer_is_quoted_without_escape_or_bell() -> None:
+    """aiohttp's parser quotes the bad bytes a server sent; the message keeps none of ESC/BEL."""
+    exc = aiohttp.ClientResponseError(
+        REQUEST_INFO, (), status=400, message=f"Invalid header value {HOSTILE!s}\n  ^"
+    )
+    assert_safe(str(translate(exc, url_host=HOST)))
+
+
+def test_a_proxy_refusal_is_quoted_without_escape_or_bell() -> None:
+    """The reason phrase of a proxy refusing the tunnel is the proxy's own text."""
+    exc = aiohttp.ClientHttpProxyError(REQUEST_INFO, (), status=407, message=f"No{HOSTILE}Auth")
+    message = str(translate(exc, url_host=HOST))
+    assert_safe(message)
+    assert "HTTP 407" in message
+
+
+def test_a_network_error_is_quoted_without_escape_or_bell() -> None:
+    """Whatever text an error below HTTP carries reaches the result as one safe line."""
+    exc = aiohttp.ClientOSError(errno.ECONNRESET, f"reset{HOSTILE}by peer")
+    assert_safe(str(translate(exc, url_host=HOST)))
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ({"x-request-id": f"req{HOSTILE}1"}, None),
+        ({}, {"report": {"request-id": f"req{HOSTILE}1" + "x" * 5000}}),
+    ],
+)
+def test_a_request_id_is_quoted_without_escape_or_bell(headers: dict[str, str], body: Any) -> None:
+    """The request ID (header or Flow Service report) lands in results: one short safe line."""
+    rid = request_id(CIMultiDictProxy(CIMultiDict(headers)), body)
+    assert_safe(rid)
+    assert rid is not None
+    assert len(rid) <= 200
+
+
+# --- the one sanitiser (bulkretry._text) ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("plain message", "plain message"),
+        (f"clear{HOSTILE}screen", "clear [2J screen"),
+        ("a\nforged: log line\r\n", "a forged: log line"),
+        ("csi\x9b31mred", "csi 31mred"),
+        ("right\u202eto left", "right to left"),
+        ("  spaced \t out  ", "spaced out"),
+        ("", ""),
+    ],
+)
+def test_one_line_turns_every_unprintable_character_into_a_space(text: str, expected: str) -> None:
+    """ESC, BEL, C1 controls, bidi overrides and line breaks become spaces; runs collapse."""
+    assert one_line(text) == expected
+
+
+def test_one_line_cuts_long_text_with_an_ellipsis() -> None:
+    """Whatever a server sends, at most ``limit`` characters are quoted."""
+    assert one_line("x" * 1000, 10) == "x" * 9 + "…"
+    assert len(one_line(HOSTILE * 10_000)) <= 300
+
+
+@given(st.text(max_size=2000), st.integers(min_value=1, max_value=400))
+def test_one_line_is_always_one_printable_bounded_line(text: str, limit: int) -> None:
+    """For any text: printable, no leading or trailing space, no longer than the limit."""
+    line = one_line(text, limit)
+    assert line.isprintable()
+    assert line == line.strip()
+    assert len(line) <= limit
+
+
+def test_server_text_quotes_strings_and_drops_anything_else() -> None:
+    """A field that is not a string (a number, a list) is no text to quote."""
+    assert server_text(f"a{HOSTILE}b") == "a [2J b"
+    assert server_text(42) is None
+    assert server_text(None) is None
+    assert orjson.dumps(server_text("ok")) == b'"ok"'

@@ -10,8 +10,8 @@ from typing import NoReturn
 
 import pytest
 
-from bulkretry._http import secrets as _secrets
 from bulkretry._exceptions import ConfigurationError
+from bulkretry._http import secrets as _secrets
 from bulkretry._http.secrets import MASK, Redactor, Secret, read_secret_file
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.payload-part.signature_part"

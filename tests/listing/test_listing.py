@@ -15,7 +15,6 @@ from yarl import URL
 
 from bulkretry._config import Credentials, Settings
 from bulkretry._exceptions import AuthenticationError, ConfigurationError, TransportError
-from bulkretry._http.client import Answer
 from bulkretry._io.source import STDIN, RecordReader, RunIdValidator
 from bulkretry._listing.lister import (
     FailedRunLister,
@@ -23,10 +22,11 @@ from bulkretry._listing.lister import (
     ListingHalted,
     ListingStats,
     ListQuery,
-    decide_page,
     list_failed_runs,
-    resolve_next,
 )
+from bulkretry._listing.query import resolve_next
+from bulkretry._model import Answer
+from bulkretry._policy import Action, Decision, decide_read
 from bulkretry._simulator import ManualClock, RecordedRequest, Simulator, SimulatorConfig
 
 pytestmark = pytest.mark.e2e
@@ -569,6 +569,111 @@ async def test_html_answer_is_retried_then_given_up() -> None:
         await runner.cleanup()
 
 
+# -- server text on stderr and in the output -------------------------------------------------------
+
+#: What a hostile server writes to clear the screen and ring the bell.
+HOSTILE = "\x1b[2J\x07"
+
+
+def assert_safe(text: str | None) -> None:
+    """Server text that reached a message is one printable line: no ESC, no BEL, no newline."""
+    assert text is not None
+    assert "\x1b" not in text
+    assert "\x07" not in text
+    assert text.isprintable(), repr(text)
+
+
+@asynccontextmanager
+async def answering(status: int, body: Any) -> AsyncIterator[str]:
+    """Serve ``GET /runs`` with the same JSON answer to every request."""
+
+    async def handle(request: web.Request) -> web.Response:
+        return web.json_response(body, status=status)
+
+    app = web.Application()
+    app.router.add_get("/runs", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+HOSTILE_ERROR = {"error_code": f"400{HOSTILE}", "message": f"no{HOSTILE}\nsuch filter"}
+
+
+async def test_a_refused_listing_quotes_the_server_without_escape_or_bell() -> None:
+    """A 400's code and message reach the halt reason (printed on stderr) as one safe line."""
+    async with answering(400, HOSTILE_ERROR) as base:
+        with pytest.raises(ListingHalted) as caught:
+            await collect(settings_for(base), ListQuery(all_flows=True))
+    assert_safe(str(caught.value))
+    assert_safe(caught.value.error_code)
+    assert "such filter" in caught.value.reason
+
+
+async def test_retried_pages_log_the_server_text_without_escape_or_bell(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The retry log line and the give-up reason quote a 5xx body as one safe line."""
+    caplog.set_level("INFO", logger="bulkretry")
+    async with answering(500, HOSTILE_ERROR) as base:
+        with pytest.raises(ListingHalted) as caught:
+            await collect(settings_for(base, max_attempts=2), ListQuery(all_flows=True))
+    assert_safe(str(caught.value))
+    retries = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
+    assert retries
+    for message in retries:
+        assert_safe(message)
+
+
+async def test_listed_runs_carry_the_server_text_without_escape_or_bell() -> None:
+    """A run's flow ID, status and error texts are written out as one safe line each."""
+    run = item("a", flow=f"f{HOSTILE}1")
+    run["metrics"]["statusSummary"]["errors"] = [
+        {"code": f"CONNECTOR-{HOSTILE}", "message": f"the source{HOSTILE}\nis gone"}
+    ]
+    async with answering(200, {"items": [run], "_links": {}}) as base:
+        listed: list[ListedRun] = []
+        await list_failed_runs(
+            settings_for(base), ListQuery(all_flows=True), listed.extend, wait=Waits()
+        )
+    [got] = listed
+    assert_safe(got.flow_id)
+    [(code, message)] = got.errors
+    assert_safe(code)
+    assert_safe(message)
+    assert b"\\u001b" not in got.to_json_line()
+
+
+@pytest.mark.parametrize(
+    "href",
+    [
+        f"javascript:{HOSTILE}",
+        f"https://evil.example/{HOSTILE}runs",
+        f"http://[{HOSTILE}",
+        "https://evil.example/" + "x" * 5000,
+    ],
+)
+def test_a_refused_next_link_is_quoted_without_escape_or_bell(href: str) -> None:
+    """A link the lister will not follow is named in the stop reason as one short safe line."""
+    with pytest.raises(ListingHalted) as caught:
+        resolve_next(BASE, href)
+    assert_safe(caught.value.reason)
+    assert len(caught.value.reason) < 500
+
+
+async def test_an_unreadable_next_link_is_quoted_without_escape_or_bell() -> None:
+    """A next link that is not a string is named safely in the stop reason."""
+    links = {"next": {"href": 5, "title": HOSTILE * 100}}
+    async with answering(200, {"items": [], "_links": links}) as base:
+        with pytest.raises(ListingHalted) as caught:
+            await collect(settings_for(base), ListQuery(all_flows=True))
+    assert_safe(str(caught.value))
+
+
 # -- output ---------------------------------------------------------------------------------------
 
 
@@ -602,14 +707,16 @@ def test_times_are_written_in_iso_8601_utc_with_milliseconds() -> None:
 # -- the decision, link resolution and the query, on their own ------------------------------------
 
 
-def decide(outcome: Answer | TransportError, attempt: int = 1, **overrides: Any) -> Any:
-    return decide_page(
+def decide(outcome: Answer | TransportError, attempt: int = 1, **overrides: Any) -> Decision:
+    """Decide on one page request with the listing's settings (the full table: test_policy)."""
+    return decide_read(
         outcome,
         attempt=attempt,
         elapsed=0.0,
         settings=settings_for("http://127.0.0.1:1", **overrides),
         rng=random.Random(0),
         wall_now=1_700_000_000.0,
+        wanted="a page of runs",
     )
 
 
@@ -617,30 +724,33 @@ PAGE: dict[str, Any] = {"items": [], "_links": {}}
 
 
 @pytest.mark.parametrize(
-    ("outcome", "action"),
+    ("outcome", "action", "renew"),
     [
-        (Answer(status=200, body=PAGE), "done"),
-        (Answer(status=200, body=None, body_problem="the body is empty"), "retry"),
-        (Answer(status=302), "stop"),
-        (Answer(status=401, body={"error_code": "401013"}), "renew"),
-        (Answer(status=401, body={"error_code": "401000"}), "stop"),
-        (Answer(status=403, body={"error_code": "403003"}), "stop"),
-        (Answer(status=404), "stop"),
-        (Answer(status=400), "stop"),
-        (Answer(status=429), "retry"),
-        (Answer(status=500), "retry"),
-        (Answer(status=502), "retry"),
-        (Answer(status=503), "retry"),
-        (Answer(status=504), "retry"),
-        (Answer(status=501), "stop"),
-        (TransportError("reset", kind="network", sent=True), "retry"),
-        (TransportError("slow", kind="timeout", sent=True), "retry"),
-        (TransportError("bad cert", kind="tls", sent=False), "stop"),
+        (Answer(status=200, body=PAGE), Action.SUCCEED, False),
+        (Answer(status=200, body=None, body_problem="the body is empty"), Action.RETRY, False),
+        (Answer(status=302), Action.HALT, False),
+        (Answer(status=401, body={"error_code": "401013"}), Action.HALT, True),
+        (Answer(status=401, body={"error_code": "401000"}), Action.HALT, False),
+        (Answer(status=403, body={"error_code": "403003"}), Action.HALT, False),
+        (Answer(status=404), Action.HALT, False),
+        (Answer(status=400), Action.HALT, False),
+        (Answer(status=429), Action.RETRY, False),
+        (Answer(status=500), Action.RETRY, False),
+        (Answer(status=502), Action.RETRY, False),
+        (Answer(status=503), Action.RETRY, False),
+        (Answer(status=504), Action.RETRY, False),
+        (Answer(status=501), Action.HALT, False),
+        (TransportError("reset", kind="network", sent=True), Action.RETRY, False),
+        (TransportError("slow", kind="timeout", sent=True), Action.RETRY, False),
+        (TransportError("bad cert", kind="tls", sent=False), Action.HALT, False),
     ],
 )
-def test_decision_for_each_kind_of_answer(outcome: Answer | TransportError, action: str) -> None:
-    """Every answer maps to done, retry, renew or stop as the module's table says."""
-    assert decide(outcome).action == action
+def test_decision_for_each_kind_of_answer(
+    outcome: Answer | TransportError, action: Action, renew: bool
+) -> None:
+    """Every answer to a page request maps to succeed, retry, or halt (renewing on 401013)."""
+    decision = decide(outcome)
+    assert (decision.action, decision.token_expired) == (action, renew)
 
 
 def test_429_waits_at_least_retry_after_and_slows_the_throttle() -> None:
@@ -661,16 +771,18 @@ def test_503_without_retry_after_is_not_a_throttling_signal() -> None:
 def test_retry_after_beyond_the_cap_stops() -> None:
     """An hour's Retry-After is not waited out blindly."""
     verdict = decide(Answer(status=429, retry_after="3600"), retry_after_cap=900.0)
-    assert verdict.action == "stop"
-    assert "3600 s" in verdict.reason
+    assert verdict.action is Action.HALT
+    assert verdict.halt_reason is not None
+    assert "3600 s" in verdict.halt_reason
 
 
 def test_last_attempt_and_deadline_give_up() -> None:
     """At max_attempts, or when the wait would pass the deadline, the page is given up."""
-    assert decide(Answer(status=500), attempt=4).action == "stop"
+    assert decide(Answer(status=500), attempt=4).action is Action.HALT
     late = decide(Answer(status=429, retry_after="30"), deadline=10.0)
-    assert late.action == "stop"
-    assert "deadline" in late.reason
+    assert late.action is Action.HALT
+    assert late.halt_reason is not None
+    assert "deadline" in late.halt_reason
 
 
 BASE = URL("https://platform.adobe.io/data/foundation/flowservice")
