@@ -15,19 +15,19 @@ import logging
 import shlex
 import sys
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from .._io.source import STDIN, InputRecord, RecordReader, RunIdValidator, count_records
+from .options import EXIT_SOME_FAILED
 
 if TYPE_CHECKING:
     from .._engine.engine import Engine
     from .._ledger.ledger import Ledger
 
-__all__ = ["EXIT_SOME_FAILED", "BatchInput", "read_batches"]
+__all__ = ["BatchInput", "read_batches"]
 
 log = logging.getLogger("bulkretry")
-EXIT_SOME_FAILED = 1
 
 
 async def read_batches(
@@ -142,6 +142,7 @@ class BatchInput:
         reads_input: bool,
         ledger: Ledger | None,
         column: str | None = None,
+        counts: Mapping[str, int] | None = None,
     ) -> None:
         self.files = list(files)
         self.reads_input = reads_input
@@ -152,7 +153,9 @@ class BatchInput:
         self._read = 0
         self._pattern = run_id_pattern
         self._column = column
-        self._runs = sum(ledger.counts().values()) if ledger is not None else 0
+        if counts is None and ledger is not None:
+            counts = ledger.counts()
+        self._runs = sum(counts.values()) if counts is not None else 0
 
     def __repr__(self) -> str:
         return f"BatchInput({self.files!r}, reads_input={self.reads_input}, resumed={self.resumed})"

@@ -44,6 +44,7 @@ from .build import build_credentials
 from .logs import configure_logging
 from .loop import new_event_loop
 from .options import (
+    EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_STOPPED,
     EXIT_USAGE,
@@ -67,7 +68,6 @@ __all__ = [
 
 log = logging.getLogger("bulkretry")
 
-EXIT_INTERRUPTED = 130
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)

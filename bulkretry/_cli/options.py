@@ -17,6 +17,7 @@ __all__ = [
     "DEFAULT_PROGRESS_EVERY",
     "ENV_PREFIX",
     "EXIT_CODES_HELP",
+    "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_SOME_FAILED",
     "EXIT_STOPPED",
@@ -39,6 +40,8 @@ ENV_PREFIX = "BULKRETRY_"
 DEFAULT_PROGRESS_EVERY = 10.0
 #: The exit codes of every command (README's table).
 EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
+#: A command stopped by SIGINT exits 128 + 2; SIGTERM 128 + 15.
+EXIT_INTERRUPTED = 130
 
 
 class Parser(argparse.ArgumentParser):

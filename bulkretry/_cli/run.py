@@ -288,14 +288,17 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
     try:
         fd, written = open_batch_output(ns, ledger, stored, files if reads_input else [])
         try:
+            counts = None
             if ledger is not None:
                 ledger.store_options(options_of(ns))
+                counts = ledger.counts()  # one scan of the runs, shared by what needs it
             source = BatchInput(
                 files,
                 run_id_pattern=settings.run_id_pattern,
                 reads_input=reads_input,
                 ledger=ledger,
                 column=ns.column,
+                counts=counts,
             )
             hint = None
             if ledger is not None:
@@ -323,7 +326,8 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
                 source.engine = batch.engine
                 if ledger is not None:
                     # --max-retriggers counts the batch's re-triggers, earlier invocations' too.
-                    batch.engine.governor.retriggered = ledger.counts()["retriggered"]
+                    assert counts is not None
+                    batch.engine.governor.retriggered = counts["retriggered"]
                 code = loop_runner.run(batch.main())
             code = _judge_triage(batch.engine, code, resumed=source.resumed, quiet=ns.quiet)
             code = source.finish(code, argv)

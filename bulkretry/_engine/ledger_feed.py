@@ -134,6 +134,10 @@ class LedgerFeed:
                         failed = True
                         host.stop(str(exc), hard=True)
                 more.set()
+                # The reader is always a batch ahead, so without this the admitter would keep
+                # the loop until the whole input is in: no request would start, and no timed
+                # commit would fire, until then.
+                await asyncio.sleep(0)
         except (OSError, InputError) as exc:
             host.stop(f"reading the input failed: {exc}")
             return

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from aioresponses import aioresponses
+from aioresponses import CallbackResult, aioresponses
 
 from bulkretry import Credentials, Outcome, RunResult, Settings
 from bulkretry._engine.engine import Engine
@@ -86,3 +86,28 @@ async def test_a_state_file_that_fails_mid_input_still_accounts_for_every_line(
     outcomes = Counter(r.outcome for r in results)
     assert outcomes[Outcome.NOT_ATTEMPTED] >= 800  # everything read after the failure
     assert set(outcomes) <= {Outcome.RETRIGGERED, Outcome.NOT_ATTEMPTED, Outcome.INVALID}
+
+
+async def test_requests_start_while_the_input_is_still_being_admitted(tmp_path: Path) -> None:
+    """An input always ready to read does not keep the loop: sending begins long before its end."""
+    consumed = 0
+    sent_after: list[int] = []
+
+    async def eager() -> AsyncIterator[list[InputRecord]]:
+        nonlocal consumed
+        for start in range(0, 3_000, 100):  # never awaits: always a batch ahead
+            consumed += 1
+            yield [InputRecord("in.txt", i + 1, uuid(i), "") for i in range(start, start + 100)]
+
+    def answer(url: object, **kwargs: object) -> CallbackResult:
+        sent_after.append(consumed)
+        return CallbackResult(payload={"id": uuid(99_999), "etag": "e"})
+
+    async def emit(result: RunResult) -> None:
+        pass
+
+    with Ledger.open(tmp_path / "s.db", IDENT) as ledger, aioresponses() as http:
+        http.post(ACTION, callback=answer, repeat=True)
+        await Engine(SETTINGS, ledger=ledger).run(eager(), emit)
+    assert len(sent_after) == 3_000
+    assert sent_after[0] < 10, f"the first request waited for {sent_after[0]} of 30 batches"
