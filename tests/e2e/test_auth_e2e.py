@@ -995,7 +995,9 @@ def test_failing_batch_leaves_no_secret_in_any_output(
         logs = [orjson.loads(line) for line in ran.err.splitlines() if line.startswith("{")]
         # main() prints a refusal caught before the batch as plain text, not as a JSON log.
         assert logs or scenario is ims_refusing_the_secret_file
-        texts["json log messages"] = "\n".join(str(log.get("message", log)) for log in logs).encode()
+        texts["json log messages"] = "\n".join(
+            str(log.get("message", log)) for log in logs
+        ).encode()
     files = [*left.files, *(state.with_name(state.name + s) for s in ("", "-wal", "-shm"))]
     assert state.exists()
     for path in files:
