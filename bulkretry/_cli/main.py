@@ -16,7 +16,6 @@ from typing import NoReturn
 from .._exceptions import BulkRetryError, ConfigurationError, StateError
 from .._version import __version__
 from .options import (
-    EXIT_CODES_HELP,
     EXIT_STOPPED,
     EXIT_USAGE,
     RUN_OPTIONS,
@@ -34,17 +33,10 @@ from .profiles import (
     load_profile,
     merged_environment,
 )
+from .texts import add_command
 from .variables import environment_defaults, unknown_variables
 
 __all__ = ["entry", "main"]
-
-
-_RUN_EXAMPLES = """examples:
-  cat failed-run-ids.txt | bulkretry run > results.jsonl
-  bulkretry run ids1.txt ids2.txt -o results.jsonl --rate 20 --concurrency 8
-  bulkretry list-failed --flow-id F --since 2d | bulkretry run --state batch.db -o results.jsonl
-  bulkretry run --state batch.db --resume                    # finish a stopped batch
-  bulkretry run --only failed results.jsonl > second-pass.jsonl"""
 
 
 #: Options of another command that mean what run's option of that name means, and so read
@@ -74,18 +66,7 @@ def build_parser(env: Mapping[str, str], command: str | None = None) -> argparse
     parser.add_argument("--version", action="version", version=f"bulkretry {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands.required = True
-    run = commands.add_parser(
-        "run",
-        help="re-trigger the run IDs read from FILEs or stdin",
-        description=(
-            "Re-trigger failed dataflow runs: read run IDs (or earlier results lines) from FILEs "
-            "or stdin, send one re-trigger per run under a rate limit, back off on 429 and 5xx, "
-            "and write one JSON line per input line (old ID, new ID, etag, outcome) to stdout "
-            "or --output. Progress, logs and the summary go to stderr."
-        ),
-        epilog=_RUN_EXAMPLES + "\n\n" + EXIT_CODES_HELP,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    run = add_command(commands, "run")
     run.add_argument(
         "files", nargs="*", metavar="FILE", help="files of run IDs, one per line; - or none: stdin"
     )
@@ -96,103 +77,23 @@ def build_parser(env: Mapping[str, str], command: str | None = None) -> argparse
         from .list_failed import configure_parser as configure_list
 
         configure_list(listing, env)
-    status = commands.add_parser(
-        "status",
-        help="counts of a batch's state file, or its run IDs",
-        description=(
-            "Show what a batch's state file (--state) holds: its identity, invocations, elapsed "
-            "time and sending rate, and how many runs are in each state; or, with --list, the "
-            "run IDs in one state, one per line, ready to check or pipe back. Read-only: safe "
-            "while a batch runs."
-        ),
-        epilog=(
-            "examples:\n"
-            "  bulkretry status --state batch.db\n"
-            "  bulkretry status --state batch.db --list in_doubt > to-check.txt\n\n"
-            "exit codes:\n  0    shown\n  2    the state file is missing or not a state file"
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    status = add_command(commands, "status")
     if wanted("status"):
         from .state import configure_status_parser
 
         configure_status_parser(status)
-    report = commands.add_parser(
-        "report",
-        help="merge results files of several passes into one current line per run",
-        description=(
-            "Merge the results files of several passes, in any order, into one current line per "
-            "run ID on stdout: the line with the most advanced evidence (retriggered = "
-            "already_retriggered > in_doubt > failed > the rest; a later line wins among "
-            "equals), as it was written. Counts and the top error codes go to stderr."
-        ),
-        epilog=(
-            "examples:\n"
-            "  bulkretry report pass1.jsonl pass2.jsonl > current.jsonl\n"
-            "  cat pass*.jsonl | bulkretry report --format json > current.jsonl\n\n"
-            "exit codes:\n"
-            "  0    every run is retriggered or already_retriggered\n"
-            "  1    some run is not\n"
-            "  2    a usage error (an unreadable file)"
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    config = commands.add_parser(
-        "config",
-        help="show the effective settings and where each came from",
-        description=(
-            "Show every setting of run and list-failed as it would be used now: its value and "
-            "where it came from (the environment, a profile of the config file, or the "
-            "default). Secrets are masked."
-        ),
-        epilog=(
-            "examples:\n"
-            "  bulkretry config\n"
-            "  bulkretry config --profile dev\n\n"
-            "exit codes:\n  0    shown\n  2    the profile or the config file is wrong"
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    report = add_command(commands, "report")
+    config = add_command(commands, "config")
     if wanted("report"):
         from .report import configure_report_parser
 
         configure_report_parser(report)
-    simulate = commands.add_parser(
-        "simulate",
-        help="serve the built-in Flow Service simulator",
-        description=(
-            "Serve the built-in Flow Service simulator on loopback: seeded failed runs, "
-            "re-trigger, run listings and look-ups, an IMS token endpoint, and the trouble you "
-            "ask for (quotas, 5xx, resets, lost answers). Prints its base URL; stops on Ctrl-C."
-        ),
-        epilog=(
-            "examples:\n"
-            "  bulkretry simulate --print-failed > failed.txt\n"
-            "  bulkretry simulate --quota-rate 50 --error-rate 0.05 --port 8080\n\n"
-            "exit codes:\n  0    stopped\n  2    a usage error"
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    simulate = add_command(commands, "simulate")
     if wanted("simulate"):
         from .._simulator._cli import configure_parser
 
         configure_parser(simulate)
-    demo = commands.add_parser(
-        "demo",
-        help="re-trigger a few thousand runs on the built-in simulator",
-        description=(
-            "Seed the built-in simulator with failed runs behind a quota with some 5xx answers, "
-            "re-trigger them all with the real pipeline, and check against the simulator's own "
-            "records that every run was re-triggered exactly once."
-        ),
-        epilog=(
-            "examples:\n"
-            "  bulkretry demo\n"
-            "  bulkretry demo --runs 500 -o demo.jsonl\n\n"
-            "exit codes:\n  0    every run re-triggered exactly once\n  1    otherwise"
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    demo = add_command(commands, "demo")
     demo.add_argument(
         "--runs", type=positive_int, default=3000, help="failed runs to seed [default 3000]"
     )
@@ -205,19 +106,7 @@ def build_parser(env: Mapping[str, str], command: str | None = None) -> argparse
     demo.add_argument(
         "--overwrite", action="store_true", help="replace the results file of an earlier demo"
     )
-    completion = commands.add_parser(
-        "completion",
-        help="print a shell completion script (bash, zsh or fish)",
-        description="Print a completion script for SHELL, generated from bulkretry's own options.",
-        epilog=(
-            "examples:\n"
-            "  bulkretry completion bash > /etc/bash_completion.d/bulkretry\n"
-            '  eval "$(bulkretry completion zsh)"     # in ~/.zshrc\n'
-            "  bulkretry completion fish > ~/.config/fish/completions/bulkretry.fish\n\n"
-            "exit codes:\n  0    printed\n  2    an unknown shell"
-        ),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    completion = add_command(commands, "completion")
     completion.add_argument("shell", choices=("bash", "zsh", "fish"), metavar="SHELL")
     for name, sub in (("status", status), ("report", report), ("simulate", simulate),
                       ("demo", demo)):  # fmt: skip
