@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from .options import EXIT_CODES_HELP
+from .options import EXIT_CODES_HELP, Parser
 
 __all__ = ["COMMANDS", "add_command"]
 
@@ -115,7 +115,7 @@ COMMANDS = {
 
 
 def add_command(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str
+    commands: argparse._SubParsersAction[Parser], name: str
 ) -> argparse.ArgumentParser:
     """Add command ``name`` with its help, description, examples and exit codes."""
     text = COMMANDS[name]
