@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
 
 import aiohttp
 import pytest
+from sim_helpers import quota_sim
 
 from bulkretry._simulator import (
     ClientCounts,
@@ -34,15 +34,6 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(start=1_000.0)
-
-
-def quota_sim(clock: ManualClock, quota: Quota | None, **more: Any) -> Simulator:
-    """A simulator on `clock` (monotonic and wall), any run re-triggered again and again."""
-    return Simulator(
-        SimulatorConfig(
-            clock=clock, wall_clock=clock, quota=quota, allow_repeat_retrigger=True, **more
-        )
-    )
 
 
 async def retrigger(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from email.utils import parsedate_to_datetime
 from typing import Any
 
 import aiohttp
 import pytest
+from sim_helpers import quota_sim, retrigger
 
 from bulkretry._simulator import (
     LeakyBucketQuota,
@@ -38,29 +39,6 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(start=1_000.0)
-
-
-def quota_sim(clock: ManualClock, quota: Quota | None, **more: Any) -> Simulator:
-    """A simulator on `clock` (monotonic and wall), any run re-triggered again and again."""
-    return Simulator(
-        SimulatorConfig(
-            clock=clock, wall_clock=clock, quota=quota, allow_repeat_retrigger=True, **more
-        )
-    )
-
-
-async def retrigger(
-    session: aiohttp.ClientSession,
-    sim: Simulator,
-    run_id: str | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> tuple[int, str, Mapping[str, str]]:
-    run_id = run_id or sim.failed_run_ids()[0]
-    async with session.post(
-        f"{sim.base_url}/runs/{run_id}/action?op=re-trigger",
-        headers=sim.headers() if headers is None else headers,
-    ) as resp:
-        return resp.status, await resp.text(), resp.headers
 
 
 async def statuses(session: aiohttp.ClientSession, sim: Simulator, n: int) -> list[int]:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
 import pytest
+from sim_helpers import retrigger
 
 from bulkretry._simulator import (
     Fault,
@@ -37,20 +38,6 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 @pytest.fixture
 def clock() -> ManualClock:
     return ManualClock(start=1_000.0)
-
-
-async def retrigger(
-    session: aiohttp.ClientSession,
-    sim: Simulator,
-    run_id: str | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> tuple[int, str, Mapping[str, str]]:
-    run_id = run_id or sim.failed_run_ids()[0]
-    async with session.post(
-        f"{sim.base_url}/runs/{run_id}/action?op=re-trigger",
-        headers=sim.headers() if headers is None else headers,
-    ) as resp:
-        return resp.status, await resp.text(), resp.headers
 
 
 async def token(session: aiohttp.ClientSession, sim: Simulator, **changes: str) -> tuple[int, Any]:
