@@ -15,7 +15,7 @@ import logging
 import shlex
 import sys
 import threading
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from .._io.source import STDIN, InputRecord, RecordReader, RunIdValidator, count_records
@@ -31,7 +31,10 @@ log = logging.getLogger("bulkretry")
 
 
 async def read_batches(
-    reader: RecordReader, size: int = 512, ahead: int = 8192
+    reader: RecordReader,
+    size: int = 512,
+    ahead: int = 8192,
+    hurry: list[Callable[[], None]] | None = None,
 ) -> AsyncIterator[list[InputRecord]]:
     """Yield the reader's records in batches of whatever has arrived, read in a thread.
 
@@ -43,11 +46,19 @@ async def read_batches(
     """
     pump = _Pump(reader, size, ahead, asyncio.get_running_loop())
     pump.start()
+    if hurry is not None:
+        hurry.append(pump.hurry)
     try:
         while (batch := await pump.take()) is not None:
             yield batch
+        if pump.cut and hurry is not None:
+            hurry.append(_CUT)  # tells the BatchInput that the input was not read to its end
     finally:
         pump.close()
+
+
+def _CUT() -> None:
+    """A marker in the hurry list: the reading was cut short."""
 
 
 #: Seconds within which a record read from a slow pipe is handed to the loop.
@@ -70,6 +81,9 @@ class _Pump:
         self._closed = False
         self._error: BaseException | None = None
         self._ready = asyncio.Event()
+        self._hurried = False
+        #: True when the reading ended at a hard stop, not at the input's end.
+        self.cut = False
 
     def start(self) -> None:
         threading.Thread(target=self._run, name="bulkretry-input", daemon=True).start()
@@ -109,7 +123,7 @@ class _Pump:
             with self._cond:
                 count, done = len(self._pending), self._done
                 due = deadline is not None and loop.time() >= deadline
-                if count and (count >= self._size or done or due):
+                if count and (count >= self._size or done or due or self._hurried):
                     batch, self._pending = self._pending, []
                     self._cond.notify()
                     return batch
@@ -117,6 +131,9 @@ class _Pump:
                 if self._error is not None:
                     raise self._error
                 return None
+            if self._hurried:
+                self.cut = True
+                return None  # a hard stop: the rest of a silent input is not waited for
             if count and deadline is None:
                 deadline = loop.time() + HAND_OVER
             wait = HAND_OVER if deadline is None else max(0.0, deadline - loop.time())
@@ -124,6 +141,11 @@ class _Pump:
                 await asyncio.wait_for(self._ready.wait(), wait)
             except TimeoutError:
                 pass
+
+    def hurry(self) -> None:
+        """Stop waiting for input that has not come: what was read is still handed over."""
+        self._hurried = True
+        self._ready.set()
 
     def close(self) -> None:
         with self._cond:
@@ -151,6 +173,9 @@ class BatchInput:
         #: True once the records come from the state file alone (a resume without input).
         self.resumed = False
         self._read = 0
+        self._hurry: list[Callable[[], None]] = []
+        #: True when a hard stop ended the reading before the input's end.
+        self.cut_short = False
         self._pattern = run_id_pattern
         self._column = column
         if counts is None and ledger is not None:
@@ -164,6 +189,11 @@ class BatchInput:
     def piped(self) -> bool:
         """True when the input is (or would have been) standard input."""
         return STDIN in self.files
+
+    def hurry(self) -> None:
+        """A hard stop: hand over what was read, and stop waiting for the rest of the input."""
+        for hurry in self._hurry:
+            hurry()
 
     def read_so_far(self) -> int:
         """Records read so far: the total while a pipe is still open."""
@@ -180,10 +210,15 @@ class BatchInput:
         if self.reads_input:
             reader = RecordReader(self.files, RunIdValidator(self._pattern), column=self._column)
             empty = True
-            async for batch in read_batches(reader):
+            async for batch in read_batches(reader, hurry=self._hurry):
                 empty = False
                 self._read += len(batch)
                 yield batch
+            if _CUT in self._hurry:
+                self.cut_short = True
+                if self.engine is not None:
+                    self.engine.input_cut_short = True
+                return
             if not empty or self.ledger is None or self.files != [STDIN]:
                 return
         if self.ledger is None:

@@ -290,7 +290,10 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
         try:
             counts = None
             if ledger is not None:
-                ledger.store_options(options_of(ns))
+                options = options_of(ns)
+                if "output" not in options and "output" in stored:
+                    options["output"] = stored["output"]  # a resume to stdout keeps the file's
+                ledger.store_options(options)
                 counts = ledger.counts()  # one scan of the runs, shared by what needs it
             source = BatchInput(
                 files,
@@ -324,11 +327,18 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
                 )
                 batch.written = written
                 source.engine = batch.engine
+                batch.engine.on_hard_stop = source.hurry
                 if ledger is not None:
                     # --max-retriggers counts the batch's re-triggers, earlier invocations' too.
                     assert counts is not None
                     batch.engine.governor.retriggered = counts["retriggered"]
                 code = loop_runner.run(batch.main())
+            if source.cut_short and not ns.quiet:
+                print(
+                    f"bulkretry: stopped reading the input after {source.read_so_far()} records "
+                    "(a hard stop while it was still open): the rest was not read",
+                    file=sys.stderr,
+                )
             code = _judge_triage(batch.engine, code, resumed=source.resumed, quiet=ns.quiet)
             code = source.finish(code, argv)
             summary = batch.summary(code)

@@ -114,9 +114,7 @@ COMMANDS = {
 }
 
 
-def add_command(
-    commands: argparse._SubParsersAction[Parser], name: str
-) -> argparse.ArgumentParser:
+def add_command(commands: argparse._SubParsersAction[Parser], name: str) -> argparse.ArgumentParser:
     """Add command ``name`` with its help, description, examples and exit codes."""
     text = COMMANDS[name]
     examples = "examples:\n" + "\n".join(f"  {line}" for line in text.examples)

@@ -45,6 +45,8 @@ if TYPE_CHECKING:
     # The ledger (and sqlite3) is only loaded by batches that use --state.
     from .._ledger.ledger import Ledger
 
+_IN_DOUBT = Outcome.IN_DOUBT.value
+
 __all__ = ["DEFAULT_GRACE", "Emit", "Engine", "Wait"]
 
 Emit = Callable[[RunResult], Awaitable[None]]
@@ -77,6 +79,10 @@ class Engine:
     ) -> None:
         self.settings = settings
         self.stats = Stats()
+        #: Called once when a hard stop begins (the CLI stops waiting for a silent input).
+        self.on_hard_stop: Callable[[], None] | None = None
+        #: True when a hard stop ended the reading before the input's end.
+        self.input_cut_short = False
         self.halt_reason: str | None = None
         self._session = session
         self._tokens = tokens
@@ -145,6 +151,8 @@ class Engine:
         if hard and not self._hard:
             self._hard = True
             self._cancel(hard=True)
+            if self.on_hard_stop is not None:
+                self.on_hard_stop()
             return
         if first:
             self._cancel(hard=False)
@@ -264,7 +272,8 @@ class Engine:
             elif self._stopping:
                 await self._finish(emit, record, _NOT_ATTEMPTED)
             else:
-                await put(Flight(record))
+                # A run fed back in doubt and sent again (--retry-in-doubt) keeps its doubt.
+                await put(Flight(record, prior_doubt=int(record.prior == _IN_DOUBT)))
 
     async def _worker(self, index: int, emit: Emit) -> None:
         """Attempt records one at a time until the dispatcher says they are all finished."""

@@ -31,6 +31,7 @@ __all__ = ["Host", "LedgerFeed"]
 #: Write one record's result without a request (to the state file too, if the verdict says).
 Settle = Callable[[InputRecord, Verdict], Awaitable[None]]
 _NOT_ATTEMPTED = Verdict(Outcome.NOT_ATTEMPTED)
+_DONE = frozenset({Outcome.RETRIGGERED.value, Outcome.ALREADY_RETRIGGERED.value})
 
 
 class Host(Control, Protocol):
@@ -40,6 +41,8 @@ class Host(Control, Protocol):
     reading_input: bool
     #: Runs of the state file that the input did not name, queued to be finished too.
     unfinished_queued: int
+    #: True when a hard stop ended the reading before the input's end.
+    input_cut_short: bool
 
 
 class LedgerFeed:
@@ -89,8 +92,9 @@ class LedgerFeed:
                 for row_seq, row_turn, run_id, source, line, doubt in rows:
                     seq, turn = max(seq, row_seq), max(turn, row_turn)
                     flight = Flight(InputRecord(source, line, run_id, ""), prior_doubt=doubt)
-                    if doubt and not self._retry_in_doubt:
-                        # A run of the batch left in doubt, which the input did not name.
+                    if doubt and (not self._retry_in_doubt or source == ledger.path):
+                        # A run of the batch left in doubt, which the input did not name:
+                        # --retry-in-doubt is for the runs the input names, never these.
                         await self._settle(flight.record, HELD_IN_DOUBT)
                     elif host.stopping:
                         step = stopped(flight)
@@ -144,6 +148,8 @@ class LedgerFeed:
         if failed:
             return
         try:
+            if host.input_cut_short:
+                return  # the source stays incomplete: a resume asks for the input again
             if source is not None:
                 ledger.progress(source, line, complete=True)
             host.unfinished_queued = ledger.enqueue_unfinished(ledger.path)
@@ -167,15 +173,29 @@ class LedgerFeed:
         for index, record in enumerate(batch):
             admission = admissions.get(id(record))
             verdict = triage.judge(record, admission)
-            if verdict is not None:
-                await self._settle(record, verdict)
-            elif admission is not None and admission.state != "new":
+            try:
+                if verdict is not None:
+                    if verdict.outcome is Outcome.SKIPPED and record.run_id is not None:
+                        # Named, though not selected: never finished as an unnamed run, and
+                        # re-triggered for good when the evidence says so.
+                        ledger.name_skipped(
+                            record.run_id,
+                            done=verdict.prior_outcome in _DONE,
+                            new_run_id=verdict.new_run_id,
+                            etag=verdict.etag,
+                        )
+                    await self._settle(record, verdict)
+                    continue
+                if admission is None:
+                    continue
                 assert record.run_id is not None
-                try:
+                if record.prior == Outcome.IN_DOUBT.value:
+                    ledger.ambiguous(record.run_id)  # sent again: its doubt goes with it
+                if admission.state != "new":
                     ledger.enqueue(record.run_id, record.source, record.line)
-                except StateError:
-                    await self._account(batch[index:])
-                    raise
+            except StateError:
+                await self._account(batch[index:])
+                raise
 
     async def _account(self, batch: list[InputRecord]) -> None:
         """Write records read after the state file failed: nothing is sent any more."""

@@ -161,6 +161,15 @@ class Triage:
         if admission is not None:
             if admission.state == _DUPLICATE:
                 return self._duplicate(record, run_id)
+            if admission.state == _RETRIGGERED:
+                # The state file's own record of a re-trigger beats any line fed back.
+                self._hold(run_id)
+                return Verdict(
+                    Outcome.ALREADY_RETRIGGERED,
+                    new_run_id=admission.new_run_id,
+                    etag=admission.etag,
+                    attempts=admission.attempts,
+                )
         elif self._seen is not None and not self._seen.add(run_id):
             return self._duplicate(record, run_id)
         if best is not None:
@@ -195,6 +204,10 @@ class Triage:
                     ErrorInfo(kind="in_doubt", message=message),
                     attempts=admission.attempts,
                 )
+        if prior == _IN_DOUBT_PRIOR:
+            # Sent again (--retry-in-doubt): its earlier request may have landed, so this
+            # attempt can end retriggered or in_doubt, never failed.
+            record.prior = prior
         if self._sent is not None:
             self._sent.add(run_id)
         return None

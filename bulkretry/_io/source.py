@@ -182,8 +182,14 @@ class RecordReader:
     def _iterate(self) -> Iterator[InputRecord]:
         for path in self._paths:
             if path == STDIN:
-                stream = self._stdin if self._stdin is not None else sys.stdin.buffer
-                yield from self._records_of(stream, STDIN)
+                if self._stdin is not None:
+                    yield from self._records_of(self._stdin, STDIN)
+                    continue
+                # A reader of its own on descriptor 0, not sys.stdin.buffer: a reader thread
+                # left blocked on a silent pipe at exit would hold sys.stdin's lock, and the
+                # interpreter aborts when it finds that lock taken at shutdown.
+                with open(sys.stdin.fileno(), "rb", closefd=False) as stream:
+                    yield from self._records_of(stream, STDIN)
             else:
                 try:
                     fh = open(path, "rb")  # noqa: SIM115 - closed in the finally below

@@ -304,6 +304,33 @@ class Ledger(LedgerReads):
             raise group.fail("write", exc) from exc
         group.wrote(1)
 
+    def name_skipped(
+        self, run_id: str, *, done: bool, new_run_id: str | None, etag: str | None
+    ) -> None:
+        """Note a run the input names but ``--only`` skips: never finish it as unnamed.
+
+        When the evidence says it was re-triggered (``done``) and the state file does not know
+        it yet, record that: no later resume may send it.
+        """
+        rows = self._read("SELECT seq, state FROM runs WHERE run_id = ?", (run_id,))
+        if not rows:
+            return
+        seq, state = rows[0]
+        if seq <= self.known:
+            self._admitter.seen.add(seq)
+        if done and state not in ("retriggered", "already_retriggered"):
+            self.outcome(
+                run_id,
+                "already_retriggered",
+                new_run_id=new_run_id,
+                etag=etag,
+                attempts=0,
+                ambiguous=0,
+                error=None,
+                http_status=None,
+                request_id=None,
+            )
+
     def enqueue_unfinished(self, source: str) -> int:
         """Queue the earlier invocations' unfinished runs that this one's input did not name.
 

@@ -127,14 +127,20 @@ INTENT = (
     "UPDATE runs SET state = 'in_flight', attempts = attempts + 1, updated_at = ? WHERE run_id = ?"
 )
 AMBIGUOUS = "UPDATE runs SET ambiguous = ambiguous + 1, doubt = 1, updated_at = ? WHERE run_id = ?"
-# Neither ``not_attempted`` nor ``failed`` hides a doubt: an earlier request may have landed.
+# Neither ``not_attempted`` nor ``failed`` hides a doubt: an earlier request may have landed;
+# and nothing but a newer re-trigger replaces a run known re-triggered (an old ``in_doubt``
+# line fed back must not erase the new run it names).
 OUTCOME = """
 UPDATE runs SET
-    state = CASE WHEN :state IN ('not_attempted', 'failed') AND (doubt OR :ambiguous > 0)
+    state = CASE WHEN state IN ('retriggered', 'already_retriggered') THEN state
+                 WHEN :state IN ('not_attempted', 'failed') AND (doubt OR :ambiguous > 0)
                  THEN 'in_doubt' ELSE :state END,
-    doubt = CASE WHEN :state IN ('retriggered', 'already_retriggered') THEN 0
+    doubt = CASE WHEN state IN ('retriggered', 'already_retriggered') THEN doubt
+                 WHEN :state IN ('retriggered', 'already_retriggered') THEN 0
                  WHEN :state = 'in_doubt' OR :ambiguous > 0 THEN 1 ELSE doubt END,
-    new_run_id = :new_run_id, etag = :etag,
+    new_run_id = CASE WHEN state IN ('retriggered', 'already_retriggered')
+                      THEN new_run_id ELSE :new_run_id END,
+    etag = CASE WHEN state IN ('retriggered', 'already_retriggered') THEN etag ELSE :etag END,
     attempts = max(attempts, :attempts), ambiguous = max(ambiguous, :ambiguous),
     error = :error, http_status = :http_status, request_id = :request_id, updated_at = :now
 WHERE run_id = :run_id

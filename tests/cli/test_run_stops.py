@@ -228,3 +228,45 @@ def test_continuing_output_is_subprocess_free_of_tracebacks(tmp_path: Path) -> N
     )
     assert proc.returncode == 2
     assert b"exists and is not empty" in proc.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("with_state", [False, True])
+async def test_a_hard_stop_does_not_wait_for_an_input_that_stays_open(
+    tmp_path: Path, with_state: bool
+) -> None:
+    """Two SIGINTs while stdin is open and silent: the process ends, the lines read have records."""
+    first, second = asyncio.Event(), asyncio.Event()
+
+    def on_request(request: RecordedRequest) -> None:
+        if request.index == 1:
+            first.set()
+            asyncio.get_running_loop().call_later(0.2, second.set)
+
+    state = ["--state", str(tmp_path / "s.db")] if with_state else []
+    out = tmp_path / "out.jsonl"
+    config = SimulatorConfig(
+        run_ids=tuple(uuid(i) for i in range(20)), hang_rate=1.0, on_request=on_request
+    )
+    async with Simulator(config) as sim:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bulkretry", "run", "-o", str(out), "--concurrency", "2",
+            *state,
+            env={**os.environ, **SIM_ENV, "BULKRETRY_BASE_URL": sim.base_url},
+            stdin=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert proc.stdin is not None
+        proc.stdin.write(lines_of(20))  # and the pipe stays open
+        await proc.stdin.drain()
+        await first.wait()
+        proc.send_signal(signal.SIGINT)
+        await second.wait()
+        proc.send_signal(signal.SIGINT)
+        assert proc.stderr is not None
+        err = await asyncio.wait_for(proc.stderr.read(), 60)
+        code = await asyncio.wait_for(proc.wait(), 60)
+        proc.stdin.close()
+    assert code == 130, err.decode()
+    assert b"stopped reading the input after 20 records" in err
+    assert sorted(r["line"] for r in records(out)) == list(range(1, 21))
