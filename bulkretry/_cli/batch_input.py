@@ -34,7 +34,7 @@ async def read_batches(
     reader: RecordReader,
     size: int = 512,
     ahead: int = 8192,
-    hurry: list[Callable[[], None]] | None = None,
+    started: Callable[[_Pump], None] | None = None,
 ) -> AsyncIterator[list[InputRecord]]:
     """Yield the reader's records in batches of whatever has arrived, read in a thread.
 
@@ -46,19 +46,13 @@ async def read_batches(
     """
     pump = _Pump(reader, size, ahead, asyncio.get_running_loop())
     pump.start()
-    if hurry is not None:
-        hurry.append(pump.hurry)
+    if started is not None:
+        started(pump)  # the caller may hurry it at a hard stop, and ask if it was cut short
     try:
         while (batch := await pump.take()) is not None:
             yield batch
-        if pump.cut and hurry is not None:
-            hurry.append(_CUT)  # tells the BatchInput that the input was not read to its end
     finally:
         pump.close()
-
-
-def _CUT() -> None:
-    """A marker in the hurry list: the reading was cut short."""
 
 
 #: Seconds within which a record read from a slow pipe is handed to the loop.
@@ -173,9 +167,7 @@ class BatchInput:
         #: True once the records come from the state file alone (a resume without input).
         self.resumed = False
         self._read = 0
-        self._hurry: list[Callable[[], None]] = []
-        #: True when a hard stop ended the reading before the input's end.
-        self.cut_short = False
+        self._pump: _Pump | None = None
         self._pattern = run_id_pattern
         self._column = column
         if counts is None and ledger is not None:
@@ -190,10 +182,18 @@ class BatchInput:
         """True when the input is (or would have been) standard input."""
         return STDIN in self.files
 
+    @property
+    def cut_short(self) -> bool:
+        """True when a hard stop ended the reading before the input's end."""
+        return self._pump is not None and self._pump.cut
+
     def hurry(self) -> None:
         """A hard stop: hand over what was read, and stop waiting for the rest of the input."""
-        for hurry in self._hurry:
-            hurry()
+        if self._pump is not None:
+            self._pump.hurry()
+
+    def _started(self, pump: _Pump) -> None:
+        self._pump = pump
 
     def read_so_far(self) -> int:
         """Records read so far: the total while a pipe is still open."""
@@ -210,12 +210,11 @@ class BatchInput:
         if self.reads_input:
             reader = RecordReader(self.files, RunIdValidator(self._pattern), column=self._column)
             empty = True
-            async for batch in read_batches(reader, hurry=self._hurry):
+            async for batch in read_batches(reader, started=self._started):
                 empty = False
                 self._read += len(batch)
                 yield batch
-            if _CUT in self._hurry:
-                self.cut_short = True
+            if self.cut_short:
                 if self.engine is not None:
                     self.engine.input_cut_short = True
                 return
