@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-__all__ = ["Answer", "ErrorInfo", "Outcome", "RunResult", "utc_now_iso"]
+__all__ = ["DONE_OUTCOMES", "Answer", "ErrorInfo", "Outcome", "RunResult", "utc_now_iso"]
 
 
 # Not frozen: one is made per request, and a frozen dataclass's __init__ costs twice as much.
@@ -44,6 +44,10 @@ class Outcome(StrEnum):
     IN_DOUBT = "in_doubt"
     NOT_ATTEMPTED = "not_attempted"
     SKIPPED = "skipped"
+
+
+#: Outcomes that mean the run was re-triggered: never send it again.
+DONE_OUTCOMES = frozenset({Outcome.RETRIGGERED.value, Outcome.ALREADY_RETRIGGERED.value})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -20,11 +20,11 @@ import orjson
 
 from .._io.evidence import rank
 from .._io.source import STDIN, RunIdValidator, check_input_paths
+from .._model import DONE_OUTCOMES
 from .options import EXIT_OK, EXIT_SOME_FAILED, choice
 
 __all__ = ["configure_report_parser", "run_report"]
 
-_DONE = frozenset({"retriggered", "already_retriggered"})
 _TOP_CODES = 5
 _MERGE = """
 INSERT INTO best (key, first, rank, line, outcome, kind, code) VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -127,9 +127,9 @@ def run_report(
             ):
                 out.write(line)
                 outcomes[outcome] += 1
-                if kind is not None and outcome not in _DONE:
+                if kind is not None and outcome not in DONE_OUTCOMES:
                     kinds[kind] += 1
-                if code is not None and outcome not in _DONE:
+                if code is not None and outcome not in DONE_OUTCOMES:
                     codes[code] += 1
             out.flush()
         except BrokenPipeError:
@@ -137,7 +137,7 @@ def run_report(
     finally:
         conn.close()
     _print_counts(err, ns.format, outcomes, kinds, codes)
-    done = all(outcome in _DONE for outcome in outcomes)
+    done = all(outcome in DONE_OUTCOMES for outcome in outcomes)
     return EXIT_OK if done else EXIT_SOME_FAILED
 
 

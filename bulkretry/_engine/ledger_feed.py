@@ -19,7 +19,7 @@ import anyio
 from .._config import Settings
 from .._exceptions import InputError, StateError
 from .._io.source import InputRecord
-from .._model import ErrorInfo, Outcome
+from .._model import DONE_OUTCOMES, ErrorInfo, Outcome
 from .attempt import Control, Flight, stopped
 from .triage import HELD_IN_DOUBT, Triage, Verdict
 
@@ -31,7 +31,6 @@ __all__ = ["Host", "LedgerFeed"]
 #: Write one record's result without a request (to the state file too, if the verdict says).
 Settle = Callable[[InputRecord, Verdict], Awaitable[None]]
 _NOT_ATTEMPTED = Verdict(Outcome.NOT_ATTEMPTED)
-_DONE = frozenset({Outcome.RETRIGGERED.value, Outcome.ALREADY_RETRIGGERED.value})
 
 
 class Host(Control, Protocol):
@@ -180,7 +179,7 @@ class LedgerFeed:
                         # re-triggered for good when the evidence says so.
                         ledger.name_skipped(
                             record.run_id,
-                            done=verdict.prior_outcome in _DONE,
+                            done=verdict.prior_outcome in DONE_OUTCOMES,
                             new_run_id=verdict.new_run_id,
                             etag=verdict.etag,
                         )

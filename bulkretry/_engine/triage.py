@@ -20,7 +20,7 @@ from .._config import Settings
 from .._io.dedup import SeenSet
 from .._io.evidence import FAILED_RANK, Evidence, Prior, rank
 from .._io.source import InputRecord
-from .._model import ErrorInfo, Outcome
+from .._model import DONE_OUTCOMES, ErrorInfo, Outcome
 
 if TYPE_CHECKING:
     from .._ledger.ledger import Admission
@@ -32,7 +32,6 @@ _DUPLICATE, _RETRIGGERED, _IN_DOUBT = "duplicate", "retriggered", "in_doubt"
 _IN_DOUBT_PRIOR = Outcome.IN_DOUBT.value
 
 #: Outcomes of a results line that mean the run was re-triggered already: never send it again.
-_DONE = frozenset({Outcome.RETRIGGERED.value, Outcome.ALREADY_RETRIGGERED.value})
 _HELD = "it may have been re-triggered already; pass --retry-in-doubt to send it again"
 _LATE = (
     "this line says the run was re-triggered already, but it came after this batch had sent "
@@ -175,7 +174,7 @@ class Triage:
         if best is not None:
             prior = best.outcome
         if prior is not None:
-            if prior in _DONE:
+            if prior in DONE_OUTCOMES:
                 self._hold(run_id)
                 winner = record.prior_new_run_id, record.prior_etag
                 if best is not None:
@@ -187,23 +186,14 @@ class Triage:
                 self._hold(run_id)
                 error = ErrorInfo(kind="in_doubt", message="in doubt in an earlier run: " + _HELD)
                 return Verdict(Outcome.IN_DOUBT, error, durable=True)
-        if admission is not None:
-            if admission.state == _RETRIGGERED:
-                self._hold(run_id)
-                return Verdict(
-                    Outcome.ALREADY_RETRIGGERED,
-                    new_run_id=admission.new_run_id,
-                    etag=admission.etag,
-                    attempts=admission.attempts,
-                )
-            if admission.state == _IN_DOUBT and not self._retry_in_doubt:
-                self._hold(run_id)
-                message = "in doubt since an earlier run of this batch: " + _HELD
-                return Verdict(
-                    Outcome.IN_DOUBT,
-                    ErrorInfo(kind="in_doubt", message=message),
-                    attempts=admission.attempts,
-                )
+        if admission is not None and admission.state == _IN_DOUBT and not self._retry_in_doubt:
+            self._hold(run_id)
+            message = "in doubt since an earlier run of this batch: " + _HELD
+            return Verdict(
+                Outcome.IN_DOUBT,
+                ErrorInfo(kind="in_doubt", message=message),
+                attempts=admission.attempts,
+            )
         if prior == _IN_DOUBT_PRIOR:
             # Sent again (--retry-in-doubt): its earlier request may have landed, so this
             # attempt can end retriggered or in_doubt, never failed.
@@ -263,12 +253,12 @@ class Triage:
         )
 
     def _duplicate(self, record: InputRecord, run_id: str) -> Verdict:
-        if record.prior in _DONE and self._came_late(run_id, seen=True):
+        if record.prior in DONE_OUTCOMES and self._came_late(run_id, seen=True):
             return self._late_verdict(record)
         return _DUPLICATE_VERDICT
 
     def _skip(self, record: InputRecord, run_id: str, best: Prior | None) -> Verdict:
-        if record.prior in _DONE and self._came_late(run_id, seen=False):
+        if record.prior in DONE_OUTCOMES and self._came_late(run_id, seen=False):
             return self._late_verdict(record)
         if best is None:
             return Verdict(

@@ -318,7 +318,7 @@ class Ledger(LedgerReads):
         seq, state = rows[0]
         if seq <= self.known:
             self._admitter.seen.add(seq)
-        if done and state not in ("retriggered", "already_retriggered"):
+        if done and state not in schema.SETTLING_STATES:
             self.outcome(
                 run_id,
                 "already_retriggered",
