@@ -59,7 +59,7 @@ def _lines(paths: Sequence[str]) -> Iterator[bytes]:
 
 
 def _entry(raw: bytes, validator: RunIdValidator) -> tuple[str, int, str, str | None, str | None]:
-    """Return ``(key, rank, outcome, error kind, error code)`` of one line."""
+    """Return ``(key, rank, outcome weighed, error kind, error code)`` of one line."""
     text = raw.strip()
     obj: Any = None
     if text.startswith(b"{"):
@@ -85,7 +85,9 @@ def _entry(raw: bytes, validator: RunIdValidator) -> tuple[str, int, str, str | 
     if isinstance(error, dict):
         kind = error.get("kind") if isinstance(error.get("kind"), str) else None
         code = error.get("error_code") if isinstance(error.get("error_code"), str) else None
-    return key, rank(weighed, resolved if isinstance(resolved, str) else None), outcome, kind, code
+    # Counted (and judged for the exit code) as what it stands for: a skipped line carrying a
+    # retriggered prior is a run done.
+    return key, rank(weighed, resolved if isinstance(resolved, str) else None), weighed, kind, code
 
 
 def run_report(

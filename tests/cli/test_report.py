@@ -100,3 +100,13 @@ def test_everything_done_exits_0_and_an_unreadable_file_exits_2(
     assert main(["report", str(done)], env={}) == 0
     assert main(["report", str(tmp_path / "missing.jsonl")], env={}) == 2
     assert "missing.jsonl" in capsys.readouterr().err
+
+
+def test_a_skipped_line_standing_for_a_retriggered_run_counts_as_done(tmp_path: Path) -> None:
+    """A second pass's skipped lines (prior_outcome retriggered) leave every run done: exit 0."""
+    first = [line(A, "retriggered", new_run_id="n")]
+    second = [line(A, "skipped", prior_outcome="retriggered", new_run_id="n")]
+    code, rows, err = report(tmp_path, first, second, fmt="json")
+    assert [row["outcome"] for row in rows] == ["skipped"]  # printed as written
+    assert orjson.loads(err)["outcomes"] == {"retriggered": 1}
+    assert code == 0
