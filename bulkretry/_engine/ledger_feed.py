@@ -2,10 +2,12 @@
 
 Two tasks meet only in the state file. The admitter reads the input as fast as it comes, judges
 each record (:mod:`.triage`, with what the state file knows of its run) and admits it, so that
-the whole input is recorded ahead of the requests and a kill -9 loses none of what was read. The
-pager takes the runs waiting to be sent out of the state file a page at a time
-(``ledger.waiting``) and queues them for the workers, so memory holds a page of runs however
-long the input. README's "Crash-safe batches" says what a user sees of this.
+the whole input is recorded ahead of the requests and a kill -9 loses none of what was written.
+The ledger stages what is admitted and writes it in large groups: the admitter has it written
+when due (a second at most), the pager when it needs runs to send. The pager takes the runs
+waiting to be sent out of the state file a page at a time (``ledger.waiting``) and queues them
+for the workers, so memory holds a page of runs however long the input. README's "Crash-safe
+batches" says what a user sees of this.
 """
 
 from __future__ import annotations
@@ -63,6 +65,8 @@ class LedgerFeed:
         self._triage = triage
         self._put = put
         self._settle = settle
+        #: True once the state file failed: every record read after is written not_attempted.
+        self._failed = False
 
     def __repr__(self) -> str:
         return f"LedgerFeed({self._ledger!r})"
@@ -87,7 +91,11 @@ class LedgerFeed:
             group.start_soon(admitter)
             while True:
                 finished = done  # read before the query: rows added after it come round again
-                rows = ledger.waiting(seq, turn)
+                try:
+                    rows = ledger.waiting(seq, turn)
+                except StateError as exc:
+                    await self._fail(exc, [])
+                    rows = ledger.waiting(seq, turn)  # what is written can still be read
                 for row_seq, row_turn, run_id, source, line, doubt in rows:
                     seq, turn = max(seq, row_seq), max(turn, row_turn)
                     flight = Flight(InputRecord(source, line, run_id, ""), prior_doubt=doubt)
@@ -119,10 +127,9 @@ class LedgerFeed:
         host = self._host
         source: str | None = None
         line = 0
-        failed = False
         try:
             async for batch in records:
-                if failed:
+                if self._failed:
                     await self._account(batch)
                 else:
                     try:
@@ -133,9 +140,9 @@ class LedgerFeed:
                                 ledger.progress(source, line, complete=True)
                             source, line = last.source, last.line
                             ledger.progress(source, line, complete=False)
+                        ledger.write_admitted(when_due=True)
                     except StateError as exc:
-                        failed = True
-                        host.stop(str(exc), hard=True)
+                        await self._fail(exc, [])
                 more.set()
                 # The reader is always a batch ahead, so without this the admitter would keep
                 # the loop until the whole input is in: no request would start, and no timed
@@ -144,16 +151,16 @@ class LedgerFeed:
         except (OSError, InputError) as exc:
             host.stop(f"reading the input failed: {exc}")
             return
-        if failed:
+        if self._failed:
             return
         try:
-            if host.input_cut_short:
-                return  # the source stays incomplete: a resume asks for the input again
-            if source is not None:
-                ledger.progress(source, line, complete=True)
-            host.unfinished_queued = ledger.enqueue_unfinished(ledger.path)
+            if not host.input_cut_short:  # else the source stays incomplete: a resume asks
+                if source is not None:  # for the input again
+                    ledger.progress(source, line, complete=True)
+                host.unfinished_queued = ledger.enqueue_unfinished(ledger.path)
+            ledger.write_admitted()
         except StateError as exc:
-            host.stop(str(exc), hard=True)
+            await self._fail(exc, [])
 
     async def _admit(self, batch: list[InputRecord]) -> None:
         """Admit one batch: judge each record and queue those to send.
@@ -165,8 +172,8 @@ class LedgerFeed:
         admitted = [r for r in batch if triage.admissible(r)]
         try:
             found = ledger.admit_many((r.run_id or "", r.source, r.line) for r in admitted)
-        except StateError:
-            await self._account(batch)
+        except StateError as exc:
+            await self._fail(exc, batch)  # admit_many staged none of them
             raise
         admissions = {id(r): a for r, a in zip(admitted, found, strict=True)}
         for index, record in enumerate(batch):
@@ -192,9 +199,23 @@ class LedgerFeed:
                     ledger.ambiguous(record.run_id)  # sent again: its doubt goes with it
                 if admission.state != "new":
                     ledger.enqueue(record.run_id, record.source, record.line)
-            except StateError:
-                await self._account(batch[index:])
+            except StateError as exc:
+                await self._fail(exc, batch[index:])
                 raise
+
+    async def _fail(self, exc: StateError, unstaged: list[InputRecord]) -> None:
+        """Stop hard once the state file fails; write each record it lost ``not_attempted``.
+
+        Lost are the records staged but never written (a failed write rolls back nothing
+        else: the stage is committed as it is written), and ``unstaged``, records of the batch
+        at hand not staged yet. None of them was sent: the pager reads only what is written.
+        """
+        if not self._failed:
+            self._failed = True
+            self._host.stop(str(exc), hard=True)
+        lost = [InputRecord(s, line, r, "") for r, s, line in self._ledger.take_unwritten()]
+        staged = {(r.source, r.line) for r in lost}
+        await self._account(lost + [r for r in unstaged if (r.source, r.line) not in staged])
 
     async def _account(self, batch: list[InputRecord]) -> None:
         """Write records read after the state file failed: nothing is sent any more."""

@@ -1,6 +1,7 @@
 """Tell what the ledger knew of each run the input names, a chunk at a time, exactly and fast.
 
-A run this invocation inserted says so in its ``seen`` column; a run of an earlier invocation is
+A run this invocation admitted is in its stage (:mod:`.staging`) or says so in its ``seen``
+column; a run of an earlier invocation is
 marked admitted in memory, one bit per ``seq`` (marking it in the file cost a write per run,
 half of a resume's time, and marks of an invocation that died never matter). Together with the
 ``run_id`` key that deduplicates exactly without holding IDs in memory.
@@ -13,18 +14,15 @@ cost of looking each ID up in the index), while that keeps hitting.
 from __future__ import annotations
 
 import sqlite3
-import time
 from typing import Any
 
 from . import schema
-from .records import DUPLICATE, NEW, Admission, Record, admission_of
+from .records import DUPLICATE, NEW, Admission, PriorState, Record, admission_of
 
 __all__ = ["CHUNK", "Admitter", "Marks"]
 
 CHUNK = 512  # run IDs looked up in one query
 _MAX_MARKS = 1 << 28  # runs marked in a bitmap (32 MiB at most); any other seq goes in a set
-
-Insert = tuple[str, str, int, int, float]
 
 
 class Marks:
@@ -68,13 +66,22 @@ class Marks:
 class Admitter:
     """Answer, for each run of the input, what the ledger knew of it before this invocation.
 
-    It only reads: the caller writes the rows of new runs it returns.
+    It only reads: the caller stages the new runs it returns. ``staged`` is the stage's map of
+    the new runs not written yet, which the ledger cannot answer for.
     """
 
-    __slots__ = ("_conn", "_cursor", "_read_ahead", "invocation", "seen")
+    __slots__ = ("_conn", "_cursor", "_read_ahead", "_staged", "invocation", "seen")
 
-    def __init__(self, conn: sqlite3.Connection, *, invocation: int, known: int) -> None:
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        *,
+        invocation: int,
+        known: int,
+        staged: dict[str, tuple[str, int, int]],
+    ) -> None:
         self.invocation = invocation
+        self._staged = staged
         #: Runs of earlier invocations (``seq`` up to ``known``) admitted in this one.
         self.seen = Marks(known)
         self._conn = conn
@@ -87,8 +94,8 @@ class Admitter:
             f"read_ahead={self._read_ahead}, seen={self.seen!r})"
         )
 
-    def sort(self, chunk: list[Record]) -> tuple[list[Admission], list[Insert]]:
-        """Return the admissions of ``chunk`` and the rows to insert for its new runs.
+    def sort(self, chunk: list[Record]) -> tuple[list[Admission], list[Record]]:
+        """Return the admissions of ``chunk`` and its new runs.
 
         Raise :class:`sqlite3.Error` if the ledger cannot be read.
         """
@@ -121,17 +128,23 @@ class Admitter:
         # Now answer each record from the rows found, and mark what this invocation admits.
         invocation = self.invocation
         seen = self.seen
+        staged = self._staged
         admissions: list[Admission] = []
-        inserts: list[Insert] = []
-        now = time.time()
-        for run_id, source, line in chunk:
+        inserts: list[Record] = []
+        for record in chunk:
+            run_id = record[0]
             row = found.get(run_id)
             if row is None:
-                inserts.append((run_id, source, line, invocation, now))
+                if run_id in staged:
+                    admissions.append(DUPLICATE)
+                    continue
+                inserts.append(record)
                 admissions.append(NEW)
                 found[run_id] = (run_id, invocation)  # a second sight in this chunk
-            elif row[1] == invocation or not seen.add(row[2]):
+            elif row[1] == invocation:
                 admissions.append(DUPLICATE)
+            elif not seen.add(row[2]):
+                admissions.append(Admission(PriorState.DUPLICATE, seq=row[2]))
             else:
                 admissions.append(admission_of(row))
         return admissions, inserts

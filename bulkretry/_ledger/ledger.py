@@ -7,9 +7,10 @@ only once that is committed; the answer is recorded by :meth:`Ledger.outcome`. A
 
 The Ledger holds the rooms of the wing together: ``opening`` gets hold of the state file
 (``files``: lock, header, connections; ``schema``: its format), ``admission`` answers what it
-knew of each input run, ``commits`` commits the writes in groups (in call order, so a run's
-``ambiguous`` mark is committed no later than its next intent), and ``reads`` holds the
-queries. The values it answers with are in ``records``.
+knew of each input run, ``staging`` holds what the input adds until it is written in large
+groups, ``commits`` commits the writes in groups (in call order, so a run's ``ambiguous`` mark
+is committed no later than its next intent), and ``reads`` holds the queries. The values it
+answers with are in ``records``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import asyncio
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any, Literal
 
 import orjson
@@ -26,7 +27,7 @@ import orjson
 from .._exceptions import StateError
 from .._model import ErrorInfo
 from . import files, opening, schema
-from .admission import CHUNK, Admitter
+from .admission import Admitter
 from .commits import (
     DEFAULT_COMMIT_DELAY,
     DEFAULT_FLUSH_INTERVAL,
@@ -34,8 +35,9 @@ from .commits import (
     DEFAULT_MAX_BUFFERED,
     GroupCommit,
 )
-from .reads import PAGE, LedgerReads
-from .records import FINAL_STATES, STATES, Admission, BatchIdentity, PriorState, Record
+from .intake import LedgerIntake
+from .records import FINAL_STATES, STATES, Admission, BatchIdentity, PriorState
+from .staging import Staging
 
 __all__ = [
     "DEFAULT_COMMIT_DELAY",
@@ -53,10 +55,11 @@ __all__ = [
 _Admissions = list[Admission]
 
 
-class Ledger(LedgerReads):
+class Ledger(LedgerIntake):
     """The durable ledger of one batch; build it with :meth:`open` (or :meth:`inspect`).
 
-    Its queries are in :class:`~bulkretry._ledger.reads.LedgerReads`.
+    Its input side is in :class:`~bulkretry._ledger.intake.LedgerIntake`, its queries in
+    :class:`~bulkretry._ledger.reads.LedgerReads`.
     """
 
     def __init__(
@@ -91,15 +94,18 @@ class Ledger(LedgerReads):
             flush_interval=flush_interval,
             max_buffered=max_buffered,
         )
-        self._admitter = Admitter(conn, invocation=invocation, known=known)
+        self._staging = Staging()
+        self._admitter = Admitter(
+            conn, invocation=invocation, known=known, staged=self._staging.runs
+        )
 
     def __repr__(self) -> str:
         group = self._group
         state = "closed" if group.closed else "failed" if group.failure else "open"
         return (
             f"Ledger({self.path!r}, {state}, invocation={self.invocation}, sync={self.sync!r}, "
-            f"buffered={group.buffered}, waiting={group.waiting}, commits={group.commits}, "
-            f"fsyncs={group.fsyncs})"
+            f"staged={self.staged}, buffered={group.buffered}, waiting={group.waiting}, "
+            f"commits={group.commits}, fsyncs={group.fsyncs})"
         )
 
     @property
@@ -171,45 +177,13 @@ class Ledger(LedgerReads):
 
     # -- writes ------------------------------------------------------------------------------
 
-    def admit(self, run_id: str, source: str, line: int) -> Admission:
-        """Record that the input holds ``run_id``; return what the ledger knew of it before."""
-        return self._admit_chunk([(run_id, source, line)])[0]
-
-    def admit_many(self, records: Iterable[Record]) -> _Admissions:
-        """Admit ``(run_id, source, line)`` records in order: faster than one by one."""
-        admissions: list[Admission] = []
-        chunk: list[Record] = []
-        for record in records:
-            chunk.append(record)
-            if len(chunk) == CHUNK:
-                admissions += self._admit_chunk(chunk)
-                chunk = []
-        if chunk:
-            admissions += self._admit_chunk(chunk)
-        return admissions
-
-    def _admit_chunk(self, chunk: list[Record]) -> _Admissions:
-        group = self._group
-        group.check()
-        try:
-            admissions, inserts = self._admitter.sort(chunk)
-        except sqlite3.Error as exc:
-            raise group.fail("read", exc) from exc
-        if inserts:
-            conn = group.begin()
-            try:
-                conn.executemany(schema.INSERT, inserts)
-            except sqlite3.Error as exc:
-                raise group.fail("write", exc) from exc
-            group.wrote(len(inserts))
-        return admissions
-
     async def intent(self, run_id: str) -> None:
         """Record that a request for ``run_id`` is about to be sent; return once it is durable.
 
         Raise :class:`StateError` if it cannot be recorded: the request must not be sent then.
         """
         loop = asyncio.get_running_loop()
+        self._unstage(run_id)
         group = self._group
         conn = group.begin()
         try:
@@ -224,6 +198,9 @@ class Ledger(LedgerReads):
 
     def ambiguous(self, run_id: str) -> None:
         """Record an attempt that may have landed (committed no later than the next intent)."""
+        if run_id in self._staging.runs:
+            self._staging.doubt.add(run_id)  # fed back in doubt: written with its row
+            return
         self._write(run_id, schema.AMBIGUOUS, (time.time(), run_id))
 
     def outcome(
@@ -273,7 +250,8 @@ class Ledger(LedgerReads):
         self._write(run_id, schema.OUTCOME, params)
 
     async def flush(self) -> None:
-        """Commit every buffered write now and return once it is durable."""
+        """Write what is staged, commit every buffered write, and return once it is durable."""
+        self.write_admitted()
         await self._group.flush()
 
     def close(self) -> None:
@@ -285,24 +263,13 @@ class Ledger(LedgerReads):
         if self._group.closed:
             return
         try:
+            if self._group.failure is None:
+                self.write_admitted()
             self._group.close()
         finally:
             self._conn.close()
             if self._lock is not None:
                 self._lock.release()
-
-    def enqueue(self, run_id: str, source: str, line: int) -> None:
-        """Queue a run an earlier invocation knew, to be sent for the input line that named it.
-
-        New runs need no queue: they wait in ``runs`` as ``pending`` (see :meth:`waiting`).
-        """
-        group = self._group
-        conn = group.begin()
-        try:
-            conn.execute(schema.ENQUEUE, (run_id, source, line))
-        except sqlite3.Error as exc:
-            raise group.fail("write", exc) from exc
-        group.wrote(1)
 
     def name_skipped(
         self, run_id: str, *, done: bool, new_run_id: str | None, etag: str | None
@@ -312,7 +279,9 @@ class Ledger(LedgerReads):
         When the evidence says it was re-triggered (``done``) and the state file does not know
         it yet, record that: no later resume may send it.
         """
-        rows = self._read("SELECT seq, state FROM runs WHERE run_id = ?", (run_id,))
+        if done:
+            self._unstage(run_id)
+        rows = self._query("SELECT seq, state FROM runs WHERE run_id = ?", (run_id,))
         if not rows:
             return
         seq, state = rows[0]
@@ -331,40 +300,6 @@ class Ledger(LedgerReads):
                 request_id=None,
             )
 
-    def enqueue_unfinished(self, source: str) -> int:
-        """Queue the earlier invocations' unfinished runs that this one's input did not name.
-
-        Unfinished is ``pending``, ``not_attempted`` or ``in_doubt`` (which waits for a person,
-        and may have no record anywhere when its process died): the state file is the batch,
-        and the input only adds to it. Each is queued with ``source`` (the state file) and its
-        ``seq`` as its line; the engine holds runs in doubt unless told to send them. Return
-        how many were queued.
-        """
-        self._group.check()
-        queued = 0
-        last = 0
-        seen = self._admitter.seen
-        while True:
-            rows = self._read(schema.UNFINISHED, (last, self.known, PAGE))
-            if not rows:
-                return queued
-            for seq, run_id, _ in rows:
-                if not seen.add(seq):
-                    continue
-                self.enqueue(run_id, source, seq)
-                queued += 1
-            last = rows[-1][0]
-
-    def progress(self, source: str, lines: int, *, complete: bool) -> None:
-        """Record that ``source`` was read up to its line ``lines`` (to its end if ``complete``)."""
-        group = self._group
-        conn = group.begin()
-        try:
-            conn.execute(schema.SOURCE, (self.invocation, source, lines, int(complete)))
-        except sqlite3.Error as exc:
-            raise group.fail("write", exc) from exc
-        group.wrote(1)
-
     def store_options(self, options: Mapping[str, object]) -> None:
         """Store the batch's options at once (paths of secrets only, never their content)."""
         group = self._group
@@ -382,6 +317,7 @@ class Ledger(LedgerReads):
     # -- machinery -----------------------------------------------------------------------------
 
     def _write(self, run_id: str, sql: str, params: tuple[Any, ...] | dict[str, Any]) -> None:
+        self._unstage(run_id)
         group = self._group
         conn = group.begin()
         try:

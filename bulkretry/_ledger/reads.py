@@ -55,10 +55,10 @@ class LedgerReads:
         New pending runs after ``after_seq`` come first (``turn`` 0), then queued runs after
         ``after_turn`` (``seq`` 0). The caller advances each cursor past the rows it got.
         """
-        rows = self._read(schema.NEW_PENDING, (max(after_seq, self.known), limit))
+        rows = self._query(schema.NEW_PENDING, (max(after_seq, self.known), limit))
         waiting: _Rows = [(seq, 0, r, s, line, d) for seq, r, s, line, d in rows]
         if len(waiting) < limit:
-            rows = self._read(schema.QUEUED, (after_turn, limit - len(waiting)))
+            rows = self._query(schema.QUEUED, (after_turn, limit - len(waiting)))
             waiting += [(0, turn, r, s, line, d) for turn, r, s, line, d in rows]
         return waiting
 
@@ -179,6 +179,10 @@ class LedgerReads:
         return kinds, codes
 
     def _read(self, sql: str, params: tuple[Any, ...]) -> _Rows:
+        return self._query(sql, params)
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> _Rows:
+        """Run a read, of what is written only."""
         if self._group.closed:
             raise StateError(f"state file {self.path} is closed")
         try:

@@ -92,6 +92,9 @@ class Admission(NamedTuple):
     attempts: int = 0
     ambiguous: int = 0
     error: ErrorInfo | None = None
+    #: The run's ``seq`` when it is a run of an earlier invocation (else 0): a key for marks
+    #: far cheaper than its run ID.
+    seq: int = 0
 
 
 NEW = Admission(PriorState.NEW, "pending")
@@ -113,6 +116,7 @@ def admission_of(row: tuple[Any, ...]) -> Admission:
             row[6],
             row[7],
             None if error is None else _error_info(error),
+            row[2],
         ),
     )
 

@@ -119,9 +119,11 @@ CREATE TABLE sources (
 """
 
 
+#: A new run, at the ``seq`` of its place in the input; ``doubt`` (0 or 1) also counts one
+#: ambiguous attempt: it was fed back in doubt.
 INSERT = (
-    "INSERT INTO runs (run_id, source, line, state, seen, updated_at) "
-    "VALUES (?, ?, ?, 'pending', ?, ?)"
+    "INSERT INTO runs (seq, run_id, source, line, state, seen, updated_at, doubt, ambiguous) "
+    "VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?7)"
 )
 INTENT = (
     "UPDATE runs SET state = 'in_flight', attempts = attempts + 1, updated_at = ? WHERE run_id = ?"

@@ -111,3 +111,37 @@ async def test_requests_start_while_the_input_is_still_being_admitted(tmp_path: 
         await Engine(SETTINGS, ledger=ledger).run(eager(), emit)
     assert len(sent_after) == 3_000
     assert sent_after[0] < 10, f"the first request waited for {sent_after[0]} of 30 batches"
+
+
+@pytest.mark.parametrize("room", [4, 40])
+async def test_a_state_file_that_fills_up_still_accounts_for_every_line_once(
+    tmp_path: Path, room: int
+) -> None:
+    """SQLite's own "database or disk is full" mid-input, with runs staged and requests going:
+    every input line gets exactly one record, and none the file rolled back was sent."""
+    sent: list[str] = []
+
+    def answer(url: object, **kwargs: object) -> CallbackResult:
+        sent.append(str(url).split("/runs/")[1].split("/")[0])
+        return CallbackResult(payload={"id": uuid(99_999), "etag": "e"})
+
+    async def emit(result: RunResult) -> None:
+        results.append(result)
+
+    results: list[RunResult] = []
+    with Ledger.open(tmp_path / "s.db", IDENT) as ledger:
+        pages = ledger._conn.execute("PRAGMA page_count").fetchone()[0]
+        ledger._conn.execute(f"PRAGMA max_page_count = {pages + room}")
+        engine = Engine(SETTINGS, ledger=ledger)
+        with aioresponses() as http:
+            http.post(ACTION, callback=answer, repeat=True)
+            await engine.run(batches(20_000, 500), emit)
+    assert engine.halt_reason is not None
+    assert "full" in engine.halt_reason
+    assert sorted(r.line for r in results) == [0, *range(1, 20_001)]  # every line, once
+    outcomes = Counter(r.outcome for r in results)
+    assert outcomes[Outcome.NOT_ATTEMPTED] > 0
+    assert set(outcomes) <= {Outcome.RETRIGGERED, Outcome.NOT_ATTEMPTED, Outcome.INVALID}
+    retriggered = {r.run_id for r in results if r.outcome is Outcome.RETRIGGERED}
+    assert retriggered == set(sent)  # sent once each, and only runs whose row was written
+    assert len(sent) == len(set(sent))

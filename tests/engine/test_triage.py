@@ -372,3 +372,20 @@ def test_with_a_ledger_a_run_it_knows_as_done_is_not_late_evidence() -> None:
         Verdict(Outcome.DUPLICATE)
     ]
     assert triage.late_evidence == 0
+
+
+def test_with_a_ledger_runs_of_earlier_invocations_are_held_by_their_seq() -> None:
+    """Known runs carry their seq: a done one is held (a later line is no late evidence), a
+    pending one is sent (a later retriggered line is), and neither goes into a run ID set."""
+    triage = Triage(Settings(), with_ledger=True)
+    done = Admission(PriorState.RETRIGGERED, "retriggered", NEW, ETAG, seq=70_000)
+    pending = Admission(PriorState.PENDING, "pending", seq=3)
+    other = "0f0f0f0f-1804-45d6-8d56-dd51f05c0baf"
+    bare = read(line("bare") + line("bare", other))
+    verdicts = judge_batch(triage, bare, [done, pending])
+    assert outcomes(verdicts) == ["already_retriggered", None]
+    again = [Admission(PriorState.DUPLICATE, seq=70_000), Admission(PriorState.DUPLICATE, seq=3)]
+    verdicts = judge_batch(triage, read(line("retriggered") + line("retriggered", other)), again)
+    assert outcomes(verdicts) == ["duplicate", "duplicate"]
+    assert triage.late_evidence == 1  # the pending run, sent before its retriggered line
+    assert triage._held is None

@@ -242,6 +242,7 @@ def test_no_sqlite_error_escapes_a_broken_ledger(path: str) -> None:
     """Every method turns a SQLite failure into StateError, for writes and reads alike."""
     ledger = Ledger.open(path, IDENT)
     ledger.admit("run-a", "in.txt", 1)
+    ledger.write_admitted()
     ledger._conn.close()  # as if the disk vanished
     calls: list[Callable[[], object]] = [
         lambda: ledger.admit("run-b", "in.txt", 2),
@@ -269,12 +270,12 @@ def test_a_closed_ledger_refuses_use(path: str) -> None:
 
 
 def test_repr_shows_the_ledger_state(path: str) -> None:
-    """repr() shows path, invocation, sync mode and what is buffered."""
+    """repr() shows path, invocation, sync mode and what is staged and buffered."""
     with Ledger.open(path, IDENT) as ledger:
         ledger.admit("run-a", "in.txt", 1)
         assert repr(ledger) == (
-            f"Ledger({path!r}, open, invocation=1, sync='normal', buffered=1, waiting=0, "
-            "commits=0, fsyncs=0)"
+            f"Ledger({path!r}, open, invocation=1, sync='normal', staged=1, buffered=0, "
+            "waiting=0, commits=0, fsyncs=0)"
         )
 
 

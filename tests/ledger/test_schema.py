@@ -26,8 +26,8 @@ def test_the_settling_statement_writes_what_the_general_one_does(
     """SETTLED, the fast path for a run's final answer, leaves the row OUTCOME would leave."""
     conn = sqlite3.connect(":memory:", isolation_level=None)
     schema.create(conn, IDENT)
-    for run_id in ("a", "b"):
-        conn.execute(schema.INSERT, (run_id, "in.txt", 1, 1, 0.0))
+    for seq, run_id in enumerate(("a", "b"), 1):
+        conn.execute(schema.INSERT, (seq, run_id, "in.txt", 1, 1, 0.0, 0))
         conn.execute("UPDATE runs SET doubt = ?, attempts = 3, ambiguous = 1", (doubt,))
     error = '{"kind": "http", "message": "no"}'
     conn.execute(
