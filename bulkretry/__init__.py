@@ -12,6 +12,7 @@ from ._api import retrigger
 from ._config import Credentials, Settings
 from ._exceptions import (
     AuthenticationError,
+    BaseUrlError,
     BatchHalted,
     BulkRetryError,
     ConfigurationError,
@@ -25,6 +26,7 @@ from ._version import __version__
 
 __all__ = [
     "AuthenticationError",
+    "BaseUrlError",
     "BatchHalted",
     "BulkRetryError",
     "ConfigurationError",

@@ -7,7 +7,8 @@ libraries below (aiohttp, orjson, sqlite3, OSError) are translated where they ar
     BulkRetryError
     ├── ConfigurationError        bad settings or environment, found before any request
     │   ├── MissingCredentialsError
-    │   └── InputError            an input or output path that cannot be used
+    │   ├── InputError            an input or output path that cannot be used
+    │   └── BaseUrlError          the base URL reaches no Flow Service (found by the pre-flight)
     ├── StateError                a state file that belongs to another batch, or is corrupt
     ├── AuthenticationError       the token was refused or could not be obtained
     ├── BatchHalted               the batch stopped early: see ``reason``
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 __all__ = [
     "AuthenticationError",
+    "BaseUrlError",
     "BatchHalted",
     "BulkRetryError",
     "ConfigurationError",
@@ -56,6 +58,19 @@ class MissingCredentialsError(ConfigurationError):
 
 class InputError(ConfigurationError):
     """An input or output path that cannot be used (missing, a directory, unreadable…)."""
+
+
+class BaseUrlError(ConfigurationError):
+    """The base URL reaches no Flow Service: no such host, refused, a 404, another server.
+
+    The message names ``--base-url``; ``url`` is the base URL, ``status`` the HTTP status of the
+    answer that showed it (None when no answer came).
+    """
+
+    def __init__(self, message: str, *, url: str, status: int | None = None) -> None:
+        self.url = url
+        self.status = status
+        super().__init__(message)
 
 
 class StateError(BulkRetryError):

@@ -9,6 +9,11 @@ parser wires it as::
     if ns.command == "list-failed":
         return run_list_failed(ns, env)
 
+With ``--exclude FILE`` (results of earlier batches) and ``--state PATH`` (a batch's state
+file, read-only) it leaves out the runs they show re-triggered already, so that running the
+pipeline again sends nothing twice; ``--skip-superseded`` also leaves out failed runs older than
+their flow's newest successful run (:class:`~bulkretry._listing.lister.FailedRunLister`).
+
 Exit codes: 0 the listing is complete (an empty one too, and when the reader of the output
 closed it early, as ``| head`` does); 2 a usage or configuration error, before any request;
 3 the listing stopped before its last page (the API refused it, retries were given up, a
@@ -29,12 +34,13 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TextIO
 
 from .. import _config as C
-from .._exceptions import BulkRetryError, ConfigurationError
+from .._exceptions import BulkRetryError, ConfigurationError, StateError
 from .._http.tls import check_url, proxy_for
 from .._io.sink import OutputClosed, ResultSink
 from .._io.written import STDOUT_FD, open_output
 from .._listing.lister import (
     DEFAULT_PAGE_SIZE,
+    DoneRuns,
     FailedRunLister,
     ListedRun,
     ListingHalted,
@@ -56,6 +62,8 @@ from .options import (
 )
 
 __all__ = [
+    "EXCLUDE_VARIABLE",
+    "FLOW_ID_VARIABLE",
     "LIST_OPTIONS",
     "build_list_settings",
     "build_query",
@@ -123,6 +131,11 @@ LIST_OPTIONS = [
     _help("token_file"),
     _help("client_secret_file"),
     _help("ca_bundle"),
+    _help(
+        "state",
+        "leave out the runs this state file of a batch records re-triggered (opened read-only; "
+        "one that does not exist yet leaves out nothing)",
+    ),
     _help("quiet"),
     _help("verbose", "log every retry"),
     _help("log_format"),
@@ -144,6 +157,7 @@ def _own(
 
 _PREFIX = "BULKRETRY_LIST_FAILED_"
 FLOW_ID_VARIABLE = _PREFIX + "FLOW_ID"
+EXCLUDE_VARIABLE = _PREFIX + "EXCLUDE"
 _WINDOW = "an ISO-8601 time (without a zone: UTC) or a duration before now: 30m, 6h, 2d, 1w"
 OWN_OPTIONS = [
     _own(
@@ -172,6 +186,13 @@ OWN_OPTIONS = [
         "runs asked for per page (the API's limit parameter)",
         "N",
     ),
+    _own(
+        ("--skip-superseded",),
+        None,
+        False,
+        "also leave out failed runs older than their flow's newest successful run (one more "
+        "request per flow; leave off for incremental flows, which need every run)",
+    ),
 ]
 
 
@@ -186,7 +207,9 @@ def configure_parser(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
         "its own options are BULKRETRY_LIST_FAILED_<OPTION>.\n\n"
         "examples:\n"
         "  bulkretry list-failed --flow-id F1 --flow-id F2 --since 2d | bulkretry run\n"
-        "  bulkretry list-failed --all-flows --since 6h --format jsonl -o failed.jsonl\n\n"
+        "  bulkretry list-failed --all-flows --since 6h --format jsonl -o failed.jsonl\n"
+        "  bulkretry list-failed --flow-id F --since 2d --state batch.db | "
+        "bulkretry run --state batch.db\n\n"
         "exit codes:\n"
         "  0    the listing is complete (even empty)\n"
         "  2    a usage error\n"
@@ -203,6 +226,17 @@ def configure_parser(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
         metavar="ID",
         help="list the failed runs of the flow with this ID, a UUID (repeat for several flows) "
         f"[env {FLOW_ID_VARIABLE}, comma-separated; default none]",
+    )
+    excluded = env.get(EXCLUDE_VARIABLE, "")
+    parser.add_argument(
+        "--exclude",
+        dest="exclude",
+        action="append",
+        default=[path for path in excluded.split(os.pathsep) if path.strip()],
+        metavar="FILE",
+        help="leave out the runs this results file of an earlier batch shows re-triggered "
+        "(retriggered, already_retriggered, or skipped standing for either; - is stdin; repeat "
+        f"for several) [env {EXCLUDE_VARIABLE}, {os.pathsep}-separated; default none]",
     )
     add_options(parser, OWN_OPTIONS, env)
     add_options(parser, LIST_OPTIONS, env)
@@ -278,20 +312,24 @@ def run_list_failed(
     try:
         query = build_query(ns, now())
         settings = build_list_settings(ns, env, warn=log.warning)
-        fd = open_output(ns.output, append=ns.append, overwrite=ns.overwrite, inputs=())
-    except ConfigurationError as exc:
+        done = DoneRuns.load(ns.exclude, ns.state)
+        fd = open_output(ns.output, append=ns.append, overwrite=ns.overwrite, inputs=ns.exclude)
+    except (ConfigurationError, StateError) as exc:
         print(f"bulkretry: error: {exc}", file=err)
         return EXIT_USAGE
+    if done.state_missing and not ns.quiet:
+        print(
+            f"bulkretry: state file {ns.state} holds no batch yet: it leaves out nothing", file=err
+        )
+    lister = FailedRunLister(settings, query, done=done, skip_superseded=ns.skip_superseded)
     try:
-        return _list(settings, query, fd, fmt=ns.format, quiet=ns.quiet, err=err)
+        return _list(lister, fd, fmt=ns.format, quiet=ns.quiet, err=err)
     finally:
         if fd != STDOUT_FD:
             os.close(fd)
 
 
-def _list(
-    settings: C.Settings, query: ListQuery, fd: int, *, fmt: str, quiet: bool, err: TextIO
-) -> int:
+def _list(lister: FailedRunLister, fd: int, *, fmt: str, quiet: bool, err: TextIO) -> int:
     sink = ResultSink(fd)
     line: Callable[[ListedRun], bytes] = ListedRun.to_json_line if fmt == "jsonl" else _id_line
 
@@ -301,7 +339,6 @@ def _list(
         # Each page reaches the reader before the next one is asked for.
         sink.flush()
 
-    lister = FailedRunLister(settings, query)
     code = EXIT_OK
     try:
         with asyncio.Runner(loop_factory=new_event_loop) as runner:

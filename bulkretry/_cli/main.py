@@ -130,9 +130,9 @@ def _all_options() -> list[Option]:
 
 def known_variables() -> list[str]:
     """Return every BULKRETRY_* variable some command reads."""
-    from .list_failed import FLOW_ID_VARIABLE
+    from .list_failed import EXCLUDE_VARIABLE, FLOW_ID_VARIABLE
 
-    return [option.env for option in _all_options()] + [FLOW_ID_VARIABLE]
+    return [option.env for option in _all_options()] + [FLOW_ID_VARIABLE, EXCLUDE_VARIABLE]
 
 
 def every_command_variable() -> list[str]:

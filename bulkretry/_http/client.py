@@ -1,16 +1,16 @@
-"""Speak to Flow Service: one re-trigger request, its answer read tolerantly and within bounds.
+"""Speak to Flow Service: a re-trigger or a GET, its answer read tolerantly and within bounds.
 
-This is the boundary with aiohttp: every aiohttp and socket error is translated here into a
-:class:`TransportError` that says whether the request may have reached the server: it may
-have once a connection was handed out for it (it is written at once), never before. A pooled
-connection the server closed while idle is never written to (see :class:`_FreshConnections`).
-Whatever a server wrote is quoted through :func:`bulkretry._text.one_line`. ``Answer`` (a
-kernel value, :mod:`bulkretry._model`) and ``one_line`` are re-exported for older importers.
+This is the boundary with aiohttp: every aiohttp and socket error is translated
+(:mod:`.translate`) into a :class:`TransportError` that says whether the request may have
+reached the server: it may have once a connection was handed out for it (it is written at
+once), never before. A pooled connection the server closed while idle is never written to (see
+:class:`_FreshConnections`). Whatever a server wrote is quoted through
+:func:`bulkretry._text.one_line`. ``Answer`` (a kernel value, :mod:`bulkretry._model`),
+``one_line`` and ``translate`` are re-exported for older importers.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextvars
 import select
 import weakref
@@ -28,14 +28,16 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from .._config import Settings
-from .._exceptions import TransportError
 from .._model import Answer
 from .._text import MAX_MESSAGE_CHARS, one_line
+from .lookups import run_segment
 from .tls import session_kwargs
+from .translate import translate
 
 __all__ = [
     "MAX_BODY_BYTES",
     "MAX_MESSAGE_CHARS",
+    "MAX_PAGE_BYTES",
     "Answer",
     "FlowServiceClient",
     "make_session",
@@ -48,6 +50,8 @@ __all__ = [
 
 #: Flow Service answers are a few hundred bytes; anything past this is not read.
 MAX_BODY_BYTES = 1024 * 1024
+#: A page of 1000 runs is about 2 MB; no GET reads past this.
+MAX_PAGE_BYTES = 32 * 1024 * 1024
 #: A request ID is a UUID or so; a longer one is cut.
 _MAX_REQUEST_ID_CHARS = 200
 #: A body aiohttp could not decompress: a corrupt or oversized gzip/deflate/br stream.
@@ -104,76 +108,6 @@ def request_id(headers: CIMultiDictProxy[str], body: Any = None) -> str | None:
     return one_line(rid, _MAX_REQUEST_ID_CHARS) if rid is not None else None
 
 
-def translate(exc: BaseException, *, url_host: str, unsent: bool = False) -> TransportError:
-    """Map an aiohttp or socket error to a :class:`TransportError` (``sent``: maybe processed).
-
-    ``unsent``: no connection was handed out for the request, so not a byte of it was written.
-    """
-    error = _translate(exc, url_host=url_host)
-    if not unsent or not error.sent:
-        return error
-    if error.kind == "timeout":
-        return TransportError(
-            f"timed out before a connection to {url_host} was ready", kind="timeout", sent=False
-        )
-    return TransportError(f"{error} (before the request was sent)", kind=error.kind, sent=False)
-
-
-def _translate(exc: BaseException, *, url_host: str) -> TransportError:
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return TransportError(
-            f"TLS certificate of {url_host} could not be verified "
-            f"({one_line(str(exc.certificate_error))}); "
-            "use --ca-bundle for a corporate proxy",
-            kind="tls",
-            sent=False,
-        )
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return TransportError(
-            f"cannot connect to {url_host}: {one_line(str(exc.os_error.strerror or exc))}",
-            kind="network",
-            sent=False,
-        )
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
-        return TransportError(f"timed out connecting to {url_host}", kind="timeout", sent=False)
-    if isinstance(exc, (asyncio.TimeoutError, aiohttp.ServerTimeoutError)):
-        return TransportError("timed out waiting for the answer", kind="timeout", sent=True)
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return TransportError(
-            "the server closed the connection without answering", kind="network", sent=True
-        )
-    if isinstance(exc, aiohttp.ClientPayloadError):
-        return TransportError(
-            "the connection broke while the answer was read", kind="network", sent=True
-        )
-    if isinstance(exc, (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError)) and not isinstance(
-        exc, aiohttp.RedirectClientError
-    ):
-        # Refused before any connection was made (a bad redirect target comes after an answer).
-        return TransportError(f"invalid request URL ({exc})", kind="network", sent=False)
-    if isinstance(exc, aiohttp.ClientHttpProxyError):
-        # The proxy refused the CONNECT tunnel: the request never left for Flow Service.
-        return TransportError(
-            f"the proxy refused to connect to {url_host} "
-            f"(HTTP {exc.status} {one_line(str(exc.message))})",
-            kind="network",
-            sent=False,
-        )
-    if isinstance(exc, aiohttp.ClientResponseError):
-        # aiohttp draws a caret under the bad byte on lines of their own: keep the words.
-        lines = [line for line in str(exc.message).splitlines() if line.strip(" ^")]
-        return TransportError(
-            f"the server sent an invalid HTTP answer ({one_line(' '.join(lines))})",
-            kind="network",
-            sent=True,
-        )
-    if isinstance(exc, (aiohttp.ClientError, OSError)):
-        return TransportError(
-            f"network error: {type(exc).__name__}: {one_line(str(exc))}", kind="network", sent=True
-        )
-    raise exc
-
-
 @dataclass(slots=True)
 class _Send:
     """One request as the pool saw it: whether it asked for a connection, and was given one."""
@@ -182,7 +116,7 @@ class _Send:
     given: bool = False
 
 
-#: The request being sent in this task; set by :meth:`FlowServiceClient.retrigger`.
+#: The request being sent in this task; set by :meth:`FlowServiceClient._exchange`.
 _SENDING: contextvars.ContextVar[_Send | None] = contextvars.ContextVar(
     "bulkretry_sending", default=None
 )
@@ -266,7 +200,7 @@ class _FreshConnections:
 
 
 class FlowServiceClient:
-    """Send re-trigger requests over one aiohttp session, with headers prepared once.
+    """Send re-triggers and GETs over one aiohttp session, with headers prepared once.
 
     The session is the seam for faking HTTP: it belongs to the caller, and a test gives one
     whose connector reaches an in-process server. Its connector gets a
@@ -294,25 +228,31 @@ class FlowServiceClient:
         # Encoded once (IDNA host, quoted path), so that each request's URL is taken as is.
         self._encoded_base = str(base)
         self._query = "?op=" + quote(op, safe="")
-        self._static_headers = {
-            "x-api-key": api_key,
-            "x-gw-ims-org-id": org_id,
-            "x-sandbox-name": sandbox,
-            "Content-Type": "application/json",
-        }
+        identity = {"x-api-key": api_key, "x-gw-ims-org-id": org_id, "x-sandbox-name": sandbox}
+        self._static_headers = {**identity, "Content-Type": "application/json"}
+        self._static_read_headers = {**identity, "Accept": "application/json"}
         self._headers: dict[str, str] = {}
+        self._read_headers: dict[str, str] = {}
         self._token: str | None = None
         # The connect timer fires before the total one, so that a hung connect is named as such
         # (either way no connection was handed out, so the request counts as not sent).
         connect = min(timeout / 2, 10.0)
         self._timeout = aiohttp.ClientTimeout(total=timeout, sock_connect=connect, connect=None)
+        #: Re-trigger requests sent (GETs are :attr:`gets_sent`).
         self.requests_sent = 0
+        self.gets_sent = 0
 
     def __repr__(self) -> str:
         return (
             f"FlowServiceClient(base={self._base!r}, requests_sent={self.requests_sent}, "
+            f"gets_sent={self.gets_sent}, "
             f"closed_connections_skipped={self.closed_connections_skipped})"
         )
+
+    @property
+    def base_url(self) -> str:
+        """The Flow Service base URL, without a trailing slash."""
+        return self._base
 
     @property
     def closed_connections_skipped(self) -> int:
@@ -325,26 +265,42 @@ class FlowServiceClient:
         The URL is encoded already and must be sent as is (``URL(..., encoded=True)``): a
         decoding URL parser would resolve a ``.`` or ``..`` segment away.
         """
-        segment = quote(run_id, safe="")
-        if segment in (".", ".."):
-            segment = segment.replace(".", "%2E")
-        return f"{self._encoded_base}/runs/{segment}/action{self._query}"
+        return f"{self._encoded_base}/runs/{run_segment(run_id)}/action{self._query}"
 
     def _headers_for(self, token: str) -> dict[str, str]:
         if token is not self._token:
-            self._headers = {"Authorization": "Bearer " + token, **self._static_headers}
+            bearer = "Bearer " + token
+            self._headers = {"Authorization": bearer, **self._static_headers}
+            self._read_headers = {"Authorization": bearer, **self._static_read_headers}
             self._token = token
         return self._headers
 
     async def retrigger(self, run_id: str, token: str) -> Answer:
         """Ask Flow Service to re-trigger ``run_id``; raise TransportError below HTTP."""
         self.requests_sent += 1
+        url = URL(self.url_for(run_id), encoded=True)
+        return await self._exchange("POST", url, self._headers_for(token), MAX_BODY_BYTES)
+
+    async def get(self, url: URL | str, token: str, *, cap: int = MAX_PAGE_BYTES) -> Answer:
+        """GET ``url`` (a look-up, a listing page); raise TransportError below HTTP.
+
+        ``url`` is sent as is: build it encoded (:mod:`.lookups`). The answer's ``body`` is the
+        parsed JSON, or None with ``body_problem`` saying why (HTML, cut at ``cap`` bytes…).
+        """
+        self.gets_sent += 1
+        self._headers_for(token)
+        target = url if isinstance(url, URL) else URL(url, encoded=True)
+        return await self._exchange("GET", target, self._read_headers, cap)
+
+    async def _exchange(self, method: str, url: URL, headers: dict[str, str], cap: int) -> Answer:
+        """Send one request and read its answer within ``cap`` bytes; translate what fails."""
         send = _Send()
         context = _SENDING.set(send)
         try:
-            async with self._session.post(
-                URL(self.url_for(run_id), encoded=True),
-                headers=self._headers_for(token),
+            async with self._session.request(
+                method,
+                url,
+                headers=headers,
                 allow_redirects=False,
                 timeout=self._timeout,
                 proxy=self._proxy,
@@ -352,7 +308,7 @@ class FlowServiceClient:
                 body: Any
                 problem: str | None
                 try:
-                    raw, truncated = await read_capped(response)
+                    raw, truncated = await read_capped(response, cap)
                 except aiohttp.ClientPayloadError as exc:
                     cause = exc.__cause__
                     if not isinstance(cause, _UNDECODABLE):
@@ -362,16 +318,16 @@ class FlowServiceClient:
                     body = None
                     problem = f"the body cannot be decompressed ({one_line(cause.message)})"
                 else:
-                    body, problem = parse_body(raw, truncated)
-                headers = response.headers
+                    body, problem = parse_body(raw, truncated, cap=cap)
+                answered = response.headers
                 return Answer(
                     status=response.status,
                     body=body,
                     body_problem=problem,
-                    retry_after=headers.get("Retry-After"),
-                    request_id=request_id(headers, body),
-                    etag_header=headers.get("ETag"),
-                    location=headers.get("Location"),
+                    retry_after=answered.get("Retry-After"),
+                    request_id=request_id(answered, body),
+                    etag_header=answered.get("ETag"),
+                    location=answered.get("Location"),
                 )
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             unsent = send.asked and not send.given

@@ -1,13 +1,16 @@
-"""What Flow Service says of a run, as a listing (or a look-up) gets it: :class:`ListedRun`.
+"""What Flow Service says of a failed run, as ``list-failed`` gets it: :class:`ListedRun`.
 
 Each item of a ``GET /runs`` page becomes a :class:`ListedRun`, or is left out when it does not
 hold a clean run ID. Its other fields are the server's own text, kept as one safe line each
-(:func:`~bulkretry._text.one_line`); of the reasons it failed, a few at most.
+(:func:`~bulkretry._text.one_line`); of the reasons it failed, a few at most. The readers of an
+item's parts (:func:`clean_id`, :func:`millis`, :func:`run_errors`) serve the look-ups'
+:class:`~bulkretry._http.lookups.RunView` too.
 """
 
 from __future__ import annotations
 
 import datetime
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +18,7 @@ import orjson
 
 from .._text import server_text
 
-__all__ = ["ListedRun"]
+__all__ = ["ListedRun", "clean_id", "millis", "run_errors"]
 
 _MAX_ERRORS = 5
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
@@ -27,6 +30,7 @@ class ListedRun:
 
     run_id: str
     flow_id: str | None = None
+    created_at_ms: int | None = None
     started_at_ms: int | None = None
     completed_at_ms: int | None = None
     status: str | None = None
@@ -37,8 +41,8 @@ class ListedRun:
         """Read one item of a page; None if it has no usable run ID."""
         if not isinstance(item, dict):
             return None
-        run_id = item.get("id")
-        if not isinstance(run_id, str) or not _is_clean(run_id):
+        run_id = clean_id(item.get("id"))
+        if run_id is None:
             return None
         metrics = _dict(item.get("metrics"))
         duration = _dict(metrics.get("durationSummary"))
@@ -46,10 +50,11 @@ class ListedRun:
         return cls(
             run_id=run_id,
             flow_id=server_text(item.get("flowId")),
-            started_at_ms=_millis(duration.get("startedAtUTC")),
-            completed_at_ms=_millis(duration.get("completedAtUTC")),
+            created_at_ms=millis(item.get("createdAt")),
+            started_at_ms=millis(duration.get("startedAtUTC")),
+            completed_at_ms=millis(duration.get("completedAtUTC")),
             status=server_text(summary.get("status")),
-            errors=_errors(item, summary),
+            errors=run_errors(item),
         )
 
     def to_json(self) -> dict[str, object]:
@@ -72,13 +77,23 @@ def _dict(value: object) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def _is_clean(text: str) -> bool:
-    """Tell whether ``text`` can stand alone on an output line: printable, no spaces."""
-    return bool(text) and text.isprintable() and not any(c.isspace() for c in text)
+def clean_id(value: object) -> str | None:
+    """Return ``value`` if it is an ID that can stand alone on an output line, else None.
+
+    Printable, no spaces: a server's ID that is not so is no ID at all.
+    """
+    if not isinstance(value, str) or not value:
+        return None
+    if not value.isprintable() or any(c.isspace() for c in value):
+        return None
+    return value
 
 
-def _millis(value: object) -> int | None:
+def millis(value: object) -> int | None:
+    """Return an epoch-milliseconds field as an int; None if it is not a (finite) number."""
     if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     return int(value)
 
@@ -93,10 +108,13 @@ def _iso(ms: int | None) -> str | None:
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _errors(
-    item: dict[str, Any], summary: dict[str, Any]
-) -> tuple[tuple[str | None, str | None], ...]:
-    """Collect the failure reasons of the run, then of its activities, a few at most."""
+def run_errors(item: dict[str, Any]) -> tuple[tuple[str | None, str | None], ...]:
+    """Collect ``(code, message)`` of the run's failure reasons, then its activities', a few.
+
+    Each is one safe line (:func:`~bulkretry._text.server_text`); pairs without either are left
+    out, and so are repeats.
+    """
+    summary = _dict(_dict(item.get("metrics")).get("statusSummary"))
     lists: list[object] = [summary.get("errors")]
     # The spec spells the field "activites"; the live API is said to write "activities".
     for key in ("activities", "activites"):

@@ -3,14 +3,20 @@
 One listing per flow of the :class:`~.query.ListQuery`, or one for the whole sandbox. Each
 page's runs are handed to the caller before the next page is asked for, so that a long listing
 streams; run IDs already handed out are never repeated. Pages continue through
-``_links.next.href`` (:func:`~.query.resolve_next` decides which links may be followed); an
-empty ``_links`` ends the listing; a continuation token seen twice stops it.
+``_links.next.href`` (:func:`~bulkretry._http.links.resolve_next` decides which links may be
+followed); an empty ``_links`` ends the listing; a continuation token seen twice stops it.
 
-Requests share ``run``'s machinery: a token from :func:`token_provider` (a 401 ``401013`` renews
-it once and retries), a :class:`Throttle` at the configured rate, and what to do after each
-answer from :func:`bulkretry._policy.decide_read`, the decision for every GET: retries with
-full-jitter backoff and ``Retry-After``, and when to stop. A stop raises
-:class:`ListingHalted`; the runs handed out before it stay handed out.
+Runs already re-triggered (:class:`~.exclusions.DoneRuns`) are left out. With
+``skip_superseded``, so is a failed run older than the newest successful run of its flow: one
+look-up per flow that has failed runs, ``GET /runs`` for the flow's successful runs, newest
+first, one run (a server that ignored the order can only make fewer runs left out).
+
+Requests share ``run``'s machinery: the client's GET (:meth:`FlowServiceClient.get`), a token
+from :func:`token_provider` (a 401 ``401013`` renews it once and retries), a :class:`Throttle` at
+the configured rate, and what to do after each answer from
+:func:`bulkretry._policy.decide_read`, the decision for every GET: retries with full-jitter
+backoff and ``Retry-After``, and when to stop. A stop raises :class:`ListingHalted`; the runs
+handed out before it stay handed out.
 """
 
 from __future__ import annotations
@@ -20,9 +26,7 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote, urlencode
 
 import aiohttp
 from yarl import URL
@@ -30,16 +34,21 @@ from yarl import URL
 from .._config import Settings
 from .._exceptions import ListingHalted, MissingCredentialsError, TransportError
 from .._http.auth import TokenProvider, token_provider
-from .._http.client import make_session, parse_body, read_capped, request_id, translate
+from .._http.client import MAX_PAGE_BYTES, FlowServiceClient, make_session
+from .._http.links import next_href, resolve_next
+from .._http.lookups import is_flow_id, listing_url, page_problem, parse_run_page, runs_url
 from .._http.runs import ListedRun
 from .._model import Answer
 from .._pace.throttle import Throttle
 from .._policy import Action, decide_read
-from .query import DEFAULT_PAGE_SIZE, ListQuery, next_href, resolve_next
+from .exclusions import DoneRuns
+from .query import DEFAULT_PAGE_SIZE, ListQuery
+from .stats import ListingStats
 
 __all__ = [
     "DEFAULT_PAGE_SIZE",
     "MAX_PAGE_BYTES",
+    "DoneRuns",
     "FailedRunLister",
     "ListQuery",
     "ListedRun",
@@ -50,53 +59,11 @@ __all__ = [
 
 log = logging.getLogger("bulkretry")
 
-#: A page of 1000 runs is about 2 MB; anything past this is not read.
-MAX_PAGE_BYTES = 32 * 1024 * 1024
 #: What a 200 must hold to be a page, in the words of a message that says it did not.
 _PAGE = "a page of runs"
 
 Wait = Callable[[float], Awaitable[None]]
 OnPage = Callable[[list[ListedRun]], None]
-
-
-@dataclass(slots=True, kw_only=True)
-class ListingStats:
-    """What a listing did: pages read, runs handed out or left out, and the requests it took."""
-
-    started: float = field(default_factory=time.monotonic)
-    flows: int = 0
-    pages: int = 0
-    runs: int = 0
-    duplicates: int = 0
-    left_out: int = 0
-    requests: int = 0
-    retries: int = 0
-    throttled: int = 0
-    server_errors: int = 0
-    network_errors: int = 0
-    token_renewals: int = 0
-
-    @property
-    def elapsed(self) -> float:
-        """Seconds since the listing started."""
-        return time.monotonic() - self.started
-
-    def summary(self) -> str:
-        """Return the end-of-listing line for stderr."""
-        flows = "every flow" if self.flows == 0 else f"{self.flows} flow" + "s" * (self.flows != 1)
-        extra = ""
-        if self.duplicates:
-            extra += f", {self.duplicates} repeated"
-        if self.left_out:
-            extra += f", {self.left_out} left out (not failed, outside the window, or no ID)"
-        runs = f"{self.runs} failed run" + "s" * (self.runs != 1)
-        pages = f"{self.pages} page" + "s" * (self.pages != 1)
-        return (
-            f"bulkretry: {runs} listed from {flows} in {pages}"
-            f"{extra}; {self.requests} requests ({self.retries} retries, {self.throttled} "
-            f"answered 429, {self.server_errors} 5xx, {self.network_errors} network errors, "
-            f"{self.token_renewals} token renewals) in {self.elapsed:.1f} s"
-        )
 
 
 class FailedRunLister:
@@ -105,7 +72,8 @@ class FailedRunLister:
     ``session`` and ``tokens`` belong to the caller if given (a test passes a session on a fake
     connector); otherwise a session is opened for the listing and the token comes from
     ``settings.credentials``. ``wait`` replaces ``asyncio.sleep`` between attempts (tests pass
-    one that never sleeps).
+    one that never sleeps). ``done`` names runs to leave out as re-triggered already;
+    ``skip_superseded`` leaves out failed runs older than their flow's newest success.
     """
 
     def __init__(
@@ -117,6 +85,8 @@ class FailedRunLister:
         tokens: TokenProvider | None = None,
         wait: Wait | None = None,
         rng: random.Random | None = None,
+        done: DoneRuns | None = None,
+        skip_superseded: bool = False,
     ) -> None:
         self.settings = settings
         self.query = query = query.folded()
@@ -131,10 +101,11 @@ class FailedRunLister:
         self._base = URL(settings.base_url.rstrip("/"))
         self._seen: set[str] = set()
         self._flow: str | None = None
-        connect = min(settings.timeout, 10.0)
-        self._timeout = aiohttp.ClientTimeout(
-            total=settings.timeout, sock_connect=connect, connect=None
-        )
+        self._client: FlowServiceClient | None = None
+        self._done = done
+        self._skip_superseded = skip_superseded
+        #: Each flow's newest successful run's createdAt (None: none found).
+        self._newest_success: dict[str, int | None] = {}
 
     def __repr__(self) -> str:
         s = self.stats
@@ -151,14 +122,24 @@ class FailedRunLister:
         """
         own = None
         try:
+            credentials = self.settings.credentials
+            if credentials is None:
+                raise MissingCredentialsError(
+                    ["BULKRETRY_ACCESS_TOKEN", "BULKRETRY_API_KEY", "BULKRETRY_ORG_ID"]
+                )
             if self._session is None:
                 own = self._session = make_session(self.settings)
+            self._client = FlowServiceClient(
+                self._session,
+                base_url=self.settings.base_url,
+                op=self.settings.op,
+                api_key=credentials.api_key,
+                org_id=credentials.org_id,
+                sandbox=credentials.sandbox,
+                timeout=self.settings.timeout,
+                proxy=self.settings.proxy,
+            )
             if self._tokens is None:
-                credentials = self.settings.credentials
-                if credentials is None:
-                    raise MissingCredentialsError(
-                        ["BULKRETRY_ACCESS_TOKEN", "BULKRETRY_API_KEY", "BULKRETRY_ORG_ID"]
-                    )
                 self._tokens = token_provider(
                     credentials,
                     self._session,
@@ -175,9 +156,7 @@ class FailedRunLister:
 
     def first_url(self, flow_id: str | None) -> URL:
         """Return the URL of the first page for ``flow_id`` (None: every flow)."""
-        # ``=`` stays as the docs write it (property=flowId==…); ``>`` and ``<`` are escaped.
-        query = urlencode(self.query.params(flow_id), quote_via=quote, safe="=")
-        return URL(f"{self._base}/runs?{query}", encoded=True)
+        return runs_url(self._base, self.query.params(flow_id))
 
     async def _list_flow(self, flow_id: str | None, on_page: OnPage) -> None:
         url = self.first_url(flow_id)
@@ -185,9 +164,13 @@ class FailedRunLister:
         page = 0
         while True:
             page += 1
-            body = await self._fetch(url, page)
+            body = await self._fetch(url, self._where(page), f"page {page}")
             self.stats.pages += 1
-            on_page(self._accept(body["items"], flow_id))
+            runs = self._accept(body["items"], flow_id)
+            if self._skip_superseded and runs:
+                runs = await self._unsuperseded(runs, flow_id)
+            self.stats.runs += len(runs)
+            on_page(runs)
             try:
                 href = next_href(body)
                 if href is None:
@@ -204,8 +187,9 @@ class FailedRunLister:
             visited.add(key)
 
     def _accept(self, items: Sequence[object], flow_id: str | None) -> list[ListedRun]:
-        """Keep the runs of a page that are new and fit the filters."""
+        """Keep the runs of a page that are new, fit the filters and were not re-triggered."""
         runs: list[ListedRun] = []
+        done = self._done or None
         for item in items:
             run = ListedRun.from_item(item)
             if run is None or not self.query.admits(run, flow_id):
@@ -215,16 +199,59 @@ class FailedRunLister:
                 self.stats.duplicates += 1
                 continue
             self._seen.add(run.run_id)
+            why = done.reason(run.run_id) if done is not None else None
+            if why is not None:
+                self.stats.done[why] += 1
+                continue
             runs.append(run)
-        self.stats.runs += len(runs)
         return runs
+
+    async def _unsuperseded(self, runs: list[ListedRun], flow_id: str | None) -> list[ListedRun]:
+        """Leave out the runs created before the newest successful run of their flow."""
+        kept: list[ListedRun] = []
+        for run in runs:
+            flow = run.flow_id or flow_id
+            # A run starts after it is created: its start stands in for a missing createdAt.
+            when = run.created_at_ms if run.created_at_ms is not None else run.started_at_ms
+            if flow is None or when is None or not is_flow_id(flow):
+                kept.append(run)
+                continue
+            if flow not in self._newest_success:
+                self._newest_success[flow] = await self._newest_success_of(flow)
+            newest = self._newest_success[flow]
+            if newest is not None and when < newest:
+                self.stats.superseded += 1
+                continue
+            kept.append(run)
+        return kept
+
+    async def _newest_success_of(self, flow: str) -> int | None:
+        """Return when the newest successful run of ``flow`` was created; None if it has none."""
+        url = listing_url(self._base, flow_id=flow, status="success", orderby="-createdAt", limit=1)
+        where = f"looking up the newest successful run of flow {flow} stopped: "
+        body = await self._fetch(url, where, f"flow {flow}'s newest success")
+        self.stats.lookups += 1
+        views, _ = parse_run_page(body)
+        return max(
+            (
+                view.created_at
+                for view in views
+                if view.final == "success"
+                and view.created_at is not None
+                and view.flow_id in (None, flow)
+            ),
+            default=None,
+        )
 
     def _where(self, page: int) -> str:
         flow = f" of flow {self._flow}" if self._flow is not None else ""
         return f"listing the failed runs{flow} stopped at page {page}: "
 
-    async def _fetch(self, url: URL, page: int) -> dict[str, Any]:
-        """Get one page, retrying and renewing the token as :func:`decide_read` says."""
+    async def _fetch(self, url: URL, where: str, what: str) -> dict[str, Any]:
+        """Get one page, retrying and renewing the token as :func:`decide_read` says.
+
+        ``where`` starts the reason of a halt; ``what`` names the page in log lines.
+        """
         assert self._tokens is not None
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -283,14 +310,14 @@ class FailedRunLister:
                     reason = f"the API refused the renewed access token too ({error.message})"
                 answer = outcome if isinstance(outcome, Answer) else None
                 raise ListingHalted(
-                    self._where(page) + reason,
+                    where + reason,
                     status=answer.status if answer is not None else None,
                     error_code=error.error_code,
                     request_id=answer.request_id if answer is not None else None,
                 )
             log.info(
-                "page %d: %s; retrying in %.1f s (attempt %d)",
-                page,
+                "%s: %s; retrying in %.1f s (attempt %d)",
+                what,
                 error.message,
                 decision.delay,
                 attempt + 1,
@@ -302,39 +329,11 @@ class FailedRunLister:
 
         A 200 that is not a page of runs (no ``items`` list) says so in ``body_problem``.
         """
-        assert self._session is not None
-        credentials = self.settings.credentials
-        assert credentials is not None
-        headers = {
-            "Authorization": "Bearer " + token,
-            "x-api-key": credentials.api_key,
-            "x-gw-ims-org-id": credentials.org_id,
-            "x-sandbox-name": credentials.sandbox,
-            "Accept": "application/json",
-        }
-        try:
-            async with self._session.get(
-                url,
-                headers=headers,
-                allow_redirects=False,
-                timeout=self._timeout,
-                proxy=self.settings.proxy,
-            ) as response:
-                raw, truncated = await read_capped(response, MAX_PAGE_BYTES)
-                body, problem = parse_body(raw, truncated, cap=MAX_PAGE_BYTES)
-                if problem is None and not (
-                    isinstance(body, dict) and isinstance(body.get("items"), list)
-                ):
-                    problem = "the body has no list of items"
-                return Answer(
-                    status=response.status,
-                    body=body,
-                    body_problem=problem,
-                    retry_after=response.headers.get("Retry-After"),
-                    request_id=request_id(response.headers),
-                )
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            raise translate(exc, url_host=self._base.host or str(self._base)) from exc
+        assert self._client is not None
+        answer = await self._client.get(url, token, cap=MAX_PAGE_BYTES)
+        if answer.body_problem is None and (problem := page_problem(answer.body)) is not None:
+            answer.body_problem = problem
+        return answer
 
 
 async def list_failed_runs(
@@ -346,7 +345,18 @@ async def list_failed_runs(
     tokens: TokenProvider | None = None,
     wait: Wait | None = None,
     rng: random.Random | None = None,
+    done: DoneRuns | None = None,
+    skip_superseded: bool = False,
 ) -> ListingStats:
     """List the failed runs ``query`` asks for, calling ``on_page`` as each page arrives."""
-    lister = FailedRunLister(settings, query, session=session, tokens=tokens, wait=wait, rng=rng)
+    lister = FailedRunLister(
+        settings,
+        query,
+        session=session,
+        tokens=tokens,
+        wait=wait,
+        rng=rng,
+        done=done,
+        skip_superseded=skip_superseded,
+    )
     return await lister.run(on_page)

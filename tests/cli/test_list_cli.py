@@ -370,4 +370,186 @@ def test_help_names_each_option_with_its_environment_variable(
         assert f"BULKRETRY_{name}" in text
     for flag in ("--flow-id", "--all-flows", "--since", "--until", "--format", "--output"):
         assert flag in text
+    for flag in ("--exclude FILE", "--state PATH", "--skip-superseded", "--no-skip-superseded"):
+        assert flag in text
+    for name in ("LIST_FAILED_EXCLUDE", "STATE", "LIST_FAILED_SKIP_SUPERSEDED"):
+        assert f"BULKRETRY_{name}" in text
     assert "exit codes:" in text
+
+
+def test_the_new_variables_draw_no_unknown_variable_warning() -> None:
+    """BULKRETRY_LIST_FAILED_EXCLUDE and _SKIP_SUPERSEDED are variables some command reads."""
+    from bulkretry._cli.main import known_variables
+    from bulkretry._cli.variables import unknown_variables
+
+    env = {"BULKRETRY_LIST_FAILED_EXCLUDE": "a", "BULKRETRY_LIST_FAILED_SKIP_SUPERSEDED": "1"}
+    assert unknown_variables(env, known_variables()) == []
+
+
+# -- what is done already: --exclude, --state, --skip-superseded ---------------------------------
+
+
+def results_file(path: Path, lines: list[dict[str, Any]]) -> str:
+    path.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    return str(path)
+
+
+def test_exclude_leaves_out_runs_results_files_show_re_triggered(
+    sim: Simulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Each --exclude file counts; the summary says how many were left out and why."""
+    flow = sim.flow_ids()[0]
+    failed = failed_of(sim, flow)
+    first = results_file(tmp_path / "a.jsonl", [{"run_id": failed[0], "outcome": "retriggered"}])
+    second = results_file(
+        tmp_path / "b.jsonl",
+        [
+            {"run_id": failed[1], "outcome": "skipped", "prior_outcome": "already_retriggered"},
+            {"run_id": failed[2], "outcome": "failed"},
+        ],
+    )
+    args = ["--flow-id", flow, "--exclude", first, "--exclude", second]
+    assert list_failed(args, env_for(sim)) == 0
+    out, err = capfd.readouterr()
+    assert sorted(out.splitlines()) == sorted(failed[2:])
+    assert f"{len(failed) - 2} failed runs listed" in err
+    assert "2 left out as re-triggered already (2 by results files)" in err
+
+
+def test_exclude_files_come_from_the_environment_separated_like_path(
+    sim: Simulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """BULKRETRY_LIST_FAILED_EXCLUDE holds several files, os.pathsep between them."""
+    failed = sim.failed_run_ids()
+    files = [
+        results_file(tmp_path / f"{i}.jsonl", [{"run_id": run, "outcome": "retriggered"}])
+        for i, run in enumerate(failed[:3])
+    ]
+    env = env_for(sim, BULKRETRY_LIST_FAILED_EXCLUDE=os.pathsep.join(files))
+    assert list_failed(["--all-flows"], env) == 0
+    out, err = capfd.readouterr()
+    assert sorted(out.splitlines()) == sorted(failed[3:])
+    assert "3 left out as re-triggered already" in err
+
+
+def test_state_leaves_out_what_the_batch_re_triggered(
+    sim: Simulator, tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Runs the state file records re-triggered are not listed; it is only read."""
+    from bulkretry._ledger.ledger import BatchIdentity, Ledger
+
+    failed = sim.failed_run_ids()
+    state = tmp_path / "batch.db"
+    identity = BatchIdentity(base_url=sim.base_url, org_id="o", sandbox="prod", op="re-trigger")
+    with Ledger.open(str(state), identity) as ledger:
+        ledger.admit_many((run, "in", i + 1) for i, run in enumerate(failed[:4]))
+        for run, outcome in zip(
+            failed[:4], ["retriggered", "failed", "in_doubt", "retriggered"], strict=True
+        ):
+            ledger.outcome(
+                run,
+                outcome,
+                new_run_id=None,
+                etag=None,
+                attempts=1,
+                ambiguous=0,
+                error=None,
+                http_status=200,
+                request_id=None,
+            )
+    assert list_failed(["--all-flows", "--state", str(state)], env_for(sim)) == 0
+    out, err = capfd.readouterr()
+    assert sorted(out.splitlines()) == sorted(set(failed) - {failed[0], failed[3]})
+    assert "2 left out as re-triggered already (2 by the state file)" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--exclude", "/nonexistent/results.jsonl"], "not found"),
+        (["--state", "NOTES"], "not a bulkretry state file"),
+    ],
+)
+def test_an_unusable_exclusion_exits_2_before_any_request(
+    sim: Simulator,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    args: list[str],
+    words: str,
+) -> None:
+    """A missing results file or a file that is no state file: one line, exit 2, no request."""
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not a ledger\n")
+    args = [str(notes) if a == "NOTES" else a for a in args]
+    assert list_failed(["--all-flows", *args], env_for(sim)) == 2
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1
+    assert words in err
+    assert sim.requests == []
+
+
+def test_skip_superseded_is_opt_in_and_counts_its_requests(
+    sim: Simulator, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """--skip-superseded (or its variable) adds one look-up per flow; --no-… turns it off."""
+    flows = sim.flow_ids()
+    env = env_for(sim, BULKRETRY_LIST_FAILED_SKIP_SUPERSEDED="1")
+    assert list_failed(["--all-flows", "--no-skip-superseded"], env) == 0
+    out, err = capfd.readouterr()
+    assert sorted(out.splitlines()) == sorted(sim.failed_run_ids())
+    assert "superseded" not in err
+    assert list_failed(["--all-flows"], env) == 0
+    out, err = capfd.readouterr()
+    kept = out.splitlines()
+    for run in kept:
+        flow = run_field(sim, run, "flowId")
+        newest = max(
+            run_field(sim, r, "createdAt")
+            for r in sim.run_ids("success")
+            if run_field(sim, r, "flowId") == flow
+        )
+        assert run_field(sim, run, "createdAt") >= newest
+    superseded = len(sim.failed_run_ids()) - len(kept)
+    assert 0 < superseded < len(sim.failed_run_ids())
+    assert f"{superseded} left out as superseded by a newer successful run" in err
+    assert f"({len(flows)} look-ups)" in err
+    assert len([r for r in sim.requests if "orderby" in r.query]) == len(flows)
+
+
+@pytest.mark.slow
+def test_listing_again_after_a_batch_with_state_sends_nothing_twice(tmp_path: Path) -> None:
+    """`list-failed --state b.db | run --state b.db`, twice: the second lists and sends none."""
+    with SimulatorThread(SimulatorConfig(seed=12, flows=2, runs_per_flow=5)) as sim:
+        env = {**os.environ, **env_for(sim)}
+        flow = sim.flow_ids()[0]
+        state = str(tmp_path / "b.db")
+        results = str(tmp_path / "results.jsonl")
+        listing = ["list-failed", "--flow-id", flow, "--state", state, "--exclude", results]
+        Path(results).touch()
+        for round_ in range(2):
+            piped = subprocess.run(
+                [sys.executable, "-m", "bulkretry", *listing],
+                capture_output=True,
+                env=env,
+                timeout=60,
+                check=False,
+            )
+            assert piped.returncode == 0, piped.stderr.decode()
+            listed = piped.stdout.decode().splitlines()
+            assert len(listed) == (5 if round_ == 0 else 0), piped.stderr.decode()
+            # The first time, the batch has not created its state file yet.
+            assert (b"holds no batch yet" in piped.stderr) is (round_ == 0)
+            sent = subprocess.run(
+                [sys.executable, "-m", "bulkretry", "run", "-q", "--state", state,
+                 "-o", results, "--append"],
+                input=piped.stdout,
+                capture_output=True,
+                env=env,
+                timeout=60,
+                check=False,
+            )  # fmt: skip
+            assert sent.returncode == 0, sent.stderr.decode()
+        counts = sim.retrigger_counts()
+    assert counts == dict.fromkeys(failed_of(sim, flow), 1)
+    assert b"5 left out as re-triggered already" in piped.stderr
