@@ -12,7 +12,16 @@ from typing import Any
 
 import orjson
 
-__all__ = ["DONE_OUTCOMES", "Answer", "ErrorInfo", "Outcome", "RunResult", "utc_now_iso"]
+__all__ = [
+    "DONE_OUTCOMES",
+    "FINAL_STATUSES",
+    "Answer",
+    "ErrorInfo",
+    "Followed",
+    "Outcome",
+    "RunResult",
+    "utc_now_iso",
+]
 
 
 # Not frozen: one is made per request, and a frozen dataclass's __init__ costs twice as much.
@@ -85,13 +94,51 @@ def utc_now_iso() -> str:
     return f"{_cached_prefix}.{int((now - second) * 1000):03d}Z"
 
 
+#: How a followed run ended: Flow Service's ``success``/``completed``, ``failed``, any partial
+#: outcome, or ``unknown`` (still going when following timed out, or the run vanished).
+FINAL_STATUSES = frozenset({"success", "failed", "partial", "unknown"})
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Followed:
+    """What following a record's new runs found (``run --follow``, ``watch``).
+
+    ``final_status`` is None for a record that was never followed (not re-triggered);
+    ``chain`` holds the new run IDs in order (the last is the record's ``new_run_id``);
+    ``final_error`` the codes and messages of the last run's status when it did not succeed.
+    """
+
+    final_status: str | None = None
+    final_status_raw: str | None = None
+    chain: tuple[str, ...] = ()
+    final_error: tuple[tuple[str | None, str | None], ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return the keys this adds to a results line."""
+        out: dict[str, Any] = {
+            "final_status": self.final_status,
+            "chain": list(self.chain),
+            "rounds": len(self.chain),
+        }
+        if self.final_status_raw is not None:
+            out["final_status_raw"] = self.final_status_raw
+        if self.final_error:
+            out["final_error"] = [
+                {"code": code, "message": message} for code, message in self.final_error
+            ]
+        return out
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunResult:
     """One results line. Field order is the documented schema's order.
 
     ``prior_outcome`` is the outcome of the line a ``skipped`` (or evidence-carrying
     ``duplicate``) line stands for, with that line's ``new_run_id`` and ``etag``: fed back in
-    alone, such a line still says what became of the run.
+    alone, such a line still says what became of the run. ``resolved_by`` (``"lookup"``) marks
+    an outcome found by looking the run up after an unclear answer, with the ``candidates``
+    when more than one new run could be its re-trigger; ``followed`` what following found.
+    Those three only appear in the JSON when set.
     """
 
     run_id: str
@@ -107,10 +154,13 @@ class RunResult:
     finished_at: str = ""
     source: str = ""
     line: int = 0
+    resolved_by: str | None = None
+    candidates: tuple[str, ...] = ()
+    followed: Followed | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Return the JSON object of this line."""
-        return {
+        out: dict[str, Any] = {
             "run_id": self.run_id,
             # _value_ is the member's plain attribute; .value goes through a descriptor.
             "outcome": self.outcome._value_,
@@ -126,6 +176,13 @@ class RunResult:
             "source": self.source,
             "line": self.line,
         }
+        if self.resolved_by is not None:
+            out["resolved_by"] = self.resolved_by
+            if self.candidates:
+                out["candidates"] = list(self.candidates)
+        if self.followed is not None:
+            out.update(self.followed.as_dict())
+        return out
 
     def to_json_line(self) -> bytes:
         """Return the record as one JSON line, newline included."""
