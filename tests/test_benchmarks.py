@@ -76,3 +76,9 @@ def test_admission_runs_and_the_resume_sends_nothing() -> None:
     assert "ratio admission/dry-run wall:" in out
     assert re.search(r"admission peak RSS: median \d+\.\d MB", out), out
     assert "records not already_retriggered on resume: 0" in out
+
+
+def test_quota_shapes_runs_and_prints_its_table() -> None:
+    out = run("quota_shapes.py", "--n", "200", "--rows", "bucket", "--only-bulkretry")
+    assert "row       contender  goodput rejected" in out
+    assert re.search(r"^bucket +bulkretry +\d\.\d{3} +\d+\.\d%", out, re.MULTILINE), out

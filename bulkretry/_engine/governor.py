@@ -109,7 +109,12 @@ class Governor:
         self._wake_room()
         self.throttle.observe_latency(now - sent_at)
         if decision.throttled:
-            self.throttle.on_throttled(decision.retry_after, sent_at=sent_at)
+            retry_after = decision.retry_after
+            if retry_after is not None and isinstance(outcome, Answer) and outcome.status != 429:
+                # A 503 storm is the service's, not the quota's: wait, but keep the rate.
+                self.throttle.on_unavailable(retry_after)
+            else:
+                self.throttle.on_throttled(retry_after, sent_at=sent_at)
         elif isinstance(outcome, Answer):
             self.throttle.on_success(sent_at)
         kind: HaltKind

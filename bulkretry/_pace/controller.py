@@ -216,6 +216,19 @@ class RateController:
         bucket.drain()
         bucket.set_rate(now, max(self._min_rate, self._w_max * BETA))
 
+    def on_unavailable(self, retry_after: float) -> None:
+        """Record a 503 with a Retry-After: the service, not the quota, asks everyone to wait.
+
+        Nobody sends before the time given; the rate is left as it was, so that it is back at
+        the quota as soon as the service is.
+        """
+        self.pause_until(self._clock() + retry_after)
+
+    def learned(self) -> str | None:
+        """Say in one line what the answers taught about the quota (None: nothing yet)."""
+        window = self._window
+        return None if window is None else f"fixed window of {window.requests} requests"
+
     def pause_until(self, when: float) -> None:
         """Hand out no slot before time *when*; extends a pause, never shortens one."""
         if self._bucket.pause_until(when):

@@ -120,6 +120,14 @@ class Throttle:
         """
         self._control.on_throttled(retry_after, sent_at=sent_at)
 
+    def on_unavailable(self, retry_after: float) -> None:
+        """Record a 503 with a Retry-After: nobody sends before it; the rate stays as it was."""
+        self._control.on_unavailable(retry_after)
+
+    def learned(self) -> str | None:
+        """Say in one line what the answers taught about the quota (None: nothing yet)."""
+        return self._control.learned()
+
     def pause_until(self, when: float) -> None:
         """Hand out no slot before loop time *when*; extends a pause, never shortens one."""
         self._control.pause_until(when)

@@ -129,6 +129,22 @@ async def test_governor_counts_a_success_against_the_cap() -> None:
     assert reason == "reached --max-retriggers 1"
 
 
+async def test_a_503_with_retry_after_pauses_the_throttle_without_cutting_its_rate() -> None:
+    """A 503 storm's Retry-After is the service's: everyone waits, the rate stays where it was."""
+    governor = Governor(Settings(rate=10))
+    assert await governor.room()
+    await governor.cap.acquire()
+    governor.answered(
+        Answer(status=503, body={}),
+        Decision(action=Action.RETRY, delay=3.0, throttled=True, retry_after=3.0),
+        sent_at=0.0,
+        now=0.1,
+    )
+    assert governor.throttle.rate == 10
+    assert governor.throttle.throttled_count == 0
+    assert governor.throttle.paused_until > 0
+
+
 def test_governor_builds_its_pieces_from_the_settings() -> None:
     """Rate, burst, pause, concurrency, retry budget and halt policy all come from Settings."""
     settings = Settings(rate=12, burst=3, concurrency=4, halt_on="now,5xx=20", max_retriggers=9)

@@ -293,6 +293,17 @@ async def test_long_retry_after_pauses_everyone() -> None:
 
 
 @virtual_time
+async def test_a_503_with_retry_after_pauses_everyone_and_keeps_the_rate() -> None:
+    """The service's own Retry-After (a 503 storm) pauses everyone; the rate is not cut."""
+    bucket, control = paced(10)
+    await bucket.acquire()
+    control.on_unavailable(3)
+    assert bucket.rate == 10
+    assert control.throttled_count == 0
+    assert await acquire_times(bucket, 1) == pytest.approx([3.0])
+
+
+@virtual_time
 async def test_short_retry_after_alone_does_not_pause() -> None:
     """A first 429 with a Retry-After within pause_after cuts the rate but pauses nobody."""
     bucket, control = paced(10, pause_after=5)
@@ -369,6 +380,15 @@ async def test_two_pauses_with_successes_between_mean_a_fixed_window() -> None:
     assert control.window_requests == 100
     assert bucket.rate == control.max_rate == 40  # a pass goes at the configured rate
     assert bucket.paused_until == pytest.approx(now() + 6)
+
+
+@virtual_time
+async def test_window_mode_says_what_it_learned() -> None:
+    """Once in window mode the controller names the window's N; before, it says nothing."""
+    _, fresh = paced(40)
+    assert fresh.learned() is None
+    _, control = await window_mode(100)
+    assert control.learned() == "fixed window of 100 requests"
 
 
 @virtual_time
