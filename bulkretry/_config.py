@@ -23,8 +23,11 @@ __all__ = [
     "DEFAULT_BACKOFF_CAP",
     "DEFAULT_BASE_URL",
     "DEFAULT_BURST",
+    "DEFAULT_CHECK_DELAY",
+    "DEFAULT_CHECK_SKEW",
     "DEFAULT_CONCURRENCY",
     "DEFAULT_DEADLINE",
+    "DEFAULT_FOLLOW_TIMEOUT",
     "DEFAULT_HALT_ON",
     "DEFAULT_HALT_WINDOW",
     "DEFAULT_IMS_URL",
@@ -32,6 +35,7 @@ __all__ = [
     "DEFAULT_ON_AMBIGUOUS",
     "DEFAULT_OP",
     "DEFAULT_PAUSE_AFTER",
+    "DEFAULT_POLL",
     "DEFAULT_RATE",
     "DEFAULT_RETRY_AFTER_CAP",
     "DEFAULT_RETRY_BUDGET",
@@ -74,7 +78,14 @@ DEFAULT_RETRY_AFTER_CAP = 900.0
 #: After an answer that may hide a processed re-trigger (500, 502, 504, a timeout after sending):
 #: "hold" leaves the run in_doubt, since Flow Service may accept a second re-trigger of a run
 #: that is still failed, and a second send would then ingest its data twice.
-DEFAULT_ON_AMBIGUOUS: Literal["retry", "hold"] = "hold"
+#: "check" looks the run up first (see _engine/resolve.py), and sends it again only when the
+#: look-up shows that it was not processed.
+DEFAULT_ON_AMBIGUOUS: Literal["retry", "hold", "check"] = "hold"
+#: Seconds after a lost answer before the look-up (``--on-ambiguous check``): time for the new
+#: run to show in Flow Service's listings.
+DEFAULT_CHECK_DELAY = 3.0
+#: Seconds a look-up's window is widened on each side for the clocks of client and service.
+DEFAULT_CHECK_SKEW = 1.0
 #: Retries of 5xx, network failures and timeouts, as a share of first attempts.
 DEFAULT_RETRY_BUDGET = 0.5
 #: When the service looks down (syntax in :func:`parse_halt_on`): 90 failures among the last 100
@@ -82,6 +93,10 @@ DEFAULT_RETRY_BUDGET = 0.5
 DEFAULT_HALT_ON = "5xx=90%/100,stall=600"
 #: Answers a ``5xx=P%`` rule looks at when it names no window.
 DEFAULT_HALT_WINDOW = 100
+#: Seconds between two look-ups of a followed run at least (``--poll`` of ``watch``, ``--follow``).
+DEFAULT_POLL = 30.0
+#: Seconds following may last in all (``--follow-timeout``); a run still going then is unknown.
+DEFAULT_FOLLOW_TIMEOUT = 86_400.0
 #: Adobe run IDs are UUIDs; upper-case hex is accepted and folded to lower case.
 DEFAULT_RUN_ID_PATTERN = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
@@ -120,7 +135,12 @@ class Settings:
     backoff_cap: float = DEFAULT_BACKOFF_CAP
     pause_after: float = DEFAULT_PAUSE_AFTER
     retry_after_cap: float = DEFAULT_RETRY_AFTER_CAP
-    on_ambiguous: Literal["retry", "hold"] = DEFAULT_ON_AMBIGUOUS
+    on_ambiguous: Literal["retry", "hold", "check"] = DEFAULT_ON_AMBIGUOUS
+    check_delay: float = DEFAULT_CHECK_DELAY
+    check_skew: float = DEFAULT_CHECK_SKEW
+    #: Before the first re-trigger, one GET checks base URL and credentials (the CLI turns it
+    #: on but for a dry run; a dry run with it needs credentials).
+    preflight: bool = False
     run_id_pattern: str = DEFAULT_RUN_ID_PATTERN
     dry_run: bool = False
     ca_bundle: str | None = None
@@ -137,6 +157,10 @@ class Settings:
     #: Proxy URLs for the API and for IMS, resolved by the CLI from HTTPS_PROXY and NO_PROXY.
     proxy: str | None = None
     ims_proxy: str | None = None
+    #: Following new runs: the shortest interval between two look-ups of a run, and how long
+    #: following may last in all.
+    poll: float = DEFAULT_POLL
+    follow_timeout: float = DEFAULT_FOLLOW_TIMEOUT
 
     def __post_init__(self) -> None:
         problems = []
@@ -161,8 +185,10 @@ class Settings:
             problems.append("pause-after must not be negative")
         if not self.retry_after_cap >= 0:
             problems.append("retry-after-cap must not be negative")
-        if self.on_ambiguous not in ("retry", "hold"):
-            problems.append("on-ambiguous must be 'retry' or 'hold'")
+        if self.on_ambiguous not in ("retry", "hold", "check"):
+            problems.append("on-ambiguous must be 'retry', 'hold' or 'check'")
+        if not 0 <= self.check_delay < math.inf or not 0 <= self.check_skew < math.inf:
+            problems.append("check delay and skew must be finite numbers of seconds, not negative")
         if not self.op or any(c in self.op for c in "&#?/ "):
             problems.append(f"op {self.op!r} is not a plain operation name")
         try:
@@ -173,6 +199,10 @@ class Settings:
             problems.append("max-retriggers must be at least 1")
         if not (0 <= self.retry_budget < float("inf")):
             problems.append("retry-budget must be a non-negative share of first attempts")
+        if not 0 < self.poll < math.inf:
+            problems.append("poll must be a positive number of seconds")
+        if not 0 < self.follow_timeout < math.inf:
+            problems.append("follow-timeout must be a positive number of seconds")
         try:
             parse_halt_on(self.halt_on)
         except ConfigurationError as exc:

@@ -77,6 +77,11 @@ def build_parser(env: Mapping[str, str], command: str | None = None) -> argparse
         from .list_failed import configure_parser as configure_list
 
         configure_list(listing, env)
+    watch = commands.add_parser("watch", help="follow re-triggered runs to their end")
+    if wanted("watch"):
+        from .watch import configure_parser as configure_watch
+
+        configure_watch(watch, env)
     status = add_command(commands, "status")
     if wanted("status"):
         from .state import configure_status_parser
@@ -112,7 +117,7 @@ def build_parser(env: Mapping[str, str], command: str | None = None) -> argparse
                       ("demo", demo)):  # fmt: skip
         if wanted(name):
             environment_defaults(sub, name, env, _SHARED.get(name, frozenset()))
-    for sub in (run, listing, status, report, config, simulate, demo):
+    for sub in (run, listing, watch, status, report, config, simulate, demo):
         sub.add_argument(
             "--profile",
             metavar="NAME",
@@ -124,8 +129,9 @@ def build_parser(env: Mapping[str, str], command: str | None = None) -> argparse
 
 def _all_options() -> list[Option]:
     from .list_failed import LIST_OPTIONS, OWN_OPTIONS
+    from .watch import OWN_OPTIONS as WATCH_OWN_OPTIONS
 
-    return [*RUN_OPTIONS, *LIST_OPTIONS, *OWN_OPTIONS]
+    return [*RUN_OPTIONS, *LIST_OPTIONS, *OWN_OPTIONS, *WATCH_OWN_OPTIONS]
 
 
 def known_variables() -> list[str]:
@@ -201,6 +207,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             from .list_failed import run_list_failed
 
             return run_list_failed(ns, env)
+        if ns.command == "watch":
+            from .watch import run_watch
+
+            return run_watch(ns, env)
         if ns.command == "report":
             from .report import run_report
 

@@ -7,7 +7,17 @@ import pytest
 from bulkretry._cli.main import build_parser, main
 from bulkretry._cli.variables import unknown_variables
 
-COMMANDS = ["run", "list-failed", "status", "report", "config", "completion", "simulate", "demo"]
+COMMANDS = [
+    "run",
+    "list-failed",
+    "watch",
+    "status",
+    "report",
+    "config",
+    "completion",
+    "simulate",
+    "demo",
+]
 
 
 def help_of(command: str, capsys: pytest.CaptureFixture[str]) -> str:
