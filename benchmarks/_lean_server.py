@@ -6,6 +6,7 @@ Nothing is stored per request but counters, so the server neither slows down nor
 number of requests, and it is never the bottleneck of a client benchmark the way the faithful
 simulator (``bulkretry simulate --accept-any``, an aiohttp web app) can be.
 
+Any other ``GET`` (bulkretry's pre-flight) is answered with a listing of no runs.
 ``GET /_stats`` answers ``{"requests", "posts", "connections", "first", "last", "distinct"?}``
 where ``first`` and ``last`` are ``time.monotonic()`` arrival times of the first and last POST
 (the same clock in every process on Linux); ``GET /_stats?reset=1`` also resets the counters. With
@@ -39,6 +40,9 @@ OK = (
     b"\r\n" + BODY
 )
 NOT_FOUND = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
+LISTING = (
+    b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 12\r\n\r\n{"items":[]}'
+)
 
 
 class Counters:
@@ -117,6 +121,8 @@ class Http(asyncio.Protocol):
                     + b"\r\n\r\n"
                     + body
                 )
+            elif head.startswith(b"get "):
+                out.append(LISTING)  # a listing of no runs: bulkretry's pre-flight passes
             else:
                 out.append(NOT_FOUND)
             if b"\r\nconnection: close" in head:

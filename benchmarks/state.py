@@ -138,6 +138,7 @@ def resume(args: argparse.Namespace, work: Path, env: dict[str, str]) -> None:
                     "--state",
                     str(state),
                     "-q",
+                    "--no-preflight",  # as the dry run it is compared with
                     "-o",
                     str(work / f"r{round_}.jsonl"),
                 ],

@@ -247,7 +247,7 @@ def _retry_or_give_up(
             retry_after=retry_after,
         )
 
-    if ambiguous and settings.on_ambiguous == "hold":
+    if ambiguous and settings.on_ambiguous != "retry":  # hold, or check: the engine looks
         return verdict(Action.IN_DOUBT, error)
     wait = next_try(
         attempt, elapsed=elapsed, retry_after=retry_after, limits=Limits.of(settings), rng=rng

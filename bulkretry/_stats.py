@@ -26,6 +26,11 @@ class Stats:
     ambiguous_attempts: int = 0
     token_renewals: int = 0
     budget_waits: int = 0
+    #: GETs made to look runs up (the pre-flight, lost answers resolved, runs followed).
+    lookups: int = 0
+    #: Lost answers looked up (``--on-ambiguous check``), and those found not processed.
+    checks: int = 0
+    checks_resent: int = 0
     total: int | None = None
 
     def __repr__(self) -> str:

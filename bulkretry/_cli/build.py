@@ -68,7 +68,10 @@ def build_settings(
     from .._http.tls import check_url, proxy_for
 
     check_url(ns.base_url, what="base URL")
-    credentials = None if ns.dry_run else build_credentials(ns, env, warn)
+    preflight = getattr(ns, "preflight", None)
+    if preflight is None:
+        preflight = not ns.dry_run
+    credentials = None if ns.dry_run and not preflight else build_credentials(ns, env, warn)
     ims_url = credentials.ims_url if credentials is not None else C.DEFAULT_IMS_URL
     return C.Settings(
         base_url=ns.base_url.rstrip("/"),
@@ -88,6 +91,7 @@ def build_settings(
         only=ns.only,
         retry_in_doubt=ns.retry_in_doubt,
         dry_run=ns.dry_run,
+        preflight=preflight,
         ca_bundle=ns.ca_bundle or env.get("SSL_CERT_FILE") or None,
         proxy=proxy_for(ns.base_url, env),
         ims_proxy=proxy_for(ims_url, env),

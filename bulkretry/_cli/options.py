@@ -182,10 +182,11 @@ RUN_OPTIONS = [
     ),
     Option(
         ("--on-ambiguous",),
-        choice("retry", "hold"),
+        choice("retry", "hold", "check"),
         C.DEFAULT_ON_AMBIGUOUS,
-        "after a 500/502/504 or a timeout: hold the record as in_doubt, or retry it",
-        "retry|hold",
+        "after a 500/502/504, a timeout or a 2xx without a new run ID: hold the record as "
+        "in_doubt, check (look the run up; send again only if it was not processed), or retry",
+        "hold|check|retry",
     ),
     Option(
         ("--halt-on",),
@@ -216,6 +217,14 @@ RUN_OPTIONS = [
         "; the others are skipped",
         "OUTCOMES",
         "all",
+    ),
+    Option(
+        ("--preflight",),
+        None,
+        None,
+        "before the first re-trigger, check base URL and credentials with one GET /runs?limit=1",
+        None,
+        "on; off with --dry-run",
     ),
     Option(
         ("--retry-in-doubt",),

@@ -50,12 +50,19 @@ def format_summary(stats: Stats, governor: Governor | None = None) -> str:
         f"{stats.ambiguous_attempts} ambiguous attempts) in {elapsed:.1f} s, "
         f"{rate:.1f} requests/s",
     ]
+    if stats.checks:
+        lines.append(
+            f"bulkretry: {stats.checks} lost answers looked up "
+            f"({stats.checks_resent} found not processed and sent again); "
+            f"{stats.lookups} look-up requests (the pre-flight included)"
+        )
     if governor is not None and stats.attempts:
         lines.append(
             f"bulkretry: learned rate {governor.throttle.rate:.1f}/s "
             f"of {governor.throttle.max_rate:g}/s allowed; "
             f"retry budget {governor.budget.tokens:.1f} tokens, "
             f"{stats.budget_waits} retries waited for it"
+            + (f"; learned {learned}" if (learned := governor.throttle.learned()) else "")
         )
     return "\n".join(lines)
 

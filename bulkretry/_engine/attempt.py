@@ -13,18 +13,29 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 from .._config import Settings
 from .._exceptions import AuthenticationError, StateError, TransportError
 from .._http.auth import TokenProvider, token_provider
 from .._http.client import Answer, FlowServiceClient
-from .._io.source import InputRecord
-from .._model import ErrorInfo, Outcome
+from .._model import Outcome
 from .._policy import Action, Decision, decide
 from .._stats import Stats
 from .governor import Governor
+from .resolve import Resolver
+from .steps import (
+    AT_ONCE,
+    HALT,
+    Control,
+    Done,
+    Flight,
+    Halt,
+    Retry,
+    Step,
+    out_of_budget,
+    stopped,
+)
 
 if TYPE_CHECKING:
     import aiohttp
@@ -51,103 +62,6 @@ __all__ = [
 MAX_RENEWALS_PER_RECORD = 3
 
 
-@dataclass(slots=True)
-class Flight:
-    """The state of one record between its attempts; read when a stop interrupts it."""
-
-    record: InputRecord
-    #: 1 when an earlier invocation's request for the run may have landed (the ledger's doubt).
-    prior_doubt: int = 0
-    attempts: int = 0
-    ambiguous: int = 0
-    on_the_wire: bool = False
-    renewals: int = 0
-    #: True while the attempt waits for a slot: a soft stop may cut that wait short.
-    interruptible: bool = False
-    #: Loop time of the first attempt: the start of the record's --deadline.
-    started: float = 0.0
-    #: The retry budget stayed empty until the deadline: the next step is the verdict.
-    denied: bool = False
-    last_error: ErrorInfo | None = None
-    last_status: int | None = None
-    request_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Retry:
-    """Attempt again after ``delay`` seconds; first wait for a retry-budget token if asked."""
-
-    delay: float
-    #: Loop time until which a token of the retry budget is waited for; None: no token needed.
-    budget_deadline: float | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Done:
-    """The record's verdict."""
-
-    outcome: Outcome
-    error: ErrorInfo | None = None
-    new_run_id: str | None = None
-    etag: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Halt:
-    """A stop caught the record before it was done: :func:`stopped` says what it became."""
-
-
-Step = Retry | Done | Halt
-#: The one Halt step.
-HALT = Halt()
-#: Attempt again at once (the token was renewed after a 401013).
-AT_ONCE = Retry(0.0)
-
-
-class Control(Protocol):
-    """What an attempt needs of the batch around it."""
-
-    @property
-    def stopping(self) -> bool:
-        """True once a stop was asked for: no new request leaves."""
-        ...  # pragma: no cover
-
-    def stop(self, reason: str | None = None, *, hard: bool = False) -> None:
-        """Stop the batch; ``hard`` also cancels requests in flight. ``reason`` marks a halt."""
-        ...  # pragma: no cover
-
-
-def stopped(flight: Flight) -> Done:
-    """Account for a record that a stop caught before it was done."""
-    if flight.on_the_wire or flight.ambiguous:
-        error = ErrorInfo(
-            kind="interrupted",
-            message=(
-                "the batch stopped while a request for this run was in flight; "
-                "it may have been re-triggered"
-            ),
-        )
-        return Done(Outcome.IN_DOUBT, error)
-    if flight.prior_doubt:
-        error = ErrorInfo(
-            kind="in_doubt",
-            message="an earlier request for this run may have re-triggered it; not sent again",
-        )
-        return Done(Outcome.IN_DOUBT, error)
-    return Done(Outcome.NOT_ATTEMPTED, flight.last_error)
-
-
-def out_of_budget(flight: Flight) -> Done:
-    """The verdict of a record whose retry found the retry budget empty until its deadline."""
-    last = flight.last_error
-    error = ErrorInfo(
-        kind=last.kind if last else "http",
-        message=f"{last.message if last else ''}; the retry budget stayed empty until the deadline",
-    )
-    doubt = flight.ambiguous or flight.prior_doubt
-    return Done(Outcome.IN_DOUBT if doubt else Outcome.FAILED, error)
-
-
 class Attempt:
     """The attempts of one batch, over its client, tokens, governor and state file."""
 
@@ -172,6 +86,17 @@ class Attempt:
         self._ledger = ledger
         self._rng = rng
         self._token = ""
+        #: Looks lost answers up (``--on-ambiguous check``); None under hold and retry.
+        self.resolver: Resolver | None = None
+        if settings.on_ambiguous == "check":
+            self.resolver = Resolver(
+                client=client,
+                tokens=tokens,
+                governor=governor,
+                settings=settings,
+                stats=stats,
+                rng=rng,
+            )
 
     @classmethod
     def connect(
@@ -218,6 +143,21 @@ class Attempt:
     def __repr__(self) -> str:
         return f"Attempt({self._client!r}, {self._governor!r})"
 
+    @property
+    def client(self) -> FlowServiceClient:
+        """The batch's client (the pre-flight and look-ups share it)."""
+        return self._client
+
+    @property
+    def settings(self) -> Settings:
+        """The batch's settings."""
+        return self._settings
+
+    @property
+    def tokens(self) -> TokenProvider:
+        """The batch's access tokens."""
+        return self._tokens
+
     async def first_token(self) -> None:
         """Get the batch's first token (an IMS refusal raises AuthenticationError)."""
         self._token = await self._tokens.token()
@@ -234,6 +174,8 @@ class Attempt:
             return HALT
         if flight.denied:
             return out_of_budget(flight)
+        if flight.checking:
+            return await self._check(flight)
         gov = self._governor
         loop = asyncio.get_running_loop()
         if not flight.attempts:
@@ -284,15 +226,22 @@ class Attempt:
         else:
             stats.retries += 1
         flight.on_the_wire = True
+        resolver = self.resolver
+        if resolver is not None:
+            sent_wall = time.time()
+            resolver.sending(id(flight))
         try:
             answer: Answer | TransportError = await self._client.retrigger(run_id, token)
         except TransportError as exc:
             answer = exc
         except BaseException:
             gov.abandon()
+            if resolver is not None:
+                resolver.answered(id(flight), None)
             raise
         flight.on_the_wire = False
         now = loop.time()
+        s = self._settings
         decision = decide(
             answer,
             attempt=flight.attempts,
@@ -303,6 +252,8 @@ class Attempt:
             wall_now=time.time(),
         )
         self._count(flight, answer)
+        if resolver is not None:
+            resolver.answered(id(flight), decision.new_run_id)
         halt = gov.answered(answer, decision, sent_at=sent_at, now=now)
         if halt is not None:
             control.stop(halt, hard=gov.halt_now)
@@ -316,6 +267,13 @@ class Attempt:
         if action is Action.FAIL:
             return Done(Outcome.FAILED, decision.error)
         if action is Action.IN_DOUBT:
+            if resolver is not None and decision.ambiguous and flight.attempts < s.max_attempts:
+                # Look before anything else: was the run re-triggered by this attempt?
+                stats.checks += 1
+                resolver.open(flight, sent_wall)
+                if self._ledger is not None:
+                    self._between_attempts(run_id, flight, ambiguous=True)
+                return Retry(s.check_delay)
             return Done(Outcome.IN_DOUBT, decision.error)
         if action is Action.HALT:
             return await self._refused(flight, decision, token)
@@ -326,6 +284,21 @@ class Attempt:
             return Retry(decision.delay)
         stats.budget_waits += 1
         return Retry(decision.delay, flight.started + self._settings.deadline)
+
+    async def _check(self, flight: Flight) -> Step:
+        """Look up the run whose answer was lost; clear its doubt when it was not processed."""
+        assert self.resolver is not None
+        step = await self.resolver.resolve(flight)
+        if step is AT_ONCE:
+            self._stats.checks_resent += 1
+            run_id = flight.record.run_id
+            if self._ledger is not None and run_id is not None and not flight.prior_doubt:
+                try:
+                    self._ledger.clear_doubt(run_id)
+                except StateError as exc:
+                    self._control.stop(str(exc), hard=True)
+                    return HALT
+        return step
 
     async def _refused(self, flight: Flight, decision: Decision, token: str) -> Step:
         """Answer a refusal that halts the batch, unless a renewed token is the cure (401013)."""

@@ -27,16 +27,24 @@ import aiohttp
 import anyio
 
 from .._config import Settings
-from .._exceptions import AuthenticationError, InputError, MissingCredentialsError, StateError
+from .._exceptions import (
+    AuthenticationError,
+    ConfigurationError,
+    InputError,
+    MissingCredentialsError,
+    StateError,
+)
 from .._http.auth import TokenProvider
 from .._http.client import make_session
 from .._io.source import InputRecord
-from .._model import Outcome, RunResult, utc_now_iso
+from .._model import Outcome
 from .._stats import Stats
 from .attempt import HALT, Attempt, Done, Flight, Halt, Retry, stopped
 from .dispatch import Dispatch
+from .finish import Emit, finish
 from .governor import Governor
 from .ledger_feed import LedgerFeed
+from .startup import check_first
 from .triage import Triage, Verdict
 
 if TYPE_CHECKING:
@@ -49,7 +57,6 @@ _IN_DOUBT = Outcome.IN_DOUBT.value
 
 __all__ = ["DEFAULT_GRACE", "Emit", "Engine", "Wait"]
 
-Emit = Callable[[RunResult], Awaitable[None]]
 #: A test hook: awaited, in a task of its own, instead of the dispatcher's timer for a backoff.
 Wait = Callable[[float], Awaitable[None]]
 #: Seconds a soft stop waits for requests in flight before it cancels them.
@@ -104,6 +111,10 @@ class Engine:
         self._triage = Triage(settings, with_ledger=ledger is not None, evidence=evidence)
         self._governor = Governor(settings)
         self._attempt: Attempt | None = None
+        #: Set once the pre-flight is over (None: none is made).
+        self._cleared: asyncio.Event | None = None
+        #: The mistake the pre-flight found (raised once every record is accounted for).
+        self.preflight_error: ConfigurationError | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._grace_handle: asyncio.TimerHandle | None = None
         self._input_abandoned = False
@@ -181,6 +192,11 @@ class Engine:
         """Stop reading the input: nothing more can be written, and no state file keeps it."""
         self._input_abandoned = True
 
+    async def _finish(
+        self, emit: Emit, record: InputRecord, result: Done | Verdict, flight: Flight | None = None
+    ) -> None:
+        await finish(self, self.stats, self._ledger, emit, record, result, flight)
+
     def _hard_stop(self) -> None:
         self.stop(hard=True)
 
@@ -189,8 +205,9 @@ class Engine:
         settings = self.settings
         self._loop = asyncio.get_running_loop()
         own_session = None
+        preflight = settings.preflight
         try:
-            if not settings.dry_run:
+            if not settings.dry_run or preflight:
                 if settings.credentials is None:
                     raise MissingCredentialsError(
                         ["BULKRETRY_ACCESS_TOKEN", "BULKRETRY_API_KEY", "BULKRETRY_ORG_ID"]
@@ -214,6 +231,13 @@ class Engine:
                 except AuthenticationError as exc:
                     self.stop(str(exc))
             async with anyio.create_task_group() as group:
+                if preflight and not self._stopping:
+                    # Beside the input's admission, before the first re-trigger: a kill -9
+                    # during it loses no input read, and a mistake it finds stops the batch
+                    # with every record not_attempted.
+                    assert self._attempt is not None
+                    self._cleared = asyncio.Event()
+                    group.start_soon(self._check_first, self._attempt, self._cleared)
                 if not settings.dry_run:  # a dry run judges every record in the feeder
                     for index in range(settings.concurrency):
                         group.start_soon(self._worker, index, emit)
@@ -242,7 +266,19 @@ class Engine:
                 self._grace_handle.cancel()
             if own_session is not None:
                 await own_session.close()
+        if self.preflight_error is not None:
+            raise self.preflight_error
         return self.stats
+
+    async def _check_first(self, attempt: Attempt, cleared: asyncio.Event) -> None:
+        """Make the pre-flight; on a mistake, stop the batch and keep the error to raise."""
+        try:
+            await check_first(self, attempt, self._governor, self._rng, self.stats)
+        except ConfigurationError as exc:
+            self.preflight_error = exc
+            self.stop(str(exc))
+        finally:
+            cleared.set()
 
     async def _feed_from_input(self, records: AsyncIterable[list[InputRecord]], emit: Emit) -> None:
         """Judge and send records as they are read (no state file: memory bounds the read-ahead).
@@ -286,6 +322,8 @@ class Engine:
         dispatch = self._dispatch
         once = attempt.once
         finish = self._finish
+        if self._cleared is not None:
+            await self._cleared.wait()  # no re-trigger before the pre-flight passed
         while (flight := await dispatch.take()) is not None:
             holding[index] = flight
             try:
@@ -339,52 +377,3 @@ class Engine:
         self._dispatch.schedule(flight, self._loop.time())
         if not waited.cancelled():
             waited.result()  # a failure of the test's hook is the test's (the loop logs it)
-
-    async def _finish(
-        self, emit: Emit, record: InputRecord, result: Done | Verdict, flight: Flight | None = None
-    ) -> None:
-        """Write a record's result: to the state file (if sent, or if a verdict asks), then emit."""
-        outcome, error = result.outcome, result.error
-        new_run_id, etag = result.new_run_id, result.etag
-        self.stats.outcomes[outcome] += 1
-        verdict = result if isinstance(result, Verdict) else None
-        if flight is None:
-            status = request_id = None
-            attempts = ambiguous = 0
-        else:
-            status, request_id = flight.last_status, flight.request_id
-            attempts, ambiguous = flight.attempts, flight.ambiguous
-        run_id = record.run_id
-        durable = flight is not None or (verdict is not None and verdict.durable)
-        if durable and self._ledger is not None and run_id is not None:
-            try:
-                self._ledger.outcome(
-                    run_id,
-                    outcome,
-                    new_run_id=new_run_id,
-                    etag=etag,
-                    attempts=attempts,
-                    ambiguous=ambiguous,
-                    error=error,
-                    http_status=status,
-                    request_id=request_id,
-                )
-            except StateError as exc:
-                self.stop(str(exc), hard=True)
-        await emit(
-            RunResult(
-                run_id=run_id if run_id is not None else record.text,
-                outcome=outcome,
-                new_run_id=new_run_id,
-                etag=etag,
-                http_status=status,
-                attempts=attempts,
-                ambiguous_attempts=ambiguous,
-                error=error,
-                request_id=request_id,
-                finished_at=utc_now_iso(),
-                source=record.source,
-                line=record.line,
-                prior_outcome=verdict.prior_outcome if verdict is not None else None,
-            )
-        )

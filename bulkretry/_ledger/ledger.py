@@ -203,6 +203,10 @@ class Ledger(LedgerIntake):
             return
         self._write(run_id, schema.AMBIGUOUS, (time.time(), run_id))
 
+    def clear_doubt(self, run_id: str) -> None:
+        """Record that a look-up showed the run's unclear attempts were not processed."""
+        self._write(run_id, schema.CLEAR_DOUBT, (time.time(), run_id))
+
     def outcome(
         self,
         run_id: str,

@@ -45,6 +45,7 @@ from .records import IDENTITY_FIELDS, Admission, BatchIdentity, PriorState
 __all__ = [
     "AMBIGUOUS",
     "APPLICATION_ID",
+    "CLEAR_DOUBT",
     "ENQUEUE",
     "FOLLOWING",
     "FORMAT_VERSION",
@@ -128,6 +129,7 @@ INSERT = (
 INTENT = (
     "UPDATE runs SET state = 'in_flight', attempts = attempts + 1, updated_at = ? WHERE run_id = ?"
 )
+CLEAR_DOUBT = "UPDATE runs SET doubt = 0, updated_at = ? WHERE run_id = ?"
 AMBIGUOUS = "UPDATE runs SET ambiguous = ambiguous + 1, doubt = 1, updated_at = ? WHERE run_id = ?"
 # Neither ``not_attempted`` nor ``failed`` hides a doubt: an earlier request may have landed;
 # and nothing but a newer re-trigger replaces a run known re-triggered (an old ``in_doubt``

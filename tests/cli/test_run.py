@@ -94,14 +94,19 @@ def test_unwritable_output_fails_before_any_request(tmp_path: Path) -> None:
 async def _run_and_signal(
     tmp_path: Path, config_kwargs: dict[str, object], signals: list[tuple[int, int]], n: int
 ) -> tuple[int, list[dict[str, object]], bytes, Simulator]:
-    """Run bulkretry against a simulator; send signal s when the k-th request arrives."""
+    """Run bulkretry against a simulator; send signal s when the k-th re-trigger arrives."""
     ids = write_ids(tmp_path / "ids.txt", n)
     out = tmp_path / "out.jsonl"
     pending = sorted(signals)
     holder: dict[str, asyncio.subprocess.Process] = {}
+    posts = 0
 
     def on_request(request: RecordedRequest) -> None:
-        while pending and request.index >= pending[0][0]:
+        nonlocal posts
+        if request.method != "POST":
+            return  # the pre-flight's GET
+        posts += 1
+        while pending and posts >= pending[0][0]:
             _, signum = pending.pop(0)
             holder["proc"].send_signal(signum)
 

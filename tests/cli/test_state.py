@@ -194,13 +194,14 @@ async def test_in_doubt_survives_a_resume_and_is_sent_only_when_asked(tmp_path: 
     async with Simulator(SimulatorConfig(run_ids=tuple(ids), allow_repeat_retrigger=True)) as sim:
         sim.script(ids[2], ["in-doubt-502"])
         code1, _ = await bulkretry(*args, "-o", str(tmp_path / "1.jsonl"), base_url=sim.base_url)
-        before = sim.request_count
+        # Re-triggers only: each invocation also makes its pre-flight GET.
+        before = sim.endpoint_counts()["re-trigger"]
         code2, err2 = await bulkretry(*args, "-o", str(tmp_path / "2.jsonl"), base_url=sim.base_url)
-        assert sim.request_count == before  # nothing re-sent
+        assert sim.endpoint_counts()["re-trigger"] == before  # nothing re-sent
         code3, _ = await bulkretry(
             *args, "--retry-in-doubt", "-o", str(tmp_path / "3.jsonl"), base_url=sim.base_url
         )
-        third_requests = sim.request_count - before
+        third_requests = sim.endpoint_counts()["re-trigger"] - before
     assert (code1, code2) == (1, 1)
     second = {r["run_id"]: r["outcome"] for r in records(tmp_path / "2.jsonl")}
     assert second[ids[2]] == "in_doubt"

@@ -752,14 +752,16 @@ def test_self_signed_flow_service_is_refused_without_ca_bundle(
     capfd: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
-    """A certificate the system does not trust stops the batch, suggesting --ca-bundle."""
+    """A certificate the system does not trust: the pre-flight stops the batch with a usage
+    error (exit 2) that names --base-url and suggests --ca-bundle, and nothing is sent."""
     sim = serve_tls(sim_config())
     # One attempt a record: today's retries would wait out real backoffs before failing.
     argv = ["run", ids_file(tmp_path, sim.engine.store.failed_run_ids()), "--max-attempts", "1"]
     ran = run_cli(capfd, tmp_path, argv, token_env(sim.base_url, "t"))
-    assert ran.code == EXIT_STOPPED, ran.err
-    [line] = ran.stopped_lines()
-    assert line.startswith("bulkretry: stopped: TLS certificate of 127.0.0.1 could not be verified")
+    assert ran.code == EXIT_USAGE, ran.err
+    [line] = [x for x in ran.err.splitlines() if x.startswith("bulkretry: error:")]
+    assert "TLS certificate of 127.0.0.1 could not be verified" in line
+    assert "--base-url" in line
     assert "--ca-bundle" in line
     assert ran.outcomes() == {"not_attempted": 10}
     assert sim.engine.count == 0  # the handshake failed: no request reached the server
@@ -960,7 +962,7 @@ def tls_refused(
     sim = serve_tls(sim_config(access_token=token))
     argv = ["run", ids_file(tmp_path, sim.engine.store.failed_run_ids()), "--max-attempts", "1"]
     ran = run_cli(capfd, tmp_path, [*argv, *flags], token_env(sim.base_url, token))
-    assert ran.code == EXIT_STOPPED
+    assert ran.code == EXIT_USAGE  # the pre-flight found it
     assert "could not be verified" in ran.err
     return Leftovers(ran, [tmp_path / "results.jsonl"], {token})
 
@@ -993,8 +995,9 @@ def test_failing_batch_leaves_no_secret_in_any_output(
     texts: dict[str, bytes] = {"stdout": ran.out.encode(), "stderr": ran.err.encode()}
     if log_format == "json":
         logs = [orjson.loads(line) for line in ran.err.splitlines() if line.startswith("{")]
-        # main() prints a refusal caught before the batch as plain text, not as a JSON log.
-        assert logs or scenario is ims_refusing_the_secret_file
+        # main() prints a refusal caught before the batch (or by its pre-flight) as plain text,
+        # not as a JSON log.
+        assert logs or scenario in (ims_refusing_the_secret_file, tls_refused)
         texts["json log messages"] = "\n".join(
             str(log.get("message", log)) for log in logs
         ).encode()

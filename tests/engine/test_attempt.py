@@ -390,3 +390,80 @@ def test_a_record_stopped_before_any_doubt_is_not_attempted_with_its_last_error(
     """Only 429s, 503s or nothing before the stop: not_attempted, with what last went wrong."""
     last = ErrorInfo(kind="http", message="429 Too Many Requests")
     assert stopped(flight(last_error=last)) == Done(Outcome.NOT_ATTEMPTED, last)
+
+
+class Resolving:
+    """A fake resolver: hands back the scripted step and records what it was told."""
+
+    def __init__(self, step: Any) -> None:
+        self.step = step
+        self.opened: list[str] = []
+        self.sent: list[int] = []
+        self.claimed: list[str | None] = []
+
+    def sending(self, key: int) -> None:
+        self.sent.append(key)
+
+    def answered(self, key: int, new_run_id: str | None) -> None:
+        self.claimed.append(new_run_id)
+
+    def open(self, f: Flight, sent_wall: float) -> None:
+        self.opened.append(f.record.run_id or "")
+        f.checking = True
+
+    async def resolve(self, f: Flight) -> Any:
+        f.checking = False
+        if self.step is AT_ONCE:
+            f.ambiguous = 0
+        return self.step
+
+
+class CheckingLedger(Ledger):
+    def clear_doubt(self, run_id: str) -> None:
+        self.calls.append(("clear_doubt", run_id))
+
+
+async def test_with_check_a_lost_answer_is_looked_up_before_anything_is_sent_again() -> None:
+    """--on-ambiguous check: a timeout after sending waits check_delay, marked in doubt in the
+    state file, and the next step is a look-up, not a request."""
+    lost = TransportError("timed out", kind="timeout", sent=True)
+    ledger = CheckingLedger()
+    setup = Setup(lost, ledger=ledger, on_ambiguous="check", check_delay=4.0)
+    found = Done(Outcome.RETRIGGERED, None, NEW, '"e"', resolved_by="lookup")
+    fake = Resolving(found)
+    setup.attempt.resolver = fake  # type: ignore[assignment]
+    f = flight()
+    assert await setup.attempt.once(f) == Retry(4.0)
+    assert f.checking
+    assert fake.opened == [RUN]
+    assert ("ambiguous", RUN) in ledger.calls
+    assert await setup.attempt.once(f) == found
+    assert setup.client.sent == [(RUN, "tok")]  # looked up, never sent again
+    assert setup.stats.checks == 1
+
+
+async def test_with_check_a_run_found_not_processed_is_sent_again_with_its_doubt_cleared() -> None:
+    """The look-up saw no new run: the doubt is cleared in the state file, and a 4xx on the
+    second send may then end it failed (nothing of it was processed)."""
+    lost = TransportError("timed out", kind="timeout", sent=True)
+    ledger = CheckingLedger()
+    setup = Setup(lost, flow_error(404, "1101"), ledger=ledger, on_ambiguous="check")
+    setup.attempt.resolver = Resolving(AT_ONCE)  # type: ignore[assignment]
+    f = flight()
+    assert isinstance(await setup.attempt.once(f), Retry)
+    assert await setup.attempt.once(f) is AT_ONCE
+    assert ("clear_doubt", RUN) in ledger.calls
+    step = await setup.attempt.once(f)
+    assert isinstance(step, Done)
+    assert step.outcome is Outcome.FAILED
+    assert setup.stats.checks_resent == 1
+
+
+async def test_with_check_a_clear_answer_claims_its_new_run() -> None:
+    """Every clear answer's new run is told to the resolver: never a candidate for another."""
+    setup = Setup(OK, on_ambiguous="check")
+    fake = Resolving(None)
+    setup.attempt.resolver = fake  # type: ignore[assignment]
+    await setup.attempt.once(flight())
+    assert fake.claimed == [NEW]
+    assert len(fake.sent) == 1

@@ -1,0 +1,80 @@
+"""Finish a record: write its result to the state file (when it was sent, or its verdict asks),
+then emit its results line."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from .._exceptions import StateError
+from .._io.source import InputRecord
+from .._model import RunResult, utc_now_iso
+from .._stats import Stats
+from .steps import Control, Done, Flight
+from .triage import Verdict
+
+if TYPE_CHECKING:
+    from .._ledger.ledger import Ledger
+
+__all__ = ["Emit", "finish"]
+
+Emit = Callable[[RunResult], Awaitable[None]]
+
+
+async def finish(
+    control: Control,
+    stats: Stats,
+    ledger: Ledger | None,
+    emit: Emit,
+    record: InputRecord,
+    result: Done | Verdict,
+    flight: Flight | None = None,
+) -> None:
+    """Write a record's result: to the state file (if sent, or if a verdict asks), then emit."""
+    outcome, error = result.outcome, result.error
+    new_run_id, etag = result.new_run_id, result.etag
+    stats.outcomes[outcome] += 1
+    verdict = result if isinstance(result, Verdict) else None
+    if flight is None:
+        status = request_id = None
+        attempts = ambiguous = 0
+    else:
+        status, request_id = flight.last_status, flight.request_id
+        attempts, ambiguous = flight.attempts, flight.ambiguous
+    run_id = record.run_id
+    durable = flight is not None or (verdict is not None and verdict.durable)
+    if durable and ledger is not None and run_id is not None:
+        try:
+            ledger.outcome(
+                run_id,
+                outcome,
+                new_run_id=new_run_id,
+                etag=etag,
+                attempts=attempts,
+                ambiguous=ambiguous,
+                error=error,
+                http_status=status,
+                request_id=request_id,
+            )
+        except StateError as exc:
+            control.stop(str(exc), hard=True)
+    done = result if isinstance(result, Done) else None
+    await emit(
+        RunResult(
+            run_id=run_id if run_id is not None else record.text,
+            outcome=outcome,
+            new_run_id=new_run_id,
+            etag=etag,
+            http_status=status,
+            attempts=attempts,
+            ambiguous_attempts=ambiguous,
+            error=error,
+            request_id=request_id,
+            finished_at=utc_now_iso(),
+            source=record.source,
+            line=record.line,
+            prior_outcome=verdict.prior_outcome if verdict is not None else None,
+            resolved_by=done.resolved_by if done is not None else None,
+            candidates=done.candidates if done is not None else (),
+        )
+    )

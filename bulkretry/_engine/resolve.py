@@ -1,0 +1,380 @@
+"""Resolve a lost answer by looking, not guessing (``--on-ambiguous check``).
+
+When a re-trigger's answer is lost (a reset or timeout after the request left, a 5xx that may
+follow processing, a 2xx without a usable body), the attempt registers an open check with its
+window: from when the request left to when its answer was lost, widened by ``check_skew`` for
+the clocks of client and service. After ``check_delay`` (so that a new run has time to show),
+the resolver:
+
+1. learns the run's flow: ``GET /runs/{RUN_ID}`` (once per run);
+2. waits until no request that left before the window's end is still unanswered: a clear
+   answer still to come would claim a new run the listing already shows;
+3. lists the flow's runs created since the window began (one listing, paged);
+4. leaves out the runs that clear answers claimed, and attributes the rest:
+
+=========================================  =========================================================
+what the listing shows                     verdict
+=========================================  =========================================================
+no new run in the window                   not processed: sent again (the doubt is cleared)
+one new run, no other open check of the    ``retriggered`` with that run, ``resolved_by: lookup``
+flow overlapping the window
+several runs, or other open checks of the  each run inside exactly one check's window goes to it;
+flow overlapping                           the others: ``retriggered`` without a new run ID and
+                                           with the ``candidates`` when there are at least as many
+                                           runs as checks (each was re-triggered), else ``in_doubt``
+a look-up that failed                      ``in_doubt``: nothing is sent again on a guess
+=========================================  =========================================================
+
+A scheduled run of the same flow created inside the window looks like a re-trigger: it can
+turn "not processed" into a wrong ``retriggered``, never into a second re-trigger.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from yarl import URL
+
+from .._config import Settings
+from .._exceptions import BulkRetryError, ListingHalted
+from .._http.auth import TokenProvider
+from .._http.client import FlowServiceClient
+from .._http.links import resolve_next
+from .._http.lookups import RunView, listing_url, parse_run_page, parse_single, run_url
+from .._model import Answer, ErrorInfo, Outcome
+from .._stats import Stats
+from .claims import Claims
+from .follow_fetch import FollowStats, GaveUp, Looker
+from .governor import Governor
+from .steps import AT_ONCE, Done, Flight, Step
+
+__all__ = ["Resolver"]
+
+#: Pages of one flow's listing read for one check, at most.
+_MAX_PAGES = 20
+#: Listings one check makes at most while other unclear answers of its time keep coming in.
+_LISTINGS = 3
+
+
+@dataclass(slots=True)
+class _Open:
+    """An open check: the run, its window in epoch ms, and its flow once known."""
+
+    since_ms: int
+    until_ms: int
+    #: When its request left and when its answer was lost (epoch ms), before any widening.
+    sent_ms: int
+    lost_ms: int
+    #: The order it opened in: a listing only answers for the checks open when it began.
+    order: int
+    flow: str | None = None
+    #: The look-up of its flow, once one started (shared by every check that needs it).
+    placing: asyncio.Task[str | None] | None = None
+
+
+class Resolver:
+    """The open checks of a batch, the new runs clear answers claimed, and the look-ups."""
+
+    def __init__(
+        self,
+        *,
+        client: FlowServiceClient,
+        tokens: TokenProvider,
+        governor: Governor,
+        settings: Settings,
+        stats: Stats,
+        rng: random.Random,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self._client = client
+        self._looker = Looker(client, tokens, governor, settings, FollowStats(), rng)
+        self._settings = settings
+        self._stats = stats
+        self._wall = wall
+        self._open: dict[str, _Open] = {}
+        self._decided: dict[str, Done] = {}
+        self._claims = Claims()
+        self._in_flight: dict[int, float] = {}
+        self._opened = 0
+        #: Set when a request is answered or a check learns its flow or ends.
+        self._changed = asyncio.Event()
+
+    def __repr__(self) -> str:
+        return f"Resolver(open={len(self._open)}, {self._claims!r})"
+
+    # -- what the attempts tell it -----------------------------------------------------------
+
+    def sending(self, key: int) -> None:
+        """A re-trigger is leaving now (``key`` names it until :meth:`answered`)."""
+        self._in_flight[key] = self._wall()
+
+    def answered(self, key: int, new_run_id: str | None) -> None:
+        """The re-trigger ``key`` was answered; ``new_run_id`` when the answer named one."""
+        sent = self._in_flight.pop(key, None)
+        if new_run_id is not None:
+            self.claim(new_run_id, None if sent is None else (sent, self._wall()))
+        self._changed.set()
+
+    def claim(self, new_run_id: str, window: tuple[float, float] | None = None) -> None:
+        """A new run known to belong to some record: never a candidate for another."""
+        now = self._wall()
+        self._claims.add(new_run_id, now, window)
+        # Claims older than any window still open (or about to open) are never asked about.
+        horizon = now - self._settings.timeout - self._settings.check_delay - 60.0
+        if self._open:
+            horizon = min(horizon, min(o.since_ms for o in self._open.values()) / 1000 - 60.0)
+        self._claims.forget_before(horizon)
+
+    def open(self, flight: Flight, sent_wall: float) -> None:
+        """Register the check of ``flight``, whose attempt left at ``sent_wall`` (epoch s)."""
+        run_id = flight.record.run_id
+        assert run_id is not None
+        skew = self._settings.check_skew
+        self._opened += 1
+        now = self._wall()
+        self._open[run_id] = _Open(
+            since_ms=int((sent_wall - skew) * 1000),
+            until_ms=int((now + skew) * 1000),
+            sent_ms=int(sent_wall * 1000),
+            lost_ms=int(now * 1000),
+            order=self._opened,
+        )
+        self._decided.pop(run_id, None)
+        flight.checking = True
+
+    # -- the check -----------------------------------------------------------------------------
+
+    async def resolve(self, flight: Flight) -> Step:
+        """Look ``flight``'s run up (see the module table) and return what comes next."""
+        run_id = flight.record.run_id
+        assert run_id is not None
+        flight.checking = False
+        try:
+            mine = self._open.get(run_id)
+            if mine is not None and await self._place(run_id, mine) is None:
+                return self._close(run_id, _cannot_tell("the run's flow could not be found"))
+            for _ in range(_LISTINGS):
+                mine = self._open.get(run_id)
+                if mine is None:  # another check of its flow decided for this one meanwhile
+                    return self._decided_for(run_id, flight)
+                began = self._opened  # checks opened after this are placed next time round
+                await self._answers_before(mine)
+                await self._place_others(mine)
+                if run_id not in self._open:
+                    return self._decided_for(run_id, flight)
+                assert mine.flow is not None
+                # From the earliest window of the flow's checks that meet this one: one
+                # listing serves them all.
+                since = min(o.since_ms for o in self._open.values() if _meet(o, mine, mine.flow))
+                listed = await self._listed(mine.flow, since)
+                if run_id not in self._open:
+                    return self._decided_for(run_id, flight)
+                late = [
+                    o
+                    for o in self._open.values()
+                    if o.order > began and (_meet(o, mine, None) or _meet(o, mine, mine.flow))
+                ]
+                if not late:
+                    return self._attribute(run_id, mine, listed, flight)
+                # A check that opened during the listing: its run may be missing from it.
+        except BulkRetryError as exc:
+            return self._close(run_id, _cannot_tell(f"the look-up failed: {exc}"))
+        return self._close(run_id, _cannot_tell("unclear answers kept coming in"))
+
+    async def _place(self, run_id: str, check: _Open) -> str | None:
+        """Learn the flow of ``check`` (one ``GET /runs/{id}``, shared); None if none."""
+        if check.flow is not None:
+            return check.flow
+        if check.placing is None:
+            check.placing = asyncio.ensure_future(self._flow_of(run_id))
+        flow = await asyncio.shield(check.placing)
+        if flow is not None:
+            check.flow = flow
+            self._changed.set()
+        return flow
+
+    async def _flow_of(self, run_id: str) -> str | None:
+        view = await self._one(run_id)
+        return None if view is None else view.flow_id
+
+    def _decided_for(self, run_id: str, flight: Flight) -> Step:
+        done = self._decided.pop(run_id, None)
+        if done is None:
+            return _cannot_tell("the check was lost")
+        if done is _SEND_AGAIN:
+            flight.ambiguous = 0
+            return AT_ONCE
+        return done
+
+    def _attribute(self, run_id: str, mine: _Open, listed: list[RunView], flight: Flight) -> Step:
+        """Decide for the open checks of ``mine``'s flow whose windows meet it."""
+        group = {
+            other_id: other
+            for other_id, other in self._open.items()
+            if _meet(other, mine, mine.flow) or (other.flow is None and _meet(other, mine, None))
+        }
+        if any(o.flow is None for o in group.values()):
+            # Another lost answer whose flow is still unknown may own what the listing shows.
+            return self._close(
+                run_id, _cannot_tell("another unclear answer of the same time could not be placed")
+            )
+        since = min(o.since_ms for o in group.values())
+        until = max(o.until_ms for o in group.values())
+        self._claims.measure(listed)
+        narrow = self._claims.skew_ms(int(self._settings.check_skew * 1000))
+        candidates = [
+            v
+            for v in listed
+            if v.id not in self._claims
+            and v.id not in group
+            and (v.created_at is None or since <= v.created_at <= until)
+        ]
+        if not candidates:
+            # Nothing was created in any window of the group: none of them was processed.
+            for other_id in group:
+                self._close(other_id, _SEND_AGAIN)
+                self._decided[other_id] = _SEND_AGAIN
+            return self._decided_for(run_id, flight)
+        left = dict(group)
+        pool = list(candidates)
+        decided: dict[str, Done] = {}
+        changed = True
+        while changed:
+            changed = False
+            for other_id, other in list(left.items()):
+                # A run no other check's window holds is this check's; with exactly one such
+                # run, it is its re-trigger (a second one would be a run of the flow's own).
+                private = [
+                    v
+                    for v in pool
+                    if _within(v, other, narrow)
+                    and not any(_within(v, o, narrow) for o in left.values() if o is not other)
+                ]
+                if len(private) == 1:
+                    view = private[0]
+                    decided[other_id] = _found(view)
+                    self.claim(view.id)
+                    pool.remove(view)
+                    del left[other_id]
+                    changed = True
+        names = tuple(sorted(v.id for v in pool))
+        for other_id in left:
+            if len(pool) >= len(left):
+                decided[other_id] = Done(
+                    Outcome.RETRIGGERED, _AMBIGUOUS_MATCH, resolved_by="lookup", candidates=names
+                )
+            else:
+                decided[other_id] = Done(
+                    Outcome.IN_DOUBT,
+                    ErrorInfo(
+                        kind="in_doubt",
+                        message=f"a look-up found fewer new runs ({len(pool)}) than unclear "
+                        f"answers ({len(left)}) of the same flow and time; candidates: "
+                        + ", ".join(names),
+                    ),
+                    candidates=names,
+                )
+        for other_id, done in decided.items():
+            self._close(other_id, done)
+            self._decided[other_id] = done
+        return self._decided_for(run_id, flight)
+
+    def _close(self, run_id: str, done: Done) -> Done:
+        self._open.pop(run_id, None)
+        self._changed.set()
+        return done
+
+    async def _place_others(self, mine: _Open) -> None:
+        """Learn the flow of every other open check whose window meets ``mine``'s.
+
+        Each costs the ``GET /runs/{id}`` its own check would make (then skipped): without
+        it, a run the listing shows might be that check's.
+        """
+        for other_id, other in list(self._open.items()):
+            if other.flow is None and _meet(other, mine, None) and other is not mine:
+                await self._place(other_id, other)
+
+    async def _answers_before(self, mine: _Open) -> None:
+        """Wait until every re-trigger that left before ``mine``'s window ends is answered
+        (bounded by the timeout): a clear answer still to come may claim a run listed."""
+        loop = asyncio.get_running_loop()
+        limit = loop.time() + self._settings.timeout + 1.0
+        while any(t * 1000 <= mine.until_ms for t in self._in_flight.values()):
+            remaining = limit - loop.time()
+            if remaining <= 0:
+                return
+            self._changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), remaining)
+
+    # -- the requests --------------------------------------------------------------------------
+
+    async def _one(self, run_id: str) -> RunView | None:
+        """``GET /runs/{run_id}``: the run as Flow Service shows it, None if it has none."""
+        answer = await self._look(run_url(self._client.base_url, run_id), page=False)
+        return None if answer.status == 404 else parse_single(answer.body)
+
+    async def _listed(self, flow: str, since_ms: int) -> list[RunView]:
+        """The runs of ``flow`` created after ``since_ms``, every page of them (bounded)."""
+        base = URL(self._client.base_url)
+        url: URL | None = listing_url(base, flow_id=flow, created_after_ms=since_ms)
+        views: list[RunView] = []
+        pages = 0
+        while url is not None and pages < _MAX_PAGES:
+            pages += 1
+            page, href = parse_run_page((await self._look(url, page=True)).body)
+            views += page
+            url = None if href is None else resolve_next(base, href)
+        if url is not None:
+            raise ListingHalted(f"more than {_MAX_PAGES} pages of runs for flow {flow}")
+        return views
+
+    async def _look(self, url: URL, *, page: bool) -> Answer:
+        """One look-up through the batch's :class:`Looker` (paced, retried, counted)."""
+        before = self._looker.stats.requests
+        try:
+            answer = await self._looker.get(url, page=page)
+        finally:
+            self._stats.lookups += self._looker.stats.requests - before
+        if isinstance(answer, GaveUp):
+            raise ListingHalted(f"GET {url.path}: {answer.reason}")
+        return answer
+
+
+def _meet(other: _Open, mine: _Open, flow: str | None) -> bool:
+    """True when ``other`` is a check of ``flow`` whose window overlaps ``mine``'s."""
+    return (
+        other.flow == flow and other.since_ms <= mine.until_ms and mine.since_ms <= other.until_ms
+    )
+
+
+def _within(view: RunView, check: _Open, skew_ms: int) -> bool:
+    created = view.created_at
+    return created is None or check.sent_ms - skew_ms <= created <= check.lost_ms + skew_ms
+
+
+def _found(view: RunView) -> Done:
+    return Done(Outcome.RETRIGGERED, None, view.id, view.etag, resolved_by="lookup")
+
+
+def _cannot_tell(why: str) -> Done:
+    return Done(
+        Outcome.IN_DOUBT,
+        ErrorInfo(
+            kind="in_doubt", message=f"the answer was lost and a look-up could not tell: {why}"
+        ),
+    )
+
+
+#: The verdict handed to another check of the group: nothing of theirs was processed either.
+_SEND_AGAIN = Done(Outcome.NOT_ATTEMPTED, None)
+_AMBIGUOUS_MATCH = ErrorInfo(
+    kind="ambiguous_match",
+    message="re-triggered (a look-up found as many new runs of its flow and time as unclear "
+    "answers), but which new run is this one's cannot be told; see candidates",
+)

@@ -1,0 +1,42 @@
+"""Check, before the first re-trigger, that the batch reaches Flow Service: the pre-flight.
+
+The request itself is :func:`~bulkretry._http.preflight.preflight`'s; this room puts it under
+the batch's throttle and turns what it finds into what the batch does: a wrong base URL or
+credentials are a usage error (exit 2, nothing sent, no record written), and a service that
+keeps answering 429 or 5xx stops the batch as an outage would (every record ``not_attempted``).
+"""
+
+from __future__ import annotations
+
+import random
+
+from .._exceptions import AuthenticationError, BatchHalted, ConfigurationError
+from .._http.preflight import preflight
+from .._stats import Stats
+from .attempt import Attempt
+from .governor import Governor
+from .steps import Control
+
+__all__ = ["check_first"]
+
+
+async def check_first(
+    control: Control, attempt: Attempt, governor: Governor, rng: random.Random, stats: Stats
+) -> None:
+    """Make the pre-flight request; raise :class:`ConfigurationError` if it shows a mistake."""
+    try:
+        result = await preflight(
+            attempt.client,
+            attempt.tokens,
+            attempt.settings,
+            rng=rng,
+            acquire=governor.throttle.acquire,
+        )
+    except AuthenticationError as exc:
+        raise ConfigurationError(
+            f"{exc}; check the access token, API key, org ID and sandbox"
+        ) from exc
+    except BatchHalted as exc:
+        control.stop(str(exc))
+        return
+    stats.lookups += result.requests

@@ -1,0 +1,287 @@
+"""--on-ambiguous check: a lost answer is resolved by looking the run up, never by a guess.
+
+The client is a fake Flow Service holding runs (``GET /runs/{id}``) and answering flow
+listings filtered by ``flowId`` and ``createdAt``; the wall clock is a number the test sets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import random
+from typing import Any
+
+from conftest import virtual_time
+from yarl import URL
+
+from bulkretry import Credentials, Outcome, Settings
+from bulkretry._engine.governor import Governor
+from bulkretry._engine.resolve import Resolver
+from bulkretry._engine.steps import AT_ONCE, Done, Flight, Step
+from bulkretry._http.auth import StaticToken
+from bulkretry._io.source import InputRecord
+from bulkretry._model import Answer
+from bulkretry._stats import Stats
+
+BASE = "https://platform.example.test/data/foundation/flowservice"
+FLOW = "11111111-1804-45d6-8d56-dd51f05c0baf"
+T0 = 1_800_000_000.0  # epoch seconds of the first lost answer
+
+
+def uuid(i: int) -> str:
+    return f"{i:08x}-1804-45d6-8d56-dd51f05c0baf"
+
+
+SETTINGS = Settings(
+    base_url=BASE,
+    credentials=Credentials(access_token="t", api_key="k", org_id="ORG@AdobeOrg", sandbox="dev"),
+    rate=1e6,
+    burst=1000,
+    backoff_base=0.0,
+    on_ambiguous="check",
+    check_skew=0.5,
+)
+
+
+class FlowService:
+    """Runs by ID, and a flow listing that filters as Flow Service does."""
+
+    base_url = BASE
+
+    def __init__(self) -> None:
+        self.runs: dict[str, dict[str, Any]] = {}
+        self.urls: list[URL] = []
+
+    def add(self, run_id: str, created: float, flow: str = FLOW) -> None:
+        self.runs[run_id] = {
+            "id": run_id,
+            "flowId": flow,
+            "createdAt": int(created * 1000),
+            "etag": f'"e-{run_id[:4]}"',
+            "metrics": {"statusSummary": {"status": "inProgress"}},
+        }
+
+    async def get(self, url: URL | str, token: str) -> Answer:
+        url = URL(str(url))
+        self.urls.append(url)
+        tail = url.path.rsplit("/runs", 1)[1]
+        if tail.startswith("/"):
+            run = self.runs.get(tail[1:])
+            if run is None:
+                return Answer(status=404, body={"title": "not found"})
+            return Answer(status=200, body={"items": [run]})
+        items = list(self.runs.values())
+        for prop in url.query.getall("property"):
+            if prop.startswith("flowId=="):
+                items = [r for r in items if r["flowId"] == prop[len("flowId==") :]]
+            elif prop.startswith("createdAt>"):
+                items = [r for r in items if r["createdAt"] > int(prop[len("createdAt>") :])]
+        return Answer(status=200, body={"items": items})
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def resolver(service: FlowService, clock: Clock, **overrides: Any) -> tuple[Resolver, Stats]:
+    settings = dataclasses.replace(SETTINGS, **overrides)
+    stats = Stats()
+    made = Resolver(
+        client=service,  # type: ignore[arg-type]
+        tokens=StaticToken("tok"),
+        governor=Governor(settings),
+        settings=settings,
+        stats=stats,
+        rng=random.Random(1),
+        wall=clock,
+    )
+    return made, stats
+
+
+def lost(res: Resolver, clock: Clock, run_id: str, *, sent: float, lasted: float) -> Flight:
+    """An attempt of ``run_id`` that left at ``sent`` and whose answer was lost after ``lasted``."""
+    flight = Flight(InputRecord("in.txt", 1, run_id, run_id), attempts=1, ambiguous=1)
+    clock.now = sent + lasted
+    res.open(flight, sent)
+    return flight
+
+
+async def check(res: Resolver, clock: Clock, flight: Flight, after: float = 3.0) -> Step:
+    clock.now += after
+    return await res.resolve(flight)
+
+
+@virtual_time
+async def test_one_new_run_of_its_flow_in_the_window_is_the_re_trigger() -> None:
+    """The run's flow from GET /runs/{id}, then one listing: two look-ups, the run found."""
+    service, clock = FlowService(), Clock()
+    service.add(uuid(1), T0 - 3600)
+    service.add(uuid(100), T0 + 0.2)
+    res, stats = resolver(service, clock)
+    flight = lost(res, clock, uuid(1), sent=T0, lasted=0.5)
+    step = await check(res, clock, flight)
+    assert step == Done(
+        Outcome.RETRIGGERED, None, uuid(100), f'"e-{uuid(100)[:4]}"', resolved_by="lookup"
+    )
+    assert stats.lookups == 2
+
+
+@virtual_time
+async def test_no_new_run_in_the_window_means_not_processed_so_it_is_sent_again() -> None:
+    """Nothing created since the attempt left: the doubt is cleared and the run sent again."""
+    service, clock = FlowService(), Clock()
+    service.add(uuid(1), T0 - 3600)
+    service.add(uuid(100), T0 - 60)  # an older run of the flow: not this attempt's
+    res, _ = resolver(service, clock)
+    flight = lost(res, clock, uuid(1), sent=T0, lasted=0.5)
+    assert await check(res, clock, flight) is AT_ONCE
+    assert flight.ambiguous == 0
+    assert not flight.checking
+
+
+@virtual_time
+async def test_a_run_a_clear_answer_claimed_is_never_a_candidate() -> None:
+    """Another record's clear answer named one of the two new runs: the other is this one."""
+    service, clock = FlowService(), Clock()
+    service.add(uuid(1), T0 - 3600)
+    service.add(uuid(100), T0 + 0.1)
+    service.add(uuid(101), T0 + 0.2)
+    res, _ = resolver(service, clock)
+    res.sending(7)
+    flight = lost(res, clock, uuid(1), sent=T0, lasted=0.5)
+    res.answered(7, uuid(101))
+    step = await check(res, clock, flight)
+    assert isinstance(step, Done)
+    assert step.new_run_id == uuid(100)
+
+
+@virtual_time
+async def test_two_unclaimed_new_runs_are_reported_as_candidates_not_guessed() -> None:
+    """Two runs that could be the re-trigger (one may be a scheduled run): retriggered, with
+    no new run ID and both candidates."""
+    service, clock = FlowService(), Clock()
+    service.add(uuid(1), T0 - 3600)
+    service.add(uuid(100), T0 + 0.1)
+    service.add(uuid(101), T0 + 0.3)
+    res, _ = resolver(service, clock)
+    step = await check(res, clock, lost(res, clock, uuid(1), sent=T0, lasted=0.5))
+    assert isinstance(step, Done)
+    assert step.outcome is Outcome.RETRIGGERED
+    assert step.new_run_id is None
+    assert step.candidates == (uuid(100), uuid(101))
+    assert step.error is not None
+    assert step.error.kind == "ambiguous_match"
+
+
+@virtual_time
+async def test_lost_answers_of_one_flow_are_told_apart_by_their_windows() -> None:
+    """Two lost answers of the same flow whose windows overlap: the run only the first window
+    holds is the first's, so the one left is the second's; one listing decides both."""
+    service, clock = FlowService(), Clock()
+    service.add(uuid(1), T0 - 3600)
+    service.add(uuid(2), T0 - 3500)
+    service.add(uuid(100), T0 + 0.2)  # only in the first window
+    service.add(uuid(101), T0 + 1.5)  # in both
+    res, stats = resolver(service, clock)
+    first = lost(res, clock, uuid(1), sent=T0, lasted=3.0)
+    second = lost(res, clock, uuid(2), sent=T0 + 1, lasted=0.5)
+    clock.now += 3
+    steps = await asyncio.gather(res.resolve(first), res.resolve(second))
+    assert [s.new_run_id for s in steps if isinstance(s, Done)] == [uuid(100), uuid(101)]
+    assert stats.lookups == 3  # each run's flow, then one listing
+
+
+@virtual_time
+async def test_fewer_new_runs_than_lost_answers_of_one_time_leaves_both_in_doubt() -> None:
+    """Two lost answers at the same moment, one new run: it is one of theirs, nobody can say
+    whose, and the other was not processed: both stay in doubt (nothing sent again)."""
+    service, clock = FlowService(), Clock()
+    service.add(uuid(1), T0 - 3600)
+    service.add(uuid(2), T0 - 3500)
+    service.add(uuid(100), T0 + 0.2)
+    res, _ = resolver(service, clock)
+    first = lost(res, clock, uuid(1), sent=T0, lasted=0.5)
+    second = lost(res, clock, uuid(2), sent=T0, lasted=0.5)
+    clock.now += 3
+    steps = await asyncio.gather(res.resolve(first), res.resolve(second))
+    for step in steps:
+        assert isinstance(step, Done)
+        assert step.outcome is Outcome.IN_DOUBT
+        assert step.candidates == (uuid(100),)
+
+
+@virtual_time
+async def test_a_run_whose_flow_cannot_be_found_stays_in_doubt() -> None:
+    """GET /runs/{id} answers 404: no listing can be asked, so nothing is sent on a guess."""
+    service, clock = FlowService(), Clock()
+    res, _ = resolver(service, clock)
+    step = await check(res, clock, lost(res, clock, uuid(1), sent=T0, lasted=0.5))
+    assert isinstance(step, Done)
+    assert step.outcome is Outcome.IN_DOUBT
+    assert step.error is not None
+    assert "flow could not be found" in step.error.message
+
+
+@virtual_time
+async def test_the_look_up_waits_for_answers_to_requests_sent_before_its_window_ends() -> None:
+    """A request still unanswered may claim a run the listing shows: the check waits for it."""
+    service, clock = FlowService(), Clock()
+    service.add(uuid(1), T0 - 3600)
+    service.add(uuid(100), T0 + 0.1)
+    res, _ = resolver(service, clock)
+    res.sending(9)  # left before the lost answer's window ended, answered later
+    flight = lost(res, clock, uuid(1), sent=T0, lasted=0.5)
+    clock.now += 3
+    task = asyncio.create_task(res.resolve(flight))
+    await asyncio.sleep(1)
+    assert not task.done()
+    res.answered(9, uuid(100))  # that request re-triggered uuid(100): not this one's
+    step = await task
+    assert step is AT_ONCE
+
+
+@virtual_time
+async def test_once_clear_answers_show_the_clocks_agree_runs_are_told_apart_closer() -> None:
+    """Five claimed runs listed inside their own requests' times: the service's clock is ours,
+    so two lost answers whose widened windows overlap are told apart by their own times."""
+    service, clock = FlowService(), Clock()
+    service.add(uuid(1), T0 - 3600)
+    service.add(uuid(2), T0 - 3500)
+    res, _ = resolver(service, clock, check_skew=1.0)
+    for i in range(5):  # clear answers just before, of the same flow
+        clock.now = T0 - 0.9 + i * 0.1
+        res.sending(100 + i)
+        service.add(uuid(200 + i), clock.now + 0.01)
+        clock.now += 0.02
+        res.answered(100 + i, uuid(200 + i))
+    service.add(uuid(100), T0 + 0.1)
+    service.add(uuid(101), T0 + 0.9)
+    first = lost(res, clock, uuid(1), sent=T0, lasted=0.3)
+    second = lost(res, clock, uuid(2), sent=T0 + 0.8, lasted=0.2)
+    clock.now += 3
+    steps = await asyncio.gather(res.resolve(first), res.resolve(second))
+    assert [s.new_run_id for s in steps if isinstance(s, Done)] == [uuid(100), uuid(101)]
+
+
+@virtual_time
+async def test_without_clear_answers_to_go_by_the_same_two_stay_unattributed() -> None:
+    """The same two lost answers with no clock offset measured: the full 1 s widening makes
+    both runs possible for both, so neither is guessed."""
+    service, clock = FlowService(), Clock()
+    service.add(uuid(1), T0 - 3600)
+    service.add(uuid(2), T0 - 3500)
+    service.add(uuid(100), T0 + 0.1)
+    service.add(uuid(101), T0 + 0.9)
+    res, _ = resolver(service, clock, check_skew=1.0)
+    first = lost(res, clock, uuid(1), sent=T0, lasted=0.3)
+    second = lost(res, clock, uuid(2), sent=T0 + 0.8, lasted=0.2)
+    clock.now += 3
+    steps = await asyncio.gather(res.resolve(first), res.resolve(second))
+    for step in steps:
+        assert isinstance(step, Done)
+        assert step.new_run_id is None
+        assert step.candidates == (uuid(100), uuid(101))
