@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Mapping
+from typing import Any
 
 from .. import _config as C
 from .._exceptions import MissingCredentialsError
@@ -95,4 +96,28 @@ def build_settings(
         ca_bundle=ns.ca_bundle or env.get("SSL_CERT_FILE") or None,
         proxy=proxy_for(ns.base_url, env),
         ims_proxy=proxy_for(ims_url, env),
+    )
+
+
+def build_reader_settings(
+    ns: argparse.Namespace, env: Mapping[str, str], warn: Callable[[str], None], **extra: Any
+) -> C.Settings:
+    """Build the :class:`Settings` of a command that only reads (``list-failed``, ``watch``):
+    ``run``'s credentials, rate, retries and TLS, and the command's own ``extra`` fields."""
+    from .._http.tls import check_url, proxy_for
+
+    check_url(ns.base_url, what="base URL")
+    credentials = build_credentials(ns, env, warn)
+    return C.Settings(
+        base_url=ns.base_url.rstrip("/"),
+        credentials=credentials,
+        rate=ns.rate,
+        burst=ns.burst,
+        max_attempts=ns.max_attempts,
+        timeout=ns.timeout,
+        deadline=ns.deadline,
+        ca_bundle=ns.ca_bundle or env.get("SSL_CERT_FILE") or None,
+        proxy=proxy_for(ns.base_url, env),
+        ims_proxy=proxy_for(credentials.ims_url, env),
+        **extra,
     )

@@ -35,7 +35,6 @@ from typing import Any, TextIO
 
 from .. import _config as C
 from .._exceptions import BulkRetryError, ConfigurationError, StateError
-from .._http.tls import check_url, proxy_for
 from .._io.sink import OutputClosed, ResultSink
 from .._io.written import STDOUT_FD, open_output
 from .._listing.lister import (
@@ -46,7 +45,7 @@ from .._listing.lister import (
     ListingHalted,
     ListQuery,
 )
-from .build import build_credentials
+from .build import build_reader_settings
 from .logs import configure_logging
 from .loop import new_event_loop
 from .options import (
@@ -279,20 +278,7 @@ def build_list_settings(
     ns: argparse.Namespace, env: Mapping[str, str], warn: Callable[[str], None]
 ) -> C.Settings:
     """Build the :class:`Settings` a listing uses, with the same credentials as ``run``."""
-    check_url(ns.base_url, what="base URL")
-    credentials = build_credentials(ns, env, warn)
-    return C.Settings(
-        base_url=ns.base_url.rstrip("/"),
-        credentials=credentials,
-        rate=ns.rate,
-        burst=ns.burst,
-        max_attempts=ns.max_attempts,
-        timeout=ns.timeout,
-        deadline=ns.deadline,
-        ca_bundle=ns.ca_bundle or env.get("SSL_CERT_FILE") or None,
-        proxy=proxy_for(ns.base_url, env),
-        ims_proxy=proxy_for(credentials.ims_url, env),
-    )
+    return build_reader_settings(ns, env, warn)
 
 
 def _now() -> datetime.datetime:

@@ -36,12 +36,11 @@ from .._exceptions import AuthenticationError, BulkRetryError, ConfigurationErro
 from .._http.auth import TokenProvider, token_provider
 from .._http.client import FlowServiceClient, make_session
 from .._http.preflight import preflight
-from .._http.tls import check_url, proxy_for
 from .._io.sink import OutputClosed, OutputFailed, ResultSink
 from .._io.source import STDIN, RunIdValidator, check_input_paths
 from .._io.written import STDOUT_FD, open_output
 from .._model import Followed
-from .build import build_credentials
+from .build import build_reader_settings
 from .logs import configure_logging
 from .loop import new_event_loop
 from .options import (
@@ -155,23 +154,14 @@ def build_watch_settings(
     ns: argparse.Namespace, env: Mapping[str, str], warn: Callable[[str], None]
 ) -> C.Settings:
     """Build the :class:`Settings` of a watch, with the same credentials as ``run``."""
-    check_url(ns.base_url, what="base URL")
-    credentials = build_credentials(ns, env, warn)
-    return C.Settings(
-        base_url=ns.base_url.rstrip("/"),
-        credentials=credentials,
+    return build_reader_settings(
+        ns,
+        env,
+        warn,
         concurrency=ns.concurrency,
-        rate=ns.rate,
-        burst=ns.burst,
-        max_attempts=ns.max_attempts,
-        timeout=ns.timeout,
-        deadline=ns.deadline,
         run_id_pattern=ns.run_id_pattern,
         poll=ns.poll,
         follow_timeout=ns.follow_timeout,
-        ca_bundle=ns.ca_bundle or env.get("SSL_CERT_FILE") or None,
-        proxy=proxy_for(ns.base_url, env),
-        ims_proxy=proxy_for(credentials.ims_url, env),
     )
 
 
@@ -244,16 +234,7 @@ class Watcher:
         tokens = self._tokens or token_provider(
             credentials, session, timeout=settings.timeout, proxy=settings.ims_proxy
         )
-        client = FlowServiceClient(
-            session,
-            base_url=settings.base_url,
-            op=settings.op,
-            api_key=credentials.api_key,
-            org_id=credentials.org_id,
-            sandbox=credentials.sandbox,
-            timeout=settings.timeout,
-            proxy=settings.proxy,
-        )
+        client = FlowServiceClient.for_settings(session, settings)
         governor = Governor(settings)
         checked = await preflight(client, tokens, settings, acquire=governor.throttle.acquire)
         follower = self.follower = Follower(

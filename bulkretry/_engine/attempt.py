@@ -30,11 +30,9 @@ from .steps import (
     Control,
     Done,
     Flight,
-    Halt,
     Retry,
     Step,
     out_of_budget,
-    stopped,
 )
 
 if TYPE_CHECKING:
@@ -42,20 +40,7 @@ if TYPE_CHECKING:
 
     from .._ledger.ledger import Ledger
 
-__all__ = [
-    "AT_ONCE",
-    "HALT",
-    "MAX_RENEWALS_PER_RECORD",
-    "Attempt",
-    "Control",
-    "Done",
-    "Flight",
-    "Halt",
-    "Retry",
-    "Step",
-    "out_of_budget",
-    "stopped",
-]
+__all__ = ["MAX_RENEWALS_PER_RECORD", "Attempt"]
 
 #: 401s (401013) one record may answer with a renewal; past that the API is refusing fresh
 #: tokens too (an IMS of another environment), and renewing again would loop on IMS.
@@ -119,16 +104,7 @@ class Attempt:
         assert credentials is not None
         if tokens is None:
             tokens = token_provider(credentials, session, proxy=settings.ims_proxy)
-        client = FlowServiceClient(
-            session,
-            base_url=settings.base_url,
-            op=settings.op,
-            api_key=credentials.api_key,
-            org_id=credentials.org_id,
-            sandbox=credentials.sandbox,
-            timeout=settings.timeout,
-            proxy=settings.proxy,
-        )
+        client = FlowServiceClient.for_settings(session, settings)
         return cls(
             control,
             settings=settings,

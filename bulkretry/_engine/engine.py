@@ -39,12 +39,13 @@ from .._http.client import make_session
 from .._io.source import InputRecord
 from .._model import Outcome
 from .._stats import Stats
-from .attempt import HALT, Attempt, Done, Flight, Halt, Retry, stopped
+from .attempt import Attempt
 from .dispatch import Dispatch
 from .finish import Emit, finish
 from .governor import Governor
 from .ledger_feed import LedgerFeed
 from .startup import check_first
+from .steps import HALT, Done, Flight, Halt, Retry, stopped
 from .triage import Triage, Verdict
 
 if TYPE_CHECKING:

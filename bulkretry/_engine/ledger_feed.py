@@ -22,7 +22,7 @@ from .._config import Settings
 from .._exceptions import InputError, StateError
 from .._io.source import InputRecord
 from .._model import DONE_OUTCOMES, ErrorInfo, Outcome
-from .attempt import Control, Flight, stopped
+from .steps import Control, Flight, stopped
 from .triage import HELD_IN_DOUBT, Triage, Verdict
 
 if TYPE_CHECKING:

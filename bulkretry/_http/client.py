@@ -242,6 +242,22 @@ class FlowServiceClient:
         self.requests_sent = 0
         self.gets_sent = 0
 
+    @classmethod
+    def for_settings(cls, session: aiohttp.ClientSession, settings: Settings) -> FlowServiceClient:
+        """Return the client of a batch with ``settings`` (which must carry credentials)."""
+        credentials = settings.credentials
+        assert credentials is not None
+        return cls(
+            session,
+            base_url=settings.base_url,
+            op=settings.op,
+            api_key=credentials.api_key,
+            org_id=credentials.org_id,
+            sandbox=credentials.sandbox,
+            timeout=settings.timeout,
+            proxy=settings.proxy,
+        )
+
     def __repr__(self) -> str:
         return (
             f"FlowServiceClient(base={self._base!r}, requests_sent={self.requests_sent}, "

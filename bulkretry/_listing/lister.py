@@ -129,16 +129,7 @@ class FailedRunLister:
                 )
             if self._session is None:
                 own = self._session = make_session(self.settings)
-            self._client = FlowServiceClient(
-                self._session,
-                base_url=self.settings.base_url,
-                op=self.settings.op,
-                api_key=credentials.api_key,
-                org_id=credentials.org_id,
-                sandbox=credentials.sandbox,
-                timeout=self.settings.timeout,
-                proxy=self.settings.proxy,
-            )
+            self._client = FlowServiceClient.for_settings(self._session, self.settings)
             if self._tokens is None:
                 self._tokens = token_provider(
                     credentials,

@@ -14,18 +14,9 @@ import pytest
 from conftest import virtual_time
 
 from bulkretry import Credentials, Outcome, Settings
-from bulkretry._engine.attempt import (
-    AT_ONCE,
-    HALT,
-    MAX_RENEWALS_PER_RECORD,
-    Attempt,
-    Done,
-    Flight,
-    Retry,
-    out_of_budget,
-    stopped,
-)
+from bulkretry._engine.attempt import MAX_RENEWALS_PER_RECORD, Attempt
 from bulkretry._engine.governor import Governor
+from bulkretry._engine.steps import AT_ONCE, HALT, Done, Flight, Retry, out_of_budget, stopped
 from bulkretry._exceptions import StateError, TransportError
 from bulkretry._http.auth import StaticToken
 from bulkretry._http.client import Answer
