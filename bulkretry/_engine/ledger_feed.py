@@ -33,6 +33,14 @@ __all__ = ["Host", "LedgerFeed"]
 #: Write one record's result without a request (to the state file too, if the verdict says).
 Settle = Callable[[InputRecord, Verdict], Awaitable[None]]
 _NOT_ATTEMPTED = Verdict(Outcome.NOT_ATTEMPTED)
+_LOST_IN_DOUBT = Verdict(
+    Outcome.IN_DOUBT,
+    ErrorInfo(
+        kind="in_doubt",
+        message="an earlier request for this run may have re-triggered it; the state file "
+        "failed before anything more was done",
+    ),
+)
 
 
 class Host(Control, Protocol):
@@ -204,7 +212,8 @@ class LedgerFeed:
                 raise
 
     async def _fail(self, exc: StateError, unstaged: list[InputRecord]) -> None:
-        """Stop hard once the state file fails; write each record it lost ``not_attempted``.
+        """Stop hard once the state file fails; write each record it lost ``not_attempted``
+        (``in_doubt`` when an earlier request for its run may have landed).
 
         Lost are the records staged but never written (a failed write rolls back nothing
         else: the stage is committed as it is written), and ``unstaged``, records of the batch
@@ -213,9 +222,12 @@ class LedgerFeed:
         if not self._failed:
             self._failed = True
             self._host.stop(str(exc), hard=True)
-        lost = [InputRecord(s, line, r, "") for r, s, line in self._ledger.take_unwritten()]
+        taken = self._ledger.take_unwritten()
+        lost = [InputRecord(s, line, r, "") for r, s, line, _ in taken]
+        for record, (*_, doubt) in zip(lost, taken, strict=True):
+            await self._settle(record, _LOST_IN_DOUBT if doubt else _NOT_ATTEMPTED)
         staged = {(r.source, r.line) for r in lost}
-        await self._account(lost + [r for r in unstaged if (r.source, r.line) not in staged])
+        await self._account([r for r in unstaged if (r.source, r.line) not in staged])
 
     async def _account(self, batch: list[InputRecord]) -> None:
         """Write records read after the state file failed: nothing is sent any more."""

@@ -7,15 +7,17 @@ the clocks of client and service. After ``check_delay`` (so that a new run has t
 the resolver:
 
 1. learns the run's flow: ``GET /runs/{RUN_ID}`` (once per run);
-2. waits until no request that left before the window's end is still unanswered: a clear
-   answer still to come would claim a new run the listing already shows;
+2. waits until every request that left before now is answered: a clear answer still to come
+   would claim a new run the listing already shows;
 3. lists the flow's runs created since the window began (one listing, paged);
 4. leaves out the runs that clear answers claimed, and attributes the rest:
 
 =========================================  =========================================================
 what the listing shows                     verdict
 =========================================  =========================================================
-no new run in the window                   not processed: sent again (the doubt is cleared)
+no new run since the window began (up to   not processed: sent again (the doubt is cleared)
+the listing)
+new runs only after the window closed      ``in_doubt`` (a 504 may come while the service works)
 one new run, no other open check of the    ``retriggered`` with that run, ``resolved_by: lookup``
 flow overlapping the window
 several runs, or other open checks of the  each run inside exactly one check's window goes to it;
@@ -25,8 +27,9 @@ flow overlapping                           the others: ``retriggered`` without a
 a look-up that failed                      ``in_doubt``: nothing is sent again on a guess
 =========================================  =========================================================
 
-A scheduled run of the same flow created inside the window looks like a re-trigger: it can
-turn "not processed" into a wrong ``retriggered``, never into a second re-trigger.
+A check decides for the other checks of its group only when their own ``check_delay`` was over
+when its listing began. A scheduled run of the same flow created inside the window looks like a
+re-trigger: it can turn "not processed" into a wrong ``retriggered``, never into a second one.
 """
 
 from __future__ import annotations
@@ -163,7 +166,8 @@ class Resolver:
                 if mine is None:  # another check of its flow decided for this one meanwhile
                     return self._decided_for(run_id, flight)
                 began = self._opened  # checks opened after this are placed next time round
-                await self._answers_before(mine)
+                seen = self._wall()
+                await self._answers_before(seen)
                 await self._place_others(mine)
                 if run_id not in self._open:
                     return self._decided_for(run_id, flight)
@@ -180,7 +184,7 @@ class Resolver:
                     if o.order > began and (_meet(o, mine, None) or _meet(o, mine, mine.flow))
                 ]
                 if not late:
-                    return self._attribute(run_id, mine, listed, flight)
+                    return self._attribute(run_id, mine, listed, flight, int(seen * 1000))
                 # A check that opened during the listing: its run may be missing from it.
         except BulkRetryError as exc:
             return self._close(run_id, _cannot_tell(f"the look-up failed: {exc}"))
@@ -211,8 +215,16 @@ class Resolver:
             return AT_ONCE
         return done
 
-    def _attribute(self, run_id: str, mine: _Open, listed: list[RunView], flight: Flight) -> Step:
-        """Decide for the open checks of ``mine``'s flow whose windows meet it."""
+    def _attribute(
+        self, run_id: str, mine: _Open, listed: list[RunView], flight: Flight, seen_ms: int
+    ) -> Step:
+        """Decide for the open checks of ``mine``'s flow whose windows meet it.
+
+        ``seen_ms``: every request sent before it was answered when the listing began, so an
+        unclaimed run created up to then (and the clocks' skew) may be a lost answer's, even
+        after its window (a 504 while the service still works). A check is only decided for
+        when its own ``check_delay`` was over by then: a run shows in listings late.
+        """
         group = {
             other_id: other
             for other_id, other in self._open.items()
@@ -223,25 +235,27 @@ class Resolver:
             return self._close(
                 run_id, _cannot_tell("another unclear answer of the same time could not be placed")
             )
+        full = int(self._settings.check_skew * 1000)
+        delay = int(self._settings.check_delay * 1000)
+        due = {i for i, o in group.items() if i == run_id or o.lost_ms + delay <= seen_ms}
         since = min(o.since_ms for o in group.values())
         until = max(o.until_ms for o in group.values())
         self._claims.measure(listed)
-        narrow = self._claims.skew_ms(int(self._settings.check_skew * 1000))
-        candidates = [
-            v
-            for v in listed
-            if v.id not in self._claims
-            and v.id not in group
-            and (v.created_at is None or since <= v.created_at <= until)
-        ]
-        if not candidates:
-            # Nothing was created in any window of the group: none of them was processed.
-            for other_id in group:
+        narrow = self._claims.skew_ms(full)
+        unclaimed = [v for v in listed if v.id not in self._claims and v.id not in group]
+        pool = [v for v in unclaimed if v.created_at is None or since <= v.created_at <= until]
+        after = [v for v in unclaimed if v.created_at is not None and until < v.created_at]
+        after = [v for v in after if v.created_at is not None and v.created_at <= seen_ms + full]
+        if not pool:
+            if after:  # created since the windows closed: maybe a request still processed then
+                names = tuple(sorted(v.id for v in after))
+                return self._close(run_id, _unsure(names, "after its answer was lost"))
+            # Nothing was created since the group's first request left: none was processed.
+            for other_id in due:
                 self._close(other_id, _SEND_AGAIN)
                 self._decided[other_id] = _SEND_AGAIN
             return self._decided_for(run_id, flight)
         left = dict(group)
-        pool = list(candidates)
         decided: dict[str, Done] = {}
         changed = True
         while changed:
@@ -262,26 +276,20 @@ class Resolver:
                     pool.remove(view)
                     del left[other_id]
                     changed = True
-        names = tuple(sorted(v.id for v in pool))
+        names = tuple(sorted(v.id for v in pool + after))
         for other_id in left:
             if len(pool) >= len(left):
                 decided[other_id] = Done(
                     Outcome.RETRIGGERED, _AMBIGUOUS_MATCH, resolved_by="lookup", candidates=names
                 )
             else:
-                decided[other_id] = Done(
-                    Outcome.IN_DOUBT,
-                    ErrorInfo(
-                        kind="in_doubt",
-                        message=f"a look-up found fewer new runs ({len(pool)}) than unclear "
-                        f"answers ({len(left)}) of the same flow and time; candidates: "
-                        + ", ".join(names),
-                    ),
-                    candidates=names,
+                decided[other_id] = _unsure(
+                    names, f"fewer new runs ({len(pool)}) than unclear answers ({len(left)})"
                 )
         for other_id, done in decided.items():
-            self._close(other_id, done)
-            self._decided[other_id] = done
+            if other_id in due:
+                self._close(other_id, done)
+                self._decided[other_id] = done
         return self._decided_for(run_id, flight)
 
     def _close(self, run_id: str, done: Done) -> Done:
@@ -299,12 +307,12 @@ class Resolver:
             if other.flow is None and _meet(other, mine, None) and other is not mine:
                 await self._place(other_id, other)
 
-    async def _answers_before(self, mine: _Open) -> None:
-        """Wait until every re-trigger that left before ``mine``'s window ends is answered
-        (bounded by the timeout): a clear answer still to come may claim a run listed."""
+    async def _answers_before(self, seen: float) -> None:
+        """Wait until every re-trigger that left before ``seen`` (epoch s) is answered (bounded
+        by the timeout): a clear answer still to come may claim a run listed."""
         loop = asyncio.get_running_loop()
         limit = loop.time() + self._settings.timeout + 1.0
-        while any(t * 1000 <= mine.until_ms for t in self._in_flight.values()):
+        while any(t <= seen for t in self._in_flight.values()):
             remaining = limit - loop.time()
             if remaining <= 0:
                 return
@@ -360,6 +368,12 @@ def _within(view: RunView, check: _Open, skew_ms: int) -> bool:
 
 def _found(view: RunView) -> Done:
     return Done(Outcome.RETRIGGERED, None, view.id, view.etag, resolved_by="lookup")
+
+
+def _unsure(names: tuple[str, ...], why: str) -> Done:
+    """In doubt: a look-up found new runs of the flow it cannot attribute (``why``)."""
+    message = f"a look-up found new runs of its flow {why}; candidates: " + ", ".join(names)
+    return Done(Outcome.IN_DOUBT, ErrorInfo(kind="in_doubt", message=message), candidates=names)
 
 
 def _cannot_tell(why: str) -> Done:

@@ -16,7 +16,7 @@ from . import schema, staging
 from .admission import CHUNK, Admitter
 from .reads import PAGE, LedgerReads
 from .records import Admission, Record
-from .staging import Staging
+from .staging import Lost, Staging
 
 __all__ = ["LedgerIntake"]
 
@@ -84,7 +84,7 @@ class LedgerIntake(LedgerReads):
         if not when_due or self._staging.due():
             staging.write(self._staging, self._group, self.invocation)
 
-    def take_unwritten(self) -> list[Record]:
+    def take_unwritten(self) -> list[Lost]:
         """Return (and forget) the runs admitted or queued that never reached the state file."""
         return self._staging.take()
 
@@ -110,14 +110,16 @@ class LedgerIntake(LedgerReads):
         if run_id in self._staging.runs:
             self.write_admitted()
 
-    def enqueue(self, run_id: str, source: str, line: int) -> None:
+    def enqueue(self, run_id: str, source: str, line: int, *, doubt: bool = False) -> None:
         """Queue a run an earlier invocation knew, to be sent for the input line that named it.
 
         New runs need no queue: they wait in ``runs`` as ``pending`` (see :meth:`waiting`).
-        Staged, like them.
+        Staged, like them; ``doubt`` says an earlier request for it may have landed.
         """
         self._group.check()
         self._staging.add_queued(run_id, source, line)
+        if doubt:
+            self._staging.doubt.add(run_id)
 
     def enqueue_unfinished(self, source: str) -> int:
         """Queue the earlier invocations' unfinished runs that this one's input did not name.
@@ -136,10 +138,10 @@ class LedgerIntake(LedgerReads):
             rows = self._read(schema.UNFINISHED, (last, self.known, PAGE))
             if not rows:
                 return queued
-            for seq, run_id, _ in rows:
+            for seq, run_id, state in rows:
                 if not seen.add(seq):
                     continue
-                self.enqueue(run_id, source, seq)
+                self.enqueue(run_id, source, seq, doubt=state == "in_doubt")
                 queued += 1
             last = rows[-1][0]
 

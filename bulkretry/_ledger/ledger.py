@@ -283,8 +283,20 @@ class Ledger(LedgerIntake):
         When the evidence says it was re-triggered (``done``) and the state file does not know
         it yet, record that: no later resume may send it.
         """
-        if done:
-            self._unstage(run_id)
+        if run_id in self._staging.runs:  # new in this invocation: staged with its outcome
+            if done:
+                self.outcome(
+                    run_id,
+                    "already_retriggered",
+                    new_run_id=new_run_id,
+                    etag=etag,
+                    attempts=0,
+                    ambiguous=0,
+                    error=None,
+                    http_status=None,
+                    request_id=None,
+                )
+            return
         rows = self._query("SELECT seq, state FROM runs WHERE run_id = ?", (run_id,))
         if not rows:
             return
@@ -321,7 +333,13 @@ class Ledger(LedgerIntake):
     # -- machinery -----------------------------------------------------------------------------
 
     def _write(self, run_id: str, sql: str, params: tuple[Any, ...] | dict[str, Any]) -> None:
-        self._unstage(run_id)
+        staging = self._staging
+        if run_id in staging.runs:
+            # Its record is written already: the outcome goes in with its row, in one
+            # transaction, so that neither is in the state file without the other.
+            self._group.check()
+            staging.settled[run_id] = (sql, params)
+            return
         group = self._group
         conn = group.begin()
         try:

@@ -17,12 +17,16 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from typing import Any
 
 from . import schema
 from .commits import GroupCommit
 from .records import Record
 
-__all__ = ["STAGE_AGE", "STAGE_MAX", "Staging", "write"]
+#: A run the stage lost: ``(run_id, source, line, in_doubt)``.
+Lost = tuple[str, str, int, bool]
+
+__all__ = ["STAGE_AGE", "STAGE_MAX", "Lost", "Staging", "write"]
 
 #: Staged runs that are written at once. 32,768 keep the stage near 6 MB; 4,096 cost 1.6x
 #: the admission time of a million runs, 65,536 saved a further 10% for twice the memory.
@@ -37,17 +41,20 @@ class Staging:
 
     ``runs`` maps a new run to its ``(source, line, place)`` in input order, ``place`` counting
     from 1 (a dict: membership is asked for every admitted run); ``doubt`` holds the staged
-    runs fed back in doubt; ``queue`` the runs of earlier invocations to send again;
-    ``progress`` how far each source was read.
+    runs fed back in doubt (and the queued runs in doubt); ``queue`` the runs of earlier
+    invocations to send again; ``progress`` how far each source was read; ``settled`` the
+    outcome statement of each staged run whose record is written already (its evidence settled
+    it): written with its row, in one transaction, and never handed back as lost.
     """
 
-    __slots__ = ("doubt", "progress", "queue", "runs", "since")
+    __slots__ = ("doubt", "progress", "queue", "runs", "settled", "since")
 
     def __init__(self) -> None:
         self.runs: dict[str, tuple[str, int, int]] = {}
         self.doubt: set[str] = set()
         self.queue: list[Record] = []
         self.progress: dict[str, tuple[int, bool]] = {}
+        self.settled: dict[str, tuple[str, tuple[Any, ...] | dict[str, Any]]] = {}
         self.since = 0.0  # monotonic time of the oldest staged entry
 
     def __repr__(self) -> str:
@@ -77,6 +84,7 @@ class Staging:
         for _ in range(count):
             run_id, _ = runs.popitem()
             self.doubt.discard(run_id)
+            self.settled.pop(run_id, None)
 
     def add_queued(self, run_id: str, source: str, line: int) -> None:
         """Stage a run of an earlier invocation, to be sent for this input line."""
@@ -94,15 +102,22 @@ class Staging:
             return True
         return bool(self) and time.monotonic() - self.since >= STAGE_AGE
 
-    def take(self) -> list[Record]:
-        """Empty the stage; return the runs it held (new and queued), in the order staged."""
-        records: list[Record] = [(run_id, s, line) for run_id, (s, line, _) in self.runs.items()]
-        records += self.queue
+    def take(self) -> list[Lost]:
+        """Empty the stage; return the runs it held whose record is not written yet (new, then
+        queued, in the order staged), each with whether an earlier request may have landed."""
+        doubt, settled = self.doubt, self.settled
+        lost: list[Lost] = [
+            (run_id, s, line, run_id in doubt)
+            for run_id, (s, line, _) in self.runs.items()
+            if run_id not in settled
+        ]
+        lost += [(run_id, s, line, run_id in doubt) for run_id, s, line in self.queue]
         self.runs.clear()  # cleared, not replaced: the admitter holds this dict
-        self.doubt.clear()
+        doubt.clear()
+        settled.clear()
         self.queue = []
         self.progress.clear()
-        return records
+        return lost
 
 
 def write(stage: Staging, group: GroupCommit, invocation: int) -> None:
@@ -127,6 +142,8 @@ def write(stage: Staging, group: GroupCommit, invocation: int) -> None:
                 for source, line, place in (runs[run_id],)
             )
             conn.executemany(schema.INSERT, rows)
+        for sql, params in stage.settled.values():
+            conn.execute(sql, params)
         if stage.queue:
             conn.executemany(schema.ENQUEUE, stage.queue)
         for source, (lines, complete) in stage.progress.items():

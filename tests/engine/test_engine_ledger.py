@@ -145,3 +145,34 @@ async def test_a_state_file_that_fills_up_still_accounts_for_every_line_once(
     retriggered = {r.run_id for r in results if r.outcome is Outcome.RETRIGGERED}
     assert retriggered == set(sent)  # sent once each, and only runs whose row was written
     assert len(sent) == len(set(sent))
+
+
+@pytest.mark.parametrize("room", [8, 30])
+async def test_a_line_its_evidence_settled_gets_one_record_when_the_state_file_fills(
+    tmp_path: Path, room: int
+) -> None:
+    """A results line saying retriggered, for a run the state file does not know: its outcome
+    is staged with its row, so a full disk can neither leave the row pending nor give the line
+    a second record (not_attempted) when the stage is handed back."""
+
+    async def lines() -> AsyncIterator[list[InputRecord]]:
+        done = InputRecord(
+            "in.txt", 1, uuid(0), "x", prior="retriggered", prior_new_run_id=uuid(5000)
+        )
+        yield [done, *(InputRecord("in.txt", i + 1, uuid(i), uuid(i)) for i in range(1, 3000))]
+
+    results: list[RunResult] = []
+
+    async def emit(result: RunResult) -> None:
+        results.append(result)
+
+    with Ledger.open(tmp_path / "s.db", IDENT) as ledger:
+        pages = ledger._conn.execute("PRAGMA page_count").fetchone()[0]
+        ledger._conn.execute(f"PRAGMA max_page_count = {pages + room}")
+        engine = Engine(SETTINGS, ledger=ledger)
+        with aioresponses() as http:
+            http.post(ACTION, payload={"id": uuid(99_999), "etag": "e"}, repeat=True)
+            await engine.run(lines(), emit)
+    assert sorted(r.line for r in results) == list(range(1, 3001))
+    [first] = [r for r in results if r.line == 1]
+    assert first.outcome is Outcome.ALREADY_RETRIGGERED

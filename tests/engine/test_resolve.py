@@ -285,3 +285,57 @@ async def test_without_clear_answers_to_go_by_the_same_two_stay_unattributed() -
         assert isinstance(step, Done)
         assert step.new_run_id is None
         assert step.candidates == (uuid(100), uuid(101))
+
+
+@virtual_time
+async def test_a_run_created_after_the_answer_was_lost_is_never_sent_again() -> None:
+    """A 504 while the service still works: the new run shows 1.5 s after the loss, outside the
+    window. Nothing says it is not this run's, so the run stays in doubt, not sent again."""
+    service, clock = FlowService(), Clock()
+    service.add(uuid(1), T0 - 3600)
+    res, _ = resolver(service, clock)
+    flight = lost(res, clock, uuid(1), sent=T0, lasted=0.5)
+    service.add(uuid(100), T0 + 2.0)
+    step = await check(res, clock, flight)
+    assert isinstance(step, Done)
+    assert step.outcome is Outcome.IN_DOUBT
+    assert step.candidates == (uuid(100),)
+
+
+class Lagging(FlowService):
+    """A listing shows a run only from its ``visible_at`` (what check_delay waits for)."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__()
+        self.clock = clock
+        self.visible_at: dict[str, float] = {}
+
+    async def get(self, url: URL | str, token: str) -> Answer:
+        hidden = {k: v for k, v in self.runs.items() if self.visible_at.get(k, 0) > self.clock.now}
+        for run_id in hidden:
+            del self.runs[run_id]
+        try:
+            return await super().get(url, token)
+        finally:
+            self.runs.update(hidden)
+
+
+@virtual_time
+async def test_a_check_is_not_decided_by_a_listing_taken_before_its_own_delay_was_over() -> None:
+    """M's listing comes 0.1 s after O's loss, before O's run shows: M is sent again (nothing of
+    it was processed), but O is left to its own look-up, which finds its run."""
+    clock = Clock()
+    service = Lagging(clock)
+    service.add(uuid(1), T0 - 3600)
+    service.add(uuid(2), T0 - 3600)
+    res, _ = resolver(service, clock)
+    m = lost(res, clock, uuid(1), sent=T0, lasted=0.5)
+    o = lost(res, clock, uuid(2), sent=T0 + 0.3, lasted=3.1)
+    service.add(uuid(200), T0 + 3.0)
+    service.visible_at[uuid(200)] = T0 + 4.5
+    clock.now = T0 + 3.5
+    assert await res.resolve(m) is AT_ONCE
+    clock.now = T0 + 6.4
+    step = await res.resolve(o)
+    assert isinstance(step, Done)
+    assert step.new_run_id == uuid(200)

@@ -155,8 +155,8 @@ def test_a_failed_write_hands_back_every_staged_run_in_input_order(path: str) ->
         with pytest.raises(StateError, match="full"):
             ledger.write_admitted()
         lost = ledger.take_unwritten()
-        assert lost == [(uuid(i), "in.txt", i + 1) for i in range(1, 2000)] + [
-            (uuid(0), "in.txt", 1)
+        assert lost == [(uuid(i), "in.txt", i + 1, False) for i in range(1, 2000)] + [
+            (uuid(0), "in.txt", 1, False)
         ]
         assert ledger.staged == 0
         with pytest.raises(StateError):
@@ -184,4 +184,34 @@ def test_an_admission_that_fails_half_way_stages_none_of_its_runs(
         monkeypatch.setattr(Admitter, "sort", failing)
         with pytest.raises(StateError, match="I/O"):
             ledger.admit_many((uuid(i), "in.txt", i + 1) for i in range(1, 1000))
-        assert ledger.take_unwritten() == [(uuid(0), "in.txt", 1)]
+        assert ledger.take_unwritten() == [(uuid(0), "in.txt", 1, False)]
+
+
+def test_runs_handed_back_say_whether_they_were_in_doubt(path: str) -> None:
+    """A run fed back in doubt, or queued in doubt from an earlier invocation, is handed back
+    as such: the batch writes it in_doubt, not not_attempted, when the state file fails."""
+    with Ledger.open(path, IDENT) as ledger:
+        ledger.admit_many([(uuid(1), "in.txt", 1), (uuid(2), "in.txt", 2)])
+        ledger.ambiguous(uuid(2))
+        ledger.enqueue(uuid(3), "s.db", 3, doubt=True)
+        assert ledger.take_unwritten() == [
+            (uuid(1), "in.txt", 1, False),
+            (uuid(2), "in.txt", 2, True),
+            (uuid(3), "s.db", 3, True),
+        ]
+
+
+def test_an_outcome_of_a_staged_run_is_written_with_its_row_and_never_handed_back(
+    path: str,
+) -> None:
+    """The evidence settled a new run (its record written): the outcome waits in the stage and
+    goes in with the row; if the stage is lost, that run is not handed back a second time."""
+    with Ledger.open(path, IDENT) as ledger:
+        ledger.admit_many([(uuid(1), "in.txt", 1), (uuid(2), "in.txt", 2)])
+        ledger.name_skipped(uuid(1), done=True, new_run_id=uuid(9), etag="e")
+        assert committed(path) == {}
+        assert ledger.take_unwritten() == [(uuid(2), "in.txt", 2, False)]
+    with Ledger.open(path, IDENT) as ledger:
+        ledger.admit_many([(uuid(1), "in.txt", 1)])
+        ledger.name_skipped(uuid(1), done=True, new_run_id=uuid(9), etag="e")
+    assert committed(path) == {"already_retriggered": 1}
