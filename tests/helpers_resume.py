@@ -177,13 +177,16 @@ async def _ignore_broken_pipe(waiting: Any) -> None:
 class Tripwire:
     """An ``on_request`` hook: set `fired` at the k-th request, and know when all are served.
 
-    ``at`` counts the simulator's requests from 1 (its `RecordedRequest.index`); ``None``
-    disarms it. ``answer`` may force answers, like the simulator's own hook. Each request is
-    handled in a task of its own: the hook follows it, so `served` waits for no time at all.
+    ``at`` counts from 1 the re-triggers (``POST``) since it was armed, or with ``on_get`` the
+    look-ups (the pre-flight's is the first); ``None`` disarms it. ``answer`` may force
+    answers, like the simulator's own hook. Each request is handled in a task of its own: the
+    hook follows it, so `served` waits for no time at all.
     """
 
     def __init__(self, answer: Callable[[RecordedRequest], Answer | None] | None = None) -> None:
         self.at: int | None = None
+        self.on_get = False
+        self.counted = 0
         self.fired = asyncio.Event()
         self.answer = answer
         self.pace: Pace | None = None
@@ -195,8 +198,10 @@ class Tripwire:
         return f"Tripwire(at={self.at}, fired={self.fired.is_set()}, open={self.open})"
 
     def __call__(self, request: RecordedRequest) -> Answer | None:
-        if self.at is not None and request.index >= self.at:
-            self.fired.set()
+        if self.at is not None and (request.method == "GET") == self.on_get:
+            self.counted += 1
+            if self.counted >= self.at:
+                self.fired.set()
         if self.pace is not None:
             self.pace.saw(request)
         task = asyncio.current_task()
@@ -264,8 +269,9 @@ def sent_twice(counts: Mapping[str, int]) -> list[str]:
 async def kill_at(
     k: int, trip: Tripwire, *args: str, base_url: str | None, stdin: bytes | None = None
 ) -> Finished:
-    """Run a batch and SIGKILL it when the simulator receives its k-th request."""
+    """Run a batch and SIGKILL it when the simulator receives its k-th re-trigger."""
     trip.at = k
+    trip.counted = 0
     trip.fired.clear()
     try:
         first = await bulkretry(*args, base_url=base_url, stdin=stdin, kill_on=trip.fired)

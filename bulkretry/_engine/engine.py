@@ -114,6 +114,7 @@ class Engine:
         self._attempt: Attempt | None = None
         #: Set once the pre-flight is over (None: none is made).
         self._cleared: asyncio.Event | None = None
+        self._admitted = asyncio.Event()
         #: The mistake the pre-flight found (raised once every record is accounted for).
         self.preflight_error: ConfigurationError | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -231,6 +232,10 @@ class Engine:
                     await attempt.first_token()
                 except AuthenticationError as exc:
                     self.stop(str(exc))
+            #: Set once the state file holds the input's first batch (or its end).
+            self._admitted = asyncio.Event()
+            if self._ledger is None:
+                self._admitted.set()
             async with anyio.create_task_group() as group:
                 if preflight and not self._stopping:
                     # Beside the input's admission, before the first re-trigger: a kill -9
@@ -253,6 +258,7 @@ class Engine:
                             triage=self._triage,
                             put=self._dispatch.put,
                             settle=functools.partial(self._finish, emit),
+                            admitted=self._admitted,
                         )
                         await feed.run(records)
                 finally:
@@ -272,8 +278,13 @@ class Engine:
         return self.stats
 
     async def _check_first(self, attempt: Attempt, cleared: asyncio.Event) -> None:
-        """Make the pre-flight; on a mistake, stop the batch and keep the error to raise."""
+        """Make the pre-flight; on a mistake, stop the batch and keep the error to raise.
+
+        With a state file, only once it holds the input's first batch and how far it was read:
+        a kill -9 during the pre-flight then leaves a batch a resume knows of.
+        """
         try:
+            await self._admitted.wait()
             await check_first(self, attempt, self._governor, self._rng, self.stats)
         except ConfigurationError as exc:
             self.preflight_error = exc

@@ -66,6 +66,7 @@ class LedgerFeed:
         triage: Triage,
         put: Callable[[Flight], Awaitable[None]],
         settle: Settle,
+        admitted: asyncio.Event | None = None,
     ) -> None:
         self._host = host
         self._ledger = ledger
@@ -75,6 +76,8 @@ class LedgerFeed:
         self._settle = settle
         #: True once the state file failed: every record read after is written not_attempted.
         self._failed = False
+        #: Set once the state file holds the first batch and its progress (or the input ended).
+        self._admitted = admitted or asyncio.Event()
 
     def __repr__(self) -> str:
         return f"LedgerFeed({self._ledger!r})"
@@ -92,6 +95,7 @@ class LedgerFeed:
                 await self._admit_all(records, more)
             finally:
                 done = True
+                self._admitted.set()
                 more.set()
 
         seq = turn = 0
@@ -148,9 +152,10 @@ class LedgerFeed:
                                 ledger.progress(source, line, complete=True)
                             source, line = last.source, last.line
                             ledger.progress(source, line, complete=False)
-                        ledger.write_admitted(when_due=True)
+                        ledger.write_admitted(when_due=self._admitted.is_set())
                     except StateError as exc:
                         await self._fail(exc, [])
+                    self._admitted.set()
                 more.set()
                 # The reader is always a batch ahead, so without this the admitter would keep
                 # the loop until the whole input is in: no request would start, and no timed

@@ -309,7 +309,9 @@ async def test_a_live_state_file_is_refused_whatever_the_path(tmp_path: Path, ho
     others = [uuid(i) for i in range(100, 120)]
     stray = asyncio.Event()
 
-    def hang(request: RecordedRequest) -> str:
+    def hang(request: RecordedRequest) -> str | None:
+        if request.method == "GET":
+            return None  # the pre-flight passes: the batch must get as far as its re-triggers
         # The second batch sends with the other API key the simulator accepts (its client ID).
         if request.headers.get("x-api-key") == SECOND_API_KEY:
             stray.set()
@@ -383,3 +385,42 @@ async def test_the_same_command_run_again_repairs_a_cut_last_line_and_continues(
     rows = records(out)
     assert rows[: len(written)] == written, "the records written before the kill were changed"
     assert_each_once_none_twice(rows, ids, counts, again.err)
+
+
+async def test_a_kill_9_during_the_pre_flight_leaves_a_batch_its_resume_knows(
+    tmp_path: Path,
+) -> None:
+    """The pre-flight waits until the state file holds the input's first batch: killed at its
+    GET, a resume alone finds every run piped in (or names the input to feed again, exit 1),
+    and never ends 0 with a line unaccounted for."""
+    ids = [uuid(i) for i in range(200)]
+    trip = Tripwire()
+    trip.on_get = True
+    state = tmp_path / "s.db"
+    async with simulator(ids, trip, 7) as sim:
+        await kill_at(
+            1,
+            trip,
+            "run",
+            "--state",
+            str(state),
+            *FAST,
+            "-o",
+            str(tmp_path / "first.jsonl"),
+            base_url=sim.base_url,
+            stdin=id_lines(ids),
+        )
+        trip.on_get = False
+        resumed = await bulkretry(
+            "run", "--state", str(state), "--resume", "-o", str(tmp_path / "second.jsonl"),
+            base_url=None,
+        )  # fmt: skip
+        counts = sim.retrigger_counts()
+    rows = records(tmp_path / "second.jsonl")
+    assert sent_twice(counts) == []
+    assert rows, resumed.err  # the piped input is in the state file
+    if run_ids_once(rows, ids) is not None:
+        assert resumed.code == 1, resumed.err
+        assert "never read to its end" in resumed.err
+    else:
+        assert resumed.code in (0, 1), resumed.err
