@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import datetime
 import logging
 import os
@@ -53,11 +52,12 @@ from .options import (
     EXIT_OK,
     EXIT_STOPPED,
     EXIT_USAGE,
-    RUN_OPTIONS,
     Option,
     add_options,
     choice,
+    own_option,
     positive_int,
+    run_option,
 )
 
 __all__ = [
@@ -114,11 +114,7 @@ def resolve_when(when: When, now: datetime.datetime, *, what: str) -> int:
     return (moment - _EPOCH) // _MS
 
 
-def _help(dest: str, text: str | None = None) -> Option:
-    """Take ``run``'s option ``dest`` (same flag, environment variable and default)."""
-    option = next(o for o in RUN_OPTIONS if o.dest == dest)
-    return option if text is None else dataclasses.replace(option, help=text)
-
+_help = run_option
 
 LIST_OPTIONS = [
     _help("base_url"),
@@ -149,9 +145,8 @@ def _own(
     metavar: str | None = None,
     shown: str | None = None,
 ) -> Option:
-    """An option of list-failed alone: its variable is BULKRETRY_LIST_FAILED_<OPTION>."""
-    dest = flags[-1].lstrip("-").replace("-", "_")
-    return Option(flags, kind, default, text, metavar, shown, env_name=_PREFIX + dest.upper())
+    """An option of this command alone (its variable: ``_PREFIX`` + its name)."""
+    return own_option(_PREFIX, flags, kind, default, text, metavar, shown)
 
 
 _PREFIX = "BULKRETRY_LIST_FAILED_"

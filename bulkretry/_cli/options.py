@@ -7,6 +7,7 @@ Every option of ``run`` can also be set as ``BULKRETRY_<OPTION>`` (``--base-url`
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NoReturn
@@ -347,6 +348,27 @@ EXIT_CODES_HELP = """exit codes:
   2    a usage or configuration error, found before any request
   3    the batch stopped early (a halt, refused credentials, a full disk)
   130  interrupted (SIGINT); 143: terminated (SIGTERM)"""
+
+
+def run_option(dest: str, text: str | None = None) -> Option:
+    """Take ``run``'s option ``dest`` for another command (same flag, variable and default),
+    with its own help ``text`` if given."""
+    option = next(o for o in RUN_OPTIONS if o.dest == dest)
+    return option if text is None else dataclasses.replace(option, help=text)
+
+
+def own_option(
+    prefix: str,
+    flags: tuple[str, ...],
+    kind: Any,
+    default: Any,
+    text: str,
+    metavar: str | None = None,
+    shown: str | None = None,
+) -> Option:
+    """An option of one command alone: its variable is ``prefix`` + the option's name."""
+    dest = flags[-1].lstrip("-").replace("-", "_")
+    return Option(flags, kind, default, text, metavar, shown, env_name=prefix + dest.upper())
 
 
 def add_options(

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import functools
 import logging
 import os
@@ -48,10 +47,11 @@ from .options import (
     EXIT_SOME_FAILED,
     EXIT_STOPPED,
     EXIT_USAGE,
-    RUN_OPTIONS,
     Option,
     add_options,
+    own_option,
     positive_float,
+    run_option,
 )
 from .watch_lines import Line, read_lines
 
@@ -62,10 +62,7 @@ log = logging.getLogger("bulkretry")
 _PREFIX = "BULKRETRY_WATCH_"
 
 
-def _run(dest: str, text: str | None = None) -> Option:
-    """Take ``run``'s option ``dest`` (same flag, environment variable and default)."""
-    option = next(o for o in RUN_OPTIONS if o.dest == dest)
-    return option if text is None else dataclasses.replace(option, help=text)
+_run = run_option
 
 
 def _own(
@@ -76,9 +73,8 @@ def _own(
     metavar: str | None = None,
     shown: str | None = None,
 ) -> Option:
-    """An option of watch alone: its variable is BULKRETRY_WATCH_<OPTION>."""
-    dest = flags[-1].lstrip("-").replace("-", "_")
-    return Option(flags, kind, default, text, metavar, shown, env_name=_PREFIX + dest.upper())
+    """An option of this command alone (its variable: ``_PREFIX`` + its name)."""
+    return own_option(_PREFIX, flags, kind, default, text, metavar, shown)
 
 
 WATCH_OPTIONS = [

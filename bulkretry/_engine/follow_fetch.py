@@ -165,18 +165,10 @@ class Looker:
         return outcome, sent_at, token
 
     def _pace(self, outcome: Answer | TransportError, decision: Decision, sent_at: float) -> None:
-        """Steer the shared throttle as :meth:`Governor.answered` does for a re-trigger."""
-        throttle = self._gov.throttle
+        """Steer the shared throttle as a re-trigger's answer does (:meth:`Governor.steer`)."""
         if decision.throttled:
             self.stats.throttled += 1
-            retry_after = decision.retry_after
-            if retry_after is not None and isinstance(outcome, Answer) and outcome.status != 429:
-                # A 503 storm is the service's, not the quota's: wait, but keep the rate.
-                throttle.on_unavailable(retry_after)
-            else:
-                throttle.on_throttled(retry_after, sent_at=sent_at)
-        elif isinstance(outcome, Answer):
-            throttle.on_success(sent_at)
+        self._gov.steer(outcome, decision, sent_at=sent_at)
 
     @staticmethod
     def _halted(outcome: Answer | TransportError, decision: Decision) -> GaveUp | BulkRetryError:

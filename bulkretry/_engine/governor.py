@@ -100,6 +100,21 @@ class Governor:
             if not waiter.done():
                 waiter.set_result(None)
 
+    def steer(
+        self, outcome: Answer | TransportError, decision: Decision, *, sent_at: float
+    ) -> None:
+        """Tell the throttle what one request's answer says of the quota (a look-up's too)."""
+        throttle = self.throttle
+        if decision.throttled:
+            retry_after = decision.retry_after
+            if retry_after is not None and isinstance(outcome, Answer) and outcome.status != 429:
+                # A 503 storm is the service's, not the quota's: wait, but keep the rate.
+                throttle.on_unavailable(retry_after)
+            else:
+                throttle.on_throttled(retry_after, sent_at=sent_at)
+        elif isinstance(outcome, Answer):
+            throttle.on_success(sent_at)
+
     def answered(
         self, outcome: Answer | TransportError, decision: Decision, *, sent_at: float, now: float
     ) -> str | None:
@@ -108,15 +123,7 @@ class Governor:
         self.cap.release()
         self._wake_room()
         self.throttle.observe_latency(now - sent_at)
-        if decision.throttled:
-            retry_after = decision.retry_after
-            if retry_after is not None and isinstance(outcome, Answer) and outcome.status != 429:
-                # A 503 storm is the service's, not the quota's: wait, but keep the rate.
-                self.throttle.on_unavailable(retry_after)
-            else:
-                self.throttle.on_throttled(retry_after, sent_at=sent_at)
-        elif isinstance(outcome, Answer):
-            self.throttle.on_success(sent_at)
+        self.steer(outcome, decision, sent_at=sent_at)
         kind: HaltKind
         if decision.action is Action.SUCCEED:
             self.retriggered += 1

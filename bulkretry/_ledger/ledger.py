@@ -283,27 +283,17 @@ class Ledger(LedgerIntake):
         When the evidence says it was re-triggered (``done``) and the state file does not know
         it yet, record that: no later resume may send it.
         """
-        if run_id in self._staging.runs:  # new in this invocation: staged with its outcome
-            if done:
-                self.outcome(
-                    run_id,
-                    "already_retriggered",
-                    new_run_id=new_run_id,
-                    etag=etag,
-                    attempts=0,
-                    ambiguous=0,
-                    error=None,
-                    http_status=None,
-                    request_id=None,
-                )
-            return
-        rows = self._query("SELECT seq, state FROM runs WHERE run_id = ?", (run_id,))
-        if not rows:
-            return
-        seq, state = rows[0]
-        if seq <= self.known:
-            self._admitter.seen.add(seq)
-        if done and state not in schema.SETTLING_STATES:
+        # A run new in this invocation is staged: its outcome goes in with its row.
+        if run_id not in self._staging.runs:
+            rows = self._query("SELECT seq, state FROM runs WHERE run_id = ?", (run_id,))
+            if not rows:
+                return
+            seq, state = rows[0]
+            if seq <= self.known:
+                self._admitter.seen.add(seq)
+            if state in schema.SETTLING_STATES:
+                return
+        if done:
             self.outcome(
                 run_id,
                 "already_retriggered",
