@@ -351,24 +351,16 @@ EXIT_CODES_HELP = """exit codes:
 
 
 def run_option(dest: str, text: str | None = None) -> Option:
-    """Take ``run``'s option ``dest`` for another command (same flag, variable and default),
-    with its own help ``text`` if given."""
+    """Take ``run``'s option ``dest`` for another command, with its own help ``text``."""
     option = next(o for o in RUN_OPTIONS if o.dest == dest)
     return option if text is None else dataclasses.replace(option, help=text)
 
 
-def own_option(
-    prefix: str,
-    flags: tuple[str, ...],
-    kind: Any,
-    default: Any,
-    text: str,
-    metavar: str | None = None,
-    shown: str | None = None,
-) -> Option:
-    """An option of one command alone: its variable is ``prefix`` + the option's name."""
-    dest = flags[-1].lstrip("-").replace("-", "_")
-    return Option(flags, kind, default, text, metavar, shown, env_name=prefix + dest.upper())
+def own_option(prefix: str, flags: tuple[str, ...], *fields: Any) -> Option:
+    """An option of one command alone (``fields`` as :class:`Option`'s after ``flags``); its
+    variable is ``prefix`` + the option's name."""
+    env_name = prefix + flags[-1].lstrip("-").replace("-", "_").upper()
+    return dataclasses.replace(Option(flags, *fields), env_name=env_name)
 
 
 def add_options(
