@@ -39,6 +39,8 @@ __all__ = [
     "DEFAULT_RATE",
     "DEFAULT_RETRY_AFTER_CAP",
     "DEFAULT_RETRY_BUDGET",
+    "DEFAULT_ROUNDS",
+    "DEFAULT_ROUND_DELAY",
     "DEFAULT_RUN_ID_PATTERN",
     "DEFAULT_SANDBOX",
     "DEFAULT_SCOPES",
@@ -97,6 +99,10 @@ DEFAULT_HALT_WINDOW = 100
 DEFAULT_POLL = 30.0
 #: Seconds following may last in all (``--follow-timeout``); a run still going then is unknown.
 DEFAULT_FOLLOW_TIMEOUT = 86_400.0
+#: Re-triggers per input run at most under ``--follow`` (``--rounds``), the first included.
+DEFAULT_ROUNDS = 1
+#: Seconds before a followed run that failed is re-triggered again (``--round-delay``).
+DEFAULT_ROUND_DELAY = 60.0
 #: Adobe run IDs are UUIDs; upper-case hex is accepted and folded to lower case.
 DEFAULT_RUN_ID_PATTERN = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 
@@ -161,6 +167,11 @@ class Settings:
     #: following may last in all.
     poll: float = DEFAULT_POLL
     follow_timeout: float = DEFAULT_FOLLOW_TIMEOUT
+    #: ``run --follow``: follow each new run to its end; re-trigger a run that failed again
+    #: after ``round_delay`` while the record has had fewer than ``rounds`` re-triggers.
+    follow: bool = False
+    rounds: int = DEFAULT_ROUNDS
+    round_delay: float = DEFAULT_ROUND_DELAY
 
     def __post_init__(self) -> None:
         problems = []
@@ -203,6 +214,12 @@ class Settings:
             problems.append("poll must be a positive number of seconds")
         if not 0 < self.follow_timeout < math.inf:
             problems.append("follow-timeout must be a positive number of seconds")
+        if self.rounds < 1:
+            problems.append("rounds must be at least 1")
+        if not 0 <= self.round_delay < math.inf:
+            problems.append("round-delay must be a finite number of seconds, not negative")
+        if self.follow and self.dry_run:
+            problems.append("--follow follows the runs a batch re-triggers; --dry-run sends none")
         try:
             parse_halt_on(self.halt_on)
         except ConfigurationError as exc:

@@ -137,8 +137,9 @@ class RunResult:
     ``duplicate``) line stands for, with that line's ``new_run_id`` and ``etag``: fed back in
     alone, such a line still says what became of the run. ``resolved_by`` (``"lookup"``) marks
     an outcome found by looking the run up after an unclear answer, with the ``candidates``
-    when more than one new run could be its re-trigger; ``followed`` what following found.
-    Those three only appear in the JSON when set.
+    when more than one new run could be its re-trigger; ``followed`` what following found;
+    ``next_round`` the outcome (and ``next_error`` the error) of a further round's re-trigger
+    that created no new run (``run --follow --rounds N``). Those only appear in the JSON when set.
     """
 
     run_id: str
@@ -157,6 +158,8 @@ class RunResult:
     resolved_by: str | None = None
     candidates: tuple[str, ...] = ()
     followed: Followed | None = None
+    next_round: str | None = None
+    next_error: ErrorInfo | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """Return the JSON object of this line."""
@@ -182,6 +185,9 @@ class RunResult:
                 out["candidates"] = list(self.candidates)
         if self.followed is not None:
             out.update(self.followed.as_dict())
+        if self.next_round is not None:
+            error = self.next_error.as_dict() if self.next_error is not None else None
+            out["next_round"] = {"outcome": self.next_round, "error": error}
         return out
 
     def to_json_line(self) -> bytes:

@@ -31,6 +31,12 @@ class Stats:
     #: Lost answers looked up (``--on-ambiguous check``), and those found not processed.
     checks: int = 0
     checks_resent: int = 0
+    #: ``run --follow``: how the records' chains ended (``final_status``), and further rounds
+    #: that created a new run.
+    finals: Counter[str] = field(default_factory=Counter)
+    rounds: int = 0
+    #: Look-up requests made to follow new runs (every GET, retries included).
+    follow_lookups: int = 0
     total: int | None = None
 
     def __repr__(self) -> str:

@@ -8,11 +8,22 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, NoReturn
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .. import _config as C
+from .option_kinds import (
+    ENV_PREFIX,
+    EXIT_USAGE,
+    Option,
+    Parser,
+    choice,
+    flag,
+    non_negative_float,
+    outcome_list,
+    positive_float,
+    positive_int,
+)
 
 __all__ = [
     "DEFAULT_PROGRESS_EVERY",
@@ -36,101 +47,12 @@ __all__ = [
     "positive_int",
 ]
 
-ENV_PREFIX = "BULKRETRY_"
 #: Seconds between two progress lines when stderr is not a terminal.
 DEFAULT_PROGRESS_EVERY = 10.0
 #: The exit codes of every command (README's table).
-EXIT_OK, EXIT_SOME_FAILED, EXIT_USAGE, EXIT_STOPPED = 0, 1, 2, 3
+EXIT_OK, EXIT_SOME_FAILED, EXIT_STOPPED = 0, 1, 3
 #: A command stopped by SIGINT exits 128 + 2; SIGTERM 128 + 15.
 EXIT_INTERRUPTED = 130
-
-
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        """Print one clear line, not the whole usage, and exit 2."""
-        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
-    return value
-
-
-def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a positive number")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a number of at least 0")
-    return value
-
-
-def outcome_list(text: str) -> frozenset[str]:
-    from .._model import Outcome
-
-    names = frozenset(part.strip() for part in text.split(",") if part.strip())
-    unknown = sorted(names - {o.value for o in Outcome})
-    if not names or unknown:
-        known = ", ".join(o.value for o in Outcome)
-        raise argparse.ArgumentTypeError(f"{text!r} is not a list of outcomes ({known})")
-    return names
-
-
-def flag(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("", "0", "false", "no", "off"):
-        return False
-    raise argparse.ArgumentTypeError(f"{text!r} is not a yes/no value (use 1 or 0)")
-
-
-def choice(*choices: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if text not in choices:
-            raise argparse.ArgumentTypeError(f"{text!r} is not one of {', '.join(choices)}")
-        return text
-
-    return parse
-
-
-@dataclass(frozen=True, slots=True)
-class Option:
-    """One option of ``run``: its flags, its parser, its default, and its environment variable."""
-
-    flags: tuple[str, ...]
-    type: Callable[[str], Any] | None
-    default: Any
-    help: str
-    metavar: str | None = None
-    #: The default in words for --help, where the value itself says nothing (None: "none").
-    shown: str | None = None
-    #: The environment variable, when it is not BULKRETRY_<OPTION> (a subcommand's own option).
-    env_name: str | None = None
-
-    @property
-    def dest(self) -> str:
-        return self.flags[-1].lstrip("-").replace("-", "_")
-
-    @property
-    def env(self) -> str:
-        return self.env_name or ENV_PREFIX + self.dest.upper()
 
 
 RUN_OPTIONS = [
@@ -218,6 +140,41 @@ RUN_OPTIONS = [
         "; the others are skipped",
         "OUTCOMES",
         "all",
+    ),
+    Option(
+        ("--follow",),
+        None,
+        False,
+        "follow every new run to its end; exit 0 only when all ended success",
+    ),
+    Option(
+        ("--rounds",),
+        positive_int,
+        C.DEFAULT_ROUNDS,
+        "with --follow: re-triggers per run at most, the first included (a new run that fails "
+        "is re-triggered again while rounds are left)",
+        "N",
+    ),
+    Option(
+        ("--round-delay",),
+        non_negative_float,
+        C.DEFAULT_ROUND_DELAY,
+        "with --follow: seconds before a run that failed again is re-triggered (up to 10% more)",
+        "SECONDS",
+    ),
+    Option(
+        ("--poll",),
+        positive_float,
+        C.DEFAULT_POLL,
+        "with --follow: seconds between two look-ups of a run at least (more for long runs)",
+        "SECONDS",
+    ),
+    Option(
+        ("--follow-timeout",),
+        positive_float,
+        C.DEFAULT_FOLLOW_TIMEOUT,
+        "with --follow: seconds to follow in all; a run still going then is final_status unknown",
+        "SECONDS",
     ),
     Option(
         ("--preflight",),

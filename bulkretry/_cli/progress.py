@@ -56,6 +56,18 @@ def format_summary(stats: Stats, governor: Governor | None = None) -> str:
             f"({stats.checks_resent} found not processed and sent again); "
             f"{stats.lookups} look-up requests (the pre-flight included)"
         )
+    followed = sum(n for final, n in stats.finals.items() if final)
+    if followed:
+        ends = ", ".join(
+            f"{stats.finals[final]} {final}"
+            for final in ("success", "failed", "partial", "unknown")
+            if stats.finals[final]
+        )
+        lines.append(
+            f"bulkretry: followed {followed} records' new runs to their end: {ends}; "
+            f"{stats.rounds} further rounds; {stats.follow_lookups} look-up requests "
+            f"({stats.follow_lookups / followed:.2f} per record)"
+        )
     if governor is not None and stats.attempts:
         lines.append(
             f"bulkretry: learned rate {governor.throttle.rate:.1f}/s "

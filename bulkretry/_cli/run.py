@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bulkretry")
 _BAD = (Outcome.FAILED, Outcome.INVALID, Outcome.IN_DOUBT)
+#: Options that only mean something with --follow.
+_FOLLOWING = frozenset({"rounds", "round_delay", "poll", "follow_timeout"})
 
 
 def exit_code(stats: Stats, *, stopped: bool, signum: int | None) -> int:
@@ -58,6 +60,9 @@ def exit_code(stats: Stats, *, stopped: bool, signum: int | None) -> int:
     if stopped:
         return EXIT_STOPPED
     if any(stats.count(o) for o in _BAD):
+        return EXIT_SOME_FAILED
+    # --follow: a new run that ended otherwise than success (never-followed records count "").
+    if any(n for final, n in stats.finals.items() if final not in ("", "success")):
         return EXIT_SOME_FAILED
     return EXIT_OK
 
@@ -260,6 +265,11 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
     if ns.resume and ns.files:
         raise ConfigurationError("--resume reads no input: drop the FILE arguments or --resume")
     settings = build_settings(ns, env, warn=log.warning)
+    if not settings.follow:
+        needs = sorted(_FOLLOWING & explicit_options(argv))
+        if needs:
+            flag = "--" + needs[0].replace("_", "-")
+            raise ConfigurationError(f"{flag} only has effect with --follow: add --follow")
     files = list(ns.files) or [STDIN]
     # With --state, a terminal is no input: the batch is in the state file.
     reads_input = bool(ns.files) or not (ns.resume or (ns.state and _stdin_is_a_terminal()))

@@ -6,6 +6,9 @@ for a state file, which does not keep them)::
     {"outcomes": {"retriggered": N, ...every outcome...}, "error_kinds": {...},
      "error_codes": {...}, "requests": N, "throttled": N, "ambiguous_attempts": N,
      "learned_rate": R, "elapsed_s": S, "exit_code": C}
+
+``run --follow`` adds ``"followed": {"final_status": {"success": N, "failed": N, "partial": N,
+"unknown": N}, "further_rounds": N, "lookups": N}``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from .._model import Outcome, RunResult
 from .._stats import Stats
 
 __all__ = ["ErrorCounts", "summary_object", "write_summary_json"]
+
+#: The final statuses a followed record may end with, in the summary's order.
+FINAL_STATUSES_ORDER = ("success", "failed", "partial", "unknown")
 
 
 class ErrorCounts:
@@ -74,8 +80,8 @@ def summary_object(
 def summary_of_stats(
     stats: Stats, errors: ErrorCounts, learned_rate: float | None, exit_code: int
 ) -> dict[str, Any]:
-    """Return the summary object of a batch this process ran."""
-    return summary_object(
+    """Return the summary object of a batch this process ran (``followed`` under --follow)."""
+    summary = summary_object(
         outcomes=stats.outcomes,
         errors=errors,
         requests=stats.attempts,
@@ -85,6 +91,14 @@ def summary_of_stats(
         elapsed=stats.elapsed,
         exit_code=exit_code,
     )
+    followed = {status: n for status, n in stats.finals.items() if status}
+    if stats.finals:
+        summary["followed"] = {
+            "final_status": {status: followed.get(status, 0) for status in FINAL_STATUSES_ORDER},
+            "further_rounds": stats.rounds,
+            "lookups": stats.follow_lookups,
+        }
+    return summary
 
 
 def write_summary_json(path: str, summary: dict[str, Any]) -> None:

@@ -134,6 +134,11 @@ class Attempt:
         """The batch's access tokens."""
         return self._tokens
 
+    @property
+    def governor(self) -> Governor:
+        """The batch's flow control (look-ups share its throttle and cap)."""
+        return self._governor
+
     async def first_token(self) -> None:
         """Get the batch's first token (an IMS refusal raises AuthenticationError)."""
         self._token = await self._tokens.token()
@@ -156,6 +161,7 @@ class Attempt:
         loop = asyncio.get_running_loop()
         if not flight.attempts:
             flight.started = loop.time()
+            flight.first_wall = time.time()
         flight.interruptible = True
         reserved = False
         try:

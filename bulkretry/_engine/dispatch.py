@@ -186,6 +186,18 @@ class Dispatch(Generic[T]):
                 handle.cancel()
             self._handle = loop.call_at(at, self._fire)
 
+    def adopt(self, item: T, at: float) -> None:
+        """Take ``item`` into hand from outside the input (a further round), due at ``at``."""
+        self._in_hand += 1
+        self.schedule(item, at)
+
+    def keep(self) -> None:
+        """Hold the workers back from ending, as one record in hand would; :meth:`done` ends it.
+
+        ``run --follow`` keeps one while new runs are followed: a further round may come.
+        """
+        self._in_hand += 1
+
     def hold(
         self, item: T, until: asyncio.Future[Any], then: Callable[[T, asyncio.Future[Any]], None]
     ) -> None:

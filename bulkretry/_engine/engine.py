@@ -20,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
-from collections.abc import AsyncIterable, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterable, Callable
+from typing import TYPE_CHECKING
 
 import aiohttp
 import anyio
@@ -40,10 +40,12 @@ from .._io.source import InputRecord
 from .._model import Outcome
 from .._stats import Stats
 from .attempt import Attempt
+from .backoffs import Backoffs, Wait
 from .dispatch import Dispatch
 from .finish import Emit, finish
 from .governor import Governor
 from .ledger_feed import LedgerFeed
+from .rounds import Rounds
 from .startup import check_first
 from .steps import HALT, Done, Flight, Halt, Retry, stopped
 from .triage import Triage, Verdict
@@ -58,8 +60,6 @@ _IN_DOUBT = Outcome.IN_DOUBT.value
 
 __all__ = ["DEFAULT_GRACE", "Emit", "Engine", "Wait"]
 
-#: A test hook: awaited, in a task of its own, instead of the dispatcher's timer for a backoff.
-Wait = Callable[[float], Awaitable[None]]
 #: Seconds a soft stop waits for requests in flight before it cancels them.
 DEFAULT_GRACE = 30.0
 #: Records in hand per worker: while some wait out a backoff, others are sent, as many as ever.
@@ -94,7 +94,6 @@ class Engine:
         self.halt_reason: str | None = None
         self._session = session
         self._tokens = tokens
-        self._wait = wait
         self._rng = rng or random.Random()
         self._grace = grace
         self._stopping = False
@@ -111,13 +110,16 @@ class Engine:
         self._ledger = ledger
         self._triage = Triage(settings, with_ledger=ledger is not None, evidence=evidence)
         self._governor = Governor(settings)
+        self._backoffs = Backoffs(self, self._dispatch, self._governor, wait)
         self._attempt: Attempt | None = None
+        #: ``--follow``: the chains of new runs being followed (made with the session).
+        self.rounds: Rounds | None = None
+        self._working = workers
         #: Set once the pre-flight is over (None: none is made).
         self._cleared: asyncio.Event | None = None
         self._admitted = asyncio.Event()
         #: The mistake the pre-flight found (raised once every record is accounted for).
         self.preflight_error: ConfigurationError | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._grace_handle: asyncio.TimerHandle | None = None
         self._input_abandoned = False
         #: False when the records come from the state file itself (a resume without input).
@@ -161,6 +163,8 @@ class Engine:
         self._stopping = True
         if first:
             self._dispatch.drain()
+            if self.rounds is not None:
+                self.rounds.stop()
         if hard and not self._hard:
             self._hard = True
             self._cancel(hard=True)
@@ -197,7 +201,7 @@ class Engine:
     async def _finish(
         self, emit: Emit, record: InputRecord, result: Done | Verdict, flight: Flight | None = None
     ) -> None:
-        await finish(self, self.stats, self._ledger, emit, record, result, flight)
+        await finish(self, self.stats, self._ledger, emit, record, result, flight, self.rounds)
 
     def _hard_stop(self) -> None:
         self.stop(hard=True)
@@ -205,7 +209,6 @@ class Engine:
     async def run(self, records: AsyncIterable[list[InputRecord]], emit: Emit) -> Stats:
         """Process every record from ``records`` (batches of them) and ``emit`` one result each."""
         settings = self.settings
-        self._loop = asyncio.get_running_loop()
         own_session = None
         preflight = settings.preflight
         try:
@@ -247,6 +250,11 @@ class Engine:
                 if not settings.dry_run:  # a dry run judges every record in the feeder
                     for index in range(settings.concurrency):
                         group.start_soon(self._worker, index, emit)
+                    if settings.follow:
+                        self.rounds = Rounds.of(
+                            self, attempt, self._dispatch, self.stats, self._rng, self._ledger
+                        )
+                        group.start_soon(self.rounds.follower.run)
                 try:
                     if self._ledger is None:
                         await self._feed_from_input(records, emit)
@@ -337,6 +345,12 @@ class Engine:
         if self._cleared is not None:
             await self._cleared.wait()  # no re-trigger before the pre-flight passed
         while (flight := await dispatch.take()) is not None:
+            if flight.concluding:  # a followed chain is over: write its line
+                assert self.rounds is not None
+                assert flight.chain is not None
+                await emit(self.rounds.conclude(flight.chain))
+                dispatch.done()
+                continue
             holding[index] = flight
             try:
                 step = await once(flight)
@@ -350,42 +364,13 @@ class Engine:
             holding[index] = None
             if isinstance(step, Retry):
                 if not self._stopping:
-                    self._retry(flight, step)
+                    self._backoffs.retry(flight, step)
                     continue
                 step = HALT
             if isinstance(step, Halt):
                 step = stopped(flight)
             await finish(emit, flight.record, step, flight)
             dispatch.done()
-
-    def _retry(self, flight: Flight, step: Retry) -> None:
-        """Put ``flight`` aside until its retry is due: in the heap, or behind a budget token."""
-        if step.budget_deadline is None:
-            self._later(flight, step.delay)
-        else:
-            token = self._governor.budget.reserve(step.budget_deadline)
-            then = functools.partial(self._budget_answered, step.delay)
-            self._dispatch.hold(flight, token, then)
-
-    def _later(self, flight: Flight, delay: float) -> None:
-        assert self._loop is not None
-        if self._wait is None or delay <= 0:
-            self._dispatch.schedule(flight, self._loop.time() + delay)
-        else:
-            self._dispatch.hold(flight, asyncio.ensure_future(self._wait(delay)), self._waited)
-
-    def _budget_answered(self, delay: float, flight: Flight, token: asyncio.Future[Any]) -> None:
-        """The retry budget answered: a token (retry after ``delay``), or none by the deadline."""
-        assert self._loop is not None
-        if not token.cancelled() and not self._stopping and token.result():
-            self._later(flight, delay)
-            return
-        # Cancelled by a stop, or denied: the worker accounts for the record at once.
-        flight.denied = not token.cancelled() and not token.result()
-        self._dispatch.schedule(flight, self._loop.time())
-
-    def _waited(self, flight: Flight, waited: asyncio.Future[Any]) -> None:
-        assert self._loop is not None
-        self._dispatch.schedule(flight, self._loop.time())
-        if not waited.cancelled():
-            waited.result()  # a failure of the test's hook is the test's (the loop logs it)
+        self._working -= 1
+        if not self._working and self.rounds is not None:
+            self.rounds.close()  # every record is finished: no run will be followed any more

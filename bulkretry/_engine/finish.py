@@ -3,22 +3,26 @@ then emit its results line."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from .._exceptions import StateError
 from .._io.source import InputRecord
-from .._model import RunResult, utc_now_iso
+from .._model import Followed, RunResult, utc_now_iso
 from .._stats import Stats
 from .steps import Control, Done, Flight
 from .triage import Verdict
 
 if TYPE_CHECKING:
     from .._ledger.ledger import Ledger
+    from .rounds import Rounds
 
 __all__ = ["Emit", "finish"]
 
 Emit = Callable[[RunResult], Awaitable[None]]
+#: What a record never followed says under ``--follow``: ``final_status`` null.
+_NOT_FOLLOWED = Followed()
 
 
 async def finish(
@@ -29,11 +33,18 @@ async def finish(
     record: InputRecord,
     result: Done | Verdict,
     flight: Flight | None = None,
+    rounds: Rounds | None = None,
 ) -> None:
-    """Write a record's result: to the state file (if sent, or if a verdict asks), then emit."""
+    """Write a record's result: to the state file (if sent, or if a verdict asks), then emit.
+
+    Under ``--follow`` (``rounds``), a record with a new run is followed, and its line written
+    when the chain is over; a further round's verdict goes to its chain, not to a line.
+    """
     outcome, error = result.outcome, result.error
     new_run_id, etag = result.new_run_id, result.etag
-    stats.outcomes[outcome] += 1
+    further = flight is not None and flight.chain is not None
+    if not further:
+        stats.outcomes[outcome] += 1
     verdict = result if isinstance(result, Verdict) else None
     if flight is None:
         status = request_id = None
@@ -58,23 +69,34 @@ async def finish(
             )
         except StateError as exc:
             control.stop(str(exc), hard=True)
+    if further:
+        assert flight is not None
+        assert rounds is not None
+        over = rounds.round_done(flight, outcome._value_, new_run_id, etag, error)
+        if over is not None:
+            await emit(over)
+        return
     done = result if isinstance(result, Done) else None
-    await emit(
-        RunResult(
-            run_id=run_id if run_id is not None else record.text,
-            outcome=outcome,
-            new_run_id=new_run_id,
-            etag=etag,
-            http_status=status,
-            attempts=attempts,
-            ambiguous_attempts=ambiguous,
-            error=error,
-            request_id=request_id,
-            finished_at=utc_now_iso(),
-            source=record.source,
-            line=record.line,
-            prior_outcome=verdict.prior_outcome if verdict is not None else None,
-            resolved_by=done.resolved_by if done is not None else None,
-            candidates=done.candidates if done is not None else (),
-        )
+    line = RunResult(
+        run_id=run_id if run_id is not None else record.text,
+        outcome=outcome,
+        new_run_id=new_run_id,
+        etag=etag,
+        http_status=status,
+        attempts=attempts,
+        ambiguous_attempts=ambiguous,
+        error=error,
+        request_id=request_id,
+        finished_at=utc_now_iso(),
+        source=record.source,
+        line=record.line,
+        prior_outcome=verdict.prior_outcome if verdict is not None else None,
+        resolved_by=done.resolved_by if done is not None else None,
+        candidates=done.candidates if done is not None else (),
     )
+    if rounds is not None:
+        if rounds.take(line, flight):
+            return
+        stats.finals[""] += 1
+        line = dataclasses.replace(line, followed=_NOT_FOLLOWED)
+    await emit(line)

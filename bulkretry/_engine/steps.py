@@ -9,10 +9,13 @@ verdict) or :data:`HALT` (a stop caught it: :func:`stopped` says what it became)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from .._io.source import InputRecord
 from .._model import ErrorInfo, Outcome
+
+if TYPE_CHECKING:
+    from .chain import Chain
 
 __all__ = [
     "AT_ONCE",
@@ -50,6 +53,12 @@ class Flight:
     request_id: str | None = None
     #: True while its next step is a look-up of a lost answer (``--on-ambiguous check``).
     checking: bool = False
+    #: Wall clock (epoch s) when its first request left: its new run was created after it.
+    first_wall: float = 0.0
+    #: Under ``--follow``: the chain this flight re-triggers the last run of (a further round),
+    #: or, when ``concluding``, the chain whose results line a worker is to write.
+    chain: Chain | None = None
+    concluding: bool = False
 
 
 @dataclass(frozen=True, slots=True)

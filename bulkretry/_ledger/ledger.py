@@ -19,14 +19,14 @@ import asyncio
 import os
 import sqlite3
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import orjson
 
 from .._exceptions import StateError
 from .._model import ErrorInfo
-from . import files, opening, schema
+from . import chains, files, opening, schema
 from .admission import Admitter
 from .commits import (
     DEFAULT_COMMIT_DELAY,
@@ -95,6 +95,8 @@ class Ledger(LedgerIntake):
             max_buffered=max_buffered,
         )
         self._staging = Staging()
+        #: The lowest ``seq`` (further rounds count down from 0); None until the first round.
+        self._low_seq: int | None = None
         self._admitter = Admitter(
             conn, invocation=invocation, known=known, staged=self._staging.runs
         )
@@ -305,6 +307,46 @@ class Ledger(LedgerIntake):
                 http_status=None,
                 request_id=None,
             )
+
+    # -- run --follow ---------------------------------------------------------------------------
+
+    def add_round(self, run_id: str, *, origin: str, number: int, source: str, line: int) -> bool:
+        """Admit ``run_id``, a new run of record ``origin`` that failed, as round ``number``.
+
+        Return False when a request for it may have landed already: it must not be sent.
+        """
+        group = self._group
+        conn = group.begin()
+        try:
+            if self._low_seq is None:
+                low = conn.execute("SELECT coalesce(min(seq), 0) FROM runs").fetchone()[0]
+                self._low_seq = min(0, int(low))
+            self._low_seq -= 1
+            row = {"source": source, "line": line, "seen": self.invocation, "now": time.time()}
+            ok = chains.add_round_sql(conn, self._low_seq, run_id, origin, number, **row)
+        except sqlite3.Error as exc:
+            raise group.fail("write", exc) from exc
+        group.wrote(1)
+        return ok
+
+    def ended(
+        self,
+        run_id: str,
+        final: str,
+        raw: str | None,
+        errors: Sequence[tuple[str | None, str | None]] = (),
+    ) -> None:
+        """Record how a followed run ended (a resume does not look it up again)."""
+        text = orjson.dumps(list(errors)).decode() if errors else None
+        self._write(run_id, chains.ENDED, (run_id, final, raw, text))
+
+    def chain(self, first: str) -> list[chains.Link]:
+        """Return what the file knows of the chain of new runs that starts at ``first``."""
+        self.write_admitted()
+        try:
+            return chains.chain_of(self._conn, first)
+        except sqlite3.Error as exc:
+            raise StateError(f"cannot read state file {self.path}: {exc}") from exc
 
     def store_options(self, options: Mapping[str, object]) -> None:
         """Store the batch's options at once (paths of secrets only, never their content)."""

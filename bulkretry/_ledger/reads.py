@@ -101,9 +101,11 @@ class LedgerReads:
             last = rows[-1][0]
 
     def counts(self) -> dict[str, int]:
-        """Return the number of runs in each of :data:`STATES`."""
+        """Return the number of the input's runs in each of :data:`STATES`."""
         counts = dict.fromkeys(STATES, 0)
-        for state, count in self._read("SELECT state, count(*) FROM runs GROUP BY state", ()):
+        # seq > 0: the input's runs, not the further rounds of --follow (see chains.py).
+        rows = self._read("SELECT state, count(*) FROM runs WHERE seq > 0 GROUP BY state", ())
+        for state, count in rows:
             counts[state] = count
         if self._at_rest():
             counts["in_doubt"] += counts["in_flight"]
@@ -167,7 +169,7 @@ class LedgerReads:
         codes: dict[str, int] = {}
         rows = self._read(
             "SELECT json_extract(error, '$.kind'), json_extract(error, '$.error_code'), count(*) "
-            "FROM runs WHERE error IS NOT NULL AND json_valid(error) "
+            "FROM runs WHERE seq > 0 AND error IS NOT NULL AND json_valid(error) "
             "AND state NOT IN ('retriggered', 'already_retriggered') GROUP BY 1, 2",
             (),
         )

@@ -22,7 +22,8 @@ become ``in_doubt``).
 Input is admitted ahead of the requests: new runs wait in ``runs`` itself (``pending``, ``seq``
 above the last one at open), and runs an earlier invocation knew wait in ``queue`` with the
 input line that named them this time, so that memory stays flat however long the input.
-Format 1 files (no ``queue``/``sources``) are upgraded in place when a batch opens them.
+Format 1 files (no ``queue``/``sources``) and format 2 files (no ``rounds``/``ends``, see
+:mod:`.chains`) are upgraded in place when a batch opens them.
 
 Every check in :func:`inspect_file` reads through a read-only connection: a file that is refused
 is never written to (a read-only connection cannot even checkpoint a foreign WAL). The checks
@@ -37,6 +38,7 @@ import time
 from functools import cache
 
 from .._exceptions import StateError
+from .chains import DDL_3
 from .files import connect_readonly, precheck
 
 # Admission and PriorState are only re-exported: importers outside the wing name them here.
@@ -72,7 +74,7 @@ __all__ = [
 ]
 
 APPLICATION_ID = 0x42524C47
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 
 _DDL = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -250,7 +252,7 @@ def _check(conn: sqlite3.Connection, path: str, identity: BatchIdentity | None) 
 
 def create(conn: sqlite3.Connection, identity: BatchIdentity) -> None:
     """Create the schema and record ``identity``; the caller holds the transaction."""
-    _run_script(conn, _DDL + _DDL_2)
+    _run_script(conn, _DDL + _DDL_2 + DDL_3)
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
     rows = [(name, getattr(identity, name)) for name in IDENTITY_FIELDS]
@@ -260,8 +262,11 @@ def create(conn: sqlite3.Connection, identity: BatchIdentity) -> None:
 
 def upgrade(conn: sqlite3.Connection) -> None:
     """Bring a file of an older format up to this one; the caller holds the transaction."""
-    if conn.execute("PRAGMA user_version").fetchone()[0] < FORMAT_VERSION:
-        _run_script(conn, _DDL_2)
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version < FORMAT_VERSION:
+        if version < 2:
+            _run_script(conn, _DDL_2)
+        _run_script(conn, DDL_3)
         conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
 
 

@@ -58,8 +58,8 @@ def test_a_format_1_state_file_is_upgraded_in_place(path: str) -> None:
     with Ledger.open(path, IDENT) as ledger:
         ledger.admit("run-a", "x", 1)
     conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute("DROP TABLE queue")
-    conn.execute("DROP TABLE sources")
+    for table in ("queue", "sources", "rounds", "ends"):
+        conn.execute(f"DROP TABLE {table}")
     conn.execute("PRAGMA user_version = 1")
     conn.close()
     with Ledger.open(path, IDENT) as ledger:

@@ -1,0 +1,71 @@
+"""Put a record aside until its retry is due: in the dispatcher's heap, or behind a budget token.
+
+A retry that needs a token of the retry budget waits for it as a future held by the
+dispatcher; the token's answer decides: a token (then the backoff), or none by the record's
+deadline (the worker gives the verdict at once). A test may replace the heap's timer by a hook
+of its own (``wait``) to drive backoffs by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from .dispatch import Dispatch
+from .governor import Governor
+from .steps import Control, Flight, Retry
+
+__all__ = ["Backoffs", "Wait"]
+
+#: A test hook: awaited, in a task of its own, instead of the dispatcher's timer for a backoff.
+Wait = Callable[[float], Awaitable[None]]
+
+
+class Backoffs:
+    """Schedule the retries of one batch's records (see the module docstring)."""
+
+    __slots__ = ("_control", "_dispatch", "_governor", "_wait")
+
+    def __init__(
+        self,
+        control: Control,
+        dispatch: Dispatch[Flight],
+        governor: Governor,
+        wait: Wait | None = None,
+    ) -> None:
+        self._control = control
+        self._dispatch = dispatch
+        self._governor = governor
+        self._wait = wait
+
+    def retry(self, flight: Flight, step: Retry) -> None:
+        """Put ``flight`` aside until its retry is due: in the heap, or behind a budget token."""
+        if step.budget_deadline is None:
+            self._later(flight, step.delay)
+        else:
+            token = self._governor.budget.reserve(step.budget_deadline)
+            then = functools.partial(self._budget_answered, step.delay)
+            self._dispatch.hold(flight, token, then)
+
+    def _later(self, flight: Flight, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        if self._wait is None or delay <= 0:
+            self._dispatch.schedule(flight, loop.time() + delay)
+        else:
+            self._dispatch.hold(flight, asyncio.ensure_future(self._wait(delay)), self._waited)
+
+    def _budget_answered(self, delay: float, flight: Flight, token: asyncio.Future[Any]) -> None:
+        """The retry budget answered: a token (retry after ``delay``), or none by the deadline."""
+        if not token.cancelled() and not self._control.stopping and token.result():
+            self._later(flight, delay)
+            return
+        # Cancelled by a stop, or denied: the worker accounts for the record at once.
+        flight.denied = not token.cancelled() and not token.result()
+        self._dispatch.schedule(flight, asyncio.get_running_loop().time())
+
+    def _waited(self, flight: Flight, waited: asyncio.Future[Any]) -> None:
+        self._dispatch.schedule(flight, asyncio.get_running_loop().time())
+        if not waited.cancelled():
+            waited.result()  # a failure of the test's hook is the test's (the loop logs it)

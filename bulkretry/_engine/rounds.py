@@ -1,0 +1,262 @@
+"""``run --follow``: follow each new run to its end, and re-trigger it again while rounds last.
+
+A record whose re-trigger created a new run is not written at once: :meth:`Rounds.take` hands
+its new run to the :class:`~.follow.Follower` and keeps its results line in a
+:class:`~.chain.Chain`. When the run ends:
+
+- ``failed`` with rounds left (``--rounds N`` counts every re-trigger of the record, the first
+  included): the failed run is re-triggered after ``--round-delay`` (with up to a tenth more,
+  so that runs that failed together are not sent together again). The further round is a
+  record of the engine's own (a :class:`~.steps.Flight` with its ``chain``): the same throttle,
+  retries, state file and handling of lost answers as the first. Its new run is followed in turn;
+  a round that created no run (refused, stopped, in doubt) ends the chain and says why in
+  ``next_round``.
+- otherwise the chain is over: a worker writes its line (a ``concluding`` flight).
+
+The dispatcher must not let its workers end while a run is followed, since a further round may
+come: one :meth:`~.dispatch.Dispatch.keep` stands for every chain being followed.
+
+A stop (a signal, a halt) stops the follower: every run still followed ends ``unknown``, and a
+round waiting out its delay is never sent (its chain ends ``failed``, ``next_round``
+``not_attempted``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import random
+from typing import TYPE_CHECKING
+
+from .._config import Settings
+from .._exceptions import StateError
+from .._http.lookups import Final, RunView
+from .._io.source import InputRecord
+from .._model import DONE_OUTCOMES, ErrorInfo, RunResult
+from .._stats import Stats
+from .chain import Chain
+from .dispatch import Dispatch
+from .follow import Ended, Follower
+from .steps import Control, Flight
+
+if TYPE_CHECKING:
+    from .._ledger.ledger import Ledger
+    from .attempt import Attempt
+
+__all__ = ["Rounds"]
+
+_FINALS: tuple[Final, ...] = ("success", "failed", "partial")
+#: A further round waits --round-delay and up to this share more.
+_JITTER = 0.1
+
+
+class Rounds:
+    """Follow the chains of one batch's records; re-trigger their failed runs while rounds last."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        follower: Follower,
+        dispatch: Dispatch[Flight],
+        stats: Stats,
+        rng: random.Random,
+        *,
+        control: Control,
+        ledger: Ledger | None = None,
+    ) -> None:
+        self.follower = follower
+        self._control = control
+        self._ledger = ledger
+        self._rounds = settings.rounds
+        self._delay = settings.round_delay
+        self._skew = settings.check_skew
+        self._dispatch = dispatch
+        self._stats = stats
+        self._rng = rng
+        self._following = 0
+        self._stopping = False
+        #: The chains followed, by their last run.
+        self._chains: dict[str, Chain] = {}
+
+    @classmethod
+    def of(
+        cls,
+        control: Control,
+        attempt: Attempt,
+        dispatch: Dispatch[Flight],
+        stats: Stats,
+        rng: random.Random,
+        ledger: Ledger | None = None,
+    ) -> Rounds:
+        """Follow under ``attempt``'s client, tokens and governor (the batch's)."""
+        follower = Follower(
+            client=attempt.client,
+            tokens=attempt.tokens,
+            governor=attempt.governor,
+            settings=attempt.settings,
+            rng=rng,
+        )
+        return cls(attempt.settings, follower, dispatch, stats, rng, control=control, ledger=ledger)
+
+    def __repr__(self) -> str:
+        return f"<Rounds following={self._following} rounds={self._rounds} {self.follower!r}>"
+
+    def take(self, line: RunResult, flight: Flight | None) -> bool:
+        """Follow the new run of a record's line; False when it has none (write the line now).
+
+        A line stands for a new run when the record was re-triggered (now, or before: a state
+        file, a results line fed back) and its new run is known.
+        """
+        new_run_id = line.new_run_id
+        if new_run_id is None or line.outcome._value_ not in DONE_OUTCOMES:
+            return False
+        if new_run_id in self._chains:
+            return False  # one chain per run: two would re-trigger its failure twice
+        if flight is None and self._ledger is not None:
+            # Re-triggered before (a resume): go on from where the state file's chain ends.
+            try:
+                self._resume(Chain(line, [new_run_id], etag=line.etag), self._ledger)
+            except StateError as exc:
+                self._control.stop(str(exc), hard=True)
+                return False
+            return True
+        since = None
+        if flight is not None and flight.first_wall:
+            since = int((flight.first_wall - self._skew) * 1000)
+        self._follow(Chain(line, [new_run_id], etag=line.etag, since_ms=since))
+        return True
+
+    def _resume(self, chain: Chain, ledger: Ledger) -> None:
+        """Take up a chain the state file holds: follow its last run, or finish what was begun."""
+        links = ledger.chain(chain.runs[0])
+        chain.runs = [link.run_id for link in links]
+        if len(links) > 1:
+            chain.etag = links[-2].round_etag
+        last = links[-1]
+        if last.final is not None:
+            view = RunView(
+                id=last.run_id, status_raw=last.raw, final=_final(last.final), errors=last.errors
+            )
+            chain.ended = Ended(last.run_id, view)
+        if last.round_state is not None and not last.sendable:
+            # A further round was sent and may have landed, or was refused: nothing to redo.
+            chain.next_round = "in_doubt" if last.round_doubt else last.round_state
+            chain.next_doubt = last.round_doubt or last.round_state in DONE_OUTCOMES
+        elif last.final is None:
+            self._follow(chain)
+            return
+        elif last.final == "failed" and len(chain.runs) < self._rounds:
+            self._send_round(chain, 0.0)  # it failed before this invocation: no wait
+            return
+        self._adopt_conclusion(chain)
+
+    def round_done(
+        self,
+        flight: Flight,
+        outcome: str,
+        new_run_id: str | None,
+        etag: str | None,
+        error: ErrorInfo | None,
+    ) -> RunResult | None:
+        """Take in a further round's verdict; return the chain's line when it is over."""
+        chain = flight.chain
+        assert chain is not None
+        if outcome in DONE_OUTCOMES and new_run_id is not None:
+            self._stats.rounds += 1
+            chain.runs.append(new_run_id)
+            chain.etag = etag
+            chain.ended = None
+            chain.since_ms = int((flight.first_wall - self._skew) * 1000)
+            self._follow(chain)
+            return None
+        chain.next_round = outcome
+        chain.next_error = error
+        # A round whose request may have landed (in doubt, or re-triggered with no run named):
+        # the chain may go on without us knowing its new run.
+        chain.next_doubt = outcome != "failed" and (
+            outcome in DONE_OUTCOMES or bool(flight.ambiguous) or flight.on_the_wire
+        )
+        return self.conclude(chain)
+
+    def conclude(self, chain: Chain) -> RunResult:
+        """Count how ``chain`` ended and return its results line."""
+        self._stats.finals[chain.final_status] += 1
+        self._stats.follow_lookups = self.follower.stats.requests
+        return chain.results_line()
+
+    def stop(self) -> None:
+        """Stop following (a stop of the batch): no further round starts."""
+        self._stopping = True
+        self.follower.stop()
+
+    def close(self) -> None:
+        """Say that no record will come any more: the follower ends once every run has ended."""
+        self.follower.close()
+
+    def _follow(self, chain: Chain) -> None:
+        if not self._following:
+            self._dispatch.keep()
+        self._following += 1
+        self._chains[chain.runs[-1]] = chain
+        future = self.follower.add(chain.runs[-1], since_ms=chain.since_ms)
+        future.add_done_callback(functools.partial(self._ended, chain))
+
+    def _ended(self, chain: Chain, future: asyncio.Future[Ended]) -> None:
+        """The last run of ``chain`` ended: send a further round, or have its line written."""
+        chain.ended = ended = future.result()
+        del self._chains[chain.runs[-1]]
+        view = ended.view
+        if self._ledger is not None and view is not None and view.final is not None:
+            try:
+                self._ledger.ended(view.id, view.final, view.status_raw, view.errors)
+            except StateError as exc:
+                self._control.stop(str(exc), hard=True)
+        if ended.final_status == "failed" and len(chain.runs) < self._rounds:
+            if self._stopping:
+                chain.next_round = "not_attempted"
+            else:
+                self._send_round(chain, self._delay * (1.0 + _JITTER * self._rng.random()))
+                self._release()
+                return
+        self._adopt_conclusion(chain)
+        self._release()
+
+    def _send_round(self, chain: Chain, delay: float) -> None:
+        """Have a worker re-trigger the last run of ``chain`` after ``delay`` seconds."""
+        run_id = chain.runs[-1]
+        line = chain.line
+        if self._ledger is not None:
+            try:
+                number = len(chain.runs) + 1
+                sendable = self._ledger.add_round(
+                    run_id, origin=line.run_id, number=number, source=line.source, line=line.line
+                )
+            except StateError as exc:
+                self._control.stop(str(exc), hard=True)
+                sendable = False
+            if not sendable:
+                chain.next_round, chain.next_doubt = "in_doubt", True
+                self._adopt_conclusion(chain)
+                return
+        record = InputRecord(line.source, line.line, run_id, run_id)
+        at = asyncio.get_running_loop().time() + delay
+        self._dispatch.adopt(Flight(record, chain=chain), at)
+
+    def _adopt_conclusion(self, chain: Chain) -> None:
+        line = chain.line
+        record = InputRecord(line.source, line.line, line.run_id, line.run_id)
+        at = asyncio.get_running_loop().time()
+        self._dispatch.adopt(Flight(record, chain=chain, concluding=True), at)
+
+    def _release(self) -> None:
+        self._following -= 1
+        if not self._following:
+            self._dispatch.done()
+
+
+def _final(word: str) -> Final | None:
+    """Read a final status the state file holds (None for a word this version does not know)."""
+    for final in _FINALS:
+        if word == final:
+            return final
+    return None
