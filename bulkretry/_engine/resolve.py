@@ -104,6 +104,7 @@ class Resolver:
         self._claims = Claims()
         self._in_flight: dict[int, float] = {}
         self._opened = 0
+        self._counted = 0  # the Looker's requests already added to stats.lookups
         #: Set when a request is answered or a check learns its flow or ends.
         self._changed = asyncio.Event()
 
@@ -272,7 +273,9 @@ class Resolver:
                 if len(private) == 1:
                     view = private[0]
                     decided[other_id] = _found(view)
-                    self.claim(view.id)
+                    if other_id in due:
+                        # A check not decided now keeps its run unclaimed for its own look.
+                        self.claim(view.id)
                     pool.remove(view)
                     del left[other_id]
                     changed = True
@@ -344,11 +347,13 @@ class Resolver:
 
     async def _look(self, url: URL, *, page: bool) -> Answer:
         """One look-up through the batch's :class:`Looker` (paced, retried, counted)."""
-        before = self._looker.stats.requests
         try:
             answer = await self._looker.get(url, page=page)
         finally:
-            self._stats.lookups += self._looker.stats.requests - before
+            # From the Looker's total: looks overlap, and a delta per look counts others' too.
+            total = self._looker.stats.requests
+            self._stats.lookups += total - self._counted
+            self._counted = total
         if isinstance(answer, GaveUp):
             raise ListingHalted(f"GET {url.path}: {answer.reason}")
         return answer

@@ -339,3 +339,50 @@ async def test_a_check_is_not_decided_by_a_listing_taken_before_its_own_delay_wa
     step = await res.resolve(o)
     assert isinstance(step, Done)
     assert step.new_run_id == uuid(200)
+
+
+@virtual_time
+async def test_a_run_attributed_to_a_check_not_yet_due_stays_unclaimed_for_its_own_look() -> None:
+    """M's listing also shows O's run (only O's window holds it), but O's delay is not over:
+    M must not claim it for O, or O's own look finds nothing and sends its run a second time."""
+    service, clock = FlowService(), Clock()
+    service.add(uuid(1), T0 - 3600)
+    service.add(uuid(2), T0 - 3600)
+    service.add(uuid(100), T0 + 0.1)  # only in M's window
+    service.add(uuid(200), T0 + 1.2)  # only in O's window
+    res, _ = resolver(service, clock)
+    m = lost(res, clock, uuid(1), sent=T0, lasted=0.5)
+    o = lost(res, clock, uuid(2), sent=T0 + 0.8, lasted=0.2)
+    clock.now = T0 + 3.5  # M's delay is over, O's (lost at T0 + 1.0) is not
+    step = await res.resolve(m)
+    assert isinstance(step, Done)
+    assert step.new_run_id == uuid(100)
+    clock.now = T0 + 4.1
+    step = await res.resolve(o)
+    assert isinstance(step, Done), "O's run was processed: never send it again"
+    assert step.new_run_id == uuid(200)
+
+
+class Slow(FlowService):
+    """A service whose every answer takes a second: look-ups of several checks overlap."""
+
+    async def get(self, url: URL | str, token: str) -> Answer:
+        await asyncio.sleep(1.0)
+        return await super().get(url, token)
+
+
+@virtual_time
+async def test_look_ups_that_overlap_are_each_counted_once() -> None:
+    """stats.lookups is the number of requests made, however the checks' look-ups interleave."""
+    service, clock = Slow(), Clock()
+    flights = []
+    res, stats = resolver(service, clock)
+    for i in range(4):
+        flow = uuid(500 + i)
+        service.add(uuid(i), T0 - 3600, flow=flow)
+        service.add(uuid(100 + i), T0 + 0.1, flow=flow)
+        flights.append(lost(res, clock, uuid(i), sent=T0, lasted=0.5))
+    clock.now += 3
+    steps = await asyncio.gather(*(res.resolve(f) for f in flights))
+    assert [s.new_run_id for s in steps if isinstance(s, Done)] == [uuid(100 + i) for i in range(4)]
+    assert stats.lookups == len(service.urls) == 8
