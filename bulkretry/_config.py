@@ -82,7 +82,7 @@ DEFAULT_RETRY_AFTER_CAP = 900.0
 #: that is still failed, and a second send would then ingest its data twice.
 #: "check" looks the run up first (see _engine/resolve.py), and sends it again only when the
 #: look-up shows that it was not processed.
-DEFAULT_ON_AMBIGUOUS: Literal["retry", "hold", "check"] = "hold"
+DEFAULT_ON_AMBIGUOUS: Literal["retry", "hold", "check"] = "check"
 #: Seconds after a lost answer before the look-up (``--on-ambiguous check``): time for the new
 #: run to show in Flow Service's listings.
 DEFAULT_CHECK_DELAY = 3.0

@@ -108,10 +108,11 @@ def test_defaults_are_valid_and_documented() -> None:
     assert settings.on_ambiguous == DEFAULT_ON_AMBIGUOUS
 
 
-def test_an_ambiguous_answer_is_held_by_default_never_sent_again() -> None:
-    """The default never re-sends a request that may have re-triggered the run."""
-    assert DEFAULT_ON_AMBIGUOUS == "hold"
-    assert Settings().on_ambiguous == "hold"
+def test_an_ambiguous_answer_is_looked_up_by_default_never_sent_again_on_a_guess() -> None:
+    """The default re-sends a request that may have re-triggered the run only if a look-up
+    showed it was not processed (``check``), never on a guess (``retry``)."""
+    assert DEFAULT_ON_AMBIGUOUS == "check"
+    assert Settings().on_ambiguous == "check"
 
 
 @pytest.mark.parametrize(

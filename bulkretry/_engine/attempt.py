@@ -11,6 +11,7 @@ stopping, and how to stop it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 import time
 from typing import TYPE_CHECKING
@@ -280,6 +281,11 @@ class Attempt:
                 except StateError as exc:
                     self._control.stop(str(exc), hard=True)
                     return HALT
+        elif isinstance(step, Done) and step.error is not None and flight.last_error is not None:
+            # Keep what the lost answer said (HTTP 502…) before what the look-up found.
+            error = step.error
+            message = f"{flight.last_error.message}; {error.message}"
+            step = dataclasses.replace(step, error=dataclasses.replace(error, message=message))
         return step
 
     async def _refused(self, flight: Flight, decision: Decision, token: str) -> Step:

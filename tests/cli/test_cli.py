@@ -38,16 +38,16 @@ def test_help_shows_every_run_option_with_its_environment_variable_and_default(
         assert f"env {option.env};" in text
 
 
-def test_on_ambiguous_defaults_to_hold_and_help_says_so(
+def test_on_ambiguous_defaults_to_check_and_help_says_so(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """Without --on-ambiguous a maybe-processed request is held, never re-sent."""
+    """Without --on-ambiguous a maybe-processed request is looked up, never re-sent on a guess."""
     [option] = [o for o in RUN_OPTIONS if o.flags == ("--on-ambiguous",)]
-    assert option.default == "hold"
+    assert option.default == "check"
     with pytest.raises(SystemExit):
         main(["run", "--help"], env={})
     text = " ".join(capsys.readouterr().out.split())
-    assert "env BULKRETRY_ON_AMBIGUOUS; default hold]" in text
+    assert "env BULKRETRY_ON_AMBIGUOUS; default check]" in text
 
 
 def test_version_prints_the_package_version(capsys: pytest.CaptureFixture[str]) -> None:

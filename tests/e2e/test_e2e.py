@@ -87,12 +87,12 @@ async def test_5xx_storm_ends_with_every_run_accounted_for_and_none_twice() -> N
     assert any(r.ambiguous_attempts for r in done)
 
 
-async def test_5xx_storm_under_the_default_holds_every_maybe_processed_run() -> None:
-    """By default a 500/502/504 ends its run in_doubt unsent again; 503s are retried."""
+async def test_5xx_storm_under_hold_holds_every_maybe_processed_run() -> None:
+    """Under hold a 500/502/504 ends its run in_doubt unsent again; 503s are retried."""
     config = SimulatorConfig(flows=3, runs_per_flow=50, error_rate=0.3, seed=11)
     async with Simulator(config) as sim:
         ids = sim.failed_run_ids()
-        results = await run_all(ids, settings_for(sim, max_attempts=10))
+        results = await run_all(ids, settings_for(sim, max_attempts=10, on_ambiguous="hold"))
         counts = sim.retrigger_counts()
     assert sorted(r.run_id for r in results) == sorted(ids)
     assert all(n == 1 for n in counts.values())
@@ -125,14 +125,14 @@ async def test_lost_answers_end_in_doubt_and_are_never_retriggered_twice() -> No
     assert all(n == 1 for n in counts.values())
 
 
-async def test_lost_answers_are_held_in_doubt_after_one_request_by_default() -> None:
-    """By default a processed re-trigger whose answer is lost is never sent a second time."""
+async def test_lost_answers_are_held_in_doubt_after_one_request_under_hold() -> None:
+    """Under hold a processed re-trigger whose answer is lost is never sent a second time."""
     config = SimulatorConfig(flows=1, runs_per_flow=4)
     async with Simulator(config) as sim:
         ids = sim.failed_run_ids()
         sim.script(ids[0], ["in-doubt-502"])
         sim.script(ids[1], ["in-doubt-reset"])
-        results = {r.run_id: r for r in await run_all(ids, settings_for(sim))}
+        results = {r.run_id: r for r in await run_all(ids, settings_for(sim, on_ambiguous="hold"))}
         counts = sim.retrigger_counts()
     for run_id in ids[:2]:
         assert results[run_id].outcome is Outcome.IN_DOUBT
@@ -140,6 +140,31 @@ async def test_lost_answers_are_held_in_doubt_after_one_request_by_default() -> 
     assert results[ids[0]].http_status == 502
     assert [results[i].outcome for i in ids[2:]] == [Outcome.RETRIGGERED] * 2
     assert all(counts.get(run_id) == 1 for run_id in ids)
+
+
+async def test_by_default_a_lost_answer_is_looked_up_and_only_unprocessed_runs_sent_again() -> None:
+    """The default (check): lost answers of processed runs are found by look-up, a 5xx that
+    was not processed is sent again, and no run is re-triggered twice."""
+    # One run per flow: lost answers of one flow at one moment cannot be told apart (see
+    # test_check.py), and that is not what this test is about.
+    config = SimulatorConfig(flows=5, runs_per_flow=1, allow_repeat_retrigger=True)
+    async with Simulator(config) as sim:
+        ids = sim.failed_run_ids()
+        sim.script(ids[0], ["in-doubt-502"])  # processed, answer lost
+        sim.script(ids[1], ["in-doubt-reset"])
+        sim.script(ids[2], [500])  # not processed
+        settings = settings_for(sim, check_delay=0.05)
+        assert settings.on_ambiguous == "check"
+        results = {r.run_id: r for r in await run_all(ids, settings)}
+        counts = sim.retrigger_counts()
+    assert all(counts.get(run_id) == 1 for run_id in ids), counts
+    assert all(r.outcome is Outcome.RETRIGGERED for r in results.values()), results
+    for run_id in ids[:2]:
+        assert results[run_id].resolved_by == "lookup"
+        assert results[run_id].new_run_id is not None
+        assert results[run_id].attempts == 1
+    assert results[ids[2]].attempts == 2
+    assert results[ids[2]].resolved_by is None
 
 
 async def test_run_that_is_not_failed_is_a_clear_failed_record() -> None:

@@ -104,7 +104,11 @@ class FirstPass:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def first_pass(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[FirstPass]:
-    """Run the faulty batch once with ``--state`` and default options."""
+    """Run the faulty batch once with ``--state``, holding unclear answers (``hold``).
+
+    The matrix is about what a later pass does with runs left in doubt; the default
+    (``check``) resolves them by look-ups, tested in tests/e2e/test_check.py and test_e2e.py.
+    """
     kinds = batch()
     folder = tmp_path_factory.mktemp("faults")
     (folder / "ids.txt").write_bytes(id_lines(kinds))
@@ -116,16 +120,18 @@ async def first_pass(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[
             str(folder / "s.db"),
             "-o",
             str(folder / "pass1.jsonl"),
+            "--on-ambiguous",
+            "hold",
             *OPTIONS,
             base_url=sim.base_url,
         )
         yield FirstPass(kinds, sim, folder, records(folder / "pass1.jsonl"), done.code, done.err)
 
 
-async def test_a_lost_answer_is_held_in_doubt_by_default_and_a_503_retried(
+async def test_a_lost_answer_is_held_in_doubt_under_hold_and_a_503_retried(
     first_pass: FirstPass,
 ) -> None:
-    """By default an answer lost after sending, or a 2xx naming no new run, is in_doubt."""
+    """Under hold an answer lost after sending, or a 2xx naming no new run, is in_doubt."""
     by_run = {row["run_id"]: row for row in first_pass.rows}
     assert sorted(by_run) == sorted(first_pass.kinds), first_pass.err
     wrong = {}
@@ -203,7 +209,8 @@ async def test_only_failed_and_not_attempted_on_results_without_state_sends_no_r
             base_url=sim.base_url,
         )
         counts = sim.retrigger_counts()
-    assert (first.code, second.code) in {(1, 1), (1, 0)}, f"{first.err}\n{second.err}"
+    # The default (check) may resolve every lost answer in pass 1: exit 0 is fine then.
+    assert {first.code, second.code} <= {0, 1}, f"{first.err}\n{second.err}"
     assert twice(counts, kinds) == [], f"{first.err}\n{second.err}"
     for name in ("pass1.jsonl", "pass2.jsonl"):
         rows = records(tmp_path / name)

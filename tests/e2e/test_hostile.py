@@ -53,6 +53,9 @@ ENV = {
     # These servers answer the re-trigger with hostility; the pre-flight has tests of its own
     # (tests/e2e/test_preflight.py), and here it would stop the batch before the answer tested.
     "BULKRETRY_PREFLIGHT": "0",
+    # Nor do they answer look-ups: an unclear answer is held, as the answer is what is tested
+    # (look-ups after lost answers: tests/e2e/test_check.py, tests/engine/test_resolve.py).
+    "BULKRETRY_ON_AMBIGUOUS": "hold",
 }
 #: What every re-trigger request's path must look like with the default (UUID) pattern.
 ACTION_PATH = re.compile(r"^/runs/[0-9a-f-]{36}/action$")
@@ -239,6 +242,7 @@ def settings_for(server: Server, **overrides: Any) -> Settings:
         "timeout": 5.0,
         "backoff_base": 0.0,
         "backoff_cap": 0.0,
+        "on_ambiguous": ENV["BULKRETRY_ON_AMBIGUOUS"],
     }
     values.update(overrides)
     return Settings(**values)

@@ -76,7 +76,10 @@ async def test_retry_in_doubt_sends_only_the_runs_the_input_names(tmp_path: Path
     async with Simulator(SimulatorConfig(run_ids=tuple(IDS), allow_repeat_retrigger=True)) as sim:
         for run in IDS:
             sim.script(run, ["in-doubt-502"])
-        await bulkretry("run", "--state", state, *FAST, base_url=sim.base_url, stdin=id_lines(IDS))
+        await bulkretry(
+            "run", "--state", state, "--on-ambiguous", "hold", *FAST, base_url=sim.base_url,
+            stdin=id_lines(IDS),
+        )  # fmt: skip
         before = dict(sim.retrigger_counts())
         again = await bulkretry(
             "run", "--state", state, "--retry-in-doubt", "-o", str(tmp_path / "r.jsonl"), *FAST,

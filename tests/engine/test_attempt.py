@@ -212,8 +212,8 @@ def test_a_denied_record_with_an_ambiguous_attempt_is_in_doubt() -> None:
 
 
 async def test_an_ambiguous_500_under_hold_is_done_in_doubt() -> None:
-    """The default --on-ambiguous hold ends a 500 in_doubt after its one request."""
-    setup = Setup(flow_error(500))
+    """--on-ambiguous hold ends a 500 in_doubt after its one request."""
+    setup = Setup(flow_error(500), on_ambiguous="hold")
     f = flight()
     step = await setup.attempt.once(f)
     assert isinstance(step, Done)

@@ -152,12 +152,12 @@ async def test_500_then_success_counts_one_ambiguous_attempt(http: aioresponses)
     assert (result.attempts, result.ambiguous_attempts) == (2, 1)
 
 
-async def test_an_ambiguous_answer_is_held_and_never_sent_again_by_default(
+async def test_an_ambiguous_answer_under_hold_is_never_sent_again(
     http: aioresponses,
 ) -> None:
-    """With no --on-ambiguous, a 500 ends the record in_doubt after its one request."""
+    """With --on-ambiguous hold, a 500 ends the record in_doubt after its one request."""
     http.post(ACTION, status=500, payload=flow_error("1102", 500), repeat=True)
-    [result] = await collect([RUN_A], settings())
+    [result] = await collect([RUN_A], settings(on_ambiguous="hold"))
     assert (result.outcome, result.attempts, result.ambiguous_attempts) == (
         Outcome.IN_DOUBT,
         1,
