@@ -82,6 +82,11 @@ def build_parser(env: Mapping[str, str], command: str | None = None) -> argparse
         from .watch import configure_parser as configure_watch
 
         configure_watch(watch, env)
+    check = commands.add_parser("check", help="resolve in_doubt records by looking their runs up")
+    if wanted("check"):
+        from .check import configure_parser as configure_check
+
+        configure_check(check, env)
     status = add_command(commands, "status")
     if wanted("status"):
         from .state import configure_status_parser
@@ -117,7 +122,7 @@ def build_parser(env: Mapping[str, str], command: str | None = None) -> argparse
                       ("demo", demo)):  # fmt: skip
         if wanted(name):
             environment_defaults(sub, name, env, _SHARED.get(name, frozenset()))
-    for sub in (run, listing, watch, status, report, config, simulate, demo):
+    for sub in (run, listing, watch, check, status, report, config, simulate, demo):
         sub.add_argument(
             "--profile",
             metavar="NAME",
@@ -128,10 +133,11 @@ def build_parser(env: Mapping[str, str], command: str | None = None) -> argparse
 
 
 def _all_options() -> list[Option]:
+    from .check import OWN_OPTIONS as CHECK_OWN_OPTIONS
     from .list_failed import LIST_OPTIONS, OWN_OPTIONS
     from .watch import OWN_OPTIONS as WATCH_OWN_OPTIONS
 
-    return [*RUN_OPTIONS, *LIST_OPTIONS, *OWN_OPTIONS, *WATCH_OWN_OPTIONS]
+    return [*RUN_OPTIONS, *LIST_OPTIONS, *OWN_OPTIONS, *WATCH_OWN_OPTIONS, *CHECK_OWN_OPTIONS]
 
 
 def known_variables() -> list[str]:
@@ -211,6 +217,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
             from .watch import run_watch
 
             return run_watch(ns, env)
+        if ns.command == "check":
+            from .check import run_check
+
+            return run_check(ns, env, args)
         if ns.command == "report":
             from .report import run_report
 

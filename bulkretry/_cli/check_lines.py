@@ -1,0 +1,245 @@
+"""``check``'s lines: which runs are in doubt and when they were sent; the lines written back.
+
+The input is read as ``watch`` reads it (:func:`~bulkretry._cli.watch_lines.read_lines`).
+A results line's window comes from its ``finished_at`` (the latest its answer was lost) and,
+for the earliest its first request left, ``finished_at`` less the batch's ``--deadline`` and
+``--timeout`` (a record's last attempt may start at its deadline and last a timeout). Only a
+line whose own pass sent the run is trusted so: ``attempts`` of 1 or more, and an ambiguous
+attempt among them (``ambiguous_attempts``, or ``error.kind: "interrupted"``, a request on
+the wire when the batch stopped). A line held from an earlier pass (``attempts`` 0) names no
+window; the windows of several lines of one run are joined.
+
+A run that another input line shows re-triggered needs no look-up: its in-doubt lines come
+out ``already_retriggered`` with that line's new run, as ``run`` would write them.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .._engine.follow_fetch import FollowStats
+from .._engine.recheck import Doubt
+from .._engine.steps import Done
+from .._http.runs import clean_id
+from .._ledger.resolutions import DoubtRow, Resolution
+from .._model import DONE_OUTCOMES, ErrorInfo, Outcome, RunResult
+from .watch_lines import SINCE_MARGIN_MS, Line, since_of
+
+__all__ = [
+    "Plan",
+    "apply",
+    "counted_as",
+    "doubt_of",
+    "plan",
+    "resolution",
+    "state_line",
+    "summary",
+    "written",
+]
+
+_IN_DOUBT = Outcome.IN_DOUBT.value
+_NO_WINDOW = (
+    "its results line does not say when its request was sent (no attempt of that pass may have "
+    "been processed): give check the results of the pass that sent it, or the batch's --state"
+)
+_BARE = ErrorInfo(
+    kind="not_checked",
+    message="a bare run ID says nothing of when it was sent: give check the results lines of "
+    "run, or the batch's --state",
+)
+
+
+@dataclass(slots=True)
+class Plan:
+    """What the input asks: the runs to look up, the new runs it claims, what it settles."""
+
+    doubts: list[Doubt] = field(default_factory=list)
+    hard: set[str] = field(default_factory=set)
+    soft: set[str] = field(default_factory=set)
+    #: Runs in doubt that another line shows re-triggered: ``(new_run_id, etag)``.
+    done: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    in_doubt_lines: int = 0
+
+    def claimed(self, ids: set[str]) -> tuple[set[str], set[str]]:
+        """Return which of ``ids`` the input claims (see :data:`~._engine.recheck.Claimed`)."""
+        return ids & self.hard, (ids & self.soft) - self.hard
+
+
+def plan(lines: Sequence[Line], *, lookback_ms: int) -> Plan:
+    """Read ``lines``: claims, settled runs, and a :class:`Doubt` per run in doubt."""
+    out = Plan()
+    windows: dict[str, list[tuple[int, int] | None]] = {}
+    for line in lines:
+        obj, run_id = line.obj, line.record.run_id
+        if obj is None or run_id is None:
+            continue
+        record = line.record
+        new = clean_id(record.prior_new_run_id) if record.prior in DONE_OUTCOMES else None
+        if new is not None:
+            out.hard.add(new)
+        if record.prior in DONE_OUTCOMES:
+            out.done.setdefault(run_id, (new, record.prior_etag))
+        chain = obj.get("chain")
+        if isinstance(chain, list):
+            out.hard.update(run for item in chain if (run := clean_id(item)))
+        candidates = obj.get("candidates")
+        if isinstance(candidates, list):
+            out.soft.update(run for item in candidates if (run := clean_id(item)))
+        if obj.get("outcome") == _IN_DOUBT:
+            out.in_doubt_lines += 1
+            windows.setdefault(run_id, []).append(_window(obj, lookback_ms))
+    for run_id, found in windows.items():
+        if run_id in out.done:
+            continue
+        known = [w for w in found if w is not None]
+        if not known:
+            out.doubts.append(Doubt(run_id, None, None, _NO_WINDOW))
+            continue
+        since = min(w[0] for w in known)
+        out.doubts.append(Doubt(run_id, since, max(w[1] for w in known)))
+    return out
+
+
+def _window(obj: dict[str, Any], lookback_ms: int) -> tuple[int, int] | None:
+    """Return the window of an in-doubt line whose own pass sent the run, else None."""
+    attempts, ambiguous = obj.get("attempts"), obj.get("ambiguous_attempts")
+    error = obj.get("error")
+    kind = error.get("kind") if isinstance(error, dict) else None
+    if not isinstance(attempts, int) or attempts < 1:
+        return None
+    if not ((isinstance(ambiguous, int) and ambiguous >= 1) or kind == "interrupted"):
+        return None
+    since = since_of(obj.get("finished_at"))  # finished_at less watch's margin
+    if since is None:
+        return None
+    finished = since + SINCE_MARGIN_MS
+    return finished - lookback_ms, finished
+
+
+def written(line: Line, verdicts: dict[str, Done], found: Plan) -> tuple[bytes, str]:
+    """Return a line's output and what it counts as (:func:`counted_as`, ``settled`` for a run
+    another line shows re-triggered, ``passed`` for a line not in doubt).
+
+    A line that is not in doubt passes through as it was; one in doubt comes out with the
+    verdict on its run (if any); a bare run ID is ``skipped``, an invalid line ``invalid``.
+    """
+    record, obj = line.record, line.obj
+    if obj is None:
+        if record.run_id is None:
+            error = ErrorInfo(kind="invalid_input", message=record.error or "not a valid run ID")
+            outcome, run = Outcome.INVALID, record.text
+        else:
+            outcome, run, error = Outcome.SKIPPED, record.run_id, _BARE
+        result = RunResult(
+            run_id=run, outcome=outcome, error=error, source=record.source, line=record.line
+        )
+        return result.to_json_line(), outcome.value
+    run_id = record.run_id
+    if obj.get("outcome") != _IN_DOUBT or run_id is None:
+        return orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE), "passed"
+    out = dict(obj)
+    settled = found.done.get(run_id)
+    if settled is not None:
+        out.update(outcome=Outcome.ALREADY_RETRIGGERED.value, error=None)
+        out.update(new_run_id=settled[0], etag=settled[1])
+        return orjson.dumps(out, option=orjson.OPT_APPEND_NEWLINE), "settled"
+    verdict = verdicts.get(run_id)
+    if verdict is None:  # not looked at (a stop): as it was
+        return orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE), _IN_DOUBT
+    apply(out, verdict)
+    return orjson.dumps(out, option=orjson.OPT_APPEND_NEWLINE), counted_as(verdict)
+
+
+def counted_as(verdict: Done | None) -> str:
+    """Return what a verdict counts as: its outcome, or ``candidates`` for a run re-triggered
+    whose new run could not be told apart."""
+    if verdict is None:
+        return _IN_DOUBT
+    if verdict.outcome is Outcome.RETRIGGERED and verdict.new_run_id is None:
+        return "candidates"
+    return verdict.outcome.value
+
+
+def apply(out: dict[str, Any], verdict: Done) -> None:
+    """Write ``verdict`` into the results object ``out`` (``resolved_by``, ``candidates``)."""
+    out["outcome"] = verdict.outcome.value
+    if verdict.outcome is not Outcome.IN_DOUBT:
+        out["new_run_id"], out["etag"] = verdict.new_run_id, verdict.etag
+    out["error"] = verdict.error.as_dict() if verdict.error is not None else None
+    out.pop("resolved_by", None)
+    out.pop("candidates", None)
+    if verdict.resolved_by is not None:
+        out["resolved_by"] = verdict.resolved_by
+        if verdict.candidates:
+            out["candidates"] = list(verdict.candidates)
+
+
+def resolution(run_id: str, verdict: Done) -> Resolution | None:
+    """Return what the state file records for ``verdict`` (None: it stays in doubt)."""
+    error = verdict.error.as_dict() if verdict.error is not None else None
+    if verdict.outcome is Outcome.RETRIGGERED:
+        if error is not None and verdict.candidates:
+            error["candidates"] = list(verdict.candidates)
+        return Resolution(run_id, "retriggered", verdict.new_run_id, verdict.etag, error)
+    if verdict.outcome is Outcome.FAILED:
+        # Not processed: the state a resume sends again, its doubt cleared.
+        return Resolution(run_id, "not_attempted", None, None, error)
+    return None
+
+
+def state_line(row: DoubtRow, verdict: Done | None, path: str) -> bytes:
+    """Return the results line of a run of the state file that was in doubt.
+
+    A line that stays in doubt says no ambiguous attempt: its ``finished_at`` is now, not
+    when its request was sent, so a later ``check`` of this line never trusts it for a window.
+    """
+    result = RunResult(
+        run_id=row.run_id,
+        outcome=Outcome.IN_DOUBT,
+        http_status=row.http_status,
+        attempts=row.attempts,
+        request_id=row.request_id,
+        source=path,
+        line=row.seq,
+    )
+    out = result.as_dict()
+    out["error"] = row.error
+    if verdict is not None:
+        apply(out, verdict)
+        if verdict.outcome is not Outcome.IN_DOUBT:
+            out["ambiguous_attempts"] = row.ambiguous
+    return orjson.dumps(out, option=orjson.OPT_APPEND_NEWLINE)
+
+
+_FED_BACK = (
+    "no request of this batch sent it (its doubt came with a results line fed in): check that "
+    "results file"
+)
+
+
+def doubt_of(row: DoubtRow) -> Doubt:
+    """Return the :class:`Doubt` of a run in doubt of a state file."""
+    if row.since is None or row.until is None:
+        return Doubt(row.run_id, None, None, _FED_BACK)
+    return Doubt(row.run_id, int(row.since * 1000), int(row.until * 1000))
+
+
+def summary(counts: Counter[str], stats: FollowStats, in_doubt: int) -> str:
+    """Return the line for stderr: what became of the records in doubt, what it cost."""
+    if not in_doubt:
+        return f"bulkretry: no in_doubt record to check; {counts.total()} lines written"
+    retriggered = counts["retriggered"] + counts["candidates"]
+    settled = counts["settled"]
+    return (
+        f"bulkretry: {in_doubt} in_doubt checked: {retriggered} retriggered "
+        f"({counts['retriggered']} with their new run, {counts['candidates']} with candidates), "
+        + (f"{settled} already_retriggered by another line, " if settled else "")
+        + f"{counts['failed']} not processed (safe to send again), {counts['in_doubt']} still "
+        f"in_doubt; {stats.requests} look-up requests ({stats.gets} runs, {stats.listings} "
+        f"listings in {stats.pages} pages, {stats.retries} retries)"
+    )

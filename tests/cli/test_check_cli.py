@@ -1,0 +1,360 @@
+"""The check command: results lines and state files checked against the simulator's socket.
+
+The check's wall clock is an hour ahead (its ``Checker`` is given one), as if it ran long after
+the batch: no test waits for a window to settle.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from test_list_cli import SIM_ENV, SimulatorThread
+
+from bulkretry._cli.check import Checker, run_check
+from bulkretry._cli.main import build_parser, main
+from bulkretry._ledger.ledger import BatchIdentity, Ledger
+from bulkretry._simulator import RecordedRequest, Simulator, SimulatorConfig
+
+pytestmark = pytest.mark.e2e
+
+DEAD = "http://127.0.0.1:9"
+FAST = ["--rate", "1000", "--burst", "10"]
+#: A batch that leaves lost answers in doubt, for check to resolve.
+HOLD = [*FAST, "--on-ambiguous", "hold"]
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulator]:
+    with SimulatorThread(SimulatorConfig(seed=11, flows=4, runs_per_flow=3)) as s:
+        yield s
+
+
+def env_for(sim: Simulator, **extra: str) -> dict[str, str]:
+    return {**SIM_ENV, "BULKRETRY_BASE_URL": sim.base_url, **extra}
+
+
+def later(settings: Any) -> Checker:
+    """A checker whose clock is an hour ahead: every window has long settled."""
+    return Checker(settings, wall=lambda: time.time() + 3600)
+
+
+def check(
+    args: list[str],
+    env: Mapping[str, str],
+    *,
+    stdin: io.BytesIO | None = None,
+    checker: Callable[[Any], Checker] = later,
+) -> tuple[int, str]:
+    """Run ``bulkretry check ARGS`` in process; return its exit code and stderr."""
+    words = ["check", *args]
+    ns = build_parser(env, "check").parse_args(words)
+    err = io.StringIO()
+    code = run_check(ns, env, words, stdin=stdin, stderr=err, checker=checker)
+    return code, err.getvalue()
+
+
+def by_flow(sim: Simulator) -> list[list[str]]:
+    """The seeded failed runs, grouped by flow."""
+    groups: dict[str, list[str]] = {}
+    for run_id in sim.failed_run_ids():
+        run = sim.run(run_id)
+        assert run is not None
+        groups.setdefault(str(run["flowId"]), []).append(run_id)
+    return list(groups.values())
+
+
+def results_of(sim: Simulator, tmp_path: Path, scripts: dict[str, str | int], name: str) -> Path:
+    """Send ``scripts``' runs with run (each answered as scripted); return the results file."""
+    for run_id, answer in scripts.items():
+        sim.script(run_id, [answer])
+    ids = tmp_path / f"{name}.txt"
+    ids.write_text("".join(f"{run_id}\n" for run_id in scripts))
+    out = tmp_path / f"{name}.jsonl"
+    main(["run", str(ids), "-o", str(out), "-q", *HOLD], env=env_for(sim))
+    return out
+
+
+def lines_of(path: Path) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def posts(sim: Simulator, after: int = 0) -> list[str]:
+    return [r.run_id or "" for r in sim.requests if r.method == "POST" and r.index > after]
+
+
+def made(sim: Simulator) -> dict[str, str]:
+    return {r.run_id: r.new_run_id for r in sim.retriggers}
+
+
+def test_lines_in_doubt_come_back_resolved_and_run_then_sends_only_the_unprocessed(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """Lost after processing: retriggered with its run; a 500: not processed; fed back to run,
+    only that one is sent again, once."""
+    flows = by_flow(sim)
+    lost, refused, clear = flows[0][0], flows[1][0], flows[2][0]
+    results = results_of(sim, tmp_path, {lost: "in-doubt-502", refused: 500, clear: 200}, "r")
+    out = tmp_path / "checked.jsonl"
+    code, err = check([str(results), "-o", str(out), *FAST], env_for(sim))
+    assert code == 0, err
+    before = {line["run_id"]: line for line in lines_of(results)}
+    assert [line["run_id"] for line in lines_of(out)] == list(before)  # in the input's order
+    after = {line["run_id"]: line for line in lines_of(out)}
+    assert after[clear] == before[clear]  # not in doubt: as it was
+    assert after[lost]["outcome"] == "retriggered"
+    assert after[lost]["new_run_id"] == made(sim)[lost]
+    assert after[lost]["resolved_by"] == "lookup"
+    assert (after[lost]["finished_at"], after[lost]["http_status"]) == (
+        before[lost]["finished_at"],
+        before[lost]["http_status"],
+    )
+    assert after[refused]["outcome"] == "failed"
+    assert after[refused]["error"]["kind"] == "not_processed"
+    assert "1 retriggered (1 with their new run" in err
+    assert "1 not processed" in err
+    mark = sim.request_count
+    assert (
+        main(["run", str(results), str(out), "-q", "-o", os.devnull, *HOLD], env=env_for(sim)) == 0
+    )
+    assert posts(sim, mark) == [refused]
+
+
+def test_runs_in_doubt_of_one_flow_that_cannot_be_told_apart_stay_in_doubt(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """One of two was processed, the other not, at the same moment: no guess, exit 1."""
+    first, second = by_flow(sim)[0][:2]
+    results = results_of(sim, tmp_path, {first: "in-doubt-500", second: 502}, "r")
+    out = tmp_path / "checked.jsonl"
+    code, err = check([str(results), "-o", str(out), *FAST], env_for(sim))
+    assert code == 1
+    assert [line["outcome"] for line in lines_of(out)] == ["in_doubt", "in_doubt"]
+    assert all(made(sim)[first] in line["error"]["message"] for line in lines_of(out))
+    assert "2 still in_doubt" in err
+
+
+def test_a_run_another_line_shows_re_triggered_needs_no_look_up(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """Its in-doubt line comes out already_retriggered with that line's run; no request."""
+    run_id = sim.failed_run_ids()[0]
+    in_doubt = {"run_id": run_id, "outcome": "in_doubt", "attempts": 1, "ambiguous_attempts": 1}
+    done = {"run_id": run_id, "outcome": "retriggered", "new_run_id": "n-1", "etag": '"e"'}
+    results = tmp_path / "r.jsonl"
+    results.write_bytes(orjson.dumps(in_doubt) + b"\n" + orjson.dumps(done) + b"\n")
+    out = tmp_path / "checked.jsonl"
+    before = sim.request_count
+    assert check([str(results), "-o", str(out)], env_for(sim))[0] == 0
+    first, second = lines_of(out)
+    assert (first["outcome"], first["new_run_id"], first["error"]) == (
+        "already_retriggered",
+        "n-1",
+        None,
+    )
+    assert second == done
+    assert sim.request_count == before
+
+
+def test_input_with_nothing_in_doubt_is_written_back_without_a_request(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """No in-doubt line: no pre-flight, every line as it was, exit 0; stdin works as '-'."""
+    line = {"run_id": sim.failed_run_ids()[0], "outcome": "failed", "error": None}
+    before = sim.request_count
+    out = tmp_path / "checked.jsonl"
+    stdin = io.BytesIO(orjson.dumps(line) + b"\n# a comment\n\n")
+    code, err = check(["-", "-o", str(out)], env_for(sim), stdin=stdin)
+    assert (code, lines_of(out)) == (0, [line])
+    assert "no in_doubt record to check; 1 lines written" in err
+    assert sim.request_count == before
+
+
+def test_invalid_lines_and_bare_run_ids_keep_their_place_and_exit_1(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    results = tmp_path / "r.txt"
+    results.write_text(f"not-a-run\n{sim.failed_run_ids()[0]}\n")
+    out = tmp_path / "checked.jsonl"
+    assert check([str(results), "-o", str(out)], env_for(sim))[0] == 1
+    invalid, bare = lines_of(out)
+    assert (invalid["outcome"], invalid["line"], invalid["error"]["kind"]) == (
+        "invalid",
+        1,
+        "invalid_input",
+    )
+    assert (bare["outcome"], bare["line"], bare["error"]["kind"]) == ("skipped", 2, "not_checked")
+
+
+def test_a_line_held_from_an_earlier_pass_names_no_window_and_stays_in_doubt(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """attempts 0: this pass sent nothing, so its finished_at says nothing of the request."""
+    held = {"run_id": sim.failed_run_ids()[0], "outcome": "in_doubt", "attempts": 0}
+    results = tmp_path / "r.jsonl"
+    results.write_bytes(orjson.dumps(held) + b"\n")
+    out = tmp_path / "checked.jsonl"
+    before = sim.request_count
+    code, _ = check([str(results), "-o", str(out)], env_for(sim))
+    [line] = lines_of(out)
+    assert (code, line["outcome"]) == (1, "in_doubt")
+    assert "does not say when its request was sent" in line["error"]["message"]
+    assert sim.request_count == before  # nothing to ask: not even a pre-flight
+
+
+def test_a_terminal_on_stdin_is_not_waited_for(
+    sim: Simulator, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`bulkretry check` typed alone: a usage error, not a hang."""
+
+    class Terminal(io.BytesIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr("sys.stdin", Terminal())
+    code, err = check([], {k: v for k, v in env_for(sim).items() if k != "BULKRETRY_STATE"})
+    assert code == 2
+    assert "--state PATH" in err
+
+
+def test_state_and_results_together_are_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["check", "--state", str(tmp_path / "b.db"), "r.jsonl"], env=SIM_ENV) == 2
+    assert "not both" in capsys.readouterr().err
+
+
+def test_a_state_file_a_running_batch_holds_is_refused(
+    sim: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Exit 2 and one line saying why; nothing looked up."""
+    path = str(tmp_path / "batch.db")
+    identity = BatchIdentity(
+        base_url=sim.base_url, org_id=SIM_ENV["BULKRETRY_ORG_ID"], sandbox="prod", op="re-trigger"
+    )
+    before = sim.request_count
+    with Ledger.open(path, identity):
+        assert main(["check", "--state", path], env=env_for(sim)) == 2
+    assert "in use by a running batch" in capsys.readouterr().err
+    assert sim.request_count == before
+
+
+def test_check_state_records_verdicts_and_takes_the_batch_from_the_state_file(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """No --base-url: the state file's; the verdicts land there; a line per run in doubt."""
+    flows = by_flow(sim)
+    lost, refused, clear = flows[0][0], flows[1][0], flows[2][0]
+    for run_id, answer in {lost: "in-doubt-reset", refused: 504}.items():
+        sim.script(run_id, [answer])
+    ids = tmp_path / "ids.txt"
+    ids.write_text(f"{lost}\n{refused}\n{clear}\n")
+    db = str(tmp_path / "batch.db")
+    main(["run", str(ids), "--state", db, "-q", "-o", os.devnull, *HOLD], env=env_for(sim))
+    out = tmp_path / "checked.jsonl"
+    code, err = check(["--state", db, "-o", str(out)], SIM_ENV)
+    assert code == 0, err
+    lines = {line["run_id"]: line for line in lines_of(out)}
+    assert set(lines) == {lost, refused}
+    assert (lines[lost]["outcome"], lines[lost]["new_run_id"]) == ("retriggered", made(sim)[lost])
+    assert (lines[lost]["source"], lines[lost]["line"]) == (db, 1)
+    assert lines[refused]["error"]["kind"] == "not_processed"
+    assert f"recorded in {db}" in err
+    with Ledger.inspect(db) as ledger:
+        counts = ledger.counts()
+    assert (counts["retriggered"], counts["not_attempted"], counts["in_doubt"]) == (2, 1, 0)
+
+
+def test_refused_look_ups_exit_3_and_every_line_is_written_as_it_was(tmp_path: Path) -> None:
+    """The pre-flight passes, then GET /runs/{id} answers 403: nothing is resolved."""
+
+    def refuse(request: RecordedRequest) -> int | None:
+        return 403 if request.method == "GET" and request.path.count("/") > 1 else None
+
+    config = SimulatorConfig(seed=11, flows=2, runs_per_flow=1, on_request=refuse)
+    with SimulatorThread(config) as sim:
+        results = results_of(sim, tmp_path, {sim.failed_run_ids()[0]: "in-doubt-502"}, "r")
+        out = tmp_path / "checked.jsonl"
+        code, err = check([str(results), "-o", str(out)], env_for(sim))
+    assert code == 3
+    assert "stopped" in err
+    assert lines_of(out) == lines_of(results)
+
+
+def test_a_wrong_base_url_is_a_usage_error_before_any_line(tmp_path: Path) -> None:
+    """The pre-flight names --base-url: exit 2, nothing written."""
+    line = {"run_id": "4fb0418e-1804-45d6-8d56-dd51f05c0baf", "outcome": "in_doubt"}
+    line |= {"attempts": 1, "ambiguous_attempts": 1, "finished_at": "2026-12-01T00:00:00Z"}
+    results = tmp_path / "r.jsonl"
+    results.write_bytes(orjson.dumps(line) + b"\n")
+    out = tmp_path / "checked.jsonl"
+    code, err = check([str(results), "-o", str(out)], {**SIM_ENV, "BULKRETRY_BASE_URL": DEAD})
+    assert code == 2
+    assert "--base-url" in err
+    assert out.read_bytes() == b""
+
+
+def test_an_interrupt_writes_every_line_as_it_was_and_exits_130(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """SIGINT while looking: nothing resolved is written, nothing is lost."""
+
+    class Interrupted(Checker):
+        async def check(self, doubts: Any, claimed: Any) -> Any:
+            os.kill(os.getpid(), signal.SIGINT)
+            await __import__("asyncio").Event().wait()
+
+    results = results_of(sim, tmp_path, {sim.failed_run_ids()[0]: "in-doubt-502"}, "r")
+    out = tmp_path / "checked.jsonl"
+    code, _ = check([str(results), "-o", str(out)], env_for(sim), checker=Interrupted)
+    assert code == 130
+    assert lines_of(out) == lines_of(results)
+
+
+def test_help_has_a_description_examples_and_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        build_parser({}, "check").parse_args(["check", "--help"])
+    text = capsys.readouterr().out
+    assert "bulkretry check results.jsonl" in text.split("examples:")[1]
+    assert "exit codes:" in text
+    assert "None" not in text
+    assert "BULKRETRY_CHECK_OUTPUT" in text
+
+
+def test_check_options_read_their_own_variables_and_run_s(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """BULKRETRY_CHECK_OUTPUT is check's (no warning); --deadline is run's BULKRETRY_DEADLINE."""
+    env = {"BULKRETRY_CHECK_OUTPUT": "c.jsonl", "BULKRETRY_DEADLINE": "60"}
+    ns = build_parser(env, "check").parse_args(["check"])
+    assert (ns.output, ns.deadline) == ("c.jsonl", 60.0)
+    main(["check", "--state", "/nonexistent/b.db"], env={**SIM_ENV, **env})
+    err = capsys.readouterr().err
+    assert "unknown variable" not in err
+    assert "does not exist" in err
+
+
+def test_a_flag_beats_the_option_the_state_file_keeps_for_its_batch(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """--rate on the command line wins; without it, the batch's own --rate is used."""
+    ids = tmp_path / "ids.txt"
+    ids.write_text(f"{sim.failed_run_ids()[0]}\n")
+    db = str(tmp_path / "batch.db")
+    main(["run", str(ids), "--state", db, "-q", "-o", os.devnull, *HOLD], env=env_for(sim))
+    rates: list[float] = []
+
+    def spy(settings: Any) -> Checker:
+        rates.append(settings.rate)
+        return later(settings)
+
+    assert check(["--state", db, "--rate", "7", "-o", os.devnull], SIM_ENV, checker=spy)[0] == 0
+    assert check(["--state", db, "-o", os.devnull], SIM_ENV, checker=spy)[0] == 0
+    assert rates == [7.0, 1000.0]

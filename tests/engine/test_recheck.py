@@ -1,0 +1,379 @@
+"""bulkretry check's resolver: runs in doubt resolved after the fact by look-ups, never a guess.
+
+The client is a fake Flow Service holding runs (``GET /runs/{id}``) and answering listings
+filtered by ``flowId`` and ``createdAt``; the wall clock follows the loop's virtual clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from typing import Any
+
+import pytest
+from conftest import virtual_time
+from yarl import URL
+
+from bulkretry import Credentials, Outcome, Settings
+from bulkretry._engine.governor import Governor
+from bulkretry._engine.recheck import Doubt, Rechecker, Window, attribute
+from bulkretry._engine.steps import Done
+from bulkretry._exceptions import AuthenticationError
+from bulkretry._http.auth import StaticToken
+from bulkretry._http.lookups import RunView
+from bulkretry._model import Answer
+
+BASE = "https://platform.example.test/data/foundation/flowservice"
+FLOW, OTHER_FLOW = "f1000000-1804-45d6-8d56-dd51f05c0baf", "f2000000-1804-45d6-8d56-dd51f05c0baf"
+#: Epoch ms of the lost answer in most tests: an hour before the check's clock starts.
+LOST = 1_800_000_000_000
+NOW = LOST + 3_600_000
+SETTINGS = Settings(
+    base_url=BASE,
+    credentials=Credentials(access_token="t", api_key="k", org_id="ORG@AdobeOrg", sandbox="dev"),
+    rate=1e6,
+    burst=1000,
+    backoff_base=0.0,
+    max_attempts=2,
+    check_skew=0.5,
+    check_delay=3.0,
+    timeout=10.0,
+)
+SETTLE = 10_000  # the longer of check_delay and timeout, in ms
+
+
+def uuid(i: int) -> str:
+    return f"{i:08x}-1804-45d6-8d56-dd51f05c0baf"
+
+
+class Service:
+    """Runs by ID and the filtered listing; ``status`` forces an answer for a path."""
+
+    base_url = BASE
+
+    def __init__(self) -> None:
+        self.runs: dict[str, dict[str, Any]] = {}
+        self.urls: list[URL] = []
+        self.status: dict[str, int] = {}
+
+    def add(self, run_id: str, created_ms: int, flow: str = FLOW) -> None:
+        self.runs[run_id] = {
+            "id": run_id,
+            "flowId": flow,
+            "createdAt": created_ms,
+            "etag": f'"e-{run_id[:4]}"',
+            "metrics": {"statusSummary": {"status": "inProgress"}},
+        }
+
+    async def get(self, url: URL | str, token: str) -> Answer:
+        url = URL(str(url))
+        self.urls.append(url)
+        tail = url.path.rsplit("/runs", 1)[1]
+        forced = self.status.get(tail or "/")
+        if forced is not None:
+            return Answer(status=forced, body={"title": "forced", "status": forced})
+        if tail.startswith("/"):
+            run = self.runs.get(tail[1:])
+            if run is None:
+                return Answer(status=404, body={"title": "not found"})
+            return Answer(status=200, body={"items": [run]})
+        items = list(self.runs.values())
+        for prop in url.query.getall("property"):
+            field, op, value = prop.partition("==") if "==" in prop else _split(prop)
+            if field == "flowId":
+                items = [r for r in items if r["flowId"] == value]
+            elif op == ">":
+                items = [r for r in items if r["createdAt"] > int(value)]
+            elif op == "<":
+                items = [r for r in items if r["createdAt"] < int(value)]
+        return Answer(status=200, body={"items": items})
+
+    def listings(self) -> list[URL]:
+        return [u for u in self.urls if u.path.endswith("/runs")]
+
+
+def _split(prop: str) -> tuple[str, str, str]:
+    op = ">" if ">" in prop else "<"
+    field, _, value = prop.partition(op)
+    return field, op, value
+
+
+def rechecker(service: Service, **overrides: Any) -> Rechecker:
+    settings = dataclasses.replace(SETTINGS, **overrides)
+    loop = asyncio.get_running_loop()
+    return Rechecker(
+        client=service,  # type: ignore[arg-type]
+        tokens=StaticToken("tok"),
+        governor=Governor(settings),
+        settings=settings,
+        wall=lambda: NOW / 1000 + loop.time(),
+    )
+
+
+def doubt(run_id: str, *, sent: int = LOST - 2_000, lost: int = LOST) -> Doubt:
+    return Doubt(run_id, sent, lost)
+
+
+def nothing_claimed(ids: set[str]) -> tuple[set[str], set[str]]:
+    return set(), set()
+
+
+def found(service: Service, run_id: str) -> Done:
+    etag = service.runs[run_id]["etag"]
+    return Done(Outcome.RETRIGGERED, None, run_id, etag, resolved_by="lookup")
+
+
+@virtual_time
+async def test_the_one_new_run_of_its_flow_in_its_window_is_its_re_trigger() -> None:
+    """Its flow from GET /runs/{id}, one listing of that flow in its time: the run is found."""
+    service = Service()
+    service.add(uuid(1), LOST - 86_400_000)
+    service.add(uuid(100), LOST - 1_000)
+    checker = rechecker(service)
+    verdicts = await checker.check([doubt(uuid(1))], nothing_claimed)
+    assert verdicts == {uuid(1): found(service, uuid(100))}
+    assert checker.stats.requests == 2
+    (listing,) = service.listings()
+    assert listing.query.getall("property") == [
+        f"flowId=={FLOW}",
+        f"createdAt>{LOST - 2_000 - 500 - 1}",
+        f"createdAt<{LOST + 500 + SETTLE + 1}",
+    ]
+
+
+@virtual_time
+async def test_no_new_run_in_its_window_nor_just_after_means_not_processed() -> None:
+    """Nothing created from when the request may have left until settle after: safe to resend."""
+    service = Service()
+    service.add(uuid(1), LOST - 86_400_000)
+    service.add(uuid(100), LOST - 60_000)  # an older run of the flow
+    service.add(uuid(101), LOST + 500 + SETTLE + 5_000)  # long after: not this request's
+    verdicts = await rechecker(service).check([doubt(uuid(1))], nothing_claimed)
+    verdict = verdicts[uuid(1)]
+    assert verdict.outcome is Outcome.FAILED
+    assert verdict.error is not None
+    assert verdict.error.kind == "not_processed"
+    assert verdict.resolved_by == "lookup"
+
+
+@virtual_time
+async def test_a_run_created_just_after_the_answer_was_lost_keeps_it_in_doubt() -> None:
+    """A 504 may come while the service still works: a run soon after the window is no proof."""
+    service = Service()
+    service.add(uuid(1), LOST - 86_400_000)
+    service.add(uuid(100), LOST + 4_000)
+    verdict = (await rechecker(service).check([doubt(uuid(1))], nothing_claimed))[uuid(1)]
+    assert verdict.outcome is Outcome.IN_DOUBT
+    assert verdict.error is not None
+    assert uuid(100) in verdict.error.message
+
+
+@virtual_time
+async def test_a_run_a_clear_answer_claimed_is_never_a_candidate() -> None:
+    """Of two new runs, the one another record's answer named is not this one's."""
+    service = Service()
+    service.add(uuid(1), LOST - 86_400_000)
+    service.add(uuid(100), LOST - 1_500)
+    service.add(uuid(101), LOST - 1_000)
+
+    def claimed(ids: set[str]) -> tuple[set[str], set[str]]:
+        assert ids == {uuid(100), uuid(101)}
+        return {uuid(100)}, set()
+
+    verdicts = await rechecker(service).check([doubt(uuid(1))], claimed)
+    assert verdicts == {uuid(1): found(service, uuid(101))}
+
+
+@virtual_time
+async def test_the_only_run_claimed_by_a_clear_answer_means_not_processed() -> None:
+    """The one new run of its time is another record's: none was created for this one."""
+    service = Service()
+    service.add(uuid(1), LOST - 86_400_000)
+    service.add(uuid(100), LOST - 1_000)
+    verdicts = await rechecker(service).check(
+        [doubt(uuid(1))], lambda ids: (ids & {uuid(100)}, set())
+    )
+    assert verdicts[uuid(1)].outcome is Outcome.FAILED
+
+
+@virtual_time
+async def test_a_run_named_only_as_a_candidate_is_never_attributed_nor_proof_of_nothing() -> None:
+    """A candidate of another record may be anybody's: it keeps the run in doubt."""
+    service = Service()
+    service.add(uuid(1), LOST - 86_400_000)
+    service.add(uuid(100), LOST - 1_000)
+    verdicts = await rechecker(service).check([doubt(uuid(1))], lambda ids: (set(), set(ids)))
+    assert verdicts[uuid(1)].outcome is Outcome.IN_DOUBT
+
+
+@virtual_time
+async def test_two_runs_in_doubt_sharing_two_new_runs_are_both_retriggered_with_candidates() -> (
+    None
+):
+    """As many new runs as records: each was re-triggered; which run is whose is not said."""
+    service = Service()
+    for i in (1, 2):
+        service.add(uuid(i), LOST - 86_400_000)
+    service.add(uuid(100), LOST - 1_500)
+    service.add(uuid(101), LOST - 1_000)
+    verdicts = await rechecker(service).check([doubt(uuid(1)), doubt(uuid(2))], nothing_claimed)
+    for i in (1, 2):
+        verdict = verdicts[uuid(i)]
+        assert verdict.outcome is Outcome.RETRIGGERED
+        assert verdict.new_run_id is None
+        assert verdict.candidates == (uuid(100), uuid(101))
+        assert verdict.error is not None
+        assert verdict.error.kind == "ambiguous_match"
+    assert len(service.listings()) == 1  # one listing serves both windows
+
+
+@virtual_time
+async def test_two_runs_in_doubt_sharing_one_new_run_both_stay_in_doubt() -> None:
+    """Fewer new runs than records: one was not processed, which one cannot be told."""
+    service = Service()
+    for i in (1, 2):
+        service.add(uuid(i), LOST - 86_400_000)
+    service.add(uuid(100), LOST - 1_000)
+    verdicts = await rechecker(service).check([doubt(uuid(1)), doubt(uuid(2))], nothing_claimed)
+    assert {v.outcome for v in verdicts.values()} == {Outcome.IN_DOUBT}
+
+
+@virtual_time
+async def test_a_run_only_its_window_holds_is_its_own_and_the_rest_follows() -> None:
+    """Run 101 lies in the second window only: it is that one's, and 100 the first one's."""
+    service = Service()
+    for i in (1, 2):
+        service.add(uuid(i), LOST - 86_400_000)
+    service.add(uuid(100), LOST - 1_000)
+    service.add(uuid(101), LOST + 9_000)
+    wide = doubt(uuid(2), lost=LOST + 10_000)
+    verdicts = await rechecker(service).check([doubt(uuid(1)), wide], nothing_claimed)
+    assert verdicts == {
+        uuid(1): found(service, uuid(100)),
+        uuid(2): found(service, uuid(101)),
+    }
+
+
+@virtual_time
+async def test_a_window_never_starts_before_the_run_itself_was_created() -> None:
+    """A run of the flow created before the run in doubt cannot be its re-trigger."""
+    service = Service()
+    service.add(uuid(1), LOST - 1_500)
+    service.add(uuid(100), LOST - 1_800)
+    verdict = (await rechecker(service).check([doubt(uuid(1))], nothing_claimed))[uuid(1)]
+    assert verdict.outcome is Outcome.FAILED
+
+
+@virtual_time
+async def test_a_run_with_no_known_window_stays_in_doubt_and_costs_no_request() -> None:
+    """A line that does not say when its request left: nothing to look up."""
+    service = Service()
+    verdicts = await rechecker(service).check([Doubt(uuid(1), None, None, "why")], nothing_claimed)
+    assert verdicts[uuid(1)].outcome is Outcome.IN_DOUBT
+    assert service.urls == []
+
+
+@virtual_time
+async def test_a_vanished_run_stays_in_doubt_and_its_time_attributes_nothing() -> None:
+    """Its flow is unknown, so a run in another window of its time may be its re-trigger."""
+    service = Service()
+    service.add(uuid(2), LOST - 86_400_000, OTHER_FLOW)
+    service.add(uuid(100), LOST - 1_000, OTHER_FLOW)
+    verdicts = await rechecker(service).check([doubt(uuid(1)), doubt(uuid(2))], nothing_claimed)
+    assert verdicts[uuid(1)].outcome is Outcome.IN_DOUBT
+    assert verdicts[uuid(2)].outcome is Outcome.IN_DOUBT
+
+
+@virtual_time
+async def test_a_look_up_that_keeps_failing_leaves_the_run_in_doubt() -> None:
+    """5xx on GET /runs/{id} until the retries are spent: in doubt, not a guess."""
+    service = Service()
+    service.add(uuid(1), LOST - 86_400_000)
+    service.status[f"/{uuid(1)}"] = 502
+    verdict = (await rechecker(service).check([doubt(uuid(1))], nothing_claimed))[uuid(1)]
+    assert verdict.outcome is Outcome.IN_DOUBT
+    assert verdict.error is not None
+    assert "look-up of the run failed" in verdict.error.message
+
+
+@virtual_time
+async def test_a_listing_that_keeps_failing_leaves_the_run_in_doubt() -> None:
+    service = Service()
+    service.add(uuid(1), LOST - 86_400_000)
+    service.status["/"] = 503
+    verdict = (await rechecker(service).check([doubt(uuid(1))], nothing_claimed))[uuid(1)]
+    assert verdict.outcome is Outcome.IN_DOUBT
+
+
+@virtual_time
+async def test_refused_look_ups_raise_rather_than_decide() -> None:
+    """A 401 is no answer about the run: the check stops (the command exits 3)."""
+    service = Service()
+    service.add(uuid(1), LOST - 86_400_000)
+    service.status[f"/{uuid(1)}"] = 401
+    with pytest.raises(AuthenticationError):
+        await rechecker(service).check([doubt(uuid(1))], nothing_claimed)
+
+
+@virtual_time
+async def test_a_fresh_window_is_listed_only_once_it_has_settled() -> None:
+    """An answer lost a moment ago: the check waits out the settle time, then decides."""
+    service = Service()
+    service.add(uuid(1), NOW - 86_400_000)
+    checker = rechecker(service)
+    loop = asyncio.get_running_loop()
+    verdict = (await checker.check([doubt(uuid(1), sent=NOW - 1_000, lost=NOW)], nothing_claimed))[
+        uuid(1)
+    ]
+    assert verdict.outcome is Outcome.FAILED
+    assert loop.time() * 1000 >= 500 + SETTLE
+
+
+@virtual_time
+async def test_windows_far_apart_are_listed_apart() -> None:
+    """Two runs of one flow in doubt a day apart: two short listings, not a day of runs."""
+    service = Service()
+    for i in (1, 2):
+        service.add(uuid(i), LOST - 7 * 86_400_000)
+    day = 86_400_000
+    await rechecker(service).check(
+        [doubt(uuid(1)), doubt(uuid(2), sent=LOST - day - 2_000, lost=LOST - day)],
+        nothing_claimed,
+    )
+    assert len(service.listings()) == 2
+
+
+def view(i: int, created: int | None) -> RunView:
+    return RunView(id=uuid(i), flow_id=FLOW, created_at=created)
+
+
+def test_a_run_of_unknown_creation_time_is_inside_every_window() -> None:
+    """No createdAt: it may be anybody's, so it is never proof that nothing was processed."""
+    verdicts = attribute(
+        [Window(uuid(1), 0, 10)],
+        [view(100, None)],
+        hard=set(),
+        soft=set(),
+        listed_at=10**9,
+        settle=SETTLE,
+    )
+    assert verdicts[uuid(1)].new_run_id == uuid(100)
+
+
+def test_its_own_run_is_never_its_re_trigger() -> None:
+    verdicts = attribute(
+        [Window(uuid(1), 0, 10)],
+        [view(1, 5)],
+        hard=set(),
+        soft=set(),
+        listed_at=10**9,
+        settle=SETTLE,
+    )
+    assert verdicts[uuid(1)].outcome is Outcome.FAILED
+
+
+def test_a_listing_made_before_the_window_settled_decides_nothing_was_processed_never() -> None:
+    verdicts = attribute(
+        [Window(uuid(1), 0, 10)], [], hard=set(), soft=set(), listed_at=11, settle=SETTLE
+    )
+    assert verdicts[uuid(1)].outcome is Outcome.IN_DOUBT
