@@ -48,6 +48,7 @@ class Dispatch(Generic[T]):
         "_feeder",
         "_fresh",
         "_handle",
+        "_handle_at",
         "_held",
         "_in_hand",
         "_later",
@@ -68,7 +69,10 @@ class Dispatch(Generic[T]):
         self._due: deque[T] = deque()
         self._later: list[tuple[float, int, T]] = []
         self._count = 0
-        self._handle: asyncio.TimerHandle | None = None
+        # uvloop's call_at answers a plain Handle (no when()) for a time within its clock's
+        # tick: the timer's time is kept here.
+        self._handle: asyncio.Handle | None = None
+        self._handle_at = 0.0
         self._takers: deque[asyncio.Future[T | None]] = deque()
         self._feeder: asyncio.Future[None] | None = None
         self._held: set[asyncio.Future[Any]] = set()
@@ -117,7 +121,7 @@ class Dispatch(Generic[T]):
     @property
     def next_due(self) -> float | None:
         """The loop time the timer is set for, if a record waits in the heap."""
-        return self._handle.when() if self._handle is not None else None
+        return self._handle_at if self._handle is not None else None
 
     async def put(self, item: T) -> None:
         """Queue a fresh record; wait while ``buffer`` of them are queued already."""
@@ -181,10 +185,11 @@ class Dispatch(Generic[T]):
         self._count += 1
         heapq.heappush(self._later, (at, self._count, item))
         handle = self._handle
-        if handle is None or at < handle.when():
+        if handle is None or at < self._handle_at:
             if handle is not None:
                 handle.cancel()
             self._handle = loop.call_at(at, self._fire)
+            self._handle_at = at
 
     def adopt(self, item: T, at: float) -> None:
         """Take ``item`` into hand from outside the input (a further round), due at ``at``."""
@@ -253,7 +258,8 @@ class Dispatch(Generic[T]):
         while later and later[0][0] <= now:
             self._ready(heapq.heappop(later)[2])
         if later:
-            self._handle = loop.call_at(later[0][0], self._fire)
+            self._handle_at = at = later[0][0]
+            self._handle = loop.call_at(at, self._fire)
 
     def _ready(self, item: T) -> None:
         """Hand a record that is due to a waiting worker, or queue it for the next one."""

@@ -203,7 +203,15 @@ class Rounds:
 
     def _ended(self, chain: Chain, future: asyncio.Future[Ended]) -> None:
         """The last run of ``chain`` ended: send a further round, or have its line written."""
-        chain.ended = ended = future.result()
+        try:
+            self._next(chain, future.result())
+        finally:
+            # Whatever became of it, the chain no longer holds the workers back.
+            self._release()
+
+    def _next(self, chain: Chain, ended: Ended) -> None:
+        """Send a further round for ``chain``, whose last run ended so, or have its line written."""
+        chain.ended = ended
         del self._chains[chain.runs[-1]]
         view = ended.view
         if self._ledger is not None and view is not None and view.final is not None:
@@ -216,10 +224,8 @@ class Rounds:
                 chain.next_round = "not_attempted"
             else:
                 self._send_round(chain, self._delay * (1.0 + _JITTER * self._rng.random()))
-                self._release()
                 return
         self._adopt_conclusion(chain)
-        self._release()
 
     def _send_round(self, chain: Chain, delay: float) -> None:
         """Have a worker re-trigger the last run of ``chain`` after ``delay`` seconds."""

@@ -308,3 +308,23 @@ async def test_repr_shows_the_counts_and_the_next_due_time() -> None:
     text = repr(dispatch)
     for part in ("in_hand=1/8", "fresh=1/1000", "due=0", "later=1", "next in 2.500s", "closed"):
         assert part in text
+
+
+def test_a_timer_within_uvloops_clock_tick_is_rescheduled_without_its_handle_time() -> None:
+    """uvloop answers call_at for a time within its tick with a plain Handle (no when()): the
+    dispatcher keeps the timer's time itself, so a second schedule does not fail."""
+    uvloop = pytest.importorskip("uvloop")
+    loop = uvloop.new_event_loop()
+
+    async def main() -> list[str]:
+        dispatch: Dispatch[str] = Dispatch(max_pending=4, buffer=4)
+        now = asyncio.get_running_loop().time()
+        dispatch.adopt("later", now + 0.0003)
+        dispatch.adopt("sooner", now + 0.0002)
+        assert dispatch.next_due is not None
+        return [await dispatch.take() or "", await dispatch.take() or ""]
+
+    try:
+        assert sorted(loop.run_until_complete(main())) == ["later", "sooner"]
+    finally:
+        loop.close()
