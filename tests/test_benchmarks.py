@@ -82,3 +82,16 @@ def test_quota_shapes_runs_and_prints_its_table() -> None:
     out = run("quota_shapes.py", "--n", "200", "--rows", "bucket", "--only-bulkretry")
     assert "row       contender  goodput rejected" in out
     assert re.search(r"^bucket +bulkretry +\d\.\d{3} +\d+\.\d%", out, re.MULTILINE), out
+
+
+def test_follow_runs_checks_its_outputs_and_prints_its_table() -> None:
+    out = run("follow.py", "--quick")
+    assert "contender          N followed  wall s ideal s wall/ideal" in out
+    for title in ("run --follow", "run \\+ watch", "run \\+ naive"):
+        assert re.search(
+            rf"^{title} +300 +\d+ +\d+\.\d +\d+\.\d +\d+\.\d\d .* \d+\.\d{{3}} +\d+ +\d+ +\d+$",
+            out,
+            re.MULTILINE,
+        ), out
+    assert "look-up requests per followed run" in out
+    assert "all checks passed" in out
