@@ -15,6 +15,9 @@ import orjson
 __all__ = [
     "DONE_OUTCOMES",
     "FINAL_STATUSES",
+    "ROUND_ANOTHERS",
+    "ROUND_MAY_HAVE_LANDED",
+    "ROUND_SEND",
     "Answer",
     "ErrorInfo",
     "Followed",
@@ -54,6 +57,11 @@ class Outcome(StrEnum):
     NOT_ATTEMPTED = "not_attempted"
     SKIPPED = "skipped"
 
+
+#: Whether a further round (``run --follow``) may re-trigger a failed run: yes; no, the run is
+#: another line's (an input line of the batch, another record's chain); no, a request for it
+#: may have landed already. The state file answers these (``_ledger.chains``).
+ROUND_SEND, ROUND_ANOTHERS, ROUND_MAY_HAVE_LANDED = "send", "duplicate", "in_doubt"
 
 #: Outcomes that mean the run was re-triggered: never send it again.
 DONE_OUTCOMES = frozenset({Outcome.RETRIGGERED.value, Outcome.ALREADY_RETRIGGERED.value})

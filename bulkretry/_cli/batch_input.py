@@ -18,7 +18,8 @@ import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from .._io.source import STDIN, InputRecord, RecordReader, RunIdValidator, count_records
+from .._io.counting import count_records
+from .._io.source import STDIN, InputRecord, RecordReader, RunIdValidator
 from .options import EXIT_SOME_FAILED
 
 if TYPE_CHECKING:

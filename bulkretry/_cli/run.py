@@ -23,7 +23,7 @@ from .._http.client import one_line
 from .._io.evidence import Evidence, prescan
 from .._io.sink import FLUSH_INTERVAL, OutputClosed, OutputFailed, ResultSink
 from .._io.source import STDIN, InputRecord, RunIdValidator, check_column, check_input_paths
-from .._io.written import STDOUT_FD, WrittenRecords
+from .._io.written import STDOUT_FD, WrittenRecords, settled
 from .._model import Outcome, RunResult
 from .._stats import Stats
 from .batch_input import BatchInput
@@ -36,6 +36,7 @@ from .options import (
     EXIT_SOME_FAILED,
     EXIT_STOPPED,
     EXIT_USAGE,
+    RUN_OPTIONS,
     explicit_options,
 )
 from .output import open_batch_output
@@ -49,8 +50,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bulkretry")
 _BAD = (Outcome.FAILED, Outcome.INVALID, Outcome.IN_DOUBT)
-#: Options that only mean something with --follow.
-_FOLLOWING = frozenset({"rounds", "round_delay", "poll", "follow_timeout"})
+#: Options that only mean something with --follow (set by flag or variable), and defaults.
+_DEFAULTS = {o.dest: o.default for o in RUN_OPTIONS}
+_FOLLOWING = ("rounds", "round_delay", "poll", "follow_timeout")
 
 
 def exit_code(stats: Stats, *, stopped: bool, signum: int | None) -> int:
@@ -119,9 +121,10 @@ class BatchRunner:
             if result.outcome is Outcome.RETRIGGERED:
                 self.unwritten += 1
             return
-        written = self.written
+        written, followed = self.written, result.followed
+        final = followed is None or settled(followed.final_status, result.next_round)
         if written is not None and written.holds(
-            result.run_id, result.outcome.value, result.source, result.line
+            result.run_id, result.outcome.value, result.source, result.line, final=final
         ):
             return
         if self.verbose and result.outcome in _BAD:
@@ -266,9 +269,9 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
         raise ConfigurationError("--resume reads no input: drop the FILE arguments or --resume")
     settings = build_settings(ns, env, warn=log.warning)
     if not settings.follow:
-        needs = sorted(_FOLLOWING & explicit_options(argv))
-        if needs:
-            flag = "--" + needs[0].replace("_", "-")
+        given = [name for name in _FOLLOWING if getattr(ns, name) != _DEFAULTS[name]]
+        if given:
+            flag = "--" + sorted(given)[0].replace("_", "-")
             raise ConfigurationError(f"{flag} only has effect with --follow: add --follow")
     files = list(ns.files) or [STDIN]
     # With --state, a terminal is no input: the batch is in the state file.
@@ -339,9 +342,11 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
                 source.engine = batch.engine
                 batch.engine.on_hard_stop = source.hurry
                 if ledger is not None:
-                    # --max-retriggers counts the batch's re-triggers, earlier invocations' too.
+                    # --max-retriggers counts the batch's re-triggers, earlier invocations' and
+                    # their further rounds too.
                     assert counts is not None
-                    batch.engine.governor.retriggered = counts["retriggered"]
+                    rounds = ledger.counts(rounds=True)["retriggered"]
+                    batch.engine.governor.retriggered = counts["retriggered"] + rounds
                 code = loop_runner.run(batch.main())
             if source.cut_short and not ns.quiet:
                 print(

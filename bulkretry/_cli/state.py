@@ -222,11 +222,15 @@ def _status(ns: argparse.Namespace, out: TextIO) -> int:
             return 0
         info = ledger.info()
         counts = ledger.counts()
+        ledger_rounds = ledger.counts(rounds=True)
         if ns.format == "json":
             kinds, codes = ledger.error_counts()
             attempts, ambiguous = ledger.totals()
     if ns.format == "json":
         summary = _status_object(info, counts, kinds, codes, attempts, ambiguous)
+        summary["further_rounds"] = {k: n for k, n in ledger_rounds.items() if n}
+        if ledger_rounds["in_doubt"] + ledger_rounds["in_flight"] and not summary["exit_code"]:
+            summary["exit_code"] = 1
         print(orjson.dumps(summary).decode(), file=out)
         return 0
     rate = f"{info['rate']:.1f} runs/s sent" if isinstance(info["rate"], float) else "—"
@@ -248,6 +252,10 @@ def _status(ns: argparse.Namespace, out: TextIO) -> int:
         if counts.get(state):
             print(f"{state:>20}: {counts[state]}", file=out)
     print(f"{'total':>20}: {info['runs']}", file=out)
+    rounds = {state: n for state, n in ledger_rounds.items() if n}
+    if rounds:
+        shown = ", ".join(f"{n} {state}" for state, n in rounds.items())
+        print(f"{'further rounds':>20}: {shown} (run --follow --rounds)", file=out)
     out.flush()
     return 0
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
-from .._model import ErrorInfo, Followed, RunResult, utc_now_iso
+from .._model import ErrorInfo, Followed, RunResult
 from .follow_plan import Ended
 
 __all__ = ["Chain"]
@@ -55,5 +55,4 @@ class Chain:
             followed=followed,
             next_round=self.next_round,
             next_error=self.next_error,
-            finished_at=utc_now_iso(),
         )

@@ -45,6 +45,7 @@ class Dispatch(Generic[T]):
         "_count",
         "_drained",
         "_due",
+        "_extra",
         "_feeder",
         "_fresh",
         "_handle",
@@ -77,6 +78,9 @@ class Dispatch(Generic[T]):
         self._feeder: asyncio.Future[None] | None = None
         self._held: set[asyncio.Future[Any]] = set()
         self._in_hand = 0
+        # Held outside the input (further rounds, followed chains): they keep the workers, but
+        # never hold fresh input back.
+        self._extra = 0
         self._closed = False
         self._drained = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -162,7 +166,7 @@ class Dispatch(Generic[T]):
             if self._feeder is not None and len(fresh) <= self._low:
                 self._wake_feeder()
             return item
-        if self._closed and not self._in_hand:
+        if self._closed and not self._in_hand and not self._extra:
             return None
         loop = self._loop or self._get_loop()
         taker: asyncio.Future[T | None] = loop.create_future()
@@ -192,16 +196,26 @@ class Dispatch(Generic[T]):
             self._handle_at = at
 
     def adopt(self, item: T, at: float) -> None:
-        """Take ``item`` into hand from outside the input (a further round), due at ``at``."""
-        self._in_hand += 1
+        """Take ``item`` from outside the input (a further round), due at ``at``.
+
+        It keeps the workers until :meth:`release` says it is finished, but does not count
+        against ``max_pending``: rounds waiting out their delay never hold fresh input back.
+        """
+        self._extra += 1
         self.schedule(item, at)
 
     def keep(self) -> None:
-        """Hold the workers back from ending, as one record in hand would; :meth:`done` ends it.
+        """Hold the workers back from ending until :meth:`release`, as an adopted record would.
 
         ``run --follow`` keeps one while new runs are followed: a further round may come.
         """
-        self._in_hand += 1
+        self._extra += 1
+
+    def release(self) -> None:
+        """Say that an adopted record (or a :meth:`keep`) is finished."""
+        self._extra -= 1
+        if self._takers:
+            self._balance()
 
     def hold(
         self, item: T, until: asyncio.Future[Any], then: Callable[[T, asyncio.Future[Any]], None]
@@ -291,7 +305,7 @@ class Dispatch(Generic[T]):
                 item = self._fresh.popleft()
                 if self._feeder is not None and len(self._fresh) <= self._low:
                     self._wake_feeder()
-            elif self._closed and not self._in_hand and not self._fresh:
+            elif self._closed and not self._in_hand and not self._extra and not self._fresh:
                 item = None  # the end: every waiting worker hears it
             else:
                 return

@@ -164,9 +164,12 @@ class Engine:
         if first:
             self._dispatch.drain()
             if self.rounds is not None:
-                self.rounds.stop()
+                # At --max-retriggers, runs re-triggered go on being followed; no round is sent.
+                self.rounds.stop(follow_on=self._governor.capped and not hard)
         if hard and not self._hard:
             self._hard = True
+            if self.rounds is not None and not self._governor.capped:
+                self.rounds.stop()
             self._cancel(hard=True)
             if self.on_hard_stop is not None:
                 self.on_hard_stop()
@@ -252,9 +255,15 @@ class Engine:
                         group.start_soon(self._worker, index, emit)
                     if settings.follow:
                         self.rounds = Rounds.of(
-                            self, attempt, self._dispatch, self.stats, self._rng, self._ledger
+                            self,
+                            attempt,
+                            self._dispatch,
+                            self.stats,
+                            self._rng,
+                            self._ledger,
+                            self._triage,
                         )
-                        group.start_soon(self.rounds.follower.run)
+                        group.start_soon(self.rounds.run)
                 try:
                     if self._ledger is None:
                         await self._feed_from_input(records, emit)
@@ -349,7 +358,7 @@ class Engine:
                 assert self.rounds is not None
                 assert flight.chain is not None
                 await emit(self.rounds.conclude(flight.chain))
-                dispatch.done()
+                dispatch.release()
                 continue
             holding[index] = flight
             try:
@@ -370,7 +379,10 @@ class Engine:
             if isinstance(step, Halt):
                 step = stopped(flight)
             await finish(emit, flight.record, step, flight)
-            dispatch.done()
+            if flight.chain is None:
+                dispatch.done()
+            else:
+                dispatch.release()  # a further round
         self._working -= 1
         if not self._working and self.rounds is not None:
             self.rounds.close()  # every record is finished: no run will be followed any more

@@ -3,13 +3,12 @@ then emit its results line."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from .._exceptions import StateError
 from .._io.source import InputRecord
-from .._model import Followed, RunResult, utc_now_iso
+from .._model import RunResult, utc_now_iso
 from .._stats import Stats
 from .steps import Control, Done, Flight
 from .triage import Verdict
@@ -21,8 +20,6 @@ if TYPE_CHECKING:
 __all__ = ["Emit", "finish"]
 
 Emit = Callable[[RunResult], Awaitable[None]]
-#: What a record never followed says under ``--follow``: ``final_status`` null.
-_NOT_FOLLOWED = Followed()
 
 
 async def finish(
@@ -95,8 +92,7 @@ async def finish(
         candidates=done.candidates if done is not None else (),
     )
     if rounds is not None:
-        if rounds.take(line, flight):
+        if rounds.take(line, flight, record):
             return
-        stats.finals[""] += 1
-        line = dataclasses.replace(line, followed=_NOT_FOLLOWED)
+        line = rounds.unfollowed(line)
     await emit(line)

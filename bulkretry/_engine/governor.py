@@ -62,6 +62,12 @@ class Governor:
             f"reserved={self._in_flight} waiting_for_room={waiting}>"
         )
 
+    @property
+    def capped(self) -> bool:
+        """True once ``--max-retriggers`` re-triggers succeeded: no more may be sent."""
+        cap = self.max_retriggers
+        return cap is not None and self.retriggered >= cap
+
     def may_send(self) -> bool:
         """True while one more request cannot take successes past ``--max-retriggers``."""
         return (
@@ -137,7 +143,6 @@ class Governor:
         else:
             kind = "client_error"
         reason = self.halt.observe(kind, now)
-        cap = self.max_retriggers
-        if reason is None and cap is not None and self.retriggered >= cap:
+        if reason is None and self.capped:
             reason = f"reached --max-retriggers {self.max_retriggers}"
         return reason

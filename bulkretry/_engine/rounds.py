@@ -24,6 +24,7 @@ round waiting out its delay is never sent (its chain ends ``failed``, ``next_rou
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import random
 from typing import TYPE_CHECKING
@@ -32,7 +33,10 @@ from .._config import Settings
 from .._exceptions import StateError
 from .._http.lookups import Final, RunView
 from .._io.source import InputRecord
-from .._model import DONE_OUTCOMES, ErrorInfo, RunResult
+from .._model import DONE_OUTCOMES, ErrorInfo, Followed, RunResult
+from .._model import ROUND_ANOTHERS as ANOTHERS
+from .._model import ROUND_MAY_HAVE_LANDED as MAY_HAVE_LANDED
+from .._model import ROUND_SEND as SEND
 from .._stats import Stats
 from .chain import Chain
 from .dispatch import Dispatch
@@ -42,10 +46,24 @@ from .steps import Control, Flight
 if TYPE_CHECKING:
     from .._ledger.ledger import Ledger
     from .attempt import Attempt
+    from .triage import Triage
 
 __all__ = ["Rounds"]
 
 _FINALS: tuple[Final, ...] = ("success", "failed", "partial")
+_NOT_FOLLOWED = Followed()
+_UNKNOWN_RUN = Followed(final_status="unknown")
+_ROUND_IN_DOUBT = ErrorInfo(
+    kind="in_doubt",
+    message="a further round's request for the failed run may have landed: not sent again "
+    "(bulkretry check --state can tell)",
+)
+_ROUND_REFUSED = ErrorInfo(kind="http", message="a further round's re-trigger was refused")
+_ANOTHERS = ErrorInfo(
+    kind="duplicate",
+    message="the failed run is re-triggered by another line of this batch (an input line "
+    "naming it, or another record's chain): see that line",
+)
 #: A further round waits --round-delay and up to this share more.
 _JITTER = 0.1
 
@@ -63,8 +81,10 @@ class Rounds:
         *,
         control: Control,
         ledger: Ledger | None = None,
+        triage: Triage | None = None,
     ) -> None:
         self.follower = follower
+        self._triage = triage
         self._control = control
         self._ledger = ledger
         self._rounds = settings.rounds
@@ -87,6 +107,7 @@ class Rounds:
         stats: Stats,
         rng: random.Random,
         ledger: Ledger | None = None,
+        triage: Triage | None = None,
     ) -> Rounds:
         """Follow under ``attempt``'s client, tokens and governor (the batch's)."""
         follower = Follower(
@@ -96,35 +117,62 @@ class Rounds:
             settings=attempt.settings,
             rng=rng,
         )
-        return cls(attempt.settings, follower, dispatch, stats, rng, control=control, ledger=ledger)
+        settings = attempt.settings
+        return cls(
+            settings, follower, dispatch, stats, rng, control=control, ledger=ledger, triage=triage
+        )
 
     def __repr__(self) -> str:
         return f"<Rounds following={self._following} rounds={self._rounds} {self.follower!r}>"
 
-    def take(self, line: RunResult, flight: Flight | None) -> bool:
+    def take(self, line: RunResult, flight: Flight | None, record: InputRecord) -> bool:
         """Follow the new run of a record's line; False when it has none (write the line now).
 
         A line stands for a new run when the record was re-triggered (now, or before: a state
-        file, a results line fed back) and its new run is known.
+        file, a results line fed back) and its new run is known. A line fed back goes on from
+        the chain it holds (its rounds count), and one whose further round was in doubt is
+        never sent again.
         """
         new_run_id = line.new_run_id
         if new_run_id is None or line.outcome._value_ not in DONE_OUTCOMES:
             return False
-        if new_run_id in self._chains:
-            return False  # one chain per run: two would re-trigger its failure twice
+        chain = Chain(line, [new_run_id], etag=line.etag)
         if flight is None and self._ledger is not None:
             # Re-triggered before (a resume): go on from where the state file's chain ends.
             try:
-                self._resume(Chain(line, [new_run_id], etag=line.etag), self._ledger)
+                self._resume(chain, self._ledger)
             except StateError as exc:
                 self._control.stop(str(exc), hard=True)
                 return False
             return True
-        since = None
         if flight is not None and flight.first_wall:
-            since = int((flight.first_wall - self._skew) * 1000)
-        self._follow(Chain(line, [new_run_id], etag=line.etag, since_ms=since))
+            chain.since_ms = int((flight.first_wall - self._skew) * 1000)
+        elif record.prior_chain and record.prior_chain[-1] == new_run_id:
+            chain.runs = list(record.prior_chain)
+            if record.prior_next_round == "in_doubt":
+                chain.next_round, chain.next_doubt = "in_doubt", True
+                chain.next_error = _ROUND_IN_DOUBT
+                self._adopt_conclusion(chain)
+                return True
+        if self._triage is not None:
+            for run_id in chain.runs[:-1]:
+                # Re-triggered already (a line fed back): an input line naming one is a
+                # duplicate. The last is claimed when a round is sent for it.
+                self._triage.claim_round(run_id)
+        self._follow(chain)
         return True
+
+    def unfollowed(self, line: RunResult) -> RunResult:
+        """Return the line of a record with no new run to follow, and count how it ended.
+
+        ``final_status`` is null for a record that was not re-triggered, ``unknown`` for one
+        re-triggered whose new run a look-up could not tell (``candidates``).
+        """
+        if line.outcome._value_ in DONE_OUTCOMES:
+            self._stats.finals["unknown"] += 1
+            return dataclasses.replace(line, followed=_UNKNOWN_RUN)
+        self._stats.finals[""] += 1
+        return dataclasses.replace(line, followed=_NOT_FOLLOWED)
 
     def _resume(self, chain: Chain, ledger: Ledger) -> None:
         """Take up a chain the state file holds: follow its last run, or finish what was begun."""
@@ -140,8 +188,10 @@ class Rounds:
             chain.ended = Ended(last.run_id, view)
         if last.round_state is not None and not last.sendable:
             # A further round was sent and may have landed, or was refused: nothing to redo.
+            doubt = last.round_doubt or last.round_state in DONE_OUTCOMES
             chain.next_round = "in_doubt" if last.round_doubt else last.round_state
-            chain.next_doubt = last.round_doubt or last.round_state in DONE_OUTCOMES
+            chain.next_doubt = doubt
+            chain.next_error = _ROUND_IN_DOUBT if doubt else _ROUND_REFUSED
         elif last.final is None:
             self._follow(chain)
             return
@@ -173,9 +223,7 @@ class Rounds:
         chain.next_error = error
         # A round whose request may have landed (in doubt, or re-triggered with no run named):
         # the chain may go on without us knowing its new run.
-        chain.next_doubt = outcome != "failed" and (
-            outcome in DONE_OUTCOMES or bool(flight.ambiguous) or flight.on_the_wire
-        )
+        chain.next_doubt = outcome == "in_doubt" or outcome in DONE_OUTCOMES
         return self.conclude(chain)
 
     def conclude(self, chain: Chain) -> RunResult:
@@ -184,20 +232,35 @@ class Rounds:
         self._stats.follow_lookups = self.follower.stats.requests
         return chain.results_line()
 
-    def stop(self) -> None:
-        """Stop following (a stop of the batch): no further round starts."""
+    def stop(self, *, follow_on: bool = False) -> None:
+        """Send no further round (a stop of the batch); stop following too unless ``follow_on``."""
         self._stopping = True
-        self.follower.stop()
+        if not follow_on:
+            self.follower.stop()
+
+    async def run(self) -> None:
+        """Follow until every chain is over; look-ups refused (credentials…) halt the batch."""
+        await self.follower.run()
+        reason = self.follower.halt_reason
+        if reason is not None:
+            self._control.stop(f"following new runs stopped: {reason}")
 
     def close(self) -> None:
         """Say that no record will come any more: the follower ends once every run has ended."""
         self.follower.close()
 
     def _follow(self, chain: Chain) -> None:
+        last = chain.runs[-1]
+        if last in self._chains:
+            # Two records' chains reached one run (a line fed back beside another): one chain
+            # follows it and may send its round; the other says whose line it is.
+            chain.next_round, chain.next_error = "duplicate", _ANOTHERS
+            self._adopt_conclusion(chain)
+            return
         if not self._following:
             self._dispatch.keep()
         self._following += 1
-        self._chains[chain.runs[-1]] = chain
+        self._chains[last] = chain
         future = self.follower.add(chain.runs[-1], since_ms=chain.since_ms)
         future.add_done_callback(functools.partial(self._ended, chain))
 
@@ -212,7 +275,7 @@ class Rounds:
     def _next(self, chain: Chain, ended: Ended) -> None:
         """Send a further round for ``chain``, whose last run ended so, or have its line written."""
         chain.ended = ended
-        del self._chains[chain.runs[-1]]
+        self._chains.pop(chain.runs[-1], None)
         view = ended.view
         if self._ledger is not None and view is not None and view.final is not None:
             try:
@@ -231,19 +294,24 @@ class Rounds:
         """Have a worker re-trigger the last run of ``chain`` after ``delay`` seconds."""
         run_id = chain.runs[-1]
         line = chain.line
+        verdict = SEND
         if self._ledger is not None:
             try:
                 number = len(chain.runs) + 1
-                sendable = self._ledger.add_round(
+                verdict = self._ledger.add_round(
                     run_id, origin=line.run_id, number=number, source=line.source, line=line.line
                 )
             except StateError as exc:
                 self._control.stop(str(exc), hard=True)
-                sendable = False
-            if not sendable:
-                chain.next_round, chain.next_doubt = "in_doubt", True
-                self._adopt_conclusion(chain)
-                return
+                verdict = MAY_HAVE_LANDED
+        elif self._triage is not None and not self._triage.claim_round(run_id):
+            verdict = ANOTHERS
+        if verdict != SEND:
+            doubt = verdict == MAY_HAVE_LANDED
+            chain.next_round, chain.next_doubt = verdict, doubt
+            chain.next_error = _ROUND_IN_DOUBT if doubt else _ANOTHERS
+            self._adopt_conclusion(chain)
+            return
         record = InputRecord(line.source, line.line, run_id, run_id)
         at = asyncio.get_running_loop().time() + delay
         self._dispatch.adopt(Flight(record, chain=chain), at)
@@ -257,7 +325,7 @@ class Rounds:
     def _release(self) -> None:
         self._following -= 1
         if not self._following:
-            self._dispatch.done()
+            self._dispatch.release()
 
 
 def _final(word: str) -> Final | None:

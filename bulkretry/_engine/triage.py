@@ -120,6 +120,15 @@ class Triage:
         """Records judged so far that are results lines (JSON lines with an outcome)."""
         return self._results_lines
 
+    def claim_round(self, run_id: str) -> bool:
+        """Take ``run_id``, a new run to re-trigger as a further round, as one of this batch's
+        runs; False when an input line named it already (its own line sends it, or did).
+
+        Without a state file, this is what keeps a round and an input line from both sending
+        it: an input line naming it later is a ``duplicate``. With one, the state file decides.
+        """
+        return self._seen is None or self._seen.add(run_id)
+
     def admissible(self, record: InputRecord) -> bool:
         """True for a record the state file should know: valid, and not skipped by ``--only``.
 
@@ -233,7 +242,8 @@ class Triage:
         self._merging = self._evidence.add(record) or self._merging
 
     def _hold(self, run_id: str, seq: int) -> None:
-        if seq:
+        # A further round's run sits at a negative seq (see _ledger/chains.py): held by ID.
+        if seq > 0:
             self._hold_seq(seq)
             return
         if self._held is None:
@@ -257,7 +267,7 @@ class Triage:
             marks = self._seen if self._seen is not None else self._sent
             # Marking the run seen is harmless: a retriggered line means it is never sent.
             seen = marks is not None and not marks.add(run_id)
-        if seq:
+        if seq > 0:
             return self._hold_seq(seq) and seen
         if self._held is None:
             self._held = SeenSet()

@@ -28,6 +28,7 @@ into 33 bytes (about 160 bytes a run in all, against 400 for the strings and a t
 
 from __future__ import annotations
 
+import itertools
 import os
 import re
 from collections.abc import Iterable, Sequence
@@ -172,7 +173,25 @@ class Evidence:
             best[key] = _kept(outcome, new_run_id, etag)
         else:
             best[key] = Prior(outcome, new_run_id, etag, resolved_by)
+        chain = record.prior_chain
+        if len(chain) > 1 or record.prior_next_round is not None:
+            self._add_chain(chain, record.prior_next_round)
         return True
+
+    def _add_chain(self, chain: tuple[str, ...], next_round: str | None) -> None:
+        """A ``run --follow`` line: each run of its chain but the last was re-triggered into
+        the next; the last is in doubt when its further round may have landed."""
+        best = self._best
+        steps: list[tuple[str, str, str | None]] = [
+            (run, "retriggered", new) for run, new in itertools.pairwise(chain)
+        ]
+        if next_round == "in_doubt" and chain:
+            steps.append((chain[-1], "in_doubt", None))
+        for run_id, outcome, new_run_id in steps:
+            key = _key(run_id)
+            old = best.get(key)
+            if old is None or _rank_of(old) < rank(outcome):
+                best[key] = _kept(outcome, new_run_id, None)
 
     def best(self, run_id: str) -> Prior | None:
         """Return the winning prior of ``run_id``, or None when no line says more than its ID."""

@@ -31,6 +31,7 @@ from .._config import DEFAULT_RUN_ID_PATTERN
 from .._exceptions import InputError
 
 __all__ = [
+    "BOM",
     "MAX_LINE_BYTES",
     "Columns",
     "InputRecord",
@@ -38,7 +39,6 @@ __all__ = [
     "RunIdValidator",
     "check_column",
     "check_input_paths",
-    "count_records",
 ]
 
 #: A line longer than this is invalid without being read whole (results lines are ~400 bytes).
@@ -50,7 +50,7 @@ STDIN = "-"
 _UUID_ANY_CASE = re.compile(
     r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 )
-_BOM = b"\xef\xbb\xbf"
+BOM = b"\xef\xbb\xbf"
 #: Never a run ID, whatever --run-id-pattern says: each would change the path it is put in.
 _NEVER_IDS = frozenset({"", ".", ".."})
 
@@ -74,6 +74,10 @@ class InputRecord:
     prior_new_run_id: str | None = None
     prior_etag: str | None = None
     prior_resolved_by: str | None = None
+    #: A ``run --follow`` line's ``chain`` (its new runs, in order), and the outcome of its
+    #: further round that created no run (``next_round``), if any.
+    prior_chain: tuple[str, ...] = ()
+    prior_next_round: str | None = None
 
 
 #: Outcomes of lines that did nothing to their run: their ``prior_outcome`` says what did.
@@ -216,7 +220,7 @@ class RecordReader:
                 # Skip the rest of an over-long line in bounded chunks, noting its first
                 # non-blank byte: a long comment or blank line is skipped like a short one.
                 size = len(raw)
-                if number == 1 and raw.startswith(_BOM):
+                if number == 1 and raw.startswith(BOM):
                     raw = raw[3:]
                 first = raw.lstrip()[:1]
                 while not raw.endswith(b"\n"):
@@ -236,7 +240,7 @@ class RecordReader:
                     f"line is {size} bytes long; a run ID line is at most {limit} bytes",
                 )
                 continue
-            if number == 1 and raw.startswith(_BOM):
+            if number == 1 and raw.startswith(BOM):
                 raw = raw[3:]
             if self._column is not None:
                 if table is None:
@@ -306,6 +310,7 @@ class RecordReader:
         etag = obj.get("etag")
         resolved_by = obj.get("resolved_by")
         run_id, error = self._validator.normalise(candidate.strip())
+        chain, next_round = self._chain_of(obj)
         return InputRecord(
             source,
             number,
@@ -316,7 +321,20 @@ class RecordReader:
             new_run_id if isinstance(new_run_id, str) else None,
             etag if isinstance(etag, str) else None,
             resolved_by if isinstance(resolved_by, str) else None,
+            chain,
+            next_round,
         )
+
+    def _chain_of(self, obj: dict[str, Any]) -> tuple[tuple[str, ...], str | None]:
+        """Read a ``run --follow`` line's ``chain`` (valid run IDs only) and ``next_round``."""
+        raw = obj.get("chain")
+        chain: tuple[str, ...] = ()
+        if isinstance(raw, list) and raw:
+            ids = [self._validator.normalise(i)[0] if isinstance(i, str) else None for i in raw]
+            chain = tuple(i for i in ids if i is not None)
+        next_round = obj.get("next_round")
+        outcome = next_round.get("outcome") if isinstance(next_round, dict) else None
+        return chain, outcome if isinstance(outcome, str) else None
 
 
 class Columns:
@@ -368,23 +386,6 @@ def check_column(paths: Sequence[str], column: str) -> None:
             continue
         with open(path, "rb") as fh:
             first = fh.readline(MAX_LINE_BYTES)
-        if first.startswith(_BOM):
+        if first.startswith(BOM):
             first = first[3:]
         Columns.of_first_line(first, column, path)
-
-
-def count_records(paths: Sequence[str]) -> int | None:
-    """Count the lines that will become records, for the progress display's total.
-
-    None when an input is a pipe or stdin: its length is not known before it is read.
-    """
-    total = 0
-    for path in paths:
-        if path == STDIN or not os.path.isfile(path):
-            return None
-        with open(path, "rb") as fh:
-            for raw in fh:
-                stripped = raw.strip()
-                if stripped and not stripped.startswith(b"#") and stripped != _BOM:
-                    total += 1
-    return total

@@ -9,7 +9,8 @@ file every input record appears once. What the file holds is read once into a pr
 disk-backed SQLite table (memory stays flat however long the file), keyed by run ID (or by
 source and line for records without one); a new record is written only when it carries more
 advanced evidence than the file's line for the same run (a ``not_attempted`` left by a stop is
-followed by the run's real outcome; a second ``already_retriggered`` is not written).
+followed by the run's real outcome; a second ``already_retriggered`` is not written), or a
+``--follow`` line whose chain went on since (:func:`settled`).
 """
 
 from __future__ import annotations
@@ -26,7 +27,14 @@ from .._exceptions import InputError
 from .evidence import rank
 from .source import STDIN
 
-__all__ = ["STDOUT_FD", "WrittenRecords", "last_record", "open_output", "read_records"]
+__all__ = [
+    "STDOUT_FD",
+    "WrittenRecords",
+    "last_record",
+    "open_output",
+    "read_records",
+    "settled",
+]
 
 log = logging.getLogger("bulkretry")
 #: Results go to the process's standard output, whatever ``sys.stdout`` has been replaced by.
@@ -111,7 +119,10 @@ class WrittenRecords:
             key = _key(obj.get("run_id"), outcome, obj.get("source"), obj.get("line"))
             if key is None:
                 continue
-            rows.append((key, rank(str(outcome))))
+            next_round = obj.get("next_round")
+            word = next_round.get("outcome") if isinstance(next_round, dict) else None
+            final = settled(obj.get("final_status"), word if isinstance(word, str) else None)
+            rows.append((key, 2 * rank(str(outcome)) + final))
             self.count += 1
             if len(rows) >= _BATCH:
                 conn.executemany(sql, rows)
@@ -119,13 +130,19 @@ class WrittenRecords:
         conn.executemany(sql, rows)
         conn.execute("COMMIT")
 
-    def holds(self, run_id: str, outcome: str, source: str, line: int) -> bool:
-        """True when the file has a line for this record with evidence at least as advanced."""
+    def holds(
+        self, run_id: str, outcome: str, source: str, line: int, *, final: bool = True
+    ) -> bool:
+        """True when the file has a line for this record with evidence at least as advanced.
+
+        ``final`` is False for a ``--follow`` line whose chain may still go on (:func:`settled`):
+        a line of the file that is final too holds it.
+        """
         key = _key(run_id, outcome, source, line)
         if key is None:
             return False
         row = self._conn.execute("SELECT rank FROM written WHERE key = ?", (key,)).fetchone()
-        if row is None or row[0] < rank(outcome):
+        if row is None or row[0] < 2 * rank(outcome) + final:
             return False
         self.skipped += 1
         return True
@@ -133,6 +150,18 @@ class WrittenRecords:
     def close(self) -> None:
         """Drop the table (and its temporary file)."""
         self._conn.close()
+
+
+def settled(final_status: object, next_round: str | None) -> bool:
+    """Tell whether a line's chain is over (any line not from ``--follow`` is).
+
+    Not over: following was cut short (``unknown``, unless a further round was in doubt, which
+    no later pass sends), or a further round was never sent (``not_attempted``): a resume goes
+    on with it, and its line is written again.
+    """
+    if final_status == "unknown":
+        return next_round == "in_doubt"
+    return not (final_status == "failed" and next_round == "not_attempted")
 
 
 def open_output(path: str | None, *, append: bool, overwrite: bool, inputs: Sequence[str]) -> int:

@@ -22,6 +22,8 @@ from .records import DUPLICATE, NEW, Admission, PriorState, Record, admission_of
 __all__ = ["CHUNK", "Admitter", "Marks"]
 
 CHUNK = 512  # run IDs looked up in one query
+#: States of a run whose re-trigger is known: a line naming it is told so.
+_SETTLED = frozenset({"retriggered", "already_retriggered"})
 _MAX_MARKS = 1 << 28  # runs marked in a bitmap (32 MiB at most); any other seq goes in a set
 
 
@@ -144,6 +146,9 @@ class Admitter:
             elif row[1] == invocation:
                 admissions.append(DUPLICATE)
             elif not seen.add(row[2]):
+                admissions.append(Admission(PriorState.DUPLICATE, seq=row[2]))
+            elif row[2] < 0 and row[3] not in _SETTLED:
+                # A further round's run (run --follow): its chain sends it, never this line.
                 admissions.append(Admission(PriorState.DUPLICATE, seq=row[2]))
             else:
                 admissions.append(admission_of(row))

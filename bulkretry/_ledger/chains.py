@@ -18,7 +18,18 @@ from dataclasses import dataclass
 
 import orjson
 
-__all__ = ["DDL_3", "ENDED", "Link", "add_round_sql", "chain_of"]
+from .._model import ROUND_ANOTHERS, ROUND_MAY_HAVE_LANDED, ROUND_SEND
+
+__all__ = [
+    "ANOTHERS",
+    "DDL_3",
+    "ENDED",
+    "MAY_HAVE_LANDED",
+    "SEND",
+    "Link",
+    "add_round_sql",
+    "chain_of",
+]
 
 #: Added by format 3; run on an older file to upgrade it.
 DDL_3 = """
@@ -75,23 +86,29 @@ class Link:
         return self.round_state in _SENDABLE and not self.round_doubt
 
 
+#: What :func:`add_round_sql` answers (see :data:`bulkretry._model.ROUND_SEND`).
+SEND, ANOTHERS, MAY_HAVE_LANDED = ROUND_SEND, ROUND_ANOTHERS, ROUND_MAY_HAVE_LANDED
+
+
 def add_round_sql(
     conn: sqlite3.Connection, seq: int, run_id: str, origin: str, number: int, **row: object
-) -> bool:
-    """Admit ``run_id`` as round ``number`` of ``origin`` at ``seq``; False if it may not be sent.
+) -> str:
+    """Admit ``run_id`` as round ``number`` of ``origin`` at ``seq``; say whether to send it.
 
     ``row`` holds ``source``, ``line``, ``seen`` and ``now``. A run the file knows already is
-    sent only when no request for it may have landed (a round begun but never sent).
+    sent again only when it is this record's own round, begun and never possibly sent.
     """
     params = (seq, run_id, row["source"], row["line"], row["seen"], row["now"])
-    added = conn.execute(_ROUND_RUN, params).rowcount
-    conn.execute(_ROUND, (run_id, origin, number))
-    if added:
-        return True
-    state, doubt = conn.execute(
-        "SELECT state, doubt FROM runs WHERE run_id = ?", (run_id,)
+    if conn.execute(_ROUND_RUN, params).rowcount:
+        conn.execute(_ROUND, (run_id, origin, number))
+        return SEND
+    known_seq, state, doubt = conn.execute(
+        "SELECT seq, state, doubt FROM runs WHERE run_id = ?", (run_id,)
     ).fetchone()
-    return bool(state in _SENDABLE and not doubt)
+    mine = conn.execute("SELECT origin FROM rounds WHERE run_id = ?", (run_id,)).fetchone()
+    if known_seq > 0 or mine is None or mine[0] != origin:
+        return ANOTHERS
+    return SEND if state in _SENDABLE and not doubt else MAY_HAVE_LANDED
 
 
 def chain_of(conn: sqlite3.Connection, first: str) -> list[Link]:

@@ -310,11 +310,13 @@ class Ledger(LedgerIntake):
 
     # -- run --follow ---------------------------------------------------------------------------
 
-    def add_round(self, run_id: str, *, origin: str, number: int, source: str, line: int) -> bool:
+    def add_round(self, run_id: str, *, origin: str, number: int, source: str, line: int) -> str:
         """Admit ``run_id``, a new run of record ``origin`` that failed, as round ``number``.
 
-        Return False when a request for it may have landed already: it must not be sent.
+        Return :data:`~.chains.SEND`, or why it must not be sent: it is another line's run
+        (:data:`~.chains.ANOTHERS`), or a request for it may have landed already.
         """
+        self._unstage(run_id)  # an input line named it just now: its row decides
         group = self._group
         conn = group.begin()
         try:
@@ -323,11 +325,11 @@ class Ledger(LedgerIntake):
                 self._low_seq = min(0, int(low))
             self._low_seq -= 1
             row = {"source": source, "line": line, "seen": self.invocation, "now": time.time()}
-            ok = chains.add_round_sql(conn, self._low_seq, run_id, origin, number, **row)
+            verdict = chains.add_round_sql(conn, self._low_seq, run_id, origin, number, **row)
         except sqlite3.Error as exc:
             raise group.fail("write", exc) from exc
         group.wrote(1)
-        return ok
+        return verdict
 
     def ended(
         self,

@@ -100,11 +100,12 @@ class LedgerReads:
                 yield run_id, source, line
             last = rows[-1][0]
 
-    def counts(self) -> dict[str, int]:
-        """Return the number of the input's runs in each of :data:`STATES`."""
+    def counts(self, *, rounds: bool = False) -> dict[str, int]:
+        """Return the number of the input's runs in each of :data:`STATES`, or with ``rounds``
+        of the runs further rounds of ``run --follow`` re-triggered (see chains.py)."""
         counts = dict.fromkeys(STATES, 0)
-        # seq > 0: the input's runs, not the further rounds of --follow (see chains.py).
-        rows = self._read("SELECT state, count(*) FROM runs WHERE seq > 0 GROUP BY state", ())
+        where = "seq < 0" if rounds else "seq > 0"
+        rows = self._read(f"SELECT state, count(*) FROM runs WHERE {where} GROUP BY state", ())
         for state, count in rows:
             counts[state] = count
         if self._at_rest():
@@ -113,11 +114,12 @@ class LedgerReads:
         return counts
 
     def list(self, state: str) -> Iterator[str]:
-        """Yield the run IDs in ``state`` (one of :data:`STATES`) in first-seen order."""
+        """Yield the run IDs in ``state`` (one of :data:`STATES`): those further rounds of
+        ``run --follow`` re-triggered (latest first), then the input's in first-seen order."""
         if state not in STATES:
             raise ValueError(f"unknown state {state!r}; expected one of {', '.join(STATES)}")
         other = "in_flight" if state == "in_doubt" and self._at_rest() else state
-        last = 0
+        last = -(1 << 62)
         while True:
             rows = self._read(
                 "SELECT seq, run_id FROM runs WHERE seq > ? AND state IN (?, ?) "

@@ -178,3 +178,101 @@ def test_follow_with_dry_run_is_a_usage_error(
     ids.write_text("00000001-1804-45d6-8d56-dd51f05c0baf\n")
     assert main(["run", str(ids), "--follow", "--dry-run"], env=SIM_ENV) == 2
     assert "--dry-run" in capsys.readouterr().err
+
+
+@pytest.fixture
+def failing_sim() -> Iterator[Simulator]:
+    """A simulator whose re-triggered runs all fail, and which accepts repeats (they show)."""
+    config = SimulatorConfig(
+        seed=12,
+        flows=2,
+        runs_per_flow=3,
+        run_duration=0.0,
+        fate_shares={"always-fails": 1.0},
+        allow_repeat_retrigger=True,
+    )
+    with SimulatorThread(config) as s:
+        yield s
+
+
+@pytest.mark.parametrize("with_state", [False, True])
+def test_results_fed_back_beside_their_new_runs_send_no_run_twice(
+    failing_sim: Simulator, tmp_path: Path, with_state: bool
+) -> None:
+    """Pass 2 reads pass 1's lines (A -> B, B failed) and B itself (from list-failed): A's chain
+    may send B as a round, B's own line may send B: only one of them does."""
+    sim = failing_sim
+    pass1 = tmp_path / "pass1.jsonl"
+    ids = ids_file(sim, tmp_path)
+    assert main(["run", str(ids), "-o", str(pass1), "--follow", *QUICK], env=env_for(sim)) == 1
+    news = tmp_path / "new.txt"
+    news.write_text("".join(line["new_run_id"] + "\n" for line in lines_of(pass1)))
+    out = tmp_path / "pass2.jsonl"
+    state = ["--state", str(tmp_path / "s.db")] if with_state else []
+    args = ["run", str(pass1), str(news), "-o", str(out), "--follow", "--rounds", "3", *state]
+    assert main([*args, *QUICK], env=env_for(sim)) == 1
+    counts = sim.retrigger_counts()
+    assert max(counts.values()) == 1, {k: n for k, n in counts.items() if n > 1}
+    lines = lines_of(out)
+    assert len(lines) == 2 * len(sim.failed_run_ids())  # one line per input line
+    for line in lines:
+        if line["run_id"] in sim.failed_run_ids():
+            # A's chain could not send B (B's own line did): it says whose line that is.
+            assert line["next_round"]["outcome"] == "duplicate", line
+            assert line["final_status"] == "failed"
+
+
+def test_a_line_fed_back_with_its_chain_goes_on_from_it_and_never_resends_a_doubt(
+    failing_sim: Simulator, tmp_path: Path
+) -> None:
+    """A chain fed back counts its rounds; a round in doubt is not sent; the runs a chain
+    re-triggered are held when an input line names them."""
+    sim = failing_sim
+    a, b, c, d, e = sim.failed_run_ids()[:5]
+    fed = tmp_path / "fed.jsonl"
+    fed.write_text(
+        orjson.dumps(
+            {"run_id": a, "outcome": "retriggered", "new_run_id": c, "chain": [b, c]}
+        ).decode()
+        + "\n"
+        + orjson.dumps(
+            {
+                "run_id": d,
+                "outcome": "retriggered",
+                "new_run_id": e,
+                "chain": [e],
+                "next_round": {"outcome": "in_doubt", "error": None},
+            }
+        ).decode()
+        + f"\n{b}\n"
+    )
+    out = tmp_path / "out.jsonl"
+    args = ["run", str(fed), "-o", str(out), "--follow", "--rounds", "2", *QUICK]
+    assert main(args, env=env_for(sim)) == 1
+    assert sim.retrigger_counts() == {}  # c's rounds are spent, e's is in doubt, b was sent
+    by_run = {line["run_id"]: line for line in lines_of(out)}
+    assert by_run[a]["chain"] == [b, c]
+    assert by_run[a]["rounds"] == 2
+    assert by_run[a]["final_status"] == "failed"
+    assert by_run[d]["final_status"] == "unknown"
+    assert by_run[d]["next_round"]["outcome"] == "in_doubt"
+    # Named by a line and by a chain that re-triggered it: never sent (how it is told depends
+    # on which came first).
+    assert by_run[b]["outcome"] in ("duplicate", "already_retriggered")
+
+
+def test_list_failed_then_run_after_a_follow_batch_sends_no_run_twice(
+    failing_sim: Simulator, tmp_path: Path
+) -> None:
+    """README's pipeline again after --follow --rounds 2 --state: the rounds' runs are known."""
+    sim = failing_sim
+    state = str(tmp_path / "s.db")
+    first = ["run", str(ids_file(sim, tmp_path)), "--state", state, "-o", str(tmp_path / "1")]
+    assert main([*first, "--follow", "--rounds", "2", *QUICK], env=env_for(sim)) == 1
+    listed = tmp_path / "listed.txt"
+    listing = ["list-failed", "--all-flows", "--state", state, "-o", str(listed), "-q"]
+    assert main(listing, env=env_for(sim)) in (0, 1)
+    again = ["run", str(listed), "--state", state, "-o", str(tmp_path / "2"), *QUICK[-1:]]
+    assert main(again, env=env_for(sim)) in (0, 1)
+    counts = sim.retrigger_counts()
+    assert max(counts.values()) == 1, {k: n for k, n in counts.items() if n > 1}

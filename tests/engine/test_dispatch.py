@@ -328,3 +328,20 @@ def test_a_timer_within_uvloops_clock_tick_is_rescheduled_without_its_handle_tim
         assert sorted(loop.run_until_complete(main())) == ["later", "sooner"]
     finally:
         loop.close()
+
+
+@virtual_time
+async def test_records_adopted_for_later_never_hold_fresh_input_back() -> None:
+    """Further rounds waiting out their delay keep the workers alive, not a slot of input."""
+    dispatch: Dispatch[str] = Dispatch(max_pending=1, buffer=4)
+    now = asyncio.get_running_loop().time()
+    for i in range(3):
+        dispatch.adopt(f"round-{i}", now + 60)
+    await dispatch.put("fresh")
+    dispatch.close()
+    assert await dispatch.take() == "fresh"
+    dispatch.done()
+    assert [await dispatch.take() for _ in range(3)] == ["round-0", "round-1", "round-2"]
+    for _ in range(3):
+        dispatch.release()
+    assert await dispatch.take() is None

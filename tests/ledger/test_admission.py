@@ -162,7 +162,8 @@ def test_a_resume_in_the_ledgers_order_reads_ahead_instead_of_looking_up(path: s
 
 
 def test_runs_with_a_seq_no_bitmap_holds_are_deduplicated_too(path: str) -> None:
-    """A file whose seq numbers are negative or huge (edited by hand) still dedups exactly."""
+    """A file whose seq numbers are negative (a further round's run, which its chain sends:
+    never the input's) or huge (edited by hand) still dedups exactly."""
     make_ledger(path, runs=3)
     conn = sqlite3.connect(path)
     conn.execute("UPDATE runs SET seq = -5 WHERE run_id = 'run-000000'")
@@ -171,7 +172,8 @@ def test_runs_with_a_seq_no_bitmap_holds_are_deduplicated_too(path: str) -> None
     conn.close()
     records = [(f"run-{i:06d}", "in.txt", i + 1) for i in range(3)]
     with Ledger.open(path, IDENT) as ledger:
-        assert [a.state for a in ledger.admit_many(records)] == [PriorState.PENDING] * 3
+        first = [a.state for a in ledger.admit_many(records)]
+        assert first == [PriorState.DUPLICATE, PriorState.PENDING, PriorState.PENDING]
         assert [a.state for a in ledger.admit_many(records)] == [PriorState.DUPLICATE] * 3
         assert ledger.admit("run-new", "in.txt", 4).state is PriorState.NEW
         assert ledger.admit("run-new", "in.txt", 5).state is PriorState.DUPLICATE
