@@ -241,16 +241,20 @@ def run_check(
                     "check reads results lines: give RESULTS files, - for stdin, or --state PATH"
                 )
             check_input_paths(files)
-        fd = open_output(
-            ns.output, append=ns.append, overwrite=ns.overwrite, inputs=[state] if state else files
-        )
         if state is not None:
-            try:
-                ledger = CheckLedger.open(state, identity_of(settings))
-            except BaseException:
-                if fd != STDOUT_FD:
-                    os.close(fd)
-                raise
+            # The state file first: a refused one leaves no output file behind.
+            ledger = CheckLedger.open(state, identity_of(settings))
+        try:
+            fd = open_output(
+                ns.output,
+                append=ns.append,
+                overwrite=ns.overwrite,
+                inputs=[state] if state else files,
+            )
+        except BaseException:
+            if ledger is not None:
+                ledger.close()
+            raise
     except (ConfigurationError, StateError) as exc:
         print(f"bulkretry: error: {exc}", file=err)
         return EXIT_USAGE

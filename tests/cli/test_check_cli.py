@@ -329,16 +329,19 @@ def test_help_has_a_description_examples_and_exit_codes(capsys: pytest.CaptureFi
 
 
 def test_check_options_read_their_own_variables_and_run_s(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    """BULKRETRY_CHECK_OUTPUT is check's (no warning); --deadline is run's BULKRETRY_DEADLINE."""
-    env = {"BULKRETRY_CHECK_OUTPUT": "c.jsonl", "BULKRETRY_DEADLINE": "60"}
+    """BULKRETRY_CHECK_OUTPUT is check's (no warning); --deadline is run's BULKRETRY_DEADLINE.
+    A state file refused leaves no output file behind."""
+    out = str(tmp_path / "c.jsonl")
+    env = {"BULKRETRY_CHECK_OUTPUT": out, "BULKRETRY_DEADLINE": "60"}
     ns = build_parser(env, "check").parse_args(["check"])
-    assert (ns.output, ns.deadline) == ("c.jsonl", 60.0)
+    assert (ns.output, ns.deadline) == (out, 60.0)
     main(["check", "--state", "/nonexistent/b.db"], env={**SIM_ENV, **env})
     err = capsys.readouterr().err
     assert "unknown variable" not in err
     assert "does not exist" in err
+    assert not (tmp_path / "c.jsonl").exists()
 
 
 def test_a_flag_beats_the_option_the_state_file_keeps_for_its_batch(
