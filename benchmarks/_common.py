@@ -157,6 +157,17 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """End a server process: SIGTERM, then SIGKILL if it is still there after 10 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class Server:
     """A loopback server in a child process: ``lean`` (benchmarks/_lean_server.py) or ``sim``."""
 
@@ -199,13 +210,7 @@ class Server:
             return json.loads(response.read())  # type: ignore[no-any-return]
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)
 
     def __enter__(self) -> Server:
         return self

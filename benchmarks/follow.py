@@ -48,7 +48,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import signal
 import statistics
 import subprocess
 import sys
@@ -59,7 +58,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _common import BULKRETRY, CREDENTIALS, HERE, PYTHON, SOURCE, child_env, print_machine
+from _common import BULKRETRY, CREDENTIALS, HERE, PYTHON, SOURCE, child_env, print_machine, stop
 
 SEED = 20241204
 PEER = HERE / "peers" / "naive_follow.py"
@@ -185,13 +184,7 @@ class Simulator:
         return found
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)
 
 
 def expected_fates(ids: list[str], share: float) -> dict[str, str] | None:

@@ -50,7 +50,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from _common import BULKRETRY, CREDENTIALS, HERE, PYTHON, git_state, machine
+from _common import BULKRETRY, CREDENTIALS, HERE, PYTHON, git_state, machine, stop
 
 PEER = HERE / "peers" / "aiohttp_tenacity.py"
 POLL = 0.010
@@ -196,13 +196,7 @@ class Simulator:
             raise RuntimeError(f"POST /_sim/quota answered {response.status}: {text!r}")
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop(self.proc)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
 

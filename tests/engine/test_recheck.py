@@ -10,9 +10,9 @@ import asyncio
 import dataclasses
 from typing import Any
 
+import flow_fake
 import pytest
 from conftest import virtual_time
-from yarl import URL
 
 from bulkretry import Credentials, Outcome, Settings
 from bulkretry._engine.governor import Governor
@@ -21,7 +21,6 @@ from bulkretry._engine.steps import Done
 from bulkretry._exceptions import AuthenticationError
 from bulkretry._http.auth import StaticToken
 from bulkretry._http.lookups import RunView
-from bulkretry._model import Answer
 
 BASE = "https://platform.example.test/data/foundation/flowservice"
 FLOW, OTHER_FLOW = "f1000000-1804-45d6-8d56-dd51f05c0baf", "f2000000-1804-45d6-8d56-dd51f05c0baf"
@@ -42,60 +41,12 @@ SETTINGS = Settings(
 SETTLE = 10_000  # the longer of check_delay and timeout, in ms
 
 
+class Service(flow_fake.Service):
+    default_flow = FLOW
+
+
 def uuid(i: int) -> str:
     return f"{i:08x}-1804-45d6-8d56-dd51f05c0baf"
-
-
-class Service:
-    """Runs by ID and the filtered listing; ``status`` forces an answer for a path."""
-
-    base_url = BASE
-
-    def __init__(self) -> None:
-        self.runs: dict[str, dict[str, Any]] = {}
-        self.urls: list[URL] = []
-        self.status: dict[str, int] = {}
-
-    def add(self, run_id: str, created_ms: int, flow: str = FLOW) -> None:
-        self.runs[run_id] = {
-            "id": run_id,
-            "flowId": flow,
-            "createdAt": created_ms,
-            "etag": f'"e-{run_id[:4]}"',
-            "metrics": {"statusSummary": {"status": "inProgress"}},
-        }
-
-    async def get(self, url: URL | str, token: str) -> Answer:
-        url = URL(str(url))
-        self.urls.append(url)
-        tail = url.path.rsplit("/runs", 1)[1]
-        forced = self.status.get(tail or "/")
-        if forced is not None:
-            return Answer(status=forced, body={"title": "forced", "status": forced})
-        if tail.startswith("/"):
-            run = self.runs.get(tail[1:])
-            if run is None:
-                return Answer(status=404, body={"title": "not found"})
-            return Answer(status=200, body={"items": [run]})
-        items = list(self.runs.values())
-        for prop in url.query.getall("property"):
-            field, op, value = prop.partition("==") if "==" in prop else _split(prop)
-            if field == "flowId":
-                items = [r for r in items if r["flowId"] == value]
-            elif op == ">":
-                items = [r for r in items if r["createdAt"] > int(value)]
-            elif op == "<":
-                items = [r for r in items if r["createdAt"] < int(value)]
-        return Answer(status=200, body={"items": items})
-
-    def listings(self) -> list[URL]:
-        return [u for u in self.urls if u.path.endswith("/runs")]
-
-
-def _split(prop: str) -> tuple[str, str, str]:
-    op = ">" if ">" in prop else "<"
-    field, _, value = prop.partition(op)
-    return field, op, value
 
 
 def rechecker(service: Service, **overrides: Any) -> Rechecker:
