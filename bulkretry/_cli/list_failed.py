@@ -25,12 +25,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import functools
 import logging
 import os
 import re
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, TextIO
+from typing import TextIO
 
 from .. import _config as C
 from .._exceptions import BulkRetryError, ConfigurationError, StateError
@@ -52,7 +53,6 @@ from .options import (
     EXIT_OK,
     EXIT_STOPPED,
     EXIT_USAGE,
-    Option,
     add_options,
     choice,
     own_option,
@@ -137,19 +137,11 @@ LIST_OPTIONS = [
 ]
 
 
-def _own(
-    flags: tuple[str, ...],
-    kind: Any,
-    default: Any,
-    text: str,
-    metavar: str | None = None,
-    shown: str | None = None,
-) -> Option:
-    """An option of this command alone (its variable: ``_PREFIX`` + its name)."""
-    return own_option(_PREFIX, flags, kind, default, text, metavar, shown)
-
-
 _PREFIX = "BULKRETRY_LIST_FAILED_"
+#: An option of this command alone (its variable: ``_PREFIX`` + its name).
+_own = functools.partial(own_option, _PREFIX)
+
+
 FLOW_ID_VARIABLE = _PREFIX + "FLOW_ID"
 EXCLUDE_VARIABLE = _PREFIX + "EXCLUDE"
 _WINDOW = "an ISO-8601 time (without a zone: UTC) or a duration before now: 30m, 6h, 2d, 1w"

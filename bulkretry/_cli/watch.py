@@ -24,7 +24,7 @@ import signal
 import sys
 from collections import Counter
 from collections.abc import Callable, Mapping
-from typing import IO, Any, TextIO
+from typing import IO, TextIO
 
 import aiohttp
 
@@ -47,7 +47,6 @@ from .options import (
     EXIT_SOME_FAILED,
     EXIT_STOPPED,
     EXIT_USAGE,
-    Option,
     add_options,
     own_option,
     positive_float,
@@ -65,16 +64,8 @@ _PREFIX = "BULKRETRY_WATCH_"
 _run = run_option
 
 
-def _own(
-    flags: tuple[str, ...],
-    kind: Any,
-    default: Any,
-    text: str,
-    metavar: str | None = None,
-    shown: str | None = None,
-) -> Option:
-    """An option of this command alone (its variable: ``_PREFIX`` + its name)."""
-    return own_option(_PREFIX, flags, kind, default, text, metavar, shown)
+#: An option of this command alone (its variable: ``_PREFIX`` + its name).
+_own = functools.partial(own_option, _PREFIX)
 
 
 WATCH_OPTIONS = [
