@@ -17,7 +17,7 @@ __all__ = ["Claims"]
 #: Clear answers seen in listings before their clock offset is trusted, and the margin kept
 #: above the largest offset seen.
 _SKEW_SAMPLES = 5
-_SKEW_MARGIN_MS = 250
+_SKEW_MARGIN_MS = 10
 
 
 class Claims:
@@ -64,9 +64,15 @@ class Claims:
             self._seen_ms = max(self._seen_ms, sent - view.created_at, view.created_at - answered)
             self._samples += 1
 
+    @property
+    def trusted(self) -> bool:
+        """True once enough clear answers showed the clocks' offset."""
+        return self._samples >= _SKEW_SAMPLES
+
     def skew_ms(self, full_ms: int) -> int:
         """The widening that tells runs apart: the offset the clear answers showed (with a
         margin) once they showed it a few times, never more than ``full_ms``."""
         if self._samples < _SKEW_SAMPLES:
             return full_ms
-        return min(full_ms, self._seen_ms + _SKEW_MARGIN_MS)
+        # The offset seen once more on top (at least the margin): what a few samples missed.
+        return min(full_ms, self._seen_ms + max(_SKEW_MARGIN_MS, self._seen_ms))

@@ -49,17 +49,22 @@ from .._http.auth import TokenProvider
 from .._http.client import FlowServiceClient
 from .._http.links import resolve_next
 from .._http.lookups import RunView, listing_url, parse_run_page, parse_single, run_url
-from .._model import Answer, ErrorInfo, Outcome
+from .._model import Answer, Outcome
 from .._stats import Stats
 from .claims import Claims
 from .follow_fetch import FollowStats, GaveUp, Looker
 from .governor import Governor
 from .steps import AT_ONCE, Done, Flight, Step
+from .verdicts import AMBIGUOUS_MATCH, SEND_AGAIN, cannot_tell, found, unsure
 
 __all__ = ["Resolver"]
 
 #: Pages of one flow's listing read for one check, at most.
 _MAX_PAGES = 20
+#: The page of the sandbox's runs that measures the clocks' offset: how many, from how long
+#: before the window (ms).
+_CALIBRATION_PAGE = 100
+_CALIBRATION_MS = 5_000
 #: Listings one check makes at most while other unclear answers of its time keep coming in.
 _LISTINGS = 3
 
@@ -105,6 +110,7 @@ class Resolver:
         self._in_flight: dict[int, float] = {}
         self._opened = 0
         self._counted = 0  # the Looker's requests already added to stats.lookups
+        self._calibrated = False
         #: Set when a request is answered or a check learns its flow or ends.
         self._changed = asyncio.Event()
 
@@ -161,7 +167,7 @@ class Resolver:
         try:
             mine = self._open.get(run_id)
             if mine is not None and await self._place(run_id, mine) is None:
-                return self._close(run_id, _cannot_tell("the run's flow could not be found"))
+                return self._close(run_id, cannot_tell("the run's flow could not be found"))
             for _ in range(_LISTINGS):
                 mine = self._open.get(run_id)
                 if mine is None:  # another check of its flow decided for this one meanwhile
@@ -177,6 +183,8 @@ class Resolver:
                 # listing serves them all.
                 since = min(o.since_ms for o in self._open.values() if _meet(o, mine, mine.flow))
                 listed = await self._listed(mine.flow, since)
+                if self._calibrating(mine):
+                    await self._calibrate(since)
                 if run_id not in self._open:
                     return self._decided_for(run_id, flight)
                 late = [
@@ -188,8 +196,8 @@ class Resolver:
                     return self._attribute(run_id, mine, listed, flight, int(seen * 1000))
                 # A check that opened during the listing: its run may be missing from it.
         except BulkRetryError as exc:
-            return self._close(run_id, _cannot_tell(f"the look-up failed: {exc}"))
-        return self._close(run_id, _cannot_tell("unclear answers kept coming in"))
+            return self._close(run_id, cannot_tell(f"the look-up failed: {exc}"))
+        return self._close(run_id, cannot_tell("unclear answers kept coming in"))
 
     async def _place(self, run_id: str, check: _Open) -> str | None:
         """Learn the flow of ``check`` (one ``GET /runs/{id}``, shared); None if none."""
@@ -210,8 +218,8 @@ class Resolver:
     def _decided_for(self, run_id: str, flight: Flight) -> Step:
         done = self._decided.pop(run_id, None)
         if done is None:
-            return _cannot_tell("the check was lost")
-        if done is _SEND_AGAIN:
+            return cannot_tell("the check was lost")
+        if done is SEND_AGAIN:
             flight.ambiguous = 0
             return AT_ONCE
         return done
@@ -234,7 +242,7 @@ class Resolver:
         if any(o.flow is None for o in group.values()):
             # Another lost answer whose flow is still unknown may own what the listing shows.
             return self._close(
-                run_id, _cannot_tell("another unclear answer of the same time could not be placed")
+                run_id, cannot_tell("another unclear answer of the same time could not be placed")
             )
         full = int(self._settings.check_skew * 1000)
         delay = int(self._settings.check_delay * 1000)
@@ -250,11 +258,11 @@ class Resolver:
         if not pool:
             if after:  # created since the windows closed: maybe a request still processed then
                 names = tuple(sorted(v.id for v in after))
-                return self._close(run_id, _unsure(names, "after its answer was lost"))
+                return self._close(run_id, unsure(names, "after its answer was lost"))
             # Nothing was created since the group's first request left: none was processed.
             for other_id in due:
-                self._close(other_id, _SEND_AGAIN)
-                self._decided[other_id] = _SEND_AGAIN
+                self._close(other_id, SEND_AGAIN)
+                self._decided[other_id] = SEND_AGAIN
             return self._decided_for(run_id, flight)
         left = dict(group)
         decided: dict[str, Done] = {}
@@ -272,7 +280,7 @@ class Resolver:
                 ]
                 if len(private) == 1:
                     view = private[0]
-                    decided[other_id] = _found(view)
+                    decided[other_id] = found(view)
                     if other_id in due:
                         # A check not decided now keeps its run unclaimed for its own look.
                         self.claim(view.id)
@@ -283,10 +291,10 @@ class Resolver:
         for other_id in left:
             if len(pool) >= len(left):
                 decided[other_id] = Done(
-                    Outcome.RETRIGGERED, _AMBIGUOUS_MATCH, resolved_by="lookup", candidates=names
+                    Outcome.RETRIGGERED, AMBIGUOUS_MATCH, resolved_by="lookup", candidates=names
                 )
             else:
-                decided[other_id] = _unsure(
+                decided[other_id] = unsure(
                     names, f"fewer new runs ({len(pool)}) than unclear answers ({len(left)})"
                 )
         for other_id, done in decided.items():
@@ -299,6 +307,26 @@ class Resolver:
         self._open.pop(run_id, None)
         self._changed.set()
         return done
+
+    def _calibrating(self, mine: _Open) -> bool:
+        """True when telling ``mine`` from another check of its flow needs the clocks' offset,
+        which the clear answers listed so far have not shown yet (once a batch)."""
+        if self._calibrated or self._claims.trusted:
+            return False
+        return sum(_meet(o, mine, mine.flow) for o in self._open.values()) > 1
+
+    async def _calibrate(self, since_ms: int) -> None:
+        """One page of the sandbox's runs created since ``since_ms``: the new runs clear answers
+        claimed there show the clocks' offset, which narrows every window from then on."""
+        self._calibrated = True
+        url = listing_url(
+            URL(self._client.base_url),
+            created_after_ms=since_ms - _CALIBRATION_MS,
+            limit=_CALIBRATION_PAGE,
+            orderby="createdAt",
+        )
+        with contextlib.suppress(BulkRetryError):
+            self._claims.measure(parse_run_page((await self._look(url, page=True)).body)[0])
 
     async def _place_others(self, mine: _Open) -> None:
         """Learn the flow of every other open check whose window meets ``mine``'s.
@@ -369,31 +397,3 @@ def _meet(other: _Open, mine: _Open, flow: str | None) -> bool:
 def _within(view: RunView, check: _Open, skew_ms: int) -> bool:
     created = view.created_at
     return created is None or check.sent_ms - skew_ms <= created <= check.lost_ms + skew_ms
-
-
-def _found(view: RunView) -> Done:
-    return Done(Outcome.RETRIGGERED, None, view.id, view.etag, resolved_by="lookup")
-
-
-def _unsure(names: tuple[str, ...], why: str) -> Done:
-    """In doubt: a look-up found new runs of the flow it cannot attribute (``why``)."""
-    message = f"a look-up found new runs of its flow {why}; candidates: " + ", ".join(names)
-    return Done(Outcome.IN_DOUBT, ErrorInfo(kind="in_doubt", message=message), candidates=names)
-
-
-def _cannot_tell(why: str) -> Done:
-    return Done(
-        Outcome.IN_DOUBT,
-        ErrorInfo(
-            kind="in_doubt", message=f"the answer was lost and a look-up could not tell: {why}"
-        ),
-    )
-
-
-#: The verdict handed to another check of the group: nothing of theirs was processed either.
-_SEND_AGAIN = Done(Outcome.NOT_ATTEMPTED, None)
-_AMBIGUOUS_MATCH = ErrorInfo(
-    kind="ambiguous_match",
-    message="re-triggered (a look-up found as many new runs of its flow and time as unclear "
-    "answers), but which new run is this one's cannot be told; see candidates",
-)

@@ -164,7 +164,9 @@ async def test_lost_answers_of_one_flow_are_told_apart_by_their_windows() -> Non
     clock.now += 3
     steps = await asyncio.gather(res.resolve(first), res.resolve(second))
     assert [s.new_run_id for s in steps if isinstance(s, Done)] == [uuid(100), uuid(101)]
-    assert stats.lookups == 3  # each run's flow, then one listing
+    # Each run's flow, one listing, and once a batch one page of the sandbox's runs for the
+    # clocks' offset (no clear answer to go by here).
+    assert stats.lookups == 4
 
 
 @virtual_time
@@ -358,3 +360,28 @@ async def test_look_ups_that_overlap_are_each_counted_once() -> None:
     steps = await asyncio.gather(*(res.resolve(f) for f in flights))
     assert [s.new_run_id for s in steps if isinstance(s, Done)] == [uuid(100 + i) for i in range(4)]
     assert stats.lookups == len(service.urls) == 8
+
+
+@virtual_time
+async def test_a_page_of_the_sandbox_measures_the_clocks_and_tells_close_answers_apart() -> None:
+    """Two lost answers of one flow 30 ms apart, and no clear answer of that flow: one page of
+    the sandbox's runs shows the new runs clear answers claimed (the clocks agree), so each
+    lost answer gets its own run instead of both getting both as candidates."""
+    service, clock = FlowService(), Clock()
+    res, stats = resolver(service, clock)
+    for i in range(6):  # clear answers of other flows: their runs made inside their windows
+        sent = clock.now = T0 - 1 + i * 0.1
+        res.sending(i)
+        clock.now = sent + 0.02
+        service.add(uuid(300 + i), sent + 0.01, flow=uuid(900 + i))
+        res.answered(i, uuid(300 + i))
+    service.add(uuid(1), T0 - 3600)
+    service.add(uuid(2), T0 - 3600)
+    service.add(uuid(100), T0 + 0.001)
+    service.add(uuid(101), T0 + 0.031)
+    first = lost(res, clock, uuid(1), sent=T0, lasted=0.003)
+    second = lost(res, clock, uuid(2), sent=T0 + 0.03, lasted=0.002)
+    clock.now += 3
+    steps = await asyncio.gather(res.resolve(first), res.resolve(second))
+    assert [s.new_run_id for s in steps if isinstance(s, Done)] == [uuid(100), uuid(101)]
+    assert stats.lookups == 4  # each run's flow, one listing, one page of the sandbox
