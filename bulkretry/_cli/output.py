@@ -28,7 +28,7 @@ def open_batch_output(
     path = ns.output
     own = ledger is not None and path not in (None, "-") and not ns.overwrite
     if own and ledger is not None and _is_own_output(path, ledger, stored):
-        written = WrittenRecords.of_file(path)
+        written = WrittenRecords.of_file(path, follow=bool(getattr(ns, "follow", False)))
         try:
             fd = open_output(path, append=True, overwrite=False, inputs=inputs)
         except BaseException:

@@ -163,13 +163,13 @@ class Engine:
         self._stopping = True
         if first:
             self._dispatch.drain()
-            if self.rounds is not None:
-                # At --max-retriggers, runs re-triggered go on being followed; no round is sent.
-                self.rounds.stop(follow_on=self._governor.capped and not hard)
+        if self.rounds is not None:
+            # Reaching --max-retriggers sends no round but goes on following; any other stop
+            # (a signal, a halt, the grace period) ends following too.
+            capped = reason is not None and self._governor.capped and not hard
+            self.rounds.stop(follow_on=capped and first)
         if hard and not self._hard:
             self._hard = True
-            if self.rounds is not None and not self._governor.capped:
-                self.rounds.stop()
             self._cancel(hard=True)
             if self.on_hard_stop is not None:
                 self.on_hard_stop()

@@ -64,6 +64,10 @@ _ANOTHERS = ErrorInfo(
     message="the failed run is re-triggered by another line of this batch (an input line "
     "naming it, or another record's chain): see that line",
 )
+#: A further round's outcomes that say its request may have landed.
+_LANDED = frozenset({"in_doubt", *DONE_OUTCOMES})
+#: Runs a chain walked from the evidence may hold (a corrupt file's loop stops here).
+_LONGEST = 10_000
 #: A further round waits --round-delay and up to this share more.
 _JITTER = 0.1
 
@@ -95,6 +99,7 @@ class Rounds:
         self._rng = rng
         self._following = 0
         self._stopping = False
+        self._following_stopped = False
         #: The chains followed, by their last run.
         self._chains: dict[str, Chain] = {}
 
@@ -140,20 +145,15 @@ class Rounds:
         if flight is None and self._ledger is not None:
             # Re-triggered before (a resume): go on from where the state file's chain ends.
             try:
-                self._resume(chain, self._ledger)
+                self._resume(chain, self._ledger, record)
             except StateError as exc:
                 self._control.stop(str(exc), hard=True)
                 return False
             return True
         if flight is not None and flight.first_wall:
             chain.since_ms = int((flight.first_wall - self._skew) * 1000)
-        elif record.prior_chain and record.prior_chain[-1] == new_run_id:
-            chain.runs = list(record.prior_chain)
-            if record.prior_next_round == "in_doubt":
-                chain.next_round, chain.next_doubt = "in_doubt", True
-                chain.next_error = _ROUND_IN_DOUBT
-                self._adopt_conclusion(chain)
-                return True
+        elif self._fed_back(chain, record):
+            return True
         if self._triage is not None:
             for run_id in chain.runs[:-1]:
                 # Re-triggered already (a line fed back): an input line naming one is a
@@ -174,10 +174,45 @@ class Rounds:
         self._stats.finals[""] += 1
         return dataclasses.replace(line, followed=_NOT_FOLLOWED)
 
-    def _resume(self, chain: Chain, ledger: Ledger) -> None:
+    def _fed_back(self, chain: Chain, record: InputRecord) -> bool:
+        """Take in what a results line fed back says of the chain; True when it is over.
+
+        Its ``chain`` (continued by the pairs other lines' chains hold) counts its rounds; a
+        further round that may have landed (``next_round`` in doubt, or re-triggered with no
+        run named) is never sent again.
+        """
+        prior = record.prior_chain
+        if not prior or (chain.runs[-1] not in prior and not self._continues(prior, chain)):
+            return False
+        if chain.runs[-1] in prior:
+            chain.runs = list(prior[: prior.index(chain.runs[-1]) + 1])
+        if record.prior_next_round in _LANDED and chain.runs[-1] == prior[-1]:
+            chain.next_round, chain.next_doubt = "in_doubt", True
+            chain.next_error = _ROUND_IN_DOUBT
+            self._adopt_conclusion(chain)
+            return True
+        return False
+
+    def _continues(self, prior: tuple[str, ...], chain: Chain) -> bool:
+        """Walk the evidence's pairs from ``prior``'s last run; True (and ``chain`` set) when
+        they lead to ``chain``'s run: a later line of the same record went further."""
+        runs = list(prior)
+        while self._triage is not None and len(runs) < _LONGEST:
+            best = self._triage.evidence_of(runs[-1])
+            if best is None or best.outcome not in DONE_OUTCOMES or best.new_run_id is None:
+                return False
+            runs.append(best.new_run_id)
+            if runs[-1] == chain.runs[-1]:
+                chain.runs = runs
+                return True
+        return False
+
+    def _resume(self, chain: Chain, ledger: Ledger, record: InputRecord) -> None:
         """Take up a chain the state file holds: follow its last run, or finish what was begun."""
         links = ledger.chain(chain.runs[0])
         chain.runs = [link.run_id for link in links]
+        if len(links) == 1 and self._fed_back(chain, record):
+            return  # a line fed back knows more of this chain than the state file
         if len(links) > 1:
             chain.etag = links[-2].round_etag
         last = links[-1]
@@ -233,9 +268,13 @@ class Rounds:
         return chain.results_line()
 
     def stop(self, *, follow_on: bool = False) -> None:
-        """Send no further round (a stop of the batch); stop following too unless ``follow_on``."""
+        """Send no further round (a stop of the batch); stop following too unless ``follow_on``.
+
+        Called again by a later stop (a signal after --max-retriggers): following ends then.
+        """
         self._stopping = True
-        if not follow_on:
+        if not follow_on and not self._following_stopped:
+            self._following_stopped = True
             self.follower.stop()
 
     async def run(self) -> None:
@@ -306,6 +345,13 @@ class Rounds:
                 verdict = MAY_HAVE_LANDED
         elif self._triage is not None and not self._triage.claim_round(run_id):
             verdict = ANOTHERS
+        if verdict == SEND and self._triage is not None:
+            # A line fed back says the run was re-triggered already, or may have been.
+            best = self._triage.evidence_of(run_id)
+            if best is not None and best.outcome in DONE_OUTCOMES:
+                verdict = ANOTHERS
+            elif best is not None and best.outcome == "in_doubt":
+                verdict = MAY_HAVE_LANDED
         if verdict != SEND:
             doubt = verdict == MAY_HAVE_LANDED
             chain.next_round, chain.next_doubt = verdict, doubt

@@ -67,6 +67,16 @@ class Verdict:
 
 _INVALID = "not a valid run ID"
 _DUPLICATE_VERDICT = Verdict(Outcome.DUPLICATE)
+#: A run of the state file that a further round of another record's chain re-triggers (or
+#: will): never this line's to send.
+_ROUND_RUN = Verdict(
+    Outcome.DUPLICATE,
+    ErrorInfo(
+        kind="duplicate",
+        message="a further round of another record's chain (run --follow) re-triggers this run: "
+        "run --state PATH --resume --follow takes the chains up",
+    ),
+)
 #: A run of the batch left in doubt, which no input line named: held, never sent on its own.
 HELD_IN_DOUBT = Verdict(
     Outcome.IN_DOUBT,
@@ -119,6 +129,10 @@ class Triage:
     def results_lines(self) -> int:
         """Records judged so far that are results lines (JSON lines with an outcome)."""
         return self._results_lines
+
+    def evidence_of(self, run_id: str) -> Prior | None:
+        """What the results lines fed in say of ``run_id`` (a chain's pairs included)."""
+        return None if self._evidence is None else self._evidence.best(run_id)
 
     def claim_round(self, run_id: str) -> bool:
         """Take ``run_id``, a new run to re-trigger as a further round, as one of this batch's
@@ -286,7 +300,7 @@ class Triage:
     def _duplicate(self, record: InputRecord, run_id: str, seq: int = 0) -> Verdict:
         if record.prior in DONE_OUTCOMES and self._came_late(run_id, seen=True, seq=seq):
             return self._late_verdict(record)
-        return _DUPLICATE_VERDICT
+        return _ROUND_RUN if seq < 0 else _DUPLICATE_VERDICT
 
     def _skip(self, record: InputRecord, run_id: str, best: Prior | None) -> Verdict:
         if record.prior in DONE_OUTCOMES and self._came_late(run_id, seen=False):

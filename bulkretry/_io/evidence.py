@@ -180,12 +180,13 @@ class Evidence:
 
     def _add_chain(self, chain: tuple[str, ...], next_round: str | None) -> None:
         """A ``run --follow`` line: each run of its chain but the last was re-triggered into
-        the next; the last is in doubt when its further round may have landed."""
+        the next; the last is in doubt when its further round may have landed (in doubt, or
+        re-triggered with no run named)."""
         best = self._best
         steps: list[tuple[str, str, str | None]] = [
             (run, "retriggered", new) for run, new in itertools.pairwise(chain)
         ]
-        if next_round == "in_doubt" and chain:
+        if next_round in ("in_doubt", "retriggered", "already_retriggered") and chain:
             steps.append((chain[-1], "in_doubt", None))
         for run_id, outcome, new_run_id in steps:
             key = _key(run_id)

@@ -96,17 +96,21 @@ class WrittenRecords:
         return f"WrittenRecords(count={self.count}, skipped={self.skipped})"
 
     @classmethod
-    def of_file(cls, path: str) -> WrittenRecords:
-        """Read a results file's records; InputError if it cannot be read."""
+    def of_file(cls, path: str, *, follow: bool = False) -> WrittenRecords:
+        """Read a results file's records; InputError if it cannot be read.
+
+        ``follow``: the batch follows new runs, so a line written without following is not
+        its final word (the chain's line is written after it).
+        """
         written = cls()
         try:
-            written._load(read_records(path))
+            written._load(read_records(path), follow)
         except OSError as exc:
             written.close()
             raise InputError(f"cannot read output {path}: {exc.strerror}") from None
         return written
 
-    def _load(self, records: Iterator[dict[str, object]]) -> None:
+    def _load(self, records: Iterator[dict[str, object]], follow: bool = False) -> None:
         sql = (
             "INSERT INTO written (key, rank) VALUES (?, ?) "
             "ON CONFLICT (key) DO UPDATE SET rank = max(rank, excluded.rank)"
@@ -122,6 +126,8 @@ class WrittenRecords:
             next_round = obj.get("next_round")
             word = next_round.get("outcome") if isinstance(next_round, dict) else None
             final = settled(obj.get("final_status"), word if isinstance(word, str) else None)
+            if follow and "final_status" not in obj:
+                final = False
             rows.append((key, 2 * rank(str(outcome)) + final))
             self.count += 1
             if len(rows) >= _BATCH:

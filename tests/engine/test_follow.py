@@ -352,3 +352,39 @@ async def test_a_thousand_runs_over_fifty_flows_cost_under_half_a_lookup_each() 
     assert {e.final_status for e in ended} == {"success"}
     assert lookups == follower.stats.requests
     assert lookups / len(ids) <= 0.05
+
+
+async def test_a_stop_after_max_retriggers_ends_following_too() -> None:
+    """At --max-retriggers the batch stops sending and goes on following; a signal then (a
+    second stop) ends following: every line written, runs still going unknown."""
+    from bulkretry._engine.engine import Engine
+    from bulkretry._io.source import InputRecord
+    from bulkretry._model import RunResult
+    from bulkretry._simulator import Simulator, SimulatorConfig
+
+    config = SimulatorConfig(seed=3, flows=1, runs_per_flow=3, run_duration=3600.0)
+    async with Simulator(config) as sim:
+        ids = sim.failed_run_ids()
+        engine = Engine(settings_for(sim.base_url, follow=True, max_retriggers=1, poll=0.05))
+        lines: list[RunResult] = []
+        two_written = asyncio.Event()
+
+        async def emit(result: RunResult) -> None:
+            lines.append(result)
+            if len(lines) == 2:
+                two_written.set()
+
+        async def batches() -> AsyncIterator[list[InputRecord]]:
+            yield [InputRecord("in", n, run_id, run_id) for n, run_id in enumerate(ids, 1)]
+
+        task = asyncio.ensure_future(engine.run(batches(), emit))
+        await asyncio.wait_for(two_written.wait(), 10)  # the two never sent: not_attempted
+        assert engine.halt_reason is not None
+        await asyncio.sleep(0.2)
+        assert not task.done()  # the re-triggered run is still followed
+        engine.stop()  # a signal
+        async with asyncio.timeout(10):
+            await task
+    assert len(lines) == 3
+    finals = sorted(str(line.followed.final_status) for line in lines if line.followed)
+    assert finals == ["None", "None", "unknown"]
