@@ -36,7 +36,6 @@ from .options import (
     EXIT_SOME_FAILED,
     EXIT_STOPPED,
     EXIT_USAGE,
-    RUN_OPTIONS,
     explicit_options,
 )
 from .output import open_batch_output
@@ -50,8 +49,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bulkretry")
 _BAD = (Outcome.FAILED, Outcome.INVALID, Outcome.IN_DOUBT)
-#: Options that only mean something with --follow (set by flag or variable), and defaults.
-_DEFAULTS = {o.dest: o.default for o in RUN_OPTIONS}
+#: Options that only mean something with --follow.
 _FOLLOWING = ("rounds", "round_delay", "poll", "follow_timeout")
 
 
@@ -269,9 +267,10 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
         raise ConfigurationError("--resume reads no input: drop the FILE arguments or --resume")
     settings = build_settings(ns, env, warn=log.warning)
     if not settings.follow:
-        given = [name for name in _FOLLOWING if getattr(ns, name) != _DEFAULTS[name]]
+        # Flags only: a variable or a profile may hold the options for the batches that follow.
+        given = sorted(set(_FOLLOWING) & explicit_options(argv))
         if given:
-            flag = "--" + sorted(given)[0].replace("_", "-")
+            flag = "--" + given[0].replace("_", "-")
             raise ConfigurationError(f"{flag} only has effect with --follow: add --follow")
     files = list(ns.files) or [STDIN]
     # With --state, a terminal is no input: the batch is in the state file.

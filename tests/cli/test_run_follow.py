@@ -280,3 +280,11 @@ def test_list_failed_then_run_after_a_follow_batch_sends_no_run_twice(
     assert main(again, env=env_for(sim)) in (0, 1)
     counts = sim.retrigger_counts()
     assert max(counts.values()) == 1, {k: n for k, n in counts.items() if n > 1}
+
+
+def test_follow_options_from_variables_wait_for_a_batch_with_follow(tmp_path: Path) -> None:
+    """A profile or variable may hold --rounds for the batches that follow: no usage error."""
+    ids = tmp_path / "ids.txt"
+    ids.write_text("00000001-1804-45d6-8d56-dd51f05c0baf\n")
+    env = {**SIM_ENV, "BULKRETRY_ROUNDS": "3", "BULKRETRY_POLL": "5"}
+    assert main(["run", str(ids), "--dry-run", "-o", str(tmp_path / "o")], env=env) == 0
