@@ -228,7 +228,7 @@ def _status(ns: argparse.Namespace, out: TextIO) -> int:
             attempts, ambiguous = ledger.totals()
     if ns.format == "json":
         summary = _status_object(info, counts, kinds, codes, attempts, ambiguous)
-        summary["further_rounds"] = {k: n for k, n in ledger_rounds.items() if n}
+        summary["further_rounds"] = dict(ledger_rounds)  # every state, 0 when none
         if ledger_rounds["in_doubt"] + ledger_rounds["in_flight"] and not summary["exit_code"]:
             summary["exit_code"] = 1
         print(orjson.dumps(summary).decode(), file=out)

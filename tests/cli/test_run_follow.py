@@ -288,3 +288,22 @@ def test_follow_options_from_variables_wait_for_a_batch_with_follow(tmp_path: Pa
     ids.write_text("00000001-1804-45d6-8d56-dd51f05c0baf\n")
     env = {**SIM_ENV, "BULKRETRY_ROUNDS": "3", "BULKRETRY_POLL": "5"}
     assert main(["run", str(ids), "--dry-run", "-o", str(tmp_path / "o")], env=env) == 0
+
+
+def test_status_counts_further_rounds_apart_from_the_input(
+    failing_sim: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """status --format json: the input's runs as before, the rounds' runs in further_rounds."""
+    sim = failing_sim
+    state = str(tmp_path / "s.db")
+    first = ["run", str(ids_file(sim, tmp_path)), "--state", state, "-o", str(tmp_path / "1")]
+    assert main([*first, "--follow", "--rounds", "2", *QUICK], env=env_for(sim)) == 1
+    capsys.readouterr()
+    assert main(["status", "--state", state, "--format", "json"], env={}) in (0, 1)
+    summary = orjson.loads(capsys.readouterr().out)
+    runs = len(sim.failed_run_ids())
+    assert summary["outcomes"]["retriggered"] == runs
+    rounds = summary["further_rounds"]
+    assert rounds["retriggered"] == runs  # every run failed again: one further round each
+    assert rounds["in_doubt"] == 0
+    assert set(rounds) >= {"pending", "retriggered", "failed", "in_doubt", "not_attempted"}
