@@ -61,7 +61,7 @@ from .options import (
     EXIT_USAGE,
     add_options,
     explicit_options,
-    own_option,
+    output_options,
     run_option,
 )
 from .state import apply_stored_options, identity_of
@@ -97,11 +97,7 @@ CHECK_OPTIONS = [
     _run("verbose", "log every look-up retried"),
     _run("log_format"),
 ]
-OWN_OPTIONS = [
-    own_option(_PREFIX, ("-o", "--output"), str, None, "write the lines to PATH", "PATH", "stdout"),
-    own_option(_PREFIX, ("--append",), None, False, "append to an existing non-empty --output"),
-    own_option(_PREFIX, ("--overwrite",), None, False, "replace an existing non-empty --output"),
-]
+OWN_OPTIONS = output_options(_PREFIX, "the lines")
 
 
 def configure_parser(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:

@@ -55,6 +55,7 @@ from .options import (
     EXIT_USAGE,
     add_options,
     choice,
+    output_options,
     own_option,
     positive_int,
     run_option,
@@ -162,9 +163,7 @@ OWN_OPTIONS = [
         "completed_at, status, errors)",
         "ids|jsonl",
     ),
-    _own(("-o", "--output"), str, None, "write the list to PATH", "PATH", "stdout"),
-    _own(("--append",), None, False, "append to an existing --output"),
-    _own(("--overwrite",), None, False, "replace an existing non-empty --output"),
+    *output_options(_PREFIX, "the list"),
     _own(
         ("--page-size",),
         positive_int,

@@ -43,6 +43,7 @@ __all__ = [
     "flag",
     "non_negative_float",
     "outcome_list",
+    "output_options",
     "positive_float",
     "positive_int",
 ]
@@ -318,6 +319,18 @@ def own_option(prefix: str, flags: tuple[str, ...], *fields: Any) -> Option:
     variable is ``prefix`` + the option's name."""
     env_name = prefix + flags[-1].lstrip("-").replace("-", "_").upper()
     return dataclasses.replace(Option(flags, *fields), env_name=env_name)
+
+
+def output_options(prefix: str, what: str) -> list[Option]:
+    """``-o``, ``--append``, ``--overwrite`` of a command that writes ``what`` (its variables:
+    ``prefix`` + each option's name)."""
+    return [
+        own_option(
+            prefix, ("-o", "--output"), str, None, f"write {what} to PATH", "PATH", "stdout"
+        ),
+        own_option(prefix, ("--append",), None, False, "append to an existing non-empty --output"),
+        own_option(prefix, ("--overwrite",), None, False, "replace an existing non-empty --output"),
+    ]
 
 
 def add_options(

@@ -48,6 +48,7 @@ from .options import (
     EXIT_STOPPED,
     EXIT_USAGE,
     add_options,
+    output_options,
     own_option,
     positive_float,
     run_option,
@@ -85,9 +86,7 @@ WATCH_OPTIONS = [
     _run("log_format"),
 ]
 OWN_OPTIONS = [
-    _own(("-o", "--output"), str, None, "write the results to PATH", "PATH", "stdout"),
-    _own(("--append",), None, False, "append to an existing non-empty --output"),
-    _own(("--overwrite",), None, False, "replace an existing non-empty --output"),
+    *output_options(_PREFIX, "the results"),
     _own(
         ("--poll",),
         positive_float,
