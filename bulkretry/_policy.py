@@ -16,9 +16,9 @@ what happened                          processed?  decision
 2xx without one                        maybe       ``in_doubt``, ``bad_response``, counted as
                                                    ambiguous; never retried
 3xx                                    no          fail†, ``http`` (never followed for a POST)
-429                                    no          retry after max(Retry-After, backoff);
+429                                    no          retry after Retry-After (or backoff);
                                                    slows the shared throttle
-503                                    no          retry after max(Retry-After, backoff)
+503                                    no          retry after Retry-After (or backoff)
 500, 502, 504, other 5xx               maybe       ``--on-ambiguous hold`` (default):
                                                    ``in_doubt``; ``retry``: retry, counted as
                                                    ambiguous

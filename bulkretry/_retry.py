@@ -22,7 +22,7 @@ other 2xx, 3xx                      halt: a redirect could carry the token elsew
 401 ``401013``                      halt, ``token_expired``: renew once, ask again
 other 401, 403                      halt: the credentials are refused
 404, other 4xx, 501, 505            halt
-429, 503                            retry after max(Retry-After, backoff); a 429 or a
+429, 503                            retry after Retry-After (backoff without one); a 429 or a
                                     Retry-After slows the throttle
 other 5xx, network error, timeout   retry after backoff
 TLS failure                         halt
@@ -169,9 +169,12 @@ def next_try(
         )
     if attempt >= limits.max_attempts:
         return GiveUp(f"gave up after {attempt} attempts")
-    delay = backoff_delay(attempt, base=limits.backoff_base, cap=limits.backoff_cap, rng=rng)
     if retry_after is not None:
-        delay = max(delay, retry_after)
+        # The server said when: that time, not a backoff grown by earlier attempts (the shared
+        # throttle slows everyone when the quota is short; this run waits only its own time).
+        delay = retry_after
+    else:
+        delay = backoff_delay(attempt, base=limits.backoff_base, cap=limits.backoff_cap, rng=rng)
     if elapsed + delay > limits.deadline:
         return GiveUp(f"gave up: the next wait would pass the {limits.deadline:g} s deadline")
     return delay

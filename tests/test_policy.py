@@ -768,13 +768,14 @@ def test_backoff_delay_stops_growing_at_the_cap() -> None:
     attempt=st.integers(min_value=1, max_value=5),
     seed=st.integers(min_value=0, max_value=2**32),
 )
-def test_retry_after_is_a_floor_on_the_delay(retry_after: int, attempt: int, seed: int) -> None:
-    """The wait is max(Retry-After, backoff): never shorter than the server asked."""
+def test_retry_after_is_the_delay_whatever_the_attempt(
+    retry_after: int, attempt: int, seed: int
+) -> None:
+    """The wait is the server's Retry-After: never shorter, nor grown by earlier attempts."""
     answer = Answer(status=429, retry_after=str(retry_after))
     decision = run(answer, attempt=attempt, seed=seed, deadline=10_000.0, max_attempts=10)
-    jitter = backoff_delay(attempt, base=1.0, cap=60.0, rng=random.Random(seed))
     assert decision.action is Action.RETRY
-    assert decision.delay == max(float(retry_after), jitter)
+    assert decision.delay == float(retry_after)
 
 
 @given(
