@@ -262,8 +262,11 @@ class Attempt:
             return await self._refused(flight, decision, token)
         if self._ledger is not None:
             self._between_attempts(run_id, flight, decision.ambiguous)
-        if decision.throttled or gov.budget.try_spend():
-            # 429s are paced by the throttle and cost the retry budget nothing.
+        if decision.throttled:
+            # 429s are paced by the throttle and cost the retry budget nothing; the run waits
+            # its own Retry-After without holding fresh input back.
+            return Retry(decision.delay, aside=True)
+        if gov.budget.try_spend():
             return Retry(decision.delay)
         stats.budget_waits += 1
         return Retry(decision.delay, flight.started + self._settings.deadline)

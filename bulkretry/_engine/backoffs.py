@@ -43,16 +43,16 @@ class Backoffs:
     def retry(self, flight: Flight, step: Retry) -> None:
         """Put ``flight`` aside until its retry is due: in the heap, or behind a budget token."""
         if step.budget_deadline is None:
-            self._later(flight, step.delay)
+            self._later(flight, step.delay, aside=step.aside)
         else:
             token = self._governor.budget.reserve(step.budget_deadline)
             then = functools.partial(self._budget_answered, step.delay)
             self._dispatch.hold(flight, token, then)
 
-    def _later(self, flight: Flight, delay: float) -> None:
+    def _later(self, flight: Flight, delay: float, *, aside: bool = False) -> None:
         loop = asyncio.get_running_loop()
         if self._wait is None or delay <= 0:
-            self._dispatch.schedule(flight, loop.time() + delay)
+            self._dispatch.schedule(flight, loop.time() + delay, aside=aside)
         else:
             self._dispatch.hold(flight, asyncio.ensure_future(self._wait(delay)), self._waited)
 

@@ -40,6 +40,7 @@ class Dispatch(Generic[T]):
     """The records of one batch between the feeder and the workers (see the module docstring)."""
 
     __slots__ = (
+        "_aside",
         "_buffer",
         "_closed",
         "_count",
@@ -81,6 +82,8 @@ class Dispatch(Generic[T]):
         # Held outside the input (further rounds, followed chains): they keep the workers, but
         # never hold fresh input back.
         self._extra = 0
+        # The heap entries (by count) set aside: not in hand until they are due.
+        self._aside: set[int] = set()
         self._closed = False
         self._drained = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -180,13 +183,25 @@ class Dispatch(Generic[T]):
                 self._balance()
             raise
 
-    def schedule(self, item: T, at: float) -> None:
-        """Give ``item`` back to the workers at loop time ``at`` (at once if that is past)."""
+    def schedule(self, item: T, at: float, *, aside: bool = False) -> None:
+        """Give ``item`` back to the workers at loop time ``at`` (at once if that is past).
+
+        With ``aside`` the record does not count against ``max_pending`` until it is due: it
+        waits out a Retry-After of its own (a 429 that does not depend on the rate), and the
+        others go on meanwhile. Only records that were sent wait so, so they are never more
+        than the sends of one Retry-After.
+        """
         loop = self._loop or self._get_loop()
         if self._drained or at <= loop.time():
             self._ready(item)
             return
         self._count += 1
+        if aside:
+            self._in_hand -= 1
+            self._extra += 1
+            self._aside.add(self._count)
+            if self._takers:
+                self._balance()
         heapq.heappush(self._later, (at, self._count, item))
         handle = self._handle
         if handle is None or at < self._handle_at:
@@ -254,9 +269,8 @@ class Dispatch(Generic[T]):
         handle, self._handle = self._handle, None
         if handle is not None:
             handle.cancel()
-        later = self._later
-        while later:
-            self._ready(heapq.heappop(later)[2])
+        while self._later:
+            self._ready(self._pop())
 
     def _get_loop(self) -> asyncio.AbstractEventLoop:
         loop = self._loop = asyncio.get_running_loop()
@@ -270,10 +284,19 @@ class Dispatch(Generic[T]):
         later = self._later
         now = loop.time() + _TICK
         while later and later[0][0] <= now:
-            self._ready(heapq.heappop(later)[2])
+            self._ready(self._pop())
         if later:
             self._handle_at = at = later[0][0]
             self._handle = loop.call_at(at, self._fire)
+
+    def _pop(self) -> T:
+        """Take the earliest record from the heap; one set aside is in hand again."""
+        _, count, item = heapq.heappop(self._later)
+        if count in self._aside:
+            self._aside.discard(count)
+            self._in_hand += 1
+            self._extra -= 1
+        return item
 
     def _ready(self, item: T) -> None:
         """Hand a record that is due to a waiting worker, or queue it for the next one."""

@@ -68,6 +68,8 @@ class Retry:
     delay: float
     #: Loop time until which a token of the retry budget is waited for; None: no token needed.
     budget_deadline: float | None = None
+    #: Waiting out the server's Retry-After for this run alone: fresh input goes on meanwhile.
+    aside: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -345,3 +345,36 @@ async def test_records_adopted_for_later_never_hold_fresh_input_back() -> None:
     for _ in range(3):
         dispatch.release()
     assert await dispatch.take() is None
+
+
+@virtual_time
+async def test_records_waiting_out_their_own_retry_after_never_hold_fresh_input_back() -> None:
+    """A run told to wait its Retry-After frees its place: fresh input goes on meanwhile."""
+    dispatch = await filled(["a", "b", "c"], max_pending=1)
+    assert await dispatch.take() == "a"
+    dispatch.schedule("a", now() + 3, aside=True)
+    assert await dispatch.take() == "b"  # with "a" in hand, max_pending 1 would wait 3 s
+    assert now() == 0
+    dispatch.schedule("b", now() + 3, aside=True)
+    assert await dispatch.take() == "c"
+    dispatch.done()
+    assert [await dispatch.take(), await dispatch.take()] == ["a", "b"]
+    assert now() == 3
+    dispatch.done()
+    dispatch.done()
+    assert await dispatch.take() is None
+
+
+@virtual_time
+async def test_a_record_set_aside_is_in_hand_again_when_a_stop_drains_the_heap() -> None:
+    """A stop makes it due at once; the end still waits for it to be finished."""
+    dispatch = await filled(["a"], max_pending=1)
+    assert await dispatch.take() == "a"
+    dispatch.schedule("a", now() + 60, aside=True)
+    dispatch.drain()
+    assert await dispatch.take() == "a"
+    ending = asyncio.ensure_future(dispatch.take())
+    await settle()
+    assert not ending.done()
+    dispatch.done()
+    assert await ending is None
