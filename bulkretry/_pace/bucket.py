@@ -21,12 +21,18 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections import deque
+from collections.abc import Callable
 
 __all__ = ["TokenBucket"]
 
 # A timer may fire up to the loop's clock resolution early; count a nearly full token as full.
 _EPSILON = 1e-6
+# Weight of the newest timer lateness in the moving average by which slot timers are set early.
+_EARLY_WEIGHT = 0.1
+# Timers are never set earlier than this share of a slot's interval before it.
+_MAX_EARLY = 0.25
 # The coarsest event-loop clock step in use (uvloop's loop.time() has millisecond resolution).
 _CLOCK_TICK = 0.001
 
@@ -41,16 +47,22 @@ class TokenBucket:
 
     __slots__ = (
         "_burst",
+        "_coarse",
         "_due",
+        "_early",
+        "_gap",
         "_grants",
         "_handle",
         "_held_slot",
         "_hold_at",
+        "_last",
         "_loop",
         "_paused_until",
+        "_precise",
         "_rate",
         "_since_mark",
         "_stamp",
+        "_strict",
         "_tokens",
         "_waiters",
     )
@@ -66,9 +78,18 @@ class TokenBucket:
         self._stamp: float | None = None
         self._paused_until = -math.inf
         self._waiters: deque[asyncio.Future[None]] = deque()
-        self._handle: asyncio.TimerHandle | None = None
+        self._handle: asyncio.Handle | None = None
         # When the armed timer's slot comes due (None: no timer armed for a slot).
         self._due: float | None = None
+        # How late slot timers fire, on average: they are set that much before their slot.
+        self._early = 0.0
+        # Strict spacing (burst 1): no slot sooner than one interval after the last.
+        self._strict = burst == 1
+        # When the last slot was handed out, by a clock finer than uvloop's (strict mode only).
+        self._last = -math.inf
+        self._precise: Callable[[], float] = time.monotonic
+        self._coarse = False
+        self._gap = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._grants = 0
         self._since_mark = 0
@@ -118,10 +139,17 @@ class TokenBucket:
 
     async def acquire(self) -> None:
         """Wait for a send slot, behind every earlier caller still waiting."""
-        loop = self._loop = asyncio.get_running_loop()
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._set_clock(loop)
         now = loop.time()
         self.refill(now)
-        if not self._waiters and now >= self._paused_until and self._tokens >= 1 - _EPSILON:
+        if (
+            not self._waiters
+            and now >= self._paused_until
+            and self._tokens >= 1 - _EPSILON
+            and not (self._spaced() and self._too_soon())
+        ):
             self._take()
             return
         fut: asyncio.Future[None] = loop.create_future()
@@ -209,7 +237,17 @@ class TokenBucket:
         now = loop.time()
         self.refill(now)
         due, self._due = self._due, None
-        if due is not None and now > due and waiters:
+        early = 0.0
+        spaced = self._spaced()
+        if due is not None and waiters and not spaced:
+            # The slot's timer fired (or is as good as fired): learn how late timers run here,
+            # so that the next one is set that much early and fires on its slot, not after it.
+            lateness = now - (due - self._early)
+            if lateness >= 0:
+                cap = _MAX_EARLY / self._rate
+                self._early += _EARLY_WEIGHT * (min(lateness, cap) - self._early)
+                early = self._early
+        if due is not None and now > due and waiters and not spaced:
             # The timer fired late (a millisecond clock, a busy loop): a full one-token bucket
             # would drop the slots that came due meanwhile, several percent of the rate with
             # burst 1. Keep them, up to one more, so that slots stay on their grid.
@@ -223,13 +261,33 @@ class TokenBucket:
                 if self._paused_until < math.inf:  # a hold ends with an answer, not a timer
                     self._handle = loop.call_at(self._paused_until, self.wake)
                 return
-            elif self._tokens >= 1 - _EPSILON:
+            elif spaced and self._tokens >= 1 - _EPSILON - self._slack():
+                # Due by the tokens (their refill runs on the loop's clock, which uvloop keeps
+                # in whole ms): hand the slot out once the precise clock agrees.
+                wait = self._too_soon()
+                if not wait:
+                    waiters.popleft()
+                    self._take()
+                    fut.set_result(None)
+                elif self._coarse and wait <= 2 * _CLOCK_TICK:
+                    # The last fraction of a tick: yield to everything else ready, then look.
+                    self._handle = loop.call_soon(self.wake)
+                    return
+                else:
+                    self._handle = loop.call_at(now + wait - self._slack() / self._rate, self.wake)
+                    return
+            elif self._tokens >= 1 - _EPSILON - early * self._rate:
+                # Up to ``early`` before its slot: the token owed is paid back by the next slot
+                # (the tokens go below zero), so slots keep to their grid and the rate holds.
                 waiters.popleft()
                 self._take()
+                early = 0.0
                 fut.set_result(None)
             else:
                 self._due = now + (1 - self._tokens) / self._rate
-                self._handle = loop.call_at(self._due, self.wake)
+                # Spaced on a coarse clock, wake a tick early and let the precise one decide.
+                early_at = self._slack() / self._rate if spaced else self._early
+                self._handle = loop.call_at(self._due - early_at, self.wake)
                 return
 
     def _capacity(self) -> float:
@@ -237,8 +295,41 @@ class TokenBucket:
         # one slot per millisecond whatever the rate: hold at least one tick's worth.
         return max(float(self._burst), self._rate * _CLOCK_TICK)
 
+    def _spaced(self) -> bool:
+        """True if slots keep strict spacing now: burst 1, at an interval of two ticks or more.
+
+        Faster than that a millisecond timer cannot space slots one by one; they keep to a
+        grid instead, a late one caught up by the next.
+        """
+        return self._strict and self._rate * 2 * _CLOCK_TICK <= 1
+
+    def _slack(self) -> float:
+        """The tokens a coarse loop clock may lag behind the precise one by (0 on a fine one)."""
+        return self._rate * _CLOCK_TICK if self._coarse else 0.0
+
+    def _too_soon(self) -> float:
+        """Seconds until the slot after the last is due by the precise clock (0.0: it is).
+
+        Due one interval after the last: the interval of then, or of now if shorter (a cut
+        while a caller waits is the tokens' to time, and they wait longer already).
+        """
+        gap = min(self._gap, 1 / self._rate)
+        wait = self._last + gap - self._precise()
+        return wait if wait > _EPSILON else 0.0
+
+    def _set_clock(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Choose the clock that spaces slots: uvloop's loop.time() moves in whole ms."""
+        self._loop = loop
+        self._coarse = type(loop).__module__.startswith("uvloop")
+        self._precise = time.monotonic if self._coarse else loop.time
+
     def _take(self) -> None:
-        self._tokens = max(0.0, self._tokens - 1)
+        self._tokens -= 1
+        if self._spaced():
+            # Never two slots closer than the interval: the next counts from this one.
+            self._tokens = min(self._tokens, 0.0)
+            self._last = self._precise()
+            self._gap = 1 / self._rate
         self._grants += 1
         self._since_mark += 1
         if self._grants >= self._hold_at:

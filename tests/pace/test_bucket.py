@@ -7,12 +7,14 @@ its clock to the next timer instead of sleeping, so timing is exact and tests ar
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
+import random
 from typing import Any
 
 import pytest
 from aiolimiter import AsyncLimiter
-from conftest import VirtualClockLoop, virtual_time
+from conftest import VirtualClockLoop, _JumpingSelector, virtual_time
 
 from bulkretry._pace.bucket import TokenBucket
 
@@ -90,16 +92,70 @@ def test_a_millisecond_clock_does_not_cap_a_high_rate_at_one_slot_per_tick() -> 
     assert rate == pytest.approx(50_000, rel=0.05)
 
 
-def test_timers_firing_late_on_a_millisecond_clock_do_not_lose_slots() -> None:
-    """At 400/s (a slot every 2.5 ms) on a 1 ms clock, burst 1 still delivers the full rate."""
+@pytest.mark.parametrize(("rate", "burst"), [(800, 1), (400, 2)])
+def test_timers_firing_late_on_a_millisecond_clock_do_not_lose_slots(rate: int, burst: int) -> None:
+    """Slots on a grid (faster than one per two ticks, or with a burst) keep the full rate."""
 
     async def measure() -> float:
-        times = await acquire_times(TokenBucket(400), 800)
-        return 799 / (times[-1] - times[0])
+        times = await acquire_times(TokenBucket(rate, burst=burst), 2 * rate)
+        return (2 * rate - burst) / (times[-1] - times[burst - 1])
 
     with asyncio.Runner(loop_factory=MillisecondClockLoop) as runner:
-        rate = runner.run(measure())
-    assert rate == pytest.approx(400, rel=0.02)
+        measured = runner.run(measure())
+    assert measured == pytest.approx(rate, rel=0.02)
+
+
+class _LateSelector(_JumpingSelector):
+    """Timers fire up to 0.9 ms late, at random, as on a busy machine."""
+
+    def __init__(self, loop: VirtualClockLoop) -> None:
+        super().__init__(loop)
+        self._late_loop = loop
+        self._rng = random.Random(7)
+
+    def select(self, timeout: float | None = None) -> list[Any]:
+        ready = super().select(timeout)
+        if not ready and timeout:
+            self._late_loop.now += self._rng.uniform(0, 0.0009)
+        return ready
+
+
+class LateTimerLoop(VirtualClockLoop):
+    """A virtual clock whose timers fire late by up to 0.9 ms."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        asyncio.SelectorEventLoop.__init__(self, _LateSelector(self))
+
+
+@pytest.mark.parametrize("rate", [5.0, 200.0, 500.0])
+def test_burst_one_never_hands_out_two_slots_closer_than_the_interval(rate: float) -> None:
+    """A quota with no burst refuses a request sooner than 1/rate after the last: none is,
+    even when timers fire late (a grid would let the next slot catch up)."""
+
+    async def gaps() -> list[float]:
+        bucket = TokenBucket(rate)
+        times = await acquire_times(bucket, 50)
+        await asyncio.sleep(3.5 / rate)  # a quiet spell saves up one token, never two
+        times += await acquire_times(bucket, 50)
+        return [b - a for a, b in itertools.pairwise(times)]
+
+    with asyncio.Runner(loop_factory=LateTimerLoop) as runner:
+        measured = runner.run(gaps())
+    assert min(measured) >= 1 / rate - 1e-9
+    # Each gap is the interval plus that timer's lateness, never more.
+    assert max(measured[:49]) <= 1 / rate + 0.001
+
+
+@virtual_time
+async def test_a_rate_raised_while_a_caller_waits_times_its_slot_by_the_tokens() -> None:
+    """Half a token at the old rate, the rest at the new one: spacing adds no wait of its own."""
+    bucket = TokenBucket(10)
+    await bucket.acquire()
+    start = now()
+    await asyncio.sleep(0.05)
+    bucket.set_rate(now(), 20)  # half a token at 10/s, the rest in 25 ms at 20/s
+    assert await acquire_times(bucket, 1) == pytest.approx([start + 0.075])
 
 
 @pytest.mark.parametrize("burst", [1, 3, 10])
