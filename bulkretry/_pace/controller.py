@@ -3,25 +3,26 @@
 A 429 cuts the rate to ``BETA`` (0.7) of what it was; successes then bring it back along a CUBIC
 curve (as in the AWS SDKs' adaptive retry mode), flat near the rate of the last cut, so that the
 limiter dwells just below the quota it found and probes above it only slowly. The curve's length
-is measured in requests (``recovery`` of them to regain the rate of the last cut), which keeps
-the share of 429s the same at any rate. The rate never exceeds the configured one.
+is measured in requests (``recovery`` of them), which keeps the share of 429s the same at any
+rate. The rate never exceeds the configured one. A 429 after a long run of successes is the
+found rate's edge: it shaves the rate by a few per cent instead (three times the recent share).
 
 All 429s answered for requests sent before a cut belong to the same *episode* and cut only once
 (given the send time, that is exact; without it, 429s until a slot was handed out after the cut,
-or within twice the average latency of it, are taken to be such answers). A second episode with
-no success since the first, or a ``Retry-After`` above ``pause_after``, pauses the whole limiter
-until that time.
+or within twice the average latency of it, are taken to be such answers). A ``Retry-After``
+above ``pause_after``, or a third 429 in a row, news after a cut, with none of this pass's 429s
+scattered among successes (:mod:`bulkretry._pace.passes`), pauses the whole limiter until then.
+While the share refused at a new rate is moderate, the next cut waits until it is measured;
+429s refused as often at half the rate are not the quota's (:mod:`bulkretry._pace.share`): no
+more cuts or pauses for them, and each run waits out its own Retry-After.
 
-Two such pauses in a row, with successes in between, mean a *fixed window* (N requests per
-window, ``Retry-After`` at the window's end, see :mod:`bulkretry._pace.window`). Pausing for the
-whole Retry-After there wastes most of a window when the server rounds it up to whole seconds,
-and cutting the rate only spreads the window's requests thinly. So the controller switches to
-*window mode*: it sends each pass at the configured rate and holds after N + 1 slots: if the
-last one is throttled, the window is spent and everyone waits for its Retry-After (a late resume
-costs nothing as long as the next window's N still fit in it); if it succeeds, the pass ran into
-the next window and goes on until a 429. So a window costs one 429, and every window is used. A
-success for a request sent after a 429 of the same pass means the quota is not a fixed window
-after all, and the controller goes back to cutting the rate.
+Two pauses in a row, with successes in between, mean a *fixed window* (N requests per window,
+``Retry-After`` at its end, see :mod:`bulkretry._pace.window`). Cutting the rate only spreads a
+window's requests thinly, so the controller switches to *window mode*: each pass goes at the
+configured rate and holds after N + 1 slots: if the last is throttled, the window is spent and
+everyone waits for its Retry-After; if it succeeds, the pass ran into the next window and goes on
+until a 429. So a window costs one 429, and every window is used. A success sent after a 429 of
+the same pass, or two passes in a row far short of N or past N + 1, end window mode.
 
 The controller decides; the bucket paces. Time comes from the clock it is given (the event
 loop's, in production): nothing here awaits or schedules.
@@ -34,6 +35,8 @@ from collections.abc import Callable
 
 from .._config import DEFAULT_PAUSE_AFTER
 from .bucket import TokenBucket
+from .passes import Pass
+from .share import RejectShare
 from .window import FixedWindow
 
 __all__ = ["BETA", "DEFAULT_EPISODE", "DEFAULT_RECOVERY", "MIN_RATE_FRACTION", "RateController"]
@@ -51,6 +54,16 @@ MIN_RATE_FRACTION = 0.01
 
 # Weight of the newest latency sample in the moving average.
 _LATENCY_WEIGHT = 0.2
+# Weight of the newest answer in the moving share of 429s that sizes a cut: about the last 64.
+_SHARE_WEIGHT = 1 / 64
+# A cut at the edge takes this many times the recent share of 429s off the rate (at most
+# 1 - BETA): a few per cent for a rare one (timer jitter at a strict quota), more for a run.
+_SHAVE = 3.0
+# A 429 that is news after a cut pauses everyone when it is the third in a row with no success
+# between: a spent quota answers every request so; 429s at random rarely come three in a row.
+_PAUSE_RUN = 3
+# Successes since the last cut that make the next 429 one at the edge of the rate found.
+_EDGE_SUCCESSES = 32
 # Bounds of the recovery time, in seconds, whatever the rate.
 _MIN_RECOVERY_SECONDS = 1.0
 _MAX_RECOVERY_SECONDS = 600.0
@@ -67,6 +80,7 @@ class RateController:
     """
 
     __slots__ = (
+        "_beta",
         "_bucket",
         "_clock",
         "_cut_at",
@@ -74,9 +88,12 @@ class RateController:
         "_latency",
         "_max_rate",
         "_min_rate",
+        "_pass",
         "_pause_after",
+        "_recent",
         "_recovery",
         "_recovery_seconds",
+        "_share",
         "_successes_since_cut",
         "_successes_since_pause",
         "_throttled_count",
@@ -109,16 +126,22 @@ class RateController:
         self._pause_after = float(pause_after)
         self._recovery = recovery
         self._throttled_count = 0
+        self._pass = Pass()
         self._latency: float | None = None
         # CUBIC state: the rate at the last cut, when recovery starts, and how long it takes.
         self._cut_at: float | None = None
         self._w_max = rate
+        self._beta = BETA
         self._epoch = -math.inf
         self._recovery_seconds = _MIN_RECOVERY_SECONDS
         self._successes_since_cut = 0
         self._successes_since_pause = 0
         # Window mode (None: not a fixed window, or not yet).
         self._window: FixedWindow | None = None
+        # Whether slowing down lowers the share of 429s (if not, they are not the quota's).
+        self._share = RejectShare()
+        self._share.level(rate)
+        self._recent = 0.0
 
     @property
     def max_rate(self) -> float:
@@ -160,6 +183,11 @@ class RateController:
         """
         self._successes_since_cut += 1
         self._successes_since_pause += 1
+        sent = self._clock() if sent_at is None else sent_at
+        self._pass.succeeded(sent)
+        self._recent -= _SHARE_WEIGHT * self._recent
+        if (self._cut_at is None or sent > self._cut_at) and self._share.answered(False):
+            self._share_changed()
         if self._window is not None:
             self._window_success(self._window, self._clock() if sent_at is None else sent_at)
             return
@@ -169,8 +197,10 @@ class RateController:
         now = self._clock()
         elapsed = max(0.0, now - self._epoch)
         shortfall = 1 - elapsed / self._recovery_seconds
-        target = self._w_max * (1 - (1 - BETA) * shortfall**3)
+        target = self._w_max * (1 - (1 - self._beta) * shortfall**3)
         bucket.set_rate(now, min(self._max_rate, max(self._min_rate, target)))
+        if shortfall <= 0 and self._share.levels > 1:  # that episode's levels are stale now
+            self._share.restart(bucket.rate)
 
     def on_throttled(self, retry_after: float | None, *, sent_at: float | None = None) -> None:
         """Record a 429 (or a 503 with Retry-After): cut the rate once per episode, maybe pause.
@@ -181,6 +211,15 @@ class RateController:
         """
         now = self._clock()
         self._throttled_count += 1
+        sent = now if sent_at is None else sent_at
+        self._pass.throttled(sent)
+        self._recent += _SHARE_WEIGHT * (1 - self._recent)
+        news = self._cut_at is None or sent > self._cut_at
+        if news and self._share.answered(True, retry_after=retry_after):
+            self._share_changed()
+        if self._share.independent is not None:
+            # Slowing down did not lower them: the run waits its own Retry-After, the rest go on.
+            return
         if self._window is not None:
             self._window_throttled(self._window, now, retry_after, sent_at)
             return
@@ -192,19 +231,37 @@ class RateController:
             retry_after > self._pause_after
             # A new episode hard on the heels of the last cut: the cut did not help, so stop
             # everyone rather than collect 429s until the next one.
-            or (not same_episode and self._cut_at is not None and not self._successes_since_cut)
+            or (
+                not same_episode
+                and self._cut_at is not None
+                and not self._successes_since_cut
+                and self._pass.run >= _PAUSE_RUN
+                and not self._pass.scattered
+            )
         )
         if retry_after is not None and pause:
             self.pause_until(now + retry_after)
-        if same_episode:
+        if same_episode or (self._share.holding() and not pause):
+            # (A moderate share not yet measured at this rate: see whether the cut helped.)
             return
         bucket.refill(now)
         self._w_max = bucket.rate
-        if pause and allowed and -math.inf < resumed_at <= now and retry_after is not None:
+        if (
+            pause
+            and allowed
+            and not self._pass.scattered
+            and -math.inf < resumed_at <= now
+            and retry_after is not None
+        ):
             # Two pauses in a row for 429s that went on after a cut, with successes between
             # them: the quota is a fixed window, and the successes were its N (or a bit more).
             self._enter_window(now, allowed, resumed_at)
             return
+        # The first cut finds the quota. A 429 after a long run of successes at the rate it
+        # found is that rate's edge (a strict quota grazed by timer jitter): shave by the recent
+        # share of 429s, a few per cent for a rare one, up to 1 - BETA for a run of them.
+        edge = self._successes_since_cut >= _EDGE_SUCCESSES
+        self._beta = max(BETA, 1 - _SHAVE * self._recent) if edge else BETA
         self._cut_at = now
         self._epoch = max(now, bucket.paused_until)
         self._recovery_seconds = min(
@@ -214,7 +271,8 @@ class RateController:
         self._successes_since_cut = 0
         # The server's bucket is empty; a burst saved up in ours would only earn more 429s.
         bucket.drain()
-        bucket.set_rate(now, max(self._min_rate, self._w_max * BETA))
+        bucket.set_rate(now, max(self._min_rate, self._w_max * self._beta))
+        self._share.level(bucket.rate)
 
     def on_unavailable(self, retry_after: float) -> None:
         """Record a 503 with a Retry-After: the service, not the quota, asks everyone to wait.
@@ -227,13 +285,33 @@ class RateController:
     def learned(self) -> str | None:
         """Say in one line what the answers taught about the quota (None: nothing yet)."""
         window = self._window
-        return None if window is None else f"fixed window of {window.requests} requests"
+        if window is not None:
+            return f"fixed window of {window.requests} requests"
+        share = self._share.independent
+        if share is not None:
+            return f"{share:.0%} of requests refused whatever the rate (not cut for)"
+        return None
+
+    def _share_changed(self) -> None:
+        """The 429s turned out rate-independent (or a quota's after all): act on it."""
+        if self._share.independent is None:
+            return  # a quota's after all: the next 429 cuts as usual
+        now = self._clock()
+        if self._window is not None:
+            self._leave_window(now)
+        self._cut_at = None
+        self._w_max = self._max_rate
+        # The cuts bought nothing: back to the configured rate. Should a quota lie below it,
+        # its 429s raise the share and cutting resumes.
+        self._bucket.set_rate(now, self._max_rate)
+        self._bucket.resume(now)
 
     def pause_until(self, when: float) -> None:
         """Hand out no slot before time *when*; extends a pause, never shortens one."""
         if self._bucket.pause_until(when):
             self._successes_since_pause = 0
             self._epoch = max(self._epoch, when)
+            self._pass.restart(self._clock())
 
     def _same_episode(self, now: float, sent_at: float | None) -> bool:
         if self._cut_at is None:
@@ -273,7 +351,11 @@ class RateController:
             self._leave_window(now)
             self.on_throttled(None, sent_at=sent_at)
             return
-        window.spent(sent)
+        if window.spent(sent):
+            # Twice a pass spent far short of N: 429s at random, not a window's end.
+            self._leave_window(now)
+            self.on_throttled(retry_after, sent_at=sent_at)
+            return
         self._bucket.end_hold(now)  # the hold ends; the window's Retry-After begins
         self.pause_until(now + retry_after)
         # A Retry-After of 0 (or a date already past) extends no pause, and so wakes nobody:
@@ -285,6 +367,9 @@ class RateController:
         verdict = window.count_success(sent)
         bucket = self._bucket
         if verdict == "this pass" and sent >= bucket.held_slot:
+            if window.ran_on():
+                self._leave_window(self._clock())  # twice in a row: passes of random length
+                return
             # The slot after N succeeded: this pass ran into the next window. Go on.
             bucket.unhold()
             bucket.resume(self._clock())
@@ -297,6 +382,8 @@ class RateController:
         bucket.unhold()
         bucket.end_hold(now)
         self._cut_at = None
+        # Back to cutting afresh: the window's successes say nothing of a rate's edge.
+        self._successes_since_cut = 0
         bucket.wake()
 
     def __repr__(self) -> str:

@@ -6,7 +6,10 @@ one pause to the next) and learns N as the successes of one pass. A pass that ru
 window counts more than N, so the smaller of the last two complete passes is taken.
 
 A success for a request sent after a 429 of the same pass means the quota is not a fixed window
-after all. Everything here is bookkeeping on the times given: no clock, no asyncio.
+after all; so do two passes in a row spent short of half of N, or that ran past N + 1 (a pass
+starts when the window resets, so only a pass whose N was learned short runs on, and the pass
+that ran on teaches the whole N; 429s that come at random, whatever the rate, make passes of
+random length instead). Everything here is bookkeeping on the times given: no clock, no asyncio.
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ class FixedWindow:
         "_prev_first_429",
         "_prev_ok",
         "_prev_start",
+        "_ran_on",
         "_requests",
+        "_short_run",
         "_start",
     )
 
@@ -47,6 +52,10 @@ class FixedWindow:
         # succeeded, and the send time of its first throttled request.
         self._start, self._ok, self._first_429 = start, requests, first_429
         self._prev_start, self._prev_ok, self._prev_first_429 = -math.inf, 0, math.inf
+        # Whether the pass under way, and the one before it, ran past N + 1.
+        self._ran_on = (False, False)
+        # How many passes in a row were spent short of half of N.
+        self._short_run = 0
 
     @property
     def requests(self) -> int:
@@ -63,20 +72,31 @@ class FixedWindow:
         self._prev_start, self._prev_ok = self._start, self._ok
         self._prev_first_429 = self._first_429
         self._start, self._ok, self._first_429 = start, 0, math.inf
+        self._ran_on = (False, self._ran_on[0])
+
+    def ran_on(self) -> bool:
+        """Record that the pass under way ran past N + 1; True if the one before it did too."""
+        self._ran_on = (True, self._ran_on[1])
+        return self._ran_on[1]
 
     def in_this_pass(self, sent: float) -> bool:
         """True if a request sent at loop time *sent* belongs to the pass under way."""
         return sent >= self._start
 
-    def spent(self, sent: float) -> None:
+    def spent(self, sent: float) -> bool:
         """Record a 429 of this pass for a request sent at *sent*: the window is spent.
 
-        The pass before this one is complete by now: N is learned from it.
+        The pass before this one is complete by now: N is learned from it. Return True if this
+        pass and the one before it were spent short of half of N: a window resets to N at the
+        start of each pass, so 429s that come that early, twice, are not the window's.
         """
+        short = self._ok < self._requests / 2
+        self._short_run = self._short_run + 1 if short else 0
         self._first_429 = min(self._first_429, sent)
         if self._prev_start > -math.inf:
             self._counts = [*self._counts[-1:], self._prev_ok]
             self._requests = max(1, min(self._counts))
+        return self._short_run >= 2
 
     def count_success(self, sent: float) -> Verdict:
         """Count a success for a request sent at loop time *sent*; say which pass it was in."""

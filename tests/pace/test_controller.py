@@ -183,7 +183,6 @@ async def test_send_time_tells_exactly_whether_a_429_is_news() -> None:
     await asyncio.sleep(20)
     control.on_throttled(None, sent_at=before_cut)
     assert bucket.rate == pytest.approx(7.0)
-    control.on_success()  # no pause from the next cut
     await bucket.acquire()
     control.on_throttled(None, sent_at=now())
     assert bucket.rate < 7.0
@@ -231,6 +230,7 @@ async def test_rate_never_falls_below_min_rate() -> None:
         await bucket.acquire()
         control.on_success()
         control.on_throttled(None)
+        control.on_throttled(None)  # the same episode: most requests refused, a quota's
         await asyncio.sleep(5)
     assert bucket.rate == 1
 
@@ -315,13 +315,16 @@ async def test_short_retry_after_alone_does_not_pause() -> None:
 
 @virtual_time
 async def test_429s_that_keep_coming_after_a_cut_pause_everyone() -> None:
-    """A new episode with no success since the last cut pauses for its Retry-After."""
+    """A third 429 in a row, news after the last cut, pauses for its Retry-After."""
     bucket, control = paced(10, pause_after=5)
     await bucket.acquire()
     control.on_throttled(2)
     await acquire_times(bucket, 10)
     control.on_throttled(2)
-    assert bucket.rate == pytest.approx(4.9)
+    assert bucket.paused_until < now()  # two in a row: 429s at random come so too
+    await acquire_times(bucket, 10)
+    control.on_throttled(2)
+    assert bucket.rate == pytest.approx(10 * BETA**3)
     assert bucket.paused_until == pytest.approx(now() + 2)
 
 
@@ -500,3 +503,20 @@ async def test_repr_shows_window_mode() -> None:
     """repr names the learned requests per window."""
     _, control = await window_mode(100)
     assert "window of 100" in repr(control)
+
+
+@virtual_time
+async def test_two_passes_in_a_row_past_n_plus_one_leave_window_mode() -> None:
+    """Passes that keep running past N + 1 are 429s at random, not a window: cut as usual."""
+    bucket, control = await window_mode(100)
+    for left_at in (True, False):
+        await asyncio.sleep(bucket.paused_until - now())
+        for _ in range(101):
+            await bucket.acquire()
+            control.on_success(now())
+        if left_at:
+            assert control.window_requests == 100  # the first one only ran on
+            await bucket.acquire()
+            control.on_throttled(1, sent_at=now())
+    assert control.window_requests is None
+    assert bucket.paused_until <= now()

@@ -103,3 +103,22 @@ def test_repr_shows_the_state() -> None:
     assert repr(window) == (
         "<FixedWindow N=100, this pass from t=10.000: 1 ok, last pass from t=0.000: 100 ok>"
     )
+
+
+def test_two_passes_in_a_row_that_ran_on_mean_no_fixed_window() -> None:
+    """One pass past N + 1 is a short N; the next one too means passes of random length."""
+    window = FixedWindow(4, start=0.0, first_429=1.0)
+    window.next_pass(3.0)
+    assert window.ran_on() is False
+    window.next_pass(6.0)
+    assert window.ran_on() is True
+
+
+def test_a_pass_that_ended_at_n_plus_one_breaks_the_run() -> None:
+    """A pass that ran on, then one that ended at its hold: the next to run on is a first."""
+    window = FixedWindow(4, start=0.0, first_429=1.0)
+    window.next_pass(3.0)
+    window.ran_on()
+    window.next_pass(6.0)
+    window.next_pass(9.0)
+    assert window.ran_on() is False

@@ -1,0 +1,49 @@
+"""Read the 429s of one pass (from one pause to the next) for the shape they come in.
+
+A quota that is spent refuses every request until it refills: its 429s come *solid*, one after
+another, and no request sent after the first of them goes through. 429s that come at random
+(throttling per resource) or at a quota's edge come *scattered* among successes. Only solid
+ones justify stopping everyone (a pause) or reading the pass as a fixed window's.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["Pass"]
+
+
+class Pass:
+    """The 429s since the last pause: how many in a row now, and whether any were scattered."""
+
+    __slots__ = ("_first_429", "_start", "run", "scattered")
+
+    def __init__(self) -> None:
+        self._start = -math.inf
+        # The send time of the first 429 of this pass.
+        self._first_429 = math.inf
+        #: 429s in a row since the last success.
+        self.run = 0
+        #: True once a request sent after a 429 of this pass went through.
+        self.scattered = False
+
+    def throttled(self, sent: float) -> None:
+        """Count a 429 for a request sent at *sent*."""
+        self.run += 1
+        if sent >= self._start:  # not an answer to a request sent before the pause
+            self._first_429 = min(self._first_429, sent)
+
+    def succeeded(self, sent: float) -> None:
+        """Count a success for a request sent at *sent*."""
+        self.run = 0
+        if sent > self._first_429:
+            self.scattered = True
+
+    def restart(self, now: float) -> None:
+        """A pause began at *now*: the next pass starts afresh."""
+        self._start = now
+        self._first_429 = math.inf
+        self.scattered = False
+
+    def __repr__(self) -> str:
+        return f"<Pass run={self.run}, scattered={self.scattered}>"

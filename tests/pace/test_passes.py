@@ -1,0 +1,45 @@
+"""Tests of bulkretry._pace.passes: solid 429s (a spent quota) against scattered ones."""
+
+from __future__ import annotations
+
+from bulkretry._pace.passes import Pass
+
+
+def test_429s_in_a_row_count_until_a_success() -> None:
+    """``run`` is the 429s since the last success."""
+    p = Pass()
+    for sent in (1.0, 2.0, 3.0):
+        p.throttled(sent)
+    assert p.run == 3
+    p.succeeded(0.5)
+    assert p.run == 0
+
+
+def test_a_success_sent_after_a_429_makes_the_pass_scattered() -> None:
+    """A spent quota lets nothing through after its first 429: a success sent later is news."""
+    p = Pass()
+    p.throttled(2.0)
+    p.succeeded(1.0)  # sent before the 429: an answer overtaken, not evidence
+    assert not p.scattered
+    p.succeeded(3.0)
+    assert p.scattered
+
+
+def test_a_pause_starts_a_new_pass_and_ignores_429s_sent_before_it() -> None:
+    """Late 429s for requests sent before the pause say nothing of the pass after it."""
+    p = Pass()
+    p.throttled(1.0)
+    p.succeeded(2.0)
+    p.restart(5.0)
+    assert not p.scattered
+    p.throttled(4.0)  # sent before the pause began
+    p.succeeded(6.0)
+    assert not p.scattered
+    p.throttled(7.0)
+    p.succeeded(8.0)
+    assert p.scattered
+
+
+def test_repr_shows_the_state() -> None:
+    """repr names the run and whether the pass is scattered."""
+    assert repr(Pass()) == "<Pass run=0, scattered=False>"
