@@ -10,14 +10,35 @@ from __future__ import annotations
 
 from collections import deque
 
+from .._config import Settings
 from .._http.lookups import RunView
 
-__all__ = ["Claims"]
+__all__ = ["Claims", "horizon"]
 
 #: Clear answers seen in listings before their clock offset is trusted, and the margin kept
 #: above the largest offset seen.
 _SKEW_SAMPLES = 5
 _SKEW_MARGIN_MS = 10
+# Seconds of claims kept before the oldest request still unanswered left, beyond the skew (a
+# claim is stamped when answered, after its run was created: none older can fall in a window).
+_CLAIM_MARGIN = 1.0
+# Seconds of claims kept before the oldest window still open, and at most in all beyond the
+# timeout and the check delay.
+_OPEN_MARGIN = 60.0
+
+
+def horizon(now: float, settings: Settings, oldest_sent: float, open_since_ms: int | None) -> float:
+    """The wall time (epoch s) before which no claim can matter any more.
+
+    A window still open reaches back to its ``since``; one still to come opens (less the skew)
+    when a request still unanswered left. So a fast batch keeps seconds of claims, not the
+    ~90 s the timeout alone would bound (450,000 claims, 130 MB at 5,000 requests/s).
+    """
+    limit = now - settings.timeout - settings.check_delay - _OPEN_MARGIN
+    limit = max(limit, oldest_sent - settings.check_skew - _CLAIM_MARGIN)
+    if open_since_ms is not None:
+        limit = min(limit, open_since_ms / 1000 - _OPEN_MARGIN)
+    return limit
 
 
 class Claims:

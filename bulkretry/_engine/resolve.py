@@ -51,7 +51,7 @@ from .._http.links import resolve_next
 from .._http.lookups import RunView, listing_url, parse_run_page, parse_single, run_url
 from .._model import Answer, Outcome
 from .._stats import Stats
-from .claims import Claims
+from .claims import Claims, horizon
 from .follow_fetch import FollowStats, GaveUp, Looker
 from .governor import Governor
 from .steps import AT_ONCE, Done, Flight, Step
@@ -134,11 +134,10 @@ class Resolver:
         """A new run known to belong to some record: never a candidate for another."""
         now = self._wall()
         self._claims.add(new_run_id, now, window)
-        # Claims older than any window still open (or about to open) are never asked about.
-        horizon = now - self._settings.timeout - self._settings.check_delay - 60.0
-        if self._open:
-            horizon = min(horizon, min(o.since_ms for o in self._open.values()) / 1000 - 60.0)
-        self._claims.forget_before(horizon)
+        # The oldest request still unanswered is the first in ``_in_flight``.
+        oldest = next(iter(self._in_flight.values()), now)
+        opened = min((o.since_ms for o in self._open.values()), default=None)
+        self._claims.forget_before(horizon(now, self._settings, oldest, opened))
 
     def open(self, flight: Flight, sent_wall: float) -> None:
         """Register the check of ``flight``, whose attempt left at ``sent_wall`` (epoch s)."""
