@@ -271,6 +271,8 @@ def measure(args: argparse.Namespace, row: Row, who: str) -> Result:
     if row.kind in ("free", "timeouts"):
         rate = q
     extra = ["--timeout", "1"] if row.kind == "timeouts" else []
+    if row.kind == "storm" and who == "bulkretry":
+        extra = ["--no-preflight"]  # the storm server answers re-triggers only, not GET /runs
     stop = threading.Event()
     poller = threading.Thread(target=poll, args=(url, result.samples, stop), daemon=True)
     poller.start()
