@@ -169,9 +169,10 @@ def next_try(
         )
     if attempt >= limits.max_attempts:
         return GiveUp(f"gave up after {attempt} attempts")
-    if retry_after is not None:
+    if retry_after:
         # The server said when: that time, not a backoff grown by earlier attempts (the shared
         # throttle slows everyone when the quota is short; this run waits only its own time).
+        # "0" (or a date past) says nothing of when: the backoff, or it would be sent in a loop.
         delay = retry_after
     else:
         delay = backoff_delay(attempt, base=limits.backoff_base, cap=limits.backoff_cap, rng=rng)

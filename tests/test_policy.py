@@ -771,11 +771,13 @@ def test_backoff_delay_stops_growing_at_the_cap() -> None:
 def test_retry_after_is_the_delay_whatever_the_attempt(
     retry_after: int, attempt: int, seed: int
 ) -> None:
-    """The wait is the server's Retry-After: never shorter, nor grown by earlier attempts."""
+    """The wait is the server's Retry-After: never shorter, nor grown by earlier attempts; a
+    Retry-After of 0 names no time, so the backoff it is (not a resend in a loop)."""
     answer = Answer(status=429, retry_after=str(retry_after))
     decision = run(answer, attempt=attempt, seed=seed, deadline=10_000.0, max_attempts=10)
+    jitter = backoff_delay(attempt, base=1.0, cap=60.0, rng=random.Random(seed))
     assert decision.action is Action.RETRY
-    assert decision.delay == float(retry_after)
+    assert decision.delay == (float(retry_after) if retry_after else jitter)
 
 
 @given(

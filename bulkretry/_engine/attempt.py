@@ -263,9 +263,10 @@ class Attempt:
         if self._ledger is not None:
             self._between_attempts(run_id, flight, decision.ambiguous)
         if decision.throttled:
-            # 429s are paced by the throttle and cost the retry budget nothing; the run waits
-            # its own Retry-After without holding fresh input back.
-            return Retry(decision.delay, aside=True)
+            # 429s are paced by the throttle and cost the retry budget nothing; an input record
+            # waits its own Retry-After without holding fresh input back (a further round never
+            # held any: it is not counted against max_pending at all).
+            return Retry(decision.delay, aside=flight.chain is None)
         if gov.budget.try_spend():
             return Retry(decision.delay)
         stats.budget_waits += 1

@@ -35,7 +35,8 @@ def horizon(now: float, settings: Settings, oldest_sent: float, open_since_ms: i
     ~90 s the timeout alone would bound (450,000 claims, 130 MB at 5,000 requests/s).
     """
     limit = now - settings.timeout - settings.check_delay - _OPEN_MARGIN
-    limit = max(limit, oldest_sent - settings.check_skew - _CLAIM_MARGIN)
+    # The skew twice: the window's start in the service's clock, our claims in ours.
+    limit = max(limit, oldest_sent - 2 * settings.check_skew - _CLAIM_MARGIN)
     if open_since_ms is not None:
         limit = min(limit, open_since_ms / 1000 - _OPEN_MARGIN)
     return limit

@@ -83,8 +83,8 @@ class TokenBucket:
         self._due: float | None = None
         # How late slot timers fire, on average: they are set that much before their slot.
         self._early = 0.0
-        # Strict spacing (burst 1): no slot sooner than one interval after the last.
-        self._strict = burst == 1
+        # Strict spacing (see :meth:`strict`): no slot sooner than one interval after the last.
+        self._strict = False
         # When the last slot was handed out, by a clock finer than uvloop's (strict mode only).
         self._last = -math.inf
         self._precise: Callable[[], float] = time.monotonic
@@ -221,6 +221,18 @@ class TokenBucket:
         if self._paused_until == math.inf:
             self._paused_until = now
 
+    def strict(self) -> None:
+        """From now on, with burst 1, never hand out two slots closer than the interval.
+
+        A quota with no burst (a leaky bucket) refuses a request sooner than its interval
+        after the last. On the grid, a slot whose timer fired late is followed by one that
+        catches up; strictly, the next counts from the last one handed out, by a clock finer
+        than uvloop's, the timer set a tick early and the last fraction waited out yielding to
+        the loop. That costs a little CPU and, on a loop whose timers fire late, a little rate:
+        the controller asks for it when 429s come at the edge of a steady rate.
+        """
+        self._strict = self._burst == 1
+
     def mark(self) -> None:
         """Start counting the slots handed out afresh (see :attr:`since_mark`)."""
         self._since_mark = 0
@@ -296,7 +308,7 @@ class TokenBucket:
         return max(float(self._burst), self._rate * _CLOCK_TICK)
 
     def _spaced(self) -> bool:
-        """True if slots keep strict spacing now: burst 1, at an interval of two ticks or more.
+        """True if slots keep strict spacing now: strict, at an interval of two ticks or more.
 
         Faster than that a millisecond timer cannot space slots one by one; they keep to a
         grid instead, a late one caught up by the next.

@@ -222,7 +222,11 @@ class RateController:
             return
         if self._window is not None:
             self._window_throttled(self._window, now, retry_after, sent_at)
-            return
+        else:
+            self._cut_or_pause(now, retry_after, sent_at)
+
+    def _cut_or_pause(self, now: float, retry_after: float | None, sent_at: float | None) -> None:
+        """Act on a 429 counted already, outside window mode."""
         bucket = self._bucket
         resumed_at = bucket.paused_until
         allowed = self._successes_since_pause
@@ -257,11 +261,12 @@ class RateController:
             # them: the quota is a fixed window, and the successes were its N (or a bit more).
             self._enter_window(now, allowed, resumed_at)
             return
-        # The first cut finds the quota. A 429 after a long run of successes at the rate it
-        # found is that rate's edge (a strict quota grazed by timer jitter): shave by the recent
-        # share of 429s, a few per cent for a rare one, up to 1 - BETA for a run of them.
+        # The first cut finds the quota. A 429 after a long run of successes is that rate's edge
+        # (a strict quota grazed by timer jitter): shave by the recent share of 429s.
         edge = self._successes_since_cut >= _EDGE_SUCCESSES
         self._beta = max(BETA, 1 - _SHAVE * self._recent) if edge else BETA
+        if edge:  # maybe a quota with no burst, refusing a slot a late timer brought too close
+            bucket.strict()
         self._cut_at = now
         self._epoch = max(now, bucket.paused_until)
         self._recovery_seconds = min(
@@ -304,7 +309,6 @@ class RateController:
         # The cuts bought nothing: back to the configured rate. Should a quota lie below it,
         # its 429s raise the share and cutting resumes.
         self._bucket.set_rate(now, self._max_rate)
-        self._bucket.resume(now)
 
     def pause_until(self, when: float) -> None:
         """Hand out no slot before time *when*; extends a pause, never shortens one."""
@@ -346,15 +350,11 @@ class RateController:
         sent = now if sent_at is None else sent_at
         if not window.in_this_pass(sent):
             return  # an answer to an earlier pass, whose window is spent already
-        if retry_after is None:
-            # Without a Retry-After there is no window's end to wait for: cut the rate instead.
+        if retry_after is None or window.spent(sent):
+            # Without a Retry-After there is no window's end to wait for; twice a pass spent far
+            # short of N is 429s at random, not a window's end: cut the rate instead.
             self._leave_window(now)
-            self.on_throttled(None, sent_at=sent_at)
-            return
-        if window.spent(sent):
-            # Twice a pass spent far short of N: 429s at random, not a window's end.
-            self._leave_window(now)
-            self.on_throttled(retry_after, sent_at=sent_at)
+            self._cut_or_pause(now, retry_after, sent_at)
             return
         self._bucket.end_hold(now)  # the hold ends; the window's Retry-After begins
         self.pause_until(now + retry_after)

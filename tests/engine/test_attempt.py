@@ -161,10 +161,20 @@ async def test_a_429_is_a_retry_after_its_retry_after_that_costs_no_budget_token
     setup = Setup(Answer(status=429, body={"error_code": "429050"}, retry_after="2"))
     step = await setup.attempt.once(flight())
     assert isinstance(step, Retry)
-    assert step.delay >= 2.0
+    assert step.delay == 2.0
     assert step.budget_deadline is None
+    assert step.aside  # an input record waiting its own Retry-After holds no place meanwhile
     assert setup.stats.throttled == 1
     assert setup.governor.budget.retries == 0
+
+
+async def test_a_further_round_throttled_is_never_set_aside() -> None:
+    """A further round never held a place of the input's: setting it aside would free one
+    it does not hold, and let more input in than max_pending."""
+    setup = Setup(Answer(status=429, body={"error_code": "429050"}, retry_after="2"))
+    step = await setup.attempt.once(flight(chain=object()))
+    assert isinstance(step, Retry)
+    assert not step.aside
 
 
 async def test_a_503_retry_spends_a_token_of_the_retry_budget() -> None:

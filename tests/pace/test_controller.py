@@ -493,9 +493,11 @@ async def test_a_429_without_retry_after_in_window_mode_goes_back_to_cutting() -
     bucket, control = await window_mode(100)
     await asyncio.sleep(bucket.paused_until - now())
     await bucket.acquire()
+    before = control.throttled_count
     control.on_throttled(None, sent_at=now())
     assert control.window_requests is None
     assert bucket.rate == pytest.approx(40 * BETA)
+    assert control.throttled_count == before + 1  # counted once, not again by the cut
 
 
 @virtual_time
