@@ -13,8 +13,8 @@ or within twice the average latency of it, are taken to be such answers). A ``Re
 above ``pause_after``, or a third 429 in a row, news after a cut, with none of this pass's 429s
 scattered among successes (:mod:`bulkretry._pace.passes`), pauses the whole limiter until then.
 While the share refused at a new rate is moderate, the next cut waits until it is measured;
-429s refused as often at half the rate are not the quota's (:mod:`bulkretry._pace.share`): no
-more cuts or pauses for them, and each run waits out its own Retry-After.
+429s refused nearly as often at half the rate, saying wait seconds, are not the quota's
+(:mod:`bulkretry._pace.share`): no more cuts or pauses, each run waits its own Retry-After.
 
 Two pauses in a row, with successes in between, mean a *fixed window* (N requests per window,
 ``Retry-After`` at its end, see :mod:`bulkretry._pace.window`). Cutting the rate only spreads a
