@@ -128,7 +128,7 @@ class Governor:
         self._in_flight -= 1
         self.cap.release()
         self._wake_room()
-        self.throttle.observe_latency(now - sent_at)
+        self.cap.observe(now - sent_at)  # and the throttle's, through it
         self.steer(outcome, decision, sent_at=sent_at)
         kind: HaltKind
         if decision.action is Action.SUCCEED:

@@ -17,18 +17,18 @@ __all__ = ["DEFAULT_HEADROOM", "ConcurrencyCap", "Paced"]
 
 #: Requests in flight allowed above what the current rate and latency need.
 DEFAULT_HEADROOM = 2.0
+# Weight of the newest latency in the cap's own mean: about the last 50 answers. The throttle's
+# average forgets a slow answer within a few fast ones; Little's law wants the mean, in which
+# 5% of requests hanging for 1 s weigh 50 ms, and without them the hung ones hold every place.
+_MEAN_WEIGHT = 0.02
 
 
 class Paced(Protocol):
-    """What the cap needs of the throttle: its rate and the latency it observed."""
+    """What the cap needs of the throttle: its rate, and to hear each latency observed."""
 
     @property
     def rate(self) -> float:
         """The requests per second allowed now."""
-
-    @property
-    def latency(self) -> float | None:
-        """The moving average of request latency, in seconds (None: none observed yet)."""
 
     def observe_latency(self, seconds: float) -> None:
         """Feed one request's latency into the moving average."""
@@ -38,11 +38,12 @@ class ConcurrencyCap:
     """Bound the requests in flight to what the throttle's rate and the latency call for.
 
     The limit is ``ceil(rate * latency * headroom) + 1`` clamped to ``[1, max_concurrency]``
-    (Little's law with room to spare); until a latency was observed it is ``max_concurrency``.
+    (Little's law with room to spare), the latency being the mean of the last fifty or so
+    answers; until a latency was observed it is ``max_concurrency``.
     Use as ``async with cap:`` or with :meth:`acquire` and :meth:`release`; FIFO fair.
     """
 
-    __slots__ = ("_headroom", "_in_flight", "_max_concurrency", "_throttle", "_waiters")
+    __slots__ = ("_headroom", "_in_flight", "_max_concurrency", "_mean", "_throttle", "_waiters")
 
     def __init__(
         self, throttle: Paced, *, max_concurrency: int, headroom: float = DEFAULT_HEADROOM
@@ -55,12 +56,13 @@ class ConcurrencyCap:
         self._max_concurrency = max_concurrency
         self._headroom = float(headroom)
         self._in_flight = 0
+        self._mean: float | None = None
         self._waiters: deque[asyncio.Future[None]] = deque()
 
     @property
     def limit(self) -> int:
         """How many requests may be in flight now."""
-        latency = self._throttle.latency
+        latency = self._mean
         if latency is None:
             return self._max_concurrency
         wanted = math.ceil(self._throttle.rate * latency * self._headroom) + 1
@@ -79,6 +81,11 @@ class ConcurrencyCap:
     def observe(self, latency_seconds: float) -> None:
         """Feed one request's latency (shared with the throttle) and admit waiters if room grew."""
         self._throttle.observe_latency(latency_seconds)
+        mean = self._mean
+        if mean is None:
+            self._mean = latency_seconds
+        else:
+            self._mean = mean + _MEAN_WEIGHT * (latency_seconds - mean)
         self._wake()
 
     async def acquire(self) -> None:

@@ -142,3 +142,16 @@ async def test_cap_limit_follows_the_rate_the_throttle_learns() -> None:
     await throttle.acquire()
     throttle.on_throttled(None)
     assert cap.limit == 8  # ceil(3.5 * 1.0 * 2) + 1
+
+
+def test_a_few_hung_requests_keep_the_places_their_share_of_the_mean_calls_for() -> None:
+    """5% of requests hanging 1 s, the rest answered in 2 ms: the mean latency is ~52 ms, and
+    200/s needs about ten places for it. The throttle's own average forgets a hang within a few
+    fast answers (it fell to 2-3 places, and the hung requests held all of them)."""
+    throttle = Throttle(200)
+    cap = ConcurrencyCap(throttle, max_concurrency=64)
+    limits = []
+    for n in range(2000):
+        cap.observe(1.0 if n % 20 == 0 else 0.002)
+        limits.append(cap.limit)
+    assert min(limits[500:]) >= 15
