@@ -50,7 +50,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("bulkretry")
 _BAD = (Outcome.FAILED, Outcome.INVALID, Outcome.IN_DOUBT)
 #: Options that only mean something with --follow.
-_FOLLOWING = ("rounds", "round_delay", "poll", "follow_timeout")
+_FOLLOWING = frozenset({"rounds", "round_delay", "poll", "follow_timeout"})
 
 
 def exit_code(stats: Stats, *, stopped: bool, signum: int | None) -> int:
@@ -268,7 +268,7 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
     settings = build_settings(ns, env, warn=log.warning)
     if not settings.follow:
         # Flags only: a variable or a profile may hold the options for the batches that follow.
-        given = sorted(set(_FOLLOWING) & explicit_options(argv))
+        given = sorted(_FOLLOWING & explicit_options(argv))
         if given:
             flag = "--" + given[0].replace("_", "-")
             raise ConfigurationError(f"{flag} only has effect with --follow: add --follow")

@@ -33,10 +33,15 @@ from .._config import Settings
 from .._exceptions import StateError
 from .._http.lookups import Final, RunView
 from .._io.source import InputRecord
-from .._model import DONE_OUTCOMES, ErrorInfo, Followed, RunResult
-from .._model import ROUND_ANOTHERS as ANOTHERS
-from .._model import ROUND_MAY_HAVE_LANDED as MAY_HAVE_LANDED
-from .._model import ROUND_SEND as SEND
+from .._model import (
+    DONE_OUTCOMES,
+    ROUND_ANOTHERS,
+    ROUND_MAY_HAVE_LANDED,
+    ROUND_SEND,
+    ErrorInfo,
+    Followed,
+    RunResult,
+)
 from .._stats import Stats
 from .chain import Chain
 from .dispatch import Dispatch
@@ -187,9 +192,7 @@ class Rounds:
         if chain.runs[-1] in prior:
             chain.runs = list(prior[: prior.index(chain.runs[-1]) + 1])
         if record.prior_next_round in _LANDED and chain.runs[-1] == prior[-1]:
-            chain.next_round, chain.next_doubt = "in_doubt", True
-            chain.next_error = _ROUND_IN_DOUBT
-            self._adopt_conclusion(chain)
+            self._unsent(chain, ROUND_MAY_HAVE_LANDED)
             return True
         return False
 
@@ -293,8 +296,7 @@ class Rounds:
         if last in self._chains:
             # Two records' chains reached one run (a line fed back beside another): one chain
             # follows it and may send its round; the other says whose line it is.
-            chain.next_round, chain.next_error = "duplicate", _ANOTHERS
-            self._adopt_conclusion(chain)
+            self._unsent(chain, ROUND_ANOTHERS)
             return
         if not self._following:
             self._dispatch.keep()
@@ -333,7 +335,7 @@ class Rounds:
         """Have a worker re-trigger the last run of ``chain`` after ``delay`` seconds."""
         run_id = chain.runs[-1]
         line = chain.line
-        verdict = SEND
+        verdict = ROUND_SEND
         if self._ledger is not None:
             try:
                 number = len(chain.runs) + 1
@@ -342,25 +344,30 @@ class Rounds:
                 )
             except StateError as exc:
                 self._control.stop(str(exc), hard=True)
-                verdict = MAY_HAVE_LANDED
+                verdict = ROUND_MAY_HAVE_LANDED
         elif self._triage is not None and not self._triage.claim_round(run_id):
-            verdict = ANOTHERS
-        if verdict == SEND and self._triage is not None:
+            verdict = ROUND_ANOTHERS
+        if verdict == ROUND_SEND and self._triage is not None:
             # A line fed back says the run was re-triggered already, or may have been.
             best = self._triage.evidence_of(run_id)
             if best is not None and best.outcome in DONE_OUTCOMES:
-                verdict = ANOTHERS
+                verdict = ROUND_ANOTHERS
             elif best is not None and best.outcome == "in_doubt":
-                verdict = MAY_HAVE_LANDED
-        if verdict != SEND:
-            doubt = verdict == MAY_HAVE_LANDED
-            chain.next_round, chain.next_doubt = verdict, doubt
-            chain.next_error = _ROUND_IN_DOUBT if doubt else _ANOTHERS
-            self._adopt_conclusion(chain)
+                verdict = ROUND_MAY_HAVE_LANDED
+        if verdict != ROUND_SEND:
+            self._unsent(chain, verdict)
             return
         record = InputRecord(line.source, line.line, run_id, run_id)
         at = asyncio.get_running_loop().time() + delay
         self._dispatch.adopt(Flight(record, chain=chain), at)
+
+    def _unsent(self, chain: Chain, verdict: str) -> None:
+        """End ``chain`` with its further round not sent, and have its line written: the run
+        is another line's (``ROUND_ANOTHERS``), or a request for it may have landed."""
+        doubt = verdict == ROUND_MAY_HAVE_LANDED
+        chain.next_round, chain.next_doubt = verdict, doubt
+        chain.next_error = _ROUND_IN_DOUBT if doubt else _ANOTHERS
+        self._adopt_conclusion(chain)
 
     def _adopt_conclusion(self, chain: Chain) -> None:
         line = chain.line

@@ -21,7 +21,7 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -39,6 +39,7 @@ __all__ = [
     "RunIdValidator",
     "check_column",
     "check_input_paths",
+    "next_round_outcome",
 ]
 
 #: A line longer than this is invalid without being read whole (results lines are ~400 bytes).
@@ -332,9 +333,14 @@ class RecordReader:
         if isinstance(raw, list) and raw:
             ids = [self._validator.normalise(i)[0] if isinstance(i, str) else None for i in raw]
             chain = tuple(i for i in ids if i is not None)
-        next_round = obj.get("next_round")
-        outcome = next_round.get("outcome") if isinstance(next_round, dict) else None
-        return chain, outcome if isinstance(outcome, str) else None
+        return chain, next_round_outcome(obj)
+
+
+def next_round_outcome(obj: Mapping[str, Any]) -> str | None:
+    """A ``run --follow`` results line's ``next_round.outcome``, if it holds one."""
+    next_round = obj.get("next_round")
+    outcome = next_round.get("outcome") if isinstance(next_round, dict) else None
+    return outcome if isinstance(outcome, str) else None
 
 
 class Columns:

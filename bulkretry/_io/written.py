@@ -25,7 +25,7 @@ import orjson
 
 from .._exceptions import InputError
 from .evidence import rank
-from .source import STDIN
+from .source import STDIN, next_round_outcome
 
 __all__ = [
     "STDOUT_FD",
@@ -123,9 +123,7 @@ class WrittenRecords:
             key = _key(obj.get("run_id"), outcome, obj.get("source"), obj.get("line"))
             if key is None:
                 continue
-            next_round = obj.get("next_round")
-            word = next_round.get("outcome") if isinstance(next_round, dict) else None
-            final = settled(obj.get("final_status"), word if isinstance(word, str) else None)
+            final = settled(obj.get("final_status"), next_round_outcome(obj))
             if follow and "final_status" not in obj:
                 final = False
             rows.append((key, 2 * rank(str(outcome)) + final))

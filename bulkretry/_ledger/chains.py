@@ -20,16 +20,7 @@ import orjson
 
 from .._model import ROUND_ANOTHERS, ROUND_MAY_HAVE_LANDED, ROUND_SEND
 
-__all__ = [
-    "ANOTHERS",
-    "DDL_3",
-    "ENDED",
-    "MAY_HAVE_LANDED",
-    "SEND",
-    "Link",
-    "add_round_sql",
-    "chain_of",
-]
+__all__ = ["DDL_3", "ENDED", "Link", "add_round_sql", "chain_of"]
 
 #: Added by format 3; run on an older file to upgrade it.
 DDL_3 = """
@@ -86,10 +77,6 @@ class Link:
         return self.round_state in _SENDABLE and not self.round_doubt
 
 
-#: What :func:`add_round_sql` answers (see :data:`bulkretry._model.ROUND_SEND`).
-SEND, ANOTHERS, MAY_HAVE_LANDED = ROUND_SEND, ROUND_ANOTHERS, ROUND_MAY_HAVE_LANDED
-
-
 def add_round_sql(
     conn: sqlite3.Connection, seq: int, run_id: str, origin: str, number: int, **row: object
 ) -> str:
@@ -101,14 +88,14 @@ def add_round_sql(
     params = (seq, run_id, row["source"], row["line"], row["seen"], row["now"])
     if conn.execute(_ROUND_RUN, params).rowcount:
         conn.execute(_ROUND, (run_id, origin, number))
-        return SEND
+        return ROUND_SEND
     known_seq, state, doubt = conn.execute(
         "SELECT seq, state, doubt FROM runs WHERE run_id = ?", (run_id,)
     ).fetchone()
     mine = conn.execute("SELECT origin FROM rounds WHERE run_id = ?", (run_id,)).fetchone()
     if known_seq > 0 or mine is None or mine[0] != origin:
-        return ANOTHERS
-    return SEND if state in _SENDABLE and not doubt else MAY_HAVE_LANDED
+        return ROUND_ANOTHERS
+    return ROUND_SEND if state in _SENDABLE and not doubt else ROUND_MAY_HAVE_LANDED
 
 
 def chain_of(conn: sqlite3.Connection, first: str) -> list[Link]:

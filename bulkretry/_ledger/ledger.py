@@ -313,8 +313,8 @@ class Ledger(LedgerIntake):
     def add_round(self, run_id: str, *, origin: str, number: int, source: str, line: int) -> str:
         """Admit ``run_id``, a new run of record ``origin`` that failed, as round ``number``.
 
-        Return :data:`~.chains.SEND`, or why it must not be sent: it is another line's run
-        (:data:`~.chains.ANOTHERS`), or a request for it may have landed already.
+        Return :data:`~bulkretry._model.ROUND_SEND`, or why it must not be sent: it is another
+        line's run (``ROUND_ANOTHERS``), or a request for it may have landed already.
         """
         self._unstage(run_id)  # an input line named it just now: its row decides
         group = self._group

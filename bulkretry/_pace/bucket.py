@@ -148,7 +148,7 @@ class TokenBucket:
             not self._waiters
             and now >= self._paused_until
             and self._tokens >= 1 - _EPSILON
-            and not (self._spaced() and self._too_soon())
+            and not (self._strict and self._spaced() and self._too_soon())
         ):
             self._take()
             return

@@ -74,6 +74,24 @@ def resolver(service: FlowService, clock: Clock, **overrides: Any) -> tuple[Reso
     return made, stats
 
 
+def answered_clearly(
+    res: Resolver,
+    service: FlowService,
+    clock: Clock,
+    key: int,
+    new_run: str,
+    *,
+    sent: float,
+    flow: str | None = None,
+) -> None:
+    """A re-trigger sent at ``sent`` whose run is made 10 ms later, answered 20 ms later."""
+    clock.now = sent
+    res.sending(key)
+    service.add(new_run, sent + 0.01, flow)
+    clock.now = sent + 0.02
+    res.answered(key, new_run)
+
+
 def lost(res: Resolver, clock: Clock, run_id: str, *, sent: float, lasted: float) -> Flight:
     """An attempt of ``run_id`` that left at ``sent`` and whose answer was lost after ``lasted``."""
     flight = Flight(InputRecord("in.txt", 1, run_id, run_id), attempts=1, ambiguous=1)
@@ -227,11 +245,7 @@ async def test_once_clear_answers_show_the_clocks_agree_runs_are_told_apart_clos
     service.add(uuid(2), T0 - 3500)
     res, _ = resolver(service, clock, check_skew=1.0)
     for i in range(5):  # clear answers just before, of the same flow
-        clock.now = T0 - 0.9 + i * 0.1
-        res.sending(100 + i)
-        service.add(uuid(200 + i), clock.now + 0.01)
-        clock.now += 0.02
-        res.answered(100 + i, uuid(200 + i))
+        answered_clearly(res, service, clock, 100 + i, uuid(200 + i), sent=T0 - 0.9 + i * 0.1)
     service.add(uuid(100), T0 + 0.1)
     service.add(uuid(101), T0 + 0.9)
     first = lost(res, clock, uuid(1), sent=T0, lasted=0.3)
@@ -370,11 +384,8 @@ async def test_a_page_of_the_sandbox_measures_the_clocks_and_tells_close_answers
     service, clock = FlowService(), Clock()
     res, stats = resolver(service, clock)
     for i in range(6):  # clear answers of other flows: their runs made inside their windows
-        sent = clock.now = T0 - 1 + i * 0.1
-        res.sending(i)
-        clock.now = sent + 0.02
-        service.add(uuid(300 + i), sent + 0.01, flow=uuid(900 + i))
-        res.answered(i, uuid(300 + i))
+        sent = T0 - 1 + i * 0.1
+        answered_clearly(res, service, clock, i, uuid(300 + i), sent=sent, flow=uuid(900 + i))
     service.add(uuid(1), T0 - 3600)
     service.add(uuid(2), T0 - 3600)
     service.add(uuid(100), T0 + 0.001)

@@ -9,8 +9,10 @@ import pytest
 from ledger_helpers import DONE, IDENT
 
 from bulkretry._ledger import schema
-from bulkretry._ledger.chains import ANOTHERS, MAY_HAVE_LANDED, SEND
 from bulkretry._ledger.ledger import Ledger, PriorState
+from bulkretry._model import ROUND_ANOTHERS as ANOTHERS
+from bulkretry._model import ROUND_MAY_HAVE_LANDED as MAY_HAVE_LANDED
+from bulkretry._model import ROUND_SEND as SEND
 
 
 @pytest.fixture
