@@ -156,8 +156,11 @@ class Attempt:
             return HALT
         if flight.denied:
             return out_of_budget(flight)
-        if flight.checking:
-            return await self._check(flight)
+        if (verdict := flight.verdict) is not None:
+            flight.verdict = None  # its look-up came back (see :meth:`look`)
+            if isinstance(verdict, BaseException):
+                raise verdict
+            return verdict
         gov = self._governor
         loop = asyncio.get_running_loop()
         if not flight.attempts:
@@ -272,8 +275,14 @@ class Attempt:
         stats.budget_waits += 1
         return Retry(decision.delay, flight.started + self._settings.deadline)
 
-    async def _check(self, flight: Flight) -> Step:
-        """Look up the run whose answer was lost; clear its doubt when it was not processed."""
+    async def look(self, flight: Flight) -> Step:
+        """Look up the run whose answer was lost; clear its doubt when it was not processed.
+
+        For a flight left ``checking`` by :meth:`once`, when its check delay is over. The batch
+        runs it in a task of its own, not in a worker: a look-up waits for every request sent
+        before it to be answered, hung ones up to their timeout, and a worker held so is a
+        place fresh input cannot use.
+        """
         assert self.resolver is not None
         step = await self.resolver.resolve(flight)
         if step is AT_ONCE:

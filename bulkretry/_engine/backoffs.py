@@ -2,8 +2,9 @@
 
 A retry that needs a token of the retry budget waits for it as a future held by the
 dispatcher; the token's answer decides: a token (then the backoff), or none by the record's
-deadline (the worker gives the verdict at once). A test may replace the heap's timer by a hook
-of its own (``wait``) to drive backoffs by hand.
+deadline (the worker gives the verdict at once). A lost answer's look-up runs in a task the
+dispatcher holds, after its check delay; its verdict goes back to the workers with the record.
+A test may replace the heap's timer by a hook of its own (``wait``) to drive backoffs by hand.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ from typing import Any
 
 from .dispatch import Dispatch
 from .governor import Governor
-from .steps import Control, Flight, Retry
+from .steps import Control, Flight, Retry, Step
 
 __all__ = ["Backoffs", "Wait"]
 
 #: A test hook: awaited, in a task of its own, instead of the dispatcher's timer for a backoff.
 Wait = Callable[[float], Awaitable[None]]
+#: Look up a lost answer (``Attempt.look``) and say what comes next.
+Look = Callable[[Flight], Awaitable[Step]]
 
 
 class Backoffs:
@@ -48,6 +51,26 @@ class Backoffs:
             token = self._governor.budget.reserve(step.budget_deadline)
             then = functools.partial(self._budget_answered, step.delay)
             self._dispatch.hold(flight, token, then)
+
+    def look(self, flight: Flight, delay: float, look: Look) -> None:
+        """Look up ``flight``'s lost answer after ``delay``, with no worker waiting for it.
+
+        The look-up's step (or what it raised) rides back on the flight (``verdict``); a stop
+        cancels the look-up and the worker accounts for the record as the stop left it.
+        """
+        task = asyncio.ensure_future(self._look(flight, delay, look))
+        # An input record's look-up holds no fresh input back (a further round never held any).
+        self._dispatch.hold(flight, task, self._looked, aside=flight.chain is None)
+
+    async def _look(self, flight: Flight, delay: float, look: Look) -> Step:
+        if delay > 0:
+            await (self._wait or asyncio.sleep)(delay)
+        return await look(flight)
+
+    def _looked(self, flight: Flight, task: asyncio.Future[Any]) -> None:
+        if not task.cancelled():
+            flight.verdict = task.exception() or task.result()
+        self._dispatch.schedule(flight, asyncio.get_running_loop().time())
 
     def _later(self, flight: Flight, delay: float, *, aside: bool = False) -> None:
         loop = asyncio.get_running_loop()

@@ -233,18 +233,33 @@ class Dispatch(Generic[T]):
             self._balance()
 
     def hold(
-        self, item: T, until: asyncio.Future[Any], then: Callable[[T, asyncio.Future[Any]], None]
+        self,
+        item: T,
+        until: asyncio.Future[Any],
+        then: Callable[[T, asyncio.Future[Any]], None],
+        *,
+        aside: bool = False,
     ) -> None:
         """Keep ``item`` aside until ``until`` is done, then call ``then(item, until)``.
 
         ``then`` gives the record back (:meth:`schedule`), or finds it something else to wait
-        for. :meth:`drain` cancels ``until``: ``then`` must schedule the record then.
+        for. :meth:`drain` cancels ``until``: ``then`` must schedule the record then. With
+        ``aside`` the record does not count against ``max_pending`` meanwhile (a lost answer's
+        look-up: those are never more than the sends of one timeout and check delay).
         """
         held = self._held
         held.add(until)
+        if aside:
+            self._in_hand -= 1
+            self._extra += 1
+            if self._takers:
+                self._balance()
 
         def call(future: asyncio.Future[Any]) -> None:
             held.discard(future)
+            if aside:
+                self._in_hand += 1
+                self._extra -= 1
             then(item, future)
 
         until.add_done_callback(call)

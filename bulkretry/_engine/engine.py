@@ -372,10 +372,14 @@ class Engine:
                 step = HALT
             holding[index] = None
             if isinstance(step, Retry):
-                if not self._stopping:
+                if self._stopping:
+                    step = HALT
+                elif flight.checking:  # the look-up runs off the workers
+                    self._backoffs.look(flight, step.delay, attempt.look)
+                    continue
+                else:
                     self._backoffs.retry(flight, step)
                     continue
-                step = HALT
             if isinstance(step, Halt):
                 step = stopped(flight)
             await finish(emit, flight.record, step, flight)

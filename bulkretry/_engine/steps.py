@@ -1,7 +1,8 @@
 """The values one attempt hands back: a record in flight, and the step that comes next.
 
 :class:`Flight` is a record's state between its attempts; a step is :class:`Retry` (after a
-delay; a flight that is ``checking`` is then looked up rather than sent), :class:`Done` (the
+delay; a flight that is ``checking`` is then looked up, off the workers, rather than sent, and
+carries the look-up's ``verdict`` back to them), :class:`Done` (the
 verdict) or :data:`HALT` (a stop caught it: :func:`stopped` says what it became).
 :class:`Control` is what an attempt knows of the batch around it.
 """
@@ -53,6 +54,9 @@ class Flight:
     request_id: str | None = None
     #: True while its next step is a look-up of a lost answer (``--on-ambiguous check``).
     checking: bool = False
+    #: The step that look-up found, for the worker that takes the flight next (or what it
+    #: raised, to be raised there).
+    verdict: Step | BaseException | None = None
     #: Wall clock (epoch s) when its first request left: its new run was created after it.
     first_wall: float = 0.0
     #: Under ``--follow``: the chain this flight re-triggers the last run of (a further round),

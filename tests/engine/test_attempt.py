@@ -438,7 +438,7 @@ async def test_with_check_a_lost_answer_is_looked_up_before_anything_is_sent_aga
     assert f.checking
     assert fake.opened == [RUN]
     assert ("ambiguous", RUN) in ledger.calls
-    assert await setup.attempt.once(f) == found
+    assert await setup.attempt.look(f) == found
     assert setup.client.sent == [(RUN, "tok")]  # looked up, never sent again
     assert setup.stats.checks == 1
 
@@ -452,7 +452,7 @@ async def test_with_check_a_run_found_not_processed_is_sent_again_with_its_doubt
     setup.attempt.resolver = Resolving(AT_ONCE)  # type: ignore[assignment]
     f = flight()
     assert isinstance(await setup.attempt.once(f), Retry)
-    assert await setup.attempt.once(f) is AT_ONCE
+    assert await setup.attempt.look(f) is AT_ONCE
     assert ("clear_doubt", RUN) in ledger.calls
     step = await setup.attempt.once(f)
     assert isinstance(step, Done)
@@ -468,3 +468,18 @@ async def test_with_check_a_clear_answer_claims_its_new_run() -> None:
     await setup.attempt.once(flight())
     assert fake.claimed == [NEW]
     assert len(fake.sent) == 1
+
+
+async def test_a_verdict_found_off_the_workers_is_the_next_step_and_nothing_is_sent() -> None:
+    """A look-up's verdict rides back on the flight: the worker hands it on, sending nothing;
+    what the look-up raised is raised in the worker, where the batch sees it."""
+    setup = Setup(OK)
+    found = Done(Outcome.RETRIGGERED, None, NEW, '"e"', resolved_by="lookup")
+    f = flight()
+    f.verdict = found
+    assert await setup.attempt.once(f) == found
+    assert f.verdict is None
+    f.verdict = RuntimeError("the look-up broke")
+    with pytest.raises(RuntimeError, match="the look-up broke"):
+        await setup.attempt.once(f)
+    assert setup.client.sent == []

@@ -378,3 +378,29 @@ async def test_a_record_set_aside_is_in_hand_again_when_a_stop_drains_the_heap()
     assert not ending.done()
     dispatch.done()
     assert await ending is None
+
+
+@virtual_time
+async def test_a_record_held_aside_leaves_room_for_fresh_input_until_its_future_is_done() -> None:
+    """A lost answer's look-up holds its record aside: fresh input goes on meanwhile, and the
+    record counts again once the look-up is done."""
+    d: Dispatch[str] = Dispatch(max_pending=1, buffer=4)
+    await d.put("a")
+    await d.put("b")
+    assert await d.take() == "a"
+    look: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    back: list[str] = []
+
+    def then(item: str, future: asyncio.Future[object]) -> None:
+        back.append(item)
+        d.schedule(item, 0.0)
+
+    d.hold("a", look, then, aside=True)
+    assert d.in_hand == 0
+    assert await asyncio.wait_for(d.take(), 1.0) == "b"  # fresh input, "a" not finished
+    assert d.in_hand == 1
+    look.set_result(None)
+    await asyncio.sleep(0)
+    assert back == ["a"]
+    assert d.in_hand == 2
+    assert await d.take() == "a"

@@ -26,6 +26,7 @@ ACTION = re.compile(
 RUN_A = "4fb0418e-1804-45d6-8d56-dd51f05c0baf"
 RUN_B = "5fb0418e-1804-45d6-8d56-dd51f05c0baf"
 RUN_C = "6fb0418e-1804-45d6-8d56-dd51f05c0baf"
+RUN_D = "7fb0418e-1804-45d6-8d56-dd51f05c0baf"
 NEW = "3fb0418e-1804-45d6-8d56-dd51f05c0baf"
 CREDENTIALS = Credentials(
     access_token="tok-secret-123", api_key="key-1", org_id="ORG@AdobeOrg", sandbox="dev"
@@ -604,3 +605,37 @@ async def test_a_soft_stop_becomes_hard_once_the_grace_period_is_over() -> None:
         [result] = await run_engine(engine, [RUN_A])
     assert result.outcome is Outcome.IN_DOUBT
     assert 6.0 <= now() < 7.0
+
+
+@virtual_time
+async def test_a_lost_answers_look_up_holds_no_worker_while_it_waits() -> None:
+    """Two workers, 2 requests/s: A's answer is lost, B hangs 5 s, C goes through. A's look-up
+    waits for B's answer (it could claim a new run of A's flow), but in a task of its own: D
+    is sent meanwhile, not after B. (A look-up that held a worker, while the other worker
+    waited on a hung request, starved fresh input.)"""
+    sent: list[tuple[str, float]] = []
+
+    async def answer(url: URL, **kwargs: Any) -> CallbackResult:
+        run = url.parts[-2]
+        sent.append((run, now()))
+        await asyncio.sleep(5.0 if run == RUN_B else 0.01)
+        if run == RUN_A:
+            return CallbackResult(status=502, body="bad gateway")
+        return CallbackResult(payload={"id": NEW, "etag": "e"})
+
+    flow = "11111111-1804-45d6-8d56-dd51f05c0baf"
+    with aioresponses() as http:
+        http.post(ACTION, callback=answer, repeat=True)
+        http.get(f"{BASE}/runs/{RUN_A}", payload={"id": RUN_A, "flowId": flow}, repeat=True)
+        http.get(re.compile(rf"^{re.escape(BASE)}/runs\?"), status=500, body="down", repeat=True)
+        s = settings(concurrency=2, rate=2.0, burst=1, on_ambiguous="check", check_delay=0.5)
+        results = await run_engine(Engine(s), [RUN_A, RUN_B, RUN_C, RUN_D])
+    assert [run for run, _ in sent] == [RUN_A, RUN_B, RUN_C, RUN_D]  # A never sent twice
+    assert sent[3][1] < 5.0
+    by_run = {r.run_id: r.outcome for r in results}
+    assert by_run == {
+        RUN_A: Outcome.IN_DOUBT,  # the listing failed: nothing is sent on a guess
+        RUN_B: Outcome.RETRIGGERED,
+        RUN_C: Outcome.RETRIGGERED,
+        RUN_D: Outcome.RETRIGGERED,
+    }
