@@ -152,15 +152,16 @@ class Attempt:
         back if the request does not leave.
         """
         control = self._control
-        if control.stopping:
-            return HALT
-        if flight.denied:
-            return out_of_budget(flight)
         if (verdict := flight.verdict) is not None:
             flight.verdict = None  # its look-up came back (see :meth:`look`)
             if isinstance(verdict, BaseException):
                 raise verdict
-            return verdict
+            if isinstance(verdict, Done) or not control.stopping:
+                return verdict  # what the look-up found stands, stop or not
+        if control.stopping:
+            return HALT
+        if flight.denied:
+            return out_of_budget(flight)
         gov = self._governor
         loop = asyncio.get_running_loop()
         if not flight.attempts:

@@ -16,7 +16,7 @@ from typing import Any
 
 from .dispatch import Dispatch
 from .governor import Governor
-from .steps import Control, Flight, Retry, Step
+from .steps import Control, Flight, Retry, Step, stopped
 
 __all__ = ["Backoffs", "Wait"]
 
@@ -29,7 +29,7 @@ Look = Callable[[Flight], Awaitable[Step]]
 class Backoffs:
     """Schedule the retries of one batch's records (see the module docstring)."""
 
-    __slots__ = ("_control", "_dispatch", "_governor", "_wait")
+    __slots__ = ("_control", "_dispatch", "_governor", "_looks", "_wait")
 
     def __init__(
         self,
@@ -42,6 +42,7 @@ class Backoffs:
         self._dispatch = dispatch
         self._governor = governor
         self._wait = wait
+        self._looks: set[asyncio.Future[Step]] = set()
 
     def retry(self, flight: Flight, step: Retry) -> None:
         """Put ``flight`` aside until its retry is due: in the heap, or behind a budget token."""
@@ -55,21 +56,42 @@ class Backoffs:
     def look(self, flight: Flight, delay: float, look: Look) -> None:
         """Look up ``flight``'s lost answer after ``delay``, with no worker waiting for it.
 
-        The look-up's step (or what it raised) rides back on the flight (``verdict``); a stop
-        cancels the look-up and the worker accounts for the record as the stop left it.
+        The look-up's step (or what it raised) rides back on the flight (``verdict``). A stop
+        during the delay hands the record back at once (a worker accounts for it as the stop
+        left it); a look-up under way finishes, unless the stop is hard.
         """
-        task = asyncio.ensure_future(self._look(flight, delay, look))
         # An input record's look-up holds no fresh input back (a further round never held any).
-        self._dispatch.hold(flight, task, self._looked, aside=flight.chain is None)
+        aside = flight.chain is None
+        if delay <= 0:
+            self._look_now(look, aside, flight, None)
+            return
+        waited = asyncio.ensure_future((self._wait or asyncio.sleep)(delay))
+        then = functools.partial(self._look_now, look, aside)
+        self._dispatch.hold(flight, waited, then, aside=aside)
 
-    async def _look(self, flight: Flight, delay: float, look: Look) -> Step:
-        if delay > 0:
-            await (self._wait or asyncio.sleep)(delay)
-        return await look(flight)
+    def _look_now(
+        self, look: Look, aside: bool, flight: Flight, waited: asyncio.Future[Any] | None
+    ) -> None:
+        if waited is not None and waited.cancelled():  # a stop came first: nothing looked up
+            self._dispatch.schedule(flight, asyncio.get_running_loop().time())
+            return
+        task = asyncio.ensure_future(look(flight))
+        self._looks.add(task)
+        task.add_done_callback(self._looks.discard)
+        self._dispatch.hold(flight, task, self._looked, aside=aside, drained=False)
+        if waited is not None:
+            waited.result()  # a failure of the test's hook is the test's (the loop logs it)
+
+    def cancel_looks(self) -> None:
+        """Cancel the look-ups under way (a hard stop, or the batch's end after a failure)."""
+        for task in list(self._looks):
+            task.cancel()
 
     def _looked(self, flight: Flight, task: asyncio.Future[Any]) -> None:
-        if not task.cancelled():
-            flight.verdict = task.exception() or task.result()
+        # Cancelled, the look-up decided nothing: the record is what a stop leaves (in doubt),
+        # never sent again without one.
+        cancelled = task.cancelled()
+        flight.verdict = stopped(flight) if cancelled else task.exception() or task.result()
         self._dispatch.schedule(flight, asyncio.get_running_loop().time())
 
     def _later(self, flight: Flight, delay: float, *, aside: bool = False) -> None:

@@ -7,13 +7,16 @@ when its time comes (the shape of aiolimiter's waiters and of
 bounded queue: :meth:`Dispatch.put` waits while ``buffer`` of them are queued.
 
 A record may also be *held* until a future is done (:meth:`Dispatch.hold`: a token of the retry
-budget, say); the future's callback decides when it comes back. :meth:`Dispatch.drain` (a stop)
-makes everything waiting due at once, and cancels what is held.
+budget, a look-up); the future's callback decides when it comes back. :meth:`Dispatch.drain` (a
+stop) makes everything waiting due at once, and cancels what is held (a look-up under way
+excepted).
 
 One counter bounds memory and decides the end: the records *in hand*, taken from the input and
 not yet finished (in an attempt, in the heap, or held). :meth:`Dispatch.take` hands out a fresh
 record only while fewer than ``max_pending`` are in hand, and returns None once the input is
-closed and none is in hand.
+closed and none is in hand. Records set *aside* do not count against it, each kind bounded on
+its own: those waiting their own Retry-After (never more than the sends of one), and up to
+``max_pending`` lost answers' look-ups.
 
 Time is the event loop's (``loop.time()``, ``loop.call_at``), so a test's virtual clock drives
 every delay.
@@ -52,6 +55,7 @@ class Dispatch(Generic[T]):
         "_handle",
         "_handle_at",
         "_held",
+        "_held_aside",
         "_in_hand",
         "_later",
         "_loop",
@@ -78,6 +82,7 @@ class Dispatch(Generic[T]):
         self._takers: deque[asyncio.Future[T | None]] = deque()
         self._feeder: asyncio.Future[None] | None = None
         self._held: set[asyncio.Future[Any]] = set()
+        self._held_aside = 0
         self._in_hand = 0
         # Held outside the input (further rounds, followed chains): they keep the workers, but
         # never hold fresh input back.
@@ -239,31 +244,36 @@ class Dispatch(Generic[T]):
         then: Callable[[T, asyncio.Future[Any]], None],
         *,
         aside: bool = False,
+        drained: bool = True,
     ) -> None:
         """Keep ``item`` aside until ``until`` is done, then call ``then(item, until)``.
 
         ``then`` gives the record back (:meth:`schedule`), or finds it something else to wait
-        for. :meth:`drain` cancels ``until``: ``then`` must schedule the record then. With
-        ``aside`` the record does not count against ``max_pending`` meanwhile (a lost answer's
-        look-up: those are never more than the sends of one timeout and check delay).
+        for. :meth:`drain` cancels ``until`` (unless not ``drained``: a look-up under way
+        finishes): ``then`` must schedule the record then. With ``aside`` the record does not
+        count against ``max_pending`` meanwhile, while fewer than ``max_pending`` are so held
+        (lost answers' look-ups: memory stays bounded whatever they wait for).
         """
-        held = self._held
-        held.add(until)
+        if drained:
+            self._held.add(until)
+        aside = aside and self._held_aside < self._max_pending
         if aside:
+            self._held_aside += 1
             self._in_hand -= 1
             self._extra += 1
             if self._takers:
                 self._balance()
 
         def call(future: asyncio.Future[Any]) -> None:
-            held.discard(future)
+            self._held.discard(future)
             if aside:
+                self._held_aside -= 1
                 self._in_hand += 1
                 self._extra -= 1
             then(item, future)
 
         until.add_done_callback(call)
-        if self._drained:
+        if self._drained and drained:
             until.cancel()
 
     def done(self) -> None:

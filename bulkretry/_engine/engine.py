@@ -171,6 +171,7 @@ class Engine:
         if hard and not self._hard:
             self._hard = True
             self._cancel(hard=True)
+            self._backoffs.cancel_looks()
             if self.on_hard_stop is not None:
                 self.on_hard_stop()
             return
@@ -286,6 +287,7 @@ class Engine:
             # The state file failed (a full disk…): nothing more can be recorded, so stop.
             self.stop(str(exc), hard=True)
         finally:
+            self._backoffs.cancel_looks()  # none is left but after a failure: none outlives it
             if self._grace_handle is not None:
                 self._grace_handle.cancel()
             if own_session is not None:

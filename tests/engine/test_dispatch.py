@@ -404,3 +404,41 @@ async def test_a_record_held_aside_leaves_room_for_fresh_input_until_its_future_
     assert back == ["a"]
     assert d.in_hand == 2
     assert await d.take() == "a"
+
+
+@virtual_time
+async def test_look_ups_held_aside_are_bounded_by_max_pending() -> None:
+    """A second look-up held aside beyond max_pending counts as in hand: however long look-ups
+    take, fresh input cannot pile up behind them without bound."""
+    d: Dispatch[str] = Dispatch(max_pending=1, buffer=4)
+    for item in "abc":
+        await d.put(item)
+    assert await d.take() == "a"
+    first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    d.hold("a", first, lambda item, _: d.schedule(item, 0.0), aside=True)
+    assert await asyncio.wait_for(d.take(), 1.0) == "b"
+    second: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    d.hold("b", second, lambda item, _: d.schedule(item, 0.0), aside=True)
+    assert d.in_hand == 1  # "b" still counts: "c" waits
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(d.take(), 1.0)
+    second.set_result(None)
+    first.set_result(None)
+    await asyncio.sleep(0)
+    assert {await d.take(), await d.take()} == {"a", "b"}
+
+
+@virtual_time
+async def test_a_drain_leaves_a_look_up_under_way_alone() -> None:
+    """A stop cancels what is held, but not a look-up under way: it finishes, then its record
+    comes back with what it found."""
+    d: Dispatch[str] = Dispatch(max_pending=2, buffer=4)
+    await d.put("a")
+    assert await d.take() == "a"
+    look: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    d.hold("a", look, lambda item, _: d.schedule(item, 0.0), drained=False)
+    d.drain()
+    assert not look.cancelled()
+    look.set_result(None)
+    await asyncio.sleep(0)
+    assert await d.take() == "a"

@@ -6,6 +6,7 @@ import asyncio
 import functools
 import random
 import re
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -639,3 +640,44 @@ async def test_a_lost_answers_look_up_holds_no_worker_while_it_waits() -> None:
         RUN_C: Outcome.RETRIGGERED,
         RUN_D: Outcome.RETRIGGERED,
     }
+
+
+@virtual_time
+async def test_a_soft_stop_lets_a_look_up_under_way_finish_and_keeps_its_verdict() -> None:
+    """A's answer is lost; its look-up's listing takes 2 s and shows A's new run. A soft stop
+    in the middle of it: A ends retriggered with that run (what the look-up found), not
+    in_doubt, as requests in flight get to finish."""
+    flow = "11111111-1804-45d6-8d56-dd51f05c0baf"
+    created: list[int] = []
+
+    def answer(url: URL, **kwargs: Any) -> CallbackResult:
+        created.append(int(time.time() * 1000))  # the service made the run, then lost the answer
+        return CallbackResult(status=502, body="bad gateway")
+
+    async def listing(url: URL, **kwargs: Any) -> CallbackResult:
+        await asyncio.sleep(2.0)
+        run = {"id": NEW, "flowId": flow, "createdAt": created[0], "status": {"value": "failed"}}
+        return CallbackResult(payload={"items": [run]})
+
+    with aioresponses() as http:
+        http.post(ACTION, callback=answer)
+        http.get(f"{BASE}/runs/{RUN_A}", payload={"id": RUN_A, "flowId": flow}, repeat=True)
+        http.get(re.compile(rf"^{re.escape(BASE)}/runs\?"), callback=listing, repeat=True)
+        engine = Engine(settings(concurrency=1, on_ambiguous="check", check_delay=0.5))
+        asyncio.get_running_loop().call_later(1.5, engine.stop, "enough")
+        [result] = await run_engine(engine, [RUN_A])
+    assert (result.outcome, result.new_run_id, result.resolved_by) == (
+        Outcome.RETRIGGERED,
+        NEW,
+        "lookup",
+    )
+    assert sent_to_posts(http) == [RUN_A]
+
+
+def sent_to_posts(http: aioresponses) -> list[str]:
+    return [
+        URL(str(url)).parts[-2]
+        for (method, url), calls in http.requests.items()
+        for _ in calls
+        if method == "POST"
+    ]
