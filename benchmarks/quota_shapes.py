@@ -84,6 +84,21 @@ def rows(q: float) -> list[Row]:
             bucket=10.0,
             target=">=0.95",
         ),
+        Row(
+            "sliding4h",
+            "sliding window counting rejects, 4x, RateLimit-* headers with a policy",
+            (*sliding, "--rate-limit-headers", "ietf"),
+            4.0,
+            target=">=0.93",
+        ),
+        Row(
+            "fixed4x",
+            "fixed window 10 s, 4x, X-RateLimit-* headers (no policy)",
+            (*fixed, "--rate-limit-headers", "x"),
+            4.0,
+            bucket=10.0,
+            target=">=0.95",
+        ),
         Row("bucket", "token bucket burst 20, right", bucket, target=">=0.97 <=2%"),
         Row("bucket4", "token bucket burst 20, 4x", bucket, 4.0, target=">=0.97 <=2%"),
         Row(

@@ -22,6 +22,7 @@ __all__ = [
     "ErrorInfo",
     "Followed",
     "Outcome",
+    "QuotaHeaders",
     "RunResult",
     "utc_now_iso",
 ]
@@ -42,6 +43,22 @@ class Answer:
     request_id: str | None = None
     etag_header: str | None = None
     location: str | None = None
+    #: What the answer's RateLimit-* / X-RateLimit-* headers said of the quota, if any.
+    quota: QuotaHeaders | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaHeaders:
+    """The quota's state as an answer's headers told it (each None when not told).
+
+    *limit*: requests allowed per window; *remaining*: left in this one; *reset*: seconds from
+    the answer until it is all back; *window*: the policy's window, in seconds.
+    """
+
+    limit: int | None = None
+    remaining: int | None = None
+    reset: float | None = None
+    window: float | None = None
 
 
 class Outcome(StrEnum):

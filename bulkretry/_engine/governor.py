@@ -111,6 +111,8 @@ class Governor:
     ) -> None:
         """Tell the throttle what one request's answer says of the quota (a look-up's too)."""
         throttle = self.throttle
+        if isinstance(outcome, Answer) and outcome.quota is not None:
+            throttle.on_quota(outcome.quota)
         if decision.throttled:
             retry_after = decision.retry_after
             if retry_after is not None and isinstance(outcome, Answer) and outcome.status != 429:

@@ -8,6 +8,7 @@ keeps answering 429 or 5xx stops the batch as an outage would (every record ``no
 
 from __future__ import annotations
 
+import asyncio
 import random
 
 from .._exceptions import AuthenticationError, BatchHalted, ConfigurationError
@@ -31,6 +32,10 @@ async def check_first(
             attempt.settings,
             rng=rng,
             acquire=governor.throttle.acquire,
+            # Its answer is the first word of the quota (a 429, RateLimit headers): heed it.
+            on_attempt=lambda outcome, decision: governor.steer(
+                outcome, decision, sent_at=asyncio.get_running_loop().time()
+            ),
         )
     except AuthenticationError as exc:
         raise ConfigurationError(

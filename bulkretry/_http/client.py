@@ -31,6 +31,7 @@ from .._config import Settings
 from .._model import Answer
 from .._text import MAX_MESSAGE_CHARS, one_line
 from .lookups import run_segment
+from .quota_headers import read_quota_headers
 from .tls import session_kwargs
 from .translate import translate
 
@@ -344,6 +345,7 @@ class FlowServiceClient:
                     request_id=request_id(answered, body),
                     etag_header=answered.get("ETag"),
                     location=answered.get("Location"),
+                    quota=read_quota_headers(answered),
                 )
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             unsent = send.asked and not send.given

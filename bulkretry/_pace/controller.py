@@ -7,22 +7,20 @@ is measured in requests (``recovery`` of them), which keeps the share of 429s th
 rate. The rate never exceeds the configured one. A 429 after a long run of successes is the
 found rate's edge: it shaves the rate by a few per cent instead (three times the recent share).
 
-All 429s answered for requests sent before a cut belong to the same *episode* and cut only once
-(given the send time, that is exact; without it, 429s until a slot was handed out after the cut,
-or within twice the average latency of it, are taken to be such answers). A ``Retry-After``
-above ``pause_after``, or a third 429 in a row, news after a cut, with none of this pass's 429s
-scattered among successes (:mod:`bulkretry._pace.passes`), pauses the whole limiter until then.
-While the share refused at a new rate is moderate, the next cut waits until it is measured;
-429s refused nearly as often at half the rate, saying wait seconds, are not the quota's
-(:mod:`bulkretry._pace.share`): no more cuts or pauses, each run waits its own Retry-After.
+The 429s for requests sent before a cut are one *episode* and cut once (by send time; without
+it, until a slot was handed out after the cut or twice the mean latency). A ``Retry-After`` over
+``pause_after``, or a third 429 in a row news after a cut, none scattered among successes
+(:mod:`.passes`), pauses the whole limiter until then. A moderate share refused at a new rate
+holds the next cut until it is measured; refused nearly as often at half the rate, saying wait
+seconds, they are not the quota's (:mod:`.share`): each run waits its own Retry-After.
+A quota the server declares (:mod:`.told`) lowers the configured rate.
 
-Two pauses in a row, with successes in between, mean a *fixed window* (N requests per window,
-``Retry-After`` at its end, see :mod:`bulkretry._pace.window`). Cutting the rate only spreads a
-window's requests thinly, so the controller switches to *window mode*: each pass goes at the
-configured rate and holds after N + 1 slots: if the last is throttled, the window is spent and
-everyone waits for its Retry-After; if it succeeds, the pass ran into the next window and goes on
-until a 429. So a window costs one 429, and every window is used. A success sent after a 429 of
-the same pass, or two passes in a row far short of N or past N + 1, end window mode.
+Two pauses in a row, with successes between, mean a *fixed window* (N requests, ``Retry-After``
+at its end, :mod:`.window`). Cutting would only spread a window thinly: in *window mode* each
+pass goes at the configured rate and holds after N + 1 slots; the last throttled, the window is
+spent and everyone waits its Retry-After; the last a success, the pass ran into the next window
+and goes on to a 429. A window costs one 429, and every window is used. A success sent after a
+429 of the same pass, or two passes far short of N or past N + 1, end window mode.
 
 The controller decides; the bucket paces. Time comes from the clock it is given (the event
 loop's, in production): nothing here awaits or schedules.
@@ -250,13 +248,8 @@ class RateController:
             return
         bucket.refill(now)
         self._w_max = bucket.rate
-        if (
-            pause
-            and allowed
-            and not self._pass.scattered
-            and -math.inf < resumed_at <= now
-            and retry_after is not None
-        ):
+        windowed = allowed and not self._pass.scattered and -math.inf < resumed_at <= now
+        if pause and windowed:
             # Two pauses in a row for 429s that went on after a cut, with successes between
             # them: the quota is a fixed window, and the successes were its N (or a bit more).
             self._enter_window(now, allowed, resumed_at)
@@ -286,6 +279,13 @@ class RateController:
         the quota as soon as the service is.
         """
         self.pause_until(self._clock() + retry_after)
+
+    def lower_max(self, rate: float) -> None:
+        """Lower the configured rate to *rate*, a quota the server declared; never raise it."""
+        if rate < self._max_rate:
+            self._max_rate, self._w_max = rate, min(self._w_max, rate)
+            self._min_rate = min(self._min_rate, rate)
+            self._bucket.set_rate(self._clock(), min(self._bucket.rate, rate))
 
     def learned(self) -> str | None:
         """Say in one line what the answers taught about the quota (None: nothing yet)."""

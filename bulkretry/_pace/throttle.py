@@ -13,8 +13,10 @@ import asyncio
 from collections.abc import Awaitable, Callable
 
 from .._config import DEFAULT_PAUSE_AFTER
+from .._model import QuotaHeaders
 from .bucket import TokenBucket
 from .controller import DEFAULT_RECOVERY, RateController
+from .told import Told
 
 __all__ = ["Throttle"]
 
@@ -37,7 +39,7 @@ class Throttle:
     of requests it takes to climb back to the rate of the last cut.
     """
 
-    __slots__ = ("_bucket", "_control", "acquire")
+    __slots__ = ("_bucket", "_control", "_pause_after", "_told", "acquire")
 
     #: Wait for a send slot, behind every earlier caller still waiting.
     acquire: Callable[[], Awaitable[None]]
@@ -55,6 +57,8 @@ class Throttle:
         self._control = RateController(
             bucket, clock=_loop_time, min_rate=min_rate, pause_after=pause_after, recovery=recovery
         )
+        self._pause_after = pause_after
+        self._told = Told()
         # Every request awaits this: the bucket's own coroutine, with no wrapper around it.
         self.acquire = bucket.acquire
 
@@ -124,9 +128,23 @@ class Throttle:
         """Record a 503 with a Retry-After: nobody sends before it; the rate stays as it was."""
         self._control.on_unavailable(retry_after)
 
+    def on_quota(self, told: QuotaHeaders) -> None:
+        """Take in what an answer's RateLimit headers said of the quota (see :mod:`.told`).
+
+        A declared rate lowers the configured one; a spent window that resets beyond the
+        pause threshold pauses everyone until then.
+        """
+        rate = self._told.declared_rate(told)
+        if rate is not None and rate < self._control.max_rate:
+            self._control.lower_max(rate)
+        wait = Told.wait(told, self._pause_after)
+        if wait is not None:
+            self._control.pause_until(_loop_time() + wait)
+
     def learned(self) -> str | None:
         """Say in one line what the answers taught about the quota (None: nothing yet)."""
-        return self._control.learned()
+        said = [x for x in (self._control.learned(), self._told.describe()) if x is not None]
+        return "; ".join(said) or None
 
     def pause_until(self, when: float) -> None:
         """Hand out no slot before loop time *when*; extends a pause, never shortens one."""

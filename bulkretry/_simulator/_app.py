@@ -21,7 +21,7 @@ from ._config import SimulatorConfig
 from ._delivery import Delivery, Visit
 from ._flow import FlowService
 from ._ims import IMS_PATH, TokenIssuer
-from ._quota import Limiter, Quota, rate_limit_headers
+from ._quota import Limiter, Quota, policy, rate_limit_headers
 from ._records import ClientCounts, RecordedRequest, Retrigger
 from ._state import RunStore
 from ._trouble import Answer, retry_after_value
@@ -257,7 +257,8 @@ class Engine:
         delay = limiter.admit(now)
         style = self.config.rate_limit_headers
         if style != "none":
-            visit.headers = rate_limit_headers(style, limiter.status(now), self._wall())
+            declared = policy(limiter.quota)
+            visit.headers = rate_limit_headers(style, limiter.status(now), self._wall(), declared)
         if delay is None:
             tally.admitted += 1
             return

@@ -225,10 +225,26 @@ class Limiter:
         self._last = now
 
 
+def policy(quota: Quota) -> str:
+    """Write `quota` as a RateLimit-Policy: its limit (as `status` gives it) per window.
+
+    A bucket's limit is its burst, refilled in burst/rate seconds (a fraction of a second,
+    which the IETF draft's whole seconds cannot say: a reader that wants the rate gets it).
+    """
+    if isinstance(quota, TokenBucketQuota):
+        return f"{quota.burst};w={quota.burst / quota.rate:g}"
+    if isinstance(quota, LeakyBucketQuota):
+        return f"1;w={1 / quota.rate:g}"
+    return f"{quota.requests};w={quota.window:g}"
+
+
 def rate_limit_headers(
-    style: RateLimitHeaders, status: tuple[int, int, float], wall_now: float
+    style: RateLimitHeaders,
+    status: tuple[int, int, float],
+    wall_now: float,
+    declared: str | None = None,
 ) -> dict[str, str]:
-    """Write a quota's `status` as headers, or none.
+    """Write a quota's `status` as headers, or none; `declared` is its `policy` (IETF style).
 
     RateLimit-Reset is in seconds from now, X-RateLimit-Reset in epoch seconds (as GitHub writes
     it); both are rounded up.
@@ -237,11 +253,14 @@ def rate_limit_headers(
         return {}
     limit, left, reset = status
     if style == "ietf":
-        return {
+        headers = {
             "RateLimit-Limit": str(limit),
             "RateLimit-Remaining": str(left),
             "RateLimit-Reset": str(max(0, math.ceil(reset - EPSILON))),
         }
+        if declared is not None:
+            headers["RateLimit-Policy"] = declared
+        return headers
     return {
         "X-RateLimit-Limit": str(limit),
         "X-RateLimit-Remaining": str(left),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import aiohttp
 import pytest
@@ -20,7 +21,7 @@ from bulkretry._simulator import (
     TokenBucketQuota,
     WindowQuota,
 )
-from bulkretry._simulator._quota import Limiter
+from bulkretry._simulator._quota import Limiter, policy
 
 pytestmark = pytest.mark.e2e
 
@@ -174,6 +175,21 @@ async def test_ietf_rate_limit_headers_tell_limit_remaining_and_reset(
         for s, h in answers
     ]
     assert seen == [(200, "2", "1", "6"), (200, "2", "0", "6"), (429, "2", "0", "6")]
+    assert {h["RateLimit-Policy"] for _, h in answers} == {"2;w=10"}
+
+
+@pytest.mark.parametrize(
+    ("quota", "declared"),
+    [
+        (TokenBucketQuota(rate=200, burst=20), "20;w=0.1"),
+        (LeakyBucketQuota(rate=200), "1;w=0.005"),
+        (WindowQuota(requests=2000, window=10), "2000;w=10"),
+        (SlidingWindowQuota(requests=200, window=1), "200;w=1"),
+    ],
+)
+def test_the_policy_declares_each_shape_as_its_limit_per_window(quota: Any, declared: str) -> None:
+    """RateLimit-Policy gives the limit the other headers count, and the seconds it takes."""
+    assert policy(quota) == declared
 
 
 async def test_x_rate_limit_headers_give_the_reset_as_an_epoch_time(

@@ -1,0 +1,71 @@
+"""What the server's quota headers told: a declared rate to stay under, a spent window to wait out.
+
+An answer's ``RateLimit-*``/``X-RateLimit-*`` headers (read by
+:mod:`bulkretry._http.quota_headers`) may say the quota outright. :class:`Told` keeps what they
+said and decides what it means for the throttle:
+
+- a policy (``RateLimit-Policy: 200;w=1``) declares the quota's rate, requests per window: the
+  configured rate is lowered to 3% under it (timers and the network jitter: a strict quota
+  sent exactly its rate refuses some, and a window that counts refusals stays shut), never
+  raised; a quota shared with other clients is still found by the 429s, under it;
+- ``Remaining: 0`` with a ``Reset`` beyond the pause threshold is a window spent: everyone waits
+  until it resets instead of collecting a 429 each (a short Reset is left to the 429s: whole
+  seconds, rounded up, are too coarse to pause a fast quota by);
+- the summary says what the headers said.
+
+Everything here is bookkeeping on the numbers given: no clock, no asyncio.
+"""
+
+from __future__ import annotations
+
+from .._model import QuotaHeaders
+
+__all__ = ["MARGIN", "Told"]
+
+#: The share under a declared rate that the throttle aims at.
+MARGIN = 0.03
+
+
+class Told:
+    """The quota as the server's headers told it, over a batch."""
+
+    __slots__ = ("_limit", "_reset", "_window")
+
+    def __init__(self) -> None:
+        self._limit: int | None = None
+        self._window: float | None = None
+        # The longest Reset told.
+        self._reset = 0.0
+
+    def declared_rate(self, told: QuotaHeaders) -> float | None:
+        """Take in one answer's headers; return the rate to keep to, if a policy declares one."""
+        limit, window = told.limit, told.window
+        if limit is not None:
+            self._limit = limit
+        if told.reset is not None:
+            self._reset = max(self._reset, told.reset)
+        if window is None or not limit:
+            return None
+        self._window = window
+        return limit / window * (1 - MARGIN)
+
+    @staticmethod
+    def wait(told: QuotaHeaders, pause_after: float) -> float | None:
+        """Seconds everyone should wait: the window is spent and resets beyond *pause_after*."""
+        reset = told.reset
+        if told.remaining == 0 and reset is not None and reset > pause_after:
+            return reset
+        return None
+
+    def describe(self) -> str | None:
+        """Say what the headers told, in words for the summary (None: they told nothing)."""
+        if self._limit is None:
+            return None
+        if self._window is not None:
+            said = f"{self._limit} requests per {self._window:g} s"
+        else:
+            said = f"{self._limit} requests per window, reset within {self._reset:g} s"
+        return f"the server's RateLimit headers say {said}"
+
+    def __repr__(self) -> str:
+        return f"<Told limit={self._limit} window={self._window} reset<={self._reset:g}>"

@@ -1,0 +1,72 @@
+"""What the server's quota headers told: a declared rate is a ceiling, a spent window a pause."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from conftest import virtual_time
+
+from bulkretry._model import QuotaHeaders
+from bulkretry._pace.throttle import Throttle
+from bulkretry._pace.told import Told
+
+
+def now() -> float:
+    return asyncio.get_running_loop().time()
+
+
+@virtual_time
+async def test_a_declared_policy_lowers_the_configured_rate_and_the_summary_says_so() -> None:
+    """--rate 800 against a server that declares 200 requests a second: 3% under it from the
+    first answer, with no 429 spent to learn it; the summary says what the server said."""
+    throttle = Throttle(800)
+    throttle.on_quota(QuotaHeaders(limit=200, remaining=199, reset=1.0, window=1.0))
+    assert throttle.rate == throttle.max_rate == pytest.approx(194)
+    start = now()
+    for _ in range(401):
+        await throttle.acquire()
+    assert now() - start == pytest.approx(400 / 194, abs=0.01)
+    assert throttle.learned() == "the server's RateLimit headers say 200 requests per 1 s"
+
+
+@virtual_time
+async def test_a_declared_rate_above_the_configured_one_never_raises_it() -> None:
+    throttle = Throttle(50)
+    throttle.on_quota(QuotaHeaders(limit=200, remaining=199, reset=1.0, window=1.0))
+    assert throttle.rate == throttle.max_rate == 50
+
+
+@virtual_time
+async def test_a_spent_window_with_a_long_reset_pauses_everyone_until_it_resets() -> None:
+    """Remaining 0, Reset 8 s (over the 5 s pause threshold): nobody sends for 8 s, no 429
+    spent to find out."""
+    throttle = Throttle(100)
+    await throttle.acquire()
+    throttle.on_quota(QuotaHeaders(limit=2000, remaining=0, reset=8.0))
+    start = now()
+    await throttle.acquire()
+    assert now() - start == pytest.approx(8.0, abs=0.01)
+    assert throttle.throttled_count == 0
+    assert throttle.learned() == (
+        "the server's RateLimit headers say 2000 requests per window, reset within 8 s"
+    )
+
+
+@virtual_time
+async def test_a_spent_window_with_a_short_reset_is_left_to_the_429s() -> None:
+    """Remaining 0, Reset 1 (whole seconds, rounded up: a bucket's 5 ms reads as 1 s): pausing
+    everyone a second for it would cost a fast quota most of its rate."""
+    throttle = Throttle(100)
+    await throttle.acquire()
+    throttle.on_quota(QuotaHeaders(limit=1, remaining=0, reset=1.0))
+    start = now()
+    await throttle.acquire()
+    assert now() - start == pytest.approx(0.01, abs=0.001)
+
+
+def test_headers_that_told_nothing_of_a_limit_say_nothing() -> None:
+    told = Told()
+    assert told.declared_rate(QuotaHeaders(remaining=3)) is None
+    assert told.describe() is None
+    assert Told.wait(QuotaHeaders(remaining=0), 5.0) is None
