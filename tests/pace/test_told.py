@@ -16,6 +16,16 @@ def now() -> float:
     return asyncio.get_running_loop().time()
 
 
+async def wait_after(told: QuotaHeaders) -> tuple[Throttle, float]:
+    """At 100/s, one slot taken, then an answer's headers: how long the next slot waits."""
+    throttle = Throttle(100)
+    await throttle.acquire()
+    throttle.on_quota(told)
+    start = now()
+    await throttle.acquire()
+    return throttle, now() - start
+
+
 @virtual_time
 async def test_a_declared_policy_lowers_the_configured_rate_and_the_summary_says_so() -> None:
     """--rate 800 against a server that declares 200 requests a second: 3% under it from the
@@ -41,12 +51,8 @@ async def test_a_declared_rate_above_the_configured_one_never_raises_it() -> Non
 async def test_a_spent_window_with_a_long_reset_pauses_everyone_until_it_resets() -> None:
     """Remaining 0, Reset 8 s (over the 5 s pause threshold): nobody sends for 8 s, no 429
     spent to find out."""
-    throttle = Throttle(100)
-    await throttle.acquire()
-    throttle.on_quota(QuotaHeaders(limit=2000, remaining=0, reset=8.0))
-    start = now()
-    await throttle.acquire()
-    assert now() - start == pytest.approx(8.0, abs=0.01)
+    throttle, waited = await wait_after(QuotaHeaders(limit=2000, remaining=0, reset=8.0))
+    assert waited == pytest.approx(8.0, abs=0.01)
     assert throttle.throttled_count == 0
     assert throttle.learned() == (
         "the server's RateLimit headers say 2000 requests per window, reset within 8 s"
@@ -57,12 +63,8 @@ async def test_a_spent_window_with_a_long_reset_pauses_everyone_until_it_resets(
 async def test_a_spent_window_with_a_short_reset_is_left_to_the_429s() -> None:
     """Remaining 0, Reset 1 (whole seconds, rounded up: a bucket's 5 ms reads as 1 s): pausing
     everyone a second for it would cost a fast quota most of its rate."""
-    throttle = Throttle(100)
-    await throttle.acquire()
-    throttle.on_quota(QuotaHeaders(limit=1, remaining=0, reset=1.0))
-    start = now()
-    await throttle.acquire()
-    assert now() - start == pytest.approx(0.01, abs=0.001)
+    _, waited = await wait_after(QuotaHeaders(limit=1, remaining=0, reset=1.0))
+    assert waited == pytest.approx(0.01, abs=0.001)  # the next slot at 100/s, no more
 
 
 def test_headers_that_told_nothing_of_a_limit_say_nothing() -> None:
