@@ -111,8 +111,6 @@ class Governor:
     ) -> None:
         """Tell the throttle what one request's answer says of the quota (a look-up's too)."""
         throttle = self.throttle
-        if isinstance(outcome, Answer) and outcome.quota is not None:
-            throttle.on_quota(outcome.quota)
         if decision.throttled:
             retry_after = decision.retry_after
             if retry_after is not None and isinstance(outcome, Answer) and outcome.status != 429:
@@ -122,6 +120,8 @@ class Governor:
                 throttle.on_throttled(retry_after, sent_at=sent_at)
         elif isinstance(outcome, Answer):
             throttle.on_success(sent_at)
+        if isinstance(outcome, Answer) and outcome.quota is not None:
+            throttle.on_quota(outcome.quota, refused=decision.throttled)
 
     def answered(
         self, outcome: Answer | TransportError, decision: Decision, *, sent_at: float, now: float

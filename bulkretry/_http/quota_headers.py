@@ -31,6 +31,7 @@ _EPOCH_MS = 1e12
 # Longer than a day is not a quota's reset worth waiting for: taken as unreadable.
 _MAX_RESET = 86400.0
 _NUMBER = re.compile(r"\s*(\d+(?:\.\d+)?)\s*")
+_INTEGER = re.compile(r"\s*(\d+)\s*")
 _PARAM = re.compile(r";\s*([a-z]+)\s*=\s*(\d+(?:\.\d+)?)")
 
 
@@ -56,7 +57,8 @@ def read_quota_headers(
         limit = _int(params.get("limit"))
         reset = _delay(params.get("reset", params.get("t")), wall)
     if (policy := headers.get("RateLimit-Policy")) is not None:
-        q, w = _policy(policy.split(",")[0])
+        items = [_policy(item) for item in policy.split(",")]
+        q, w = next((i for i in items if i[0] is not None and i[0] == limit), items[0])
         limit = q if limit is None else limit
         if window is None and q is not None and q == limit:
             window = w
@@ -66,7 +68,8 @@ def read_quota_headers(
 
 
 def _count(text: str | None) -> int | None:
-    if text is None or (match := _NUMBER.fullmatch(text)) is None:
+    """A whole number of requests (``0.5`` left is no count at all, not zero)."""
+    if text is None or (match := _INTEGER.fullmatch(text)) is None:
         return None
     return _int(match.group(1))
 

@@ -22,8 +22,7 @@ spent and everyone waits its Retry-After; the last a success, the pass ran into 
 and goes on to a 429. A window costs one 429, and every window is used. A success sent after a
 429 of the same pass, or two passes far short of N or past N + 1, end window mode.
 
-The controller decides; the bucket paces. Time comes from the clock it is given (the event
-loop's, in production): nothing here awaits or schedules.
+The controller decides; the bucket paces, on the clock given: nothing here awaits or schedules.
 """
 
 from __future__ import annotations
@@ -281,11 +280,12 @@ class RateController:
         self.pause_until(self._clock() + retry_after)
 
     def lower_max(self, rate: float) -> None:
-        """Lower the configured rate to *rate*, a quota the server declared; never raise it."""
+        """Lower the configured rate to *rate*, a quota the server declared (never raise it)."""
         if rate < self._max_rate:
-            self._max_rate, self._w_max = rate, min(self._w_max, rate)
-            self._min_rate = min(self._min_rate, rate)
+            self._max_rate, self._min_rate = rate, min(self._min_rate, rate)
+            self._w_max = min(self._w_max, rate)
             self._bucket.set_rate(self._clock(), min(self._bucket.rate, rate))
+            self._share.restart(self._bucket.rate)  # levels compare cuts, not this
 
     def learned(self) -> str | None:
         """Say in one line what the answers taught about the quota (None: nothing yet)."""

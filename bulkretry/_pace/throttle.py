@@ -128,16 +128,17 @@ class Throttle:
         """Record a 503 with a Retry-After: nobody sends before it; the rate stays as it was."""
         self._control.on_unavailable(retry_after)
 
-    def on_quota(self, told: QuotaHeaders) -> None:
+    def on_quota(self, told: QuotaHeaders, *, refused: bool = False) -> None:
         """Take in what an answer's RateLimit headers said of the quota (see :mod:`.told`).
 
         A declared rate lowers the configured one; a spent window that resets beyond the
-        pause threshold pauses everyone until then.
+        pause threshold pauses everyone until then, unless the answer was *refused* (a 429:
+        its Retry-After and the controller decide, window mode included).
         """
-        rate = self._told.declared_rate(told)
+        rate = self._told.declared_rate(told, self._pause_after)
         if rate is not None and rate < self._control.max_rate:
             self._control.lower_max(rate)
-        wait = Told.wait(told, self._pause_after)
+        wait = None if refused else Told.wait(told, self._pause_after)
         if wait is not None:
             self._control.pause_until(_loop_time() + wait)
 

@@ -4,13 +4,17 @@ An answer's ``RateLimit-*``/``X-RateLimit-*`` headers (read by
 :mod:`bulkretry._http.quota_headers`) may say the quota outright. :class:`Told` keeps what they
 said and decides what it means for the throttle:
 
-- a policy (``RateLimit-Policy: 200;w=1``) declares the quota's rate, requests per window: the
-  configured rate is lowered to 3% under it (timers and the network jitter: a strict quota
-  sent exactly its rate refuses some, and a window that counts refusals stays shut), never
-  raised; a quota shared with other clients is still found by the 429s, under it;
-- ``Remaining: 0`` with a ``Reset`` beyond the pause threshold is a window spent: everyone waits
-  until it resets instead of collecting a 429 each (a short Reset is left to the 429s: whole
-  seconds, rounded up, are too coarse to pause a fast quota by);
+- a policy (``RateLimit-Policy: 200;w=1``) whose window is no longer than the pause threshold
+  declares the quota's rate, requests per window: the configured rate is lowered to 3% under
+  it (timers and the network jitter: a strict quota sent exactly its rate refuses some, and a
+  window that counts refusals stays shut), never raised; a quota shared with other clients is
+  still found by the 429s, under it. A longer window (1000 an hour) says nothing of the rate a
+  short batch may go at: it is left to ``Remaining: 0``;
+- ``Remaining: 0`` on a success, with a ``Reset`` beyond the pause threshold and within
+  :data:`LONGEST_WAIT`, is a window spent: everyone waits until it resets instead of
+  collecting a 429 each (a short Reset is left to the 429s: whole seconds, rounded up, are too
+  coarse to pause a fast quota by; a longer one to the 429's Retry-After, which halts the
+  batch with a message rather than wait blindly; on a 429, its Retry-After decides);
 - the summary says what the headers said.
 
 Everything here is bookkeeping on the numbers given: no clock, no asyncio.
@@ -20,10 +24,12 @@ from __future__ import annotations
 
 from .._model import QuotaHeaders
 
-__all__ = ["MARGIN", "Told"]
+__all__ = ["LONGEST_WAIT", "MARGIN", "Told"]
 
 #: The share under a declared rate that the throttle aims at.
 MARGIN = 0.03
+#: The longest Reset waited for on the headers' word alone (the default --retry-after-cap).
+LONGEST_WAIT = 900.0
 
 
 class Told:
@@ -37,14 +43,14 @@ class Told:
         # The longest Reset told.
         self._reset = 0.0
 
-    def declared_rate(self, told: QuotaHeaders) -> float | None:
+    def declared_rate(self, told: QuotaHeaders, pause_after: float) -> float | None:
         """Take in one answer's headers; return the rate to keep to, if a policy declares one."""
         limit, window = told.limit, told.window
         if limit is not None:
             self._limit = limit
         if told.reset is not None:
             self._reset = max(self._reset, told.reset)
-        if window is None or not limit:
+        if window is None or not limit or window > max(pause_after, 1.0):
             return None
         self._window = window
         return limit / window * (1 - MARGIN)
@@ -53,7 +59,7 @@ class Told:
     def wait(told: QuotaHeaders, pause_after: float) -> float | None:
         """Seconds everyone should wait: the window is spent and resets beyond *pause_after*."""
         reset = told.reset
-        if told.remaining == 0 and reset is not None and reset > pause_after:
+        if told.remaining == 0 and reset is not None and pause_after < reset <= LONGEST_WAIT:
             return reset
         return None
 

@@ -73,3 +73,20 @@ def test_an_x_reset_is_a_delay_or_an_epoch_time(reset: str, seconds: float) -> N
 def test_unreadable_values_are_left_out_not_guessed(junk: str) -> None:
     told = read(**{"RateLimit-Limit": junk, "RateLimit-Remaining": junk, "RateLimit-Reset": junk})
     assert told is None or told == QuotaHeaders()
+
+
+def test_a_remaining_with_decimals_is_no_count_not_zero() -> None:
+    told = read(**{"X-RateLimit-Limit": "60", "X-RateLimit-Remaining": "0.5"})
+    assert told is not None
+    assert told.remaining is None
+
+
+def test_of_several_policies_the_one_of_the_limit_declares_the_window() -> None:
+    told = read(
+        **{
+            "RateLimit-Limit": "10",
+            "RateLimit-Remaining": "9",
+            "RateLimit-Policy": "1000;w=3600, 10;w=1",
+        }
+    )
+    assert told == QuotaHeaders(limit=10, remaining=9, reset=None, window=1.0)

@@ -69,6 +69,43 @@ async def test_a_spent_window_with_a_short_reset_is_left_to_the_429s() -> None:
 
 def test_headers_that_told_nothing_of_a_limit_say_nothing() -> None:
     told = Told()
-    assert told.declared_rate(QuotaHeaders(remaining=3)) is None
+    assert told.declared_rate(QuotaHeaders(remaining=3), 5.0) is None
     assert told.describe() is None
     assert Told.wait(QuotaHeaders(remaining=0), 5.0) is None
+
+
+@virtual_time
+async def test_a_policy_of_a_long_window_says_nothing_of_the_rate() -> None:
+    """1000 an hour would mean 0.27/s: a short batch may go at --rate, and Remaining 0 says
+    when the hour is spent."""
+    throttle = Throttle(10)
+    throttle.on_quota(QuotaHeaders(limit=1000, remaining=999, reset=3600.0, window=3600.0))
+    assert throttle.rate == throttle.max_rate == 10
+
+
+@virtual_time
+async def test_a_reset_beyond_the_longest_wait_is_left_to_the_429s_retry_after_cap() -> None:
+    """Remaining 0 with a Reset of a day (a millisecond Reset read as seconds, a bad epoch):
+    no silent day-long pause; the 429 that follows halts the batch with a message."""
+    _, waited = await wait_after(QuotaHeaders(limit=60, remaining=0, reset=86000.0))
+    assert waited == pytest.approx(0.01, abs=0.001)
+
+
+@virtual_time
+async def test_headers_on_a_429_leave_the_pause_and_window_mode_to_its_retry_after() -> None:
+    """A fixed window of 20 per 10 s whose 429s also say Remaining 0, Reset 10: the headers do
+    not pause ahead of the 429, so its two pauses with successes between still reveal the
+    window, and each window is sent at the full rate."""
+    throttle = Throttle(50)
+    spent = QuotaHeaders(limit=20, remaining=0, reset=10.0)
+    for _ in range(3):  # three windows: 20 successes, then a 429 at the window's end
+        for _ in range(20):
+            await throttle.acquire()
+            sent = now()
+            throttle.on_success(sent)
+        await throttle.acquire()
+        sent = now()
+        throttle.on_throttled(10.0, sent_at=sent)
+        throttle.on_quota(spent, refused=True)
+    assert throttle.window_requests is not None
+    assert throttle.rate == 50
