@@ -43,25 +43,24 @@ def read_quota_headers(
     *wall* (epoch seconds) turns an epoch Reset into seconds from now.
     """
     limit = remaining = reset = window = None
-    if (value := headers.get("RateLimit-Remaining")) is not None:
-        remaining = _count(value)
-        limit, window = _limit(headers.get("RateLimit-Limit"))
-        reset = _delay(headers.get("RateLimit-Reset"), wall)
-    elif (value := headers.get("X-RateLimit-Remaining")) is not None:
-        remaining = _count(value)
-        limit, window = _limit(headers.get("X-RateLimit-Limit"))
-        reset = _delay(headers.get("X-RateLimit-Reset"), wall)
-    elif (value := headers.get("RateLimit")) is not None:
-        params = _params(value)
-        remaining = _int(params.get("remaining", params.get("r")))
-        limit = _int(params.get("limit"))
-        reset = _delay(params.get("reset", params.get("t")), wall)
+    for prefix in ("RateLimit-", "X-RateLimit-"):
+        if (value := headers.get(prefix + "Remaining")) is not None:
+            remaining = _count(value)
+            first, *policies = headers.get(prefix + "Limit", "").split(",")
+            if (limit := _count(first)) is not None:
+                window = _policy_of(policies, limit)[1]
+            reset = _delay(headers.get(prefix + "Reset"), wall)
+            break
+    else:
+        if (value := headers.get("RateLimit")) is not None:
+            params = _params(value)
+            remaining = _count(params.get("remaining", params.get("r")))
+            limit = _count(params.get("limit"))
+            reset = _delay(params.get("reset", params.get("t")), wall)
     if (policy := headers.get("RateLimit-Policy")) is not None:
-        items = [_policy(item) for item in policy.split(",")]
-        q, w = next((i for i in items if i[0] is not None and i[0] == limit), items[0])
-        limit = q if limit is None else limit
-        if window is None and q is not None and q == limit:
-            window = w
+        q, w = _policy_of(policy.split(","), limit)
+        if q is not None and (limit is None or q == limit):
+            limit, window = q, window if window is not None else w
     if remaining is None and limit is None and window is None:
         return None
     return QuotaHeaders(limit=limit, remaining=remaining, reset=reset, window=window)
@@ -71,17 +70,8 @@ def _count(text: str | None) -> int | None:
     """A whole number of requests (``0.5`` left is no count at all, not zero)."""
     if text is None or (match := _INTEGER.fullmatch(text)) is None:
         return None
-    return _int(match.group(1))
-
-
-def _int(text: str | None) -> int | None:
-    if text is None:
-        return None
-    try:
-        number = float(text)
-    except ValueError:
-        return None
-    return int(number) if 0 <= number < 2**53 else None
+    number = int(match.group(1))
+    return number if number < 2**53 else None
 
 
 def _delay(text: str | None, wall: Callable[[], float]) -> float | None:
@@ -96,29 +86,24 @@ def _delay(text: str | None, wall: Callable[[], float]) -> float | None:
     return max(0.0, value) if math.isfinite(value) and value <= _MAX_RESET else None
 
 
-def _limit(text: str | None) -> tuple[int | None, float | None]:
-    """A Limit, and the window of the policy that goes with it (``100, 100;w=60``)."""
-    if text is None:
-        return None, None
-    first, *policies = text.split(",")
-    limit = _count(first)
-    for policy in policies:
-        q, w = _policy(policy)
-        if q is not None and q == limit and w is not None:
-            return limit, w
-    return limit, None
+def _policy_of(items: list[str], limit: int | None) -> tuple[int | None, float | None]:
+    """The quota and window of the policy among *items* whose quota is *limit* (with no limit
+    known, the first; none matching: no window)."""
+    parsed = [_policy(item) for item in items if item.strip()]
+    if limit is None:
+        return parsed[0] if parsed else (None, None)
+    return next(((q, w) for q, w in parsed if q == limit), (limit, None))
 
 
 def _policy(text: str) -> tuple[int | None, float | None]:
     """A policy item's quota and window: ``100;w=60`` or ``"name";q=100;w=60``."""
-    head, _, _ = text.partition(";")
+    head = text.partition(";")[0].strip()
     params = _params(text)
-    quota = _count(head) if head.strip() and not head.strip().startswith('"') else None
+    quota = _count(head) if head and not head.startswith('"') else None
     if quota is None:
-        quota = _int(params.get("q"))
-    w = params.get("w")
-    window = float(w) if w is not None and 0 < float(w) <= _MAX_RESET else None
-    return quota, window
+        quota = _count(params.get("q"))
+    w = float(params.get("w", "0"))
+    return quota, w if 0 < w <= _MAX_RESET else None
 
 
 def _params(text: str) -> dict[str, str]:

@@ -90,3 +90,8 @@ def test_of_several_policies_the_one_of_the_limit_declares_the_window() -> None:
         }
     )
     assert told == QuotaHeaders(limit=10, remaining=9, reset=None, window=1.0)
+
+
+def test_a_structured_remaining_with_decimals_is_no_count_either() -> None:
+    told = read(RateLimit="limit=100, remaining=0.5, reset=30")
+    assert told == QuotaHeaders(limit=100, remaining=None, reset=30.0, window=None)
