@@ -202,11 +202,8 @@ class Dispatch(Generic[T]):
             return
         self._count += 1
         if aside:
-            self._in_hand -= 1
-            self._extra += 1
             self._aside.add(self._count)
-            if self._takers:
-                self._balance()
+            self._set_aside()
         heapq.heappush(self._later, (at, self._count, item))
         handle = self._handle
         if handle is None or at < self._handle_at:
@@ -259,17 +256,13 @@ class Dispatch(Generic[T]):
         aside = aside and self._held_aside < self._max_pending
         if aside:
             self._held_aside += 1
-            self._in_hand -= 1
-            self._extra += 1
-            if self._takers:
-                self._balance()
+            self._set_aside()
 
         def call(future: asyncio.Future[Any]) -> None:
             self._held.discard(future)
             if aside:
                 self._held_aside -= 1
-                self._in_hand += 1
-                self._extra -= 1
+                self._back_in_hand()
             then(item, future)
 
         until.add_done_callback(call)
@@ -319,9 +312,21 @@ class Dispatch(Generic[T]):
         _, count, item = heapq.heappop(self._later)
         if count in self._aside:
             self._aside.discard(count)
-            self._in_hand += 1
-            self._extra -= 1
+            self._back_in_hand()
         return item
+
+    def _set_aside(self) -> None:
+        """A record in hand no longer counts against ``max_pending`` (it still keeps the
+        workers from ending): fresh input may take its place."""
+        self._in_hand -= 1
+        self._extra += 1
+        if self._takers:
+            self._balance()
+
+    def _back_in_hand(self) -> None:
+        """A record set aside counts against ``max_pending`` again."""
+        self._in_hand += 1
+        self._extra -= 1
 
     def _ready(self, item: T) -> None:
         """Hand a record that is due to a waiting worker, or queue it for the next one."""

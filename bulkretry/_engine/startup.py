@@ -25,11 +25,12 @@ async def check_first(
     control: Control, attempt: Attempt, governor: Governor, rng: random.Random, stats: Stats
 ) -> None:
     """Make the pre-flight request; raise :class:`ConfigurationError` if it shows a mistake."""
-    sent = [0.0]  # when the pre-flight's last attempt got its slot
+    sent_at = 0.0  # when the pre-flight's last attempt got its slot
 
     async def slot() -> None:
+        nonlocal sent_at
         await governor.throttle.acquire()
-        sent[0] = asyncio.get_running_loop().time()
+        sent_at = asyncio.get_running_loop().time()
 
     try:
         result = await preflight(
@@ -39,7 +40,7 @@ async def check_first(
             rng=rng,
             acquire=slot,
             # Its answer is the first word of the quota (a 429, RateLimit headers): heed it.
-            on_attempt=lambda outcome, decision: governor.steer(outcome, decision, sent_at=sent[0]),
+            on_attempt=lambda outcome, decision: governor.steer(outcome, decision, sent_at=sent_at),
         )
     except AuthenticationError as exc:
         raise ConfigurationError(

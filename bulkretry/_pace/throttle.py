@@ -39,7 +39,7 @@ class Throttle:
     of requests it takes to climb back to the rate of the last cut.
     """
 
-    __slots__ = ("_bucket", "_control", "_pause_after", "_told", "acquire")
+    __slots__ = ("_bucket", "_control", "_told", "acquire")
 
     #: Wait for a send slot, behind every earlier caller still waiting.
     acquire: Callable[[], Awaitable[None]]
@@ -57,8 +57,7 @@ class Throttle:
         self._control = RateController(
             bucket, clock=_loop_time, min_rate=min_rate, pause_after=pause_after, recovery=recovery
         )
-        self._pause_after = pause_after
-        self._told = Told()
+        self._told = Told(pause_after)
         # Every request awaits this: the bucket's own coroutine, with no wrapper around it.
         self.acquire = bucket.acquire
 
@@ -135,11 +134,9 @@ class Throttle:
         pause threshold pauses everyone until then, unless the answer was *refused* (a 429:
         its Retry-After and the controller decide, window mode included).
         """
-        rate = self._told.declared_rate(told, self._pause_after)
-        if rate is not None and rate < self._control.max_rate:
+        if (rate := self._told.declared_rate(told)) is not None:
             self._control.lower_max(rate)
-        wait = None if refused else Told.wait(told, self._pause_after)
-        if wait is not None:
+        if not refused and (wait := self._told.wait(told)) is not None:
             self._control.pause_until(_loop_time() + wait)
 
     def learned(self) -> str | None:

@@ -11,7 +11,7 @@ said and decides what it means for the throttle:
   still found by the 429s, under it. A longer window (1000 an hour) says nothing of the rate a
   short batch may go at: it is left to ``Remaining: 0``;
 - ``Remaining: 0`` on a success, with a ``Reset`` beyond the pause threshold and within
-  :data:`LONGEST_WAIT`, is a window spent: everyone waits until it resets instead of
+  the default ``--retry-after-cap``, is a window spent: everyone waits until it resets instead of
   collecting a 429 each (a short Reset is left to the 429s: whole seconds, rounded up, are too
   coarse to pause a fast quota by; a longer one to the 429's Retry-After, which halts the
   batch with a message rather than wait blindly; on a 429, its Retry-After decides);
@@ -22,46 +22,46 @@ Everything here is bookkeeping on the numbers given: no clock, no asyncio.
 
 from __future__ import annotations
 
+from .._config import DEFAULT_RETRY_AFTER_CAP
 from .._model import QuotaHeaders
 
-__all__ = ["LONGEST_WAIT", "MARGIN", "Told"]
+__all__ = ["MARGIN", "Told"]
 
 #: The share under a declared rate that the throttle aims at.
 MARGIN = 0.03
-#: The longest Reset waited for on the headers' word alone (the default --retry-after-cap).
-LONGEST_WAIT = 900.0
 
 
 class Told:
-    """The quota as the server's headers told it, over a batch."""
+    """The quota as the server's headers told it, over a batch; *pause_after* is the throttle's
+    pause threshold."""
 
-    __slots__ = ("_limit", "_reset", "_window")
+    __slots__ = ("_limit", "_pause_after", "_reset", "_window")
 
-    def __init__(self) -> None:
+    def __init__(self, pause_after: float) -> None:
+        self._pause_after = pause_after
         self._limit: int | None = None
         self._window: float | None = None
         # The longest Reset told.
         self._reset = 0.0
 
-    def declared_rate(self, told: QuotaHeaders, pause_after: float) -> float | None:
+    def declared_rate(self, told: QuotaHeaders) -> float | None:
         """Take in one answer's headers; return the rate to keep to, if a policy declares one."""
         limit, window = told.limit, told.window
         if limit is not None:
             self._limit = limit
         if told.reset is not None:
             self._reset = max(self._reset, told.reset)
-        if window is None or not limit or window > max(pause_after, 1.0):
+        if window is None or not limit or window > max(self._pause_after, 1.0):
             return None
         self._window = window
         return limit / window * (1 - MARGIN)
 
-    @staticmethod
-    def wait(told: QuotaHeaders, pause_after: float) -> float | None:
-        """Seconds everyone should wait: the window is spent and resets beyond *pause_after*."""
+    def wait(self, told: QuotaHeaders) -> float | None:
+        """Seconds everyone should wait: the window is spent and resets beyond the threshold."""
         reset = told.reset
-        if told.remaining == 0 and reset is not None and pause_after < reset <= LONGEST_WAIT:
-            return reset
-        return None
+        if told.remaining != 0 or reset is None:
+            return None
+        return reset if self._pause_after < reset <= DEFAULT_RETRY_AFTER_CAP else None
 
     def describe(self) -> str | None:
         """Say what the headers told, in words for the summary (None: they told nothing)."""

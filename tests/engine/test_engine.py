@@ -68,6 +68,16 @@ async def collect(ids: list[str], s: Settings) -> list[RunResult]:
     return [r async for r in bulkretry.retrigger(ids, s)]
 
 
+def posts_among(http: aioresponses) -> list[str]:
+    """Return the run IDs of every POST that went out, in order, beside any GET (look-ups)."""
+    return [
+        URL(str(url)).parts[-2]
+        for (method, url), calls in http.requests.items()
+        for _ in calls
+        if method == "POST"
+    ]
+
+
 def sent_to(http: aioresponses) -> list[str]:
     """Return the run IDs of every POST that went out, in order."""
     runs = []
@@ -671,13 +681,4 @@ async def test_a_soft_stop_lets_a_look_up_under_way_finish_and_keeps_its_verdict
         NEW,
         "lookup",
     )
-    assert sent_to_posts(http) == [RUN_A]
-
-
-def sent_to_posts(http: aioresponses) -> list[str]:
-    return [
-        URL(str(url)).parts[-2]
-        for (method, url), calls in http.requests.items()
-        for _ in calls
-        if method == "POST"
-    ]
+    assert posts_among(http) == [RUN_A]

@@ -68,10 +68,10 @@ async def test_a_spent_window_with_a_short_reset_is_left_to_the_429s() -> None:
 
 
 def test_headers_that_told_nothing_of_a_limit_say_nothing() -> None:
-    told = Told()
-    assert told.declared_rate(QuotaHeaders(remaining=3), 5.0) is None
+    told = Told(5.0)
+    assert told.declared_rate(QuotaHeaders(remaining=3)) is None
     assert told.describe() is None
-    assert Told.wait(QuotaHeaders(remaining=0), 5.0) is None
+    assert told.wait(QuotaHeaders(remaining=0)) is None
 
 
 @virtual_time
