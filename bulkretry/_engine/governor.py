@@ -35,7 +35,10 @@ class Governor:
 
     def __init__(self, settings: Settings) -> None:
         self.throttle = Throttle(
-            settings.rate, burst=settings.burst, pause_after=settings.pause_after
+            settings.rate,
+            burst=settings.burst,
+            pause_after=settings.pause_after,
+            longest_wait=settings.retry_after_cap,
         )
         self.cap = ConcurrencyCap(self.throttle, max_concurrency=settings.concurrency)
         self.budget = RetryBudget(

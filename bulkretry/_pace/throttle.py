@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from .._config import DEFAULT_PAUSE_AFTER
+from .._config import DEFAULT_PAUSE_AFTER, DEFAULT_RETRY_AFTER_CAP
 from .._model import QuotaHeaders
 from .bucket import TokenBucket
 from .controller import DEFAULT_RECOVERY, RateController
@@ -36,7 +36,8 @@ class Throttle:
     *rate* is the configured maximum, in requests per second; *burst* the slots a quiet spell
     may save up; *min_rate* the floor of cuts (default: ``MIN_RATE_FRACTION`` of *rate*);
     *pause_after* the longest Retry-After that does not pause everyone; *recovery* the number
-    of requests it takes to climb back to the rate of the last cut.
+    of requests it takes to climb back to the rate of the last cut; *longest_wait* the longest
+    quota reset an answer's headers may pause everyone for (the ``--retry-after-cap``).
     """
 
     __slots__ = ("_bucket", "_control", "_told", "acquire")
@@ -52,12 +53,13 @@ class Throttle:
         min_rate: float | None = None,
         pause_after: float = DEFAULT_PAUSE_AFTER,
         recovery: int = DEFAULT_RECOVERY,
+        longest_wait: float = DEFAULT_RETRY_AFTER_CAP,
     ) -> None:
         self._bucket = bucket = TokenBucket(rate, burst=burst)
         self._control = RateController(
             bucket, clock=_loop_time, min_rate=min_rate, pause_after=pause_after, recovery=recovery
         )
-        self._told = Told(pause_after)
+        self._told = Told(pause_after, longest_wait)
         # Every request awaits this: the bucket's own coroutine, with no wrapper around it.
         self.acquire = bucket.acquire
 

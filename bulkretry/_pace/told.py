@@ -11,7 +11,7 @@ said and decides what it means for the throttle:
   still found by the 429s, under it. A longer window (1000 an hour) says nothing of the rate a
   short batch may go at: it is left to ``Remaining: 0``;
 - ``Remaining: 0`` on a success, with a ``Reset`` beyond the pause threshold and within
-  the default ``--retry-after-cap``, is a window spent: everyone waits until it resets instead of
+  ``--retry-after-cap``, is a window spent: everyone waits until it resets instead of
   collecting a 429 each (a short Reset is left to the 429s: whole seconds, rounded up, are too
   coarse to pause a fast quota by; a longer one to the 429's Retry-After, which halts the
   batch with a message rather than wait blindly; on a 429, its Retry-After decides);
@@ -22,7 +22,6 @@ Everything here is bookkeeping on the numbers given: no clock, no asyncio.
 
 from __future__ import annotations
 
-from .._config import DEFAULT_RETRY_AFTER_CAP
 from .._model import QuotaHeaders
 
 __all__ = ["MARGIN", "Told"]
@@ -33,12 +32,13 @@ MARGIN = 0.03
 
 class Told:
     """The quota as the server's headers told it, over a batch; *pause_after* is the throttle's
-    pause threshold."""
+    pause threshold, *longest_wait* the longest reset worth pausing for."""
 
-    __slots__ = ("_limit", "_pause_after", "_reset", "_window")
+    __slots__ = ("_limit", "_longest_wait", "_pause_after", "_reset", "_window")
 
-    def __init__(self, pause_after: float) -> None:
+    def __init__(self, pause_after: float, longest_wait: float) -> None:
         self._pause_after = pause_after
+        self._longest_wait = longest_wait
         self._limit: int | None = None
         self._window: float | None = None
         # The longest Reset told.
@@ -61,7 +61,7 @@ class Told:
         reset = told.reset
         if told.remaining != 0 or reset is None:
             return None
-        return reset if self._pause_after < reset <= DEFAULT_RETRY_AFTER_CAP else None
+        return reset if self._pause_after < reset <= self._longest_wait else None
 
     def describe(self) -> str | None:
         """Say what the headers told, in words for the summary (None: they told nothing)."""

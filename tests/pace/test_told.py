@@ -68,7 +68,7 @@ async def test_a_spent_window_with_a_short_reset_is_left_to_the_429s() -> None:
 
 
 def test_headers_that_told_nothing_of_a_limit_say_nothing() -> None:
-    told = Told(5.0)
+    told = Told(5.0, 900.0)
     assert told.declared_rate(QuotaHeaders(remaining=3)) is None
     assert told.describe() is None
     assert told.wait(QuotaHeaders(remaining=0)) is None
@@ -109,3 +109,16 @@ async def test_headers_on_a_429_leave_the_pause_and_window_mode_to_its_retry_aft
         throttle.on_quota(spent, refused=True)
     assert throttle.window_requests is not None
     assert throttle.rate == 50
+
+
+@virtual_time
+async def test_the_longest_reset_paused_for_is_the_retry_after_cap_given() -> None:
+    """--retry-after-cap 60: a spent window resetting in 30 s pauses, one in 100 s does not
+    (its 429's Retry-After halts the batch with a message instead)."""
+    for reset, paused in ((30.0, True), (100.0, False)):
+        throttle = Throttle(100, longest_wait=60.0)
+        await throttle.acquire()
+        throttle.on_quota(QuotaHeaders(limit=10, remaining=0, reset=reset))
+        start = now()
+        await throttle.acquire()
+        assert (now() - start > 1.0) is paused
