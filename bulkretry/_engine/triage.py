@@ -162,12 +162,24 @@ class Triage:
             self._learn(record)
         return False
 
+    def learn(self, record: InputRecord) -> None:
+        """Take in what a ``run --follow`` line read on a pipe says of the other runs of its
+        chain (each but the last re-triggered into the next), before the lines after it.
+
+        A pre-scan reads files ahead, not pipes: without this, a failed run of a chain named
+        on a later line of the pipe (a listing of failed runs) was sent again. ``--shard``
+        calls it for the lines of other shards too: a chain's runs may be this shard's.
+        """
+        if len(record.prior_chain) > 1 or record.prior_next_round is not None:
+            self._learn(record)
+
     def judge(self, record: InputRecord, admission: Admission | None = None) -> Verdict | None:
         """Return the record's outcome if it is not to be sent, else None."""
         run_id = record.run_id
         prior = record.prior
         if prior is not None:
             self._results_lines += 1
+            self.learn(record)
         if run_id is None:
             return Verdict(
                 Outcome.INVALID, ErrorInfo(kind="invalid_input", message=record.error or _INVALID)

@@ -389,3 +389,25 @@ def test_with_a_ledger_runs_of_earlier_invocations_are_held_by_their_seq() -> No
     assert outcomes(verdicts) == ["duplicate", "duplicate"]
     assert triage.late_evidence == 1  # the pending run, sent before its retriggered line
     assert triage._held is None
+
+
+# --- run --follow lines read on a pipe -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "held"),
+    [
+        ({"chain": [RUN_2, NEW]}, "already_retriggered"),  # RUN_2 failed, was re-triggered
+        ({"chain": [RUN_2], "next_round": {"outcome": "in_doubt"}}, "in_doubt"),
+    ],
+    ids=["re-triggered-in-the-chain", "further-round-in-doubt"],
+)
+def test_a_run_of_a_chain_read_on_a_pipe_is_not_sent_when_a_later_line_names_it(
+    fields: dict[str, Any], held: str
+) -> None:
+    """`cat results.jsonl failed-now.txt | bulkretry run`: a run that a results line's chain
+    re-triggered (or may have) fails again and is listed; no pre-scan reads a pipe ahead, so
+    the chain is taken in as the line is judged, and the listed run is held, not sent."""
+    data = line("retriggered", **fields) + line("bare", RUN_2)
+    _, verdicts = from_pipe(data)
+    assert outcomes(verdicts) == ["already_retriggered", held]
