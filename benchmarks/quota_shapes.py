@@ -53,6 +53,9 @@ class Row:
     bucket: float = 1.0  # seconds per bin when judging "learned"
     kind: str = "quota"  # quota | free (no quota: ideal N/rate) | storm | timeouts
     target: str = ""
+    #: bulkretry's processes split the whole input with --shard K/N and --rate for all of
+    #: them; the peers, which cannot, get the share rows' pre-split inputs and rates.
+    shard: bool = False
 
 
 def rows(q: float) -> list[Row]:
@@ -116,6 +119,24 @@ def rows(q: float) -> list[Row]:
             2.0,
             4,
             target=">=0.93, spread<=0.20",
+        ),
+        Row(
+            "shard4",
+            "4 processes on one bucket, --shard K/4, --rate right for all",
+            bucket,
+            1.0,
+            4,
+            target=">=0.93, spread<=0.20",
+            shard=True,
+        ),
+        Row(
+            "shard4x2",
+            "4 processes on one bucket, --shard K/4, --rate 2x for all",
+            bucket,
+            2.0,
+            4,
+            target=">=0.93, spread<=0.20",
+            shard=True,
         ),
         Row(
             "perrun",
@@ -298,7 +319,15 @@ def measure(args: argparse.Namespace, row: Row, who: str) -> Result:
             ids, out = work / f"ids-{i}.txt", work / f"out-{i}.jsonl"
             ids.write_text("\n".join(run_ids[i * share : (i + 1) * share]) + "\n")
             outs.append(out)
-            children.append(launch(args, who, url, ids, out, rate, key, extra))
+            if row.shard and who == "bulkretry":
+                sharded = ["--shard", f"{i + 1}/{row.processes}"]
+                whole = rate * row.processes
+                all_ids = work / "all.txt"
+                children.append(
+                    launch(args, who, url, all_ids, out, whole, key, [*extra, *sharded])
+                )
+            else:
+                children.append(launch(args, who, url, ids, out, rate, key, extra))
         for child in children:
             try:
                 _, err = child.communicate(timeout=max(120.0, 10 * n / q))

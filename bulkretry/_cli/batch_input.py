@@ -24,6 +24,7 @@ from .options import EXIT_SOME_FAILED
 
 if TYPE_CHECKING:
     from .._engine.engine import Engine
+    from .._io.shard import Shard
     from .._ledger.ledger import Ledger
 
 __all__ = ["BatchInput", "read_batches"]
@@ -160,8 +161,14 @@ class BatchInput:
         ledger: Ledger | None,
         column: str | None = None,
         counts: Mapping[str, int] | None = None,
+        shard: Shard | None = None,
     ) -> None:
         self.files = list(files)
+        self.shard = shard
+        #: Told of the records of other shards, for what they say of this shard's runs.
+        self.learn: Callable[[InputRecord], None] | None = None
+        #: Records of the input that belong to other shards: read, and left to them.
+        self.others = 0
         self.reads_input = reads_input
         self.ledger = ledger
         self.engine: Engine | None = None
@@ -204,7 +211,12 @@ class BatchInput:
         """Count the records to come, when that can be known without consuming them."""
         if not self.reads_input:
             return self._runs
-        return count_records(self.files)
+        if self.shard is None or self.shard.count == 1:
+            return count_records(self.files)
+        if count_records(self.files) is None:
+            return None  # a pipe: not known before it is read
+        reader = RecordReader(self.files, RunIdValidator(self._pattern), column=self._column)
+        return sum(map(self.shard.owns, reader))
 
     async def batches(self) -> AsyncIterator[list[InputRecord]]:
         """Yield the records: the input's, or (no input, or an empty stdin) the batch's runs."""
@@ -213,6 +225,10 @@ class BatchInput:
             empty = True
             async for batch in read_batches(reader, started=self._started):
                 empty = False
+                if self.shard is not None:
+                    batch = self._mine(batch)
+                    if not batch:
+                        continue
                 self._read += len(batch)
                 yield batch
             if self.cut_short:
@@ -234,8 +250,57 @@ class BatchInput:
             self._read += len(batch)
             yield batch
 
-    def finish(self, code: int, argv: Sequence[str]) -> int:
-        """Say which input a resume could not cover, and make such an exit non-zero."""
+    def _mine(self, batch: list[InputRecord]) -> list[InputRecord]:
+        """This shard's records of ``batch``; the others' chains are learned on the way."""
+        assert self.shard is not None
+        owns, learn = self.shard.owns, self.learn
+        mine = []
+        for record in batch:
+            if owns(record):
+                mine.append(record)
+            elif learn is not None:
+                learn(record)  # a run --follow line's chain may hold runs of this shard
+        self.others += len(batch) - len(mine)
+        return mine
+
+    def shard_line(self) -> str | None:
+        """What this shard took of the input, for the summary (None without --shard)."""
+        if self.shard is None:
+            return None
+        took = f"{self._read:,} record{'s' * (self._read != 1)}"
+        if self.resumed:
+            return f"bulkretry: shard {self.shard}: {took}, from the state file"
+        return (
+            f"bulkretry: shard {self.shard}: {took} of the input, {self.others:,} left to the "
+            f"other {self.shard.count - 1} shard{'s' * (self.shard.count != 2)}"
+        )
+
+    def annotate(self, summary: dict[str, object]) -> dict[str, object]:
+        """Add to the summary object what this shard took of the input (with --shard)."""
+        if self.shard is not None:
+            summary["shard"] = {
+                "index": self.shard.index,
+                "count": self.shard.count,
+                "records": self._read,
+                "others": self.others,
+            }
+        return summary
+
+    def finish(self, code: int, argv: Sequence[str], *, quiet: bool = False) -> int:
+        """Say what became of the input, and make an exit non-zero when a resume could not
+        cover it: what this shard took, the reading a hard stop cut short, the input a
+        resume without input never saw."""
+        if not quiet:
+            if self.cut_short:
+                records = self._read + self.others
+                print(
+                    f"bulkretry: stopped reading the input after {records} records "
+                    "(a hard stop while it was still open): the rest was not read",
+                    file=sys.stderr,
+                )
+            shard = self.shard_line()
+            if shard is not None:
+                print(shard, file=sys.stderr)
         if not self.resumed or self.ledger is None:
             return code
         unread = self.ledger.unread_sources()

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .. import _config as C
-from .._exceptions import MissingCredentialsError
+from .._exceptions import ConfigurationError, MissingCredentialsError
 from .options import ENV_PREFIX
 
 __all__ = ["build_credentials", "build_settings"]
@@ -74,12 +74,16 @@ def build_settings(
         preflight = not ns.dry_run
     credentials = None if ns.dry_run and not preflight else build_credentials(ns, env, warn)
     ims_url = credentials.ims_url if credentials is not None else C.DEFAULT_IMS_URL
+    rate, max_retriggers = ns.rate, ns.max_retriggers
+    shard = getattr(ns, "shard", None)
+    if shard is not None:
+        rate, max_retriggers = _shard_of(shard.index, shard.count, rate, max_retriggers)
     return C.Settings(
         base_url=ns.base_url.rstrip("/"),
         op=ns.op,
         credentials=credentials,
         concurrency=ns.concurrency,
-        rate=ns.rate,
+        rate=rate,
         burst=ns.burst,
         max_attempts=ns.max_attempts,
         timeout=ns.timeout,
@@ -92,7 +96,7 @@ def build_settings(
         follow_timeout=ns.follow_timeout,
         run_id_pattern=ns.run_id_pattern,
         halt_on=ns.halt_on,
-        max_retriggers=ns.max_retriggers,
+        max_retriggers=max_retriggers,
         retry_budget=ns.retry_budget,
         only=ns.only,
         retry_in_doubt=ns.retry_in_doubt,
@@ -102,6 +106,23 @@ def build_settings(
         proxy=proxy_for(ns.base_url, env),
         ims_proxy=proxy_for(ims_url, env),
     )
+
+
+def _shard_of(
+    index: int, count: int, rate: float, max_retriggers: int | None
+) -> tuple[float, int | None]:
+    """Shard ``index`` of ``count``'s part of ``--rate`` and ``--max-retriggers``: the rate
+    split evenly, the re-triggers too, the first shards taking one more of what is left over,
+    so that the parts add up to the whole."""
+    part = None
+    if max_retriggers is not None:
+        part = max_retriggers // count + (index <= max_retriggers % count)
+        if part == 0:
+            raise ConfigurationError(
+                f"--max-retriggers {max_retriggers} split between {count} shards leaves shard "
+                f"{index} none: give at least {count}"
+            )
+    return rate / count, part
 
 
 def build_reader_settings(

@@ -8,7 +8,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from .._io.shard import Shard
 
 __all__ = [
     "ENV_PREFIX",
@@ -21,6 +24,7 @@ __all__ = [
     "outcome_list",
     "positive_float",
     "positive_int",
+    "shard_spec",
 ]
 
 ENV_PREFIX = "BULKRETRY_"
@@ -73,6 +77,15 @@ def outcome_list(text: str) -> frozenset[str]:
         known = ", ".join(o.value for o in Outcome)
         raise argparse.ArgumentTypeError(f"{text!r} is not a list of outcomes ({known})")
     return names
+
+
+def shard_spec(text: str) -> Shard:
+    from .._io.shard import parse_shard
+
+    try:
+        return parse_shard(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def flag(text: str) -> bool:

@@ -23,6 +23,7 @@ from .option_kinds import (
     outcome_list,
     positive_float,
     positive_int,
+    shard_spec,
 )
 
 __all__ = [
@@ -125,6 +126,15 @@ RUN_OPTIONS = [
         None,
         "stop (exit 3) after N successful re-triggers; the rest is not_attempted",
         "N",
+    ),
+    Option(
+        ("--shard",),
+        shard_spec,
+        None,
+        "process K of N splitting one batch: take the input records whose run ID hashes to "
+        "shard K, and 1/N of --rate and --max-retriggers (give each the same input)",
+        "K/N",
+        "none: the whole input",
     ),
     Option(
         ("--retry-budget",),

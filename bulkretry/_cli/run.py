@@ -314,6 +314,7 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
                 ledger=ledger,
                 column=ns.column,
                 counts=counts,
+                shard=ns.shard,
             )
             hint = None
             if ledger is not None:
@@ -339,6 +340,7 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
                 )
                 batch.written = written
                 source.engine = batch.engine
+                source.learn = batch.engine.triage.learn
                 batch.engine.on_hard_stop = source.hurry
                 if ledger is not None:
                     # --max-retriggers counts the batch's re-triggers, earlier invocations' and
@@ -347,15 +349,9 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
                     rounds = ledger.counts(rounds=True)["retriggered"]
                     batch.engine.governor.retriggered = counts["retriggered"] + rounds
                 code = loop_runner.run(batch.main())
-            if source.cut_short and not ns.quiet:
-                print(
-                    f"bulkretry: stopped reading the input after {source.read_so_far()} records "
-                    "(a hard stop while it was still open): the rest was not read",
-                    file=sys.stderr,
-                )
             code = _judge_triage(batch.engine, code, resumed=source.resumed, quiet=ns.quiet)
-            code = source.finish(code, argv)
-            summary = batch.summary(code)
+            code = source.finish(code, argv, quiet=ns.quiet)
+            summary = source.annotate(batch.summary(code))
             if ns.log_format == "json" and not ns.quiet:
                 print(orjson.dumps({"event": "summary", **summary}).decode(), file=sys.stderr)
             if ns.summary_json:

@@ -14,6 +14,7 @@ import orjson
 
 from .._config import Settings
 from .._exceptions import ConfigurationError, StateError
+from .._io.shard import parse_shard
 from .._io.source import InputRecord
 from .._ledger import files, schema
 from .._ledger.ledger import STATES, BatchIdentity, Ledger
@@ -162,6 +163,8 @@ def apply_stored_options(
     options, identity = read_stored(ns.state)
     if not identity:
         return options, env
+    if options:  # else the batch was created, but never got as far as storing its options
+        _same_shard(ns, options, named="shard" in given or bool(env.get("BULKRETRY_SHARD")))
     options.setdefault("base_url", identity["base_url"])
     for key in STORED_OPTIONS:
         named = key in given or (key in _IDENTITY_OPTIONS and env.get(_IDENTITY_OPTIONS[key]))
@@ -174,9 +177,29 @@ def apply_stored_options(
     return options, env
 
 
+def _same_shard(ns: argparse.Namespace, options: Mapping[str, Any], *, named: bool) -> None:
+    """Take the state file's ``--shard``; refuse another one named on the command line or in
+    the environment: the file holds that shard's runs, and the other shards' runs are not in
+    it (they would be sent by this shard and by theirs)."""
+    stored = options.get("shard")
+    try:
+        shard = parse_shard(stored) if isinstance(stored, str) else None
+    except ValueError as exc:
+        raise ConfigurationError(f"the batch of {ns.state} stores a broken shard: {exc}") from None
+    if named and ns.shard != shard:
+        given = f"--shard {ns.shard}" if ns.shard is not None else "no --shard"
+        kept = f"shard {shard}" if shard is not None else "the whole input (no --shard)"
+        raise ConfigurationError(
+            f"{given}, but the batch of {ns.state} is {kept}: each shard needs its own state "
+            "file, and a batch keeps its shard (drop --shard to take the file's)"
+        )
+    ns.shard = shard
+
+
 def options_of(ns: argparse.Namespace) -> dict[str, Any]:
     """Return the options a state file keeps for the batch (paths of secrets, not secrets)."""
     options = {key: getattr(ns, key) for key in STORED_OPTIONS}
+    options["shard"] = None if ns.shard is None else str(ns.shard)
     if ns.output not in (None, "-"):
         options["output"] = os.path.realpath(ns.output)
     return options
