@@ -134,6 +134,9 @@ class Settings:
     concurrency: int = DEFAULT_CONCURRENCY
     rate: float = DEFAULT_RATE
     burst: int = DEFAULT_BURST
+    #: Processes splitting the quota (``--shard K/N``'s N): a quota the server declares in its
+    #: headers is split between them too.
+    processes: int = 1
     max_attempts: int = DEFAULT_MAX_ATTEMPTS
     timeout: float = DEFAULT_TIMEOUT
     deadline: float = DEFAULT_DEADLINE
@@ -181,6 +184,8 @@ class Settings:
             problems.append("rate must be a positive number of requests per second")
         if self.burst < 1:
             problems.append("burst must be at least 1")
+        if self.processes < 1:
+            problems.append("processes must be at least 1")
         if self.max_attempts < 1:
             problems.append("max-attempts must be at least 1")
         if not self.timeout > 0:

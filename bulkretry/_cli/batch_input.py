@@ -166,7 +166,7 @@ class BatchInput:
         self.files = list(files)
         self.shard = shard
         #: Told of the records of other shards, for what they say of this shard's runs.
-        self.learn: Callable[[InputRecord], None] | None = None
+        self.hear: Callable[[InputRecord], None] | None = None
         #: Records of the input that belong to other shards: read, and left to them.
         self.others = 0
         self.reads_input = reads_input
@@ -251,15 +251,15 @@ class BatchInput:
             yield batch
 
     def _mine(self, batch: list[InputRecord]) -> list[InputRecord]:
-        """This shard's records of ``batch``; the others' chains are learned on the way."""
+        """This shard's records of ``batch``; the others' results lines are heard on the way."""
         assert self.shard is not None
-        owns, learn = self.shard.owns, self.learn
+        owns, hear = self.shard.owns, self.hear
         mine = []
         for record in batch:
             if owns(record):
                 mine.append(record)
-            elif learn is not None:
-                learn(record)  # a run --follow line's chain may hold runs of this shard
+            elif hear is not None:
+                hear(record)  # what it says may concern runs of this shard
         self.others += len(batch) - len(mine)
         return mine
 

@@ -74,17 +74,35 @@ def build_settings(
         preflight = not ns.dry_run
     credentials = None if ns.dry_run and not preflight else build_credentials(ns, env, warn)
     ims_url = credentials.ims_url if credentials is not None else C.DEFAULT_IMS_URL
-    rate, max_retriggers = ns.rate, ns.max_retriggers
+    rate, burst, max_retriggers, processes = ns.rate, ns.burst, ns.max_retriggers, 1
     shard = getattr(ns, "shard", None)
     if shard is not None:
-        rate, max_retriggers = _shard_of(shard.index, shard.count, rate, max_retriggers)
+        processes = shard.count
+        if ns.follow and ns.rounds > 1 and processes > 1:
+            # A further round of one shard's chain may be a run that another shard's input
+            # names (a listing of failed runs): each would send it, and neither can know.
+            raise ConfigurationError(
+                f"--rounds {ns.rounds} with --shard: a further round of one shard may be a "
+                "run another shard's input names, and both would send it; run the further "
+                "rounds without --shard (--rounds 1 with --shard is fine)"
+            )
+        rate = rate / processes
+        burst = _part(shard.index, processes, burst, least=1)
+        if max_retriggers is not None:
+            max_retriggers = _part(shard.index, processes, max_retriggers, least=0)
+            if max_retriggers == 0:
+                raise ConfigurationError(
+                    f"--max-retriggers {ns.max_retriggers} split between {processes} shards "
+                    f"leaves shard {shard.index} none: give at least {processes}"
+                )
     return C.Settings(
         base_url=ns.base_url.rstrip("/"),
         op=ns.op,
         credentials=credentials,
         concurrency=ns.concurrency,
         rate=rate,
-        burst=ns.burst,
+        burst=burst,
+        processes=processes,
         max_attempts=ns.max_attempts,
         timeout=ns.timeout,
         deadline=ns.deadline,
@@ -108,21 +126,10 @@ def build_settings(
     )
 
 
-def _shard_of(
-    index: int, count: int, rate: float, max_retriggers: int | None
-) -> tuple[float, int | None]:
-    """Shard ``index`` of ``count``'s part of ``--rate`` and ``--max-retriggers``: the rate
-    split evenly, the re-triggers too, the first shards taking one more of what is left over,
-    so that the parts add up to the whole."""
-    part = None
-    if max_retriggers is not None:
-        part = max_retriggers // count + (index <= max_retriggers % count)
-        if part == 0:
-            raise ConfigurationError(
-                f"--max-retriggers {max_retriggers} split between {count} shards leaves shard "
-                f"{index} none: give at least {count}"
-            )
-    return rate / count, part
+def _part(index: int, count: int, whole: int, *, least: int) -> int:
+    """Shard ``index`` of ``count``'s part of ``whole`` (``--burst``, ``--max-retriggers``):
+    the first shards take one more of what does not divide, so the parts add up to it."""
+    return max(least, whole // count + (index <= whole % count))
 
 
 def build_reader_settings(

@@ -132,7 +132,7 @@ RUN_OPTIONS = [
         shard_spec,
         None,
         "process K of N splitting one batch: take the input records whose run ID hashes to "
-        "shard K, and 1/N of --rate and --max-retriggers (give each the same input)",
+        "shard K, and 1/N of --rate, --burst and --max-retriggers (give each the same input)",
         "K/N",
         "none: the whole input",
     ),

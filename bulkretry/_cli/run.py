@@ -340,7 +340,7 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
                 )
                 batch.written = written
                 source.engine = batch.engine
-                source.learn = batch.engine.triage.learn
+                source.hear = batch.engine.triage.hear
                 batch.engine.on_hard_stop = source.hurry
                 if ledger is not None:
                     # --max-retriggers counts the batch's re-triggers, earlier invocations' and

@@ -163,7 +163,7 @@ def apply_stored_options(
     options, identity = read_stored(ns.state)
     if not identity:
         return options, env
-    if options:  # else the batch was created, but never got as far as storing its options
+    if options and hasattr(ns, "shard"):  # (no options: the batch never stored them)
         _same_shard(ns, options, named="shard" in given or bool(env.get("BULKRETRY_SHARD")))
     options.setdefault("base_url", identity["base_url"])
     for key in STORED_OPTIONS:

@@ -39,6 +39,7 @@ class Governor:
             burst=settings.burst,
             pause_after=settings.pause_after,
             longest_wait=settings.retry_after_cap,
+            processes=settings.processes,
         )
         self.cap = ConcurrencyCap(self.throttle, max_concurrency=settings.concurrency)
         self.budget = RetryBudget(

@@ -112,6 +112,7 @@ class Triage:
         self._merging = evidence is not None and len(evidence) > 0
         self._late = 0
         self._results_lines = 0
+        self._elsewhere = 0
 
     def __repr__(self) -> str:
         return (
@@ -127,8 +128,8 @@ class Triage:
 
     @property
     def results_lines(self) -> int:
-        """Records judged so far that are results lines (JSON lines with an outcome)."""
-        return self._results_lines
+        """Results lines (JSON lines with an outcome) judged so far, or heard of (`hear`)."""
+        return self._results_lines + self._elsewhere
 
     def evidence_of(self, run_id: str) -> Prior | None:
         """What the results lines fed in say of ``run_id`` (a chain's pairs included)."""
@@ -171,6 +172,14 @@ class Triage:
         calls it for the lines of other shards too: a chain's runs may be this shard's.
         """
         if len(record.prior_chain) > 1 or record.prior_next_round is not None:
+            self._learn(record)
+
+    def hear(self, record: InputRecord) -> None:
+        """Take in a line this process does not judge (another ``--shard``'s), for what it
+        says of runs that may be this one's: a chain's, or a run one of those was re-triggered
+        into. Its results line counts for ``--only`` too."""
+        if record.prior is not None:
+            self._elsewhere += 1
             self._learn(record)
 
     def judge(self, record: InputRecord, admission: Admission | None = None) -> Verdict | None:

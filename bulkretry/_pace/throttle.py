@@ -37,7 +37,9 @@ class Throttle:
     may save up; *min_rate* the floor of cuts (default: ``MIN_RATE_FRACTION`` of *rate*);
     *pause_after* the longest Retry-After that does not pause everyone; *recovery* the number
     of requests it takes to climb back to the rate of the last cut; *longest_wait* the longest
-    quota reset an answer's headers may pause everyone for (the ``--retry-after-cap``).
+    quota reset an answer's headers may pause everyone for (the ``--retry-after-cap``);
+    *processes* how many split the quota (``--shard``), each keeping to its part of a rate the
+    headers declare.
     """
 
     __slots__ = ("_bucket", "_control", "_told", "acquire")
@@ -54,12 +56,13 @@ class Throttle:
         pause_after: float = DEFAULT_PAUSE_AFTER,
         recovery: int = DEFAULT_RECOVERY,
         longest_wait: float = DEFAULT_RETRY_AFTER_CAP,
+        processes: int = 1,
     ) -> None:
         self._bucket = bucket = TokenBucket(rate, burst=burst)
         self._control = RateController(
             bucket, clock=_loop_time, min_rate=min_rate, pause_after=pause_after, recovery=recovery
         )
-        self._told = Told(pause_after, longest_wait)
+        self._told = Told(pause_after, longest_wait, processes)
         # Every request awaits this: the bucket's own coroutine, with no wrapper around it.
         self.acquire = bucket.acquire
 

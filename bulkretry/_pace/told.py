@@ -32,13 +32,15 @@ MARGIN = 0.03
 
 class Told:
     """The quota as the server's headers told it, over a batch; *pause_after* is the throttle's
-    pause threshold, *longest_wait* the longest reset worth pausing for."""
+    pause threshold, *longest_wait* the longest reset worth pausing for, *processes* how many
+    split the quota (``--shard``): each keeps to its part of a declared rate."""
 
-    __slots__ = ("_limit", "_longest_wait", "_pause_after", "_reset", "_window")
+    __slots__ = ("_limit", "_longest_wait", "_pause_after", "_processes", "_reset", "_window")
 
-    def __init__(self, pause_after: float, longest_wait: float) -> None:
+    def __init__(self, pause_after: float, longest_wait: float, processes: int = 1) -> None:
         self._pause_after = pause_after
         self._longest_wait = longest_wait
+        self._processes = processes
         self._limit: int | None = None
         self._window: float | None = None
         # The longest Reset told.
@@ -54,7 +56,7 @@ class Told:
         if window is None or not limit or window > max(self._pause_after, 1.0):
             return None
         self._window = window
-        return limit / window * (1 - MARGIN)
+        return limit / window * (1 - MARGIN) / self._processes
 
     def wait(self, told: QuotaHeaders) -> float | None:
         """Seconds everyone should wait: the window is spent and resets beyond the threshold."""
@@ -71,7 +73,8 @@ class Told:
             said = f"{self._limit} requests per {self._window:g} s"
         else:
             said = f"{self._limit} requests per window, reset within {self._reset:g} s"
-        return f"the server's RateLimit headers say {said}"
+        mine = f" (1/{self._processes} for this shard)" if self._processes > 1 else ""
+        return f"the server's RateLimit headers say {said}{mine}"
 
     def __repr__(self) -> str:
         return f"<Told limit={self._limit} window={self._window} reset<={self._reset:g}>"

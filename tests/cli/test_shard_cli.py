@@ -67,15 +67,70 @@ def test_a_shard_that_is_not_k_of_n_is_a_usage_error_before_anything_is_read(
     assert "expected K/N" in captured.err
 
 
-def test_each_shard_takes_its_part_of_the_rate_and_of_max_retriggers() -> None:
-    """The parts add up to what was given: 4 shards of --rate 200 and --max-retriggers 10."""
+@pytest.mark.parametrize(("burst", "bursts"), [("6", [2, 2, 1, 1]), ("2", [1, 1, 1, 1])])
+def test_each_shard_takes_its_part_of_the_rate_burst_and_max_retriggers(
+    burst: str, bursts: list[int]
+) -> None:
+    """The parts add up to what was given (a burst is at least 1): 4 shards of --rate 200,
+    --max-retriggers 10; and each knows it splits a quota declared by headers four ways."""
     parts = []
     for k in range(1, 5):
-        words = ["run", "--dry-run", "--rate", "200", "--max-retriggers", "10", "--shard", f"{k}/4"]
-        ns = build_parser({}, "run").parse_args(words)
+        words = ["run", "--dry-run", "--rate", "200", "--max-retriggers", "10", "--burst", burst]
+        ns = build_parser({}, "run").parse_args([*words, "--shard", f"{k}/4"])
         parts.append(build_settings(ns, {}, warn=print))
     assert [s.rate for s in parts] == [50.0] * 4
     assert [s.max_retriggers for s in parts] == [3, 3, 2, 2]
+    assert [s.burst for s in parts] == bursts
+    assert {s.processes for s in parts} == {4}
+
+
+def test_further_rounds_are_refused_with_shards(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A further round of one shard's chain may be a run another shard's input names: both
+    would send it. --follow alone, or one shard of one, is fine."""
+    ids, _ = input_file(tmp_path)
+    common = ["run", str(ids), "--follow"]
+    assert main([*common, "--rounds", "2", "--shard", "1/2"], env=DEAD) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "--rounds 2 with --shard" in err
+    for fine in (["--shard", "1/2"], ["--rounds", "2", "--shard", "1/1"]):
+        ns = build_parser(DEAD, "run").parse_args([*common, *fine])
+        assert build_settings(ns, DEAD, warn=print).follow
+
+
+def test_only_in_a_shard_that_owns_no_results_line_is_no_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """One results line in the input: the shards that do not own it saw it all the same, so
+    --only is not "over input that holds no results line" for them."""
+    results = tmp_path / "res.jsonl"
+    results.write_bytes(orjson.dumps({"run_id": uuid(1000), "outcome": "failed"}) + b"\n")
+    ids = tmp_path / "ids.txt"
+    ids.write_text("".join(uuid(i) + "\n" for i in range(12)))
+    codes = []
+    for k in (1, 2, 3):
+        words = ["run", "--dry-run", "--only", "failed", str(results), str(ids)]
+        codes.append(main([*words, "--shard", f"{k}/3", "-o", str(tmp_path / f"{k}")], env=DEAD))
+    assert codes == [0, 0, 0], capsys.readouterr().err
+    rows = [row for k in (1, 2, 3) for row in records(tmp_path / f"{k}")]
+    assert Counter(row["outcome"] for row in rows) == {"would_retrigger": 1, "skipped": 12}
+
+
+def test_check_ignores_a_shard_in_the_environment(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """check --state has no --shard: a BULKRETRY_SHARD meant for run is no crash there."""
+    ids, _ = input_file(tmp_path, 3)
+    state = tmp_path / "s.db"
+    main(["run", str(ids), "--state", str(state), "--shard", "1/1", "-o", "-"], env=DEAD)
+    capsys.readouterr()
+    code = main(["check", "--state", str(state)], env={**DEAD, "BULKRETRY_SHARD": "2/2"})
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert "AttributeError" not in err
+    assert code in (0, 1, 3), err
 
 
 def test_a_shard_that_max_retriggers_leaves_nothing_is_refused(

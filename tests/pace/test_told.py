@@ -41,6 +41,18 @@ async def test_a_declared_policy_lowers_the_configured_rate_and_the_summary_says
 
 
 @virtual_time
+async def test_a_shard_keeps_to_its_part_of_a_declared_rate() -> None:
+    """--rate 800 --shard K/4 (200 each) against a server that declares 200 a second for all
+    four: each keeps to a quarter of it, 48.5, not to 194."""
+    throttle = Throttle(200, processes=4)
+    throttle.on_quota(QuotaHeaders(limit=200, remaining=199, reset=1.0, window=1.0))
+    assert throttle.rate == throttle.max_rate == pytest.approx(48.5)
+    assert throttle.learned() == (
+        "the server's RateLimit headers say 200 requests per 1 s (1/4 for this shard)"
+    )
+
+
+@virtual_time
 async def test_a_declared_rate_above_the_configured_one_never_raises_it() -> None:
     throttle = Throttle(50)
     throttle.on_quota(QuotaHeaders(limit=200, remaining=199, reset=1.0, window=1.0))
