@@ -42,6 +42,7 @@ COMMANDS = {
             "-o results.jsonl",
             "bulkretry run --state batch.db --resume                    # finish a stopped batch",
             "bulkretry run --only failed results.jsonl > second-pass.jsonl",
+            "bulkretry run ids.txt --shard 2/4 --rate 200 -o r2.jsonl   # one of 4 processes",
         ),
         EXIT_CODES_HELP,
     ),
