@@ -228,8 +228,8 @@ class TokenBucket:
         after the last. On the grid, a slot whose timer fired late is followed by one that
         catches up; strictly, the next counts from the last one handed out, by a clock finer
         than uvloop's, the timer set a tick early and the last fraction waited out yielding to
-        the loop. That costs a little CPU and, on a loop whose timers fire late, a little rate:
-        the controller asks for it when 429s come at the edge of a steady rate.
+        the loop. That costs a little CPU and, on a loop whose timers fire late, a little rate;
+        the throttle asks for it (with burst 1, a batch asked for no burst at all).
         """
         self._strict = self._burst == 1
 

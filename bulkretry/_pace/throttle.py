@@ -59,6 +59,9 @@ class Throttle:
         processes: int = 1,
     ) -> None:
         self._bucket = bucket = TokenBucket(rate, burst=burst)
+        # No burst asked for, none given: a quota without one (a leaky bucket) refuses a slot
+        # that a late timer's catch-up brought closer than the interval.
+        bucket.strict()
         self._control = RateController(
             bucket, clock=_loop_time, min_rate=min_rate, pause_after=pause_after, recovery=recovery
         )

@@ -9,6 +9,7 @@ whose clock is virtual, so timing is exact and tests are instant.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import random
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 from conftest import virtual_time
+from test_bucket import LateTimerLoop
 
 from bulkretry._pace.bucket import TokenBucket
 from bulkretry._pace.controller import DEFAULT_RECOVERY, MIN_RATE_FRACTION
@@ -60,6 +62,26 @@ def test_defaults() -> None:
     assert throttle.acquired_count == 0
     assert throttle.window_requests is None
     assert throttle.latency is None
+
+
+@pytest.mark.parametrize("rate", [50.0, 200.0])
+def test_burst_one_spaces_slots_strictly_from_the_first_not_only_after_a_429(rate: float) -> None:
+    """A batch that asked for no burst gets none from its first request: with timers firing
+    late, a grid would let a slot catch up on the one before, which a quota with no burst
+    (a leaky bucket, a sliding window at exactly its rate) refuses or counts against it."""
+
+    async def gaps() -> list[float]:
+        throttle = Throttle(rate)
+        times = []
+        for _ in range(100):
+            await throttle.acquire()
+            times.append(now())
+        return [b - a for a, b in itertools.pairwise(times)]
+
+    with asyncio.Runner(loop_factory=LateTimerLoop) as runner:
+        measured = runner.run(gaps())
+    assert min(measured) >= 1 / rate - 1e-9
+    assert 99 / sum(measured) == pytest.approx(rate, rel=0.1)  # and little rate lost
 
 
 def test_acquire_is_the_buckets_own_coroutine_with_no_wrapper() -> None:
