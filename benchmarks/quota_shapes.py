@@ -294,6 +294,31 @@ def tmp_dir() -> str:
     return _TMP[0]
 
 
+def wait_all(
+    children: list[subprocess.Popen[bytes]], timeout: float
+) -> list[tuple[float, bytes, bool]]:
+    """Wait for every child at once: each one's exit time (perf_counter), stderr, and whether
+    it had to be killed. (Waited for in turn, a child that ended early would be timed at the
+    end of the one before it, and the spread between them would read too small.)"""
+    ended: list[tuple[float, bytes, bool]] = [(0.0, b"", False)] * len(children)
+
+    def wait(i: int, child: subprocess.Popen[bytes]) -> None:
+        try:
+            _, err = child.communicate(timeout=timeout)
+            ended[i] = (time.perf_counter(), err, False)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            _, err = child.communicate()
+            ended[i] = (time.perf_counter(), err, True)
+
+    waiters = [threading.Thread(target=wait, args=(i, c)) for i, c in enumerate(children)]
+    for waiter in waiters:
+        waiter.start()
+    for waiter in waiters:
+        waiter.join()
+    return ended
+
+
 def measure(args: argparse.Namespace, row: Row, who: str) -> Result:
     q, n = args.quota, row.ids or args.n
     n -= n % (100 * row.processes) if n >= 100 * row.processes else 0
@@ -328,14 +353,10 @@ def measure(args: argparse.Namespace, row: Row, who: str) -> Result:
                 )
             else:
                 children.append(launch(args, who, url, ids, out, rate, key, extra))
-        for child in children:
-            try:
-                _, err = child.communicate(timeout=max(120.0, 10 * n / q))
-            except subprocess.TimeoutExpired:
-                child.kill()
-                _, err = child.communicate()
+        for wall, err, killed in wait_all(children, max(120.0, 10 * n / q)):
+            walls.append(wall - started)
+            if killed:
                 result.note = "killed"
-            walls.append(time.perf_counter() - started)
             if who == "bulkretry":
                 learned = [
                     ln for ln in err.decode(errors="replace").splitlines() if "learned" in ln

@@ -175,12 +175,12 @@ class Triage:
             self._learn(record)
 
     def hear(self, record: InputRecord) -> None:
-        """Take in a line this process does not judge (another ``--shard``'s), for what it
-        says of runs that may be this one's: a chain's, or a run one of those was re-triggered
-        into. Its results line counts for ``--only`` too."""
+        """Take in a line this process does not judge (another ``--shard``'s): its results
+        line counts for ``--only``, and its chain may hold runs of this shard. Nothing else
+        of it is kept: its own run is never this shard's to judge."""
         if record.prior is not None:
             self._elsewhere += 1
-            self._learn(record)
+            self.learn(record)
 
     def judge(self, record: InputRecord, admission: Admission | None = None) -> Verdict | None:
         """Return the record's outcome if it is not to be sent, else None."""

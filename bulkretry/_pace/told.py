@@ -73,7 +73,8 @@ class Told:
             said = f"{self._limit} requests per {self._window:g} s"
         else:
             said = f"{self._limit} requests per window, reset within {self._reset:g} s"
-        mine = f" (1/{self._processes} for this shard)" if self._processes > 1 else ""
+        shard = self._processes > 1 and self._window is not None
+        mine = f" (1/{self._processes} for this shard)" if shard else ""
         return f"the server's RateLimit headers say {said}{mine}"
 
     def __repr__(self) -> str:
