@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 
 from .._io.counting import count_records
 from .._io.source import STDIN, InputRecord, RecordReader, RunIdValidator
+from .._model import Outcome
 from .options import EXIT_SOME_FAILED
 
 if TYPE_CHECKING:
@@ -269,11 +270,19 @@ class BatchInput:
             return None
         took = f"{self._read:,} record{'s' * (self._read != 1)}"
         if self.resumed:
-            return f"bulkretry: shard {self.shard}: {took}, from the state file"
-        return (
-            f"bulkretry: shard {self.shard}: {took} of the input, {self.others:,} left to the "
-            f"other {self.shard.count - 1} shard{'s' * (self.shard.count != 2)}"
-        )
+            line = f"bulkretry: shard {self.shard}: {took}, from the state file"
+        else:
+            line = (
+                f"bulkretry: shard {self.shard}: {took} of the input, {self.others:,} left to "
+                f"the other {self.shard.count - 1} shard{'s' * (self.shard.count != 2)}"
+            )
+        held = self.engine.stats.count(Outcome.IN_DOUBT) if self.engine is not None else 0
+        if held and self.shard.count > 1:
+            line += (
+                f"; its {held:,} in_doubt: once every shard is done, resolve them with all the "
+                "shards' results together: cat r1.jsonl r2.jsonl ... | bulkretry check"
+            )
+        return line
 
     def annotate(self, summary: dict[str, object]) -> dict[str, object]:
         """Add to the summary object what this shard took of the input (with --shard)."""

@@ -63,9 +63,14 @@ def build_credentials(
 
 
 def build_settings(
-    ns: argparse.Namespace, env: Mapping[str, str], warn: Callable[[str], None]
+    ns: argparse.Namespace,
+    env: Mapping[str, str],
+    warn: Callable[[str], None],
+    *,
+    given: frozenset[str] = frozenset(),
 ) -> C.Settings:
-    """Build the frozen :class:`Settings` of a ``run`` from parsed flags and the environment."""
+    """Build the frozen :class:`Settings` of a ``run`` from parsed flags and the environment;
+    ``given`` names the options on the command line (not from a default)."""
     from .._http.tls import check_url, proxy_for
 
     check_url(ns.base_url, what="base URL")
@@ -75,7 +80,17 @@ def build_settings(
     credentials = None if ns.dry_run and not preflight else build_credentials(ns, env, warn)
     ims_url = credentials.ims_url if credentials is not None else C.DEFAULT_IMS_URL
     rate, burst, max_retriggers, processes = ns.rate, ns.burst, ns.max_retriggers, 1
+    on_ambiguous = ns.on_ambiguous
     shard = getattr(ns, "shard", None)
+    if shard is not None and shard.count > 1 and on_ambiguous == "check":
+        if "on_ambiguous" in given or env.get(ENV_PREFIX + "ON_AMBIGUOUS"):
+            raise ConfigurationError(
+                "--on-ambiguous check with --shard: a look-up cannot tell this shard's lost "
+                "re-trigger from another shard's new run of the same flow; lost answers are "
+                "held in_doubt with --shard (resolve them once every shard is done, all "
+                "results together: cat r1.jsonl r2.jsonl ... | bulkretry check)"
+            )
+        on_ambiguous = "hold"  # (a look-up would take another shard's new run for its own)
     if shard is not None:
         processes = shard.count
         if ns.follow and ns.rounds > 1 and processes > 1:
@@ -106,7 +121,7 @@ def build_settings(
         max_attempts=ns.max_attempts,
         timeout=ns.timeout,
         deadline=ns.deadline,
-        on_ambiguous=ns.on_ambiguous,
+        on_ambiguous=on_ambiguous,
         follow=ns.follow,
         rounds=ns.rounds,
         round_delay=ns.round_delay,

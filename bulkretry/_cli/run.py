@@ -265,7 +265,7 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
         raise ConfigurationError("--resume needs --state: it finishes the batch a state file holds")
     if ns.resume and ns.files:
         raise ConfigurationError("--resume reads no input: drop the FILE arguments or --resume")
-    settings = build_settings(ns, env, warn=log.warning)
+    settings = build_settings(ns, env, warn=log.warning, given=explicit_options(argv))
     if not settings.follow:
         # Flags only: a variable or a profile may hold the options for the batches that follow.
         given = sorted(_FOLLOWING & explicit_options(argv))

@@ -270,3 +270,28 @@ def test_a_chain_read_by_another_shard_still_holds_its_runs_in_this_one(tmp_path
         a: "already_retriggered",
         b: "already_retriggered",
     }
+
+
+def test_lost_answers_are_held_not_looked_up_with_shards(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A look-up takes a new run of the lost answer's flow that no clear answer of this batch
+    claimed: another shard's new run looks just so (49 of 2,000 runs were claimed re-triggered
+    so on the simulator, never sent). With N above 1, lost answers are held in_doubt; asking
+    for check is an error, not a silent change."""
+
+    def settings(*words: str, env: dict[str, str] = DEAD) -> str:
+        ns = build_parser(env, "run").parse_args(["run", *words])
+        given = frozenset(w.lstrip("-").replace("-", "_") for w in words if w.startswith("--"))
+        return build_settings(ns, env, warn=print, given=given).on_ambiguous
+
+    assert settings("--shard", "2/4") == "hold"
+    assert settings("--shard", "1/1") == "check"
+    assert settings("--shard", "2/4", "--on-ambiguous", "retry") == "retry"
+    with pytest.raises(ConfigurationError, match="--on-ambiguous check with --shard"):
+        settings("--shard", "2/4", "--on-ambiguous", "check")
+    with pytest.raises(ConfigurationError, match="bulkretry check"):
+        settings("--shard", "2/4", env={**DEAD, "BULKRETRY_ON_AMBIGUOUS": "check"})
+    ids, _ = input_file(tmp_path)
+    assert main(["run", str(ids), "--shard", "1/2", "--on-ambiguous", "check"], env=DEAD) == 2
+    assert capsys.readouterr().err.count("\n") == 1
