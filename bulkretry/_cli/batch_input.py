@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shlex
 import sys
 import threading
@@ -214,8 +215,9 @@ class BatchInput:
             return self._runs
         if self.shard is None or self.shard.count == 1:
             return count_records(self.files)
-        if count_records(self.files) is None:
+        if any(path == STDIN or not os.path.isfile(path) for path in self.files):
             return None  # a pipe: not known before it is read
+        # Only a record's run ID says whose it is: each line is read, not merely counted.
         reader = RecordReader(self.files, RunIdValidator(self._pattern), column=self._column)
         return sum(map(self.shard.owns, reader))
 
