@@ -281,8 +281,9 @@ class BatchInput:
         held = self.engine.stats.count(Outcome.IN_DOUBT) if self.engine is not None else 0
         if held and self.shard.count > 1:
             line += (
-                f"; its {held:,} in_doubt: once every shard is done, resolve them with all the "
-                "shards' results together: cat r1.jsonl r2.jsonl ... | bulkretry check"
+                f"; its {held:,} in_doubt: once every shard is done, check them with all the "
+                "shards' results together: cat r1.jsonl r2.jsonl ... | bulkretry check "
+                "--deadline S --timeout S (the batch's)"
             )
         return line
 

@@ -83,7 +83,9 @@ def build_settings(
     on_ambiguous = ns.on_ambiguous
     shard = getattr(ns, "shard", None)
     if shard is not None and shard.count > 1 and on_ambiguous == "check":
-        if "on_ambiguous" in given or env.get(ENV_PREFIX + "ON_AMBIGUOUS"):
+        # Asked for by name (not a default, nor what a state file stored of one, which beats
+        # a variable asking for another setting).
+        if "on_ambiguous" in given or env.get(ENV_PREFIX + "ON_AMBIGUOUS") == "check":
             raise ConfigurationError(
                 "--on-ambiguous check with --shard: a look-up cannot tell this shard's lost "
                 "re-trigger from another shard's new run of the same flow; lost answers are "

@@ -64,7 +64,7 @@ from .options import (
     output_options,
     run_option,
 )
-from .state import apply_stored_options, identity_of
+from .state import apply_stored_options, identity_of, refuse_shard
 from .watch_lines import Line, read_lines
 
 __all__ = ["CHECK_OPTIONS", "OWN_OPTIONS", "Checker", "configure_parser", "run_check"]
@@ -221,7 +221,8 @@ def run_check(
         if state is not None:
             ns.state = state
             # The flags given beat the state file's options; run's parser knows check's flags.
-            _, env = apply_stored_options(ns, env, given=explicit_options(args))
+            stored, env = apply_stored_options(ns, env, given=explicit_options(args))
+            refuse_shard(stored, state)
         settings = build_reader_settings(
             ns,
             env,

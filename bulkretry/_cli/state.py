@@ -30,6 +30,7 @@ __all__ = [
     "open_ledger",
     "options_of",
     "read_stored",
+    "refuse_shard",
     "resume_command",
     "run_status",
 ]
@@ -194,6 +195,24 @@ def _same_shard(ns: argparse.Namespace, options: Mapping[str, Any], *, named: bo
             "file, and a batch keeps its shard (drop --shard to take the file's)"
         )
     ns.shard = shard
+
+
+def refuse_shard(options: Mapping[str, Any], path: str) -> None:
+    """Refuse to look up the lost answers of one shard of several (``check --state``): another
+    shard's new run of the same flow looks like this shard's lost re-trigger."""
+    stored = options.get("shard")
+    if not isinstance(stored, str):
+        return
+    try:
+        several = parse_shard(stored).count > 1
+    except ValueError:
+        several = True  # a broken one: refuse rather than guess
+    if several:
+        raise ConfigurationError(
+            f"{path} is shard {stored} of a batch: a look-up cannot tell another shard's new "
+            "run from this shard's lost re-trigger; check all the shards' results together "
+            "instead: cat r1.jsonl r2.jsonl ... | bulkretry check"
+        )
 
 
 def options_of(ns: argparse.Namespace) -> dict[str, Any]:

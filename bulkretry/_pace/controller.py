@@ -257,6 +257,8 @@ class RateController:
         # (a strict quota grazed by timer jitter): shave by the recent share of 429s.
         edge = self._successes_since_cut >= _EDGE_SUCCESSES
         self._beta = max(BETA, 1 - _SHAVE * self._recent) if edge else BETA
+        if edge:  # maybe a quota with no burst, refusing a slot a late timer brought too close
+            bucket.strict()
         self._cut_at = now
         self._epoch = max(now, bucket.paused_until)
         self._recovery_seconds = min(

@@ -60,8 +60,9 @@ class Throttle:
     ) -> None:
         self._bucket = bucket = TokenBucket(rate, burst=burst)
         # No burst asked for, none given: a quota without one (a leaky bucket) refuses a slot
-        # that a late timer's catch-up brought closer than the interval.
-        bucket.strict()
+        # that a late timer's catch-up brought closer than the interval. (On asyncio's loop
+        # strict spacing costs rate: there only once 429s come at the edge.)
+        bucket.strict(coarse_only=True)
         self._control = RateController(
             bucket, clock=_loop_time, min_rate=min_rate, pause_after=pause_after, recovery=recovery
         )

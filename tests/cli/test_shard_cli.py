@@ -295,3 +295,27 @@ def test_lost_answers_are_held_not_looked_up_with_shards(
     ids, _ = input_file(tmp_path)
     assert main(["run", str(ids), "--shard", "1/2", "--on-ambiguous", "check"], env=DEAD) == 2
     assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_one_shards_state_file_is_not_looked_up_alone_and_resumes_with_hold_asked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """check --state on one shard's file would take another shard's new run for its own lost
+    re-trigger: refused, pointing at all the shards' results together. A resume with a
+    variable asking for hold (the state file stored the default, check) is no error."""
+    ids, _ = input_file(tmp_path)
+    state = tmp_path / "s.db"
+    main(["run", str(ids), "--state", str(state), "--shard", "2/3", "-o", "-"], env=DEAD)
+    capsys.readouterr()
+    assert main(["check", "--state", str(state)], env=DEAD) == 2
+    err = capsys.readouterr().err
+    assert "is shard 2/3 of a batch" in err
+    assert "cat r1.jsonl r2.jsonl ... | bulkretry check" in err
+    for asked in ("hold", "retry"):
+        main(
+            ["run", "--state", str(state), "--resume"],
+            env={**DEAD, "BULKRETRY_ON_AMBIGUOUS": asked},
+        )
+        assert "--on-ambiguous check with --shard" not in capsys.readouterr().err
+    main(["run", "--state", str(state), "--resume", "--on-ambiguous", "check"], env=DEAD)
+    assert "--on-ambiguous check with --shard" in capsys.readouterr().err
