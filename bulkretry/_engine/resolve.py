@@ -287,8 +287,10 @@ class Resolver:
                     del left[other_id]
                     changed = True
         names = tuple(sorted(v.id for v in pool + after))
+        # A run outside every undecided check's own window is none of theirs (another writer's).
+        inside = [v for v in pool if any(_within(v, o, narrow) for o in left.values())]
         for other_id in left:
-            if len(pool) >= len(left):
+            if len(inside) >= len(left):
                 decided[other_id] = Done(
                     Outcome.RETRIGGERED, AMBIGUOUS_MATCH, resolved_by="lookup", candidates=names
                 )

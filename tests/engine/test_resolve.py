@@ -396,3 +396,22 @@ async def test_a_page_of_the_sandbox_measures_the_clocks_and_tells_close_answers
     steps = await asyncio.gather(res.resolve(first), res.resolve(second))
     assert [s.new_run_id for s in steps if isinstance(s, Done)] == [uuid(100), uuid(101)]
     assert stats.lookups == 4  # each run's flow, one listing, one page of the sandbox
+
+
+@virtual_time
+async def test_a_run_outside_every_narrowed_window_is_no_lost_answers_re_trigger() -> None:
+    """Clear answers showed the clocks agree; the one unclaimed run of the flow lies inside the
+    lost answer's 1 s widening but outside its own time (another writer's run, or one another
+    look-up gave away unclaimed). Called re-triggered on it, the run would never be sent: it
+    stays in doubt (the run was not sent again either: something may have been processed)."""
+    service, clock = FlowService(), Clock()
+    service.add(uuid(1), T0 - 3600)
+    res, _ = resolver(service, clock, check_skew=1.0)
+    for i in range(5):  # clear answers of the same flow, inside the listing's reach
+        answered_clearly(res, service, clock, 100 + i, uuid(200 + i), sent=T0 - 0.15 + i * 0.02)
+    service.add(uuid(100), T0 + 0.1)  # not this one's: it left at T0 + 0.8
+    flight = lost(res, clock, uuid(1), sent=T0 + 0.8, lasted=0.2)
+    step = await check(res, clock, flight)
+    assert isinstance(step, Done)
+    assert step.outcome is Outcome.IN_DOUBT
+    assert step.candidates == (uuid(100),)
