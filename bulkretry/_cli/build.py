@@ -79,23 +79,14 @@ def build_settings(
         preflight = not ns.dry_run
     credentials = None if ns.dry_run and not preflight else build_credentials(ns, env, warn)
     ims_url = credentials.ims_url if credentials is not None else C.DEFAULT_IMS_URL
-    rate, burst, max_retriggers, processes = ns.rate, ns.burst, ns.max_retriggers, 1
+    rate, burst, max_retriggers = ns.rate, ns.burst, ns.max_retriggers
     on_ambiguous = ns.on_ambiguous
     shard = getattr(ns, "shard", None)
-    if shard is not None and shard.count > 1 and on_ambiguous == "check":
-        # Asked for by name (not a default, nor what a state file stored of one, which beats
-        # a variable asking for another setting).
-        if "on_ambiguous" in given or env.get(ENV_PREFIX + "ON_AMBIGUOUS") == "check":
-            raise ConfigurationError(
-                "--on-ambiguous check with --shard: a look-up cannot tell this shard's lost "
-                "re-trigger from another shard's new run of the same flow; lost answers are "
-                "held in_doubt with --shard (resolve them once every shard is done, all "
-                "results together: cat r1.jsonl r2.jsonl ... | bulkretry check)"
-            )
-        on_ambiguous = "hold"  # (a look-up would take another shard's new run for its own)
-    if shard is not None:
-        processes = shard.count
-        if ns.follow and ns.rounds > 1 and processes > 1:
+    processes = 1 if shard is None else shard.count
+    if shard is not None and processes > 1:  # (shard 1/1 is the whole batch: nothing to split)
+        if on_ambiguous == "check":
+            on_ambiguous = _held_with_shards(given, env)
+        if ns.follow and ns.rounds > 1:
             # A further round of one shard's chain may be a run that another shard's input
             # names (a listing of failed runs): each would send it, and neither can know.
             raise ConfigurationError(
@@ -141,6 +132,21 @@ def build_settings(
         proxy=proxy_for(ns.base_url, env),
         ims_proxy=proxy_for(ims_url, env),
     )
+
+
+def _held_with_shards(given: frozenset[str], env: Mapping[str, str]) -> str:
+    """``hold`` for a shard's lost answers, where ``check`` was only the default: a look-up
+    would take another shard's new run of the same flow for its own. Asked for by name (not
+    a default, nor what a state file stored of one, which beats a variable asking for another
+    setting), ``check`` is an error."""
+    if "on_ambiguous" in given or env.get(ENV_PREFIX + "ON_AMBIGUOUS") == "check":
+        raise ConfigurationError(
+            "--on-ambiguous check with --shard: a look-up cannot tell this shard's lost "
+            "re-trigger from another shard's new run of the same flow; lost answers are "
+            "held in_doubt with --shard (resolve them once every shard is done, all "
+            "results together: cat r1.jsonl r2.jsonl ... | bulkretry check)"
+        )
+    return "hold"
 
 
 def _part(index: int, count: int, whole: int, *, least: int) -> int:

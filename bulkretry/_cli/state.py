@@ -14,7 +14,7 @@ import orjson
 
 from .._config import Settings
 from .._exceptions import ConfigurationError, StateError
-from .._io.shard import parse_shard
+from .._io.shard import Shard, parse_shard
 from .._io.source import InputRecord
 from .._ledger import files, schema
 from .._ledger.ledger import STATES, BatchIdentity, Ledger
@@ -182,17 +182,12 @@ def _same_shard(ns: argparse.Namespace, options: Mapping[str, Any], *, named: bo
     """Take the state file's ``--shard``; refuse another one named on the command line or in
     the environment: the file holds that shard's runs, and the other shards' runs are not in
     it (they would be sent by this shard and by theirs)."""
-    stored = options.get("shard")
-    try:
-        shard = parse_shard(stored) if isinstance(stored, str) else None
-    except ValueError as exc:
-        raise ConfigurationError(f"the batch of {ns.state} stores a broken shard: {exc}") from None
+    shard = _stored_shard(options, ns.state)
     if named and ns.shard != shard:
-        given = f"--shard {ns.shard}" if ns.shard is not None else "no --shard"
         kept = f"shard {shard}" if shard is not None else "the whole input (no --shard)"
         raise ConfigurationError(
-            f"{given}, but the batch of {ns.state} is {kept}: each shard needs its own state "
-            "file, and a batch keeps its shard (drop --shard to take the file's)"
+            f"--shard {ns.shard}, but the batch of {ns.state} is {kept}: each shard needs its "
+            "own state file, and a batch keeps its shard (drop --shard to take the file's)"
         )
     ns.shard = shard
 
@@ -200,19 +195,22 @@ def _same_shard(ns: argparse.Namespace, options: Mapping[str, Any], *, named: bo
 def refuse_shard(options: Mapping[str, Any], path: str) -> None:
     """Refuse to look up the lost answers of one shard of several (``check --state``): another
     shard's new run of the same flow looks like this shard's lost re-trigger."""
-    stored = options.get("shard")
-    if not isinstance(stored, str):
-        return
-    try:
-        several = parse_shard(stored).count > 1
-    except ValueError:
-        several = True  # a broken one: refuse rather than guess
-    if several:
+    shard = _stored_shard(options, path)
+    if shard is not None and shard.count > 1:
         raise ConfigurationError(
-            f"{path} is shard {stored} of a batch: a look-up cannot tell another shard's new "
+            f"{path} is shard {shard} of a batch: a look-up cannot tell another shard's new "
             "run from this shard's lost re-trigger; check all the shards' results together "
             "instead: cat r1.jsonl r2.jsonl ... | bulkretry check"
         )
+
+
+def _stored_shard(options: Mapping[str, Any], path: str) -> Shard | None:
+    """The ``--shard`` a state file's batch stored (None: the whole input)."""
+    stored = options.get("shard")
+    try:
+        return parse_shard(stored) if isinstance(stored, str) else None
+    except ValueError as exc:
+        raise ConfigurationError(f"the batch of {path} stores a broken shard: {exc}") from None
 
 
 def options_of(ns: argparse.Namespace) -> dict[str, Any]:
