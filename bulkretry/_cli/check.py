@@ -29,9 +29,10 @@ from typing import IO, TextIO
 import aiohttp
 
 from .. import _config as C
+from .._engine.attribution import cannot_tell
 from .._engine.follow_fetch import FollowStats
 from .._engine.governor import Governor
-from .._engine.recheck import Claimed, Doubt, Rechecker, cannot_tell
+from .._engine.recheck import Claimed, Doubt, Rechecker
 from .._engine.steps import Done
 from .._exceptions import AuthenticationError, BulkRetryError, ConfigurationError, StateError
 from .._http.auth import TokenProvider, token_provider

@@ -79,6 +79,8 @@ def plan(lines: Sequence[Line], *, lookback_ms: int) -> Plan:
         if obj is None or run_id is None:
             continue
         record = line.record
+        # A run of the input is a run being recovered: inside a window it proves no re-trigger.
+        out.soft.add(run_id)
         new = clean_id(record.prior_new_run_id) if record.prior in DONE_OUTCOMES else None
         if new is not None:
             out.hard.add(new)

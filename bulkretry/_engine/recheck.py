@@ -12,29 +12,9 @@ Then:
    per flow and stretch of overlapping windows: ``createdAt`` from the first window's start
    to the last one's end plus ``settle``;
 3. the new runs that clear answers named (``claimed``: ``new_run_id`` and ``chain`` of
-   re-triggered records) are left out; runs only named as ``candidates`` count as new runs
-   that may be anybody's, never as this run's;
-4. per run (:func:`attribute`):
-
-=========================================  ========================================================
-what the listing shows                     verdict
-=========================================  ========================================================
-no new run in its window, nor up to        ``failed``, ``error.kind: "not_processed"``: safe to
-``settle`` after it                        send again
-new runs only after its window (within     ``in_doubt`` (a 504 may come while the service works)
-``settle``), or only runs named as         with the runs in its message
-candidates of other records
-exactly one new run no other in-doubt      ``retriggered`` with that run, ``resolved_by: lookup``
-window holds (others taken out in turn)
-several, shared with other in-doubt        ``retriggered`` without a new run ID and with the
-windows of the flow                        ``candidates`` when there are at least as many runs as
-                                           in-doubt records sharing them, else ``in_doubt``
-a look-up that failed, a run that          ``in_doubt``; and a run of unknown flow keeps every
-vanished, a window not known               other window it overlaps from being attributed
-=========================================  ========================================================
-
-A scheduled run of the same flow created inside a window looks like a re-trigger: it can make
-a run that was not processed end ``retriggered``, never ``not_processed``.
+   re-triggered records) are left out; runs only named as ``candidates``, and the runs of
+   the input themselves, count as runs that may be anybody's, never as this run's;
+4. per run, the verdicts of :mod:`.attribution`.
 """
 
 from __future__ import annotations
@@ -63,12 +43,12 @@ from .._http.lookups import (
     run_url,
     runs_url,
 )
-from .._model import ErrorInfo, Outcome
+from .attribution import ALWAYS, Window, attribute, cannot_tell
 from .follow_fetch import FollowStats, GaveUp, Looker
 from .governor import Governor
 from .steps import Done
 
-__all__ = ["NOT_PROCESSED", "Claimed", "Doubt", "Rechecker", "Window", "attribute", "cannot_tell"]
+__all__ = ["Claimed", "Doubt", "Rechecker"]
 
 log = logging.getLogger("bulkretry")
 
@@ -77,7 +57,7 @@ _MAX_PAGES = 50
 T = TypeVar("T")
 
 #: Given the IDs of every run listed, return those a clear answer named (``hard``) and those
-#: only named as candidates of a record (``soft``).
+#: only named as candidates of a record, or runs of the input (``soft``).
 Claimed = Callable[[set[str]], tuple[set[str], set[str]]]
 
 
@@ -90,27 +70,6 @@ class Doubt:
     until_ms: int | None
     #: Why the window is not known (stays in doubt with this message).
     why: str = "when its request was sent is not known"
-
-
-@dataclass(frozen=True, slots=True)
-class Window:
-    """A run in doubt placed in its flow: its window widened for the clocks (epoch ms)."""
-
-    run_id: str
-    since: int
-    until: int
-
-
-NOT_PROCESSED = ErrorInfo(
-    kind="not_processed",
-    message="a look-up found no new run of its flow created from when its request may have "
-    "left until after its answer was lost: the re-trigger was not processed; safe to send again",
-)
-_AMBIGUOUS_MATCH = ErrorInfo(
-    kind="ambiguous_match",
-    message="re-triggered (a look-up found as many new runs of its flow and time as runs in "
-    "doubt), but which new run is this one's cannot be told; see candidates",
-)
 
 
 class Rechecker:
@@ -147,16 +106,28 @@ class Rechecker:
         """
         verdicts: dict[str, Done] = {}
         known: list[Window] = []
+        unplaced: list[str] = []
         for doubt in doubts:
             if doubt.since_ms is None or doubt.until_ms is None:
                 verdicts[doubt.run_id] = cannot_tell(doubt.why)
+                unplaced.append(doubt.run_id)
             else:
                 since, until = doubt.since_ms - self._skew, doubt.until_ms + self._skew
                 known.append(Window(doubt.run_id, since, until))
-        views = await _all([self._one(w.run_id) for w in known])
+        if not known:
+            return verdicts  # nothing to attribute: the flows of the others need no look-up
+        views = await _all([self._one(run_id) for run_id in [w.run_id for w in known] + unplaced])
         flows: dict[str, list[Window]] = {}
         foreign: list[tuple[int, int]] = []
-        for window, view in zip(known, views, strict=True):
+        # A run in doubt sent at a time not known may have made any new run of its flow (of
+        # any flow when its flow is not known either): none of those counts for anyone.
+        hidden: set[str] = set()
+        for view in views[len(known) :]:
+            if isinstance(view, str):
+                foreign.append(ALWAYS)
+            else:
+                hidden.add(view.flow_id or "")
+        for window, view in zip(known, views[: len(known)], strict=True):
             if isinstance(view, str):
                 verdicts[window.run_id] = cannot_tell(view)
                 foreign.append((window.since, window.until))  # its new run: in any flow
@@ -175,7 +146,7 @@ class Rechecker:
             if not isinstance(found, str):
                 seen.update(v.id for v in found)
         hard, soft = claimed(seen) if seen else (set(), set())
-        for (_, part), (listed_at, found) in zip(stretches, listed, strict=True):
+        for (flow, part), (listed_at, found) in zip(stretches, listed, strict=True):
             if isinstance(found, str):
                 verdicts.update((w.run_id, cannot_tell(found)) for w in part)
                 continue
@@ -187,7 +158,7 @@ class Rechecker:
                     soft=soft,
                     listed_at=listed_at,
                     settle=self._settle,
-                    foreign=foreign,
+                    foreign=[*foreign, ALWAYS] if flow in hidden else foreign,
                 )
             )
         return verdicts
@@ -273,120 +244,3 @@ async def _all(coros: list[Awaitable[T]]) -> list[T]:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-
-
-def attribute(
-    windows: Sequence[Window],
-    listed: Sequence[RunView],
-    *,
-    hard: set[str],
-    soft: set[str],
-    listed_at: int,
-    settle: int,
-    foreign: Sequence[tuple[int, int]] = (),
-) -> dict[str, Done]:
-    """Decide for one flow's ``windows`` from the runs ``listed`` at ``listed_at`` (the table).
-
-    ``foreign``: windows of runs in doubt whose flow is unknown: a run inside one may be theirs.
-    """
-    runs = [v for v in listed if v.id not in hard]
-    verdicts: dict[str, Done] = {}
-    open_: dict[str, Window] = {}
-    inside: dict[str, list[RunView]] = {}
-    for w in windows:
-        mine = [v for v in runs if v.id != w.run_id and _inside(v, w.since, w.until)]
-        late = [v for v in runs if v.id != w.run_id and _after(v, w.until, w.until + settle)]
-        owned = [v for v in mine if v.id not in soft]
-        if owned:
-            open_[w.run_id], inside[w.run_id] = w, owned
-        elif mine or late:
-            why = "only among others' candidates" if mine else "just after its answer was lost"
-            verdicts[w.run_id] = _unsure(_names(mine + late), why)
-        elif listed_at < w.until + settle:
-            verdicts[w.run_id] = cannot_tell("its answer was lost too recently: check again later")
-        else:
-            verdicts[w.run_id] = Done(Outcome.FAILED, NOT_PROCESSED, resolved_by="lookup")
-
-    def shared(view: RunView, me: str) -> bool:
-        return any(_inside(view, o.since, o.until) for k, o in open_.items() if k != me) or any(
-            _inside(view, since, until) for since, until in foreign
-        )
-
-    changed = True
-    while changed:
-        changed = False
-        for run_id in list(open_):
-            # A run no other window holds is this one's; with exactly one such run, it is its
-            # re-trigger (a second one would be a run of the flow's own).
-            private = [v for v in inside[run_id] if not shared(v, run_id)]
-            if len(private) == 1:
-                view = private[0]
-                verdicts[run_id] = Done(
-                    Outcome.RETRIGGERED, None, view.id, view.etag, resolved_by="lookup"
-                )
-                del open_[run_id]
-                for other in open_:
-                    inside[other] = [v for v in inside[other] if v.id != view.id]
-                changed = True
-    for group in _groups(open_):
-        pool = {v.id for run_id in group for v in inside[run_id]}
-        clash = any(
-            o.since <= until and since <= o.until
-            for o in group.values()
-            for since, until in foreign
-        )
-        for run_id in group:
-            names = _names(inside[run_id])
-            if clash:
-                verdicts[run_id] = _unsure(names, "while a run in doubt of unknown flow was sent")
-            elif not names:
-                verdicts[run_id] = cannot_tell("the new runs of its time were found to be others'")
-            elif inside[run_id] and len(pool) >= len(group):
-                verdicts[run_id] = Done(
-                    Outcome.RETRIGGERED, _AMBIGUOUS_MATCH, resolved_by="lookup", candidates=names
-                )
-            else:
-                why = f"but fewer ({len(pool)}) than the runs in doubt of their time ({len(group)})"
-                verdicts[run_id] = _unsure(names, why)
-    return verdicts
-
-
-def _groups(open_: dict[str, Window]) -> list[dict[str, Window]]:
-    """Split the windows left into groups that overlap one another (transitively)."""
-    groups: list[dict[str, Window]] = []
-    for run_id, window in sorted(open_.items(), key=lambda item: item[1].since):
-        if groups and window.since <= max(w.until for w in groups[-1].values()):
-            groups[-1][run_id] = window
-        else:
-            groups.append({run_id: window})
-    return groups
-
-
-def _after(view: RunView, since: int, until: int) -> bool:
-    created = view.created_at
-    return created is not None and since < created <= until
-
-
-def _inside(view: RunView, since: int, until: int) -> bool:
-    created = view.created_at
-    return created is None or since <= created <= until
-
-
-def _names(views: Iterable[RunView]) -> tuple[str, ...]:
-    return tuple(sorted({v.id for v in views}))
-
-
-def _unsure(names: tuple[str, ...], why: str) -> Done:
-    """In doubt: a look-up found new runs of its flow ``why`` it cannot attribute."""
-    message = f"a look-up found new runs of its flow {why}; candidates: " + ", ".join(names)
-    return Done(Outcome.IN_DOUBT, ErrorInfo(kind="in_doubt", message=message))
-
-
-def cannot_tell(why: str) -> Done:
-    """In doubt: the look-up could not tell (``why``)."""
-    return Done(
-        Outcome.IN_DOUBT,
-        ErrorInfo(
-            kind="in_doubt", message=f"a look-up could not tell whether it was processed: {why}"
-        ),
-    )

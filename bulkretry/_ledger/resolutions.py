@@ -60,6 +60,7 @@ _CLAIMS = (
     "THEN json_extract(error, '$.candidates') END "
     "FROM runs WHERE state IN ('retriggered', 'already_retriggered')"
 )
+_IS_INPUT = "SELECT 1 FROM runs WHERE run_id = ?"
 _RECORD = (
     "UPDATE runs SET state = ?, doubt = 0, new_run_id = ?, etag = ?, error = ?, updated_at = ? "
     "WHERE run_id = ? AND state IN ('in_doubt', 'in_flight')"
@@ -119,7 +120,8 @@ def doubt_rows(conn: sqlite3.Connection, *, in_flight_grace: float) -> Iterator[
 
 def claimed_runs(conn: sqlite3.Connection, ids: set[str]) -> tuple[set[str], set[str]]:
     """Return which of ``ids`` the batch's re-triggered runs name: as their new run (first),
-    or only among the candidates of a new run that could not be told apart (second)."""
+    or only among the candidates of a new run that could not be told apart, or as a run of
+    the batch's own input (second)."""
     hard: set[str] = set()
     soft: set[str] = set()
     for new_run_id, candidates in conn.execute(_CLAIMS):  # streamed: the table may be large
@@ -133,6 +135,8 @@ def claimed_runs(conn: sqlite3.Connection, ids: set[str]) -> tuple[set[str], set
                 continue
             if isinstance(names, list):
                 soft.update(n for n in names if isinstance(n, str) and n in ids)
+    # A run of the batch's own input is a run being recovered, not proof of a re-trigger.
+    soft.update(i for i in ids if conn.execute(_IS_INPUT, (i,)).fetchone() is not None)
     return hard, soft - hard
 
 

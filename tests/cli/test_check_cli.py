@@ -209,6 +209,49 @@ def test_a_line_held_from_an_earlier_pass_names_no_window_and_stays_in_doubt(
     assert sim.request_count == before  # nothing to ask: not even a pre-flight
 
 
+def test_a_new_run_a_held_line_s_run_may_have_made_proves_no_other_run_re_triggered(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """A resumed batch holds a run a killed pass sent (attempts 0: its time is not known).
+
+    Its re-trigger is the only new run in the window of another run of its flow whose 502 was
+    not processed: taken for that run's, the unprocessed run would never be sent (lost).
+    """
+    unsent, held = by_flow(sim)[0][:2]
+    results = results_of(sim, tmp_path, {unsent: 502, held: "in-doubt-502"}, "r")
+    lines = lines_of(results)
+    for line in lines:
+        if line["run_id"] == held:
+            line.update(attempts=0, ambiguous_attempts=0, http_status=None)
+    results.write_bytes(b"".join(orjson.dumps(line) + b"\n" for line in lines))
+    out = tmp_path / "checked.jsonl"
+    code, _ = check([str(results), "-o", str(out), *FAST], env_for(sim))
+    assert code == 1
+    assert {line["run_id"]: line["outcome"] for line in lines_of(out)} == {
+        unsent: "in_doubt",
+        held: "in_doubt",
+    }
+    assert unsent not in made(sim)
+
+
+def test_a_run_of_the_input_itself_is_never_taken_for_a_re_trigger(
+    sim: Simulator, tmp_path: Path
+) -> None:
+    """An earlier batch's new run, failed and fed to this one, lies in a lost answer's window."""
+    earlier, unsent = by_flow(sim)[0][:2]
+    results_of(sim, tmp_path, {earlier: 200}, "first")
+    refed = made(sim)[earlier]
+    results = results_of(sim, tmp_path, {unsent: 502}, "second")
+    failed = {"run_id": refed, "outcome": "failed", "attempts": 1, "error": {"kind": "http"}}
+    results.write_bytes(results.read_bytes() + orjson.dumps(failed) + b"\n")
+    out = tmp_path / "checked.jsonl"
+    code, _ = check([str(results), "-o", str(out), *FAST], env_for(sim))
+    assert code == 1
+    assert lines_of(out)[0]["outcome"] == "in_doubt"
+    assert refed in lines_of(out)[0]["error"]["message"]
+    assert unsent not in made(sim)
+
+
 def test_a_terminal_on_stdin_is_not_waited_for(
     sim: Simulator, monkeypatch: pytest.MonkeyPatch
 ) -> None:

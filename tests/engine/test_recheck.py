@@ -15,8 +15,9 @@ import pytest
 from conftest import virtual_time
 
 from bulkretry import Credentials, Outcome, Settings
+from bulkretry._engine.attribution import Window, attribute
 from bulkretry._engine.governor import Governor
-from bulkretry._engine.recheck import Doubt, Rechecker, Window, attribute
+from bulkretry._engine.recheck import Doubt, Rechecker
 from bulkretry._engine.steps import Done
 from bulkretry._exceptions import AuthenticationError
 from bulkretry._http.auth import StaticToken
@@ -216,12 +217,85 @@ async def test_a_window_never_starts_before_the_run_itself_was_created() -> None
 
 
 @virtual_time
-async def test_a_run_with_no_known_window_stays_in_doubt_and_costs_no_request() -> None:
-    """A line that does not say when its request left: nothing to look up."""
+async def test_a_run_with_no_known_window_stays_in_doubt_and_only_its_flow_is_looked_up() -> None:
+    """A line that does not say when its request left: its run is read, no listing is made."""
     service = Service()
+    service.add(uuid(1), LOST - 86_400_000)
     verdicts = await rechecker(service).check([Doubt(uuid(1), None, None, "why")], nothing_claimed)
     assert verdicts[uuid(1)].outcome is Outcome.IN_DOUBT
-    assert service.urls == []
+    assert service.listings() == []
+
+
+@virtual_time
+async def test_a_new_run_a_run_of_unknown_window_may_have_made_is_nobody_s() -> None:
+    """Run 2 was sent at a time not known (a resumed batch's held run): 100 may be its re-trigger.
+
+    The only new run in run 1's window must not make run 1 re-triggered: if it was run 2's,
+    run 1 was never sent and would be lost.
+    """
+    service = Service()
+    for i in (1, 2):
+        service.add(uuid(i), LOST - 86_400_000)
+    service.add(uuid(100), LOST - 1_000)
+    unplaced = Doubt(uuid(2), None, None, "why")
+    verdicts = await rechecker(service).check([doubt(uuid(1)), unplaced], nothing_claimed)
+    assert verdicts[uuid(1)].outcome is Outcome.IN_DOUBT
+    assert verdicts[uuid(2)].outcome is Outcome.IN_DOUBT
+
+
+@virtual_time
+async def test_as_many_new_runs_as_placed_doubts_prove_nothing_beside_a_run_of_unknown_window() -> (
+    None
+):
+    """Two windows, two new runs, and a third run in doubt of the flow sent at a time not known."""
+    service = Service()
+    for i in (1, 2, 3):
+        service.add(uuid(i), LOST - 86_400_000)
+    service.add(uuid(100), LOST - 1_500)
+    service.add(uuid(101), LOST - 1_000)
+    doubts = [doubt(uuid(1)), doubt(uuid(2)), Doubt(uuid(3), None, None, "why")]
+    verdicts = await rechecker(service).check(doubts, nothing_claimed)
+    assert {v.outcome for v in verdicts.values()} == {Outcome.IN_DOUBT}
+
+
+@virtual_time
+async def test_a_run_of_unknown_window_in_another_flow_changes_nothing() -> None:
+    """Run 2 belongs to another flow: run 1's one new run is still its own."""
+    service = Service()
+    service.add(uuid(1), LOST - 86_400_000)
+    service.add(uuid(2), LOST - 86_400_000, OTHER_FLOW)
+    service.add(uuid(100), LOST - 1_000)
+    unplaced = Doubt(uuid(2), None, None, "why")
+    verdicts = await rechecker(service).check([doubt(uuid(1)), unplaced], nothing_claimed)
+    assert verdicts[uuid(1)] == found(service, uuid(100))
+
+
+@virtual_time
+async def test_a_vanished_run_of_unknown_window_keeps_every_flow_from_being_attributed() -> None:
+    """Run 2 has no window and no flow any more: its re-trigger may be any new run."""
+    service = Service()
+    service.add(uuid(1), LOST - 86_400_000, OTHER_FLOW)
+    service.add(uuid(100), LOST - 1_000, OTHER_FLOW)
+    unplaced = Doubt(uuid(2), None, None, "why")
+    verdicts = await rechecker(service).check([doubt(uuid(1)), unplaced], nothing_claimed)
+    assert verdicts[uuid(1)].outcome is Outcome.IN_DOUBT
+
+
+@virtual_time
+async def test_no_new_run_in_its_window_is_not_processed_even_beside_a_run_of_unknown_window() -> (
+    None
+):
+    """An empty window proves nothing was made for it, whoever else may have made runs."""
+    service = Service()
+    for i in (1, 2):
+        service.add(uuid(i), LOST - 86_400_000)
+    service.add(uuid(100), LOST - 600_000)  # run 2's re-trigger, long before run 1's window
+    unplaced = Doubt(uuid(2), None, None, "why")
+    verdicts = await rechecker(service).check([doubt(uuid(1)), unplaced], nothing_claimed)
+    verdict = verdicts[uuid(1)]
+    assert verdict.outcome is Outcome.FAILED
+    assert verdict.error is not None
+    assert verdict.error.kind == "not_processed"
 
 
 @virtual_time

@@ -200,3 +200,11 @@ async def test_a_further_round_left_in_doubt_is_checked_like_any_run(path: str) 
     assert rows(path, "SELECT state, doubt FROM runs WHERE run_id = 'round'") == [
         ("retriggered", 0)
     ]
+
+
+async def test_a_run_of_the_batch_s_own_input_is_claimed_only_softly(path: str) -> None:
+    """A listed run the batch itself recovers is no proof of anybody's re-trigger."""
+    await batch(path)
+    with CheckLedger.open(path, IDENT) as ledger:
+        hard, soft = ledger.claimed({"new-1", "waiting", "elsewhere"})
+    assert (hard, soft) == ({"new-1"}, {"waiting"})
