@@ -167,8 +167,8 @@ class Checker:
 
     async def check(self, doubts: Sequence[Doubt], claimed: Claimed) -> dict[str, Done]:
         """Return a verdict per run of ``doubts``; nothing is asked when there is none."""
-        if all(d.since_ms is None or d.until_ms is None for d in doubts):
-            return {d.run_id: cannot_tell(d.why) for d in doubts}  # nothing to ask
+        if all(d.ghost or d.since_ms is None or d.until_ms is None for d in doubts):
+            return {d.run_id: cannot_tell(d.why) for d in doubts if not d.ghost}  # nothing to ask
         own = None
         if self._session is None:
             own = self._session = make_session(self.settings)

@@ -74,6 +74,7 @@ def plan(lines: Sequence[Line], *, lookback_ms: int) -> Plan:
     """Read ``lines``: claims, settled runs, and a :class:`Doubt` per run in doubt."""
     out = Plan()
     windows: dict[str, list[tuple[int, int] | None]] = {}
+    ghosts: set[str] = set()
     for line in lines:
         obj, run_id = line.obj, line.record.run_id
         if obj is None or run_id is None:
@@ -95,8 +96,11 @@ def plan(lines: Sequence[Line], *, lookback_ms: int) -> Plan:
         if obj.get("outcome") == _IN_DOUBT:
             out.in_doubt_lines += 1
             windows.setdefault(run_id, []).append(_window(obj, lookback_ms))
+        elif _orphaning(obj):
+            ghosts.add(run_id)
     for run_id, found in windows.items():
         if run_id in out.done:
+            ghosts.add(run_id)  # its lost answer, before the clear one, may have made a run
             continue
         known = [w for w in found if w is not None]
         if not known:
@@ -104,7 +108,17 @@ def plan(lines: Sequence[Line], *, lookback_ms: int) -> Plan:
             continue
         since = min(w[0] for w in known)
         out.doubts.append(Doubt(run_id, since, max(w[1] for w in known)))
+    out.doubts += (Doubt(run_id, None, None, ghost=True) for run_id in sorted(ghosts))
     return out
+
+
+def _orphaning(obj: dict[str, Any]) -> bool:
+    """True when a line not in doubt shows an attempt that may have made a run it does not
+    name: a lost answer retried (``--on-ambiguous retry``) or a further round in doubt."""
+    ambiguous, round_ = obj.get("ambiguous_attempts"), obj.get("next_round")
+    if isinstance(round_, dict) and round_.get("outcome") == _IN_DOUBT:
+        return True
+    return isinstance(ambiguous, int) and ambiguous >= 1 and obj.get("resolved_by") != "lookup"
 
 
 def _window(obj: dict[str, Any], lookback_ms: int) -> tuple[int, int] | None:

@@ -261,6 +261,8 @@ class Attempt:
                 if self._ledger is not None:
                     self._between_attempts(run_id, flight, ambiguous=True)
                 return Retry(s.check_delay)
+            if resolver is not None and decision.ambiguous:
+                resolver.haunt(sent_wall)  # lost on its last attempt: no check looks it up
             return Done(Outcome.IN_DOUBT, decision.error)
         if action is Action.HALT:
             return await self._refused(flight, decision, token)

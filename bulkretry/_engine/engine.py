@@ -205,6 +205,11 @@ class Engine:
     async def _finish(
         self, emit: Emit, record: InputRecord, result: Done | Verdict, flight: Flight | None = None
     ) -> None:
+        attempt = self._attempt
+        held = isinstance(result, Verdict) and result.outcome is Outcome.IN_DOUBT
+        if held and attempt is not None and attempt.resolver is not None:
+            # Sent by an earlier pass (maybe one killed a moment ago): its run may show yet.
+            attempt.resolver.haunt(None)
         await finish(self, self.stats, self._ledger, emit, record, result, flight, self.rounds)
 
     def _hard_stop(self) -> None:

@@ -70,6 +70,9 @@ class Doubt:
     until_ms: int | None
     #: Why the window is not known (stays in doubt with this message).
     why: str = "when its request was sent is not known"
+    #: Not in doubt itself, but an attempt of it may have made a run nobody claims (a lost
+    #: answer retried, a further round in doubt): looked up for its flow only, no verdict.
+    ghost: bool = False
 
 
 class Rechecker:
@@ -108,7 +111,9 @@ class Rechecker:
         known: list[Window] = []
         unplaced: list[str] = []
         for doubt in doubts:
-            if doubt.since_ms is None or doubt.until_ms is None:
+            if doubt.ghost:
+                unplaced.append(doubt.run_id)
+            elif doubt.since_ms is None or doubt.until_ms is None:
                 verdicts[doubt.run_id] = cannot_tell(doubt.why)
                 unplaced.append(doubt.run_id)
             else:

@@ -25,6 +25,8 @@ flow overlapping                           the others: ``retriggered`` without a
                                            with the ``candidates`` when there are at least as many
                                            runs as checks (each was re-triggered), else ``in_doubt``
 a look-up that failed                      ``in_doubt``: nothing is sent again on a guess
+a new run inside the window of a lost      ``in_doubt``: it may be that answer's (see
+answer left in doubt                       :mod:`.windows`)
 =========================================  =========================================================
 
 A check decides for the other checks of its group only when their own ``check_delay`` was over
@@ -39,7 +41,6 @@ import contextlib
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 from yarl import URL
 
@@ -56,6 +57,7 @@ from .follow_fetch import FollowStats, GaveUp, Looker
 from .governor import Governor
 from .steps import AT_ONCE, Done, Flight, Step
 from .verdicts import AMBIGUOUS_MATCH, SEND_AGAIN, cannot_tell, found, unsure
+from .windows import ALL_TIME, Ghosts, Open, meet, within
 
 __all__ = ["Resolver"]
 
@@ -67,22 +69,6 @@ _CALIBRATION_PAGE = 100
 _CALIBRATION_MS = 5_000
 #: Listings one check makes at most while other unclear answers of its time keep coming in.
 _LISTINGS = 3
-
-
-@dataclass(slots=True)
-class _Open:
-    """An open check: the run, its window in epoch ms, and its flow once known."""
-
-    since_ms: int
-    until_ms: int
-    #: When its request left and when its answer was lost (epoch ms), before any widening.
-    sent_ms: int
-    lost_ms: int
-    #: The order it opened in: a listing only answers for the checks open when it began.
-    order: int
-    flow: str | None = None
-    #: The look-up of its flow, once one started (shared by every check that needs it).
-    placing: asyncio.Task[str | None] | None = None
 
 
 class Resolver:
@@ -104,7 +90,8 @@ class Resolver:
         self._settings = settings
         self._stats = stats
         self._wall = wall
-        self._open: dict[str, _Open] = {}
+        self._open: dict[str, Open] = {}
+        self._ghosts = Ghosts()
         self._decided: dict[str, Done] = {}
         self._claims = Claims()
         self._in_flight: dict[int, float] = {}
@@ -138,6 +125,9 @@ class Resolver:
         oldest = next(iter(self._in_flight.values()), now)
         opened = min((o.since_ms for o in self._open.values()), default=None)
         self._claims.forget_before(horizon(now, self._settings, oldest, opened))
+        # No check to come starts before the oldest request in flight, or an open one.
+        earliest = int((oldest - self._settings.check_skew) * 1000)
+        self._ghosts.forget_before(earliest if opened is None else min(earliest, opened))
 
     def open(self, flight: Flight, sent_wall: float) -> None:
         """Register the check of ``flight``, whose attempt left at ``sent_wall`` (epoch s)."""
@@ -146,7 +136,7 @@ class Resolver:
         skew = self._settings.check_skew
         self._opened += 1
         now = self._wall()
-        self._open[run_id] = _Open(
+        self._open[run_id] = Open(
             since_ms=int((sent_wall - skew) * 1000),
             until_ms=int((now + skew) * 1000),
             sent_ms=int(sent_wall * 1000),
@@ -180,7 +170,7 @@ class Resolver:
                 assert mine.flow is not None
                 # From the earliest window of the flow's checks that meet this one: one
                 # listing serves them all.
-                since = min(o.since_ms for o in self._open.values() if _meet(o, mine, mine.flow))
+                since = min(o.since_ms for o in self._open.values() if meet(o, mine, mine.flow))
                 listed = await self._listed(mine.flow, since)
                 if self._calibrating(mine):
                     await self._calibrate(since)
@@ -189,7 +179,7 @@ class Resolver:
                 late = [
                     o
                     for o in self._open.values()
-                    if o.order > began and (_meet(o, mine, None) or _meet(o, mine, mine.flow))
+                    if o.order > began and (meet(o, mine, None) or meet(o, mine, mine.flow))
                 ]
                 if not late:
                     return self._attribute(run_id, mine, listed, flight, int(seen * 1000))
@@ -198,7 +188,7 @@ class Resolver:
             return self._close(run_id, cannot_tell(f"the look-up failed: {exc}"))
         return self._close(run_id, cannot_tell("unclear answers kept coming in"))
 
-    async def _place(self, run_id: str, check: _Open) -> str | None:
+    async def _place(self, run_id: str, check: Open) -> str | None:
         """Learn the flow of ``check`` (one ``GET /runs/{id}``, shared); None if none."""
         if check.flow is not None:
             return check.flow
@@ -224,7 +214,7 @@ class Resolver:
         return done
 
     def _attribute(
-        self, run_id: str, mine: _Open, listed: list[RunView], flight: Flight, seen_ms: int
+        self, run_id: str, mine: Open, listed: list[RunView], flight: Flight, seen_ms: int
     ) -> Step:
         """Decide for the open checks of ``mine``'s flow whose windows meet it.
 
@@ -236,7 +226,7 @@ class Resolver:
         group = {
             other_id: other
             for other_id, other in self._open.items()
-            if _meet(other, mine, mine.flow) or (other.flow is None and _meet(other, mine, None))
+            if meet(other, mine, mine.flow) or (other.flow is None and meet(other, mine, None))
         }
         if any(o.flow is None for o in group.values()):
             # Another lost answer whose flow is still unknown may own what the listing shows.
@@ -254,6 +244,10 @@ class Resolver:
         pool = [v for v in unclaimed if v.created_at is None or since <= v.created_at <= until]
         after = [v for v in unclaimed if v.created_at is not None and until < v.created_at]
         after = [v for v in after if v.created_at is not None and v.created_at <= seen_ms + full]
+        if pool and any(self._ghosts.holds(v, mine.flow) for v in pool):
+            names = tuple(sorted(v.id for v in pool + after))
+            why = "that another lost answer, left in doubt, may have made"
+            return self._close(run_id, unsure(names, why))
         if not pool:
             if after:  # created since the windows closed: maybe a request still processed then
                 names = tuple(sorted(v.id for v in after))
@@ -274,8 +268,8 @@ class Resolver:
                 private = [
                     v
                     for v in pool
-                    if _within(v, other, narrow)
-                    and not any(_within(v, o, narrow) for o in left.values() if o is not other)
+                    if within(v, other, narrow)
+                    and not any(within(v, o, narrow) for o in left.values() if o is not other)
                 ]
                 if len(private) == 1:
                     view = private[0]
@@ -288,7 +282,7 @@ class Resolver:
                     changed = True
         names = tuple(sorted(v.id for v in pool + after))
         # A run outside every undecided check's own window is none of theirs (another writer's).
-        inside = [v for v in pool if any(_within(v, o, narrow) for o in left.values())]
+        inside = [v for v in pool if any(within(v, o, narrow) for o in left.values())]
         for other_id in left:
             if len(inside) >= len(left):
                 decided[other_id] = Done(
@@ -305,16 +299,27 @@ class Resolver:
         return self._decided_for(run_id, flight)
 
     def _close(self, run_id: str, done: Done) -> Done:
-        self._open.pop(run_id, None)
+        check = self._open.pop(run_id, None)
+        if check is not None and done is not SEND_AGAIN and done.new_run_id is None:
+            # Ended without a run of its own (in doubt, or candidates only): a ghost.
+            timeout = int(self._settings.timeout * 1000)
+            self._ghosts.add(check.since_ms, check.until_ms + timeout, check.flow)
         self._changed.set()
         return done
 
-    def _calibrating(self, mine: _Open) -> bool:
+    def haunt(self, sent_wall: float | None) -> None:
+        """A lost answer no check will look up (sent at ``sent_wall``; None: at a time not
+        known, as a run held from an earlier pass): a run of its time may be its re-trigger."""
+        skew, now = self._settings.check_skew, self._wall()
+        since = ALL_TIME if sent_wall is None else int((sent_wall - skew) * 1000)
+        self._ghosts.add(since, int((now + skew + self._settings.timeout) * 1000), None)
+
+    def _calibrating(self, mine: Open) -> bool:
         """True when telling ``mine`` from another check of its flow needs the clocks' offset,
         which the clear answers listed so far have not shown yet (once a batch)."""
         if self._calibrated or self._claims.trusted:
             return False
-        return sum(_meet(o, mine, mine.flow) for o in self._open.values()) > 1
+        return sum(meet(o, mine, mine.flow) for o in self._open.values()) > 1
 
     async def _calibrate(self, since_ms: int) -> None:
         """One page of the sandbox's runs created since ``since_ms``: the new runs clear answers
@@ -329,14 +334,14 @@ class Resolver:
         with contextlib.suppress(BulkRetryError):
             self._claims.measure(parse_run_page((await self._look(url, page=True)).body)[0])
 
-    async def _place_others(self, mine: _Open) -> None:
+    async def _place_others(self, mine: Open) -> None:
         """Learn the flow of every other open check whose window meets ``mine``'s.
 
         Each costs the ``GET /runs/{id}`` its own check would make (then skipped): without
         it, a run the listing shows might be that check's.
         """
         for other_id, other in list(self._open.items()):
-            if other.flow is None and _meet(other, mine, None) and other is not mine:
+            if other.flow is None and meet(other, mine, None) and other is not mine:
                 await self._place(other_id, other)
 
     async def _answers_before(self, seen: float) -> None:
@@ -386,15 +391,3 @@ class Resolver:
         if isinstance(answer, GaveUp):
             raise ListingHalted(f"GET {url.path}: {answer.reason}")
         return answer
-
-
-def _meet(other: _Open, mine: _Open, flow: str | None) -> bool:
-    """True when ``other`` is a check of ``flow`` whose window overlaps ``mine``'s."""
-    return (
-        other.flow == flow and other.since_ms <= mine.until_ms and mine.since_ms <= other.until_ms
-    )
-
-
-def _within(view: RunView, check: _Open, skew_ms: int) -> bool:
-    created = view.created_at
-    return created is None or check.sent_ms - skew_ms <= created <= check.lost_ms + skew_ms
