@@ -210,6 +210,8 @@ class Attempt:
         stats.attempts += 1
         if flight.attempts == 1:
             gov.budget.on_request()
+            if flight.prior_doubt and self.resolver is not None:
+                self.resolver.haunt(None)  # sent again (--retry-in-doubt): the first may land
         else:
             stats.retries += 1
         flight.on_the_wire = True

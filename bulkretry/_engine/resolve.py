@@ -57,7 +57,7 @@ from .follow_fetch import FollowStats, GaveUp, Looker
 from .governor import Governor
 from .steps import AT_ONCE, Done, Flight, Step
 from .verdicts import AMBIGUOUS_MATCH, SEND_AGAIN, cannot_tell, found, unsure
-from .windows import ALL_TIME, Ghosts, Open, meet, within
+from .windows import ALL_TIME, Ghosts, Open, chain, created_in, meet, within
 
 __all__ = ["Resolver"]
 
@@ -168,19 +168,15 @@ class Resolver:
                 if run_id not in self._open:
                     return self._decided_for(run_id, flight)
                 assert mine.flow is not None
-                # From the earliest window of the flow's checks that meet this one: one
+                # From the earliest window of the flow's checks chained to this one: one
                 # listing serves them all.
-                since = min(o.since_ms for o in self._open.values() if meet(o, mine, mine.flow))
+                since = min(o.since_ms for o in chain(self._open, mine).values())
                 listed = await self._listed(mine.flow, since)
                 if self._calibrating(mine):
                     await self._calibrate(since)
                 if run_id not in self._open:
                     return self._decided_for(run_id, flight)
-                late = [
-                    o
-                    for o in self._open.values()
-                    if o.order > began and (meet(o, mine, None) or meet(o, mine, mine.flow))
-                ]
+                late = [o for o in chain(self._open, mine).values() if o.order > began]
                 if not late:
                     return self._attribute(run_id, mine, listed, flight, int(seen * 1000))
                 # A check that opened during the listing: its run may be missing from it.
@@ -223,11 +219,8 @@ class Resolver:
         after its window (a 504 while the service still works). A check is only decided for
         when its own ``check_delay`` was over by then: a run shows in listings late.
         """
-        group = {
-            other_id: other
-            for other_id, other in self._open.items()
-            if meet(other, mine, mine.flow) or (other.flow is None and meet(other, mine, None))
-        }
+        group = chain(self._open, mine)
+        since_mine = mine.since_ms
         if any(o.flow is None for o in group.values()):
             # Another lost answer whose flow is still unknown may own what the listing shows.
             return self._close(
@@ -241,6 +234,12 @@ class Resolver:
         self._claims.measure(listed)
         narrow = self._claims.skew_ms(full)
         unclaimed = [v for v in listed if v.id not in self._claims and v.id not in group]
+        if not any(created_in(v, since_mine, seen_ms + full) for v in unclaimed):
+            # Nothing unclaimed created since its own request left: it was not processed,
+            # whatever the other windows of the chain hold.
+            self._close(run_id, SEND_AGAIN)
+            self._decided[run_id] = SEND_AGAIN
+            return self._decided_for(run_id, flight)
         pool = [v for v in unclaimed if v.created_at is None or since <= v.created_at <= until]
         after = [v for v in unclaimed if v.created_at is not None and until < v.created_at]
         after = [v for v in after if v.created_at is not None and v.created_at <= seen_ms + full]
@@ -302,17 +301,20 @@ class Resolver:
         check = self._open.pop(run_id, None)
         if check is not None and done is not SEND_AGAIN and done.new_run_id is None:
             # Ended without a run of its own (in doubt, or candidates only): a ghost.
-            timeout = int(self._settings.timeout * 1000)
-            self._ghosts.add(check.since_ms, check.until_ms + timeout, check.flow)
+            # Its run shows within check_delay, as every look-up here assumes of its own.
+            delay = int(self._settings.check_delay * 1000)
+            self._ghosts.add(check.since_ms, check.until_ms + delay, check.flow)
         self._changed.set()
         return done
 
     def haunt(self, sent_wall: float | None) -> None:
         """A lost answer no check will look up (sent at ``sent_wall``; None: at a time not
         known, as a run held from an earlier pass): a run of its time may be its re-trigger."""
-        skew, now = self._settings.check_skew, self._wall()
-        since = ALL_TIME if sent_wall is None else int((sent_wall - skew) * 1000)
-        self._ghosts.add(since, int((now + skew + self._settings.timeout) * 1000), None)
+        s, now = self._settings, self._wall()
+        since = ALL_TIME if sent_wall is None else int((sent_wall - s.check_skew) * 1000)
+        # A request of another process may still be with the service: up to its timeout.
+        later = s.timeout if sent_wall is None else s.check_delay
+        self._ghosts.add(since, int((now + s.check_skew + later) * 1000), None)
 
     def _calibrating(self, mine: Open) -> bool:
         """True when telling ``mine`` from another check of its flow needs the clocks' offset,
@@ -335,14 +337,19 @@ class Resolver:
             self._claims.measure(parse_run_page((await self._look(url, page=True)).body)[0])
 
     async def _place_others(self, mine: Open) -> None:
-        """Learn the flow of every other open check whose window meets ``mine``'s.
+        """Learn the flow of every other open check the chain of ``mine``'s window links.
 
         Each costs the ``GET /runs/{id}`` its own check would make (then skipped): without
         it, a run the listing shows might be that check's.
         """
-        for other_id, other in list(self._open.items()):
-            if other.flow is None and meet(other, mine, None) and other is not mine:
-                await self._place(other_id, other)
+        placed = True
+        while placed:  # a check placed in this flow may link the chain to further ones
+            placed = False
+            for other_id, other in list(chain(self._open, mine).items()):
+                if other.flow is None and other is not mine:
+                    placed = await self._place(other_id, other) is not None
+                    if placed:
+                        break
 
     async def _answers_before(self, seen: float) -> None:
         """Wait until every re-trigger that left before ``seen`` (epoch s) is answered (bounded

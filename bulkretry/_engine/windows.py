@@ -11,11 +11,12 @@ such a run still proves that something was processed, but is never another check
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .._http.lookups import RunView
 
-__all__ = ["ALL_TIME", "Ghosts", "Open", "meet", "within"]
+__all__ = ["ALL_TIME", "Ghosts", "Open", "chain", "created_in", "meet", "within"]
 
 #: The start of a ghost whose request left at a time not known (epoch ms).
 ALL_TIME = -(2**62)
@@ -88,3 +89,25 @@ def within(view: RunView, check: Open, skew_ms: int) -> bool:
     """True when ``view`` was created inside ``check``'s own window, widened by ``skew_ms``."""
     created = view.created_at
     return created is None or check.sent_ms - skew_ms <= created <= check.lost_ms + skew_ms
+
+
+def chain(checks: Mapping[str, Open], mine: Open) -> dict[str, Open]:
+    """The open checks linked to ``mine`` by overlapping windows, one after another: of its
+    flow, or of a flow not known yet (any). A run in one window of the chain may be the
+    answer to a check two windows away once a nearer one takes its own."""
+    linked = {k: o for k, o in checks.items() if o is mine}
+    grew = True
+    while grew:
+        grew = False
+        for k, o in checks.items():
+            linked_to = any(meet(o, m, o.flow) for m in linked.values())
+            if k not in linked and o.flow in (mine.flow, None) and linked_to:
+                linked[k] = o
+                grew = True
+    return linked
+
+
+def created_in(view: RunView, since_ms: int, until_ms: int) -> bool:
+    """True when ``view`` was created from ``since_ms`` to ``until_ms`` (or when not known)."""
+    created = view.created_at
+    return created is None or since_ms <= created <= until_ms

@@ -415,3 +415,25 @@ async def test_a_run_outside_every_narrowed_window_is_no_lost_answers_re_trigger
     assert isinstance(step, Done)
     assert step.outcome is Outcome.IN_DOUBT
     assert step.candidates == (uuid(100),)
+
+
+@virtual_time
+async def test_windows_linked_one_after_another_are_decided_as_one_group() -> None:
+    """D, C and E lost answers one after another; D's window meets C's, C's meets E's, D's
+    not E's. Runs 101 (C's) and 102 (E's). Deciding from D's window alone took 102 for C,
+    then 101 for D (never processed: lost), and left E's window empty (sent twice)."""
+    service, clock = FlowService(), Clock()
+    for i in (1, 2, 3):
+        service.add(uuid(i), T0 - 3600)
+    service.add(uuid(101), T0 + 1.3)
+    service.add(uuid(102), T0 + 3.3)
+    res, _ = resolver(service, clock, check_delay=0.0)
+    d = lost(res, clock, uuid(1), sent=T0, lasted=1.0)
+    c = lost(res, clock, uuid(2), sent=T0 + 1.2, lasted=1.8)
+    e = lost(res, clock, uuid(3), sent=T0 + 3.2, lasted=1.8)
+    clock.now = T0 + 8
+    steps = {"d": await res.resolve(d), "e": await res.resolve(e), "c": await res.resolve(c)}
+    for name, step in steps.items():
+        assert step is not AT_ONCE, name  # every window holds a run: none is sent again
+    step = steps["d"]
+    assert not (isinstance(step, Done) and step.outcome is Outcome.RETRIGGERED), step
