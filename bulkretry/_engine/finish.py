@@ -45,10 +45,12 @@ async def finish(
     verdict = result if isinstance(result, Verdict) else None
     if flight is None:
         status = request_id = None
-        attempts = ambiguous = 0
+        attempts = ambiguous = recorded = 0
     else:
         status, request_id = flight.last_status, flight.request_id
         attempts, ambiguous = flight.attempts, flight.ambiguous
+        # A doubt it came in with counts in the state file: it tells `check` it was sent before.
+        recorded = ambiguous + flight.prior_doubt
     run_id = record.run_id
     durable = flight is not None or (verdict is not None and verdict.durable)
     if durable and ledger is not None and run_id is not None:
@@ -59,7 +61,7 @@ async def finish(
                 new_run_id=new_run_id,
                 etag=etag,
                 attempts=attempts,
-                ambiguous=ambiguous,
+                ambiguous=recorded,
                 error=error,
                 http_status=status,
                 request_id=request_id,

@@ -102,7 +102,9 @@ def doubt_rows(conn: sqlite3.Connection, *, in_flight_grace: float) -> Iterator[
         seq, run_id, state, attempts, ambiguous, error, status, request_id, updated, started = row
         since: float | None = started if started is not None else batch_start
         until = updated + (in_flight_grace if state == "in_flight" else 0.0)
-        known = attempts > 0 and since is not None
+        # More ambiguous attempts than attempts: it came in doubt with the input (fed back),
+        # and the earlier request may have landed at any time before this batch's window.
+        known = attempts > 0 and ambiguous <= attempts and since is not None
         yield DoubtRow(
             seq=seq,
             run_id=run_id,

@@ -10,6 +10,7 @@ a run sent twice shows in its counts.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -171,3 +172,38 @@ def test_check_never_gives_a_further_round_s_run_in_doubt_to_another(tmp_path: P
         check([str(both), "-o", str(out), *FAST], env_for(sim))
         assert p not in counts(sim)
         assert by_run(out)[p]["outcome"] == "in_doubt"
+
+
+def test_check_state_never_calls_a_run_fed_back_in_doubt_and_sent_again_not_processed(
+    tmp_path: Path,
+) -> None:
+    """Batch A's answer for X was lost after processing; batch B (--retry-in-doubt, --state)
+    sent X again and its 502 was not processed. The state file's window for X is batch B's
+    only: X's run, made by A, lies before it. (The service's clock runs 10 s behind, so A's
+    run is outside B's window without waiting.)"""
+    config = SimulatorConfig(
+        seed=11,
+        flows=4,
+        runs_per_flow=3,
+        allow_repeat_retrigger=True,
+        wall_clock=lambda: time.time() - 10,
+    )
+    with SimulatorThread(config) as sim:
+        x = by_flow(sim)[0][0]
+        sim.script(x, ["in-doubt-502"])
+        first = tmp_path / "rA.jsonl"
+        main(
+            ["run", str(write_ids(tmp_path / "x.txt", x)), "-o", str(first), "-q", *HOLD],
+            env=env_for(sim),
+        )
+        sim.script(x, [502])
+        db, second = tmp_path / "sB.db", tmp_path / "rB.jsonl"
+        again = ["--retry-in-doubt", "--state", str(db), "-o", str(second), "-q", *HOLD]
+        main(["run", str(first), *again], env=env_for(sim))
+        assert lines_of(second)[0]["outcome"] == "in_doubt"
+        out = tmp_path / "checked.jsonl"
+        check(["--state", str(db), "-o", str(out), *FAST], env_for(sim))
+        assert lines_of(out)[0]["outcome"] == "in_doubt"
+        resume = ["run", "--state", str(db), "--resume", "-o", str(tmp_path / "rC.jsonl")]
+        main([*resume, "-q", *HOLD], env=env_for(sim))
+        assert counts(sim)[x] == 1
