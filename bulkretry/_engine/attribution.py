@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from .._http.lookups import RunView
 from .._model import ErrorInfo, Outcome
 from .steps import Done
+from .windows import created_in
 
 __all__ = ["ALWAYS", "NOT_PROCESSED", "Window", "attribute", "cannot_tell"]
 
@@ -88,7 +89,7 @@ def attribute(
     open_: dict[str, Window] = {}
     inside: dict[str, list[RunView]] = {}
     for w in windows:
-        mine = [v for v in runs if v.id != w.run_id and _inside(v, w.since, w.until)]
+        mine = [v for v in runs if v.id != w.run_id and created_in(v, w.since, w.until)]
         late = [v for v in runs if v.id != w.run_id and _after(v, w.until, w.until + settle)]
         owned = [v for v in mine if v.id not in soft]
         if owned:
@@ -102,8 +103,8 @@ def attribute(
             verdicts[w.run_id] = Done(Outcome.FAILED, NOT_PROCESSED, resolved_by="lookup")
 
     def shared(view: RunView, me: str) -> bool:
-        return any(_inside(view, o.since, o.until) for k, o in open_.items() if k != me) or any(
-            _inside(view, since, until) for since, until in foreign
+        return any(created_in(view, o.since, o.until) for k, o in open_.items() if k != me) or any(
+            created_in(view, since, until) for since, until in foreign
         )
 
     changed = True
@@ -160,11 +161,6 @@ def _groups(open_: dict[str, Window]) -> list[dict[str, Window]]:
 def _after(view: RunView, since: int, until: int) -> bool:
     created = view.created_at
     return created is not None and since < created <= until
-
-
-def _inside(view: RunView, since: int, until: int) -> bool:
-    created = view.created_at
-    return created is None or since <= created <= until
 
 
 def _names(views: Iterable[RunView]) -> tuple[str, ...]:

@@ -65,10 +65,8 @@ class Ghosts:
 
     def holds(self, view: RunView, flow: str | None) -> bool:
         """True when ``view``, a run of ``flow``, may be the re-trigger of a ghost."""
-        created = view.created_at
         return any(
-            (g.flow is None or g.flow == flow)
-            and (created is None or g.since_ms <= created <= g.until_ms)
+            (g.flow is None or g.flow == flow) and created_in(view, g.since_ms, g.until_ms)
             for g in self._all
         )
 
