@@ -61,6 +61,12 @@ class Ghosts:
 
     def add(self, since_ms: int, until_ms: int, flow: str | None) -> None:
         """A lost answer of ``flow`` (None: any) may have made a run created in this window."""
+        last = self._all[-1] if self._all else None
+        if last is not None and (last.since_ms, last.flow) == (since_ms, flow):
+            # One ghost for held runs read one after another (each from ``ALL_TIME``), not
+            # one each: a results file fed back may hold thousands.
+            self._all[-1] = _Ghost(since_ms, max(last.until_ms, until_ms), flow)
+            return
         self._all.append(_Ghost(since_ms, until_ms, flow))
 
     def holds(self, view: RunView, flow: str | None) -> bool:
