@@ -1,26 +1,25 @@
 """Learn the server's quota from its answers and steer a token bucket by it.
 
-A 429 cuts the rate to ``BETA`` (0.7) of what it was; successes then bring it back along a CUBIC
-curve (as in the AWS SDKs' adaptive retry mode), flat near the rate of the last cut, so that the
-limiter dwells just below the quota it found and probes above it only slowly. The curve's length
-is measured in requests (``recovery`` of them), which keeps the share of 429s the same at any
-rate. The rate never exceeds the configured one. A 429 after a long run of successes is the
-found rate's edge: it shaves the rate by a few per cent instead (three times the recent share).
+A 429 cuts the rate to ``BETA`` (0.7) of what it was; successes bring it back along a CUBIC
+curve (:mod:`.curve`), flat near the rate of the last cut, so that the limiter dwells just below
+the quota it found and probes above it slowly. The rate never exceeds the configured one. A
+429 after a long run of successes is the found rate's edge: it shaves a few per cent instead.
 
 The 429s for requests sent before a cut are one *episode* and cut once (by send time; without
 it, until a slot was handed out after the cut or twice the mean latency). A ``Retry-After`` over
 ``pause_after``, or a third 429 in a row news after a cut, none scattered among successes
 (:mod:`.passes`), pauses the whole limiter until then. A moderate share refused at a new rate
 holds the next cut until it is measured; refused nearly as often at half the rate, saying wait
-seconds, they are not the quota's (:mod:`.share`): each run waits its own Retry-After.
-A quota the server declares (:mod:`.told`) lowers the configured rate.
+seconds, they are not the quota's (:mod:`.share`): each run waits its own Retry-After. A quota
+the server declares (:mod:`.told`) lowers the configured rate.
 
-Two pauses in a row, with successes between, mean a *fixed window* (N requests, ``Retry-After``
-at its end, :mod:`.window`). Cutting would only spread a window thinly: in *window mode* each
-pass goes at the configured rate and holds after N + 1 slots; the last throttled, the window is
-spent and everyone waits its Retry-After; the last a success, the pass ran into the next window
-and goes on to a 429. A window costs one 429, and every window is used. A success sent after a
-429 of the same pass, or two passes far short of N or past N + 1, end window mode.
+A pause with a short wait after a pass of N successes is a window's (N per window of whole
+seconds, sliding or fixed): the rate goes to N per the longer of the wait and the pass. With a
+long wait, two pauses in a row with successes between mean a *fixed window* (``Retry-After`` at
+its end, :mod:`.window`): in *window mode* each pass goes at the configured rate and holds
+after N + 1 slots; the last throttled, the window is spent and everyone waits its Retry-After;
+the last a success, the pass ran into the next window and goes on. A window costs one 429. A
+success sent after a 429 of the same pass, or two passes far short of N or past N + 1, end it.
 
 The controller decides; the bucket paces, on the clock given: nothing here awaits or schedules.
 """
@@ -32,14 +31,13 @@ from collections.abc import Callable
 
 from .._config import DEFAULT_PAUSE_AFTER
 from .bucket import TokenBucket
+from .curve import BETA, Curve
 from .passes import Pass
 from .share import RejectShare
 from .window import FixedWindow
 
 __all__ = ["BETA", "DEFAULT_EPISODE", "DEFAULT_RECOVERY", "MIN_RATE_FRACTION", "RateController"]
 
-#: A 429 multiplies the rate by this (CUBIC's beta).
-BETA = 0.7
 #: Requests it takes to climb back to the rate of the last cut; more means fewer 429s but a slower
 #: return after a short-lived quota drop.
 DEFAULT_RECOVERY = 600
@@ -61,9 +59,11 @@ _SHAVE = 3.0
 _PAUSE_RUN = 3
 # Successes since the last cut that make the next 429 one at the edge of the rate found.
 _EDGE_SUCCESSES = 32
-# Bounds of the recovery time, in seconds, whatever the rate.
-_MIN_RECOVERY_SECONDS = 1.0
-_MAX_RECOVERY_SECONDS = 600.0
+# A Retry-After shorter than this (whole seconds) after a pass is a window's that whole seconds
+# round up: pacing at N per window beats passes that wait out the rounding (window mode).
+_SHORT_WAIT = 3.0
+# A rate learned from a window's pass starts this far below (its last successes were in flight).
+_CYCLE_BETA = 0.97
 
 
 class RateController:
@@ -77,24 +77,20 @@ class RateController:
     """
 
     __slots__ = (
-        "_beta",
         "_bucket",
         "_clock",
-        "_cut_at",
-        "_epoch",
+        "_curve",
+        "_cycle",
         "_latency",
         "_max_rate",
         "_min_rate",
         "_pass",
         "_pause_after",
         "_recent",
-        "_recovery",
-        "_recovery_seconds",
         "_share",
         "_successes_since_cut",
         "_successes_since_pause",
         "_throttled_count",
-        "_w_max",
         "_window",
     )
 
@@ -121,16 +117,12 @@ class RateController:
         self._max_rate = rate
         self._min_rate = float(min_rate)
         self._pause_after = float(pause_after)
-        self._recovery = recovery
         self._throttled_count = 0
         self._pass = Pass()
         self._latency: float | None = None
-        # CUBIC state: the rate at the last cut, when recovery starts, and how long it takes.
-        self._cut_at: float | None = None
-        self._w_max = rate
-        self._beta = BETA
-        self._epoch = -math.inf
-        self._recovery_seconds = _MIN_RECOVERY_SECONDS
+        self._curve = Curve(rate, recovery=recovery)
+        # A window quota's requests and seconds, learned from a pass (None: not yet).
+        self._cycle: tuple[int, float] | None = None
         self._successes_since_cut = 0
         self._successes_since_pause = 0
         # Window mode (None: not a fixed window, or not yet).
@@ -183,20 +175,18 @@ class RateController:
         sent = self._clock() if sent_at is None else sent_at
         self._pass.succeeded(sent)
         self._recent -= _SHARE_WEIGHT * self._recent
-        if (self._cut_at is None or sent > self._cut_at) and self._share.answered(False):
+        curve = self._curve
+        if (curve.cut_at is None or sent > curve.cut_at) and self._share.answered(False):
             self._share_changed()
         if self._window is not None:
-            self._window_success(self._window, self._clock() if sent_at is None else sent_at)
+            self._window_success(self._window, sent)
             return
         bucket = self._bucket
-        if self._cut_at is None or bucket.rate >= self._max_rate:
+        if curve.cut_at is None or bucket.rate >= self._max_rate:
             return
         now = self._clock()
-        elapsed = max(0.0, now - self._epoch)
-        shortfall = 1 - elapsed / self._recovery_seconds
-        target = self._w_max * (1 - (1 - self._beta) * shortfall**3)
-        bucket.set_rate(now, min(self._max_rate, max(self._min_rate, target)))
-        if shortfall <= 0 and self._share.levels > 1:  # that episode's levels are stale now
+        bucket.set_rate(now, min(self._max_rate, max(self._min_rate, curve.target(now))))
+        if self._share.levels > 1 and curve.shortfall(now) <= 0:  # the episode's levels are stale
             self._share.restart(bucket.rate)
 
     def on_throttled(self, retry_after: float | None, *, sent_at: float | None = None) -> None:
@@ -211,7 +201,7 @@ class RateController:
         sent = now if sent_at is None else sent_at
         self._pass.throttled(sent)
         self._recent += _SHARE_WEIGHT * (1 - self._recent)
-        news = self._cut_at is None or sent > self._cut_at
+        news = self._curve.cut_at is None or sent > self._curve.cut_at
         if news and self._share.answered(True, retry_after=retry_after):
             self._share_changed()
         if self._share.independent is not None:
@@ -234,7 +224,7 @@ class RateController:
             # everyone rather than collect 429s until the next one.
             or (
                 not same_episode
-                and self._cut_at is not None
+                and self._curve.cut_at is not None
                 and not self._successes_since_cut
                 and self._pass.run >= _PAUSE_RUN
                 and not self._pass.scattered
@@ -246,9 +236,12 @@ class RateController:
             # (A moderate share not yet measured at this rate: see whether the cut helped.)
             return
         bucket.refill(now)
-        self._w_max = bucket.rate
-        windowed = allowed and not self._pass.scattered and -math.inf < resumed_at <= now
-        if pause and windowed:
+        solid = allowed and not self._pass.scattered
+        if pause and solid and retry_after is not None and retry_after < _SHORT_WAIT:
+            start = resumed_at if resumed_at > -math.inf else self._pass.first_sent
+            self._learn_cycle(now, allowed, max(retry_after, now - start))
+            return
+        if pause and solid and -math.inf < resumed_at <= now:
             # Two pauses in a row for 429s that went on after a cut, with successes between
             # them: the quota is a fixed window, and the successes were its N (or a bit more).
             self._enter_window(now, allowed, resumed_at)
@@ -256,19 +249,25 @@ class RateController:
         # The first cut finds the quota. A 429 after a long run of successes is that rate's edge
         # (a strict quota grazed by timer jitter): shave by the recent share of 429s.
         edge = self._successes_since_cut >= _EDGE_SUCCESSES
-        self._beta = max(BETA, 1 - _SHAVE * self._recent) if edge else BETA
         if edge:  # maybe a quota with no burst, refusing a slot a late timer brought too close
             bucket.strict()
-        self._cut_at = now
-        self._epoch = max(now, bucket.paused_until)
-        self._recovery_seconds = min(
-            _MAX_RECOVERY_SECONDS, max(_MIN_RECOVERY_SECONDS, self._recovery / self._w_max)
-        )
+        self._cut(now, bucket.rate, max(BETA, 1 - _SHAVE * self._recent) if edge else BETA)
+
+    def _learn_cycle(self, now: float, allowed: int, window: float) -> None:
+        """A window quota let *allowed* through in a pass, then asked to wait: pace at N/window."""
+        self._cycle = (allowed, window)
+        self._curve.window = window
+        self._cut(now, min(self._max_rate, allowed / window), _CYCLE_BETA)
+
+    def _cut(self, now: float, rate: float, beta: float) -> None:
+        """Cut from *rate* by *beta*: the climb back starts when the pause, if any, ends."""
+        bucket = self._bucket
+        cut = self._curve.cut(now, rate, beta=beta, start=max(now, bucket.paused_until))
         bucket.mark()
         self._successes_since_cut = 0
         # The server's bucket is empty; a burst saved up in ours would only earn more 429s.
         bucket.drain()
-        bucket.set_rate(now, max(self._min_rate, self._w_max * self._beta))
+        bucket.set_rate(now, max(self._min_rate, cut))
         self._share.level(bucket.rate)
 
     def on_unavailable(self, retry_after: float) -> None:
@@ -283,7 +282,7 @@ class RateController:
         """Lower the configured rate to *rate*, a quota the server declared (never raise it)."""
         if rate < self._max_rate:
             self._max_rate, self._min_rate = rate, min(self._min_rate, rate)
-            self._w_max = min(self._w_max, rate)
+            self._curve.top = min(self._curve.top, rate)
             self._bucket.set_rate(self._clock(), min(self._bucket.rate, rate))
             self._share.restart(self._bucket.rate)  # levels compare cuts, not this
 
@@ -295,6 +294,9 @@ class RateController:
         share = self._share.independent
         if share is not None:
             return f"{share:.0%} of requests refused whatever the rate (not cut for)"
+        if self._cycle is not None:
+            requests, seconds = self._cycle
+            return f"a window of about {requests} requests in {seconds:.3g} s"
         return None
 
     def _share_changed(self) -> None:
@@ -304,8 +306,7 @@ class RateController:
         now = self._clock()
         if self._window is not None:
             self._leave_window(now)
-        self._cut_at = None
-        self._w_max = self._max_rate
+        self._curve.forget(self._max_rate)
         # The cuts bought nothing: back to the configured rate. Should a quota lie below it,
         # its 429s raise the share and cutting resumes.
         self._bucket.set_rate(now, self._max_rate)
@@ -314,26 +315,24 @@ class RateController:
         """Hand out no slot before time *when*; extends a pause, never shortens one."""
         if self._bucket.pause_until(when):
             self._successes_since_pause = 0
-            self._epoch = max(self._epoch, when)
+            self._curve.delay(when)
             self._pass.restart(self._clock())
 
     def _same_episode(self, now: float, sent_at: float | None) -> bool:
-        if self._cut_at is None:
-            return False
-        if sent_at is not None:
-            return sent_at <= self._cut_at
+        curve = self._curve
+        if curve.cut_at is None or sent_at is not None:
+            return sent_at is not None and curve.answered_by_cut(sent_at)
         if self._bucket.since_mark == 0:
             return True
         window = DEFAULT_EPISODE if self._latency is None else 2 * self._latency
-        return now < self._epoch + window
+        return now < curve.epoch + window
 
     # -- window mode -----------------------------------------------------------------------
 
     def _enter_window(self, now: float, allowed: int, resumed_at: float) -> None:
         """Switch to window mode after a pass of *allowed* successes from *resumed_at* to now."""
         window = self._window = FixedWindow(allowed, start=resumed_at, first_429=now)
-        self._cut_at = None
-        self._w_max = self._max_rate
+        self._curve.forget(self._max_rate)
         self._bucket.set_rate(now, self._max_rate)
         self._next_pass(window)
 
@@ -381,7 +380,7 @@ class RateController:
         bucket = self._bucket
         bucket.unhold()
         bucket.end_hold(now)
-        self._cut_at = None
+        self._curve.forget(self._curve.top)
         # Back to cutting afresh: the window's successes say nothing of a rate's edge.
         self._successes_since_cut = 0
         bucket.wake()
@@ -391,8 +390,9 @@ class RateController:
             f"rate={self._bucket.rate:.4g}/{self._max_rate:.4g} (floor {self._min_rate:.4g}), "
             f"throttled={self._throttled_count}"
         )
-        if self._cut_at is not None:
-            state += f", cut at t={self._cut_at:.3f} from {self._w_max:.4g}"
+        cut_at = self._curve.cut_at
+        if cut_at is not None:
+            state += f", cut at t={cut_at:.3f} from {self._curve.top:.4g}"
         if self._window is not None:
             state += f", window of {self._window.requests}"
         if self._latency is not None:

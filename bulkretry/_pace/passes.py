@@ -16,7 +16,7 @@ __all__ = ["Pass"]
 class Pass:
     """The 429s since the last pause: how many in a row now, and whether any were scattered."""
 
-    __slots__ = ("_first_429", "_start", "run", "scattered")
+    __slots__ = ("_first_429", "_start", "first_sent", "run", "scattered")
 
     def __init__(self) -> None:
         self._start = -math.inf
@@ -26,6 +26,8 @@ class Pass:
         self.run = 0
         #: True once a request sent after a 429 of this pass went through.
         self.scattered = False
+        #: The send time of the first success ever counted (the first pass's start).
+        self.first_sent = math.inf
 
     def throttled(self, sent: float) -> None:
         """Count a 429 for a request sent at *sent*."""
@@ -36,6 +38,8 @@ class Pass:
     def succeeded(self, sent: float) -> None:
         """Count a success for a request sent at *sent*."""
         self.run = 0
+        if sent < self.first_sent:
+            self.first_sent = sent
         if sent > self._first_429:
             self.scattered = True
 

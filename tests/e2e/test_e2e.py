@@ -312,13 +312,14 @@ def test_demo_finishes_with_every_run_retriggered_once(tmp_path: Path) -> None:
     assert len(out.read_bytes().splitlines()) == 300
 
 
-@pytest.mark.parametrize(("headers", "most_refused"), [("ietf", 10), ("none", None)])
+@pytest.mark.parametrize(("headers", "most_refused"), [("ietf", 2), ("none", None)])
 async def test_a_quota_declared_in_ratelimit_headers_is_kept_to_from_the_first_answers(
     headers: str, most_refused: int | None
 ) -> None:
     """A sliding window that counts refusals, --rate 5x its 200/s: declared in RateLimit-Policy,
-    the batch keeps 3% under it and a handful of early requests are refused at most (without
-    the headers, learning it costs more: the contrast shows the headers are what helps)."""
+    the batch keeps 3% under it and two requests are refused at most. Without the headers the
+    batch must overrun the window to learn it: three refusals in a row at least, the fewest
+    that pause it (the contrast shows the headers are what keeps it under)."""
     quota = SlidingWindowQuota(requests=40, window=0.2)
     config = SimulatorConfig(
         flows=2,
@@ -336,4 +337,4 @@ async def test_a_quota_declared_in_ratelimit_headers_is_kept_to_from_the_first_a
     if most_refused is not None:
         assert refused <= most_refused
     else:
-        assert refused > 10
+        assert refused >= 3

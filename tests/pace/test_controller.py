@@ -350,6 +350,88 @@ async def test_pause_until_extends_but_never_shortens() -> None:
     assert await acquire_times(bucket, 1) == pytest.approx([5.0])
 
 
+# --- windows with a short wait -----------------------------------------------------------------
+
+
+async def overrun(bucket: TokenBucket, control: RateController, successes: int) -> None:
+    """Send a pass of *successes* answered 200, then 429s saying 1 s, each sent after the last."""
+    for _ in range(successes):
+        await bucket.acquire()
+        control.on_success(now())
+    while bucket.paused_until < now():  # the third 429 in a row after a cut pauses everyone
+        await bucket.acquire()
+        control.on_throttled(1, sent_at=now())
+
+
+@virtual_time
+async def test_a_short_wait_after_a_pass_paces_at_the_pass_per_second() -> None:
+    """200 through in a quarter of a second, then wait 1 s: a window of 200 a second."""
+    bucket, control = paced(800, pause_after=5)
+    await overrun(bucket, control, 200)
+    assert bucket.paused_until == pytest.approx(now() + 1)
+    assert bucket.rate == pytest.approx(0.97 * 200)  # its last successes were still in flight
+    assert control.learned() == "a window of about 200 requests in 1 s"
+
+
+@virtual_time
+async def test_a_pass_longer_than_its_wait_is_the_window() -> None:
+    """200 through in four seconds, then wait 1 s: 200 in four seconds, not in one."""
+    bucket, control = paced(50, pause_after=5)
+    await overrun(bucket, control, 200)
+    assert now() > 4
+    assert bucket.rate == pytest.approx(0.97 * 200 / now())
+
+
+@virtual_time
+async def test_a_long_wait_after_a_pass_is_no_window_per_second() -> None:
+    """A wait of whole seconds that is long (a fixed window's end) pauses, and cuts as before."""
+    bucket, control = paced(800, pause_after=5)
+    for _ in range(200):
+        await bucket.acquire()
+        control.on_success(now())
+    while bucket.paused_until < now():
+        await bucket.acquire()
+        control.on_throttled(4, sent_at=now())
+    assert bucket.rate < 0.97 * 800 * BETA
+    assert control.learned() is None
+
+
+@virtual_time
+async def test_after_a_window_is_learned_429s_within_it_of_a_shave_are_that_shave() -> None:
+    """A window that counts refusals refuses for one window after a shave: one cut, not three."""
+    bucket, control = paced(800, pause_after=5)
+    await overrun(bucket, control, 200)
+    await asyncio.sleep(1)
+    for _ in range(100):
+        await bucket.acquire()
+        control.on_success(now())
+    await bucket.acquire()
+    control.on_throttled(1, sent_at=now())  # at the edge, after 100 successes: a shave
+    shaved, shaved_at = bucket.rate, now()
+    assert 0.9 * 194 < shaved < 194
+    await asyncio.sleep(0.5)
+    control.on_throttled(1, sent_at=now())  # the window still holds the overrun
+    assert bucket.rate == shaved
+    await asyncio.sleep(shaved_at + 1.5 - now())
+    control.on_throttled(1, sent_at=now())  # a window later: news
+    assert bucket.rate < shaved
+
+
+@virtual_time
+async def test_without_a_learned_window_a_429_sent_after_a_shave_is_news() -> None:
+    """With no window learned, the shave answers only for requests sent before it."""
+    bucket, control = paced(200)
+    for _ in range(100):
+        await bucket.acquire()
+        control.on_success(now())
+    await bucket.acquire()
+    control.on_throttled(None, sent_at=now())
+    shaved = bucket.rate
+    await asyncio.sleep(0.5)
+    control.on_throttled(None, sent_at=now())
+    assert bucket.rate < shaved
+
+
 # --- window mode ------------------------------------------------------------------------------
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from bulkretry._pace.passes import Pass
 
 
@@ -43,3 +45,14 @@ def test_a_pause_starts_a_new_pass_and_ignores_429s_sent_before_it() -> None:
 def test_repr_shows_the_state() -> None:
     """repr names the run and whether the pass is scattered."""
     assert repr(Pass()) == "<Pass run=0, scattered=False>"
+
+
+def test_the_first_success_ever_sent_is_remembered_across_passes() -> None:
+    """The first pass starts with the first request that got through, whatever came after."""
+    passes = Pass()
+    assert passes.first_sent == math.inf
+    passes.succeeded(2.0)
+    passes.succeeded(1.5)  # answered late, sent earlier
+    passes.restart(3.0)
+    passes.succeeded(4.0)
+    assert passes.first_sent == 1.5

@@ -1,0 +1,92 @@
+"""The curve a cut rate climbs back along, and which 429s one cut answers for.
+
+After a cut from rate W (``top``) to ``beta`` times W, successes bring the rate back along CUBIC's
+curve (as in the AWS SDKs' adaptive retry mode): fast at first, flat near W, then probing above
+it ever faster. Its length is given in requests and turned into seconds at the rate cut from,
+which keeps the share of 429s the same at any rate.
+
+A 429 for a request sent before the cut answers for that cut (the same *episode*). At a quota
+that counts requests over a window (``window`` seconds, once learned), a shave at its edge shows
+only once the window has slid past the requests that overran it: 429s for requests sent that
+long after a shave still answer for it. Bookkeeping on the times given: no clock, no asyncio.
+"""
+
+from __future__ import annotations
+
+import math
+
+__all__ = ["BETA", "Curve"]
+
+#: A 429 multiplies the rate by this (CUBIC's beta).
+BETA = 0.7
+
+# Bounds of the recovery time, in seconds, whatever the rate.
+_MIN_SECONDS = 1.0
+_MAX_SECONDS = 600.0
+
+
+class Curve:
+    """Where the rate stands after the last cut: the rate cut from, how deep, and since when.
+
+    *rate* is the configured one (nothing cut yet); *recovery* the number of requests it takes
+    to climb back to the rate of a cut.
+    """
+
+    __slots__ = ("_beta", "_cut_at", "_epoch", "_recovery", "_seconds", "top", "window")
+
+    def __init__(self, rate: float, *, recovery: int) -> None:
+        self._recovery = recovery
+        self._cut_at: float | None = None
+        #: The rate of the last cut (CUBIC's W_max), or the configured one.
+        self.top = rate
+        self._beta = BETA
+        # The curve starts at its epoch (the cut, or the end of a pause that came with it).
+        self._epoch = -math.inf
+        self._seconds = _MIN_SECONDS
+        #: Seconds a window quota remembers a request for (0: not learned, or not one).
+        self.window = 0.0
+
+    @property
+    def cut_at(self) -> float | None:
+        """The time of the last cut (None: none since the start or the last :meth:`forget`)."""
+        return self._cut_at
+
+    @property
+    def epoch(self) -> float:
+        """The time the climb back from the last cut starts."""
+        return self._epoch
+
+    def cut(self, now: float, rate: float, *, beta: float, start: float) -> float:
+        """Cut from *rate* at time *now* by *beta*; the climb starts at *start*. Return the rate."""
+        self.top, self._beta, self._cut_at, self._epoch = rate, beta, now, start
+        self._seconds = min(_MAX_SECONDS, max(_MIN_SECONDS, self._recovery / rate))
+        return rate * beta
+
+    def target(self, now: float) -> float:
+        """The rate the curve reaches at time *now* (unbounded: the caller caps it)."""
+        return self.top * (1 - (1 - self._beta) * self.shortfall(now) ** 3)
+
+    def shortfall(self, now: float) -> float:
+        """The share of the climb left at *now*: 1 at its start, 0 back at the top, then < 0."""
+        return 1 - max(0.0, now - self._epoch) / self._seconds
+
+    def delay(self, until: float) -> None:
+        """Start the climb no sooner than *until* (a pause holds the rate where it is)."""
+        self._epoch = max(self._epoch, until)
+
+    def forget(self, rate: float) -> None:
+        """Drop the last cut: *rate* is the top again and the next 429 cuts afresh."""
+        self._cut_at, self.top = None, rate
+
+    def answered_by_cut(self, sent: float) -> bool:
+        """True if a 429 for a request sent at *sent* answers for the last cut, not news."""
+        if self._cut_at is None:
+            return False
+        # Only a shave: a full cut brings a window quota under its limit at once.
+        memory = self.window if self._beta > BETA else 0.0
+        return sent <= self._cut_at + memory
+
+    def __repr__(self) -> str:
+        if self._cut_at is None:
+            return f"<Curve at {self.top:.4g}>"
+        return f"<Curve cut at t={self._cut_at:.3f} from {self.top:.4g} by {self._beta:.3g}>"

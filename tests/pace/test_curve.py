@@ -1,0 +1,75 @@
+"""Tests of bulkretry._pace.curve: the climb back after a cut, and which 429s a cut answers for."""
+
+from __future__ import annotations
+
+import pytest
+
+from bulkretry._pace.curve import BETA, Curve
+
+
+def test_a_cut_returns_the_rate_cut_to() -> None:
+    """The rate after a cut is beta times the rate cut from; the curve remembers both."""
+    curve = Curve(100.0, recovery=600)
+    assert curve.cut_at is None
+    assert curve.cut(5.0, 80.0, beta=BETA, start=5.0) == pytest.approx(80 * BETA)
+    assert (curve.cut_at, curve.top, curve.epoch) == (5.0, 80.0, 5.0)
+
+
+def test_the_climb_is_back_at_the_top_after_recovery_requests_then_probes_above() -> None:
+    """From beta times the top, the curve reaches the top in recovery / top seconds, then rises."""
+    curve = Curve(100.0, recovery=600)
+    curve.cut(0.0, 200.0, beta=BETA, start=0.0)  # 600 requests at 200/s: 3 seconds
+    assert curve.target(0.0) == pytest.approx(200 * BETA)
+    assert 200 * BETA < curve.target(1.0) < curve.target(2.0) < 200
+    assert curve.target(3.0) == pytest.approx(200)
+    assert curve.shortfall(3.0) == pytest.approx(0)
+    assert curve.target(4.0) > 200
+
+
+@pytest.mark.parametrize(("rate", "seconds"), [(10_000.0, 1.0), (0.5, 600.0)])
+def test_the_climb_lasts_between_one_second_and_ten_minutes(rate: float, seconds: float) -> None:
+    """However fast or slow the rate cut from, the climb back takes 1 to 600 seconds."""
+    curve = Curve(rate, recovery=600)
+    curve.cut(0.0, rate, beta=BETA, start=0.0)
+    assert curve.target(seconds) == pytest.approx(rate)
+
+
+def test_a_pause_delays_the_climb_and_never_hastens_it() -> None:
+    """The climb starts when the pause that came with the cut ends."""
+    curve = Curve(100.0, recovery=600)
+    curve.cut(0.0, 100.0, beta=BETA, start=0.0)
+    curve.delay(4.0)
+    curve.delay(2.0)
+    assert curve.epoch == 4.0
+    assert curve.target(4.0) == pytest.approx(100 * BETA)
+
+
+def test_a_429_sent_before_the_cut_answers_for_it_and_one_sent_after_is_news() -> None:
+    """Without a learned window, the cut's time alone parts the episode from the news."""
+    curve = Curve(100.0, recovery=600)
+    assert not curve.answered_by_cut(0.0)  # nothing was cut yet
+    curve.cut(10.0, 100.0, beta=0.95, start=10.0)
+    assert curve.answered_by_cut(9.9)
+    assert not curve.answered_by_cut(10.1)
+
+
+def test_a_shave_answers_for_429s_a_window_long_and_a_full_cut_does_not() -> None:
+    """A window quota remembers the requests that overran it for one window after a shave."""
+    curve = Curve(100.0, recovery=600)
+    curve.window = 1.0
+    curve.cut(10.0, 100.0, beta=0.95, start=10.0)
+    assert curve.answered_by_cut(10.9)
+    assert not curve.answered_by_cut(11.1)
+    curve.cut(20.0, 100.0, beta=BETA, start=20.0)  # a full cut is under the limit at once
+    assert not curve.answered_by_cut(20.1)
+
+
+def test_forget_drops_the_cut_and_sets_the_top() -> None:
+    """After forget, no 429 answers for an old cut and the top is the rate given."""
+    curve = Curve(100.0, recovery=600)
+    curve.cut(1.0, 100.0, beta=BETA, start=1.0)
+    curve.forget(50.0)
+    assert curve.cut_at is None
+    assert curve.top == 50.0
+    assert not curve.answered_by_cut(0.5)
+    assert repr(curve) == "<Curve at 50>"
