@@ -13,13 +13,13 @@ holds the next cut until it is measured; refused nearly as often at half the rat
 seconds, they are not the quota's (:mod:`.share`): each run waits its own Retry-After. A quota
 the server declares (:mod:`.told`) lowers the configured rate.
 
-A pause with a short wait after a pass of N successes is a window's (N per window of whole
-seconds, sliding or fixed): the rate goes to N per the longer of the wait and the pass. With a
-long wait, two pauses in a row with successes between mean a *fixed window* (``Retry-After`` at
-its end, :mod:`.window`): in *window mode* each pass goes at the configured rate and holds
-after N + 1 slots; the last throttled, the window is spent and everyone waits its Retry-After;
-the last a success, the pass ran into the next window and goes on. A window costs one 429. A
-success sent after a 429 of the same pass, or two passes far short of N or past N + 1, end it.
+A pause of a second or two after N successes sent in a moment is a short window's, sliding or
+fixed: the rate goes to N per that wait. With a long wait, two pauses in a row with successes
+between mean a *fixed window* (:mod:`.window`): in *window mode* each pass goes at the
+configured rate and holds after N + 1 slots; the last throttled, everyone waits its
+Retry-After; the last a success, the pass ran into the next window and goes on. A window costs
+one 429. A success sent after a 429 of the same pass, or two passes far short of N or past
+N + 1, end it.
 
 The controller decides; the bucket paces, on the clock given: nothing here awaits or schedules.
 """
@@ -59,8 +59,8 @@ _SHAVE = 3.0
 _PAUSE_RUN = 3
 # Successes since the last cut that make the next 429 one at the edge of the rate found.
 _EDGE_SUCCESSES = 32
-# A Retry-After shorter than this (whole seconds) after a pass is a window's that whole seconds
-# round up: pacing at N per window beats passes that wait out the rounding (window mode).
+# A Retry-After under this after a pass is a short window's, which pacing at N per wait uses
+# better than passes that wait out whole seconds rounded up (window mode).
 _SHORT_WAIT = 3.0
 # A rate learned from a window's pass starts this far below (its last successes were in flight).
 _CYCLE_BETA = 0.97
@@ -110,21 +110,15 @@ class RateController:
             raise ValueError(f"min_rate must be positive and at most rate, not {min_rate!r}")
         if not pause_after >= 0:
             raise ValueError(f"pause_after must not be negative, not {pause_after!r}")
-        if recovery < 1:
-            raise ValueError(f"recovery must be at least one request, not {recovery!r}")
-        self._bucket = bucket
-        self._clock = clock
-        self._max_rate = rate
-        self._min_rate = float(min_rate)
-        self._pause_after = float(pause_after)
+        self._curve = Curve(rate, recovery=recovery)
+        self._bucket, self._clock, self._max_rate = bucket, clock, rate
+        self._min_rate, self._pause_after = float(min_rate), float(pause_after)
         self._throttled_count = 0
         self._pass = Pass()
         self._latency: float | None = None
-        self._curve = Curve(rate, recovery=recovery)
         # A window quota's requests and seconds, learned from a pass (None: not yet).
         self._cycle: tuple[int, float] | None = None
-        self._successes_since_cut = 0
-        self._successes_since_pause = 0
+        self._successes_since_cut = self._successes_since_pause = 0
         # Window mode (None: not a fixed window, or not yet).
         self._window: FixedWindow | None = None
         # Whether slowing down lowers the share of 429s (if not, they are not the quota's).
@@ -215,7 +209,7 @@ class RateController:
     def _cut_or_pause(self, now: float, retry_after: float | None, sent_at: float | None) -> None:
         """Act on a 429 counted already, outside window mode."""
         bucket = self._bucket
-        resumed_at = bucket.paused_until
+        resumed_at, first_429 = bucket.paused_until, self._pass.first_429
         allowed = self._successes_since_pause
         same_episode = self._same_episode(now, sent_at)
         pause = retry_after is not None and (
@@ -237,10 +231,10 @@ class RateController:
             return
         bucket.refill(now)
         solid = allowed and not self._pass.scattered
-        if pause and solid and retry_after is not None and retry_after < _SHORT_WAIT:
+        if pause and solid and retry_after is not None:
             start = resumed_at if resumed_at > -math.inf else self._pass.first_sent
-            self._learn_cycle(now, allowed, max(retry_after, now - start))
-            return
+            if self._learn_window(now, allowed, retry_after, first_429 - start):
+                return
         if pause and solid and -math.inf < resumed_at <= now:
             # Two pauses in a row for 429s that went on after a cut, with successes between
             # them: the quota is a fixed window, and the successes were its N (or a bit more).
@@ -253,11 +247,18 @@ class RateController:
             bucket.strict()
         self._cut(now, bucket.rate, max(BETA, 1 - _SHAVE * self._recent) if edge else BETA)
 
-    def _learn_cycle(self, now: float, allowed: int, window: float) -> None:
-        """A window quota let *allowed* through in a pass, then asked to wait: pace at N/window."""
-        self._cycle = (allowed, window)
-        self._curve.window = window
-        self._cut(now, min(self._max_rate, allowed / window), _CYCLE_BETA)
+    def _learn_window(self, now: float, allowed: int, wait: float, took: float) -> bool:
+        """Pace at N per *wait* if *allowed* went through in *took* s as a short window lets them.
+
+        A window lets N through in a moment, then says wait whole seconds. A handful, or a pass
+        over half the wait, is a quota shared with others: milliseconds round up to 1 s too.
+        """
+        if wait >= _SHORT_WAIT or allowed < _EDGE_SUCCESSES or took > wait / 2:
+            return False
+        self._cycle = (allowed, wait)
+        self._curve.window = wait
+        self._cut(now, min(self._max_rate, allowed / wait), _CYCLE_BETA)
+        return True
 
     def _cut(self, now: float, rate: float, beta: float) -> None:
         """Cut from *rate* by *beta*: the climb back starts when the pause, if any, ends."""
@@ -295,8 +296,7 @@ class RateController:
         if share is not None:
             return f"{share:.0%} of requests refused whatever the rate (not cut for)"
         if self._cycle is not None:
-            requests, seconds = self._cycle
-            return f"a window of about {requests} requests in {seconds:.3g} s"
+            return "a window of about {} requests in {:.3g} s".format(*self._cycle)
         return None
 
     def _share_changed(self) -> None:

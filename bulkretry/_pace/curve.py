@@ -35,6 +35,8 @@ class Curve:
     __slots__ = ("_beta", "_cut_at", "_epoch", "_recovery", "_seconds", "top", "window")
 
     def __init__(self, rate: float, *, recovery: int) -> None:
+        if recovery < 1:
+            raise ValueError(f"recovery must be at least one request, not {recovery!r}")
         self._recovery = recovery
         self._cut_at: float | None = None
         #: The rate of the last cut (CUBIC's W_max), or the configured one.

@@ -43,6 +43,11 @@ class Pass:
         if sent > self._first_429:
             self.scattered = True
 
+    @property
+    def first_429(self) -> float:
+        """The send time of the first 429 of this pass (``inf``: none yet)."""
+        return self._first_429
+
     def restart(self, now: float) -> None:
         """A pause began at *now*: the next pass starts afresh."""
         self._start = now

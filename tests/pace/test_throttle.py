@@ -324,10 +324,6 @@ async def simulate(
 #   fixed window 100 per 10 s         10/s          0/3015 0%     99.9%    10.00/s
 #   token bucket 10/s -> 5/s at 150 s 40/s         31/3046 1.02%  96.8%     4.91/s
 #   fixed window 100 -> 50 at 150 s   40/s         87/3101 2.81%  100.2%   (N = 50)
-#   sliding window 10 per 1 s          40/s         23/3038 0.76%   92.7%     9.48/s
-#   sliding window 10 per 1 s          10/s          9/3024 0.30%   93.2%     9.42/s
-# The sliding window counts the requests it refuses. At 4x the limiter's first pass ends in a
-# pause of one whole second; it then goes at N per second (before: 66.1%, 424 429s, at 40/s).
 SIMULATIONS = [
     pytest.param(lambda: TokenBucketQuota(10, 10), 40.0, None, 0.02, 0.95, 10, id="bucket-4x"),
     pytest.param(lambda: TokenBucketQuota(10, 10), 10.0, None, 0.0, 0.97, 10, id="bucket-right"),
@@ -337,8 +333,6 @@ SIMULATIONS = [
     pytest.param(
         lambda: FixedWindowQuota(100, 10), 40.0, 150.0, 0.04, 0.97, None, id="window-halves"
     ),
-    pytest.param(lambda: SlidingWindowQuota(10, 1), 40.0, None, 0.01, 0.9, 10, id="sliding-4x"),
-    pytest.param(lambda: SlidingWindowQuota(10, 1), 10.0, None, 0.01, 0.9, 10, id="sliding-right"),
 ]
 
 
@@ -348,7 +342,7 @@ SIMULATIONS = [
 )
 @virtual_time
 async def test_simulated_batch_learns_the_quota(
-    make_quota: Callable[[], TokenBucketQuota | FixedWindowQuota | SlidingWindowQuota],
+    make_quota: Callable[[], TokenBucketQuota | FixedWindowQuota],
     configured: float,
     halve_at: float | None,
     max_429s: float,
@@ -361,6 +355,25 @@ async def test_simulated_batch_learns_the_quota(
     assert outcome.goodput >= min_goodput, outcome
     if settles_at is not None:
         assert 0.85 * settles_at <= outcome.settled_rate <= 1.15 * settles_at, outcome
+
+
+# A sliding window of 40 requests a second that counts those it refuses, answers in 20-30 ms
+# (as on the benchmark's simulator): at 4x the first pass ends in a pause of one whole second,
+# and the limiter then goes at 40 a second. Before, it read two such pauses as a fixed window
+# and sent 40 at once after each rounded-up second: 78.6% of the quota, 90 429s.
+#   sliding window 40 per 1 s          160/s        16/3031 0.53%  97.5%     39.4/s
+#   sliding window 40 per 1 s           40/s         7/3022 0.23%  97.8%     39.2/s
+@pytest.mark.parametrize("configured", [160.0, 40.0])
+@virtual_time
+async def test_simulated_sliding_window_is_paced_at_its_requests_per_window(
+    configured: float,
+) -> None:
+    """A sliding window counting refusals: 40 a second found from one pass, with few 429s."""
+    quota = SlidingWindowQuota(40, 1)
+    outcome = await simulate(quota, configured, 3000, latency=0.02, jitter=0.01)
+    assert outcome.throttled <= 0.01 * outcome.requests, outcome
+    assert outcome.goodput >= 0.95, outcome
+    assert 0.9 * 40 <= outcome.settled_rate <= 1.05 * 40, outcome
 
 
 def test_default_recovery_is_the_one_simulated() -> None:
