@@ -80,7 +80,6 @@ class RateController:
         "_bucket",
         "_clock",
         "_curve",
-        "_cycle",
         "_latency",
         "_max_rate",
         "_min_rate",
@@ -116,8 +115,6 @@ class RateController:
         self._throttled_count = 0
         self._pass = Pass()
         self._latency: float | None = None
-        # A window quota's requests and seconds, learned from a pass (None: not yet).
-        self._cycle: tuple[int, float] | None = None
         self._successes_since_cut = self._successes_since_pause = 0
         # Window mode (None: not a fixed window, or not yet).
         self._window: FixedWindow | None = None
@@ -250,14 +247,14 @@ class RateController:
     def _learn_window(self, now: float, allowed: int, wait: float, took: float) -> bool:
         """Pace at N per *wait* if *allowed* went through in *took* s as a short window lets them.
 
-        A window lets N through in a moment, then says wait whole seconds. A handful, or a pass
-        over half the wait, is a quota shared with others: milliseconds round up to 1 s too.
+        A window lets N through in a moment, then says wait whole seconds (1 or 2). A handful,
+        or a pass over half the wait, is a quota shared with others: milliseconds round up too.
         """
-        if wait >= _SHORT_WAIT or allowed < _EDGE_SUCCESSES or took > wait / 2:
+        short = 1 <= wait < _SHORT_WAIT and 0 <= took <= wait / 2
+        if not short or allowed < _EDGE_SUCCESSES:
             return False
-        self._cycle = (allowed, wait)
-        self._curve.window = wait
-        self._cut(now, min(self._max_rate, allowed / wait), _CYCLE_BETA)
+        self._curve.learn(allowed, wait)  # never above the rate that met the 429s, nor --rate
+        self._cut(now, min(self._max_rate, self._bucket.rate, allowed / wait), _CYCLE_BETA)
         return True
 
     def _cut(self, now: float, rate: float, beta: float) -> None:
@@ -295,8 +292,8 @@ class RateController:
         share = self._share.independent
         if share is not None:
             return f"{share:.0%} of requests refused whatever the rate (not cut for)"
-        if self._cycle is not None:
-            return "a window of about {} requests in {:.3g} s".format(*self._cycle)
+        if self._curve.learned is not None:
+            return "a window of about {} requests in {:.3g} s".format(*self._curve.learned)
         return None
 
     def _share_changed(self) -> None:

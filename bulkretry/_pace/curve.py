@@ -6,9 +6,10 @@ it ever faster. Its length is given in requests and turned into seconds at the r
 which keeps the share of 429s the same at any rate.
 
 A 429 for a request sent before the cut answers for that cut (the same *episode*). At a quota
-that counts requests over a window (``window`` seconds, once learned), a shave at its edge shows
-only once the window has slid past the requests that overran it: 429s for requests sent that
-long after a shave still answer for it. Bookkeeping on the times given: no clock, no asyncio.
+that counts requests over a window (N per W seconds, once learned), a cut shows only once the
+window has slid past the requests that overran it: 429s for requests sent within W of a cut
+still answer for it (cutting again for each cut a dropped quota to a fraction within a quarter
+of a second). Bookkeeping on the times given: no clock, no asyncio.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class Curve:
     to climb back to the rate of a cut.
     """
 
-    __slots__ = ("_beta", "_cut_at", "_epoch", "_recovery", "_seconds", "top", "window")
+    __slots__ = ("_beta", "_cut_at", "_epoch", "_recovery", "_seconds", "learned", "top")
 
     def __init__(self, rate: float, *, recovery: int) -> None:
         if recovery < 1:
@@ -45,8 +46,8 @@ class Curve:
         # The curve starts at its epoch (the cut, or the end of a pause that came with it).
         self._epoch = -math.inf
         self._seconds = _MIN_SECONDS
-        #: Seconds a window quota remembers a request for (0: not learned, or not one).
-        self.window = 0.0
+        #: A window quota's requests and seconds, learned from a pass (None: not one, or not yet).
+        self.learned: tuple[int, float] | None = None
 
     @property
     def cut_at(self) -> float | None:
@@ -76,17 +77,20 @@ class Curve:
         """Start the climb no sooner than *until* (a pause holds the rate where it is)."""
         self._epoch = max(self._epoch, until)
 
+    def learn(self, requests: int, seconds: float) -> None:
+        """Remember a window quota of *requests* per *seconds*: its 429s answer for a cut longer."""
+        self.learned = (requests, seconds)
+
     def forget(self, rate: float) -> None:
-        """Drop the last cut: *rate* is the top again and the next 429 cuts afresh."""
-        self._cut_at, self.top = None, rate
+        """Drop the last cut and any window learned: *rate* is the top, the next 429 cuts afresh."""
+        self._cut_at, self.top, self.learned = None, rate, None
 
     def answered_by_cut(self, sent: float) -> bool:
         """True if a 429 for a request sent at *sent* answers for the last cut, not news."""
         if self._cut_at is None:
             return False
-        # Only a shave: a full cut brings a window quota under its limit at once.
-        memory = self.window if self._beta > BETA else 0.0
-        return sent <= self._cut_at + memory
+        memory = 0.0 if self.learned is None else self.learned[1]
+        return sent <= self._cut_at or sent < self._cut_at + memory
 
     def __repr__(self) -> str:
         if self._cut_at is None:

@@ -387,6 +387,39 @@ async def test_a_slow_pass_or_a_short_one_is_no_window(rate: float, successes: i
     assert control.learned() is None
 
 
+@pytest.mark.parametrize("wait", [0.0, 0.05])
+@virtual_time
+async def test_a_wait_under_a_second_is_no_window(wait: float) -> None:
+    """A Retry-After of 0 (or a date just ahead) says nothing of a window: nothing learned."""
+    bucket, control = paced(800, burst=64, pause_after=5)
+    for _ in range(40):
+        await bucket.acquire()
+        control.on_success(now())
+    rates = [bucket.rate]
+    for _ in range(3):  # each sent after the last cut: the third pauses, and may learn
+        await bucket.acquire()
+        control.on_throttled(wait, sent_at=now())
+        rates.append(bucket.rate)
+    assert control.learned() is None
+    assert rates == sorted(rates, reverse=True)
+    assert bucket.rate < 800 * BETA
+
+
+@virtual_time
+async def test_a_window_learned_never_raises_the_rate() -> None:
+    """A burst of 100 through at a 20/s limiter, then a 1 s wait: the rate only goes down."""
+    bucket, control = paced(20, burst=100, pause_after=5)
+    for _ in range(100):
+        await bucket.acquire()
+        control.on_success(now())
+    rates = [bucket.rate]
+    while bucket.paused_until < now():
+        await bucket.acquire()
+        control.on_throttled(1, sent_at=now())
+        rates.append(bucket.rate)
+    assert rates == sorted(rates, reverse=True)
+
+
 @virtual_time
 async def test_a_long_wait_after_a_pass_is_no_window_per_second() -> None:
     """A wait of whole seconds that is long (a fixed window's end) pauses, and cuts as before."""

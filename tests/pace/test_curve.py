@@ -53,23 +53,24 @@ def test_a_429_sent_before_the_cut_answers_for_it_and_one_sent_after_is_news() -
     assert not curve.answered_by_cut(10.1)
 
 
-def test_a_shave_answers_for_429s_a_window_long_and_a_full_cut_does_not() -> None:
-    """A window quota remembers the requests that overran it for one window after a shave."""
+def test_once_a_window_is_learned_a_cut_answers_for_429s_sent_within_one_window() -> None:
+    """A window quota remembers the requests that overran it for one window after a cut."""
     curve = Curve(100.0, recovery=600)
-    curve.window = 1.0
-    curve.cut(10.0, 100.0, beta=0.95, start=10.0)
-    assert curve.answered_by_cut(10.9)
-    assert not curve.answered_by_cut(11.1)
-    curve.cut(20.0, 100.0, beta=BETA, start=20.0)  # a full cut is under the limit at once
-    assert not curve.answered_by_cut(20.1)
+    curve.learn(100, 1.0)
+    for beta in (0.95, BETA):  # a shave or a full cut: the window still holds the overrun
+        curve.cut(10.0, 100.0, beta=beta, start=10.0)
+        assert curve.answered_by_cut(10.9)
+        assert not curve.answered_by_cut(11.0)
 
 
-def test_forget_drops_the_cut_and_sets_the_top() -> None:
-    """After forget, no 429 answers for an old cut and the top is the rate given."""
+def test_forget_drops_the_cut_the_window_and_sets_the_top() -> None:
+    """After forget, no 429 answers for an old cut, no window is known, the top is as given."""
     curve = Curve(100.0, recovery=600)
+    curve.learn(100, 1.0)
     curve.cut(1.0, 100.0, beta=BETA, start=1.0)
     curve.forget(50.0)
     assert curve.cut_at is None
+    assert curve.learned is None
     assert curve.top == 50.0
     assert not curve.answered_by_cut(0.5)
     assert repr(curve) == "<Curve at 50>"
