@@ -253,7 +253,8 @@ class RateController:
         short = 1 <= wait < _SHORT_WAIT and 0 <= took <= wait / 2
         if not short or allowed < _EDGE_SUCCESSES:
             return False
-        self._curve.learn(allowed, wait)  # never above the rate that met the 429s, nor --rate
+        self._curve.learn(allowed, wait)
+        # Never above the rate that met the 429s (a client's own burst is not a window's).
         self._cut(now, min(self._max_rate, self._bucket.rate, allowed / wait), _CYCLE_BETA)
         return True
 

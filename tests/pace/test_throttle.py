@@ -186,14 +186,12 @@ class TokenBucketQuota:
         return float(math.ceil((1 - self.tokens) / self.rate))
 
 
-class FixedWindowQuota:
-    """A server that allows `limit` requests per window; Retry-After points at the window's end."""
+class WindowQuota:
+    """A server that allows `limit` requests per `window` seconds (counted as a subclass says)."""
 
     def __init__(self, limit: int, window: float) -> None:
         self.limit = limit
         self.window = window
-        self.index = -1
-        self.count = 0
 
     @property
     def rate(self) -> float:
@@ -201,6 +199,15 @@ class FixedWindowQuota:
 
     def set_rate(self, at: float, rate: float) -> None:
         self.limit = round(rate * self.window)
+
+
+class FixedWindowQuota(WindowQuota):
+    """A server that allows `limit` requests per window; Retry-After points at the window's end."""
+
+    def __init__(self, limit: int, window: float) -> None:
+        super().__init__(limit, window)
+        self.index = -1
+        self.count = 0
 
     def admit(self, at: float) -> float | None:
         """Return None if the request is allowed, else its Retry-After in whole seconds."""
@@ -213,23 +220,15 @@ class FixedWindowQuota:
         return float(math.ceil((index + 1) * self.window - at))
 
 
-class SlidingWindowQuota:
+class SlidingWindowQuota(WindowQuota):
     """A server that allows `limit` requests in any `window` seconds, counting those it refuses.
 
     Retry-After, in whole seconds, is when the oldest request counted leaves the window.
     """
 
     def __init__(self, limit: int, window: float) -> None:
-        self.limit = limit
-        self.window = window
+        super().__init__(limit, window)
         self.log: deque[float] = deque()
-
-    @property
-    def rate(self) -> float:
-        return self.limit / self.window
-
-    def set_rate(self, at: float, rate: float) -> None:
-        self.limit = round(rate * self.window)
 
     def admit(self, at: float) -> float | None:
         """Return None if the request is allowed, else its Retry-After in whole seconds."""
