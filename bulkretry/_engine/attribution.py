@@ -40,12 +40,12 @@ from dataclasses import dataclass
 from .._http.lookups import RunView
 from .._model import ErrorInfo, Outcome
 from .steps import Done
-from .windows import created_in
+from .windows import ALL_TIME, created_after, created_in
 
 __all__ = ["ALWAYS", "NOT_PROCESSED", "Window", "attribute", "cannot_tell"]
 
 #: A window that holds every run (epoch ms): that of a run in doubt sent at a time not known.
-ALWAYS = (-(2**62), 2**62)
+ALWAYS = (ALL_TIME, -ALL_TIME)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +90,7 @@ def attribute(
     inside: dict[str, list[RunView]] = {}
     for w in windows:
         mine = [v for v in runs if v.id != w.run_id and created_in(v, w.since, w.until)]
-        late = [v for v in runs if v.id != w.run_id and _after(v, w.until, w.until + settle)]
+        late = [v for v in runs if v.id != w.run_id and created_after(v, w.until, w.until + settle)]
         owned = [v for v in mine if v.id not in soft]
         if owned:
             open_[w.run_id], inside[w.run_id] = w, owned
@@ -156,11 +156,6 @@ def _groups(open_: dict[str, Window]) -> list[dict[str, Window]]:
         else:
             groups.append({run_id: window})
     return groups
-
-
-def _after(view: RunView, since: int, until: int) -> bool:
-    created = view.created_at
-    return created is not None and since < created <= until
 
 
 def _names(views: Iterable[RunView]) -> tuple[str, ...]:

@@ -57,7 +57,7 @@ from .follow_fetch import FollowStats, GaveUp, Looker
 from .governor import Governor
 from .steps import AT_ONCE, Done, Flight, Step
 from .verdicts import AMBIGUOUS_MATCH, SEND_AGAIN, cannot_tell, found, unsure
-from .windows import ALL_TIME, Ghosts, Open, chain, created_in, meet, within
+from .windows import ALL_TIME, Ghosts, Open, chain, created_after, created_in, meet, within
 
 __all__ = ["Resolver"]
 
@@ -220,7 +220,6 @@ class Resolver:
         when its own ``check_delay`` was over by then: a run shows in listings late.
         """
         group = chain(self._open, mine)
-        since_mine = mine.since_ms
         if any(o.flow is None for o in group.values()):
             # Another lost answer whose flow is still unknown may own what the listing shows.
             return self._close(
@@ -234,15 +233,13 @@ class Resolver:
         self._claims.measure(listed)
         narrow = self._claims.skew_ms(full)
         unclaimed = [v for v in listed if v.id not in self._claims and v.id not in group]
-        if not any(created_in(v, since_mine, seen_ms + full) for v in unclaimed):
+        if not any(created_in(v, mine.since_ms, seen_ms + full) for v in unclaimed):
             # Nothing unclaimed created since its own request left: it was not processed,
             # whatever the other windows of the chain hold.
-            self._close(run_id, SEND_AGAIN)
-            self._decided[run_id] = SEND_AGAIN
+            self._decide(run_id, SEND_AGAIN)
             return self._decided_for(run_id, flight)
-        pool = [v for v in unclaimed if v.created_at is None or since <= v.created_at <= until]
-        after = [v for v in unclaimed if v.created_at is not None and until < v.created_at]
-        after = [v for v in after if v.created_at is not None and v.created_at <= seen_ms + full]
+        pool = [v for v in unclaimed if created_in(v, since, until)]
+        after = [v for v in unclaimed if created_after(v, until, seen_ms + full)]
         if pool and any(self._ghosts.holds(v, mine.flow) for v in pool):
             names = tuple(sorted(v.id for v in pool + after))
             why = "that another lost answer, left in doubt, may have made"
@@ -253,8 +250,7 @@ class Resolver:
                 return self._close(run_id, unsure(names, "after its answer was lost"))
             # Nothing was created since the group's first request left: none was processed.
             for other_id in due:
-                self._close(other_id, SEND_AGAIN)
-                self._decided[other_id] = SEND_AGAIN
+                self._decide(other_id, SEND_AGAIN)
             return self._decided_for(run_id, flight)
         left = dict(group)
         decided: dict[str, Done] = {}
@@ -293,9 +289,13 @@ class Resolver:
                 )
         for other_id, done in decided.items():
             if other_id in due:
-                self._close(other_id, done)
-                self._decided[other_id] = done
+                self._decide(other_id, done)
         return self._decided_for(run_id, flight)
+
+    def _decide(self, run_id: str, done: Done) -> None:
+        """Close ``run_id``'s check with ``done``, kept for its own check to pick up."""
+        self._close(run_id, done)
+        self._decided[run_id] = done
 
     def _close(self, run_id: str, done: Done) -> Done:
         check = self._open.pop(run_id, None)

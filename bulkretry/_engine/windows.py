@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 from .._http.lookups import RunView
 
-__all__ = ["ALL_TIME", "Ghosts", "Open", "chain", "created_in", "meet", "within"]
+__all__ = ["ALL_TIME", "Ghosts", "Open", "chain", "created_after", "created_in", "meet", "within"]
 
-#: The start of a ghost whose request left at a time not known (epoch ms).
+#: The start of a window whose request left at a time not known (epoch ms).
 ALL_TIME = -(2**62)
 
 
@@ -115,3 +115,9 @@ def created_in(view: RunView, since_ms: int, until_ms: int) -> bool:
     """True when ``view`` was created from ``since_ms`` to ``until_ms`` (or when not known)."""
     created = view.created_at
     return created is None or since_ms <= created <= until_ms
+
+
+def created_after(view: RunView, since_ms: int, until_ms: int) -> bool:
+    """True when ``view`` is known to have been created after ``since_ms``, up to ``until_ms``."""
+    created = view.created_at
+    return created is not None and since_ms < created <= until_ms

@@ -227,16 +227,15 @@ class RateController:
             # (A moderate share not yet measured at this rate: see whether the cut helped.)
             return
         bucket.refill(now)
-        solid = allowed and not self._pass.scattered
-        if pause and solid and retry_after is not None:
+        if pause and retry_after is not None and allowed and not self._pass.scattered:
             start = resumed_at if resumed_at > -math.inf else self._pass.first_sent
             if self._learn_window(now, allowed, retry_after, first_429 - start):
                 return
-        if pause and solid and -math.inf < resumed_at <= now:
-            # Two pauses in a row for 429s that went on after a cut, with successes between
-            # them: the quota is a fixed window, and the successes were its N (or a bit more).
-            self._enter_window(now, allowed, resumed_at)
-            return
+            if -math.inf < resumed_at <= now:
+                # Two pauses in a row for 429s that went on after a cut, with successes between
+                # them: the quota is a fixed window, and the successes were its N (or a bit more).
+                self._enter_window(now, allowed, resumed_at)
+                return
         # The first cut finds the quota. A 429 after a long run of successes is that rate's edge
         # (a strict quota grazed by timer jitter): shave by the recent share of 429s.
         edge = self._successes_since_cut >= _EDGE_SUCCESSES

@@ -33,13 +33,15 @@ class Curve:
     to climb back to the rate of a cut.
     """
 
-    __slots__ = ("_beta", "_cut_at", "_epoch", "_recovery", "_seconds", "learned", "top")
+    __slots__ = ("_beta", "_epoch", "_recovery", "_seconds", "cut_at", "learned", "top")
 
     def __init__(self, rate: float, *, recovery: int) -> None:
         if recovery < 1:
             raise ValueError(f"recovery must be at least one request, not {recovery!r}")
         self._recovery = recovery
-        self._cut_at: float | None = None
+        #: The time of the last cut (None: none since the start or the last :meth:`forget`).
+        #: Read on every answer, so a plain attribute; only :meth:`cut` and :meth:`forget` set it.
+        self.cut_at: float | None = None
         #: The rate of the last cut (CUBIC's W_max), or the configured one.
         self.top = rate
         self._beta = BETA
@@ -50,18 +52,13 @@ class Curve:
         self.learned: tuple[int, float] | None = None
 
     @property
-    def cut_at(self) -> float | None:
-        """The time of the last cut (None: none since the start or the last :meth:`forget`)."""
-        return self._cut_at
-
-    @property
     def epoch(self) -> float:
         """The time the climb back from the last cut starts."""
         return self._epoch
 
     def cut(self, now: float, rate: float, *, beta: float, start: float) -> float:
         """Cut from *rate* at time *now* by *beta*; the climb starts at *start*. Return the rate."""
-        self.top, self._beta, self._cut_at, self._epoch = rate, beta, now, start
+        self.top, self._beta, self.cut_at, self._epoch = rate, beta, now, start
         self._seconds = min(_MAX_SECONDS, max(_MIN_SECONDS, self._recovery / rate))
         return rate * beta
 
@@ -83,16 +80,16 @@ class Curve:
 
     def forget(self, rate: float) -> None:
         """Drop the last cut and any window learned: *rate* is the top, the next 429 cuts afresh."""
-        self._cut_at, self.top, self.learned = None, rate, None
+        self.cut_at, self.top, self.learned = None, rate, None
 
     def answered_by_cut(self, sent: float) -> bool:
         """True if a 429 for a request sent at *sent* answers for the last cut, not news."""
-        if self._cut_at is None:
+        if self.cut_at is None:
             return False
         memory = 0.0 if self.learned is None else self.learned[1]
-        return sent <= self._cut_at or sent < self._cut_at + memory
+        return sent <= self.cut_at or sent < self.cut_at + memory
 
     def __repr__(self) -> str:
-        if self._cut_at is None:
+        if self.cut_at is None:
             return f"<Curve at {self.top:.4g}>"
-        return f"<Curve cut at t={self._cut_at:.3f} from {self.top:.4g} by {self._beta:.3g}>"
+        return f"<Curve cut at t={self.cut_at:.3f} from {self.top:.4g} by {self._beta:.3g}>"
