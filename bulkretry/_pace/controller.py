@@ -38,9 +38,10 @@ from .window import FixedWindow
 
 __all__ = ["BETA", "DEFAULT_EPISODE", "DEFAULT_RECOVERY", "MIN_RATE_FRACTION", "RateController"]
 
-#: Requests it takes to climb back to the rate of the last cut; more means fewer 429s but a slower
-#: return after a short-lived quota drop.
-DEFAULT_RECOVERY = 600
+#: The fewest requests a climb back to the rate of the last cut takes, for each one in flight
+#: plus one (it lasts CUBIC's K, see :mod:`.curve`, unless that is shorter): more means fewer
+#: 429s at a slow quota, and shares of one quota converging more slowly.
+DEFAULT_RECOVERY = 50
 #: Seconds after a cut during which further 429s are taken as answers to requests sent before it,
 #: until a latency has been observed (then twice the average latency is used).
 DEFAULT_EPISODE = 1.0
@@ -72,8 +73,8 @@ class RateController:
     The *bucket*'s rate when it is handed over is the configured maximum. *clock* returns the
     time the bucket runs on (the loop's). *min_rate* is the floor of cuts (default:
     ``MIN_RATE_FRACTION`` of the maximum); *pause_after* the longest Retry-After that does not
-    pause everyone; *recovery* the number of requests it takes to climb back to the rate of the
-    last cut.
+    pause everyone; *recovery* the fewest requests a climb back to the rate of the last cut
+    takes.
     """
 
     __slots__ = (
@@ -260,7 +261,8 @@ class RateController:
     def _cut(self, now: float, rate: float, beta: float) -> None:
         """Cut from *rate* by *beta*: the climb back starts when the pause, if any, ends."""
         bucket = self._bucket
-        cut = self._curve.cut(now, rate, beta=beta, start=max(now, bucket.paused_until))
+        start = max(now, bucket.paused_until)
+        cut = self._curve.cut(now, rate, beta=beta, start=start, latency=self._latency or 0.0)
         bucket.mark()
         self._successes_since_cut = 0
         # The server's bucket is empty; a burst saved up in ours would only earn more 429s.

@@ -2,8 +2,13 @@
 
 After a cut from rate W (``top``) to ``beta`` times W, successes bring the rate back along CUBIC's
 curve (as in the AWS SDKs' adaptive retry mode): fast at first, flat near W, then probing above
-it ever faster. Its length is given in requests and turned into seconds at the rate cut from,
-which keeps the share of 429s the same at any rate.
+it ever faster, as fast after a shave as after a full cut. The climb lasts TCP CUBIC's K, which
+grows with the cube root of W (3 s at 200/s): of several clients on one quota, cut together by
+its 429s, the slower climbs back sooner, so their shares converge. (A climb of a fixed number of
+requests lasts longer at a lower rate: shares drifted apart, and a client left alone at a low
+rate took tens of seconds to climb.) A climb is never shorter than ``recovery`` requests for
+each one in flight plus one, which keeps the share of 429s low at a slow quota or a long
+latency, nor, back to a window's rate once learned, than 600 requests.
 
 A 429 for a request sent before the cut answers for that cut (the same *episode*). At a quota
 that counts requests over a window (N per W seconds, once learned), a cut shows only once the
@@ -24,13 +29,20 @@ BETA = 0.7
 # Bounds of the recovery time, in seconds, whatever the rate.
 _MIN_SECONDS = 1.0
 _MAX_SECONDS = 600.0
+# A climb back to a cut from this rate (requests per second) lasts this long (seconds); at other
+# rates, by the cube root of the ratio: CUBIC's K = cbrt(W (1 - beta) / C), with C = 2.2 r/s^4.
+_K_RATE = 200.0
+_K_SECONDS = 3.0
+# The fewest requests a climb back to a learned window's rate takes: its N per W is a ceiling
+# known already, and each probe past it costs a window's worth of 429s.
+_WINDOW_RECOVERY = 600
 
 
 class Curve:
     """Where the rate stands after the last cut: the rate cut from, how deep, and since when.
 
-    *rate* is the configured one (nothing cut yet); *recovery* the number of requests it takes
-    to climb back to the rate of a cut.
+    *rate* is the configured one (nothing cut yet); *recovery* the fewest requests a climb back
+    to the rate of a cut takes.
     """
 
     __slots__ = ("_beta", "_epoch", "_recovery", "_seconds", "cut_at", "learned", "top")
@@ -56,15 +68,31 @@ class Curve:
         """The time the climb back from the last cut starts."""
         return self._epoch
 
-    def cut(self, now: float, rate: float, *, beta: float, start: float) -> float:
-        """Cut from *rate* at time *now* by *beta*; the climb starts at *start*. Return the rate."""
+    def cut(
+        self, now: float, rate: float, *, beta: float, start: float, latency: float = 0.0
+    ) -> float:
+        """Cut from *rate* at time *now* by *beta*; the climb starts at *start*. Return the rate.
+
+        *latency*, the requests' mean, sizes the shortest climb: each overshoot costs the
+        requests in flight when its 429s come back.
+        """
         self.top, self._beta, self.cut_at, self._epoch = rate, beta, now, start
-        self._seconds = min(_MAX_SECONDS, max(_MIN_SECONDS, self._recovery / rate))
+        cubic = _K_SECONDS * (rate / _K_RATE) ** (1 / 3)
+        fewest = self._recovery * (1 + rate * latency) / rate
+        if self.learned is not None:
+            fewest = max(fewest, _WINDOW_RECOVERY / rate)
+        self._seconds = min(_MAX_SECONDS, max(_MIN_SECONDS, fewest, cubic))
         return rate * beta
 
     def target(self, now: float) -> float:
         """The rate the curve reaches at time *now* (unbounded: the caller caps it)."""
-        return self.top * (1 - (1 - self._beta) * self.shortfall(now) ** 3)
+        shortfall = self.shortfall(now)
+        # Past the top, probe as after a full cut: a shave's depth says how near the edge was,
+        # not how slowly to look beyond it (after a shave of 5%, 6 times slower). A window
+        # learned is a known ceiling, though: beyond it, as slowly as the cut was shallow.
+        full = shortfall <= 0 and self.learned is None
+        depth = 1 - (BETA if full else self._beta)
+        return self.top * (1 - depth * shortfall**3)
 
     def shortfall(self, now: float) -> float:
         """The share of the climb left at *now*: 1 at its start, 0 back at the top, then < 0."""

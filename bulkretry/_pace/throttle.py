@@ -35,8 +35,8 @@ class Throttle:
 
     *rate* is the configured maximum, in requests per second; *burst* the slots a quiet spell
     may save up; *min_rate* the floor of cuts (default: ``MIN_RATE_FRACTION`` of *rate*);
-    *pause_after* the longest Retry-After that does not pause everyone; *recovery* the number
-    of requests it takes to climb back to the rate of the last cut; *longest_wait* the longest
+    *pause_after* the longest Retry-After that does not pause everyone; *recovery* the fewest
+    requests a climb back to the rate of the last cut takes; *longest_wait* the longest
     quota reset an answer's headers may pause everyone for (the ``--retry-after-cap``);
     *processes* how many split the quota (``--shard``), each keeping to its part of a rate the
     headers declare.

@@ -15,10 +15,10 @@ def test_a_cut_returns_the_rate_cut_to() -> None:
     assert (curve.cut_at, curve.top, curve.epoch) == (5.0, 80.0, 5.0)
 
 
-def test_the_climb_is_back_at_the_top_after_recovery_requests_then_probes_above() -> None:
-    """From beta times the top, the curve reaches the top in recovery / top seconds, then rises."""
-    curve = Curve(100.0, recovery=600)
-    curve.cut(0.0, 200.0, beta=BETA, start=0.0)  # 600 requests at 200/s: 3 seconds
+def test_the_climb_is_back_at_the_top_after_cubics_k_then_probes_above() -> None:
+    """From beta times the top, the curve reaches a top of 200/s in 3 seconds, then rises."""
+    curve = Curve(100.0, recovery=1)
+    curve.cut(0.0, 200.0, beta=BETA, start=0.0)
     assert curve.target(0.0) == pytest.approx(200 * BETA)
     assert 200 * BETA < curve.target(1.0) < curve.target(2.0) < 200
     assert curve.target(3.0) == pytest.approx(200)
@@ -26,12 +26,58 @@ def test_the_climb_is_back_at_the_top_after_recovery_requests_then_probes_above(
     assert curve.target(4.0) > 200
 
 
-@pytest.mark.parametrize(("rate", "seconds"), [(10_000.0, 1.0), (0.5, 600.0)])
-def test_the_climb_lasts_between_one_second_and_ten_minutes(rate: float, seconds: float) -> None:
+@pytest.mark.parametrize(("rate", "seconds"), [(25.0, 1.5), (200.0, 3.0), (1600.0, 6.0)])
+def test_the_climb_lasts_longer_at_a_higher_rate_by_the_cube_root(
+    rate: float, seconds: float
+) -> None:
+    """CUBIC's K: of clients cut together on one quota, the slower is back at its top sooner."""
+    curve = Curve(rate, recovery=1)
+    curve.cut(0.0, rate, beta=BETA, start=0.0)
+    assert curve.shortfall(seconds) == pytest.approx(0)
+
+
+def test_a_climb_is_never_shorter_than_recovery_requests_and_those_in_flight() -> None:
+    """At a slow quota the climb spans *recovery* times (1 + the requests in flight) requests."""
+    curve = Curve(10.0, recovery=50)
+    curve.cut(0.0, 10.0, beta=BETA, start=0.0)
+    assert curve.shortfall(5.0) == pytest.approx(0)  # 50 requests at 10/s, none in flight
+    curve.cut(0.0, 10.0, beta=BETA, start=0.0, latency=0.25)
+    assert curve.shortfall(17.5) == pytest.approx(0)  # 2.5 in flight: 175 requests
+
+
+def test_a_climb_back_to_a_learned_window_spans_600_requests() -> None:
+    """A window's N per W is a ceiling known already: no need to hurry back to it."""
+    curve = Curve(160.0, recovery=1)
+    curve.learn(40, 1.0)
+    curve.cut(0.0, 40.0, beta=0.97, start=0.0)
+    assert curve.shortfall(15.0) == pytest.approx(0)
+
+
+@pytest.mark.parametrize(("rate", "recovery", "seconds"), [(2.0, 1, 1.0), (0.5, 600, 600.0)])
+def test_the_climb_lasts_between_one_second_and_ten_minutes(
+    rate: float, recovery: int, seconds: float
+) -> None:
     """However fast or slow the rate cut from, the climb back takes 1 to 600 seconds."""
-    curve = Curve(rate, recovery=600)
+    curve = Curve(rate, recovery=recovery)
     curve.cut(0.0, rate, beta=BETA, start=0.0)
     assert curve.target(seconds) == pytest.approx(rate)
+
+
+def test_past_the_top_a_shave_probes_as_fast_as_a_full_cut() -> None:
+    """A shave's depth says how near the edge was, not how slowly to look beyond it."""
+    shaved, cut = Curve(100.0, recovery=1), Curve(100.0, recovery=1)
+    shaved.cut(0.0, 200.0, beta=0.95, start=0.0)
+    cut.cut(0.0, 200.0, beta=BETA, start=0.0)
+    assert shaved.target(1.5) > cut.target(1.5)  # the shallower cut climbs from higher
+    assert shaved.target(6.0) == pytest.approx(cut.target(6.0)) == pytest.approx(200 * 1.3)
+
+
+def test_past_a_learned_window_the_probe_is_as_slow_as_the_cut_was_shallow() -> None:
+    """A window's N per W is a known ceiling: beyond it the curve rises only slowly."""
+    curve = Curve(100.0, recovery=1)
+    curve.learn(200, 1.0)
+    curve.cut(0.0, 200.0, beta=0.97, start=0.0)
+    assert curve.target(6.0) == pytest.approx(200 * 1.03)
 
 
 def test_a_pause_delays_the_climb_and_never_hastens_it() -> None:
