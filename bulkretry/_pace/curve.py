@@ -7,8 +7,9 @@ grows with the cube root of W (3 s at 200/s): of several clients on one quota, c
 its 429s, the slower climbs back sooner, so their shares converge. (A climb of a fixed number of
 requests lasts longer at a lower rate: shares drifted apart, and a client left alone at a low
 rate took tens of seconds to climb.) A climb is never shorter than ``recovery`` requests for
-each one in flight plus one, which keeps the share of 429s low at a slow quota or a long
-latency, nor, back to a window's rate once learned, than 600 requests.
+each one in flight (up to 4) plus one, which keeps the share of 429s low at a slow quota with
+a long latency, nor, once a window is learned (until forgotten), than 600 requests; and it
+lasts 1 s to 10 min whatever the rate.
 
 A 429 for a request sent before the cut answers for that cut (the same *episode*). At a quota
 that counts requests over a window (N per W seconds, once learned), a cut shows only once the
@@ -30,9 +31,14 @@ BETA = 0.7
 _MIN_SECONDS = 1.0
 _MAX_SECONDS = 600.0
 # A climb back to a cut from this rate (requests per second) lasts this long (seconds); at other
-# rates, by the cube root of the ratio: CUBIC's K = cbrt(W (1 - beta) / C), with C = 2.2 r/s^4.
+# rates, by the cube root of the ratio: CUBIC's K = cbrt(W (1 - BETA) / C), C = 2.2 r/s^4 (the
+# same for a shave: a shorter climb back from one let a sliding window's overrun cascade).
 _K_RATE = 200.0
 _K_SECONDS = 3.0
+# The requests in flight that lengthen the shortest climb count up to this many: an overshoot
+# refuses its share of them, not all (and a timeout's latency must not stretch a climb to
+# minutes).
+_IN_FLIGHT = 4.0
 # The fewest requests a climb back to a learned window's rate takes: its N per W is a ceiling
 # known already, and each probe past it costs a window's worth of 429s.
 _WINDOW_RECOVERY = 600
@@ -73,12 +79,13 @@ class Curve:
     ) -> float:
         """Cut from *rate* at time *now* by *beta*; the climb starts at *start*. Return the rate.
 
-        *latency*, the requests' mean, sizes the shortest climb: each overshoot costs the
+        *latency*, the requests' mean, sizes the shortest climb: an overshoot costs some of the
         requests in flight when its 429s come back.
         """
         self.top, self._beta, self.cut_at, self._epoch = rate, beta, now, start
         cubic = _K_SECONDS * (rate / _K_RATE) ** (1 / 3)
-        fewest = self._recovery * (1 + rate * latency) / rate
+        in_flight = min(rate * latency, _IN_FLIGHT)
+        fewest = self._recovery * (1 + in_flight) / rate
         if self.learned is not None:
             fewest = max(fewest, _WINDOW_RECOVERY / rate)
         self._seconds = min(_MAX_SECONDS, max(_MIN_SECONDS, fewest, cubic))

@@ -45,6 +45,15 @@ def test_a_climb_is_never_shorter_than_recovery_requests_and_those_in_flight() -
     assert curve.shortfall(17.5) == pytest.approx(0)  # 2.5 in flight: 175 requests
 
 
+def test_the_requests_in_flight_lengthen_a_climb_up_to_four() -> None:
+    """A timeout's latency does not stretch a climb to minutes, nor one at a fast rate."""
+    curve = Curve(200.0, recovery=50)
+    curve.cut(0.0, 10.0, beta=BETA, start=0.0, latency=30.0)
+    assert curve.shortfall(25.0) == pytest.approx(0)  # 4 counted: 250 requests at 10/s
+    curve.cut(0.0, 200.0, beta=BETA, start=0.0, latency=0.25)
+    assert curve.shortfall(3.0) == pytest.approx(0)  # 1.25 s of requests: K decides
+
+
 def test_a_climb_back_to_a_learned_window_spans_600_requests() -> None:
     """A window's N per W is a ceiling known already: no need to hurry back to it."""
     curve = Curve(160.0, recovery=1)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import random
 
-import pytest
 from conftest import virtual_time
 from test_throttle import TokenBucketQuota, now
 
@@ -53,16 +52,26 @@ async def one_process(
 #   seed   together   slowest / fastest - 1   (before the climb lasted CUBIC's K)
 #   1      88.7%      0.32                    52.8%  1.62
 #   2      90.1%      0.35                    84.9%  0.54
-@pytest.mark.parametrize("seed", [1, 2])
+#   3      91.3%      0.37                    73.2%  0.57
+#   4      89.6%      0.35                    82.2%  0.40
+#   mean   89.9%      0.35                    73.3%  0.78
+# (Answers in 200-300 ms with 64 workers each, seeds 1-8: 70.5% and 0.52 against 76.3% and
+# 0.45 before: a slow feedback loop is beyond what the climb's length mends.)
 @virtual_time
-async def test_four_processes_on_one_quota_converge_to_fair_shares(seed: int) -> None:
+async def test_four_processes_on_one_quota_converge_to_fair_shares() -> None:
     """Cut together by the quota's 429s, the slower climb back sooner: none is left far behind."""
-    quota, processes, total = TokenBucketQuota(200, 20), 4, 3000
-    ends = await asyncio.gather(
-        *(
-            one_process(quota, 2 * quota.rate / processes, total // processes, seed + i)
-            for i in range(processes)
+    goodputs, spreads = [], []
+    for seed in (1, 2, 3, 4):
+        quota, processes, total = TokenBucketQuota(200, 20), 4, 3000
+        start = now()
+        ends = await asyncio.gather(
+            *(
+                one_process(quota, 2 * quota.rate / processes, total // processes, seed + i)
+                for i in range(processes)
+            )
         )
-    )
-    assert total / quota.rate / max(ends) >= 0.85, ends
-    assert max(ends) / min(ends) - 1 <= 0.45, ends
+        took = [end - start for end in ends]
+        goodputs.append(total / quota.rate / max(took))
+        spreads.append(max(took) / min(took) - 1)
+    assert sum(goodputs) / len(goodputs) >= 0.85, goodputs
+    assert sum(spreads) / len(spreads) <= 0.45, spreads
