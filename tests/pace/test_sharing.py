@@ -8,44 +8,9 @@ is shared between them but the server's answers. The clock is virtual: tests are
 from __future__ import annotations
 
 import asyncio
-import random
 
 from conftest import virtual_time
-from test_throttle import TokenBucketQuota, now
-
-from bulkretry._pace.throttle import Throttle
-
-
-async def one_process(
-    quota: TokenBucketQuota, rate: float, successes: int, seed: int, *, workers: int = 16
-) -> float:
-    """Drive one process's workers through its own Throttle; return the time it finished.
-
-    Answers take 2 to 4 ms, as on loopback; a refused record waits its Retry-After and goes again.
-    """
-    rng = random.Random(seed)
-    throttle = Throttle(rate)
-    done = 0
-
-    async def worker() -> None:
-        nonlocal done
-        while done < successes:
-            await throttle.acquire()
-            sent_at = now()
-            took = 0.002 + 0.002 * rng.random()
-            await asyncio.sleep(took / 2)
-            retry_after = quota.admit(now())
-            await asyncio.sleep(took / 2)
-            throttle.observe_latency(took)
-            if retry_after is None:
-                done += 1
-                throttle.on_success(sent_at)
-            else:
-                throttle.on_throttled(retry_after, sent_at=sent_at)
-                await asyncio.sleep(retry_after)
-
-    await asyncio.gather(*(worker() for _ in range(workers)))
-    return now()
+from test_throttle import TokenBucketQuota, now, simulate
 
 
 # Measured (3000 successes, 200/s with a burst of 20, 4 processes at 100/s each):
@@ -64,13 +29,21 @@ async def test_four_processes_on_one_quota_converge_to_fair_shares() -> None:
     for seed in (1, 2, 3, 4):
         quota, processes, total = TokenBucketQuota(200, 20), 4, 3000
         start = now()
-        ends = await asyncio.gather(
+        # Each process: 16 workers, answers in 2-4 ms (as on loopback), its own Throttle.
+        outcomes = await asyncio.gather(
             *(
-                one_process(quota, 2 * quota.rate / processes, total // processes, seed + i)
+                simulate(
+                    quota,
+                    2 * quota.rate / processes,
+                    total // processes,
+                    latency=0.002,
+                    jitter=0.002,
+                    seed=seed + i,
+                )
                 for i in range(processes)
             )
         )
-        took = [end - start for end in ends]
+        took = [outcome.elapsed - start for outcome in outcomes]
         goodputs.append(total / quota.rate / max(took))
         spreads.append(max(took) / min(took) - 1)
     assert sum(goodputs) / len(goodputs) >= 0.85, goodputs
