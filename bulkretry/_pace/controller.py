@@ -74,7 +74,7 @@ class RateController:
     time the bucket runs on (the loop's). *min_rate* is the floor of cuts (default:
     ``MIN_RATE_FRACTION`` of the maximum); *pause_after* the longest Retry-After that does not
     pause everyone; *recovery* the fewest requests a climb back to the rate of the last cut
-    takes.
+    takes (see ``DEFAULT_RECOVERY``; at most 10 min).
     """
 
     __slots__ = (

@@ -2,14 +2,14 @@
 
 After a cut from rate W (``top``) to ``beta`` times W, successes bring the rate back along CUBIC's
 curve (as in the AWS SDKs' adaptive retry mode): fast at first, flat near W, then probing above
-it ever faster, as fast after a shave as after a full cut. The climb lasts TCP CUBIC's K, which
-grows with the cube root of W (3 s at 200/s): of several clients on one quota, cut together by
-its 429s, the slower climbs back sooner, so their shares converge. (A climb of a fixed number of
-requests lasts longer at a lower rate: shares drifted apart, and a client left alone at a low
-rate took tens of seconds to climb.) A climb is never shorter than ``recovery`` requests for
-each one in flight (up to 4) plus one, which keeps the share of 429s low at a slow quota with
-a long latency, nor, once a window is learned (until forgotten), than 600 requests; and it
-lasts 1 s to 10 min whatever the rate.
+it ever faster, as fast after a shave as after a full cut (unless a window is learned). The
+climb lasts TCP CUBIC's K, which grows with the cube root of W (3 s at 200/s): of several
+clients on one quota, cut together by its 429s, the slower climbs back sooner, so their shares
+converge. (A climb of a fixed number of requests lasts longer at a lower rate: shares drifted
+apart, and a client left alone at a low rate took tens of seconds to climb.) A climb is never
+shorter than ``recovery`` requests for each one in flight (up to 4) plus one, which keeps the
+share of 429s low at a slow quota with a long latency, nor, once a window is learned (until
+forgotten), than 600 requests; and it lasts 1 s to 10 min whatever the rate.
 
 A 429 for a request sent before the cut answers for that cut (the same *episode*). At a quota
 that counts requests over a window (N per W seconds, once learned), a cut shows only once the
@@ -48,7 +48,7 @@ class Curve:
     """Where the rate stands after the last cut: the rate cut from, how deep, and since when.
 
     *rate* is the configured one (nothing cut yet); *recovery* the fewest requests a climb back
-    to the rate of a cut takes.
+    to the rate of a cut takes (for each one in flight, up to 4, plus one; at most 10 min).
     """
 
     __slots__ = ("_beta", "_epoch", "_recovery", "_seconds", "cut_at", "learned", "top")

@@ -317,8 +317,8 @@ async def simulate(
 # settle at the quota's; the window's N does. The 429s of a window are one per pass, plus the
 # requests in flight (a latency's worth) when a pass runs into the next window. Since a climb
 # lasts CUBIC's K (1.1 s at 10/s) but at least 50 requests per one in flight (up to 4) plus one
-# (17.5 s here; it was 600 requests, 60 s), a slow quota is probed more often: more 429s, and no
-# idle capacity.
+# (17.5 s in the bucket rows; it was 600 requests, 60 s), a slow bucket is probed more often:
+# more 429s, and no idle capacity. (A learned window keeps its floor of 600 requests.)
 #   quota                             configured   429s           goodput  settled rate
 #   token bucket 10/s, burst 10       40/s         68/3082 2.21%  100.1%   10.19/s
 #   token bucket 10/s, burst 10       10/s          0/3015 0%      99.9%   10.00/s
