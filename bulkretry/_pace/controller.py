@@ -318,13 +318,14 @@ class RateController:
             self._pass.restart(self._clock())
 
     def _same_episode(self, now: float, sent_at: float | None) -> bool:
-        curve = self._curve
-        if curve.cut_at is None or sent_at is not None:
-            return sent_at is not None and curve.answered_by_cut(sent_at)
+        if sent_at is not None:
+            return self._curve.answered_by_cut(sent_at)
+        if self._curve.cut_at is None:
+            return False
         if self._bucket.since_mark == 0:
             return True
         window = DEFAULT_EPISODE if self._latency is None else 2 * self._latency
-        return now < curve.epoch + window
+        return now < self._curve.epoch + window
 
     # -- window mode -----------------------------------------------------------------------
 

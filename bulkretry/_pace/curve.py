@@ -27,7 +27,7 @@ __all__ = ["BETA", "Curve"]
 #: A 429 multiplies the rate by this (CUBIC's beta).
 BETA = 0.7
 
-# Bounds of the recovery time, in seconds, whatever the rate.
+# Bounds of a climb's length, in seconds, whatever the rate.
 _MIN_SECONDS = 1.0
 _MAX_SECONDS = 600.0
 # A climb back to a cut from this rate (requests per second) lasts this long (seconds); at other
