@@ -67,7 +67,7 @@ _MAX_PAGES = 20
 #: before the window (ms).
 _CALIBRATION_PAGE = 100
 _CALIBRATION_MS = 5_000
-#: Listings one check makes at most while other unclear answers of its time keep coming in.
+#: Listings one check makes at most while answers lost meanwhile link it to earlier windows.
 _LISTINGS = 3
 
 
@@ -95,7 +95,6 @@ class Resolver:
         self._decided: dict[str, Done] = {}
         self._claims = Claims()
         self._in_flight: dict[int, float] = {}
-        self._opened = 0
         self._counted = 0  # the Looker's requests already added to stats.lookups
         self._calibrated = False
         #: Set when a request is answered or a check learns its flow or ends.
@@ -134,14 +133,12 @@ class Resolver:
         run_id = flight.record.run_id
         assert run_id is not None
         skew = self._settings.check_skew
-        self._opened += 1
         now = self._wall()
         self._open[run_id] = Open(
             since_ms=int((sent_wall - skew) * 1000),
             until_ms=int((now + skew) * 1000),
             sent_ms=int(sent_wall * 1000),
             lost_ms=int(now * 1000),
-            order=self._opened,
         )
         self._decided.pop(run_id, None)
         flight.checking = True
@@ -161,7 +158,6 @@ class Resolver:
                 mine = self._open.get(run_id)
                 if mine is None:  # another check of its flow decided for this one meanwhile
                     return self._decided_for(run_id, flight)
-                began = self._opened  # checks opened after this are placed next time round
                 seen = self._wall()
                 await self._answers_before(seen)
                 await self._place_others(mine)
@@ -174,12 +170,15 @@ class Resolver:
                 listed = await self._listed(mine.flow, since)
                 if self._calibrating(mine):
                     await self._calibrate(since)
+                # Checks opened meanwhile, once placed, leave the chain (another flow) or join it
+                # not due (their runs may be missing, as any such check's); the listing answers
+                # for the chain unless a window began before it. (Listing again for every check
+                # opened meanwhile left runs in doubt at a steady stream of lost answers.)
+                await self._place_others(mine)
                 if run_id not in self._open:
                     return self._decided_for(run_id, flight)
-                late = [o for o in chain(self._open, mine).values() if o.order > began]
-                if not late:
+                if all(o.since_ms >= since for o in chain(self._open, mine).values()):
                     return self._attribute(run_id, mine, listed, flight, int(seen * 1000))
-                # A check that opened during the listing: its run may be missing from it.
         except BulkRetryError as exc:
             return self._close(run_id, cannot_tell(f"the look-up failed: {exc}"))
         return self._close(run_id, cannot_tell("unclear answers kept coming in"))

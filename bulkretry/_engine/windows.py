@@ -31,8 +31,6 @@ class Open:
     #: When its request left and when its answer was lost (epoch ms), before any widening.
     sent_ms: int
     lost_ms: int
-    #: The order it opened in: a listing only answers for the checks open when it began.
-    order: int
     flow: str | None = None
     #: The look-up of its flow, once one started (shared by every check that needs it).
     placing: asyncio.Task[str | None] | None = None

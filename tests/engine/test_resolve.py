@@ -437,3 +437,80 @@ async def test_windows_linked_one_after_another_are_decided_as_one_group() -> No
         assert step is not AT_ONCE, name  # every window holds a run: none is sent again
     step = steps["d"]
     assert not (isinstance(step, Done) and step.outcome is Outcome.RETRIGGERED), step
+
+
+OTHER = "22222222-1804-45d6-8d56-dd51f05c0baf"
+
+
+class Busy(FlowService):
+    """Calls ``meanwhile`` during each listing (answers lost while the listing is under way)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.meanwhile: list[Any] = []
+
+    async def get(self, url: URL | str, token: str) -> Answer:
+        if URL(str(url)).path.endswith("/runs") and self.meanwhile:
+            self.meanwhile.pop(0)()
+        return await super().get(url, token)
+
+
+@virtual_time
+async def test_answers_lost_during_every_listing_of_other_flows_leave_the_check_decided() -> None:
+    """A steady stream of lost answers: one of another flow opens during every listing. Once
+    placed it leaves the chain, so the listing decides: nothing new, sent again. (Listing
+    again for each left the run in doubt after three listings.)"""
+    service, clock = Busy(), Clock()
+    service.add(uuid(1), T0 - 3600)
+    res, _ = resolver(service, clock)
+    flight = lost(res, clock, uuid(1), sent=T0, lasted=0.5)
+
+    def lose(i: int) -> None:
+        service.add(uuid(i), T0 - 3600, OTHER)
+        lost(res, clock, uuid(i), sent=T0 + 0.4, lasted=clock.now - T0 - 0.4)
+
+    service.meanwhile = [lambda i=i: lose(i) for i in range(2, 12)]  # type: ignore[misc]
+    assert await check(res, clock, flight) is AT_ONCE
+    assert len(service.listings()) == 1
+
+
+@virtual_time
+async def test_a_check_of_the_flow_opened_during_the_listing_waits_for_its_own_look() -> None:
+    """L, of the same flow, opens during M's listing, its window meeting M's. M's run is the
+    only one in M's window alone: M is decided at once; L, not due, is left to its own look,
+    which finds nothing of its own (M's run is claimed) and sends L again."""
+    service, clock = Busy(), Clock()
+    service.add(uuid(1), T0 - 3600)
+    service.add(uuid(2), T0 - 3600)
+    service.add(uuid(100), T0 + 0.1)  # M's, before L's window
+    res, _ = resolver(service, clock)
+    m = lost(res, clock, uuid(1), sent=T0, lasted=0.5)
+    late: list[Flight] = []
+    service.meanwhile = [lambda: late.append(lost(res, clock, uuid(2), sent=T0 + 0.8, lasted=2.7))]
+    step = await check(res, clock, m)
+    assert isinstance(step, Done)
+    assert step.new_run_id == uuid(100)
+    assert len(service.listings()) == 1
+    (ell,) = late
+    assert ell.checking  # still open: M's listing did not decide for it
+    assert await check(res, clock, ell) is AT_ONCE
+
+
+@virtual_time
+async def test_a_window_linked_during_the_listing_that_began_before_it_is_listed_again() -> None:
+    """P (due, its run 150 before M's window) is linked to M only by L, an answer lost during
+    M's listing whose request left long before. The listing began after P's window: deciding
+    from it would find P's window empty and send P a second time. It lists again from P's."""
+    service, clock = Busy(), Clock()
+    for i in (1, 2, 3):
+        service.add(uuid(i), T0 - 3600)
+    service.add(uuid(150), T0 - 2.2)  # only in P's window
+    res, _ = resolver(service, clock)
+    p = lost(res, clock, uuid(2), sent=T0 - 3.0, lasted=1.0)  # [T0-3.5, T0-1.5]
+    m = lost(res, clock, uuid(1), sent=T0, lasted=0.5)  # [T0-0.5, T0+1.0]
+    service.meanwhile = [lambda: lost(res, clock, uuid(3), sent=T0 - 1.4, lasted=4.9)]
+    assert await check(res, clock, m) is AT_ONCE
+    assert sum("flowId" in str(u) for u in service.listings()) == 2  # (and the clocks' page)
+    step = await res.resolve(p)
+    assert isinstance(step, Done)
+    assert step.new_run_id == uuid(150)
