@@ -17,7 +17,8 @@ what the listing shows                     verdict
 =========================================  =========================================================
 no new run since the window began (up to   not processed: sent again (the doubt is cleared)
 the listing)
-new runs only after the window closed      ``in_doubt`` (a 504 may come while the service works)
+new runs only after the window closed (or  ``in_doubt`` (a 504 may come while the service works)
+the look began: a request's answer to come)
 one new run, no other open check of the    ``retriggered`` with that run, ``resolved_by: lookup``
 flow overlapping the window
 several runs, or other open checks of the  each run inside exactly one check's window goes to it;
@@ -164,16 +165,13 @@ class Resolver:
                 if run_id not in self._open:
                     return self._decided_for(run_id, flight)
                 assert mine.flow is not None
-                # From the earliest window of the flow's checks chained to this one: one
-                # listing serves them all.
+                # From the earliest window of the flow's checks chained to this one: one for all.
                 since = min(o.since_ms for o in chain(self._open, mine).values())
                 listed = await self._listed(mine.flow, since)
                 if self._calibrating(mine):
                     await self._calibrate(since)
-                # Checks opened meanwhile, once placed, leave the chain (another flow) or join it
-                # not due (their runs may be missing, as any such check's); the listing answers
-                # for the chain unless a window began before it. (Listing again for every check
-                # opened meanwhile left runs in doubt at a steady stream of lost answers.)
+                # Checks opened meanwhile: placed, they leave the chain (another flow) or join it
+                # not due; the listing answers for it unless a window began before the listing.
                 await self._place_others(mine)
                 if run_id not in self._open:
                     return self._decided_for(run_id, flight)
@@ -239,12 +237,15 @@ class Resolver:
             return self._decided_for(run_id, flight)
         pool = [v for v in unclaimed if created_in(v, since, until)]
         after = [v for v in unclaimed if created_after(v, until, seen_ms + full)]
+        # Made once ``seen`` may have passed: a request's sent since, its answer still to come?
+        after += [v for v in pool if v.created_at is not None and v.created_at >= seen_ms - narrow]
+        pool = [v for v in pool if v not in after]
         if pool and any(self._ghosts.holds(v, mine.flow) for v in pool):
             names = tuple(sorted(v.id for v in pool + after))
             why = "that another lost answer, left in doubt, may have made"
             return self._close(run_id, unsure(names, why))
         if not pool:
-            if after:  # created since the windows closed: maybe a request still processed then
+            if after:  # since the windows closed or the look began: a request processed late?
                 names = tuple(sorted(v.id for v in after))
                 return self._close(run_id, unsure(names, "after its answer was lost"))
             # Nothing was created since the group's first request left: none was processed.

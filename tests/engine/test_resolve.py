@@ -514,3 +514,59 @@ async def test_a_window_linked_during_the_listing_that_began_before_it_is_listed
     step = await res.resolve(p)
     assert isinstance(step, Done)
     assert step.new_run_id == uuid(150)
+
+
+def in_doubt(step: Step) -> bool:
+    return isinstance(step, Done) and step.outcome is Outcome.IN_DOUBT
+
+
+@virtual_time
+async def test_a_run_made_after_the_listing_began_is_nobodys_while_its_answer_may_come() -> None:
+    """M (never processed) and L (processed: run 200, in both windows) are of one flow. During
+    M's listing, R leaves and its run 300 is listed before R's clear answer names it; then L's
+    answer is lost, its window reaching past M's ``seen``. Were 300 L's, 200 would be M's: M
+    called re-triggered, and L, finding its window empty, sent twice. Both stay in doubt."""
+    service, clock = Busy(), Clock()
+    for i in (1, 2):
+        service.add(uuid(i), T0 - 3600)
+    service.add(uuid(200), T0 + 0.9)
+    res, _ = resolver(service, clock)
+    m = lost(res, clock, uuid(1), sent=T0, lasted=0.5)  # [T0-0.5, T0+1.0]
+    late: list[Flight] = []
+
+    def r_leaves_then_l_is_lost() -> None:
+        clock.now = T0 + 3.51
+        res.sending(77)
+        service.add(uuid(300), T0 + 3.52)
+        asyncio.get_running_loop().call_later(0.05, res.answered, 77, uuid(300))
+        late.append(lost(res, clock, uuid(2), sent=T0 + 0.8, lasted=2.8))
+
+    service.meanwhile = [r_leaves_then_l_is_lost]
+    clock.now = T0 + 3.5
+    assert in_doubt(await res.resolve(m))
+    await asyncio.sleep(0.1)  # R's clear answer
+    assert in_doubt(await check(res, clock, late[0]))
+
+
+@virtual_time
+async def test_a_run_made_after_the_listing_began_is_nobodys_for_a_check_lost_before_it() -> None:
+    """The same with L lost just before M's ``seen`` (its window still reaching past it)."""
+    service, clock = Busy(), Clock()
+    for i in (1, 2):
+        service.add(uuid(i), T0 - 3600)
+    service.add(uuid(200), T0 + 0.9)
+    res, _ = resolver(service, clock)
+    m = lost(res, clock, uuid(1), sent=T0, lasted=0.5)
+    ell = lost(res, clock, uuid(2), sent=T0 + 0.8, lasted=2.6)
+
+    def r_leaves() -> None:
+        clock.now = T0 + 3.51
+        res.sending(77)
+        service.add(uuid(300), T0 + 3.52)
+        asyncio.get_running_loop().call_later(0.05, res.answered, 77, uuid(300))
+
+    service.meanwhile = [r_leaves]
+    clock.now = T0 + 3.5
+    assert in_doubt(await res.resolve(m))
+    await asyncio.sleep(0.1)
+    assert in_doubt(await check(res, clock, ell))
