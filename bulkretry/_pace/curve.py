@@ -3,10 +3,12 @@
 After a cut from rate W (``top``) to ``beta`` times W, successes bring the rate back along CUBIC's
 curve (as in the AWS SDKs' adaptive retry mode): fast at first, flat near W, then probing above
 it ever faster, as fast after a shave as after a full cut (unless a window is learned). The
-climb lasts TCP CUBIC's K, which grows with the cube root of W (3 s at 200/s): of several
-clients on one quota, cut together by its 429s, the slower climbs back sooner, so their shares
-converge. (A climb of a fixed number of requests lasts longer at a lower rate: shares drifted
-apart, and a client left alone at a low rate took tens of seconds to climb.) A climb is never
+climb lasts like TCP CUBIC's K, but growing with W to the power 2/3 where CUBIC's grows with its
+cube root (3 s at 200/s): of several clients on one quota, the slower climbs back sooner, so
+their shares converge. Cuts of one quota shared come to each client about as often whatever its
+share, so how much sooner decides how fast (the cube root left two processes started 0.3 s apart
+a third apart in time). A climb of a fixed number of requests lasts longer at a lower rate:
+shares drifted apart, and a client left alone at a low rate took tens of seconds. A climb is never
 shorter than ``recovery`` requests for each one in flight (up to 4) plus one, which keeps the
 share of 429s low at a slow quota with a long latency, nor, once a window is learned (until
 forgotten), than 600 requests; and it lasts 1 s to 10 min whatever the rate.
@@ -31,10 +33,12 @@ BETA = 0.7
 _MIN_SECONDS = 1.0
 _MAX_SECONDS = 600.0
 # A climb back to a cut from this rate (requests per second) lasts this long (seconds); at other
-# rates, by the cube root of the ratio: CUBIC's K = cbrt(W (1 - BETA) / C), C = 2.2 r/s^4 (the
-# same for a shave: a shorter climb back from one let a sliding window's overrun cascade).
+# rates, by the ratio to this power: between CUBIC's K = cbrt(W (1 - BETA) / C), 1/3, and the
+# additive increase of AIMD, 1, whose climbs at 1000/s take 15 s (the same for a shave: a
+# shorter climb back from one let a sliding window's overrun cascade).
 _K_RATE = 200.0
 _K_SECONDS = 3.0
+_K_POWER = 2 / 3
 # The requests in flight that lengthen the shortest climb count up to this many: an overshoot
 # refuses its share of them, not all (and a timeout's latency must not stretch a climb to
 # minutes).
@@ -83,12 +87,12 @@ class Curve:
         requests in flight when its 429s come back.
         """
         self.top, self._beta, self.cut_at, self._epoch = rate, beta, now, start
-        cubic = _K_SECONDS * (rate / _K_RATE) ** (1 / 3)
+        k = _K_SECONDS * (rate / _K_RATE) ** _K_POWER
         in_flight = min(rate * latency, _IN_FLIGHT)
         fewest = self._recovery * (1 + in_flight) / rate
         if self.learned is not None:
             fewest = max(fewest, _WINDOW_RECOVERY / rate)
-        self._seconds = min(_MAX_SECONDS, max(_MIN_SECONDS, fewest, cubic))
+        self._seconds = min(_MAX_SECONDS, max(_MIN_SECONDS, fewest, k))
         return rate * beta
 
     def target(self, now: float) -> float:
