@@ -15,10 +15,9 @@ the resolver:
 =========================================  =========================================================
 what the listing shows                     verdict
 =========================================  =========================================================
-no new run since the window began (up to   not processed: sent again (the doubt is cleared)
-the listing)
-new runs only after the window closed (or  ``in_doubt`` (a 504 may come while the service works)
-the look began: a request's answer to come)
+no new run since the window began          not processed: sent again (the doubt is cleared)
+new runs only after the window closed, or  ``in_doubt`` (a 504 may come while the service works;
+since a request still unanswered left      its answer may name the run)
 one new run, no other open check of the    ``retriggered`` with that run, ``resolved_by: lookup``
 flow overlapping the window
 several runs, or other open checks of the  each run inside exactly one check's window goes to it;
@@ -237,15 +236,16 @@ class Resolver:
             return self._decided_for(run_id, flight)
         pool = [v for v in unclaimed if created_in(v, since, until)]
         after = [v for v in unclaimed if created_after(v, until, seen_ms + full)]
-        # Made once ``seen`` may have passed: a request's sent since, its answer still to come?
-        after += [v for v in pool if v.created_at is not None and v.created_at >= seen_ms - narrow]
-        pool = [v for v in pool if v not in after]
+        if self._in_flight:  # made (or maybe) since a request unanswered left: it may be its
+            left_ms = min(self._in_flight.values()) * 1000 - narrow
+            after += [v for v in pool if v.created_at is None or v.created_at >= left_ms]
+            pool = [v for v in pool if v not in after]
         if pool and any(self._ghosts.holds(v, mine.flow) for v in pool):
             names = tuple(sorted(v.id for v in pool + after))
             why = "that another lost answer, left in doubt, may have made"
             return self._close(run_id, unsure(names, why))
         if not pool:
-            if after:  # since the windows closed or the look began: a request processed late?
+            if after:  # since the windows closed (processed late?) or a request unanswered left
                 names = tuple(sorted(v.id for v in after))
                 return self._close(run_id, unsure(names, "after its answer was lost"))
             # Nothing was created since the group's first request left: none was processed.

@@ -570,3 +570,55 @@ async def test_a_run_made_after_the_listing_began_is_nobodys_for_a_check_lost_be
     assert in_doubt(await res.resolve(m))
     await asyncio.sleep(0.1)
     assert in_doubt(await check(res, clock, ell))
+
+
+class Undated(Busy):
+    """Lists the runs in ``undated`` without their ``createdAt`` (filters on it all the same)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.undated: set[str] = set()
+
+    async def get(self, url: URL | str, token: str) -> Answer:
+        answer = await super().get(url, token)
+        if URL(str(url)).path.endswith("/runs") and isinstance(answer.body, dict):
+            items = [
+                {k: v for k, v in run.items() if k != "createdAt" or run["id"] not in self.undated}
+                for run in answer.body["items"]
+            ]
+            return Answer(status=answer.status, body={"items": items})
+        return answer
+
+
+@virtual_time
+async def test_a_run_listed_without_a_time_is_nobodys_while_a_request_is_unanswered() -> None:
+    """M was never processed. During its listing R leaves, and R's run is listed without a
+    time before R's answer names it: it may be R's, so M is not called re-triggered with it."""
+    service, clock = Undated(), Clock()
+    service.add(uuid(1), T0 - 3600)
+    res, _ = resolver(service, clock)
+    m = lost(res, clock, uuid(1), sent=T0, lasted=0.5)
+
+    def r_leaves() -> None:
+        clock.now = T0 + 3.51
+        res.sending(77)
+        service.add(uuid(300), T0 + 3.52)
+        service.undated.add(uuid(300))
+        asyncio.get_running_loop().call_later(0.05, res.answered, 77, uuid(300))
+
+    service.meanwhile = [r_leaves]
+    clock.now = T0 + 3.5
+    assert in_doubt(await res.resolve(m))
+
+
+@virtual_time
+async def test_with_no_request_unanswered_a_run_made_just_before_the_look_is_its_own() -> None:
+    """``check_delay`` 0: the look comes as the answer is lost, its run made 0.3 s before. No
+    request is unanswered, so nothing else can name that run: it is this one's."""
+    service, clock = FlowService(), Clock()
+    service.add(uuid(1), T0 - 3600)
+    service.add(uuid(100), T0 + 0.2)
+    res, _ = resolver(service, clock, check_delay=0.0)
+    step = await check(res, clock, lost(res, clock, uuid(1), sent=T0, lasted=0.5), after=0.0)
+    assert isinstance(step, Done)
+    assert step.new_run_id == uuid(100)
