@@ -39,7 +39,7 @@ from .window import FixedWindow
 __all__ = ["BETA", "DEFAULT_EPISODE", "DEFAULT_RECOVERY", "MIN_RATE_FRACTION", "RateController"]
 
 #: The fewest requests a climb back to the rate of the last cut takes, for each one in flight
-#: (up to 4) plus one (or the K of :mod:`.curve` for the rate, when that is longer): more
+#: (up to 4) plus a quarter (or the K of :mod:`.curve` for the rate, if longer): more
 #: means fewer 429s at a slow quota, and shares of one quota converging more slowly.
 DEFAULT_RECOVERY = 50
 #: Seconds after a cut during which further 429s are taken as answers to requests sent before it,

@@ -77,13 +77,13 @@ def test_a_recorded_pattern_needs_no_event_loop() -> None:
     """Cut, same episode, CUBIC recovery and a long Retry-After's pause, on a hand-moved clock."""
     clock = Clock()
     bucket = TokenBucket(10)
-    control = RateController(bucket, clock=clock, recovery=100, pause_after=5)
+    control = RateController(bucket, clock=clock, recovery=400, pause_after=5)
     control.on_throttled(None, sent_at=0.0)
     assert bucket.rate == pytest.approx(7)
     clock.now = 0.5
     control.on_throttled(None, sent_at=0.0)  # sent before the cut: the same episode
     assert bucket.rate == pytest.approx(7)
-    clock.now = 5.0  # half of the recovery time, 100 requests at 10/s
+    clock.now = 5.0  # half of the climb: a quarter of 400 requests at 10/s
     control.on_success(4.9)
     assert bucket.rate == pytest.approx(10 - 3 * 0.5**3)
     clock.now = 6.0
@@ -191,10 +191,10 @@ async def test_send_time_tells_exactly_whether_a_429_is_news() -> None:
 @virtual_time
 async def test_successes_recover_along_a_cubic_curve_and_never_pass_max_rate() -> None:
     """After a cut, the rate climbs back, flattening near the old rate, capped at max_rate."""
-    bucket, control = paced(10, recovery=100)
+    bucket, control = paced(10, recovery=400)
     await bucket.acquire()
     control.on_throttled(None)
-    recovery_seconds = 100 / 10
+    recovery_seconds = 400 / 4 / 10  # a quarter of 400 requests, nothing in flight
     seen = [bucket.rate]
     for _ in range(60):
         await asyncio.sleep(recovery_seconds / 20)
@@ -225,13 +225,13 @@ async def test_recovery_probes_above_the_rate_of_the_last_cut() -> None:
 @virtual_time
 async def test_rate_never_falls_below_min_rate() -> None:
     """However many episodes, the rate stops at min_rate."""
-    bucket, control = paced(10, min_rate=1)
+    bucket, control = paced(10, min_rate=1, recovery=400)
     for _ in range(30):
         await bucket.acquire()
         control.on_success()
         control.on_throttled(None)
         control.on_throttled(None)  # the same episode: most requests refused, a quota's
-        await asyncio.sleep(0.5)  # sooner than the climb back
+        await asyncio.sleep(1.0)  # past the episode (1 s), sooner than the climb back
     assert bucket.rate == 1
 
 

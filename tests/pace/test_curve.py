@@ -38,19 +38,20 @@ def test_the_climb_lasts_longer_at_a_higher_rate_by_the_power_two_thirds(
 
 
 def test_a_climb_is_never_shorter_than_recovery_requests_and_those_in_flight() -> None:
-    """At a slow quota the climb spans *recovery* times (1 + the requests in flight) requests."""
-    curve = Curve(10.0, recovery=50)
+    """At a slow quota the climb spans *recovery* times (1/4 + the requests in flight) requests."""
+    curve = Curve(10.0, recovery=200)
     curve.cut(0.0, 10.0, beta=BETA, start=0.0)
     assert curve.shortfall(5.0) == pytest.approx(0)  # 50 requests at 10/s, none in flight
+    curve = Curve(10.0, recovery=50)
     curve.cut(0.0, 10.0, beta=BETA, start=0.0, latency=0.25)
-    assert curve.shortfall(17.5) == pytest.approx(0)  # 2.5 in flight: 175 requests
+    assert curve.shortfall(13.75) == pytest.approx(0)  # 2.5 in flight: 137.5 requests
 
 
 def test_the_requests_in_flight_lengthen_a_climb_up_to_four() -> None:
     """A timeout's latency does not stretch a climb to minutes, nor one at a fast rate."""
     curve = Curve(200.0, recovery=50)
     curve.cut(0.0, 10.0, beta=BETA, start=0.0, latency=30.0)
-    assert curve.shortfall(25.0) == pytest.approx(0)  # 4 counted: 250 requests at 10/s
+    assert curve.shortfall(21.25) == pytest.approx(0)  # 4 counted: 212.5 requests at 10/s
     curve.cut(0.0, 200.0, beta=BETA, start=0.0, latency=0.25)
     assert curve.shortfall(3.0) == pytest.approx(0)  # 1.25 s of requests: K decides
 
@@ -63,7 +64,7 @@ def test_a_climb_back_to_a_learned_window_spans_600_requests() -> None:
     assert curve.shortfall(15.0) == pytest.approx(0)
 
 
-@pytest.mark.parametrize(("rate", "recovery", "seconds"), [(2.0, 1, 1.0), (0.5, 600, 600.0)])
+@pytest.mark.parametrize(("rate", "recovery", "seconds"), [(2.0, 1, 1.0), (0.5, 2400, 600.0)])
 def test_the_climb_lasts_between_one_second_and_ten_minutes(
     rate: float, recovery: int, seconds: float
 ) -> None:
