@@ -246,8 +246,8 @@ class Resolver:
             return self._close(run_id, unsure(names, why))
         if not pool:
             if after:  # since the windows closed (processed late?) or a request unanswered left
-                names = tuple(sorted(v.id for v in after))
-                return self._close(run_id, unsure(names, "after its answer was lost"))
+                why = "after its answer was lost, or that a request still unanswered may name"
+                return self._close(run_id, unsure(tuple(sorted(v.id for v in after)), why))
             # Nothing was created since the group's first request left: none was processed.
             for other_id in due:
                 self._decide(other_id, SEND_AGAIN)
