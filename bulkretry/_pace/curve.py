@@ -32,10 +32,10 @@ BETA = 0.7
 # Bounds of a climb's length, in seconds, whatever the rate.
 _MIN_SECONDS = 1.0
 _MAX_SECONDS = 600.0
-# A climb back to a cut from this rate (requests per second) lasts this long (seconds); at other
-# rates, by the ratio to this power: between CUBIC's K = cbrt(W (1 - BETA) / C) with C a constant,
-# 1/3, and AIMD's additive increase, 1, whose climbs at 1000/s take 15 s (the same for a shave:
-# a shorter climb back from one let a sliding window's overrun cascade).
+# A climb back to a cut from this rate (requests per second) lasts this long (seconds), and at
+# other rates scales with the ratio to this power. CUBIC's K, cbrt(W (1 - BETA) / C), has 1/3;
+# AIMD's additive increase has 1, and would climb for 15 s at 1000/s. A shave climbs as long (a
+# shorter climb back from one let a sliding window's overrun cascade).
 _K_RATE = 200.0
 _K_SECONDS = 3.0
 _K_POWER = 2 / 3
