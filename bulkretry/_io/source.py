@@ -16,7 +16,6 @@ worker thread so that a slow pipe never blocks the event loop.
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 import stat
@@ -29,11 +28,11 @@ import orjson
 
 from .._config import DEFAULT_RUN_ID_PATTERN
 from .._exceptions import InputError
+from .columns import Columns
 
 __all__ = [
     "BOM",
     "MAX_LINE_BYTES",
-    "Columns",
     "InputRecord",
     "RecordReader",
     "RunIdValidator",
@@ -245,28 +244,32 @@ class RecordReader:
                 raw = raw[3:]
             if self._column is not None:
                 if table is None:
-                    table = Columns.of_first_line(raw, self._column, source)
+                    where = "stdin" if source == STDIN else source
+                    table = Columns.of_first_line(raw, self._column, where)
                     if table.header:
                         continue
+                line = raw.strip()
+                if not line or line.startswith(b"#"):
+                    continue  # a blank line or a comment, as without --column
                 field = table.field(raw)
-                if field is None:
-                    if raw.strip():
-                        yield InputRecord(
-                            source,
-                            number,
-                            None,
-                            _quote(raw.strip()),
-                            f"line has no column {self._column}",
-                        )
+                if field is None or not field.strip():
+                    # A row with an empty cell is not a blank line: invalid, never lost (and a
+                    # cell starting with '#' is no comment: _parse finds it an invalid ID).
+                    missing = "has no" if field is None else "has an empty"
+                    yield InputRecord(
+                        source, number, None, _quote(line), f"line {missing} column {self._column}"
+                    )
                     continue
                 raw = field
-            record = self._parse(raw, source, number)
+            record = self._parse(raw, source, number, comments=self._column is None)
             if record is not None:
                 yield record
 
-    def _parse(self, raw: bytes, source: str, number: int) -> InputRecord | None:
+    def _parse(
+        self, raw: bytes, source: str, number: int, *, comments: bool = True
+    ) -> InputRecord | None:
         stripped = raw.strip()
-        if not stripped or stripped.startswith(b"#"):
+        if not stripped or (comments and stripped.startswith(b"#")):
             return None
         if self._json_only and not stripped.startswith(b"{"):
             self.passed_over += 1
@@ -341,48 +344,6 @@ def next_round_outcome(obj: Mapping[str, Any]) -> str | None:
     next_round = obj.get("next_round")
     outcome = next_round.get("outcome") if isinstance(next_round, dict) else None
     return outcome if isinstance(outcome, str) else None
-
-
-class Columns:
-    """Where the run ID is in a CSV or TSV input: a delimiter and a column index.
-
-    The delimiter is a tab when the first line holds one, else a comma; fields are read as the
-    ``csv`` module reads them (quotes included). A column named by its header skips that line;
-    a 1-based number reads every line.
-    """
-
-    __slots__ = ("delimiter", "header", "index")
-
-    def __init__(self, delimiter: str, index: int, *, header: bool) -> None:
-        self.delimiter = delimiter
-        self.index = index
-        self.header = header
-
-    def __repr__(self) -> str:
-        return f"Columns(delimiter={self.delimiter!r}, index={self.index}, header={self.header})"
-
-    @classmethod
-    def of_first_line(cls, raw: bytes, column: str, source: str) -> Columns:
-        """Find the column in an input's first line; InputError if a named one is not there."""
-        delimiter = "\t" if b"\t" in raw else ","
-        if column.isdigit() and int(column) >= 1:
-            return cls(delimiter, int(column) - 1, header=False)
-        names = [name.strip() for name in _fields(raw, delimiter)]
-        if column not in names:
-            shown = ", ".join(repr(name) for name in names[:20])
-            where = "stdin" if source == STDIN else source
-            raise InputError(f"--column {column!r} is not in the header of {where} ({shown})")
-        return cls(delimiter, names.index(column), header=True)
-
-    def field(self, raw: bytes) -> bytes | None:
-        """Return the run ID field of one line, None when the line has no such column."""
-        fields = _fields(raw, self.delimiter)
-        return fields[self.index].encode() if self.index < len(fields) else None
-
-
-def _fields(raw: bytes, delimiter: str) -> list[str]:
-    text = raw.decode("utf-8", "replace").rstrip("\r\n")
-    return next(csv.reader([text], delimiter=delimiter), [])
 
 
 def check_column(paths: Sequence[str], column: str) -> None:

@@ -46,6 +46,29 @@ def test_a_line_without_the_column_is_invalid_not_lost() -> None:
     assert len(rows) == 2  # the blank line is skipped, as without --column
 
 
+def test_an_empty_cell_or_one_starting_with_a_hash_is_invalid_not_skipped() -> None:
+    """A spreadsheet export with blank cells: each such row yields one invalid record, while
+    blank lines and lines starting with '#' (comments) are skipped as without --column."""
+    text = f'flow,run_id\nf,{A}\nf,\nf,""\nf,#{B}\n#f,{B}\n\nf,{B}\n'
+    rows = read(text, "run_id")
+    assert [(line, run_id) for line, run_id, _ in rows] == [
+        (2, A),
+        (3, None),
+        (4, None),
+        (5, None),
+        (8, B),
+    ]
+    assert "empty column run_id" in (rows[1][2] or "")
+    assert "empty column run_id" in (rows[2][2] or "")
+    assert "not a valid run ID" in (rows[3][2] or "")
+
+
+def test_a_tab_separated_row_with_an_empty_id_cell_is_invalid() -> None:
+    """TSV by column number: the same rule."""
+    rows = read(f"{A}\tf1\n\tf2\n", "1")
+    assert [(line, run_id) for line, run_id, _ in rows] == [(1, A), (2, None)]
+
+
 def test_a_column_name_not_in_the_header_is_an_error_naming_the_columns() -> None:
     """A typo in --column is not a silent run of invalid lines."""
     with pytest.raises(InputError, match="'runid' is not in the header of stdin"):
