@@ -26,9 +26,10 @@ from .._engine.follow_fetch import FollowStats
 from .._engine.recheck import Doubt
 from .._engine.steps import Done
 from .._http.runs import clean_id
+from .._io.doubts import instant_ms, sent_by_its_pass
 from .._ledger.resolutions import DoubtRow, Resolution
 from .._model import DONE_OUTCOMES, ErrorInfo, Outcome, RunResult
-from .watch_lines import SINCE_MARGIN_MS, Line, since_of
+from .watch_lines import Line
 
 __all__ = [
     "Plan",
@@ -123,17 +124,9 @@ def _orphaning(obj: dict[str, Any]) -> bool:
 
 def _window(obj: dict[str, Any], lookback_ms: int) -> tuple[int, int] | None:
     """Return the window of an in-doubt line whose own pass sent the run, else None."""
-    attempts, ambiguous = obj.get("attempts"), obj.get("ambiguous_attempts")
-    error = obj.get("error")
-    kind = error.get("kind") if isinstance(error, dict) else None
-    if not isinstance(attempts, int) or attempts < 1:
+    finished = instant_ms(obj.get("finished_at"))
+    if not sent_by_its_pass(obj) or finished is None:
         return None
-    if not ((isinstance(ambiguous, int) and ambiguous >= 1) or kind == "interrupted"):
-        return None
-    since = since_of(obj.get("finished_at"))  # finished_at less watch's margin
-    if since is None:
-        return None
-    finished = since + SINCE_MARGIN_MS
     return finished - lookback_ms, finished
 
 

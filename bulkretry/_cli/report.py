@@ -1,7 +1,7 @@
 """``bulkretry report``: merge the results files of several passes into one current view.
 
 For each run ID the most advanced evidence wins, in any order of files and lines (the order of
-:func:`~bulkretry._io.evidence.rank`; a later line wins among equals), and its line is printed
+:func:`~bulkretry._io.evidence.order`; a later line wins among equals), and its line is printed
 as it was written, in the order runs were first seen. What the lines hold is kept in a private,
 disk-backed SQLite table, so memory stays flat however many passes are merged. Counts and the top
 error codes go to stderr. Exit 0 when every run is ``retriggered`` or ``already_retriggered``.
@@ -18,7 +18,8 @@ from typing import IO, Any, TextIO
 
 import orjson
 
-from .._io.evidence import rank
+from .._io.doubts import doubt_at
+from .._io.evidence import order, rank
 from .._io.source import STDIN, RunIdValidator, check_input_paths
 from .._model import DONE_OUTCOMES
 from .options import EXIT_OK, EXIT_SOME_FAILED, choice
@@ -27,11 +28,12 @@ __all__ = ["configure_report_parser", "run_report"]
 
 _TOP_CODES = 5
 _MERGE = """
-INSERT INTO best (key, first, rank, line, outcome, kind, code) VALUES (?, ?, ?, ?, ?, ?, ?)
+INSERT INTO best (key, first, rank, at, sub, line, outcome, kind, code)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (key) DO UPDATE SET
-    rank = excluded.rank, line = excluded.line, outcome = excluded.outcome,
-    kind = excluded.kind, code = excluded.code
-WHERE excluded.rank >= best.rank
+    rank = excluded.rank, at = excluded.at, sub = excluded.sub, line = excluded.line,
+    outcome = excluded.outcome, kind = excluded.kind, code = excluded.code
+WHERE (excluded.rank, excluded.at, excluded.sub) >= (best.rank, best.at, best.sub)
 """
 
 
@@ -58,8 +60,11 @@ def _lines(paths: Sequence[str]) -> Iterator[bytes]:
                 yield from fh
 
 
-def _entry(raw: bytes, validator: RunIdValidator) -> tuple[str, int, str, str | None, str | None]:
-    """Return ``(key, rank, outcome weighed, error kind, error code)`` of one line."""
+_Entry = tuple[str, tuple[int, int, int], str, str | None, str | None]
+
+
+def _entry(raw: bytes, validator: RunIdValidator) -> _Entry:
+    """Return ``(key, order, outcome weighed, error kind, error code)`` of one line."""
     text = raw.strip()
     obj: Any = None
     if text.startswith(b"{"):
@@ -70,7 +75,7 @@ def _entry(raw: bytes, validator: RunIdValidator) -> tuple[str, int, str, str | 
     if not isinstance(obj, dict):
         candidate = text.decode("utf-8", "replace")
         run_id, _ = validator.normalise(candidate)
-        return run_id or candidate, 0, "bare", None, None
+        return run_id or candidate, order(0), "bare", None, None
     run_id = obj.get("run_id") or obj.get("id")
     key = str(run_id) if run_id is not None else text.decode("utf-8", "replace")
     if isinstance(run_id, str):
@@ -87,7 +92,8 @@ def _entry(raw: bytes, validator: RunIdValidator) -> tuple[str, int, str, str | 
         code = error.get("error_code") if isinstance(error.get("error_code"), str) else None
     # Counted (and judged for the exit code) as what it stands for: a skipped line carrying a
     # retriggered prior is a run done.
-    return key, rank(weighed, resolved if isinstance(resolved, str) else None), weighed, kind, code
+    ranked = rank(weighed, resolved if isinstance(resolved, str) else None)
+    return key, order(ranked, doubt_at(obj, weighed)), weighed, kind, code
 
 
 def run_report(
@@ -103,8 +109,8 @@ def run_report(
     conn = sqlite3.connect("", isolation_level=None)
     try:
         conn.execute(
-            "CREATE TABLE best (key TEXT PRIMARY KEY, first INTEGER, rank INTEGER, line BLOB, "
-            "outcome TEXT, kind TEXT, code TEXT)"
+            "CREATE TABLE best (key TEXT PRIMARY KEY, first INTEGER, rank INTEGER, at INTEGER, "
+            "sub INTEGER, line BLOB, outcome TEXT, kind TEXT, code TEXT)"
         )
         conn.execute("BEGIN")
         rows = []
@@ -113,8 +119,8 @@ def run_report(
             if not stripped or stripped.startswith(b"#"):
                 continue
             line = raw if raw.endswith(b"\n") else raw + b"\n"
-            key, weight, outcome, kind, code = _entry(raw, validator)
-            rows.append((key, number, weight, line, outcome, kind, code))
+            key, (ranked, at, sub), outcome, kind, code = _entry(raw, validator)
+            rows.append((key, number, ranked, at, sub, line, outcome, kind, code))
             if len(rows) >= 2048:
                 conn.executemany(_MERGE, rows)
                 rows = []

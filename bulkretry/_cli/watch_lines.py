@@ -10,7 +10,6 @@ continues from its last element.
 
 from __future__ import annotations
 
-import datetime
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import orjson
 from .._exceptions import InputError
 from .._http.lookups import is_flow_id
 from .._http.runs import clean_id
+from .._io.doubts import instant_ms
 from .._io.source import STDIN, InputRecord, RecordReader, RunIdValidator
 from .._model import DONE_OUTCOMES, ErrorInfo, Followed, Outcome, RunResult
 
@@ -101,15 +101,8 @@ class Line:
 
 def since_of(finished_at: object) -> int | None:
     """Return a time (epoch ms) before a new run's creation, from its line's ``finished_at``."""
-    if not isinstance(finished_at, str):
-        return None
-    try:
-        when = datetime.datetime.fromisoformat(finished_at)
-    except ValueError:
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=datetime.UTC)
-    return int(when.timestamp() * 1000) - SINCE_MARGIN_MS
+    finished = instant_ms(finished_at)
+    return None if finished is None else finished - SINCE_MARGIN_MS
 
 
 def _line_of(record: InputRecord, raw: bytes) -> Line:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from .._config import Settings
 from .._io.dedup import SeenSet
-from .._io.evidence import FAILED_RANK, Evidence, Prior, rank
+from .._io.evidence import FAILED_RANK, Evidence, Prior, order, rank
 from .._io.source import InputRecord
 from .._model import DONE_OUTCOMES, ErrorInfo, Outcome
 
@@ -261,8 +261,8 @@ class Triage:
         best = None if evidence is None else evidence.best(run_id)
         if best is None:
             return None
-        theirs = rank(best.outcome, best.resolved_by)
-        ours = rank(record.prior, record.prior_resolved_by)
+        theirs = order(rank(best.outcome, best.resolved_by), best.at)
+        ours = order(rank(record.prior, record.prior_resolved_by), record.prior_at)
         if theirs > ours or (theirs == ours and record.source in self._covered):
             return best
         return None

@@ -1,8 +1,7 @@
 """Merge what every results line says about a run: the most advanced evidence wins.
 
 Results of several passes fed back together may say different things about one run. Each
-line's prior outcome has a :func:`rank`, one total order for every input, and a later line wins
-among equals:
+line's prior outcome has a :func:`rank`, and a later line wins among equals:
 
 =============================================================  ====
 line                                                           rank
@@ -16,6 +15,11 @@ a look-up's verdict, which beats the doubt it resolves
 ``retriggered``, ``already_retriggered``                         6
 the same, with a ``resolved_by``                                 7
 =============================================================  ====
+
+Ranks 4 and 5 are ordered by when their doubt arose first (:func:`order`, one total order for
+every input): a verdict settles the doubts up to its line's ``finished_at``, and an ``in_doubt``
+line its own pass sent later (the run sent again after a ``not_processed`` verdict, its answer
+lost again) beats it (:mod:`.doubts`).
 
 :class:`Evidence` keeps the best line of each run whose best is ``failed`` or above (rank 0
 says nothing a bare ID does not), keyed by the 16 bytes of a lower-case UUID, else by the ID.
@@ -41,6 +45,7 @@ __all__ = [
     "FAILED_RANK",
     "Evidence",
     "Prior",
+    "order",
     "prescan",
     "rank",
 ]
@@ -68,13 +73,27 @@ def rank(outcome: str | None, resolved_by: str | None = None) -> int:
     return DONE_RANK + 1 if level == DONE_RANK else RESOLVED_RANK
 
 
+# The time of a line whose doubt has none: before every other.
+_NO_TIME = -(1 << 62)
+
+
+def order(ranked: int, at: int | None = None) -> tuple[int, int, int]:
+    """Return a line's place in the merge from its :func:`rank` and when its doubt arose (*at*,
+    epoch ms): by rank, but a verdict and an ``in_doubt`` line by time first."""
+    if ranked in (IN_DOUBT_RANK, RESOLVED_RANK):
+        return IN_DOUBT_RANK, _NO_TIME if at is None else at, ranked
+    return ranked, _NO_TIME, 0
+
+
 class Prior(NamedTuple):
-    """What the winning line of a run says: its outcome, the new run it names, who resolved it."""
+    """What the winning line of a run says: its outcome, the new run it names, who resolved it,
+    and when the doubt it settles or raises arose (epoch ms)."""
 
     outcome: str
     new_run_id: str | None = None
     etag: str | None = None
     resolved_by: str | None = None
+    at: int | None = None
 
 
 # Most kept lines are a bare outcome: they share one object each instead of a tuple apiece.
@@ -122,10 +141,10 @@ def _unpacked(packed: bytes) -> Prior:
     return Prior(_PACKED_OUTCOMES[packed[0]], _uuid(packed[1:17]), '"' + _uuid(packed[17:33]) + '"')
 
 
-def _rank_of(kept: Prior | bytes) -> int:
+def _order_of(kept: Prior | bytes) -> tuple[int, int, int]:
     if isinstance(kept, bytes):
-        return DONE_RANK
-    return rank(kept.outcome, kept.resolved_by)
+        return order(DONE_RANK)
+    return order(rank(kept.outcome, kept.resolved_by), kept.at)
 
 
 class Evidence:
@@ -166,13 +185,14 @@ class Evidence:
         key = _key(run_id)
         best = self._best
         old = best.get(key)
-        if old is not None and _rank_of(old) > ranked:
+        at = record.prior_at
+        if old is not None and _order_of(old) > order(ranked, at):
             return False
         new_run_id, etag = record.prior_new_run_id, record.prior_etag
-        if resolved_by is None:
+        if resolved_by is None and at is None:
             best[key] = _kept(outcome, new_run_id, etag)
         else:
-            best[key] = Prior(outcome, new_run_id, etag, resolved_by)
+            best[key] = Prior(outcome, new_run_id, etag, resolved_by, at)
         chain = record.prior_chain
         if len(chain) > 1 or record.prior_next_round is not None:
             self._add_chain(chain, record.prior_next_round)
@@ -191,7 +211,7 @@ class Evidence:
         for run_id, outcome, new_run_id in steps:
             key = _key(run_id)
             old = best.get(key)
-            if old is None or _rank_of(old) < rank(outcome):
+            if old is None or _order_of(old) < order(rank(outcome)):
                 best[key] = _kept(outcome, new_run_id, None)
 
     def best(self, run_id: str) -> Prior | None:

@@ -7,7 +7,8 @@ other line yields exactly one record, so every line is accounted for in the outp
 A results line's ``outcome`` becomes the record's ``prior``; a ``skipped`` or ``duplicate`` line
 that carries a ``prior_outcome`` stands for that outcome instead (with its ``new_run_id`` and
 ``etag``), so that such a line fed back alone still says what became of the run. A
-``resolved_by`` (a look-up's verdict on a run left in doubt) is kept as ``prior_resolved_by``.
+``resolved_by`` (a look-up's verdict on a run left in doubt) is kept as ``prior_resolved_by``,
+and when the doubt it settles, or the line raises, arose as ``prior_at``.
 
 Reading is synchronous and line-bounded (a line longer than :data:`MAX_LINE_BYTES` is skipped
 over in chunks, never held whole); the engine calls :meth:`RecordReader.read_batch` in a
@@ -29,6 +30,7 @@ import orjson
 from .._config import DEFAULT_RUN_ID_PATTERN
 from .._exceptions import InputError
 from .columns import Columns
+from .doubts import doubt_at
 
 __all__ = [
     "BOM",
@@ -78,6 +80,8 @@ class InputRecord:
     #: further round that created no run (``next_round``), if any.
     prior_chain: tuple[str, ...] = ()
     prior_next_round: str | None = None
+    #: When the doubt the line speaks of arose, epoch ms (:func:`~bulkretry._io.doubts.doubt_at`).
+    prior_at: int | None = None
 
 
 #: Outcomes of lines that did nothing to their run: their ``prior_outcome`` says what did.
@@ -327,6 +331,7 @@ class RecordReader:
             resolved_by if isinstance(resolved_by, str) else None,
             chain,
             next_round,
+            doubt_at(obj, prior),
         )
 
     def _chain_of(self, obj: dict[str, Any]) -> tuple[tuple[str, ...], str | None]:

@@ -127,6 +127,36 @@ def test_lines_in_doubt_come_back_resolved_and_run_then_sends_only_the_unprocess
     assert posts(sim, mark) == [refused]
 
 
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 1, 0), (1, 2, 0)])
+def test_a_run_sent_again_after_not_processed_and_lost_again_is_not_sent_a_third_time(
+    sim: Simulator, tmp_path: Path, order: tuple[int, int, int]
+) -> None:
+    """The verdict settles the doubt it looked at, not the later one: fed back with the first
+    pass, the verdict and the second pass (whose answer was lost after the run was made), in
+    any order, the run stays in doubt and is not sent again."""
+    run_id = by_flow(sim)[0][0]
+    first = results_of(sim, tmp_path, {run_id: 500}, "r")
+    checked = tmp_path / "checked.jsonl"
+    assert check([str(first), "-o", str(checked), *FAST], env_for(sim))[0] == 0
+    assert lines_of(checked)[0]["error"]["kind"] == "not_processed"
+    sim.script(run_id, ["in-doubt-502"])  # processed, its answer lost
+    second = tmp_path / "pass2.jsonl"
+    main(["run", str(first), str(checked), "-q", "-o", str(second), *HOLD], env=env_for(sim))
+    assert [line["outcome"] for line in lines_of(second)] == ["duplicate", "in_doubt"]
+    assert list(made(sim)) == [run_id]
+    mark = sim.request_count
+    passes = [str(p) for p in (first, checked, second)]
+    third = tmp_path / "pass3.jsonl"
+    code = main(
+        ["run", *(passes[i] for i in order), "-q", "-o", str(third), *HOLD], env=env_for(sim)
+    )
+    assert posts(sim, mark) == []
+    assert code == 1
+    outcomes = [line["outcome"] for line in lines_of(third)]
+    assert sorted(outcomes) == ["duplicate", "duplicate", "duplicate", "in_doubt"]
+    assert [r.run_id for r in sim.retriggers] == [run_id]  # re-triggered once, never twice
+
+
 def test_runs_in_doubt_of_one_flow_that_cannot_be_told_apart_stay_in_doubt(
     sim: Simulator, tmp_path: Path
 ) -> None:

@@ -65,6 +65,21 @@ def test_the_most_advanced_evidence_wins_whatever_the_order_of_passes(
     assert code == 1
 
 
+def test_a_doubt_raised_after_a_verdict_is_the_current_line_in_any_order(tmp_path: Path) -> None:
+    """not_processed, sent again, its answer lost again: the report says in_doubt (fed to run,
+    the run is held), not failed (fed to run, sent a third time)."""
+    sent = {"attempts": 1, "ambiguous_attempts": 1}
+    first = line(A, "in_doubt", finished_at="2026-12-05T12:00:00Z", **sent)
+    verdict = line(A, "failed", finished_at="2026-12-05T12:00:00Z", resolved_by="lookup", **sent)
+    second = line(A, "in_doubt", finished_at="2026-12-05T12:30:00Z", **sent)
+    for chunks in itertools.permutations([[first], [verdict], [second]]):
+        code, rows, _ = report(tmp_path, *chunks)
+        assert rows == [orjson.loads(second)]
+        assert code == 1
+    code, rows, _ = report(tmp_path, [first], [verdict])
+    assert rows == [orjson.loads(verdict)]
+
+
 def test_the_winning_line_is_printed_as_it_was_written(tmp_path: Path) -> None:
     """Byte for byte: the report is a results file that run reads back."""
     code, rows, _ = report(tmp_path, [line(A, "retriggered", new_run_id="n", extra="kept")])

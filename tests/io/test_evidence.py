@@ -8,7 +8,15 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bulkretry._io.evidence import DONE_RANK, FAILED_RANK, Evidence, Prior, prescan, rank
+from bulkretry._io.evidence import (
+    DONE_RANK,
+    FAILED_RANK,
+    Evidence,
+    Prior,
+    order,
+    prescan,
+    rank,
+)
 from bulkretry._io.source import STDIN, InputRecord, RunIdValidator
 
 RUN = "4fb0418e-1804-45d6-8d56-dd51f05c0baf"
@@ -25,8 +33,11 @@ def record(
     etag: str | None = None,
     resolved_by: str | None = None,
     line: int = 1,
+    at: int | None = None,
 ) -> InputRecord:
-    return InputRecord("r.jsonl", line, run_id, "", None, outcome, new_run_id, etag, resolved_by)
+    return InputRecord(
+        "r.jsonl", line, run_id, "", None, outcome, new_run_id, etag, resolved_by, prior_at=at
+    )
 
 
 def results_line(outcome: str | None, run_id: str = RUN, **fields: object) -> bytes:
@@ -117,6 +128,69 @@ def test_a_resolved_line_beats_the_in_doubt_it_resolves_in_either_order() -> Non
         for line in lines:
             evidence.add(line)
         assert evidence.best(RUN) == Prior("failed", None, None, "lookup")
+
+
+def test_a_doubt_raised_after_a_verdict_beats_it_in_either_order() -> None:
+    """Sent again after not_processed and lost again: the newer doubt is not the one the verdict
+    settled, so it wins, and the run stays in doubt."""
+    for lines in (
+        [record("failed", resolved_by="lookup", at=1000), record("in_doubt", at=2000)],
+        [record("in_doubt", at=2000), record("failed", resolved_by="lookup", at=1000)],
+    ):
+        evidence = Evidence()
+        for line in lines:
+            evidence.add(line)
+        assert evidence.best(RUN) == Prior("in_doubt", at=2000)
+
+
+def test_a_verdict_beats_the_doubt_it_settled_and_a_line_that_only_repeats_it() -> None:
+    """The doubt of its own time, and a held line (no time of its own), lose to the verdict."""
+    verdict = record("failed", resolved_by="lookup", at=1000)
+    for others in ([record("in_doubt", at=1000)], [record("in_doubt")], [record("in_doubt")]):
+        for lines in ([verdict, *others], [*others, verdict]):
+            evidence = Evidence()
+            for line in lines:
+                evidence.add(line)
+            assert evidence.best(RUN) == Prior("failed", None, None, "lookup", 1000)
+
+
+def test_a_verdict_with_no_time_loses_to_a_doubt_that_has_one() -> None:
+    """Which came first cannot be told: the doubt stands (a run is never sent twice on a guess)."""
+    evidence = Evidence()
+    evidence.add(record("in_doubt", at=2000))
+    evidence.add(record("failed", resolved_by="lookup"))
+    assert evidence.best(RUN) == Prior("in_doubt", at=2000)
+
+
+def test_order_is_rank_except_that_doubts_and_verdicts_go_by_time() -> None:
+    """failed < every doubt and verdict < retriggered, whatever their times."""
+    doubt, verdict = rank("in_doubt"), rank("failed", "lookup")
+    assert order(rank("failed")) < order(doubt, 1) < order(verdict, 1) < order(doubt, 2)
+    assert order(verdict, 3) < order(rank("retriggered"))
+    assert order(verdict) < order(doubt, 0)
+
+
+def test_prescan_reads_when_each_doubt_arose(tmp_path: Path) -> None:
+    """The reviewer's journey: pass 1 in doubt, check says not processed, pass 2 sent it again
+    and lost the answer: whatever the order of files, the run is in doubt."""
+    sent = {"attempts": 1, "ambiguous_attempts": 1}
+    first = results_line("in_doubt", finished_at="2026-12-05T12:00:00Z", **sent)
+    verdict = results_line(
+        "failed", finished_at="2026-12-05T12:00:00Z", resolved_by="lookup", **sent
+    )
+    second = results_line("in_doubt", finished_at="2026-12-05T12:30:00Z", **sent)
+    held = results_line("in_doubt", finished_at="2026-12-05T12:40:00Z", attempts=0)
+    for lines, outcome in (
+        ([first, verdict, second], "in_doubt"),
+        ([second, verdict, first], "in_doubt"),
+        ([first, verdict, held], "failed"),
+        ([held, verdict], "failed"),
+    ):
+        path = tmp_path / "passes.jsonl"
+        path.write_bytes(b"".join(lines))
+        best = prescan([str(path)], RunIdValidator()).best(RUN)
+        assert best is not None
+        assert best.outcome == outcome
 
 
 def test_bare_outcomes_share_one_object_per_outcome() -> None:

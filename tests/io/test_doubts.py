@@ -1,0 +1,63 @@
+"""When a results line's doubt arose: a verdict's and a sent in-doubt line's finished_at."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from bulkretry._io.doubts import doubt_at, instant_ms, sent_by_its_pass
+
+T = "2026-12-05T12:00:00.000Z"
+T_MS = 1796472000000
+
+
+def test_an_iso_time_is_read_in_epoch_milliseconds_utc_when_it_names_no_zone() -> None:
+    assert instant_ms(T) == T_MS
+    assert instant_ms("2026-12-05T12:00:00") == T_MS
+    assert instant_ms("2026-12-05T13:00:00+01:00") == T_MS
+
+
+@pytest.mark.parametrize("text", [None, 12, "", "yesterday", "2026-13-05T12:00:00Z"])
+def test_what_is_not_an_iso_time_has_none(text: object) -> None:
+    assert instant_ms(text) is None
+
+
+@pytest.mark.parametrize(
+    ("line", "sent"),
+    [
+        ({"attempts": 1, "ambiguous_attempts": 1}, True),
+        ({"attempts": 2, "ambiguous_attempts": 0, "error": {"kind": "interrupted"}}, True),
+        ({"attempts": 0, "ambiguous_attempts": 0}, False),  # held from an earlier pass
+        ({"attempts": 1, "ambiguous_attempts": 0, "error": {"kind": "http"}}, False),
+        ({"attempts": "1", "ambiguous_attempts": 1}, False),
+        ({}, False),
+    ],
+)
+def test_a_line_s_own_pass_sent_the_run_with_an_ambiguous_attempt_or_an_interrupt(
+    line: dict[str, Any], sent: bool
+) -> None:
+    assert sent_by_its_pass(line) is sent
+
+
+def test_a_verdict_settles_the_doubts_up_to_its_finished_at() -> None:
+    verdict = {"outcome": "failed", "resolved_by": "lookup", "attempts": 1, "finished_at": T}
+    assert doubt_at(verdict, "failed") == T_MS
+
+
+def test_an_in_doubt_line_its_pass_sent_raises_a_doubt_at_its_finished_at() -> None:
+    line = {"outcome": "in_doubt", "attempts": 1, "ambiguous_attempts": 1, "finished_at": T}
+    assert doubt_at(line, "in_doubt") == T_MS
+
+
+@pytest.mark.parametrize(
+    ("line", "outcome"),
+    [
+        ({"attempts": 0, "ambiguous_attempts": 0, "finished_at": T}, "in_doubt"),  # held
+        ({"attempts": 1, "ambiguous_attempts": 1, "finished_at": T}, "failed"),
+        ({"attempts": 1, "ambiguous_attempts": 1}, "in_doubt"),  # no finished_at
+        ({"resolved_by": "lookup", "finished_at": "soon"}, "failed"),
+    ],
+)
+def test_other_lines_have_no_time_of_doubt(line: dict[str, Any], outcome: str) -> None:
+    assert doubt_at(line, outcome) is None
