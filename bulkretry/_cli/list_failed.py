@@ -30,8 +30,8 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping
-from typing import TextIO
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TextIO
 
 from .. import _config as C
 from .._exceptions import BulkRetryError, ConfigurationError, StateError
@@ -48,6 +48,7 @@ from .._listing.lister import (
 from .build import build_reader_settings
 from .logs import configure_logging
 from .loop import new_event_loop
+from .option_kinds import flag
 from .options import (
     EXIT_INTERRUPTED,
     EXIT_OK,
@@ -72,6 +73,7 @@ __all__ = [
     "parse_when",
     "resolve_when",
     "run_list_failed",
+    "settle_flows",
 ]
 
 log = logging.getLogger("bulkretry")
@@ -145,6 +147,7 @@ _own = functools.partial(own_option, _PREFIX)
 
 FLOW_ID_VARIABLE = _PREFIX + "FLOW_ID"
 EXCLUDE_VARIABLE = _PREFIX + "EXCLUDE"
+ALL_FLOWS_VARIABLE = _PREFIX + "ALL_FLOWS"
 _WINDOW = "an ISO-8601 time (without a zone: UTC) or a duration before now: 30m, 6h, 2d, 1w"
 OWN_OPTIONS = [
     _own(
@@ -206,7 +209,7 @@ def configure_parser(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
     parser.add_argument(
         "--flow-id",
         dest="flow_ids",
-        action="append",
+        action=_ReplacingAppend,
         default=[flow for flow in flows.split(",") if flow.strip()],
         metavar="ID",
         help="list the failed runs of the flow with this ID, a UUID (repeat for several flows) "
@@ -216,7 +219,7 @@ def configure_parser(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
     parser.add_argument(
         "--exclude",
         dest="exclude",
-        action="append",
+        action=_ReplacingAppend,
         default=[path for path in excluded.split(os.pathsep) if path.strip()],
         metavar="FILE",
         help="leave out the runs this results file of an earlier batch shows re-triggered "
@@ -225,6 +228,46 @@ def configure_parser(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
     )
     add_options(parser, OWN_OPTIONS, env)
     add_options(parser, LIST_OPTIONS, env)
+
+
+class _ReplacingAppend(argparse.Action):
+    """``append``, but the first value on the command line replaces the environment's list (a
+    flag wins over the environment; appended to it, a typo'd ``--flow-id`` listed every flow the
+    environment named, and exited 0). Marks the namespace's ``<dest>_given``."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        marker = self.dest + "_given"
+        kept = list(getattr(namespace, self.dest)) if getattr(namespace, marker, False) else []
+        setattr(namespace, self.dest, [*kept, values])
+        setattr(namespace, marker, True)
+
+
+def settle_flows(ns: argparse.Namespace, env: Mapping[str, str]) -> None:
+    """Settle ``--flow-id`` against ``--all-flows`` where one comes from the environment.
+
+    The flag wins over the variable; both from one place is a usage error that names them.
+    """
+    if not (ns.all_flows and ns.flow_ids):
+        return
+    all_flows_set = flag(env.get(ALL_FLOWS_VARIABLE) or "off")
+    if getattr(ns, "flow_ids_given", False):
+        if all_flows_set:
+            raise ConfigurationError(
+                f"--flow-id and --all-flows cannot be used together ({ALL_FLOWS_VARIABLE} sets "
+                "--all-flows: give --no-all-flows, or unset it)"
+            )
+    elif all_flows_set:
+        raise ConfigurationError(
+            f"{FLOW_ID_VARIABLE} and {ALL_FLOWS_VARIABLE} cannot be used together"
+        )
+    else:
+        ns.flow_ids = []  # --all-flows on the command line: the variable's flows yield
 
 
 def flow_ids_of(values: Iterable[str]) -> tuple[str, ...]:
@@ -282,6 +325,7 @@ def run_list_failed(
     err = stderr if stderr is not None else sys.stderr
     configure_logging(quiet=ns.quiet, verbose=ns.verbose, fmt=ns.log_format)
     try:
+        settle_flows(ns, env)
         query = build_query(ns, now())
         settings = build_list_settings(ns, env, warn=log.warning)
         done = DoneRuns.load(ns.exclude, ns.state)

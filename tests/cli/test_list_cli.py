@@ -246,6 +246,54 @@ def test_no_flow_and_no_all_flows_exits_2(capsys: pytest.CaptureFixture[str]) ->
     assert "--all-flows" in err
 
 
+FLOW_A, FLOW_B = "3d17a4ff-9e0a-4f7c-94bb-bc0b61a3a76d", "4d17a4ff-9e0a-4f7c-94bb-bc0b61a3a76d"
+
+
+def test_flow_ids_on_the_command_line_replace_the_environment_s() -> None:
+    """A flag wins over the environment: a --flow-id (typo'd or not) lists its flow alone, not
+    the environment's flows as well; and so does --exclude."""
+    env = {"BULKRETRY_LIST_FAILED_FLOW_ID": f"{FLOW_A},{FLOW_A.upper()}"}
+    assert parse([], env).flow_ids == [FLOW_A, FLOW_A.upper()]
+    assert parse(["--flow-id", FLOW_B], env).flow_ids == [FLOW_B]
+    assert parse(["--flow-id", FLOW_B, "--flow-id", FLOW_A], env).flow_ids == [FLOW_B, FLOW_A]
+    env = {"BULKRETRY_LIST_FAILED_EXCLUDE": os.pathsep.join(["x.jsonl", "y.jsonl"])}
+    assert parse(["--all-flows", "--exclude", "z.jsonl"], env).exclude == ["z.jsonl"]
+
+
+def test_all_flows_on_the_command_line_beats_the_environment_s_flow_ids(
+    sim: Simulator, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The simulator's env file names its flows; --all-flows still lists every flow."""
+    env = env_for(sim, BULKRETRY_LIST_FAILED_FLOW_ID=FLOW_A)
+    assert list_failed(["--all-flows", "-q"], env) == 0
+    assert sorted(capfd.readouterr().out.splitlines()) == sorted(sim.failed_run_ids())
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        (["--flow-id", FLOW_A, "--all-flows"], {}, "--flow-id and --all-flows"),
+        (
+            ["--flow-id", FLOW_A],
+            {"BULKRETRY_LIST_FAILED_ALL_FLOWS": "1"},
+            "BULKRETRY_LIST_FAILED_ALL_FLOWS sets --all-flows",
+        ),
+        (
+            [],
+            {"BULKRETRY_LIST_FAILED_ALL_FLOWS": "1", "BULKRETRY_LIST_FAILED_FLOW_ID": FLOW_A},
+            "BULKRETRY_LIST_FAILED_FLOW_ID and BULKRETRY_LIST_FAILED_ALL_FLOWS",
+        ),
+    ],
+)
+def test_flow_ids_and_all_flows_from_one_place_exit_2_naming_where(
+    args: list[str], env: dict[str, str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert list_failed(args, {**SIM_ENV, **env}) == 2
+    err = capsys.readouterr().err
+    assert named in err
+    assert err.count("\n") == 1
+
+
 def test_missing_credentials_exit_2_naming_them(capsys: pytest.CaptureFixture[str]) -> None:
     """Same credentials as `run`, with the same message when they are missing."""
     assert list_failed(["--all-flows"], {"BULKRETRY_BASE_URL": "http://127.0.0.1:9"}) == 2
