@@ -374,6 +374,16 @@ def _list(lister: FailedRunLister, fd: int, *, fmt: str, quiet: bool, err: TextI
         code = EXIT_STOPPED
     if not quiet:
         print(lister.stats.summary(), file=err)
+    for flow in lister.stats.unknown_flows:
+        # A typo'd flow ID would otherwise list nothing and exit 0, as if all were well.
+        credentials = lister.settings.credentials
+        sandbox = f" {credentials.sandbox!r}" if credentials is not None else ""
+        print(
+            f"bulkretry: error: --flow-id {flow}: no such flow in sandbox{sandbox} "
+            "(GET /flows answered 404)",
+            file=err,
+        )
+        code = max(code, EXIT_USAGE)
     return code
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "Final",
     "RunView",
     "classify_status",
+    "flow_url",
     "is_flow_id",
     "listing_params",
     "listing_url",
@@ -239,6 +240,11 @@ def runs_url(base: URL | str, params: Sequence[tuple[str, str]]) -> URL:
     # ``=`` stays as the docs write it (property=flowId==…); ``>`` and ``<`` are escaped.
     query = urlencode(list(params), quote_via=quote, safe="=")
     return URL(f"{_base(base)}/runs" + (f"?{query}" if query else ""), encoded=True)
+
+
+def flow_url(base: URL | str, flow_id: str) -> URL:
+    """Return ``{base}/flows/{FLOW_ID}``, which answers 404 for a flow the sandbox lacks."""
+    return URL(f"{_base(base)}/flows/{quote(flow_id, safe='')}", encoded=True)
 
 
 def listing_url(

@@ -36,7 +36,14 @@ from .._exceptions import ListingHalted, MissingCredentialsError, TransportError
 from .._http.auth import TokenProvider, token_provider
 from .._http.client import MAX_PAGE_BYTES, FlowServiceClient, make_session
 from .._http.links import next_href, resolve_next
-from .._http.lookups import is_flow_id, listing_url, page_problem, parse_run_page, runs_url
+from .._http.lookups import (
+    flow_url,
+    is_flow_id,
+    listing_url,
+    page_problem,
+    parse_run_page,
+    runs_url,
+)
 from .._http.runs import ListedRun
 from .._model import Answer
 from .._pace.throttle import Throttle
@@ -139,7 +146,11 @@ class FailedRunLister:
                 )
             for flow_id in self.query.flows():
                 self._flow = flow_id
-                await self._list_flow(flow_id, on_page)
+                listed = await self._list_flow(flow_id, on_page)
+                # Not one failed run: a typo'd flow ID reads the same as a flow with nothing
+                # to re-trigger, unless the flow itself is asked for.
+                if not listed and flow_id is not None and not await self._flow_exists(flow_id):
+                    self.stats.unknown_flows.append(flow_id)
         finally:
             if own is not None:
                 await own.close()
@@ -149,14 +160,17 @@ class FailedRunLister:
         """Return the URL of the first page for ``flow_id`` (None: every flow)."""
         return runs_url(self._base, self.query.params(flow_id))
 
-    async def _list_flow(self, flow_id: str | None, on_page: OnPage) -> None:
+    async def _list_flow(self, flow_id: str | None, on_page: OnPage) -> bool:
+        """List one flow (None: every flow); return False when its pages held no run at all."""
         url = self.first_url(flow_id)
         visited = {str(url)}
         page = 0
+        items = 0
         while True:
             page += 1
             body = await self._fetch(url, self._where(page), f"page {page}")
             self.stats.pages += 1
+            items += len(body["items"])
             runs = self._accept(body["items"], flow_id)
             if self._skip_superseded and runs:
                 runs = await self._unsuperseded(runs, flow_id)
@@ -165,7 +179,7 @@ class FailedRunLister:
             try:
                 href = next_href(body)
                 if href is None:
-                    return
+                    return items > 0
                 url = resolve_next(self._base, href)
             except ListingHalted as exc:
                 raise ListingHalted(self._where(page) + exc.reason) from None
@@ -233,6 +247,19 @@ class FailedRunLister:
             ),
             default=None,
         )
+
+    async def _flow_exists(self, flow: str) -> bool:
+        """Ask for the flow itself: False when Flow Service answers 404 (no such flow)."""
+        where = f"looking up flow {flow} stopped: "
+        try:
+            await self._fetch(flow_url(self._base, flow), where, f"flow {flow}")
+        except ListingHalted as exc:
+            if exc.status == 404:
+                return False
+            raise
+        finally:
+            self.stats.lookups += 1
+        return True
 
     def _where(self, page: int) -> str:
         flow = f" of flow {self._flow}" if self._flow is not None else ""

@@ -36,6 +36,8 @@ class ListingStats:
     server_errors: int = 0
     network_errors: int = 0
     token_renewals: int = 0
+    #: Flows asked for that Flow Service does not know (a 404 for ``GET /flows/{id}``).
+    unknown_flows: list[str] = field(default_factory=list)
 
     @property
     def elapsed(self) -> float:

@@ -53,6 +53,7 @@ SANDBOX_MISSING = (400, "1100-400", "Header x-sandbox-name is required.")
 SANDBOX_UNKNOWN = (403, "1103-403", "Access denied to sandbox {sandbox!r}.")
 UNSUPPORTED_OP = (400, "1434-400", "Unsupported operation {op!r}; the only one is RE_TRIGGER.")
 NOT_FOUND = (404, "1101-404", "Run {run_id} was not found.")
+FLOW_NOT_FOUND = (404, "1101-404", "Flow {flow_id} was not found.")
 NOT_FAILED = (400, "1409-400", "Operation not allowed in the current state: run {run_id} is {s}.")
 ALREADY = (
     400,

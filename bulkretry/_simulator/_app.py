@@ -27,6 +27,7 @@ from ._state import RunStore
 from ._trouble import Answer, retry_after_value
 
 RETRIGGER, GET_RUN, LIST_RUNS, TOKEN = "re-trigger", "get-run", "list-runs", "token"
+GET_FLOW = "get-flow"
 """The endpoints, as `Engine.endpoints` counts requests to them."""
 
 
@@ -105,6 +106,7 @@ class Engine:
         app.router.add_post(f"{base}/runs/{{run_id}}/action", self.handle_action)
         app.router.add_get(f"{base}/runs", self.handle_list)
         app.router.add_get(f"{base}/runs/{{run_id}}", self.handle_get)
+        app.router.add_get(f"{base}/flows/{{flow_id}}", self.handle_flow)
         app.router.add_post(IMS_PATH, self.handle_token)
         return app
 
@@ -154,6 +156,14 @@ class Engine:
         return await self.delivery.serve(
             request, visit, lambda: self.flow.look_up(run_id, visit.rid)
         )
+
+    async def handle_flow(self, request: web.Request) -> web.StreamResponse:
+        """Serve ``GET /flows/{FLOW_ID}``: the flow, in a one-item list, or 404."""
+        flow_id = request.match_info["flow_id"]
+        visit = await self._gate(request, None, GET_FLOW, troubled=self.config.trouble_on_listing)
+        if visit.early is not None:
+            return self.delivery.sent(visit.early, visit)
+        return await self.delivery.serve(request, visit, lambda: self.flow.flow(flow_id, visit.rid))
 
     async def handle_token(self, request: web.Request) -> web.StreamResponse:
         """Serve IMS's ``POST /ims/token/v3`` with client credentials."""

@@ -97,6 +97,15 @@ class FlowService:
         payload: dict[str, object] = {"items": [self.json(run)]}
         return A.json_answer(200, payload, rid), payload
 
+    def flow(self, flow_id: str, rid: str) -> Answered:
+        """Answer ``GET /flows/{FLOW_ID}``: the flow in a one-item list, or 404."""
+        config = self.config
+        if flow_id not in self.store.flow_ids and not config.accept_any:
+            return A.flow_error_for(A.FLOW_NOT_FOUND, rid, flow_id=flow_id), None
+        flow = {"id": flow_id, "imsOrgId": config.org_id, "sandboxName": config.sandbox}
+        payload: dict[str, object] = {"items": [flow]}
+        return A.json_answer(200, payload, rid), payload
+
     def retrigger(self, run_id: str, visit: Visit, *, lost: bool) -> Answered:
         """Answer ``POST /runs/{RUN_ID}/action?op=re-trigger``, starting a new run if allowed."""
         rid = visit.rid

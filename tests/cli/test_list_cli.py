@@ -112,6 +112,31 @@ def test_ids_are_written_one_per_line_with_a_summary_on_stderr(
     assert len(err.splitlines()) == 1
 
 
+def test_a_flow_id_no_flow_has_exits_2_naming_it_after_the_others_are_listed(
+    sim: Simulator, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A typo'd (well-formed) flow ID lists nothing: that is an error, not a green exit; the
+    flows that exist are listed all the same."""
+    known = sim.flow_ids()[0]
+    args = ["--flow-id", FLOW_A, "--flow-id", known]
+    assert list_failed(args, env_for(sim)) == 2
+    out, err = capfd.readouterr()
+    assert sorted(out.splitlines()) == sorted(failed_of(sim, known))
+    assert f"--flow-id {FLOW_A}: no such flow in sandbox 'prod'" in err
+    assert sim.endpoint_counts().get("get-flow") == 1  # only the flow that listed nothing
+
+
+def test_a_flow_with_no_failed_run_in_the_window_lists_nothing_and_exits_0(
+    sim: Simulator, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """It exists (GET /flows/{id} says so): an empty listing is a complete one."""
+    args = ["--flow-id", sim.flow_ids()[0], "--since", "2h", "--until", "1h"]
+    assert list_failed(args, env_for(sim)) == 0
+    out, err = capfd.readouterr()
+    assert out == ""
+    assert "error:" not in err
+
+
 def test_an_upper_case_flow_id_lists_the_same_runs_as_its_lower_case(
     sim: Simulator, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -305,6 +305,24 @@ async def test_get_run_answers_it_in_a_one_item_list(
         assert resp.status == 404
 
 
+async def test_get_flow_answers_a_known_flow_and_404_for_any_other(
+    session: aiohttp.ClientSession, sim: Simulator
+) -> None:
+    """GET /flows/{FLOW_ID}: {"items": [flow]} for a flow it serves, else FLOW-1101-404."""
+    flow = sim.flow_ids()[0]
+    async with session.get(f"{sim.base_url}/flows/{flow}", headers=sim.headers()) as resp:
+        assert resp.status == 200
+        body = await resp.json()
+    assert [item["id"] for item in body["items"]] == [flow]
+    unknown = "3d17a4ff-9e0a-4f7c-94bb-bc0b61a3a76d"
+    async with session.get(f"{sim.base_url}/flows/{unknown}", headers=sim.headers()) as resp:
+        assert resp.status == 404
+        body = await resp.json()
+    assert body["type"] == "https://ns.adobe.com/aep/errors/FLOW-1101-404"
+    assert unknown in body["report"]["detailed-message"]
+    assert sim.endpoint_counts()["get-flow"] == 2
+
+
 def test_seeded_state_is_deterministic() -> None:
     """The same seed gives the same flows and runs; another seed gives others."""
     config = SimulatorConfig(seed=7, flows=4, runs_per_flow=5)
