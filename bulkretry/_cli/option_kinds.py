@@ -33,6 +33,16 @@ EXIT_USAGE = 2
 
 
 class Parser(argparse.ArgumentParser):
+    """argparse's parser, with one-line errors and no abbreviated flags.
+
+    ``--rat 5`` is a typo, not ``--rate 5``: a prefix accepted silently ran a live batch at a
+    rate nobody asked for, and a prefix that a later flag makes ambiguous would break scripts.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         """Print one clear line, not the whole usage, and exit 2."""
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")

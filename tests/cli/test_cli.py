@@ -85,6 +85,27 @@ def test_bad_option_value_exits_2_with_one_line(capsys: pytest.CaptureFixture[st
     assert "Traceback" not in err
 
 
+@pytest.mark.parametrize(
+    "words",
+    [
+        ["run", "--rat", "5", "--dry-run"],
+        ["run", "--dry", "--rate", "5"],
+        ["list-failed", "--all", "--since", "1h"],
+        ["check", "--time", "5"],
+    ],
+)
+def test_an_abbreviated_flag_is_a_typo_not_the_flag_it_begins(
+    words: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--rat is not --rate: exit 2 before anything runs, naming what was not understood."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(words, env={})
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"unrecognized arguments: {words[1]}" in err
+
+
 def test_bad_environment_value_exits_2_naming_the_variable(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
