@@ -163,7 +163,9 @@ def _names(views: Iterable[RunView]) -> tuple[str, ...]:
 
 
 def _unsure(names: tuple[str, ...], why: str) -> Done:
-    """In doubt: a look-up found new runs of its flow ``why`` it cannot attribute."""
+    """In doubt: a look-up found new runs of its flow ``why`` it cannot attribute (or none)."""
+    if not names:
+        return cannot_tell(why)
     message = f"a look-up found new runs of its flow {why}; candidates: " + ", ".join(names)
     return Done(Outcome.IN_DOUBT, ErrorInfo(kind="in_doubt", message=message))
 

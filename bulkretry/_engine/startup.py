@@ -43,9 +43,13 @@ async def check_first(
             on_attempt=lambda outcome, decision: governor.steer(outcome, decision, sent_at=sent_at),
         )
     except AuthenticationError as exc:
-        raise ConfigurationError(
-            f"{exc}; check the access token, API key, org ID and sandbox"
-        ) from exc
+        # A refusal the policy read says what to check already; say it once.
+        hint = (
+            ""
+            if "; check " in str(exc)
+            else "; check the access token, API key, org ID and sandbox"
+        )
+        raise ConfigurationError(f"{exc}{hint}") from exc
     except BatchHalted as exc:
         control.stop(str(exc))
         return

@@ -15,7 +15,10 @@ def found(view: RunView) -> Done:
 
 
 def unsure(names: tuple[str, ...], why: str) -> Done:
-    """In doubt: a look-up found new runs of the flow it cannot attribute (``why``)."""
+    """In doubt: a look-up found new runs of the flow it cannot attribute (``why``), or none
+    (``names`` empty), which cannot tell either."""
+    if not names:
+        return cannot_tell(why)
     message = f"a look-up found new runs of its flow {why}; candidates: " + ", ".join(names)
     return Done(Outcome.IN_DOUBT, ErrorInfo(kind="in_doubt", message=message), candidates=names)
 

@@ -95,9 +95,26 @@ async def test_refused_credentials_are_exit_2_before_any_re_trigger(tmp_path: Pa
         )
         retriggers = sum(sim.retrigger_counts().values())
     assert done.code == 2, done.err
-    assert "check the access token" in done.err
+    assert "API key" in done.err
+    assert done.err.count("; check ") == 1  # said once, not twice in other words
     assert retriggers == 0
     assert_all_not_attempted(out)
+
+
+async def test_a_refused_sandbox_says_what_to_check_once(tmp_path: Path) -> None:
+    """The policy's reason names what to check already: the start-up does not say it again."""
+    async with Simulator(SimulatorConfig(run_ids=tuple(IDS))) as sim:
+        done = await bulkretry(
+            "run",
+            str(ids_file(tmp_path)),
+            "-o",
+            str(tmp_path / "o"),
+            base_url=sim.base_url,
+            env={"BULKRETRY_SANDBOX": "not-a-sandbox"},
+        )
+    assert done.code == 2, done.err
+    assert "sandbox" in done.err
+    assert done.err.count("; check ") == 1, done.err
 
 
 @pytest.mark.parametrize(

@@ -622,3 +622,20 @@ async def test_with_no_request_unanswered_a_run_made_just_before_the_look_is_its
     step = await check(res, clock, lost(res, clock, uuid(1), sent=T0, lasted=0.5), after=0.0)
     assert isinstance(step, Done)
     assert step.new_run_id == uuid(100)
+
+
+def test_a_verdict_in_doubt_with_no_new_run_does_not_say_it_found_some() -> None:
+    """Fewer new runs (none) than unclear answers: in doubt, saying what it could not tell,
+    not 'found new runs ... candidates: ' with an empty list."""
+    from bulkretry._engine.attribution import _unsure
+    from bulkretry._engine.verdicts import unsure
+
+    for done in (unsure((), "fewer new runs (0) than unclear answers (2)"), _unsure((), "x")):
+        assert done.outcome is Outcome.IN_DOUBT
+        assert done.error is not None
+        assert "found new runs" not in done.error.message
+        assert "candidates" not in done.error.message
+        assert not done.candidates
+    named = unsure(("r1",), "why").error
+    assert named is not None
+    assert named.message.endswith("candidates: r1")
