@@ -97,7 +97,7 @@ def build_parser(env: Mapping[str, str], command: str | None = None) -> argparse
     if wanted("report"):
         from .report import configure_report_parser
 
-        configure_report_parser(report)
+        configure_report_parser(report, env)
     simulate = add_command(commands, "simulate")
     if wanted("simulate"):
         from .._simulator._cli import configure_parser

@@ -1,10 +1,14 @@
 """``bulkretry report``: merge the results files of several passes into one current view.
 
-For each run ID the most advanced evidence wins, in any order of files and lines (the order of
+Lines are read by :class:`~bulkretry._io.source.RecordReader`, as ``run`` reads them (the same
+validation), through :class:`~bulkretry._io.tee.LineTee`, which keeps each line as read. For
+each run ID the most advanced evidence wins, in any order of files and lines (the order of
 :func:`~bulkretry._io.evidence.order`; a later line wins among equals), and its line is printed
-as it was written, in the order runs were first seen. What the lines hold is kept in a private,
-disk-backed SQLite table, so memory stays flat however many passes are merged. Counts and the top
-error codes go to stderr. Exit 0 when every run is ``retriggered`` or ``already_retriggered``.
+as it was written, in the order runs were first seen. A line that names no valid run ID is
+written as the ``invalid`` record ``run`` would write for it (its text JSON-escaped, never raw),
+in its place among the runs. What the lines hold is kept in a private, disk-backed SQLite table,
+so memory stays flat however many passes are merged. Counts and the top error codes go to
+stderr. Exit 0 when every line is a run ``retriggered`` or ``already_retriggered``.
 """
 
 from __future__ import annotations
@@ -13,16 +17,26 @@ import argparse
 import sqlite3
 import sys
 from collections import Counter
-from collections.abc import Iterator, Sequence
-from typing import IO, Any, TextIO
+from collections.abc import Iterator, Mapping, Sequence
+from typing import IO, Any, TextIO, cast
 
 import orjson
 
+from .._exceptions import InputError
 from .._io.doubts import doubt_at
 from .._io.evidence import order, rank
-from .._io.source import STDIN, RunIdValidator, check_input_paths
-from .._model import DONE_OUTCOMES
-from .options import EXIT_OK, EXIT_SOME_FAILED, choice
+from .._io.source import (
+    BOM,
+    MAX_LINE_BYTES,
+    STDIN,
+    InputRecord,
+    RecordReader,
+    RunIdValidator,
+    check_input_paths,
+)
+from .._io.tee import LineTee
+from .._model import DONE_OUTCOMES, ErrorInfo, Outcome, RunResult
+from .options import EXIT_OK, EXIT_SOME_FAILED, add_options, choice, run_option
 
 __all__ = ["configure_report_parser", "run_report"]
 
@@ -35,10 +49,13 @@ ON CONFLICT (key) DO UPDATE SET
     outcome = excluded.outcome, kind = excluded.kind, code = excluded.code
 WHERE (excluded.rank, excluded.at, excluded.sub) >= (best.rank, best.at, best.sub)
 """
+_INVALID_KIND = "invalid_input"
 
 
-def configure_report_parser(parser: argparse.ArgumentParser) -> None:
-    """Add ``report``'s arguments to ``parser``."""
+def configure_report_parser(
+    parser: argparse.ArgumentParser, env: Mapping[str, str] | None = None
+) -> None:
+    """Add ``report``'s arguments to ``parser`` (defaults from ``env``, as ``run``'s)."""
     parser.add_argument(
         "files", nargs="*", metavar="RESULTS", help="results files of any passes; - or none: stdin"
     )
@@ -49,37 +66,46 @@ def configure_report_parser(parser: argparse.ArgumentParser) -> None:
         metavar="table|json",
         help="format of the counts on stderr [default table]",
     )
+    # The run IDs run was given: a line that run would read as invalid is invalid here too.
+    add_options(parser, [run_option("run_id_pattern")], env or {})
 
 
-def _lines(paths: Sequence[str]) -> Iterator[bytes]:
+def _records(
+    paths: Sequence[str], validator: RunIdValidator
+) -> Iterator[tuple[InputRecord, bytes]]:
+    """Yield each non-blank, non-comment line's record and the line as read, files in order."""
     for path in paths:
         if path == STDIN:
-            yield from sys.stdin.buffer
-        else:
-            with open(path, "rb") as fh:
-                yield from fh
-
-
-_Entry = tuple[str, tuple[int, int, int], str, str | None, str | None]
-
-
-def _entry(raw: bytes, validator: RunIdValidator) -> _Entry:
-    """Return ``(key, order, outcome weighed, error kind, error code)`` of one line."""
-    text = raw.strip()
-    obj: Any = None
-    if text.startswith(b"{"):
+            yield from _records_of(sys.stdin.buffer, STDIN, validator)
+            continue
         try:
-            obj = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            obj = None
-    if not isinstance(obj, dict):
-        candidate = text.decode("utf-8", "replace")
-        run_id, _ = validator.normalise(candidate)
-        return run_id or candidate, order(0), "bare", None, None
-    run_id = obj.get("run_id") or obj.get("id")
-    key = str(run_id) if run_id is not None else text.decode("utf-8", "replace")
-    if isinstance(run_id, str):
-        key = validator.normalise(run_id)[0] or run_id
+            fh = open(path, "rb")  # noqa: SIM115 - closed by the with below
+        except OSError as exc:
+            raise InputError(f"cannot read input {path}: {exc.strerror}") from None
+        with fh:
+            yield from _records_of(fh, path, validator)
+
+
+def _records_of(
+    stream: IO[bytes], source: str, validator: RunIdValidator
+) -> Iterator[tuple[InputRecord, bytes]]:
+    tee = LineTee(stream, MAX_LINE_BYTES + 1)
+    # RecordReader calls nothing but readline on the stream it is given.
+    reader = RecordReader([STDIN], validator, stdin=cast(IO[bytes], tee))
+    for record in reader:
+        record.source = source
+        yield record, tee.line
+
+
+_Entry = tuple[tuple[int, int, int], str, str | None, str | None]
+
+
+def _entry(raw: bytes) -> _Entry:
+    """Return ``(order, outcome weighed, error kind, error code)`` of a valid run's line."""
+    text = raw.removeprefix(BOM).strip()
+    if not text.startswith(b"{"):
+        return order(0), "bare", None, None
+    obj: Any = orjson.loads(text)  # RecordReader has read it as a JSON object already
     outcome = obj.get("outcome")
     outcome = outcome if isinstance(outcome, str) else "bare"
     prior = obj.get("prior_outcome")
@@ -93,18 +119,47 @@ def _entry(raw: bytes, validator: RunIdValidator) -> _Entry:
     # Counted (and judged for the exit code) as what it stands for: a skipped line carrying a
     # retriggered prior is a run done.
     ranked = rank(weighed, resolved if isinstance(resolved, str) else None)
-    return key, order(ranked, doubt_at(obj, weighed)), weighed, kind, code
+    return order(ranked, doubt_at(obj, weighed)), weighed, kind, code
+
+
+def _invalid_line(record: InputRecord) -> bytes:
+    """Return the ``invalid`` results line ``run`` writes for a line naming no valid run ID."""
+    error = ErrorInfo(kind=_INVALID_KIND, message=record.error or "not a valid run ID")
+    result = RunResult(
+        run_id=record.text,
+        outcome=Outcome.INVALID,
+        error=error,
+        source=record.source,
+        line=record.line,
+    )
+    return result.to_json_line()
+
+
+def _row(number: int, record: InputRecord, raw: bytes) -> tuple[Any, ...]:
+    """Return the ``best`` row of the ``number``-th line read: its run's, or its own."""
+    if record.run_id is None:
+        # A run ID is printable, so this key never meets one: each invalid line keeps a row
+        # (and its place) of its own.
+        ranked, at, sub = order(0)
+        line = _invalid_line(record)
+        return f"\0{number}", number, ranked, at, sub, line, "invalid", _INVALID_KIND, None
+    (ranked, at, sub), outcome, kind, code = _entry(raw)
+    # Printed as written, but for a byte-order mark, which RecordReader reads past too.
+    line = raw.removeprefix(BOM)
+    line = line if line.endswith(b"\n") else line + b"\n"
+    return record.run_id, number, ranked, at, sub, line, outcome, kind, code
 
 
 def run_report(
     ns: argparse.Namespace, out: IO[bytes] | None = None, err: TextIO | None = None
 ) -> int:
-    """Print one current line per run ID, then the counts; return the exit code."""
+    """Print one current line per run ID and one ``invalid`` line per line naming none, then
+    the counts; return the exit code."""
     out = out or sys.stdout.buffer
     err = err or sys.stderr
     files = list(ns.files) or [STDIN]
     check_input_paths(files)
-    validator = RunIdValidator()
+    validator = RunIdValidator(ns.run_id_pattern)
     # "" is SQLite's private temporary database: on disk, deleted when closed.
     conn = sqlite3.connect("", isolation_level=None)
     try:
@@ -114,13 +169,8 @@ def run_report(
         )
         conn.execute("BEGIN")
         rows = []
-        for number, raw in enumerate(_lines(files)):
-            stripped = raw.strip()
-            if not stripped or stripped.startswith(b"#"):
-                continue
-            line = raw if raw.endswith(b"\n") else raw + b"\n"
-            key, (ranked, at, sub), outcome, kind, code = _entry(raw, validator)
-            rows.append((key, number, ranked, at, sub, line, outcome, kind, code))
+        for number, (record, raw) in enumerate(_records(files, validator)):
+            rows.append(_row(number, record, raw))
             if len(rows) >= 2048:
                 conn.executemany(_MERGE, rows)
                 rows = []

@@ -3,14 +3,16 @@
 ``bulkretry run ids.txt -o results.jsonl; bulkretry watch results.jsonl > final.jsonl`` tells,
 for every re-triggered run, whether its new run succeeded. Each input line gives one output
 line: the results line as it was, with ``final_status`` (``success``, ``failed``,
-``partial``, ``unknown``; null for a line that was never re-triggered), ``chain``, ``rounds``
-and, when known, ``final_status_raw`` and ``final_error``. Invalid lines are reported as
-``run`` reports them. ``watch`` only looks (:class:`~bulkretry._engine.follow.Follower`): it
+``partial``, ``unknown``, also for a line re-triggered whose new run is not known; null for a
+line that was never re-triggered), ``chain``, ``rounds`` and, when known, ``final_status_raw``
+and ``final_error``. A bare run ID is ``skipped`` and invalid lines are reported as ``run``
+reports them. ``watch`` only looks (:class:`~bulkretry._engine.follow.Follower`): it
 never sends a re-trigger.
 
 Exit codes: 0 every valid line's run ended ``success`` (and no line was invalid); 1 some did
-not; 2 a usage error, or the pre-flight found the base URL or the credentials wrong; 3 look-ups
-were refused while following (every run not yet ended is written ``unknown``).
+not (a skipped bare run ID or a line never re-triggered did not either); 2 a usage error, or
+the pre-flight found the base URL or the credentials wrong; 3 look-ups were refused while
+following (every run not yet ended is written ``unknown``).
 """
 
 from __future__ import annotations
@@ -38,7 +40,6 @@ from .._http.preflight import preflight
 from .._io.sink import OutputClosed, OutputFailed, ResultSink
 from .._io.source import STDIN, RunIdValidator, check_input_paths
 from .._io.written import STDOUT_FD, open_output
-from .._model import Followed
 from .build import build_reader_settings
 from .logs import configure_logging
 from .loop import new_event_loop
@@ -53,7 +54,7 @@ from .options import (
     positive_float,
     run_option,
 )
-from .watch_lines import Line, read_lines
+from .watch_lines import BARE, NOT_RETRIGGERED, UNTOLD, Line, read_lines
 
 __all__ = ["OWN_OPTIONS", "WATCH_OPTIONS", "Watcher", "configure_parser", "run_watch"]
 
@@ -109,7 +110,8 @@ def configure_parser(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
     parser.description = (
         "Follow the new runs of earlier results lines (retriggered or already_retriggered, "
         "with a new_run_id) until each ends, and write every line back with final_status "
-        "(success, failed, partial, unknown; null if never re-triggered), chain and rounds. "
+        "(success, failed, partial, unknown; null if never re-triggered), chain and rounds; "
+        "a bare run ID is skipped. "
         "Looks up runs in few requests (listings by creation time); never re-triggers."
     )
     parser.epilog = (
@@ -120,7 +122,8 @@ def configure_parser(parser: argparse.ArgumentParser, env: Mapping[str, str]) ->
         "  bulkretry run ids.txt | bulkretry watch --poll 60 -o final.jsonl\n\n"
         "exit codes:\n"
         "  0    every valid line's run ended success\n"
-        "  1    some ended otherwise (failed, partial, unknown, never re-triggered, invalid)\n"
+        "  1    some ended otherwise (failed, partial, unknown, never re-triggered, skipped,\n"
+        "       invalid)\n"
         "  2    a usage error, or the pre-flight found --base-url or the credentials wrong\n"
         "  3    look-ups were refused while following (the rest is written unknown)\n"
         "  130  interrupted (SIGINT); 143: terminated (SIGTERM)"
@@ -171,8 +174,9 @@ class Watcher:
         self._session = session
         self._tokens = tokens
         self.follower: Follower | None = None
-        #: final_status of each valid line ("" for one never re-triggered); invalid lines.
+        #: final_status of each run followed; why each other valid line was not (BARE…).
         self.finals: Counter[str] = Counter()
+        self.unfollowed: Counter[str] = Counter()
         self.invalid = 0
         self.stats = FollowStats()
         self.halt_reason: str | None = None
@@ -181,7 +185,10 @@ class Watcher:
         self.output_problem: OutputClosed | OutputFailed | None = None
 
     def __repr__(self) -> str:
-        return f"<Watcher finals={dict(self.finals)} invalid={self.invalid} {self.follower!r}>"
+        return (
+            f"<Watcher finals={dict(self.finals)} unfollowed={dict(self.unfollowed)} "
+            f"invalid={self.invalid} {self.follower!r}>"
+        )
 
     def stop(self, signum: int | None = None) -> None:
         """Stop following (a signal): the runs not ended yet are written ``unknown``."""
@@ -252,9 +259,11 @@ class Watcher:
     def _write(self, line: Line, ended: Ended | None) -> None:
         if not line.valid:
             self.invalid += 1
+        elif ended is not None:
+            self.finals[ended.final_status] += 1
         else:
-            self.finals[ended.final_status if ended is not None else ""] += 1
-        followed = ended.followed(line.chain) if ended is not None else Followed()
+            self.unfollowed[line.unfollowed] += 1
+        followed = ended.followed(line.chain) if ended is not None else line.followed_none()
         if self.output_problem is not None:
             return
         try:
@@ -274,12 +283,28 @@ class Watcher:
             f"requests ({stats.listings} listings in {stats.pages} pages, {stats.gets} runs "
             f"looked up alone, {stats.retries} retries), {stats.per_run():.2f} per followed run"
         ]
-        if finals[""] or self.invalid:
+        unfollowed = self.unfollowed
+        if unfollowed[UNTOLD]:
             lines.append(
-                f"bulkretry: {finals['']} lines never re-triggered (final_status null), "
-                f"{self.invalid} invalid"
+                f"bulkretry: {unfollowed[UNTOLD]} lines re-triggered, but which new run is theirs "
+                "is not known (candidates, no new_run_id): final_status unknown, not followed"
+            )
+        if unfollowed[NOT_RETRIGGERED] or self.invalid:
+            lines.append(
+                f"bulkretry: {unfollowed[NOT_RETRIGGERED]} lines never re-triggered "
+                f"(final_status null), {self.invalid} invalid"
             )
         return "\n".join(lines)
+
+    def bare_ids(self) -> str | None:
+        """Return the stderr line saying why bare run IDs were skipped, if any were."""
+        bare = self.unfollowed[BARE]
+        if not bare:
+            return None
+        return (
+            f"bulkretry: {bare} bare run IDs skipped, so not success: a bare run ID carries no "
+            "re-trigger to follow; feed watch the results file of `bulkretry run` (its -o)"
+        )
 
     def exit_code(self) -> int:
         """Return the exit code (see the module docstring)."""
@@ -287,8 +312,9 @@ class Watcher:
             return 128 + self.signum
         if self.halt_reason is not None or isinstance(self.output_problem, OutputFailed):
             return EXIT_STOPPED
-        valid = sum(self.finals.values())
-        return EXIT_OK if not self.invalid and self.finals["success"] == valid else EXIT_SOME_FAILED
+        # A line not followed (skipped, never re-triggered, new run unknown) did not succeed.
+        succeeded = self.finals["success"] == self.finals.total() and not self.unfollowed
+        return EXIT_OK if succeeded and not self.invalid else EXIT_SOME_FAILED
 
 
 def run_watch(
@@ -323,8 +349,13 @@ def run_watch(
     finally:
         if fd != STDOUT_FD:
             os.close(fd)
-    if not ns.quiet and code != EXIT_USAGE:
-        print(watcher.summary(), file=err)
+    if code != EXIT_USAGE:
+        bare = watcher.bare_ids()
+        # An error, not a count: it says why the exit is 1 (even with -q).
+        if bare is not None:
+            print(bare, file=err)
+        if not ns.quiet:
+            print(watcher.summary(), file=err)
     return code
 
 

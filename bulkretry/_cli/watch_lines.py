@@ -1,11 +1,13 @@
 """``watch``'s input and output lines: what each results line asks to follow, and its answer.
 
 The input is read by :class:`~bulkretry._io.source.RecordReader`, as ``run`` reads it (the same
-validation, the same invalid records), through :class:`_Tee`, which keeps each line as read, so
-that a results line comes back whole with the followed keys added (``final_status``, ``chain``,
-``rounds``…). A line is followed when its outcome (or the outcome it stands for) is
-``retriggered`` or ``already_retriggered`` with a new run ID; its ``chain``, if it has one,
-continues from its last element.
+validation, the same invalid records), through :class:`~bulkretry._io.tee.LineTee`, which keeps
+each line as read, so that a results line comes back whole with the followed keys added
+(``final_status``, ``chain``, ``rounds``…). A line is followed when its outcome (or the outcome
+it stands for) is ``retriggered`` or ``already_retriggered`` with a new run ID; its ``chain``,
+if it has one, continues from its last element. A line re-triggered whose new run is not known
+(``check``'s ``candidates``) is ``final_status: "unknown"``, as ``run --follow`` writes it; a
+line never re-triggered is null; a bare run ID is ``skipped``.
 """
 
 from __future__ import annotations
@@ -22,43 +24,36 @@ from .._http.lookups import is_flow_id
 from .._http.runs import clean_id
 from .._io.doubts import instant_ms
 from .._io.source import STDIN, InputRecord, RecordReader, RunIdValidator
+from .._io.tee import LineTee
 from .._model import DONE_OUTCOMES, ErrorInfo, Followed, Outcome, RunResult
 
-__all__ = ["Line", "read_lines", "since_of"]
+__all__ = ["BARE", "NOT_RETRIGGERED", "UNTOLD", "Line", "read_lines", "since_of"]
+
+#: Why a valid line has no run to follow (:attr:`Line.unfollowed`): a bare run ID, a results
+#: line not re-triggered, or one re-triggered whose new run is not known.
+BARE, NOT_RETRIGGERED, UNTOLD = "bare", "not_retriggered", "untold"
 
 #: The followed keys a results line may carry already: replaced, never doubled.
 _FOLLOWED_KEYS = ("final_status", "final_status_raw", "chain", "rounds", "final_error")
 #: How long before a results line's ``finished_at`` its new run may have been created: the
 #: request's own time, retries of a lost answer, and the clocks of client and service.
 SINCE_MARGIN_MS = 15 * 60 * 1000
-
-
-class _Tee:
-    """Read lines from ``stream`` and keep the last one whole (up to ``cap`` bytes)."""
-
-    def __init__(self, stream: IO[bytes], cap: int) -> None:
-        self._stream = stream
-        self._cap = cap
-        self._ended = True
-        self.line = b""
-
-    def readline(self, limit: int = -1) -> bytes:
-        chunk = self._stream.readline(limit)
-        if self._ended:
-            self.line = chunk
-        elif len(self.line) < self._cap:
-            self.line += chunk
-        self._ended = not chunk or chunk.endswith(b"\n")
-        return chunk
+_NOT_FOLLOWED = Followed()
+_UNTOLD = Followed(final_status="unknown")
 
 
 @dataclass(slots=True)
 class Line:
-    """One input line: its record, the results object it holds, and the run to follow."""
+    """One input line: its record, the results object it holds, and the run to follow.
+
+    ``untold`` marks a line re-triggered whose new run is not known (a look-up's
+    ``candidates``): it has no run to follow, but it was re-triggered.
+    """
 
     record: InputRecord
     obj: dict[str, Any] | None
     target: str | None = None
+    untold: bool = False
     chain: tuple[str, ...] = ()
     flow_id: str | None = None
     since_ms: int | None = None
@@ -67,6 +62,19 @@ class Line:
     def valid(self) -> bool:
         """Tell whether the line names a valid run ID."""
         return self.record.run_id is not None
+
+    @property
+    def unfollowed(self) -> str:
+        """Return why a valid line has no run to follow: BARE, UNTOLD or NOT_RETRIGGERED."""
+        if self.obj is None:
+            return BARE
+        return UNTOLD if self.untold else NOT_RETRIGGERED
+
+    def followed_none(self) -> Followed:
+        """Return what following adds to a line with no run to follow."""
+        # As run --follow writes it: re-triggered is not "never re-triggered", even when
+        # which new run is this one's cannot be told.
+        return _UNTOLD if self.untold else _NOT_FOLLOWED
 
     def output(self, followed: Followed) -> bytes:
         """Return the output line: the input results line with ``followed``'s keys."""
@@ -123,6 +131,9 @@ def _line_of(record: InputRecord, raw: bytes) -> Line:
         new_run_id = clean_id(record.prior_new_run_id)
         line.chain = (new_run_id,) if new_run_id else ()
     if not line.chain:
+        # Re-triggered, but no new run named (check's candidates): nothing to follow, yet
+        # not a line never re-triggered either.
+        line.untold = True
         return line
     line.target = line.chain[-1]
     flow = obj.get("flow_id")
@@ -160,7 +171,7 @@ def read_lines(
 def _lines_of(
     stream: IO[bytes], source: str, validator: RunIdValidator, cap: int
 ) -> Iterator[Line]:
-    tee = _Tee(stream, cap + 1)
+    tee = LineTee(stream, cap + 1)
     reader = RecordReader([STDIN], validator, stdin=tee)  # type: ignore[arg-type]
     for record in reader:
         record.source = source

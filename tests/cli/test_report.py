@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 
 from bulkretry._cli.main import build_parser, main
 from bulkretry._cli.report import run_report
+from bulkretry._io.source import BOM, MAX_LINE_BYTES
 
 A, B, C = (f"{i:08x}-1804-45d6-8d56-dd51f05c0baf" for i in (1, 2, 3))
 
@@ -32,13 +34,15 @@ PASS_2 = [
 ]
 
 
-def report(tmp_path: Path, *chunks: list[bytes], fmt: str = "table") -> tuple[int, list[Any], str]:
+def report(
+    tmp_path: Path, *chunks: list[bytes], fmt: str = "table", extra: tuple[str, ...] = ()
+) -> tuple[int, list[Any], str]:
     paths = []
     for number, chunk in enumerate(chunks):
         path = tmp_path / f"pass{number}.jsonl"
         path.write_bytes(b"".join(chunk))
         paths.append(str(path))
-    ns = build_parser({}, "report").parse_args(["report", *paths, "--format", fmt])
+    ns = build_parser({}, "report").parse_args(["report", *paths, "--format", fmt, *extra])
     out, err = io.BytesIO(), io.StringIO()
     code = run_report(ns, out=out, err=err)
     rows = [
@@ -125,3 +129,101 @@ def test_a_skipped_line_standing_for_a_retriggered_run_counts_as_done(tmp_path: 
     assert [row["outcome"] for row in rows] == ["skipped"]  # printed as written
     assert orjson.loads(err)["outcomes"] == {"retriggered": 1}
     assert code == 0
+
+
+def test_a_results_line_whose_run_id_is_not_valid_is_invalid_and_exits_1(tmp_path: Path) -> None:
+    """A 'retriggered' line naming '../../x' is no run done: run writes it invalid, so does
+    report, in its place among the runs, and the exit is 1."""
+    bad = line("../../x", "retriggered")
+    code, rows, err = report(tmp_path, [line(A, "retriggered"), bad, line(B, "retriggered")])
+    assert [row["run_id"] for row in rows] == [A, "../../x", B]
+    invalid = rows[1]
+    assert invalid["outcome"] == "invalid"
+    assert invalid["error"]["kind"] == "invalid_input"
+    assert invalid["source"] == str(tmp_path / "pass0.jsonl")
+    assert invalid["line"] == 2
+    assert orjson.loads(report(tmp_path, [bad], fmt="json")[2])["outcomes"] == {"invalid": 1}
+    assert "invalid: 1" in err
+    assert code == 1
+
+
+def test_junk_lines_are_each_invalid_not_bare_runs(tmp_path: Path) -> None:
+    """Text, broken JSON, a JSON array, an object without a string run_id: one invalid record
+    each (two equal junk lines stay two), none merged into a run."""
+    junk = [b"hello world\n", b"hello world\n", b"{not json\n", b"[1, 2]\n", b'{"id": 5}\n']
+    code, rows, err = report(tmp_path, [*junk, f"{A}\n".encode()], fmt="json")
+    assert [row["outcome"] for row in rows[:5]] == ["invalid"] * 5
+    assert [row["line"] for row in rows[:5]] == [1, 2, 3, 4, 5]
+    assert rows[5] == A  # the valid bare ID, as written
+    assert orjson.loads(err)["outcomes"] == {"invalid": 5, "bare": 1}
+    assert code == 1
+
+
+def test_an_invalid_line_is_written_json_escaped_never_raw(tmp_path: Path) -> None:
+    """Terminal escape sequences of an invalid line (bare or in run_id) come out escaped in a
+    results line that report (like run) reads back as the same invalid record."""
+    path = tmp_path / "garbage.txt"
+    path.write_bytes(b"\x1b[31mred\x1b[0m\n" + line("\x1b]0;x\x07", "retriggered"))
+    ns = build_parser({}, "report").parse_args(["report", str(path)])
+    out = io.BytesIO()
+    assert run_report(ns, out=out, err=io.StringIO()) == 1
+    written = out.getvalue()
+    assert b"\x1b" not in written
+    assert b"\x07" not in written
+    rows = [orjson.loads(raw) for raw in written.splitlines()]
+    assert [row["run_id"] for row in rows] == ["\x1b[31mred\x1b[0m", "\x1b]0;x\x07"]
+    assert {row["outcome"] for row in rows} == {"invalid"}
+    again = tmp_path / "again.jsonl"
+    again.write_bytes(written)
+    ns = build_parser({}, "report").parse_args(["report", str(again)])
+    out = io.BytesIO()
+    assert run_report(ns, out=out, err=io.StringIO()) == 1
+    assert [orjson.loads(raw)["run_id"] for raw in out.getvalue().splitlines()] == [
+        row["run_id"] for row in rows
+    ]
+
+
+def test_an_over_long_line_is_invalid(tmp_path: Path) -> None:
+    """A line longer than any run ID line is invalid (and is not quoted back whole)."""
+    long = b'{"run_id": "' + A.encode() + b'", "pad": "' + b"x" * (MAX_LINE_BYTES + 1) + b'"}\n'
+    code, rows, _ = report(tmp_path, [long, line(B, "retriggered")])
+    assert [row["outcome"] for row in rows] == ["invalid", "retriggered"]
+    assert "bytes long" in rows[0]["error"]["message"]
+    assert code == 1
+
+
+def test_a_byte_order_mark_is_read_past_as_run_reads_it(tmp_path: Path) -> None:
+    """A file saved with a BOM: its first line is the run it names, printed without the BOM."""
+    code, rows, _ = report(tmp_path, [BOM + line(A, "retriggered")])
+    assert rows == [{"run_id": A, "outcome": "retriggered"}]
+    assert code == 0
+
+
+def test_stdin_with_an_invalid_line_appended_exits_1(
+    monkeypatch: pytest.MonkeyPatch, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    """(cat results.jsonl; echo '{"run_id":"../../x",...}') | bulkretry report: exit 1."""
+    piped = line(A, "retriggered") + b'{"run_id":"../../x","outcome":"retriggered"}\n'
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(piped)))
+    assert main(["report"], env={}) == 1
+    captured = capsysbinary.readouterr()
+    rows = [orjson.loads(raw) for raw in captured.out.splitlines()]
+    assert [(row["run_id"], row["outcome"]) for row in rows] == [
+        (A, "retriggered"),
+        ("../../x", "invalid"),
+    ]
+    assert rows[1]["source"] == "-"
+    assert b"invalid: 1" in captured.err
+
+
+def test_run_ids_of_a_custom_pattern_are_runs_with_the_pattern_run_was_given(
+    tmp_path: Path,
+) -> None:
+    """--run-id-pattern (or BULKRETRY_RUN_ID_PATTERN), as run's: job-7 is a run, not invalid."""
+    lines = [line("job-7", "retriggered", new_run_id="n"), b"job-8\n"]
+    code, rows, _ = report(tmp_path, lines, extra=("--run-id-pattern", "job-[0-9]+"))
+    assert rows[0] == orjson.loads(lines[0])
+    assert rows[1] == "job-8"
+    assert code == 1  # job-8 was never re-triggered
+    code, rows, _ = report(tmp_path, lines)
+    assert [row["outcome"] for row in rows] == ["invalid", "invalid"]

@@ -190,3 +190,57 @@ def test_a_bad_poll_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None
         main(["watch", "--poll", "0"], env={})
     assert stopped.value.code == 2
     assert "--poll" in capsys.readouterr().err
+
+
+def test_bare_run_ids_alone_exit_1_and_stderr_says_to_feed_run_results(
+    sim: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bare IDs carry nothing to follow: every line skipped, no look-up, exit 1 and why (-q too)."""
+    ids = sim.failed_run_ids()[:3]
+    bare = tmp_path / "ids.txt"
+    bare.write_text("\n".join(ids) + "\n")
+    before = sim.endpoint_counts()
+    out = tmp_path / "final.jsonl"
+    assert main(["watch", str(bare), "-o", str(out), "-q"], env=env_for(sim)) == 1
+    lines = lines_of(out)
+    assert [line["run_id"] for line in lines] == ids
+    for line in lines:
+        assert (line["outcome"], line["final_status"]) == ("skipped", None)
+        assert line["error"]["kind"] == "not_retriggered"
+    assert sim.endpoint_counts() == before
+    err = capsys.readouterr().err
+    assert "3 bare run IDs skipped, so not success" in err
+    assert "feed watch the results file of `bulkretry run`" in err
+
+
+def test_a_line_retriggered_with_candidates_is_unknown_not_never_retriggered(
+    sim: Simulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """check's candidates (re-triggered, new run not told) give final_status unknown: exit 1."""
+    ids = [run_id for run_id in sim.failed_run_ids() if run_id not in failing(sim)][:1]
+    results = results_of(sim, tmp_path, ids)
+    other = next(run_id for run_id in sim.failed_run_ids() if run_id not in ids)
+    candidates = ["0a5b6c7d-1804-45d6-8d56-dd51f05c0baf", "1b6c7d8e-2915-46e7-9e67-ee62a16d1cb0"]
+    ambiguous = {
+        "run_id": other,
+        "outcome": "retriggered",
+        "new_run_id": None,
+        "resolved_by": "lookup",
+        "candidates": candidates,
+        "error": {"kind": "ambiguous_match", "message": "which new run is this one's: unknown"},
+    }
+    mixed = tmp_path / "mixed.jsonl"
+    mixed.write_bytes(results.read_bytes() + orjson.dumps(ambiguous) + b"\n")
+    out = tmp_path / "final.jsonl"
+    assert main(["watch", str(mixed), "-o", str(out)], env=env_for(sim)) == 1
+    # Lines are written as their runs end: the one not followed comes first.
+    by_run = {line["run_id"]: line for line in lines_of(out)}
+    assert by_run.keys() == {ids[0], other}
+    assert by_run[ids[0]]["final_status"] == "success"
+    told = by_run[other]
+    assert (told["outcome"], told["final_status"]) == ("retriggered", "unknown")
+    assert (told["chain"], told["rounds"], told["candidates"]) == ([], 0, candidates)
+    err = capsys.readouterr().err
+    assert "1 runs followed: 1 success, 0 failed, 0 partial, 0 unknown" in err
+    assert "1 lines re-triggered, but which new run is theirs is not known" in err
+    assert "never re-triggered" not in err
