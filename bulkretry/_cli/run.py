@@ -250,7 +250,10 @@ class BatchRunner:
                 file=sys.stderr,
             )
         if stopped and self.resume_hint is not None:
-            print(f"bulkretry: to resume: {self.resume_hint}", file=sys.stderr)
+            # Run as it was after the cap, it stops at once: the batch's re-triggers count.
+            capped = (self.engine.halt_reason or "").startswith("reached --max-retriggers")
+            how = "go on, raise --max-retriggers (the batch's count) in" if capped else "resume"
+            print(f"bulkretry: to {how}: {self.resume_hint}", file=sys.stderr)
 
 
 def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[str]) -> int:

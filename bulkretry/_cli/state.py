@@ -112,7 +112,7 @@ def resume_command(
         return None
     args = [word for word in argv if word != "--append"]
     again = shlex.join(["bulkretry", *args])
-    if not piped:
+    if not piped or "--resume" in args:  # a --resume reads no input: nothing to pipe
         return again
     alone = ["bulkretry", "run", "--state", state, "--resume"]
     if output not in (None, "-"):

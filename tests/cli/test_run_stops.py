@@ -212,6 +212,9 @@ def test_the_resume_hint_names_the_same_command_and_the_no_input_form() -> None:
     assert "bulkretry run --state b.db --resume -o r.jsonl" in hint
     files = resume_command(["run", "ids.txt", "--state", "b.db"], "b.db", None, piped=False)
     assert files == "bulkretry run ids.txt --state b.db"
+    # A --resume reads no input (and takes no FILE): nothing is piped into it.
+    again = resume_command(["run", "--state", "b.db", "--resume"], "b.db", None, piped=True)
+    assert again == "bulkretry run --state b.db --resume"
 
 
 def test_continuing_output_is_subprocess_free_of_tracebacks(tmp_path: Path) -> None:

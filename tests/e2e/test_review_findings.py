@@ -110,3 +110,31 @@ async def test_a_run_fed_back_in_doubt_and_sent_again_is_never_called_failed(
             )  # fmt: skip
             [row] = records(out)
             assert row["outcome"] == "in_doubt", row
+
+
+async def test_a_stop_at_max_retriggers_says_to_raise_it_and_a_resume_is_not_piped(
+    tmp_path: Path,
+) -> None:
+    """The same command after the cap stops at once (the batch's re-triggers count): the hint
+    says to raise it. A --resume reads no input: its hint pipes nothing into it."""
+    state = str(tmp_path / "s.db")
+    ids = tmp_path / "ids.txt"
+    ids.write_bytes(id_lines(IDS))
+    async with Simulator(SimulatorConfig(run_ids=tuple(IDS))) as sim:
+        first = await bulkretry(
+            "run", str(ids), "--state", state, "--max-retriggers", "2", *FAST,
+            base_url=sim.base_url,
+        )  # fmt: skip
+        resumed = await bulkretry(
+            "run", "--state", state, "--resume", "--max-retriggers", "4", *FAST,
+            base_url=sim.base_url,
+        )  # fmt: skip
+    assert first.code == 3, first.err
+    assert "to go on, raise --max-retriggers" in first.err
+    assert f"bulkretry run {ids} --state {state} --max-retriggers 2" in first.err
+    assert resumed.code == 3, resumed.err
+    hint = next(ln for ln in resumed.err.splitlines() if "raise --max-retriggers" in ln)
+    assert "..." not in hint
+    assert hint.endswith(
+        f"bulkretry run --state {state} --resume --max-retriggers 4 " + " ".join(FAST)
+    )
