@@ -287,7 +287,8 @@ class Watcher:
         if unfollowed[UNTOLD]:
             lines.append(
                 f"bulkretry: {unfollowed[UNTOLD]} lines re-triggered, but which new run is theirs "
-                "is not known (candidates, no new_run_id): final_status unknown, not followed"
+                "is not known (candidates, or a further round in doubt): final_status unknown, "
+                "not followed"
             )
         if unfollowed[NOT_RETRIGGERED] or self.invalid:
             lines.append(

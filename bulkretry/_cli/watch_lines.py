@@ -23,7 +23,7 @@ from .._exceptions import InputError
 from .._http.lookups import is_flow_id
 from .._http.runs import clean_id
 from .._io.doubts import instant_ms
-from .._io.source import STDIN, InputRecord, RecordReader, RunIdValidator
+from .._io.source import STDIN, InputRecord, RecordReader, RunIdValidator, next_round_outcome
 from .._io.tee import LineTee
 from .._model import DONE_OUTCOMES, ErrorInfo, Followed, Outcome, RunResult
 
@@ -39,15 +39,17 @@ _FOLLOWED_KEYS = ("final_status", "final_status_raw", "chain", "rounds", "final_
 #: request's own time, retries of a lost answer, and the clocks of client and service.
 SINCE_MARGIN_MS = 15 * 60 * 1000
 _NOT_FOLLOWED = Followed()
-_UNTOLD = Followed(final_status="unknown")
+#: A further round's outcome after which the chain's last run may not be the last.
+_MAY_HAVE_LANDED = frozenset({"in_doubt", *DONE_OUTCOMES})
 
 
 @dataclass(slots=True)
 class Line:
     """One input line: its record, the results object it holds, and the run to follow.
 
-    ``untold`` marks a line re-triggered whose new run is not known (a look-up's
-    ``candidates``): it has no run to follow, but it was re-triggered.
+    ``untold`` marks a line re-triggered whose last new run is not known (a look-up's
+    ``candidates``, or a further round that may have landed): nothing to follow, but it was
+    re-triggered.
     """
 
     record: InputRecord
@@ -74,7 +76,9 @@ class Line:
         """Return what following adds to a line with no run to follow."""
         # As run --follow writes it: re-triggered is not "never re-triggered", even when
         # which new run is this one's cannot be told.
-        return _UNTOLD if self.untold else _NOT_FOLLOWED
+        if not self.untold:
+            return _NOT_FOLLOWED
+        return Followed(final_status="unknown", chain=self.chain)
 
     def output(self, followed: Followed) -> bytes:
         """Return the output line: the input results line with ``followed``'s keys."""
@@ -130,9 +134,10 @@ def _line_of(record: InputRecord, raw: bytes) -> Line:
     else:
         new_run_id = clean_id(record.prior_new_run_id)
         line.chain = (new_run_id,) if new_run_id else ()
-    if not line.chain:
-        # Re-triggered, but no new run named (check's candidates): nothing to follow, yet
-        # not a line never re-triggered either.
+    if not line.chain or next_round_outcome(obj) in _MAY_HAVE_LANDED:
+        # Re-triggered, but no new run named (check's candidates), or a further round of
+        # run --follow that may have made one after the chain's last: the last new run is
+        # not known, so nothing to follow, yet the line is no line never re-triggered.
         line.untold = True
         return line
     line.target = line.chain[-1]

@@ -244,3 +244,25 @@ def test_a_line_retriggered_with_candidates_is_unknown_not_never_retriggered(
     assert "1 runs followed: 1 success, 0 failed, 0 partial, 0 unknown" in err
     assert "1 lines re-triggered, but which new run is theirs is not known" in err
     assert "never re-triggered" not in err
+
+
+@pytest.mark.parametrize("further", ["in_doubt", "retriggered"])
+def test_a_chain_whose_further_round_may_have_landed_is_unknown_not_its_last_run_s_end(
+    sim: Simulator, tmp_path: Path, further: str
+) -> None:
+    """run --follow's line: the chain's last run failed, then a further round may have made a
+    run no line names. Its end is unknown, as --follow writes it; the chain is kept."""
+    ids = [run_id for run_id in sim.failed_run_ids() if run_id not in failing(sim)][:1]
+    results = results_of(sim, tmp_path, ids)
+    line = lines_of(results)[0]
+    line["chain"] = [line["new_run_id"]]
+    line["next_round"] = {"outcome": further, "error": None}
+    fed = tmp_path / "followed.jsonl"
+    fed.write_bytes(orjson.dumps(line) + b"\n")
+    before = sim.endpoint_counts()
+    out = tmp_path / "final.jsonl"
+    assert main(["watch", str(fed), "-o", str(out), "-q"], env=env_for(sim)) == 1
+    (written,) = lines_of(out)
+    assert (written["final_status"], written["chain"]) == ("unknown", [line["new_run_id"]])
+    assert written["next_round"] == line["next_round"]
+    assert sim.endpoint_counts().get("list-runs", 0) == before.get("list-runs", 0)
