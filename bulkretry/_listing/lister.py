@@ -257,8 +257,6 @@ class FailedRunLister:
             if exc.status == 404:
                 return False
             raise
-        finally:
-            self.stats.lookups += 1
         return True
 
     def _where(self, page: int) -> str:

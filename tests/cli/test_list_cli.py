@@ -124,6 +124,7 @@ def test_a_flow_id_no_flow_has_exits_2_naming_it_after_the_others_are_listed(
     assert sorted(out.splitlines()) == sorted(failed_of(sim, known))
     assert f"--flow-id {FLOW_A}: no such flow in sandbox 'prod'" in err
     assert sim.endpoint_counts().get("get-flow") == 1  # only the flow that listed nothing
+    assert "superseded" not in err  # the summary's look-ups are those of --skip-superseded
 
 
 def test_a_flow_with_no_failed_run_in_the_window_lists_nothing_and_exits_0(
