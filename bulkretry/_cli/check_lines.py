@@ -15,6 +15,7 @@ out ``already_retriggered`` with that line's new run, as ``run`` would write the
 
 from __future__ import annotations
 
+import datetime
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -204,15 +205,20 @@ def resolution(run_id: str, verdict: Done) -> Resolution | None:
 def state_line(row: DoubtRow, verdict: Done | None, path: str) -> bytes:
     """Return the results line of a run of the state file that was in doubt.
 
-    A line that stays in doubt says no ambiguous attempt: its ``finished_at`` is now, not
-    when its request was sent, so a later ``check`` of this line never trusts it for a window.
+    Its ``finished_at`` is the end of the run's window (its last write, or that plus the
+    request timeout for a run left in flight), not now: fed back, a verdict settles only the
+    doubts up to it (a later in-doubt line of the run, one the look-up never saw, wins). A line
+    that stays in doubt says no ambiguous attempt, so a later ``check`` never takes a window
+    from it.
     """
+    end = row.until if row.until is not None else row.updated_at
     result = RunResult(
         run_id=row.run_id,
         outcome=Outcome.IN_DOUBT,
         http_status=row.http_status,
         attempts=row.attempts,
         request_id=row.request_id,
+        finished_at=_iso(end),
         source=path,
         line=row.seq,
     )
@@ -223,6 +229,12 @@ def state_line(row: DoubtRow, verdict: Done | None, path: str) -> bytes:
         if verdict.outcome is not Outcome.IN_DOUBT:
             out["ambiguous_attempts"] = row.ambiguous
     return orjson.dumps(out, option=orjson.OPT_APPEND_NEWLINE)
+
+
+def _iso(seconds: float) -> str:
+    """Return epoch ``seconds`` as ISO-8601 UTC with milliseconds, as results lines write it."""
+    when = datetime.datetime.fromtimestamp(seconds, tz=datetime.UTC)
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
 _FED_BACK = (

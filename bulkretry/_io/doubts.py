@@ -45,9 +45,21 @@ def sent_by_its_pass(obj: Mapping[str, Any]) -> bool:
 def doubt_at(obj: Mapping[str, Any], outcome: str | None) -> int | None:
     """Return when the doubt a line speaks of arose (epoch ms), or None when it has no time.
 
-    *outcome* is the one the line stands for. A verdict (``resolved_by``) settles the doubts up
-    to its ``finished_at``; an ``in_doubt`` line its pass sent raises a doubt then.
+    *outcome* is the one the line stands for. Only a line whose own pass sent the run has a
+    time, its ``finished_at``: a verdict written into it settles the doubts up to then, and an
+    ``in_doubt`` line raises one then; so does a ``run --follow`` line whose further round may
+    have landed, for its chain's last run. A verdict written into a line held from an earlier
+    pass has none: its ``finished_at`` is when the run was held, later than any request the
+    look-up saw.
     """
-    if isinstance(obj.get("resolved_by"), str) or (outcome == "in_doubt" and sent_by_its_pass(obj)):
+    doubt = isinstance(obj.get("resolved_by"), str) or outcome == "in_doubt"
+    if (doubt and sent_by_its_pass(obj)) or _round_in_doubt(obj):
         return instant_ms(obj.get("finished_at"))
     return None
+
+
+def _round_in_doubt(obj: Mapping[str, Any]) -> bool:
+    """True for a ``run --follow`` line whose further round may have made a run no line names."""
+    round_ = obj.get("next_round")
+    outcome = round_.get("outcome") if isinstance(round_, dict) else None
+    return outcome in ("in_doubt", "retriggered", "already_retriggered")

@@ -195,10 +195,10 @@ class Evidence:
             best[key] = Prior(outcome, new_run_id, etag, resolved_by, at)
         chain = record.prior_chain
         if len(chain) > 1 or record.prior_next_round is not None:
-            self._add_chain(chain, record.prior_next_round)
+            self._add_chain(chain, record.prior_next_round, at)
         return True
 
-    def _add_chain(self, chain: tuple[str, ...], next_round: str | None) -> None:
+    def _add_chain(self, chain: tuple[str, ...], next_round: str | None, at: int | None) -> None:
         """A ``run --follow`` line: each run of its chain but the last was re-triggered into
         the next; the last is in doubt when its further round may have landed (in doubt, or
         re-triggered with no run named)."""
@@ -211,8 +211,13 @@ class Evidence:
         for run_id, outcome, new_run_id in steps:
             key = _key(run_id)
             old = best.get(key)
-            if old is None or _order_of(old) < order(rank(outcome)):
-                best[key] = _kept(outcome, new_run_id, None)
+            # The further round left in doubt was sent by the line's pass: its doubt has the
+            # line's time (a verdict from before it does not settle it).
+            when = at if outcome == "in_doubt" else None
+            if old is None or _order_of(old) < order(rank(outcome), when):
+                best[key] = (
+                    _kept(outcome, new_run_id, None) if when is None else Prior(outcome, at=when)
+                )
 
     def best(self, run_id: str) -> Prior | None:
         """Return the winning prior of ``run_id``, or None when no line says more than its ID."""

@@ -6,6 +6,7 @@ the batch: no test waits for a window to settle.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import signal
@@ -434,3 +435,28 @@ def test_a_flag_beats_the_option_the_state_file_keeps_for_its_batch(
     assert check(["--state", db, "--rate", "7", "-o", os.devnull], SIM_ENV, checker=spy)[0] == 0
     assert check(["--state", db, "-o", os.devnull], SIM_ENV, checker=spy)[0] == 0
     assert rates == [7.0, 1000.0]
+
+
+def test_a_state_file_line_is_stamped_with_its_run_s_window_not_the_check_s_time() -> None:
+    """Fed back, a verdict settles the doubts up to its finished_at: for a run of a state file
+    that is the end of the window the look-up saw, not the moment check ran."""
+    from bulkretry._cli.check_lines import state_line
+    from bulkretry._ledger.resolutions import DoubtRow
+
+    row = DoubtRow(
+        seq=3,
+        run_id="4fb0418e-1804-45d6-8d56-dd51f05c0baf",
+        state="in_doubt",
+        attempts=1,
+        ambiguous=1,
+        error=None,
+        http_status=None,
+        request_id=None,
+        updated_at=1796472000.25,
+        since=1796471990.0,
+        until=1796472000.25,
+    )
+    line = orjson.loads(state_line(row, None, "s.db"))
+    assert line["finished_at"] == "2026-12-05T12:00:00.250Z"
+    unknown = orjson.loads(state_line(dataclasses.replace(row, since=None, until=None), None, "s"))
+    assert unknown["finished_at"] == "2026-12-05T12:00:00.250Z"  # its last write

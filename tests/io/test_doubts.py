@@ -41,8 +41,32 @@ def test_a_line_s_own_pass_sent_the_run_with_an_ambiguous_attempt_or_an_interrup
 
 
 def test_a_verdict_settles_the_doubts_up_to_its_finished_at() -> None:
-    verdict = {"outcome": "failed", "resolved_by": "lookup", "attempts": 1, "finished_at": T}
+    verdict = {
+        "outcome": "failed",
+        "resolved_by": "lookup",
+        "attempts": 1,
+        "ambiguous_attempts": 1,
+        "finished_at": T,
+    }
     assert doubt_at(verdict, "failed") == T_MS
+
+
+def test_a_verdict_written_into_a_held_line_has_no_time() -> None:
+    """Its finished_at is when the run was held, later than any request the look-up saw: taken
+    as the verdict's time, it beat a doubt raised after the look-up's window."""
+    held = {"outcome": "failed", "resolved_by": "lookup", "attempts": 0, "finished_at": T}
+    assert doubt_at(held, "failed") is None
+
+
+@pytest.mark.parametrize("further", ["in_doubt", "retriggered", "already_retriggered"])
+def test_a_follow_line_whose_further_round_may_have_landed_raises_a_doubt_then(
+    further: str,
+) -> None:
+    line = {"outcome": "retriggered", "attempts": 1, "finished_at": T, "next_round": {}}
+    line["next_round"] = {"outcome": further}
+    assert doubt_at(line, "retriggered") == T_MS
+    line["next_round"] = {"outcome": "failed"}
+    assert doubt_at(line, "retriggered") is None
 
 
 def test_an_in_doubt_line_its_pass_sent_raises_a_doubt_at_its_finished_at() -> None:

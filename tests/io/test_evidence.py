@@ -193,6 +193,32 @@ def test_prescan_reads_when_each_doubt_arose(tmp_path: Path) -> None:
         assert best.outcome == outcome
 
 
+def test_a_follow_line_s_further_round_in_doubt_beats_an_earlier_verdict_on_its_last_run(
+    tmp_path: Path,
+) -> None:
+    """The chain's last run was found not processed, then run --follow sent a further round of
+    it and lost the answer: that doubt is later than the verdict, so the run is in doubt."""
+    sent = {"attempts": 1, "ambiguous_attempts": 1}
+    verdict = results_line(
+        "failed", NEW, finished_at="2026-12-05T12:00:00Z", resolved_by="lookup", **sent
+    )
+    follow = results_line(
+        "retriggered",
+        RUN,
+        new_run_id=NEW,
+        chain=[NEW],
+        next_round={"outcome": "in_doubt"},
+        attempts=1,
+        finished_at="2026-12-05T12:30:00Z",
+    )
+    for lines in ([verdict, follow], [follow, verdict]):
+        path = tmp_path / "passes.jsonl"
+        path.write_bytes(b"".join(lines))
+        best = prescan([str(path)], RunIdValidator()).best(NEW)
+        assert best is not None
+        assert best.outcome == "in_doubt"
+
+
 def test_bare_outcomes_share_one_object_per_outcome() -> None:
     """A million failed lines cost their keys, not a tuple each."""
     evidence = Evidence()
