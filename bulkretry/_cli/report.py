@@ -135,13 +135,29 @@ def _invalid_line(record: InputRecord) -> bytes:
     return result.to_json_line()
 
 
+def _kept_results_line(raw: bytes) -> bytes | None:
+    """Return a results line whose run ID is not valid here, re-written as JSON (no raw
+    control bytes), or None for any other line.
+
+    Its evidence is kept: run given the batch's --run-id-pattern reads it back (its own
+    ``retriggered`` line turned into a bare ``invalid`` one, the run would be sent again).
+    """
+    try:
+        obj = orjson.loads(raw.removeprefix(BOM).strip())
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(obj, dict) or not isinstance(obj.get("outcome"), str):
+        return None
+    return orjson.dumps(obj, option=orjson.OPT_APPEND_NEWLINE)
+
+
 def _row(number: int, record: InputRecord, raw: bytes) -> tuple[Any, ...]:
     """Return the ``best`` row of the ``number``-th line read: its run's, or its own."""
     if record.run_id is None:
         # A run ID is printable, so this key never meets one: each invalid line keeps a row
         # (and its place) of its own.
         ranked, at, sub = order(0)
-        line = _invalid_line(record)
+        line = _kept_results_line(raw) or _invalid_line(record)
         return f"\0{number}", number, ranked, at, sub, line, "invalid", _INVALID_KIND, None
     (ranked, at, sub), outcome, kind, code = _entry(raw)
     # Printed as written, but for a byte-order mark, which RecordReader reads past too.

@@ -131,17 +131,15 @@ def test_a_skipped_line_standing_for_a_retriggered_run_counts_as_done(tmp_path: 
     assert code == 0
 
 
-def test_a_results_line_whose_run_id_is_not_valid_is_invalid_and_exits_1(tmp_path: Path) -> None:
-    """A 'retriggered' line naming '../../x' is no run done: run writes it invalid, so does
-    report, in its place among the runs, and the exit is 1."""
+def test_a_results_line_whose_run_id_is_not_valid_is_counted_invalid_and_exits_1(
+    tmp_path: Path,
+) -> None:
+    """A 'retriggered' line naming '../../x' is no run done here: counted invalid, in its place
+    among the runs, exit 1; the line itself is kept (as JSON), for run to judge as it reads it."""
     bad = line("../../x", "retriggered")
     code, rows, err = report(tmp_path, [line(A, "retriggered"), bad, line(B, "retriggered")])
     assert [row["run_id"] for row in rows] == [A, "../../x", B]
-    invalid = rows[1]
-    assert invalid["outcome"] == "invalid"
-    assert invalid["error"]["kind"] == "invalid_input"
-    assert invalid["source"] == str(tmp_path / "pass0.jsonl")
-    assert invalid["line"] == 2
+    assert rows[1] == orjson.loads(bad)
     assert orjson.loads(report(tmp_path, [bad], fmt="json")[2])["outcomes"] == {"invalid": 1}
     assert "invalid: 1" in err
     assert code == 1
@@ -172,7 +170,7 @@ def test_an_invalid_line_is_written_json_escaped_never_raw(tmp_path: Path) -> No
     assert b"\x07" not in written
     rows = [orjson.loads(raw) for raw in written.splitlines()]
     assert [row["run_id"] for row in rows] == ["\x1b[31mred\x1b[0m", "\x1b]0;x\x07"]
-    assert {row["outcome"] for row in rows} == {"invalid"}
+    assert [row["outcome"] for row in rows] == ["invalid", "retriggered"]  # the line, escaped
     again = tmp_path / "again.jsonl"
     again.write_bytes(written)
     ns = build_parser({}, "report").parse_args(["report", str(again)])
@@ -210,9 +208,8 @@ def test_stdin_with_an_invalid_line_appended_exits_1(
     rows = [orjson.loads(raw) for raw in captured.out.splitlines()]
     assert [(row["run_id"], row["outcome"]) for row in rows] == [
         (A, "retriggered"),
-        ("../../x", "invalid"),
+        ("../../x", "retriggered"),  # kept as written, counted invalid
     ]
-    assert rows[1]["source"] == "-"
     assert b"invalid: 1" in captured.err
 
 
@@ -225,5 +222,16 @@ def test_run_ids_of_a_custom_pattern_are_runs_with_the_pattern_run_was_given(
     assert rows[0] == orjson.loads(lines[0])
     assert rows[1] == "job-8"
     assert code == 1  # job-8 was never re-triggered
-    code, rows, _ = report(tmp_path, lines)
-    assert [row["outcome"] for row in rows] == ["invalid", "invalid"]
+    code, rows, err = report(tmp_path, lines)
+    assert code == 1
+    assert "invalid: 2" in err
+    # Without the pattern, the retriggered line is kept as written (not turned into a bare
+    # invalid record): run, given the pattern, still reads the report as the run done.
+    assert rows[0] == orjson.loads(lines[0])
+    assert rows[1]["outcome"] == "invalid"
+    current = tmp_path / "current.jsonl"
+    current.write_bytes(orjson.dumps(rows[0]) + b"\n")
+    out = tmp_path / "again.jsonl"
+    words = ["run", "--dry-run", "--run-id-pattern", "job-[0-9]+", str(current), "-o", str(out)]
+    assert main(words, env={}) == 0
+    assert orjson.loads(out.read_bytes())["outcome"] == "already_retriggered"
