@@ -258,10 +258,7 @@ def settle_flows(ns: argparse.Namespace, env: Mapping[str, str]) -> None:
     all_flows_set = flag(env.get(ALL_FLOWS_VARIABLE) or "off")
     if getattr(ns, "flow_ids_given", False):
         if all_flows_set:
-            raise ConfigurationError(
-                f"--flow-id and --all-flows cannot be used together ({ALL_FLOWS_VARIABLE} sets "
-                "--all-flows: give --no-all-flows, or unset it)"
-            )
+            ns.all_flows = False  # --flow-id on the command line: the variable yields
     elif all_flows_set:
         raise ConfigurationError(
             f"{FLOW_ID_VARIABLE} and {ALL_FLOWS_VARIABLE} cannot be used together"

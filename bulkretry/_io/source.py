@@ -252,7 +252,8 @@ class RecordReader:
                     table = Columns.of_first_line(raw, self._column, where)
                     if table.header:
                         continue
-                line = raw.strip()
+                # Blank is spaces alone: a row of empty cells ("\t", ",") is a row.
+                line = raw.strip(b" \r\n")
                 if not line or line.startswith(b"#"):
                     continue  # a blank line or a comment, as without --column
                 field = table.field(raw)

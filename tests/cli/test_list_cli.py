@@ -295,15 +295,20 @@ def test_all_flows_on_the_command_line_beats_the_environment_s_flow_ids(
     assert sorted(capfd.readouterr().out.splitlines()) == sorted(sim.failed_run_ids())
 
 
+def test_flow_ids_on_the_command_line_beat_all_flows_from_the_environment(
+    sim: Simulator, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """BULKRETRY_LIST_FAILED_ALL_FLOWS=1 and --flow-id F: the flag wins, F alone is listed."""
+    flow = sim.flow_ids()[1]
+    env = env_for(sim, BULKRETRY_LIST_FAILED_ALL_FLOWS="1")
+    assert list_failed(["--flow-id", flow, "-q"], env) == 0
+    assert sorted(capfd.readouterr().out.splitlines()) == sorted(failed_of(sim, flow))
+
+
 @pytest.mark.parametrize(
     ("args", "env", "named"),
     [
         (["--flow-id", FLOW_A, "--all-flows"], {}, "--flow-id and --all-flows"),
-        (
-            ["--flow-id", FLOW_A],
-            {"BULKRETRY_LIST_FAILED_ALL_FLOWS": "1"},
-            "BULKRETRY_LIST_FAILED_ALL_FLOWS sets --all-flows",
-        ),
         (
             [],
             {"BULKRETRY_LIST_FAILED_ALL_FLOWS": "1", "BULKRETRY_LIST_FAILED_FLOW_ID": FLOW_A},

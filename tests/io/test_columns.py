@@ -64,9 +64,9 @@ def test_an_empty_cell_or_one_starting_with_a_hash_is_invalid_not_skipped() -> N
 
 
 def test_a_tab_separated_row_with_an_empty_id_cell_is_invalid() -> None:
-    """TSV by column number: the same rule."""
-    rows = read(f"{A}\tf1\n\tf2\n", "1")
-    assert [(line, run_id) for line, run_id, _ in rows] == [(1, A), (2, None)]
+    """TSV by column number: the same rule, a row of empty cells too (it is no blank line)."""
+    rows = read(f"{A}\tf1\n\tf2\n\t\n  \n", "1")
+    assert [(line, run_id) for line, run_id, _ in rows] == [(1, A), (2, None), (3, None)]
 
 
 def test_a_column_name_not_in_the_header_is_an_error_naming_the_columns() -> None:
