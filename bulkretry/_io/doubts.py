@@ -4,9 +4,10 @@
 ``finished_at``. Fed back, a ``not_processed`` verdict outranks the ``in_doubt`` it resolves, and
 the run is sent again. Should that request's answer be lost too, the new ``in_doubt`` line is a
 doubt the verdict never looked at: it must win over the verdict, or the run is sent a third
-time. So a line's doubt has a time: its ``finished_at``, for a verdict and for an ``in_doubt``
-line whose own pass sent the run. A line held from an earlier pass (``attempts`` 0) only
-repeats an older doubt, and has none.
+time. So a line's doubt has a time, its ``finished_at``, when the line's own pass sent the run
+(a verdict or an ``in_doubt`` line), or for a ``run --follow`` line whose further round may have
+landed. A line held from an earlier pass (``attempts`` 0) only repeats an older doubt, and has
+none; so does a verdict written into it.
 """
 
 from __future__ import annotations
@@ -52,8 +53,14 @@ def doubt_at(obj: Mapping[str, Any], outcome: str | None) -> int | None:
     pass has none: its ``finished_at`` is when the run was held, later than any request the
     look-up saw.
     """
-    doubt = isinstance(obj.get("resolved_by"), str) or outcome == "in_doubt"
-    if (doubt and sent_by_its_pass(obj)) or _round_in_doubt(obj):
+    if isinstance(obj.get("resolved_by"), str):
+        # check replaced the line's error with its verdict's (an interrupted request's kind is
+        # gone): that the line's pass sent the run is its attempts alone.
+        attempts = obj.get("attempts")
+        sent = isinstance(attempts, int) and attempts >= 1
+    else:
+        sent = outcome == "in_doubt" and sent_by_its_pass(obj)
+    if sent or _round_in_doubt(obj):
         return instant_ms(obj.get("finished_at"))
     return None
 

@@ -186,6 +186,10 @@ class Evidence:
         best = self._best
         old = best.get(key)
         at = record.prior_at
+        chain = record.prior_chain
+        if len(chain) > 1 or record.prior_next_round is not None:
+            # What the chain says of its runs holds even when a better line of this run wins.
+            self._add_chain(chain, record.prior_next_round, at)
         if old is not None and _order_of(old) > order(ranked, at):
             return False
         new_run_id, etag = record.prior_new_run_id, record.prior_etag
@@ -193,9 +197,6 @@ class Evidence:
             best[key] = _kept(outcome, new_run_id, etag)
         else:
             best[key] = Prior(outcome, new_run_id, etag, resolved_by, at)
-        chain = record.prior_chain
-        if len(chain) > 1 or record.prior_next_round is not None:
-            self._add_chain(chain, record.prior_next_round, at)
         return True
 
     def _add_chain(self, chain: tuple[str, ...], next_round: str | None, at: int | None) -> None:

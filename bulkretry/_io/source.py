@@ -252,10 +252,11 @@ class RecordReader:
                     table = Columns.of_first_line(raw, self._column, where)
                     if table.header:
                         continue
-                # Blank is spaces alone: a row of empty cells ("\t", ",") is a row.
-                line = raw.strip(b" \r\n")
-                if not line or line.startswith(b"#"):
-                    continue  # a blank line or a comment, as without --column
+                line = raw.strip()
+                # A blank line or a comment, as without --column; but a row of empty cells
+                # ("\t" in a TSV) is a row.
+                if (not line and table.delimiter.encode() not in raw) or line.startswith(b"#"):
+                    continue
                 field = table.field(raw)
                 if field is None or not field.strip():
                     # A row with an empty cell is not a blank line: invalid, never lost (and a

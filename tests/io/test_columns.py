@@ -69,6 +69,13 @@ def test_a_tab_separated_row_with_an_empty_id_cell_is_invalid() -> None:
     assert [(line, run_id) for line, run_id, _ in rows] == [(1, A), (2, None), (3, None)]
 
 
+def test_a_whitespace_line_or_an_indented_comment_of_a_csv_is_skipped_as_without_column() -> None:
+    """Only a row holding the delimiter is a row of empty cells: a tab alone in a CSV is a
+    blank line, and a tab-indented '#' line a comment."""
+    rows = read(f"run_id,flow\n{A},f\n\t\n\t# note\n \f\n", "run_id")
+    assert [(line, run_id) for line, run_id, _ in rows] == [(2, A)]
+
+
 def test_a_column_name_not_in_the_header_is_an_error_naming_the_columns() -> None:
     """A typo in --column is not a silent run of invalid lines."""
     with pytest.raises(InputError, match="'runid' is not in the header of stdin"):

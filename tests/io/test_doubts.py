@@ -85,3 +85,17 @@ def test_an_in_doubt_line_its_pass_sent_raises_a_doubt_at_its_finished_at() -> N
 )
 def test_other_lines_have_no_time_of_doubt(line: dict[str, Any], outcome: str) -> None:
     assert doubt_at(line, outcome) is None
+
+
+def test_a_verdict_on_an_interrupted_request_keeps_its_time() -> None:
+    """check writes its verdict's error over the line's ('interrupted' is gone): the verdict
+    still has the time of the pass that sent the run, its attempts say so."""
+    verdict = {
+        "outcome": "failed",
+        "resolved_by": "lookup",
+        "attempts": 1,
+        "ambiguous_attempts": 0,
+        "error": {"kind": "not_processed"},
+        "finished_at": T,
+    }
+    assert doubt_at(verdict, "failed") == T_MS

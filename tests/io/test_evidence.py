@@ -219,6 +219,50 @@ def test_a_follow_line_s_further_round_in_doubt_beats_an_earlier_verdict_on_its_
         assert best.outcome == "in_doubt"
 
 
+def test_a_verdict_on_an_interrupted_request_beats_the_doubt_it_resolves(
+    tmp_path: Path,
+) -> None:
+    """SIGINT cut a request (attempts 1, error 'interrupted'); check found it not processed:
+    fed back with the pass's own line, in either order, the run is sent again, not held."""
+    interrupted = {"attempts": 1, "ambiguous_attempts": 0, "finished_at": "2026-12-05T12:00:00Z"}
+    doubt = results_line("in_doubt", error={"kind": "interrupted"}, **interrupted)
+    verdict = results_line(
+        "failed", resolved_by="lookup", error={"kind": "not_processed"}, **interrupted
+    )
+    for lines in ([doubt, verdict], [verdict, doubt]):
+        path = tmp_path / "passes.jsonl"
+        path.write_bytes(b"".join(lines))
+        best = prescan([str(path)], RunIdValidator()).best(RUN)
+        assert best is not None
+        assert (best.outcome, best.resolved_by) == ("failed", "lookup")
+
+
+def test_a_follow_line_s_chain_counts_even_when_a_better_line_of_its_run_came_first(
+    tmp_path: Path,
+) -> None:
+    """A look-up's retriggered line (rank 7) of the run, then its follow line: the chain's last
+    run is still in doubt (the follow line lost to the better one, its chain did not)."""
+    found = results_line("retriggered", new_run_id=NEW, resolved_by="lookup")
+    follow = results_line(
+        "retriggered",
+        new_run_id=NEW,
+        chain=[NEW],
+        next_round={"outcome": "in_doubt"},
+        attempts=1,
+        finished_at="2026-12-05T12:30:00Z",
+    )
+    for lines in ([found, follow], [follow, found]):
+        path = tmp_path / "passes.jsonl"
+        path.write_bytes(b"".join(lines))
+        evidence = prescan([str(path)], RunIdValidator())
+        best = evidence.best(NEW)
+        assert best is not None
+        assert best.outcome == "in_doubt"
+        run = evidence.best(RUN)
+        assert run is not None
+        assert run.resolved_by == "lookup"
+
+
 def test_bare_outcomes_share_one_object_per_outcome() -> None:
     """A million failed lines cost their keys, not a tuple each."""
     evidence = Evidence()
