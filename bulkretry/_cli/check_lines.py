@@ -205,14 +205,15 @@ def resolution(run_id: str, verdict: Done) -> Resolution | None:
 def state_line(row: DoubtRow, verdict: Done | None, path: str) -> bytes:
     """Return the results line of a run of the state file that was in doubt.
 
-    Its ``finished_at`` is a second past the end of the run's window (its last write, or that
+    Its ``finished_at`` is 10 ms past the end of the run's window (its last write, or that
     plus the request timeout for a run left in flight), not now: fed back, a verdict settles
     only the doubts up to it (a later in-doubt line of the run, one the look-up never saw,
     wins). A line that stays in doubt says no ambiguous attempt, so a later ``check`` never
     takes a window from it.
     """
-    # A second past the window: the run's own results line is written a moment after the
-    # state file, and must not read as a later doubt than the verdict on it.
+    # Just past the window: the run's own results line, written in the same step a few
+    # microseconds after the state file, must not read as a later doubt than the verdict on it
+    # (both times are cut to the millisecond). No more: a later pass's doubt must still win.
     end = (row.until if row.until is not None else row.updated_at) + _SETTLES_AFTER
     result = RunResult(
         run_id=row.run_id,
@@ -234,7 +235,7 @@ def state_line(row: DoubtRow, verdict: Done | None, path: str) -> bytes:
 
 
 #: Seconds past a state file's window its verdict line is stamped with (see :func:`state_line`).
-_SETTLES_AFTER = 1.0
+_SETTLES_AFTER = 0.01
 
 
 def _iso(seconds: float) -> str:

@@ -456,9 +456,9 @@ def test_a_state_file_line_is_stamped_with_its_run_s_window_not_the_check_s_time
         since=1796471990.0,
         until=1796472000.25,
     )
-    # A second past the window's end: the run's own results line, written a moment after the
+    # 10 ms past the window's end: the run's own results line, written microseconds after the
     # state file, must not read as a later doubt (it did, 1 ms later, in 1 run of 120).
     line = orjson.loads(state_line(row, None, "s.db"))
-    assert line["finished_at"] == "2026-12-05T12:00:01.250Z"
+    assert line["finished_at"] == "2026-12-05T12:00:00.260Z"
     unknown = orjson.loads(state_line(dataclasses.replace(row, since=None, until=None), None, "s"))
-    assert unknown["finished_at"] == "2026-12-05T12:00:01.250Z"  # its last write
+    assert unknown["finished_at"] == "2026-12-05T12:00:00.260Z"  # its last write
