@@ -6,8 +6,8 @@ the run is sent again. Should that request's answer be lost too, the new ``in_do
 doubt the verdict never looked at: it must win over the verdict, or the run is sent a third
 time. So a line's doubt has a time, its ``finished_at``, when the line's own pass sent the run
 (a verdict or an ``in_doubt`` line), or for a ``run --follow`` line whose further round may have
-landed. A line held from an earlier pass (``attempts`` 0) only repeats an older doubt, and has
-none; so does a verdict written into it.
+landed. A line held from an earlier pass (``attempts`` 0) repeats a doubt from no later than
+its ``finished_at``; a verdict written into it has no time.
 """
 
 from __future__ import annotations
@@ -46,21 +46,23 @@ def sent_by_its_pass(obj: Mapping[str, Any]) -> bool:
 def doubt_at(obj: Mapping[str, Any], outcome: str | None) -> int | None:
     """Return when the doubt a line speaks of arose (epoch ms), or None when it has no time.
 
-    *outcome* is the one the line stands for. Only a line whose own pass sent the run has a
-    time, its ``finished_at``: a verdict written into it settles the doubts up to then, and an
-    ``in_doubt`` line raises one then; so does a ``run --follow`` line whose further round may
-    have landed, for its chain's last run. A verdict written into a line held from an earlier
-    pass has none: its ``finished_at`` is when the run was held, later than any request the
-    look-up saw.
+    *outcome* is the one the line stands for. A verdict written into a line its own pass sent
+    settles the doubts up to that line's ``finished_at``; written into a line held from an
+    earlier pass it has no time (its ``finished_at`` is when the run was held, later than any
+    request the look-up saw). An ``in_doubt`` line raises its doubt no later than its
+    ``finished_at``: then, when its pass sent the run; before, when it only repeats a doubt it
+    was held for, which may be newer than a verdict fed with it, so a verdict must be as late to
+    settle it. A ``run --follow`` line whose further round may have landed raises one then, for
+    its chain's last run.
     """
     if isinstance(obj.get("resolved_by"), str):
         # check replaced the line's error with its verdict's (an interrupted request's kind is
         # gone): that the line's pass sent the run is its attempts alone.
         attempts = obj.get("attempts")
-        sent = isinstance(attempts, int) and attempts >= 1
+        dated = isinstance(attempts, int) and attempts >= 1
     else:
-        sent = outcome == "in_doubt" and sent_by_its_pass(obj)
-    if sent or _round_in_doubt(obj):
+        dated = outcome == "in_doubt"
+    if dated or _round_in_doubt(obj):
         return instant_ms(obj.get("finished_at"))
     return None
 

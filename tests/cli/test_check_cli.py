@@ -155,6 +155,12 @@ def test_a_run_sent_again_after_not_processed_and_lost_again_is_not_sent_a_third
     assert code == 1
     outcomes = [line["outcome"] for line in lines_of(third)]
     assert sorted(outcomes) == ["duplicate", "duplicate", "duplicate", "in_doubt"]
+    # The third pass held the run for the second pass's doubt: fed with the verdict alone, its
+    # held line still outranks the older verdict.
+    fourth = tmp_path / "pass4.jsonl"
+    words = ["run", str(checked), str(third), "-q", "-o", str(fourth), *HOLD]
+    assert main(words, env=env_for(sim)) == 1
+    assert posts(sim, mark) == []
     assert [r.run_id for r in sim.retriggers] == [run_id]  # re-triggered once, never twice
 
 

@@ -77,7 +77,6 @@ def test_an_in_doubt_line_its_pass_sent_raises_a_doubt_at_its_finished_at() -> N
 @pytest.mark.parametrize(
     ("line", "outcome"),
     [
-        ({"attempts": 0, "ambiguous_attempts": 0, "finished_at": T}, "in_doubt"),  # held
         ({"attempts": 1, "ambiguous_attempts": 1, "finished_at": T}, "failed"),
         ({"attempts": 1, "ambiguous_attempts": 1}, "in_doubt"),  # no finished_at
         ({"resolved_by": "lookup", "finished_at": "soon"}, "failed"),
@@ -99,3 +98,12 @@ def test_a_verdict_on_an_interrupted_request_keeps_its_time() -> None:
         "finished_at": T,
     }
     assert doubt_at(verdict, "failed") == T_MS
+
+
+def test_a_held_in_doubt_line_repeats_a_doubt_from_no_later_than_its_finished_at() -> None:
+    """Held (attempts 0), or a skipped line standing for in_doubt: the doubt it repeats may be
+    newer than a verdict fed with it, so the line is dated by its own time, an upper bound."""
+    held = {"outcome": "in_doubt", "attempts": 0, "finished_at": T}
+    assert doubt_at(held, "in_doubt") == T_MS
+    skipped = {"outcome": "skipped", "prior_outcome": "in_doubt", "attempts": 0, "finished_at": T}
+    assert doubt_at(skipped, "in_doubt") == T_MS

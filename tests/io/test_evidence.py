@@ -180,11 +180,21 @@ def test_prescan_reads_when_each_doubt_arose(tmp_path: Path) -> None:
     )
     second = results_line("in_doubt", finished_at="2026-12-05T12:30:00Z", **sent)
     held = results_line("in_doubt", finished_at="2026-12-05T12:40:00Z", attempts=0)
+    held_before = results_line("in_doubt", finished_at="2026-12-05T11:59:00Z", attempts=0)
+    skipped = results_line(
+        "skipped", prior_outcome="in_doubt", attempts=0, finished_at="2026-12-05T12:40:00Z"
+    )
     for lines, outcome in (
         ([first, verdict, second], "in_doubt"),
         ([second, verdict, first], "in_doubt"),
-        ([first, verdict, held], "failed"),
-        ([held, verdict], "failed"),
+        # Held after the second pass, it may repeat the second pass's doubt: the verdict, older,
+        # does not settle it (a review sent the run a third time when it did).
+        ([first, verdict, held], "in_doubt"),
+        ([held, verdict], "in_doubt"),
+        ([skipped, verdict], "in_doubt"),
+        # Held before the look-up's window ended: the doubt it repeats is settled.
+        ([held_before, verdict], "failed"),
+        ([first, verdict, held_before], "failed"),
     ):
         path = tmp_path / "passes.jsonl"
         path.write_bytes(b"".join(lines))
