@@ -48,6 +48,26 @@ def results_line(outcome: str | None, run_id: str = RUN, **fields: object) -> by
     return orjson.dumps(obj) + b"\n"
 
 
+def follow_line(**fields: object) -> bytes:
+    """A run --follow line of RUN re-triggered into NEW, whose further round was lost."""
+    return results_line(
+        "retriggered",
+        new_run_id=NEW,
+        chain=[NEW],
+        next_round={"outcome": "in_doubt"},
+        attempts=1,
+        finished_at="2026-12-05T12:30:00Z",
+        **fields,
+    )
+
+
+def prescanned(tmp_path: Path, lines: list[bytes]) -> Evidence:
+    """The evidence of one results file holding ``lines``."""
+    path = tmp_path / "passes.jsonl"
+    path.write_bytes(b"".join(lines))
+    return prescan([str(path)], RunIdValidator())
+
+
 # --- rank -----------------------------------------------------------------------------------
 
 
@@ -212,19 +232,9 @@ def test_a_follow_line_s_further_round_in_doubt_beats_an_earlier_verdict_on_its_
     verdict = results_line(
         "failed", NEW, finished_at="2026-12-05T12:00:00Z", resolved_by="lookup", **sent
     )
-    follow = results_line(
-        "retriggered",
-        RUN,
-        new_run_id=NEW,
-        chain=[NEW],
-        next_round={"outcome": "in_doubt"},
-        attempts=1,
-        finished_at="2026-12-05T12:30:00Z",
-    )
+    follow = follow_line()
     for lines in ([verdict, follow], [follow, verdict]):
-        path = tmp_path / "passes.jsonl"
-        path.write_bytes(b"".join(lines))
-        best = prescan([str(path)], RunIdValidator()).best(NEW)
+        best = prescanned(tmp_path, lines).best(NEW)
         assert best is not None
         assert best.outcome == "in_doubt"
 
@@ -240,9 +250,7 @@ def test_a_verdict_on_an_interrupted_request_beats_the_doubt_it_resolves(
         "failed", resolved_by="lookup", error={"kind": "not_processed"}, **interrupted
     )
     for lines in ([doubt, verdict], [verdict, doubt]):
-        path = tmp_path / "passes.jsonl"
-        path.write_bytes(b"".join(lines))
-        best = prescan([str(path)], RunIdValidator()).best(RUN)
+        best = prescanned(tmp_path, lines).best(RUN)
         assert best is not None
         assert (best.outcome, best.resolved_by) == ("failed", "lookup")
 
@@ -253,18 +261,9 @@ def test_a_follow_line_s_chain_counts_even_when_a_better_line_of_its_run_came_fi
     """A look-up's retriggered line (rank 7) of the run, then its follow line: the chain's last
     run is still in doubt (the follow line lost to the better one, its chain did not)."""
     found = results_line("retriggered", new_run_id=NEW, resolved_by="lookup")
-    follow = results_line(
-        "retriggered",
-        new_run_id=NEW,
-        chain=[NEW],
-        next_round={"outcome": "in_doubt"},
-        attempts=1,
-        finished_at="2026-12-05T12:30:00Z",
-    )
+    follow = follow_line()
     for lines in ([found, follow], [follow, found]):
-        path = tmp_path / "passes.jsonl"
-        path.write_bytes(b"".join(lines))
-        evidence = prescan([str(path)], RunIdValidator())
+        evidence = prescanned(tmp_path, lines)
         best = evidence.best(NEW)
         assert best is not None
         assert best.outcome == "in_doubt"
