@@ -5,9 +5,10 @@ validation, the same invalid records), through :class:`~bulkretry._io.tee.LineTe
 each line as read, so that a results line comes back whole with the followed keys added
 (``final_status``, ``chain``, ``rounds``…). A line is followed when its outcome (or the outcome
 it stands for) is ``retriggered`` or ``already_retriggered`` with a new run ID; its ``chain``,
-if it has one, continues from its last element. A line re-triggered whose new run is not known
-(``check``'s ``candidates``) is ``final_status: "unknown"``, as ``run --follow`` writes it; a
-line never re-triggered is null; a bare run ID is ``skipped``.
+if it has one, continues from its last element. A line re-triggered whose last new run is not
+known (``check``'s ``candidates``, or a ``run --follow`` line whose further round may have
+landed) is ``final_status: "unknown"``, as ``run --follow`` writes it; a line never re-triggered
+is null; a bare run ID is ``skipped``.
 """
 
 from __future__ import annotations
