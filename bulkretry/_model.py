@@ -16,6 +16,7 @@ __all__ = [
     "DONE_OUTCOMES",
     "FINAL_STATUSES",
     "ROUND_ANOTHERS",
+    "ROUND_LANDED",
     "ROUND_MAY_HAVE_LANDED",
     "ROUND_SEND",
     "Answer",
@@ -82,6 +83,9 @@ ROUND_SEND, ROUND_ANOTHERS, ROUND_MAY_HAVE_LANDED = "send", "duplicate", "in_dou
 
 #: Outcomes that mean the run was re-triggered: never send it again.
 DONE_OUTCOMES = frozenset({Outcome.RETRIGGERED.value, Outcome.ALREADY_RETRIGGERED.value})
+#: A further round's outcomes (``next_round.outcome``) that say its request may have landed:
+#: the chain's last run may not be its last.
+ROUND_LANDED = frozenset({Outcome.IN_DOUBT.value, *DONE_OUTCOMES})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -251,7 +251,7 @@ class BatchRunner:
             )
         if stopped and self.resume_hint is not None:
             # Run as it was after the cap, it stops at once: the batch's re-triggers count.
-            capped = (self.engine.halt_reason or "").startswith("reached --max-retriggers")
+            capped = self.engine.governor.capped
             how = "go on, raise --max-retriggers (the batch's count) in" if capped else "resume"
             print(f"bulkretry: to {how}: {self.resume_hint}", file=sys.stderr)
 

@@ -26,7 +26,7 @@ from .._http.runs import clean_id
 from .._io.doubts import instant_ms
 from .._io.source import STDIN, InputRecord, RecordReader, RunIdValidator, next_round_outcome
 from .._io.tee import LineTee
-from .._model import DONE_OUTCOMES, ErrorInfo, Followed, Outcome, RunResult
+from .._model import DONE_OUTCOMES, ROUND_LANDED, ErrorInfo, Followed, Outcome, RunResult
 
 __all__ = ["BARE", "NOT_RETRIGGERED", "UNTOLD", "Line", "read_lines", "since_of"]
 
@@ -40,8 +40,6 @@ _FOLLOWED_KEYS = ("final_status", "final_status_raw", "chain", "rounds", "final_
 #: request's own time, retries of a lost answer, and the clocks of client and service.
 SINCE_MARGIN_MS = 15 * 60 * 1000
 _NOT_FOLLOWED = Followed()
-#: A further round's outcome after which the chain's last run may not be the last.
-_MAY_HAVE_LANDED = frozenset({"in_doubt", *DONE_OUTCOMES})
 
 
 @dataclass(slots=True)
@@ -135,7 +133,7 @@ def _line_of(record: InputRecord, raw: bytes) -> Line:
     else:
         new_run_id = clean_id(record.prior_new_run_id)
         line.chain = (new_run_id,) if new_run_id else ()
-    if not line.chain or next_round_outcome(obj) in _MAY_HAVE_LANDED:
+    if not line.chain or next_round_outcome(obj) in ROUND_LANDED:
         # Re-triggered, but no new run named (check's candidates), or a further round of
         # run --follow that may have made one after the chain's last: the last new run is
         # not known, so nothing to follow, yet the line is no line never re-triggered.

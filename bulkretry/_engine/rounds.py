@@ -36,6 +36,7 @@ from .._io.source import InputRecord
 from .._model import (
     DONE_OUTCOMES,
     ROUND_ANOTHERS,
+    ROUND_LANDED,
     ROUND_MAY_HAVE_LANDED,
     ROUND_SEND,
     ErrorInfo,
@@ -69,8 +70,6 @@ _ANOTHERS = ErrorInfo(
     message="the failed run is re-triggered by another line of this batch (an input line "
     "naming it, or another record's chain): see that line",
 )
-#: A further round's outcomes that say its request may have landed.
-_LANDED = frozenset({"in_doubt", *DONE_OUTCOMES})
 #: Runs a chain walked from the evidence may hold (a corrupt file's loop stops here).
 _LONGEST = 10_000
 #: A further round waits --round-delay and up to this share more.
@@ -191,7 +190,7 @@ class Rounds:
             return False
         if chain.runs[-1] in prior:
             chain.runs = list(prior[: prior.index(chain.runs[-1]) + 1])
-        if record.prior_next_round in _LANDED and chain.runs[-1] == prior[-1]:
+        if record.prior_next_round in ROUND_LANDED and chain.runs[-1] == prior[-1]:
             self._unsent(chain, ROUND_MAY_HAVE_LANDED)
             return True
         return False

@@ -16,7 +16,9 @@ import datetime
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["doubt_at", "instant_ms", "sent_by_its_pass"]
+from .._model import ROUND_LANDED
+
+__all__ = ["doubt_at", "instant_ms", "next_round_outcome", "sent_by_its_pass"]
 
 
 def instant_ms(text: object) -> int | None:
@@ -69,6 +71,11 @@ def doubt_at(obj: Mapping[str, Any], outcome: str | None) -> int | None:
 
 def _round_in_doubt(obj: Mapping[str, Any]) -> bool:
     """True for a ``run --follow`` line whose further round may have made a run no line names."""
-    round_ = obj.get("next_round")
-    outcome = round_.get("outcome") if isinstance(round_, dict) else None
-    return outcome in ("in_doubt", "retriggered", "already_retriggered")
+    return next_round_outcome(obj) in ROUND_LANDED
+
+
+def next_round_outcome(obj: Mapping[str, Any]) -> str | None:
+    """A ``run --follow`` results line's ``next_round.outcome``, if it holds one."""
+    next_round = obj.get("next_round")
+    outcome = next_round.get("outcome") if isinstance(next_round, dict) else None
+    return outcome if isinstance(outcome, str) else None

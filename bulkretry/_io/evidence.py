@@ -38,6 +38,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
+from .._model import ROUND_LANDED
 from .source import MAX_LINE_BYTES, STDIN, InputRecord, RecordReader, RunIdValidator
 
 __all__ = [
@@ -207,7 +208,7 @@ class Evidence:
         steps: list[tuple[str, str, str | None]] = [
             (run, "retriggered", new) for run, new in itertools.pairwise(chain)
         ]
-        if next_round in ("in_doubt", "retriggered", "already_retriggered") and chain:
+        if next_round in ROUND_LANDED and chain:
             steps.append((chain[-1], "in_doubt", None))
         for run_id, outcome, new_run_id in steps:
             key = _key(run_id)

@@ -21,7 +21,7 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -30,7 +30,7 @@ import orjson
 from .._config import DEFAULT_RUN_ID_PATTERN
 from .._exceptions import InputError
 from .columns import Columns
-from .doubts import doubt_at
+from .doubts import doubt_at, next_round_outcome
 
 __all__ = [
     "BOM",
@@ -344,13 +344,6 @@ class RecordReader:
             ids = [self._validator.normalise(i)[0] if isinstance(i, str) else None for i in raw]
             chain = tuple(i for i in ids if i is not None)
         return chain, next_round_outcome(obj)
-
-
-def next_round_outcome(obj: Mapping[str, Any]) -> str | None:
-    """A ``run --follow`` results line's ``next_round.outcome``, if it holds one."""
-    next_round = obj.get("next_round")
-    outcome = next_round.get("outcome") if isinstance(next_round, dict) else None
-    return outcome if isinstance(outcome, str) else None
 
 
 def check_column(paths: Sequence[str], column: str) -> None:
