@@ -382,8 +382,9 @@ def _judge_triage(engine: Engine, code: int, *, resumed: bool, quiet: bool) -> i
         if not quiet:
             print(
                 f"bulkretry: {triage.late_evidence} runs were sent before a later input line said "
-                "they had been re-triggered already (error kind late_evidence): check them; put "
-                "results files first, or give them as FILE arguments",
+                "they had been re-triggered already, or may have been (in_doubt) (error kind "
+                "late_evidence): check them; put results files first, or give them as FILE "
+                "arguments",
                 file=sys.stderr,
             )
         return code or EXIT_SOME_FAILED

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 from .._config import Settings
 from .._io.dedup import SeenSet
-from .._io.evidence import FAILED_RANK, Evidence, Prior, order, rank
+from .._io.evidence import FAILED_RANK, RESOLVED_RANK, Evidence, Prior, order, rank
 from .._io.source import InputRecord
 from .._model import DONE_OUTCOMES, ErrorInfo, Outcome
 
@@ -37,6 +37,12 @@ _LATE = (
     "this line says the run was re-triggered already, but it came after this batch had sent "
     "the run (or judged it to be sent): it may now be re-triggered twice; give results files "
     "as FILE arguments, which are read whole before anything is sent"
+)
+_LATE_DOUBT = (
+    "this line says the run was left in doubt (it may have been re-triggered already), but it "
+    "came after this batch had sent the run (or judged it to be sent), on evidence no newer "
+    "than this doubt: it may now be re-triggered twice; give results files as FILE arguments, "
+    "which are read whole before anything is sent"
 )
 
 
@@ -110,6 +116,9 @@ class Triage:
         self._evidence = evidence
         self._covered = evidence.sources if evidence is not None else frozenset()
         self._merging = evidence is not None and len(evidence) > 0
+        # Runs sent on a verdict that settled a doubt (a check's not_processed), by the verdict's
+        # place in the merge: a later in_doubt line beats it only if its doubt is newer.
+        self._released: dict[str, tuple[int, int, int]] = {}
         self._late = 0
         self._results_lines = 0
         self._elsewhere = 0
@@ -249,6 +258,13 @@ class Triage:
             record.prior = prior
         if self._sent is not None:
             self._sent.add(run_id)
+        if not self._retry_in_doubt:
+            if best is None:
+                resolved_by, at = record.prior_resolved_by, record.prior_at
+            else:
+                resolved_by, at = best.resolved_by, best.at
+            if rank(prior, resolved_by) == RESOLVED_RANK:
+                self._released[run_id] = order(RESOLVED_RANK, at)
         return None
 
     def _merge(self, record: InputRecord, run_id: str) -> Prior | None:
@@ -312,19 +328,48 @@ class Triage:
         self._late += 1
         return Verdict(
             Outcome.DUPLICATE,
-            ErrorInfo(kind="late_evidence", message=_LATE),
+            ErrorInfo(
+                kind="late_evidence",
+                message=_LATE if record.prior in DONE_OUTCOMES else _LATE_DOUBT,
+            ),
             new_run_id=record.prior_new_run_id,
             etag=record.prior_etag,
             prior_outcome=record.prior,
         )
 
+    def _holds(self, record: InputRecord, run_id: str, *, seen: bool, seq: int = 0) -> bool:
+        """True when the record's own line would have kept its run from being sent, had it come
+        first: it says the run was re-triggered, or left in doubt after what released it.
+
+        An ``in_doubt`` line counts only for a run this batch sent (*seen*: judged before this
+        line), so that holding it from now on never keeps back a newer verdict's release.
+        """
+        prior = record.prior
+        if prior in DONE_OUTCOMES:
+            return True
+        if prior != _IN_DOUBT_PRIOR or self._retry_in_doubt:
+            return False
+        if seq > 0:
+            byte = seq >> 3
+            if byte < len(self._held_seqs) and self._held_seqs[byte] & 1 << (seq & 7):
+                return False
+        elif self._held is not None and run_id in self._held:
+            return False
+        marks = self._seen if self._seen is not None else self._sent
+        if not seen and (marks is None or run_id not in marks):
+            return False
+        released = self._released.get(run_id)
+        return released is None or order(rank(prior), record.prior_at) > released
+
     def _duplicate(self, record: InputRecord, run_id: str, seq: int = 0) -> Verdict:
-        if record.prior in DONE_OUTCOMES and self._came_late(run_id, seen=True, seq=seq):
+        if self._holds(record, run_id, seen=True, seq=seq) and self._came_late(
+            run_id, seen=True, seq=seq
+        ):
             return self._late_verdict(record)
         return _ROUND_RUN if seq < 0 else _DUPLICATE_VERDICT
 
     def _skip(self, record: InputRecord, run_id: str, best: Prior | None) -> Verdict:
-        if record.prior in DONE_OUTCOMES and self._came_late(run_id, seen=False):
+        if self._holds(record, run_id, seen=False) and self._came_late(run_id, seen=False):
             return self._late_verdict(record)
         if best is None:
             return Verdict(

@@ -35,6 +35,15 @@ class SeenSet:
     def __len__(self) -> int:
         return self._uuids + len(self._other)
 
+    def __contains__(self, run_id: object) -> bool:
+        if not isinstance(run_id, str):
+            return False
+        if not _CANONICAL_UUID.fullmatch(run_id):
+            return run_id in self._other
+        index, key = _split(run_id)
+        bucket = self._buckets[index]
+        return bucket is not None and _holds(bucket, key)
+
     def add(self, run_id: str) -> bool:
         """Add ``run_id``; return False when it was already there."""
         if not _CANONICAL_UUID.fullmatch(run_id):
@@ -42,20 +51,29 @@ class SeenSet:
                 return False
             self._other.add(run_id)
             return True
-        packed = bytes.fromhex(run_id.replace("-", ""))
-        # The first two bytes (four hex digits) pick the bucket; the other 14 are the key.
-        index = packed[0] << 8 | packed[1]
-        key = packed[2:]
+        index, key = _split(run_id)
         bucket = self._buckets[index]
         if bucket is None:
             self._buckets[index] = bytearray(key)
+        elif _holds(bucket, key):
+            return False
         else:
-            # A match must start on a key boundary; one straddling two keys is no match.
-            at = bucket.find(key)
-            while at >= 0:
-                if at % _KEY_BYTES == 0:
-                    return False
-                at = bucket.find(key, at + 1)
             bucket += key
         self._uuids += 1
         return True
+
+
+def _split(run_id: str) -> tuple[int, bytes]:
+    """Return a canonical UUID's bucket (its first two bytes) and key (the other 14)."""
+    packed = bytes.fromhex(run_id.replace("-", ""))
+    return packed[0] << 8 | packed[1], packed[2:]
+
+
+def _holds(bucket: bytearray, key: bytes) -> bool:
+    # A match must start on a key boundary; one straddling two keys is no match.
+    at = bucket.find(key)
+    while at >= 0:
+        if at % _KEY_BYTES == 0:
+            return True
+        at = bucket.find(key, at + 1)
+    return False

@@ -225,23 +225,84 @@ def test_without_resolved_by_the_in_doubt_line_still_holds_the_run(tmp_path: Pat
 def test_on_a_pipe_a_run_is_sent_at_most_once_and_late_evidence_is_counted(
     settings: Settings,
 ) -> None:
-    """Every order: never sent after its retriggered line; sent before it means late evidence."""
+    """Every order: never sent after its retriggered line; sent before it, or before an in_doubt
+    line (unless in-doubt runs are sent again), means late evidence, on the first of them."""
+    holding = {"retriggered"} if settings.retry_in_doubt else {"retriggered", "in_doubt"}
     for order in orders():
         triage, verdicts = from_pipe(b"".join(line(kind) for kind in order), settings)
         sent = [i for i, v in enumerate(verdicts) if v is None]
-        done = order.index("retriggered")
         assert len(sent) <= 1, order
         if sent:
-            assert sent[0] < done, order
+            assert sent[0] < order.index("retriggered"), order
             assert triage.late_evidence == 1, order
-            late = verdicts[done]
+            first = next(i for i in range(sent[0], len(order)) if order[i] in holding)
+            late = verdicts[first]
             assert late is not None
             assert late.outcome is Outcome.DUPLICATE
             assert late.error is not None
             assert late.error.kind == "late_evidence"
-            assert (late.prior_outcome, late.new_run_id, late.etag) == ("retriggered", NEW, ETAG)
+            expected = (NEW, ETAG) if order[first] == "retriggered" else (None, None)
+            assert (late.prior_outcome, late.new_run_id, late.etag) == (order[first], *expected)
+            assert all(
+                v is not None and (v.error is None or v.error.kind != "late_evidence")
+                for v in verdicts[first + 1 :]
+            ), order
         else:
             assert triage.late_evidence == 0, order
+
+
+def verdict_and_doubt(verdict_at: str, doubt_at: str) -> tuple[bytes, bytes]:
+    """A check's not_processed verdict and an in_doubt line, each dated by its own pass."""
+    sent = {"attempts": 1, "ambiguous_attempts": 1}
+    verdict = line("failed", resolved_by="check", finished_at=verdict_at, **sent)
+    return verdict, line("in_doubt", finished_at=doubt_at, **sent)
+
+
+def test_on_a_pipe_an_in_doubt_line_newer_than_the_verdict_that_sent_its_run_is_late() -> None:
+    """check said not_processed, the run was sent again and that answer was lost too: fed back
+    on a pipe with the verdict first, the run is sent a third time, and that is reported."""
+    verdict, doubt = verdict_and_doubt("2026-12-05T12:00:00Z", "2026-12-05T12:05:00Z")
+    triage, verdicts = from_pipe(verdict + doubt)
+    assert verdicts[0] is None
+    late = verdicts[1]
+    assert late is not None
+    assert late.error is not None
+    assert (late.outcome, late.error.kind, late.prior_outcome) == (
+        Outcome.DUPLICATE,
+        "late_evidence",
+        "in_doubt",
+    )
+    assert "left in doubt" in late.error.message
+    assert triage.late_evidence == 1
+
+
+def test_on_a_pipe_an_in_doubt_line_the_verdict_settled_is_not_late() -> None:
+    """The doubt is older than the verdict that released the run: the run was rightly sent."""
+    verdict, doubt = verdict_and_doubt("2026-12-05T12:05:00Z", "2026-12-05T12:00:00Z")
+    triage, verdicts = from_pipe(verdict + doubt)
+    assert outcomes(verdicts) == [None, "duplicate"]
+    assert verdicts[1] is not None
+    assert verdicts[1].error is None
+    assert triage.late_evidence == 0
+
+
+def test_on_a_pipe_an_in_doubt_line_after_a_bare_id_is_late_unless_in_doubt_runs_are_resent() -> (
+    None
+):
+    for settings, late in ((PASSES["plain"], 1), (PASSES["retry-in-doubt"], 0)):
+        triage, verdicts = from_pipe(line("bare") + line("in_doubt"), settings)
+        assert outcomes(verdicts) == [None, "duplicate"]
+        assert triage.late_evidence == late
+
+
+def test_on_a_pipe_an_in_doubt_line_skipped_by_only_still_lets_a_newer_verdict_send_the_run() -> (
+    None
+):
+    """Looking for late evidence must not hold a run that was never sent."""
+    verdict, doubt = verdict_and_doubt("2026-12-05T12:05:00Z", "2026-12-05T12:00:00Z")
+    triage, verdicts = from_pipe(doubt + verdict, PASSES["only-failed"])
+    assert outcomes(verdicts) == ["skipped", None]
+    assert triage.late_evidence == 0
 
 
 def test_a_late_retriggered_line_is_counted_once_per_run() -> None:

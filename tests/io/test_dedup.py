@@ -106,3 +106,26 @@ def test_a_uuid_spelled_across_two_stored_neighbours_is_not_a_duplicate() -> Non
     assert seen.add(straddler)
     assert not seen.add(straddler)
     assert len(seen) == 3
+
+
+def test_membership_is_asked_without_adding() -> None:
+    seen = SeenSet()
+    canonical, other = "4fb0418e-1804-45d6-8d56-dd51f05c0baf", "run-7"
+    assert canonical not in seen
+    assert other not in seen
+    assert seen.add(canonical)
+    assert seen.add(other)
+    assert canonical in seen
+    assert other in seen
+    assert len(seen) == 2
+
+
+def test_a_key_straddling_two_stored_keys_is_no_member() -> None:
+    def in_bucket_0000(key: str) -> str:
+        return str(uuid.UUID("0000" + key))
+
+    seen = SeenSet()
+    seen.add(in_bucket_0000("aa" * 14))
+    seen.add(in_bucket_0000("bb" * 14))
+    assert in_bucket_0000("aa" * 7 + "bb" * 7) not in seen
+    assert in_bucket_0000("bb" * 14) in seen
