@@ -32,7 +32,7 @@ from .. import _config as C
 from .._engine.attribution import cannot_tell
 from .._engine.follow_fetch import FollowStats
 from .._engine.governor import Governor
-from .._engine.recheck import Claimed, Doubt, Rechecker
+from .._engine.recheck import Claimed, Doubt, Rechecker, Timed
 from .._engine.steps import Done
 from .._exceptions import AuthenticationError, BulkRetryError, ConfigurationError, StateError
 from .._http.auth import TokenProvider, token_provider
@@ -165,7 +165,9 @@ class Checker:
     def __repr__(self) -> str:
         return f"<Checker preflight_passed={self.preflight_passed} {self.stats!r}>"
 
-    async def check(self, doubts: Sequence[Doubt], claimed: Claimed) -> dict[str, Done]:
+    async def check(
+        self, doubts: Sequence[Doubt], claimed: Claimed, timed: Timed | None = None
+    ) -> dict[str, Done]:
         """Return a verdict per run of ``doubts``; nothing is asked when there is none."""
         if all(d.ghost or d.since_ms is None or d.until_ms is None for d in doubts):
             return {d.run_id: cannot_tell(d.why) for d in doubts if not d.ghost}  # nothing to ask
@@ -192,7 +194,7 @@ class Checker:
                 stats=self.stats,
                 wall=self._wall,
             )
-            return await rechecker.check(doubts, claimed)
+            return await rechecker.check(doubts, claimed, timed)
         finally:
             if own is not None:
                 await own.close()
@@ -303,7 +305,7 @@ class _Job:
     def state(self, ledger: CheckLedger) -> int:
         rows: list[DoubtRow] = ledger.doubts(in_flight_grace=self.checker.settings.timeout)
         doubts = [doubt_of(row) for row in rows]
-        verdicts = self._look(doubts, ledger.claimed)
+        verdicts = self._look(doubts, ledger.claimed, ledger.timed)
         if verdicts is None:
             return EXIT_USAGE
         if self.stopped is None and self.signum is None:
@@ -315,12 +317,14 @@ class _Job:
             self._write(state_line(row, verdict, ledger.path))
         return self._end(len(rows), f"; recorded in {ledger.path}" if ledger.recorded else "")
 
-    def _look(self, doubts: Sequence[Doubt], claimed: Claimed) -> dict[str, Done] | None:
+    def _look(
+        self, doubts: Sequence[Doubt], claimed: Claimed, timed: Timed | None = None
+    ) -> dict[str, Done] | None:
         """Run the look-ups under signal handlers; None when the pre-flight refused."""
 
         async def main() -> dict[str, Done]:
             loop = asyncio.get_running_loop()
-            task = asyncio.ensure_future(self.checker.check(doubts, claimed))
+            task = asyncio.ensure_future(self.checker.check(doubts, claimed, timed))
 
             def stop(signum: int) -> None:
                 self.signum = self.signum or signum

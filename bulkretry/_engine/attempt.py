@@ -229,7 +229,7 @@ class Attempt:
                 resolver.answered(id(flight), None)
             raise
         flight.on_the_wire = False
-        now = loop.time()
+        now, wall_now = loop.time(), time.time()
         s = self._settings
         decision = decide(
             answer,
@@ -238,7 +238,7 @@ class Attempt:
             elapsed=now - flight.started,
             settings=self._settings,
             rng=self._rng,
-            wall_now=time.time(),
+            wall_now=wall_now,
         )
         self._count(flight, answer)
         if resolver is not None:
@@ -248,6 +248,7 @@ class Attempt:
             control.stop(halt, hard=gov.halt_now)
         if decision.ambiguous:
             flight.ambiguous += 1
+            flight.lost_wall = wall_now
             stats.ambiguous_attempts += 1
         flight.last_error = decision.error
         action = decision.action

@@ -44,13 +44,16 @@ async def finish(
         stats.outcomes[outcome] += 1
     verdict = result if isinstance(result, Verdict) else None
     if flight is None:
-        status = request_id = None
+        status = request_id = lost_at = None
         attempts = ambiguous = recorded = 0
     else:
         status, request_id = flight.last_status, flight.request_id
         attempts, ambiguous = flight.attempts, flight.ambiguous
         # A doubt it came in with counts in the state file: it tells `check` it was sent before.
         recorded = ambiguous + flight.prior_doubt
+        # A request still on the wire (a stop cut it off) may land until now, not until an
+        # earlier answer was lost.
+        lost_at = None if flight.on_the_wire else flight.lost_wall or None
     run_id = record.run_id
     durable = flight is not None or (verdict is not None and verdict.durable)
     if durable and ledger is not None and run_id is not None:
@@ -65,6 +68,7 @@ async def finish(
                 error=error,
                 http_status=status,
                 request_id=request_id,
+                lost_at=lost_at,
             )
         except StateError as exc:
             control.stop(str(exc), hard=True)

@@ -209,7 +209,7 @@ class LedgerFeed:
                     continue
                 assert record.run_id is not None
                 if record.prior == Outcome.IN_DOUBT.value:
-                    ledger.ambiguous(record.run_id)  # sent again: its doubt goes with it
+                    ledger.ambiguous(record.run_id, fed=True)  # sent again: its doubt too
                 if admission.state != "new":
                     ledger.enqueue(record.run_id, record.source, record.line)
             except StateError as exc:

@@ -4,6 +4,10 @@ The same evidence as ``--on-ambiguous check`` (:mod:`.resolve`), read later. Eac
 comes with a window (:class:`Doubt`): no later than its first maybe-processed request left, no
 earlier than its answer was lost. The window is widened by ``check_skew`` on both sides for the
 clocks, and never starts before the run's own ``createdAt`` (a re-trigger comes after its run).
+When the claimed runs listed come with when their requests left and were answered (``timed``:
+a state file keeps it), their ``createdAt`` shows how far the clocks are apart, as under
+``--on-ambiguous check``: once a few did, that offset (with a margin) replaces ``check_skew``
+in the windows attributed, so that runs in doubt a second apart are told apart.
 Then:
 
 1. the run's flow and ``createdAt``: ``GET /runs/{RUN_ID}`` (one per run);
@@ -23,7 +27,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -44,11 +48,13 @@ from .._http.lookups import (
     runs_url,
 )
 from .attribution import ALWAYS, Window, attribute, cannot_tell
+from .claims import Claims
 from .follow_fetch import FollowStats, GaveUp, Looker
 from .governor import Governor
 from .steps import Done
+from .windows import ALL_TIME
 
-__all__ = ["Claimed", "Doubt", "Rechecker"]
+__all__ = ["Claimed", "Doubt", "Rechecker", "Timed"]
 
 log = logging.getLogger("bulkretry")
 
@@ -59,6 +65,9 @@ T = TypeVar("T")
 #: Given the IDs of every run listed, return those a clear answer named (``hard``) and those
 #: only named as candidates of a record, or runs of the input (``soft``).
 Claimed = Callable[[set[str]], tuple[set[str], set[str]]]
+#: Given the IDs of claimed runs, return when the request of each that a clear answer named
+#: left and was answered (epoch s, the batch's clock), where known.
+Timed = Callable[[set[str]], Mapping[str, tuple[float, float]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,7 +110,9 @@ class Rechecker:
     def __repr__(self) -> str:
         return f"Rechecker(settle={self._settle} ms, skew={self._skew} ms, {self.stats!r})"
 
-    async def check(self, doubts: Sequence[Doubt], claimed: Claimed) -> dict[str, Done]:
+    async def check(
+        self, doubts: Sequence[Doubt], claimed: Claimed, timed: Timed | None = None
+    ) -> dict[str, Done]:
         """Return a verdict for each of ``doubts`` (by run ID); see the module table.
 
         Raise :class:`~bulkretry._exceptions.BatchHalted` or
@@ -110,6 +121,9 @@ class Rechecker:
         verdicts: dict[str, Done] = {}
         known: list[Window] = []
         unplaced: list[str] = []
+        # Each window as given, and the earliest its re-trigger can be: its run's createdAt.
+        given: dict[str, tuple[int, int]] = {}
+        floor: dict[str, int] = {}
         for doubt in doubts:
             if doubt.ghost:
                 unplaced.append(doubt.run_id)
@@ -119,6 +133,7 @@ class Rechecker:
             else:
                 since, until = doubt.since_ms - self._skew, doubt.until_ms + self._skew
                 known.append(Window(doubt.run_id, since, until))
+                given[doubt.run_id] = doubt.since_ms, doubt.until_ms
         if not known:
             return verdicts  # nothing to attribute: the flows of the others need no look-up
         views = await _all([self._one(run_id) for run_id in [w.run_id for w in known] + unplaced])
@@ -137,8 +152,10 @@ class Rechecker:
                 verdicts[window.run_id] = cannot_tell(view)
                 foreign.append((window.since, window.until))  # its new run: in any flow
                 continue
-            if view.created_at is not None and view.created_at > window.since:
-                window = Window(window.run_id, view.created_at, window.until)
+            if view.created_at is not None:
+                floor[window.run_id] = view.created_at
+                if view.created_at > window.since:
+                    window = Window(window.run_id, view.created_at, window.until)
             flows.setdefault(view.flow_id or "", []).append(window)
         stretches = [
             (flow, part) for flow, ws in flows.items() for part in _stretches(ws, self._settle)
@@ -151,13 +168,19 @@ class Rechecker:
             if not isinstance(found, str):
                 seen.update(v.id for v in found)
         hard, soft = claimed(seen) if seen else (set(), set())
+        skew = self._measured(timed, hard, listed)
+
+        def narrowed(w: Window) -> Window:
+            since, until = given[w.run_id]
+            return Window(w.run_id, max(since - skew, floor.get(w.run_id, ALL_TIME)), until + skew)
+
         for (flow, part), (listed_at, found) in zip(stretches, listed, strict=True):
             if isinstance(found, str):
                 verdicts.update((w.run_id, cannot_tell(found)) for w in part)
                 continue
             verdicts.update(
                 attribute(
-                    part,
+                    [narrowed(w) for w in part] if skew < self._skew else part,
                     found,
                     hard=hard,
                     soft=soft,
@@ -167,6 +190,22 @@ class Rechecker:
                 )
             )
         return verdicts
+
+    def _measured(
+        self,
+        timed: Timed | None,
+        hard: set[str],
+        listed: list[tuple[int, list[RunView] | str]],
+    ) -> int:
+        """The widening for the clocks: the offset the claimed runs listed show, once enough
+        of them came with their requests' times; else ``check_skew``."""
+        if timed is None or not hard:
+            return self._skew
+        claims = Claims()
+        for run_id, span in timed(hard).items():
+            claims.add(run_id, 0.0, span)
+        claims.measure([v for _, found in listed if not isinstance(found, str) for v in found])
+        return claims.skew_ms(self._skew)
 
     async def _settled(self, latest_until: int) -> None:
         """Wait until ``settle`` passed since the last window closed (at most ``settle``)."""

@@ -59,6 +59,9 @@ class Flight:
     verdict: Step | BaseException | None = None
     #: Wall clock (epoch s) when its first request left: its new run was created after it.
     first_wall: float = 0.0
+    #: Wall clock (epoch s) when the answer of its last request that may have landed was lost
+    #: (0: none was): the state file's window of its doubt ends there.
+    lost_wall: float = 0.0
     #: Under ``--follow``: the chain this flight re-triggers the last run of (a further round),
     #: or, when ``concluding``, the chain whose results line a worker is to write.
     chain: Chain | None = None

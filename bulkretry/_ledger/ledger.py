@@ -198,12 +198,13 @@ class Ledger(LedgerIntake):
         group.wrote(1, waiter)
         await waiter
 
-    def ambiguous(self, run_id: str) -> None:
-        """Record an attempt that may have landed (committed no later than the next intent)."""
+    def ambiguous(self, run_id: str, *, fed: bool = False) -> None:
+        """Record an attempt that may have landed (committed no later than the next intent);
+        *fed*: the doubt came with the input, from a request of unknown time."""
         if run_id in self._staging.runs:
             self._staging.doubt.add(run_id)  # fed back in doubt: written with its row
             return
-        self._write(run_id, schema.AMBIGUOUS, (time.time(), run_id))
+        self._write(run_id, schema.FED_DOUBT if fed else schema.AMBIGUOUS, (time.time(), run_id))
 
     def clear_doubt(self, run_id: str) -> None:
         """Record that a look-up showed the run's unclear attempts were not processed."""
@@ -221,11 +222,14 @@ class Ledger(LedgerIntake):
         error: ErrorInfo | Mapping[str, object] | None,
         http_status: int | None,
         request_id: str | None,
+        lost_at: float | None = None,
     ) -> None:
         """Record the final answer for ``run_id``; it is committed with the next group commit.
 
         ``attempts`` and ``ambiguous`` count this invocation's; the ledger keeps the totals
-        over all invocations (raised to at least these values).
+        over all invocations (raised to at least these values). ``lost_at`` (epoch s) is when
+        the answer of its last request that may have landed was lost, if one was: a run left in
+        doubt is looked for among new runs up to then, not up to now (see :mod:`.spans`).
         """
         state = str(outcome)
         if state not in FINAL_STATES:
@@ -252,6 +256,8 @@ class Ledger(LedgerIntake):
             "http_status": http_status,
             "request_id": request_id,
             "now": now,
+            "sent": attempts > 0,
+            "lost": lost_at,
         }
         self._write(run_id, schema.OUTCOME, params)
 

@@ -5,20 +5,15 @@ through a read-only connection first, so a refused file is never written to), bu
 invocation is counted: ``check`` sends nothing. A state file that a running batch holds is
 refused.
 
-A run's window, from what the state file keeps:
+A run's window is the span of its doubt the state file keeps (see :mod:`.spans`): from when
+the first request that may have landed was sent, to when the last one's answer was lost, or its
+time plus ``in_flight_grace`` (the request timeout) when its process died with it on the wire.
+A run in doubt from an earlier format's file keeps the wide window it had then: from the start
+of the invocation that first saw it to its last write.
 
-=================================  ==========================================================
-bound                              where it comes from
-=================================  ==========================================================
-since (no request left before)     ``started_at`` of the invocation that first saw the run
-                                   (``runs.seen``); the batch's ``created_at`` if that is gone
-until (its answer was lost)        ``runs.updated_at``; plus ``in_flight_grace`` (the request
-                                   timeout) for a run still ``in_flight``: its process died
-                                   after the intent, before any answer
-=================================  ==========================================================
-
-A run in doubt that no request of this batch sent (``attempts`` 0: fed back in doubt from a
-results file) has no window here. A verdict is recorded only for a run still in doubt:
+A run in doubt that no request of this batch sent (fed back in doubt from a results file, or
+sent again after that) has no window here: its earlier request may have landed at any time.
+A verdict is recorded only for a run still in doubt:
 ``retriggered`` (doubt cleared, its new run and etag; with ``error.candidates`` when the new
 run could not be told apart) or ``not_attempted`` with ``error.kind: "not_processed"`` (doubt
 cleared), the state a resume sends again.
@@ -38,11 +33,13 @@ import orjson
 from .._exceptions import StateError
 from . import files, schema
 from .records import BatchIdentity
+from .spans import window
 
 __all__ = [
     "CheckLedger",
     "DoubtRow",
     "Resolution",
+    "claim_times",
     "claimed_runs",
     "doubt_rows",
     "record_resolutions",
@@ -50,10 +47,9 @@ __all__ = [
 
 T = TypeVar("T")
 _DOUBT_ROWS = (
-    "SELECT r.seq, r.run_id, r.state, r.attempts, r.ambiguous, r.error, r.http_status, "
-    "r.request_id, r.updated_at, i.started_at FROM runs r "
-    "LEFT JOIN invocations i ON i.number = r.seen "
-    "WHERE r.state IN ('in_doubt', 'in_flight') ORDER BY r.seq"
+    "SELECT seq, run_id, state, attempts, ambiguous, error, http_status, request_id, "
+    "updated_at, sent_at, doubt_from, doubt_to FROM runs "
+    "WHERE state IN ('in_doubt', 'in_flight') ORDER BY seq"
 )
 _CLAIMS = (
     "SELECT new_run_id, CASE WHEN new_run_id IS NULL AND json_valid(error) "
@@ -61,9 +57,16 @@ _CLAIMS = (
     "FROM runs WHERE state IN ('retriggered', 'already_retriggered')"
 )
 _IS_INPUT = "SELECT 1 FROM runs WHERE run_id = ?"
+# A clear answer's run: its last request (the one answered) left at sent_at, and its answer
+# was recorded at updated_at, as it came (a later verdict or resume changes the state).
+_TIMED = (
+    "SELECT new_run_id, sent_at, updated_at FROM runs WHERE state = 'retriggered' "
+    "AND sent_at IS NOT NULL AND http_status BETWEEN 200 AND 299 AND new_run_id IS NOT NULL"
+)
+# A verdict clears the doubt and its span: a request sent after it starts a window of its own.
 _RECORD = (
-    "UPDATE runs SET state = ?, doubt = 0, new_run_id = ?, etag = ?, error = ?, updated_at = ? "
-    "WHERE run_id = ? AND state IN ('in_doubt', 'in_flight')"
+    "UPDATE runs SET state = ?, doubt = 0, doubt_from = NULL, doubt_to = NULL, new_run_id = ?, "
+    "etag = ?, error = ?, updated_at = ? WHERE run_id = ? AND state IN ('in_doubt', 'in_flight')"
 )
 
 
@@ -96,15 +99,9 @@ class Resolution(NamedTuple):
 
 def doubt_rows(conn: sqlite3.Connection, *, in_flight_grace: float) -> Iterator[DoubtRow]:
     """Yield the runs in doubt (``in_flight`` ones too: no batch runs) in first-seen order."""
-    created = conn.execute("SELECT value FROM meta WHERE key = 'created_at'").fetchone()
-    batch_start = float(created[0]) if created is not None else None
     for row in conn.execute(_DOUBT_ROWS).fetchall():
-        seq, run_id, state, attempts, ambiguous, error, status, request_id, updated, started = row
-        since: float | None = started if started is not None else batch_start
-        until = updated + (in_flight_grace if state == "in_flight" else 0.0)
-        # More ambiguous attempts than attempts: it came in doubt with the input (fed back),
-        # and the earlier request may have landed at any time before this batch's window.
-        known = attempts > 0 and ambiguous <= attempts and since is not None
+        seq, run_id, state, attempts, ambiguous, error, status, request_id, updated = row[:9]
+        span = window(state, *row[9:], grace=in_flight_grace)
         yield DoubtRow(
             seq=seq,
             run_id=run_id,
@@ -115,8 +112,8 @@ def doubt_rows(conn: sqlite3.Connection, *, in_flight_grace: float) -> Iterator[
             http_status=status,
             request_id=request_id,
             updated_at=updated,
-            since=since if known else None,
-            until=until if known else None,
+            since=None if span is None else span[0],
+            until=None if span is None else span[1],
         )
 
 
@@ -142,6 +139,17 @@ def claimed_runs(conn: sqlite3.Connection, ids: set[str]) -> tuple[set[str], set
     return hard, soft - hard
 
 
+def claim_times(conn: sqlite3.Connection, ids: set[str]) -> dict[str, tuple[float, float]]:
+    """Return, for the new runs of ``ids`` a clear answer of the batch named, when its request
+    left and when the answer came (epoch s): where their ``createdAt`` falls shows the clocks'
+    offset."""
+    return {
+        new_run_id: (sent, answered)
+        for new_run_id, sent, answered in conn.execute(_TIMED)  # streamed, as claimed_runs
+        if new_run_id in ids and sent <= answered
+    }
+
+
 def record_resolutions(conn: sqlite3.Connection, resolutions: Iterable[Resolution]) -> int:
     """Record ``resolutions`` in one transaction; return how many runs were still in doubt."""
     now = time.time()
@@ -158,6 +166,18 @@ def record_resolutions(conn: sqlite3.Connection, resolutions: Iterable[Resolutio
             conn.execute("ROLLBACK")
         raise
     return changed
+
+
+def _upgrade(conn: sqlite3.Connection) -> None:
+    """Bring a file of an earlier format up to this one, as a batch opening it would."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        schema.upgrade(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
 
 
 def _error(text: str | None) -> dict[str, Any] | None:
@@ -206,6 +226,11 @@ class CheckLedger:
                 conn = files.connect(path)
             except sqlite3.Error as exc:
                 raise StateError(f"cannot open state file {path}: {exc}") from exc
+            try:
+                _upgrade(conn)
+            except sqlite3.Error as exc:
+                conn.close()
+                raise StateError(f"cannot upgrade state file {path}: {exc}") from exc
         except BaseException:
             lock.release()
             raise
@@ -224,6 +249,11 @@ class CheckLedger:
     def claimed(self, ids: set[str]) -> tuple[set[str], set[str]]:
         """Return which of ``ids`` the batch claims (see :func:`claimed_runs`)."""
         return self._run(lambda: claimed_runs(self._conn, ids))
+
+    def timed(self, ids: set[str]) -> dict[str, tuple[float, float]]:
+        """Return when the requests of the claimed runs ``ids`` left and were answered (see
+        :func:`claim_times`)."""
+        return self._run(lambda: claim_times(self._conn, ids))
 
     def record(self, resolutions: Iterable[Resolution]) -> int:
         """Record ``resolutions`` (see :func:`record_resolutions`); return how many were."""

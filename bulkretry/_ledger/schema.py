@@ -7,7 +7,7 @@ A ledger is a SQLite database in WAL mode::
     meta(key, value)        base_url, org_id, sandbox, op, created_at, invocations, options
     invocations(number, pid, started_at, updated_at)   one row per open; elapsed = their sum
     runs(seq, run_id, source, line, state, seen, attempts, ambiguous, doubt, new_run_id, etag,
-         error, http_status, request_id, updated_at)
+         error, http_status, request_id, updated_at, sent_at, doubt_from, doubt_to)
     queue(turn, run_id, source, line)    runs known before this invocation that it will send
     sources(invocation, name, lines, complete)   how far each input was read, and if to its end
 
@@ -22,8 +22,9 @@ become ``in_doubt``).
 Input is admitted ahead of the requests: new runs wait in ``runs`` itself (``pending``, ``seq``
 above the last one at open), and runs an earlier invocation knew wait in ``queue`` with the
 input line that named them this time, so that memory stays flat however long the input.
-Format 1 files (no ``queue``/``sources``) and format 2 files (no ``rounds``/``ends``, see
-:mod:`.chains`) are upgraded in place when a batch opens them.
+Format 1 files (no ``queue``/``sources``), format 2 files (no ``rounds``/``ends``, see
+:mod:`.chains`) and format 3 files (no ``sent_at``/``doubt_from``/``doubt_to``, see
+:mod:`.spans`) are upgraded in place when a batch (or ``check``) opens them.
 
 Every check in :func:`inspect_file` reads through a read-only connection: a file that is refused
 is never written to (a read-only connection cannot even checkpoint a foreign WAL). The checks
@@ -43,6 +44,7 @@ from .files import connect_readonly, precheck
 
 # Admission and PriorState are only re-exported: importers outside the wing name them here.
 from .records import IDENTITY_FIELDS, Admission, BatchIdentity, PriorState
+from .spans import DDL_4, FED, UPGRADE_4
 
 __all__ = [
     "AMBIGUOUS",
@@ -74,7 +76,7 @@ __all__ = [
 ]
 
 APPLICATION_ID = 0x42524C47
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 
 _DDL = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
@@ -123,16 +125,29 @@ CREATE TABLE sources (
 
 
 #: A new run, at the ``seq`` of its place in the input; ``doubt`` (0 or 1) also counts one
-#: ambiguous attempt: it was fed back in doubt.
+#: ambiguous attempt: it was fed back in doubt, since a time not known.
 INSERT = (
-    "INSERT INTO runs (seq, run_id, source, line, state, seen, updated_at, doubt, ambiguous) "
-    "VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?7)"
+    "INSERT INTO runs (seq, run_id, source, line, state, seen, updated_at, doubt, ambiguous, "
+    f"doubt_from) VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?7, CASE WHEN ?7 THEN {FED} END)"
 )
 INTENT = (
-    "UPDATE runs SET state = 'in_flight', attempts = attempts + 1, updated_at = ? WHERE run_id = ?"
+    "UPDATE runs SET state = 'in_flight', attempts = attempts + 1, sent_at = ?1, updated_at = ?1 "
+    "WHERE run_id = ?2"
 )
-CLEAR_DOUBT = "UPDATE runs SET doubt = 0, updated_at = ? WHERE run_id = ?"
-AMBIGUOUS = "UPDATE runs SET ambiguous = ambiguous + 1, doubt = 1, updated_at = ? WHERE run_id = ?"
+#: A look-up showed the run's unclear requests were not processed: the next one starts afresh.
+CLEAR_DOUBT = (
+    "UPDATE runs SET doubt = 0, doubt_from = NULL, doubt_to = NULL, updated_at = ? WHERE run_id = ?"
+)
+#: The request just answered may have landed (its answer lost): the doubt spans it.
+AMBIGUOUS = (
+    "UPDATE runs SET ambiguous = ambiguous + 1, doubt = 1, "
+    "doubt_from = coalesce(doubt_from, sent_at), doubt_to = ?1, updated_at = ?1 WHERE run_id = ?2"
+)
+#: The run came in doubt with the input and is sent again: its earlier request, any time.
+FED_DOUBT = (
+    f"UPDATE runs SET ambiguous = ambiguous + 1, doubt = 1, doubt_from = {FED}, updated_at = ? "
+    "WHERE run_id = ?"
+)
 # Neither ``not_attempted`` nor ``failed`` hides a doubt: an earlier request may have landed;
 # and nothing but a newer re-trigger replaces a run known re-triggered (an old ``in_doubt``
 # line fed back must not erase the new run it names).
@@ -148,9 +163,16 @@ UPDATE runs SET
                       THEN new_run_id ELSE :new_run_id END,
     etag = CASE WHEN state IN ('retriggered', 'already_retriggered') THEN etag ELSE :etag END,
     attempts = max(attempts, :attempts), ambiguous = max(ambiguous, :ambiguous),
-    error = :error, http_status = :http_status, request_id = :request_id, updated_at = :now
+    error = :error, http_status = :http_status, request_id = :request_id, updated_at = :now,
+    doubt_from = CASE WHEN {sent_in_doubt} THEN coalesce(doubt_from, sent_at)
+                      ELSE doubt_from END,
+    doubt_to = CASE WHEN {sent_in_doubt} THEN coalesce(:lost, :now) ELSE doubt_to END
 WHERE run_id = :run_id
-"""
+""".format(
+    # This flight sent the run and leaves it in doubt: the span of its doubt reaches to now.
+    sent_in_doubt="(:sent AND state NOT IN ('retriggered', 'already_retriggered') AND "
+    "(:state = 'in_doubt' OR (:ambiguous > 0 AND :state IN ('not_attempted', 'failed'))))"
+)
 #: The same for an outcome that settles the run (``retriggered``, ``already_retriggered``):
 #: no doubt is left, so no CASE. Positional: one per request, and binding names
 #: and evaluating the CASEs made the general statement cost twice as much.
@@ -252,7 +274,7 @@ def _check(conn: sqlite3.Connection, path: str, identity: BatchIdentity | None) 
 
 def create(conn: sqlite3.Connection, identity: BatchIdentity) -> None:
     """Create the schema and record ``identity``; the caller holds the transaction."""
-    _run_script(conn, _DDL + _DDL_2 + DDL_3)
+    _run_script(conn, _DDL + _DDL_2 + DDL_3 + ";" + DDL_4)
     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
     conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
     rows = [(name, getattr(identity, name)) for name in IDENTITY_FIELDS]
@@ -266,7 +288,9 @@ def upgrade(conn: sqlite3.Connection) -> None:
     if version < FORMAT_VERSION:
         if version < 2:
             _run_script(conn, _DDL_2)
-        _run_script(conn, DDL_3)
+        if version < 3:
+            _run_script(conn, DDL_3)
+        _run_script(conn, DDL_4 + ";" + UPGRADE_4)
         conn.execute(f"PRAGMA user_version = {FORMAT_VERSION}")
 
 
@@ -304,7 +328,8 @@ def start_invocation(conn: sqlite3.Connection, identity: BatchIdentity, *, new: 
         )
         # A run still in flight was being sent when its process died: it may have landed.
         conn.execute(
-            "UPDATE runs SET state = 'in_doubt', doubt = 1, updated_at = ? "
+            "UPDATE runs SET state = 'in_doubt', doubt = 1, updated_at = ?, "
+            "doubt_from = coalesce(doubt_from, sent_at), doubt_to = NULL "
             "WHERE state = 'in_flight'",
             (now,),
         )

@@ -352,6 +352,31 @@ def test_check_state_records_verdicts_and_takes_the_batch_from_the_state_file(
     assert (counts["retriggered"], counts["not_attempted"], counts["in_doubt"]) == (2, 1, 0)
 
 
+def test_check_state_tells_apart_runs_of_one_flow_lost_a_moment_apart(tmp_path: Path) -> None:
+    """Each run's window is its own request's, not the batch's: three runs of one flow lost
+    200 ms apart, among clear answers that show the clocks agree, each get their own verdict
+    (with one window for all, none could be told apart)."""
+    with SimulatorThread(SimulatorConfig(seed=5, flows=1, runs_per_flow=8)) as sim:
+        runs = sim.failed_run_ids()
+        lost = {runs[1]: "in-doubt-reset", runs[3]: "in-doubt-502", runs[5]: 504}
+        for run_id, answer in lost.items():
+            sim.script(run_id, [answer])
+        ids = tmp_path / "ids.txt"
+        ids.write_text("".join(f"{run_id}\n" for run_id in runs))
+        db = str(tmp_path / "batch.db")
+        pace = ["--rate", "5", "--burst", "1", "--concurrency", "1", "--on-ambiguous", "hold"]
+        main(["run", str(ids), "--state", db, "-q", "-o", os.devnull, *pace], env=env_for(sim))
+        out = tmp_path / "checked.jsonl"
+        code, err = check(["--state", db, "-o", str(out)], SIM_ENV)
+        assert code == 0, err
+        lines = {line["run_id"]: line for line in lines_of(out)}
+        assert set(lines) == set(lost)
+        for run_id in (runs[1], runs[3]):  # processed, answer lost
+            got = lines[run_id]
+            assert (got["outcome"], got["new_run_id"]) == ("retriggered", made(sim)[run_id]), err
+        assert lines[runs[5]]["error"]["kind"] == "not_processed", err
+
+
 def test_refused_look_ups_exit_3_and_every_line_is_written_as_it_was(tmp_path: Path) -> None:
     """The pre-flight passes, then GET /runs/{id} answers 403: nothing is resolved."""
 
@@ -387,7 +412,7 @@ def test_an_interrupt_writes_every_line_as_it_was_and_exits_130(
     """SIGINT while looking: nothing resolved is written, nothing is lost."""
 
     class Interrupted(Checker):
-        async def check(self, doubts: Any, claimed: Any) -> Any:
+        async def check(self, doubts: Any, claimed: Any, timed: Any = None) -> Any:
             os.kill(os.getpid(), signal.SIGINT)
             await __import__("asyncio").Event().wait()
 

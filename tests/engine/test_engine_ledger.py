@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import re
+import sqlite3
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from aioresponses import CallbackResult, aioresponses
+from conftest import virtual_time
 
 from bulkretry import Credentials, Outcome, RunResult, Settings
 from bulkretry._engine.engine import Engine
@@ -176,3 +181,44 @@ async def test_a_line_its_evidence_settled_gets_one_record_when_the_state_file_f
     assert sorted(r.line for r in results) == list(range(1, 3001))
     [first] = [r for r in results if r.line == 1]
     assert first.outcome is Outcome.ALREADY_RETRIGGERED
+
+
+@virtual_time
+async def test_a_run_left_in_doubt_records_the_span_from_its_request_to_its_lost_answer(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lost (502), then refused cleanly 20 s later: ``check --state`` looks for its new run
+    between its first request and that 502, not up to the end of its flight."""
+    loop = asyncio.get_running_loop()
+    monkeypatch.setattr(time, "time", lambda: 1_800_000_000.0 + loop.time())
+    answers = iter([(0.0, 502), (20.0, 400)])
+
+    async def answer(url: object, **kwargs: object) -> CallbackResult:
+        delay, status = next(answers)
+        await asyncio.sleep(delay)
+        return CallbackResult(status=status, payload={"title": "no"})
+
+    settings = dataclasses.replace(SETTINGS, on_ambiguous="retry", max_attempts=2)
+    with Ledger.open(tmp_path / "s.db", IDENT) as ledger:
+        engine = Engine(settings, ledger=ledger)
+        start = time.time()
+        results: list[RunResult] = []
+
+        async def emit(result: RunResult) -> None:
+            results.append(result)
+
+        async def one() -> AsyncIterator[list[InputRecord]]:
+            yield [InputRecord("in.txt", 1, uuid(1), uuid(1))]
+
+        with aioresponses() as http:
+            http.post(ACTION, callback=answer, repeat=True)
+            await engine.run(one(), emit)
+    assert [r.outcome for r in results] == [Outcome.IN_DOUBT]
+    conn = sqlite3.connect(tmp_path / "s.db")
+    try:
+        ((sent, since, until),) = conn.execute("SELECT sent_at, doubt_from, doubt_to FROM runs")
+    finally:
+        conn.close()
+    assert since == pytest.approx(start, abs=0.5)
+    assert until == pytest.approx(start, abs=0.5)  # the 502, not the 400 twenty seconds on
+    assert sent == pytest.approx(start, abs=0.5)  # the second request left at once

@@ -402,3 +402,84 @@ def test_a_listing_made_before_the_window_settled_decides_nothing_was_processed_
         [Window(uuid(1), 0, 10)], [], hard=set(), soft=set(), listed_at=11, settle=SETTLE
     )
     assert verdicts[uuid(1)].outcome is Outcome.IN_DOUBT
+
+
+# --- the clocks' offset, from the claimed runs' times (a state file's) -------------------------
+
+
+def clear_answers(
+    service: Service, count: int, *, offset: int = 0
+) -> dict[str, tuple[float, float]]:
+    """``count`` claimed new runs of the flow, created ``offset`` ms off our clock, 20 ms into
+    requests answered 40 ms after they left; return their times as a state file keeps them."""
+    times = {}
+    for i in range(count):
+        sent = LOST - 400 + 40 * i  # inside the listing of the windows, as in a batch
+        service.add(uuid(200 + i), sent + 20 + offset)
+        times[uuid(200 + i)] = (sent / 1000, (sent + 40) / 1000)
+    return times
+
+
+def claiming(times: dict[str, tuple[float, float]]) -> tuple[Any, Any]:
+    def claimed(ids: set[str]) -> tuple[set[str], set[str]]:
+        return ids & set(times), set()
+
+    def timed(ids: set[str]) -> dict[str, tuple[float, float]]:
+        return {i: times[i] for i in ids if i in times}
+
+    return claimed, timed
+
+
+def close_pair(service: Service) -> list[Doubt]:
+    """Two runs of one flow lost 200 ms apart, each with a new run in its own 10 ms window:
+    within check_skew (500 ms) of each other."""
+    for i in (1, 2):
+        service.add(uuid(i), LOST - 86_400_000)
+    service.add(uuid(100), LOST + 5)
+    service.add(uuid(101), LOST + 205)
+    return [
+        doubt(uuid(1), sent=LOST, lost=LOST + 10),
+        doubt(uuid(2), sent=LOST + 200, lost=LOST + 210),
+    ]
+
+
+@virtual_time
+async def test_clear_answers_showing_the_clocks_agree_tell_close_windows_apart() -> None:
+    service = Service()
+    doubts = close_pair(service)
+    claimed, timed = claiming(clear_answers(service, 5))
+    verdicts = await rechecker(service).check(doubts, claimed, timed)
+    assert verdicts == {uuid(1): found(service, uuid(100)), uuid(2): found(service, uuid(101))}
+
+
+@virtual_time
+async def test_without_their_times_or_with_too_few_the_full_skew_keeps_close_windows_in_doubt() -> (
+    None
+):
+    """Four samples are not enough to trust; no times at all (results files) neither."""
+    for count, with_times in ((5, False), (4, True)):
+        service = Service()
+        doubts = close_pair(service)
+        claimed, timed = claiming(clear_answers(service, count))
+        verdicts = await rechecker(service).check(doubts, claimed, timed if with_times else None)
+        assert verdicts[uuid(1)].outcome is not Outcome.FAILED
+        assert verdicts[uuid(1)].new_run_id is None, (count, with_times)
+        assert verdicts[uuid(2)].new_run_id is None, (count, with_times)
+
+
+@virtual_time
+async def test_a_clock_offset_the_clear_answers_show_keeps_the_windows_wide_enough() -> None:
+    """The service's clock 150 ms behind ours: each new run falls outside its window as our
+    clock has it, and inside once widened by the offset seen (the two windows then overlap)."""
+    service = Service()
+    for i in (1, 2):
+        service.add(uuid(i), LOST - 86_400_000)
+    service.add(uuid(100), LOST + 5 - 150)
+    service.add(uuid(101), LOST + 405 - 150)
+    doubts = [
+        doubt(uuid(1), sent=LOST, lost=LOST + 10),
+        doubt(uuid(2), sent=LOST + 400, lost=LOST + 410),
+    ]
+    claimed, timed = claiming(clear_answers(service, 5, offset=-150))
+    verdicts = await rechecker(service).check(doubts, claimed, timed)
+    assert verdicts == {uuid(1): found(service, uuid(100)), uuid(2): found(service, uuid(101))}

@@ -60,3 +60,21 @@ def make_ledger(path: str, runs: int = 0) -> None:
     """Create a closed ledger holding ``runs`` pending runs."""
     with Ledger.open(path, IDENT) as ledger:
         ledger.admit_many((f"run-{i:06d}", "in.txt", i + 1) for i in range(runs))
+
+
+def as_format(path: str, version: int) -> None:
+    """Turn a closed ledger into one of an earlier format: drop what later formats added."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        if version < 4:
+            for column in ("sent_at", "doubt_from", "doubt_to"):
+                conn.execute(f"ALTER TABLE runs DROP COLUMN {column}")
+        if version < 3:
+            conn.execute("DROP TABLE rounds")
+            conn.execute("DROP TABLE ends")
+        if version < 2:
+            conn.execute("DROP TABLE queue")
+            conn.execute("DROP TABLE sources")
+        conn.execute(f"PRAGMA user_version = {version}")
+    finally:
+        conn.close()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
-from ledger_helpers import DONE, IDENT
+from ledger_helpers import DONE, IDENT, as_format
 
 from bulkretry._exceptions import StateError
+from bulkretry._ledger import schema
 from bulkretry._ledger.ledger import BatchIdentity, Ledger, PriorState
 from bulkretry._ledger.resolutions import CheckLedger, Resolution, claimed_runs, doubt_rows
 
@@ -52,31 +54,187 @@ def rows(path: str, sql: str) -> list[tuple[object, ...]]:
         conn.close()
 
 
-async def test_runs_in_doubt_come_with_the_window_the_state_file_can_vouch_for(path: str) -> None:
-    """From when the invocation that first saw the run began to the run's last write."""
+class Clock:
+    """``time.time`` for the ledger: set by hand, so windows have exact bounds."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    clock = Clock(100.0)
+    monkeypatch.setattr(time, "time", clock)
+    return clock
+
+
+def windows(path: str, grace: float = 30.0) -> dict[str, tuple[float | None, float | None]]:
+    with CheckLedger.open(path, IDENT) as ledger:
+        return {row.run_id: (row.since, row.until) for row in ledger.doubts(in_flight_grace=grace)}
+
+
+async def test_a_lost_answer_s_window_runs_from_its_request_to_its_loss(
+    path: str, clock: Clock
+) -> None:
+    """Not from the start of the batch: two runs sent a minute apart have windows apart, so
+    a look-up can tell their new runs apart."""
+    with Ledger.open(path, IDENT) as ledger:
+        ledger.admit_many([("a", "in.txt", 1), ("b", "in.txt", 2)])
+        for run, sent in (("a", 200.0), ("b", 260.0)):
+            clock.now = sent
+            await ledger.intent(run)
+            clock.now = sent + 5
+            ledger.outcome(run, "in_doubt", **LOST)
+    assert windows(path) == {"a": (200.0, 205.0), "b": (260.0, 265.0)}
+
+
+async def test_a_window_ends_when_the_answer_was_lost_not_when_a_look_up_gave_up(
+    path: str, clock: Clock
+) -> None:
+    """A flight looked up after its check delay ends in doubt later than its answer was lost:
+    new runs of the flow created in between are not this run's."""
+    with Ledger.open(path, IDENT) as ledger:
+        ledger.admit("a", "in.txt", 1)
+        clock.now = 200.0
+        await ledger.intent("a")
+        clock.now = 240.0
+        ledger.outcome("a", "in_doubt", **LOST, lost_at=201.5)
+    assert windows(path) == {"a": (200.0, 201.5)}
+
+
+async def test_a_window_spans_every_request_of_the_run_that_may_have_landed(
+    path: str, clock: Clock
+) -> None:
+    """Lost, then retried and refused cleanly: from the first request to the last answer."""
+    with Ledger.open(path, IDENT) as ledger:
+        ledger.admit("a", "in.txt", 1)
+        clock.now = 200.0
+        await ledger.intent("a")
+        clock.now = 202.0
+        ledger.ambiguous("a")
+        clock.now = 210.0
+        await ledger.intent("a")
+        clock.now = 211.0
+        ledger.outcome("a", "failed", **{**LOST, "attempts": 2, "http_status": 400})
+    assert rows(path, "SELECT state FROM runs") == [("in_doubt",)]
+    assert windows(path) == {"a": (200.0, 211.0)}
+
+
+async def test_a_doubt_a_look_up_cleared_leaves_no_trace_in_the_next_window(
+    path: str, clock: Clock
+) -> None:
+    with Ledger.open(path, IDENT) as ledger:
+        ledger.admit("a", "in.txt", 1)
+        clock.now = 200.0
+        await ledger.intent("a")
+        ledger.ambiguous("a")
+        clock.now = 205.0
+        ledger.clear_doubt("a")
+        clock.now = 210.0
+        await ledger.intent("a")
+        clock.now = 215.0
+        ledger.outcome("a", "in_doubt", **{**LOST, "attempts": 2})
+    assert windows(path) == {"a": (210.0, 215.0)}
+
+
+async def test_a_run_in_flight_when_its_process_died_may_land_a_timeout_after_its_request(
+    path: str, clock: Clock
+) -> None:
+    """Whether check comes before the next open or after its sweep (which writes later):
+    from its first request that may have landed to the last one plus the grace."""
+    with Ledger.open(path, IDENT) as ledger:
+        ledger.admit_many([("a", "in.txt", 1), ("b", "in.txt", 2)])
+        clock.now = 200.0
+        await ledger.intent("a")
+        await ledger.intent("b")
+        clock.now = 202.0
+        ledger.ambiguous("b")  # lost, then retried: killed with the retry on the wire
+        clock.now = 210.0
+        await ledger.intent("b")
+        ledger.close()  # what a kill -9 leaves: intents, no answer
+    assert rows(path, "SELECT state FROM runs ORDER BY seq") == [("in_flight",)] * 2
+    expected = {"a": (200.0, 230.0), "b": (200.0, 240.0)}
+    assert windows(path) == expected
+    clock.now = 5000.0
+    Ledger.open(path, IDENT).close()  # the next batch sweeps them into doubt
+    assert rows(path, "SELECT state FROM runs ORDER BY seq") == [("in_doubt",)] * 2
+    assert windows(path) == expected
+
+
+async def test_a_doubt_that_came_with_the_input_has_no_window_even_once_sent_again(
+    path: str, clock: Clock
+) -> None:
+    """Its earlier request may have landed at any time: no span of this batch's covers it."""
+    with Ledger.open(path, IDENT) as ledger:
+        ledger.admit_many([("staged", "in.txt", 1), ("known", "in.txt", 2)])
+        ledger.ambiguous("staged")  # fed back in doubt before its row was written
+        clock.now = 200.0
+        await ledger.intent("known")
+        ledger.outcome("known", "failed", **{**LOST, "ambiguous": 0, "http_status": 400})
+    with Ledger.open(path, IDENT) as ledger:  # a later pass feeds "known" back in doubt
+        assert ledger.admit("known", "in.txt", 1).state is PriorState.PENDING
+        ledger.ambiguous("known", fed=True)
+        for run in ("staged", "known"):  # --retry-in-doubt: sent again, and lost
+            clock.now = 300.0
+            await ledger.intent(run)
+            clock.now = 301.0
+            ledger.outcome(run, "in_doubt", **LOST)
+    assert windows(path) == {"staged": (None, None), "known": (None, None)}
+
+
+async def test_a_verdict_clears_the_window_and_the_next_request_starts_its_own(
+    path: str, clock: Clock
+) -> None:
+    with Ledger.open(path, IDENT) as ledger:
+        ledger.admit("a", "in.txt", 1)
+        clock.now = 200.0
+        await ledger.intent("a")
+        ledger.outcome("a", "in_doubt", **LOST)
+    with CheckLedger.open(path, IDENT) as ledger:
+        ledger.record([Resolution("a", "not_attempted", None, None, NOT_PROCESSED)])
+    with Ledger.open(path, IDENT) as ledger:
+        assert ledger.admit("a", "in.txt", 1).state is PriorState.PENDING
+        clock.now = 400.0
+        await ledger.intent("a")
+        clock.now = 402.0
+        ledger.outcome("a", "in_doubt", **LOST)
+    assert windows(path) == {"a": (400.0, 402.0)}
+
+
+async def test_a_format_3_file_keeps_the_wide_windows_it_gave(path: str, clock: Clock) -> None:
+    """Upgraded in place by check: a run in doubt then spans from the start of the invocation
+    that first saw it to its last write (never narrower than that file can vouch for); one
+    fed back in doubt, none; one in flight, its last write plus the grace."""
     await batch(path)
-    ((started,),) = rows(path, "SELECT started_at FROM invocations WHERE number = 1")
+    clock.now = 500.0
+    with Ledger.open(path, IDENT) as ledger:
+        ledger.admit("flying", "in.txt", 6)
+        clock.now = 600.0
+        await ledger.intent("flying")
+        clock.now = 700.0
+    as_format(path, 3)
+    (started,) = rows(path, "SELECT started_at FROM invocations WHERE number = 1")[0]
+    got = windows(path)
+    assert got == {"lost": (started, 100.0), "also": (started, 100.0), "fed": (None, None),
+                   "flying": (600.0, 630.0)}  # fmt: skip
+    assert rows(path, "PRAGMA user_version") == [(schema.FORMAT_VERSION,)]
+
+
+async def test_a_run_in_doubt_comes_with_what_its_lost_answer_said(path: str) -> None:
+    await batch(path)
     with CheckLedger.open(path, IDENT) as ledger:
         doubts = {row.run_id: row for row in ledger.doubts(in_flight_grace=30.0)}
     assert sorted(doubts) == ["also", "fed", "lost"]
     lost = doubts["lost"]
-    assert (lost.since, lost.attempts, lost.ambiguous, lost.http_status) == (started, 1, 1, 502)
+    assert (lost.attempts, lost.ambiguous, lost.http_status) == (1, 1, 502)
+    assert lost.since is not None
     assert lost.until == lost.updated_at
     assert lost.error == {"kind": "http", "message": "HTTP 502"}
     # Fed back in doubt and never sent by this batch: the state file knows no window.
     assert (doubts["fed"].since, doubts["fed"].until) == (None, None)
-
-
-async def test_a_run_left_in_flight_by_a_dead_process_may_have_landed_a_timeout_later(
-    path: str,
-) -> None:
-    """Its last write is its intent: its request may have been answered up to a timeout after."""
-    await batch(path)
-    rows(path, "UPDATE runs SET state = 'in_flight' WHERE run_id = 'lost'")
-    with CheckLedger.open(path, IDENT) as ledger:
-        (lost,) = [row for row in ledger.doubts(in_flight_grace=30.0) if row.run_id == "lost"]
-    assert lost.state == "in_flight"
-    assert lost.until == pytest.approx(lost.updated_at + 30.0)
 
 
 async def test_new_runs_of_re_triggered_runs_are_claimed_and_candidates_only_softly(
@@ -191,7 +349,8 @@ async def test_a_further_round_left_in_doubt_is_checked_like_any_run(path: str) 
     rows(
         path,
         "INSERT INTO runs (seq, run_id, source, line, state, seen, attempts, ambiguous, doubt, "
-        "updated_at) VALUES (-1, 'round', 'in.txt', 1, 'in_doubt', 1, 1, 1, 1, 0)",
+        "updated_at, sent_at, doubt_from, doubt_to) "
+        "VALUES (-1, 'round', 'in.txt', 1, 'in_doubt', 1, 1, 1, 1, 9, 8, 8, 9)",
     )
     with CheckLedger.open(path, IDENT) as ledger:
         (row,) = [row for row in ledger.doubts(in_flight_grace=1.0) if row.run_id == "round"]

@@ -6,7 +6,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from ledger_helpers import IDENT
+from ledger_helpers import IDENT, as_format
 
 from bulkretry._ledger import schema
 from bulkretry._ledger.ledger import Ledger
@@ -43,6 +43,8 @@ def test_the_settling_statement_writes_what_the_general_one_does(
             "http_status": 200,
             "request_id": "r",
             "now": 5.0,
+            "sent": True,
+            "lost": None,
         },
     )
     conn.execute(schema.SETTLED, (state, "n", "e", 2, ambiguous, error, 200, "r", 5.0, "b"))
@@ -57,11 +59,7 @@ def test_a_format_1_state_file_is_upgraded_in_place(path: str) -> None:
     """A state file of the previous format gains the queue and sources tables when opened."""
     with Ledger.open(path, IDENT) as ledger:
         ledger.admit("run-a", "x", 1)
-    conn = sqlite3.connect(path, isolation_level=None)
-    for table in ("queue", "sources", "rounds", "ends"):
-        conn.execute(f"DROP TABLE {table}")
-    conn.execute("PRAGMA user_version = 1")
-    conn.close()
+    as_format(path, 1)
     with Ledger.open(path, IDENT) as ledger:
         assert ledger.knows("run-a")
         ledger.progress("-", 3, complete=False)
