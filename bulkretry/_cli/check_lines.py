@@ -205,16 +205,19 @@ def resolution(run_id: str, verdict: Done) -> Resolution | None:
 def state_line(row: DoubtRow, verdict: Done | None, path: str) -> bytes:
     """Return the results line of a run of the state file that was in doubt.
 
-    Its ``finished_at`` is 10 ms past the end of the run's window (its last write, or that
-    plus the request timeout for a run left in flight), not now: fed back, a verdict settles
-    only the doubts up to it (a later in-doubt line of the run, one the look-up never saw,
-    wins). A line that stays in doubt says no ambiguous attempt, so a later ``check`` never
-    takes a window from it.
+    Its ``finished_at`` is 10 ms past the later of the run's last write and the end of its
+    window (the request timeout after a request left in flight), not now: fed back, a verdict
+    settles only the doubts up to it (a later in-doubt line of the run, one the look-up never
+    saw, wins), and the run's own results line, written with its last write, is one it saw:
+    the window alone can end sooner (a lost answer, then a clean refusal, or a look-up that
+    could not tell). A line that stays in doubt says no ambiguous attempt, so a later ``check``
+    never takes a window from it.
     """
     # Just past the window: the run's own results line, written in the same step a few
     # microseconds after the state file, must not read as a later doubt than the verdict on it
     # (both times are cut to the millisecond). No more: a later pass's doubt must still win.
-    end = (row.until if row.until is not None else row.updated_at) + _SETTLES_AFTER
+    end = max(row.updated_at, row.until if row.until is not None else row.updated_at)
+    end += _SETTLES_AFTER
     result = RunResult(
         run_id=row.run_id,
         outcome=Outcome.IN_DOUBT,

@@ -34,7 +34,7 @@ was not processed end ``retriggered``, never ``not_processed``.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .._http.lookups import RunView
@@ -78,11 +78,15 @@ def attribute(
     listed_at: int,
     settle: int,
     foreign: Sequence[tuple[int, int]] = (),
+    wide: Mapping[str, Window] | None = None,
 ) -> dict[str, Done]:
     """Decide for one flow's ``windows`` from the runs ``listed`` at ``listed_at`` (the table).
 
     ``foreign``: windows of runs in doubt that are not among ``windows`` (their flow or their
-    own window is not known): a run inside one may be theirs.
+    own window is not known): a run inside one may be theirs. ``wide``: each window as widened
+    by the full ``check_skew``, when ``windows`` were narrowed by a measured clock offset: only
+    an empty wide window (and ``settle`` after it) proves ``not_processed``, which sends the run
+    again, so a measurement that missed part of the offset can tell runs apart, never send one.
     """
     runs = [v for v in listed if v.id not in hard]
     verdicts: dict[str, Done] = {}
@@ -97,10 +101,21 @@ def attribute(
         elif mine or late:
             why = "only among others' candidates" if mine else "just after its answer was lost"
             verdicts[w.run_id] = _unsure(_names(mine + late), why)
-        elif listed_at < w.until + settle:
-            verdicts[w.run_id] = cannot_tell("its answer was lost too recently: check again later")
         else:
-            verdicts[w.run_id] = Done(Outcome.FAILED, NOT_PROCESSED, resolved_by="lookup")
+            outer = w if wide is None else wide.get(w.run_id, w)
+            near = [
+                v
+                for v in runs
+                if v.id != w.run_id and created_in(v, outer.since, outer.until + settle)
+            ]
+            if near:
+                why = "within the clocks' full margin (check_skew) of its window"
+                verdicts[w.run_id] = _unsure(_names(near), why)
+            elif listed_at < outer.until + settle:
+                why = "its answer was lost too recently: check again later"
+                verdicts[w.run_id] = cannot_tell(why)
+            else:
+                verdicts[w.run_id] = Done(Outcome.FAILED, NOT_PROCESSED, resolved_by="lookup")
 
     def shared(view: RunView, me: str) -> bool:
         return any(created_in(view, o.since, o.until) for k, o in open_.items() if k != me) or any(

@@ -174,19 +174,21 @@ class Rechecker:
             since, until = given[w.run_id]
             return Window(w.run_id, max(since - skew, floor.get(w.run_id, ALL_TIME)), until + skew)
 
+        narrow = skew < self._skew
         for (flow, part), (listed_at, found) in zip(stretches, listed, strict=True):
             if isinstance(found, str):
                 verdicts.update((w.run_id, cannot_tell(found)) for w in part)
                 continue
             verdicts.update(
                 attribute(
-                    [narrowed(w) for w in part] if skew < self._skew else part,
+                    [narrowed(w) for w in part] if narrow else part,
                     found,
                     hard=hard,
                     soft=soft,
                     listed_at=listed_at,
                     settle=self._settle,
                     foreign=[*foreign, ALWAYS] if flow in hidden else foreign,
+                    wide={w.run_id: w for w in part} if narrow else None,
                 )
             )
         return verdicts

@@ -44,7 +44,7 @@ from .files import connect_readonly, precheck
 
 # Admission and PriorState are only re-exported: importers outside the wing name them here.
 from .records import IDENTITY_FIELDS, Admission, BatchIdentity, PriorState
-from .spans import DDL_4, FED, UPGRADE_4
+from .spans import DDL_4, FED, SINCE, UPGRADE_4
 
 __all__ = [
     "AMBIGUOUS",
@@ -140,8 +140,8 @@ CLEAR_DOUBT = (
 )
 #: The request just answered may have landed (its answer lost): the doubt spans it.
 AMBIGUOUS = (
-    "UPDATE runs SET ambiguous = ambiguous + 1, doubt = 1, "
-    "doubt_from = coalesce(doubt_from, sent_at), doubt_to = ?1, updated_at = ?1 WHERE run_id = ?2"
+    f"UPDATE runs SET ambiguous = ambiguous + 1, doubt = 1, doubt_from = {SINCE}, doubt_to = ?1, "
+    "updated_at = ?1 WHERE run_id = ?2"
 )
 #: The run came in doubt with the input and is sent again: its earlier request, any time.
 FED_DOUBT = (
@@ -164,14 +164,20 @@ UPDATE runs SET
     etag = CASE WHEN state IN ('retriggered', 'already_retriggered') THEN etag ELSE :etag END,
     attempts = max(attempts, :attempts), ambiguous = max(ambiguous, :ambiguous),
     error = :error, http_status = :http_status, request_id = :request_id, updated_at = :now,
-    doubt_from = CASE WHEN {sent_in_doubt} THEN coalesce(doubt_from, sent_at)
-                      ELSE doubt_from END,
+    doubt_from = CASE WHEN {sent_in_doubt} THEN {since}
+                      WHEN {held_in_doubt} THEN {fed} ELSE doubt_from END,
     doubt_to = CASE WHEN {sent_in_doubt} THEN coalesce(:lost, :now) ELSE doubt_to END
 WHERE run_id = :run_id
 """.format(
     # This flight sent the run and leaves it in doubt: the span of its doubt reaches to now.
     sent_in_doubt="(:sent AND state NOT IN ('retriggered', 'already_retriggered') AND "
-    "(:state = 'in_doubt' OR (:ambiguous > 0 AND :state IN ('not_attempted', 'failed'))))"
+    "(:state = 'in_doubt' OR (:ambiguous > 0 AND :state IN ('not_attempted', 'failed'))))",
+    # Held in doubt without a request: the doubt came with the input (a results line fed back),
+    # from a request of any time: no span of this batch's covers it, now or once sent again.
+    held_in_doubt="(NOT :sent AND :state = 'in_doubt' "
+    "AND state NOT IN ('retriggered', 'already_retriggered'))",
+    since=SINCE,
+    fed=FED,
 )
 #: The same for an outcome that settles the run (``retriggered``, ``already_retriggered``):
 #: no doubt is left, so no CASE. Positional: one per request, and binding names
@@ -328,9 +334,8 @@ def start_invocation(conn: sqlite3.Connection, identity: BatchIdentity, *, new: 
         )
         # A run still in flight was being sent when its process died: it may have landed.
         conn.execute(
-            "UPDATE runs SET state = 'in_doubt', doubt = 1, updated_at = ?, "
-            "doubt_from = coalesce(doubt_from, sent_at), doubt_to = NULL "
-            "WHERE state = 'in_flight'",
+            f"UPDATE runs SET state = 'in_doubt', doubt = 1, updated_at = ?, doubt_from = {SINCE}, "
+            "doubt_to = NULL WHERE state = 'in_flight'",
             (now,),
         )
         conn.execute("COMMIT")

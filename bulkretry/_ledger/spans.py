@@ -11,8 +11,9 @@ column          what it holds
 ==============  ===============================================================================
 ``sent_at``     when its latest request went on the wire (the intent)
 ``doubt_from``  the ``sent_at`` of the first request that may have landed unanswered; 0 when
-                the doubt came with the input (a results line fed back in doubt), whose request
-                may have landed at any time before; NULL while there is no doubt
+                the doubt came with the input (a results line fed back in doubt, held or sent
+                again), whose request may have landed at any time before; NULL while there is
+                no doubt
 ``doubt_to``    when the last request that may have landed was known unanswered (its answer
                 lost, or the flight ended in doubt); NULL when the latest request never had an
                 answer (its process died: in flight, or swept into doubt at the next open)
@@ -25,7 +26,7 @@ wide window for the runs in doubt then (never a narrower one than the evidence a
 
 from __future__ import annotations
 
-__all__ = ["DDL_4", "FED", "UPGRADE_4", "window"]
+__all__ = ["DDL_4", "FED", "SINCE", "UPGRADE_4", "window"]
 
 #: Added by format 4; run on an older file (after :data:`UPGRADE_4`'s columns exist) to upgrade.
 DDL_4 = """
@@ -48,6 +49,12 @@ WHERE doubt = 1
 """
 #: ``doubt_from`` of a doubt that came with the input: it may have landed at any time before.
 FED = 0.0
+#: What ``doubt_from`` becomes when the latest request (sent at ``sent_at``) may have landed, in
+#: SQL over the row before the update: the span begun already, else that request's time; a doubt
+#: without a span (one held from the input, or anything unforeseen) stays one of any time.
+SINCE = (
+    f"CASE WHEN doubt_from IS NOT NULL THEN doubt_from WHEN doubt = 1 THEN {FED} ELSE sent_at END"
+)
 
 
 def window(

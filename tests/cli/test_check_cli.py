@@ -353,12 +353,13 @@ def test_check_state_records_verdicts_and_takes_the_batch_from_the_state_file(
 
 
 def test_check_state_tells_apart_runs_of_one_flow_lost_a_moment_apart(tmp_path: Path) -> None:
-    """Each run's window is its own request's, not the batch's: three runs of one flow lost
-    200 ms apart, among clear answers that show the clocks agree, each get their own verdict
-    (with one window for all, none could be told apart)."""
-    with SimulatorThread(SimulatorConfig(seed=5, flows=1, runs_per_flow=8)) as sim:
+    """Each run's window is its own request's, not the batch's: two runs of one flow lost 200
+    ms apart, among clear answers that show the clocks agree, each get their own new run (with
+    one window for all, neither could be told apart). A 504 not processed, more than check_skew
+    after them and the last of the batch, is not_processed."""
+    with SimulatorThread(SimulatorConfig(seed=5, flows=1, runs_per_flow=10)) as sim:
         runs = sim.failed_run_ids()
-        lost = {runs[1]: "in-doubt-reset", runs[3]: "in-doubt-502", runs[5]: 504}
+        lost = {runs[1]: "in-doubt-reset", runs[2]: "in-doubt-502", runs[9]: 504}
         for run_id, answer in lost.items():
             sim.script(run_id, [answer])
         ids = tmp_path / "ids.txt"
@@ -371,10 +372,61 @@ def test_check_state_tells_apart_runs_of_one_flow_lost_a_moment_apart(tmp_path: 
         assert code == 0, err
         lines = {line["run_id"]: line for line in lines_of(out)}
         assert set(lines) == set(lost)
-        for run_id in (runs[1], runs[3]):  # processed, answer lost
+        for run_id in (runs[1], runs[2]):  # processed, answer lost
             got = lines[run_id]
             assert (got["outcome"], got["new_run_id"]) == ("retriggered", made(sim)[run_id]), err
-        assert lines[runs[5]]["error"]["kind"] == "not_processed", err
+        assert lines[runs[9]]["error"]["kind"] == "not_processed", err
+
+
+def test_a_state_file_verdict_fed_back_with_the_batch_s_results_releases_the_run(
+    tmp_path: Path,
+) -> None:
+    """Lost (502, not processed), then refused cleanly: the run's results line is written after
+    its answer was lost. check --state's not_processed line, fed back with it, sends it once."""
+    with SimulatorThread(SimulatorConfig(seed=5, flows=1, runs_per_flow=3)) as sim:
+        target = sim.failed_run_ids()[0]
+        sim.script(target, [502, 400])
+        ids, db = tmp_path / "ids.txt", str(tmp_path / "batch.db")
+        ids.write_text(f"{target}\n")
+        results, checked = tmp_path / "results.jsonl", tmp_path / "checked.jsonl"
+        retry = ["--on-ambiguous", "retry", "--max-attempts", "2"]
+        main(["run", str(ids), "--state", db, "-q", "-o", str(results), *retry], env=env_for(sim))
+        assert [line["outcome"] for line in lines_of(results)] == ["in_doubt"]
+        assert check(["--state", db, "-o", str(checked)], SIM_ENV)[0] == 0
+        (verdict,) = lines_of(checked)
+        assert verdict["error"]["kind"] == "not_processed"
+        assert verdict["finished_at"] > lines_of(results)[0]["finished_at"]
+        again = tmp_path / "again.jsonl"
+        code = main(
+            ["run", str(results), str(checked), "--dry-run", "-q", "-o", str(again)],
+            env=env_for(sim),
+        )
+        assert code == 0
+        assert [line["outcome"] for line in lines_of(again)] == ["would_retrigger", "duplicate"]
+
+
+def test_a_doubt_fed_in_held_then_sent_again_by_bare_id_is_never_called_not_processed(
+    tmp_path: Path,
+) -> None:
+    """Pass 0 (no state file) re-triggers X and loses the answer. Its results line, fed to a
+    --state batch, holds X; X named again by a bare ID with --retry-in-doubt is refused with a
+    502. Pass 0's request may have landed at any time: check --state cannot tell."""
+    with SimulatorThread(SimulatorConfig(seed=5, flows=1, runs_per_flow=3)) as sim:
+        x = sim.failed_run_ids()[0]
+        env, db = env_for(sim), str(tmp_path / "batch.db")
+        sim.script(x, ["in-doubt-502"])
+        ids, first = tmp_path / "x.txt", tmp_path / "pass0.jsonl"
+        ids.write_text(f"{x}\n")
+        hold = ["--on-ambiguous", "hold", "-q", "-o", os.devnull]
+        main(["run", str(ids), "--on-ambiguous", "hold", "-q", "-o", str(first)], env=env)
+        main(["run", str(first), "--state", db, *hold], env=env)
+        sim.script(x, [502])
+        main(["run", str(ids), "--state", db, "--retry-in-doubt", *hold], env=env)
+        assert x in made(sim)
+        checked = tmp_path / "checked.jsonl"
+        check(["--state", db, "-o", str(checked)], SIM_ENV)
+        (line,) = lines_of(checked)
+        assert line["outcome"] == "in_doubt", line
 
 
 def test_refused_look_ups_exit_3_and_every_line_is_written_as_it_was(tmp_path: Path) -> None:
@@ -493,3 +545,9 @@ def test_a_state_file_line_is_stamped_with_its_run_s_window_not_the_check_s_time
     assert line["finished_at"] == "2026-12-05T12:00:00.260Z"
     unknown = orjson.loads(state_line(dataclasses.replace(row, since=None, until=None), None, "s"))
     assert unknown["finished_at"] == "2026-12-05T12:00:00.260Z"  # its last write
+    # Lost at 1.0 s before its last write (a clean refusal of the retry came later): the
+    # run's own in-doubt line was written then, and the verdict must be later than that line.
+    earlier = dataclasses.replace(row, until=1796471999.25)
+    assert orjson.loads(state_line(earlier, None, "s"))["finished_at"] == "2026-12-05T12:00:00.260Z"
+    flying = dataclasses.replace(row, until=1796472030.25)  # sent, its process died: + timeout
+    assert orjson.loads(state_line(flying, None, "s"))["finished_at"] == "2026-12-05T12:00:30.260Z"

@@ -483,3 +483,21 @@ async def test_a_clock_offset_the_clear_answers_show_keeps_the_windows_wide_enou
     claimed, timed = claiming(clear_answers(service, 5, offset=-150))
     verdicts = await rechecker(service).check(doubts, claimed, timed)
     assert verdicts == {uuid(1): found(service, uuid(100)), uuid(2): found(service, uuid(101))}
+
+
+@virtual_time
+async def test_only_a_window_empty_by_the_full_skew_proves_not_processed() -> None:
+    """A new run 30 ms before its request left as our clock has it, and clear answers saying
+    the clocks agree: outside the measured margin, inside check_skew. Not proof enough to send
+    the run again: a measurement may miss part of the offset."""
+    service = Service()
+    service.add(uuid(1), LOST - 86_400_000)
+    service.add(uuid(100), LOST - 30)
+    claimed, timed = claiming(clear_answers(service, 5))
+    verdicts = await rechecker(service).check(
+        [doubt(uuid(1), sent=LOST, lost=LOST + 10)], claimed, timed
+    )
+    verdict = verdicts[uuid(1)]
+    assert verdict.outcome is Outcome.IN_DOUBT
+    assert verdict.error is not None
+    assert uuid(100) in verdict.error.message

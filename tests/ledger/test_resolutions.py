@@ -185,6 +185,35 @@ async def test_a_doubt_that_came_with_the_input_has_no_window_even_once_sent_aga
     assert windows(path) == {"staged": (None, None), "known": (None, None)}
 
 
+async def test_a_doubt_held_from_the_input_has_no_window_even_once_sent_again_by_bare_id(
+    path: str, clock: Clock
+) -> None:
+    """A results line in doubt held by one pass (no request), the run named again by a bare ID
+    and sent with --retry-in-doubt by the next: the first doubt is still of any time. Also so
+    for a run whose own span was known when the input's doubt came."""
+    with Ledger.open(path, IDENT) as ledger:
+        ledger.admit_many([("held", "in.txt", 1), ("spanned", "in.txt", 2)])
+        clock.now = 200.0
+        await ledger.intent("spanned")
+        ledger.outcome("spanned", "in_doubt", **LOST)
+        await ledger.flush()
+    held = {**LOST, "attempts": 0, "ambiguous": 0, "http_status": None}
+    with Ledger.open(path, IDENT) as ledger:  # results fed back: both held in doubt
+        for run in ("held", "spanned"):
+            ledger.admit(run, "r.jsonl", 1)
+            ledger.outcome(run, "in_doubt", **held)
+    assert windows(path) == {"held": (None, None), "spanned": (None, None)}
+    with Ledger.open(path, IDENT) as ledger:  # bare IDs, --retry-in-doubt: sent, lost again
+        for run in ("held", "spanned"):
+            ledger.admit(run, "ids.txt", 1)
+            clock.now = 300.0
+            await ledger.intent(run)
+            ledger.ambiguous(run)
+            clock.now = 301.0
+            ledger.outcome(run, "in_doubt", **{**LOST, "ambiguous": 2})
+    assert windows(path) == {"held": (None, None), "spanned": (None, None)}
+
+
 async def test_a_verdict_clears_the_window_and_the_next_request_starts_its_own(
     path: str, clock: Clock
 ) -> None:
