@@ -71,6 +71,12 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return clock
 
 
+async def send(ledger: Ledger, clock: Clock, run_id: str, *, at: float) -> None:
+    """The intent of a request for ``run_id`` that leaves at ``at``."""
+    clock.now = at
+    await ledger.intent(run_id)
+
+
 def windows(path: str, grace: float = 30.0) -> dict[str, tuple[float | None, float | None]]:
     with CheckLedger.open(path, IDENT) as ledger:
         return {row.run_id: (row.since, row.until) for row in ledger.doubts(in_flight_grace=grace)}
@@ -84,8 +90,7 @@ async def test_a_lost_answer_s_window_runs_from_its_request_to_its_loss(
     with Ledger.open(path, IDENT) as ledger:
         ledger.admit_many([("a", "in.txt", 1), ("b", "in.txt", 2)])
         for run, sent in (("a", 200.0), ("b", 260.0)):
-            clock.now = sent
-            await ledger.intent(run)
+            await send(ledger, clock, run, at=sent)
             clock.now = sent + 5
             ledger.outcome(run, "in_doubt", **LOST)
     assert windows(path) == {"a": (200.0, 205.0), "b": (260.0, 265.0)}
@@ -98,8 +103,7 @@ async def test_a_window_ends_when_the_answer_was_lost_not_when_a_look_up_gave_up
     new runs of the flow created in between are not this run's."""
     with Ledger.open(path, IDENT) as ledger:
         ledger.admit("a", "in.txt", 1)
-        clock.now = 200.0
-        await ledger.intent("a")
+        await send(ledger, clock, "a", at=200.0)
         clock.now = 240.0
         ledger.outcome("a", "in_doubt", **LOST, lost_at=201.5)
     assert windows(path) == {"a": (200.0, 201.5)}
@@ -111,12 +115,10 @@ async def test_a_window_spans_every_request_of_the_run_that_may_have_landed(
     """Lost, then retried and refused cleanly: from the first request to the last answer."""
     with Ledger.open(path, IDENT) as ledger:
         ledger.admit("a", "in.txt", 1)
-        clock.now = 200.0
-        await ledger.intent("a")
+        await send(ledger, clock, "a", at=200.0)
         clock.now = 202.0
         ledger.ambiguous("a")
-        clock.now = 210.0
-        await ledger.intent("a")
+        await send(ledger, clock, "a", at=210.0)
         clock.now = 211.0
         ledger.outcome("a", "failed", **{**LOST, "attempts": 2, "http_status": 400})
     assert rows(path, "SELECT state FROM runs") == [("in_doubt",)]
@@ -128,13 +130,11 @@ async def test_a_doubt_a_look_up_cleared_leaves_no_trace_in_the_next_window(
 ) -> None:
     with Ledger.open(path, IDENT) as ledger:
         ledger.admit("a", "in.txt", 1)
-        clock.now = 200.0
-        await ledger.intent("a")
+        await send(ledger, clock, "a", at=200.0)
         ledger.ambiguous("a")
         clock.now = 205.0
         ledger.clear_doubt("a")
-        clock.now = 210.0
-        await ledger.intent("a")
+        await send(ledger, clock, "a", at=210.0)
         clock.now = 215.0
         ledger.outcome("a", "in_doubt", **{**LOST, "attempts": 2})
     assert windows(path) == {"a": (210.0, 215.0)}
@@ -147,13 +147,11 @@ async def test_a_run_in_flight_when_its_process_died_may_land_a_timeout_after_it
     from its first request that may have landed to the last one plus the grace."""
     with Ledger.open(path, IDENT) as ledger:
         ledger.admit_many([("a", "in.txt", 1), ("b", "in.txt", 2)])
-        clock.now = 200.0
-        await ledger.intent("a")
+        await send(ledger, clock, "a", at=200.0)
         await ledger.intent("b")
         clock.now = 202.0
         ledger.ambiguous("b")  # lost, then retried: killed with the retry on the wire
-        clock.now = 210.0
-        await ledger.intent("b")
+        await send(ledger, clock, "b", at=210.0)
         ledger.close()  # what a kill -9 leaves: intents, no answer
     assert rows(path, "SELECT state FROM runs ORDER BY seq") == [("in_flight",)] * 2
     expected = {"a": (200.0, 230.0), "b": (200.0, 240.0)}
@@ -171,15 +169,13 @@ async def test_a_doubt_that_came_with_the_input_has_no_window_even_once_sent_aga
     with Ledger.open(path, IDENT) as ledger:
         ledger.admit_many([("staged", "in.txt", 1), ("known", "in.txt", 2)])
         ledger.ambiguous("staged")  # fed back in doubt before its row was written
-        clock.now = 200.0
-        await ledger.intent("known")
+        await send(ledger, clock, "known", at=200.0)
         ledger.outcome("known", "failed", **{**LOST, "ambiguous": 0, "http_status": 400})
     with Ledger.open(path, IDENT) as ledger:  # a later pass feeds "known" back in doubt
         assert ledger.admit("known", "in.txt", 1).state is PriorState.PENDING
         ledger.ambiguous("known", fed=True)
         for run in ("staged", "known"):  # --retry-in-doubt: sent again, and lost
-            clock.now = 300.0
-            await ledger.intent(run)
+            await send(ledger, clock, run, at=300.0)
             clock.now = 301.0
             ledger.outcome(run, "in_doubt", **LOST)
     assert windows(path) == {"staged": (None, None), "known": (None, None)}
@@ -193,8 +189,7 @@ async def test_a_doubt_held_from_the_input_has_no_window_even_once_sent_again_by
     for a run whose own span was known when the input's doubt came."""
     with Ledger.open(path, IDENT) as ledger:
         ledger.admit_many([("held", "in.txt", 1), ("spanned", "in.txt", 2)])
-        clock.now = 200.0
-        await ledger.intent("spanned")
+        await send(ledger, clock, "spanned", at=200.0)
         ledger.outcome("spanned", "in_doubt", **LOST)
         await ledger.flush()
     held = {**LOST, "attempts": 0, "ambiguous": 0, "http_status": None}
@@ -206,8 +201,7 @@ async def test_a_doubt_held_from_the_input_has_no_window_even_once_sent_again_by
     with Ledger.open(path, IDENT) as ledger:  # bare IDs, --retry-in-doubt: sent, lost again
         for run in ("held", "spanned"):
             ledger.admit(run, "ids.txt", 1)
-            clock.now = 300.0
-            await ledger.intent(run)
+            await send(ledger, clock, run, at=300.0)
             ledger.ambiguous(run)
             clock.now = 301.0
             ledger.outcome(run, "in_doubt", **{**LOST, "ambiguous": 2})
@@ -219,15 +213,13 @@ async def test_a_verdict_clears_the_window_and_the_next_request_starts_its_own(
 ) -> None:
     with Ledger.open(path, IDENT) as ledger:
         ledger.admit("a", "in.txt", 1)
-        clock.now = 200.0
-        await ledger.intent("a")
+        await send(ledger, clock, "a", at=200.0)
         ledger.outcome("a", "in_doubt", **LOST)
     with CheckLedger.open(path, IDENT) as ledger:
         ledger.record([Resolution("a", "not_attempted", None, None, NOT_PROCESSED)])
     with Ledger.open(path, IDENT) as ledger:
         assert ledger.admit("a", "in.txt", 1).state is PriorState.PENDING
-        clock.now = 400.0
-        await ledger.intent("a")
+        await send(ledger, clock, "a", at=400.0)
         clock.now = 402.0
         ledger.outcome("a", "in_doubt", **LOST)
     assert windows(path) == {"a": (400.0, 402.0)}
@@ -241,8 +233,7 @@ async def test_a_format_3_file_keeps_the_wide_windows_it_gave(path: str, clock: 
     clock.now = 500.0
     with Ledger.open(path, IDENT) as ledger:
         ledger.admit("flying", "in.txt", 6)
-        clock.now = 600.0
-        await ledger.intent("flying")
+        await send(ledger, clock, "flying", at=600.0)
         clock.now = 700.0
     as_format(path, 3)
     (started,) = rows(path, "SELECT started_at FROM invocations WHERE number = 1")[0]
