@@ -86,7 +86,8 @@ def plan(lines: Sequence[Line], *, lookback_ms: int) -> Plan:
         out.soft.add(run_id)
         new = clean_id(record.prior_new_run_id) if record.prior in DONE_OUTCOMES else None
         if new is not None:
-            out.hard.add(new)
+            # One a look-up gave it may be wrong: never proof that another window is empty.
+            (out.hard if record.prior_resolved_by is None else out.soft).add(new)
         if record.prior in DONE_OUTCOMES:
             out.done.setdefault(run_id, (new, record.prior_etag))
         chain = obj.get("chain")

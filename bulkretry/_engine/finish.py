@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from .._exceptions import StateError
 from .._io.source import InputRecord
-from .._model import RunResult, utc_now_iso
+from .._model import Outcome, RunResult, utc_now_iso
 from .._stats import Stats
 from .steps import Control, Done, Flight
 from .triage import Verdict
@@ -51,9 +51,7 @@ async def finish(
         attempts, ambiguous = flight.attempts, flight.ambiguous
         # A doubt it came in with counts in the state file: it tells `check` it was sent before.
         recorded = ambiguous + flight.prior_doubt
-        # A request still on the wire (a stop cut it off) may land until now, not until an
-        # earlier answer was lost.
-        lost_at = None if flight.on_the_wire else flight.lost_wall or None
+        lost_at = flight.lost_wall or None
     run_id = record.run_id
     durable = flight is not None or (verdict is not None and verdict.durable)
     if durable and ledger is not None and run_id is not None:
@@ -69,7 +67,16 @@ async def finish(
                 http_status=status,
                 request_id=request_id,
                 lost_at=lost_at,
+                fed=verdict is not None and verdict.fed_doubt,
+                cut_off=flight is not None and flight.on_the_wire,
             )
+        except StateError as exc:
+            control.stop(str(exc), hard=True)
+    elif outcome is Outcome.IN_DOUBT and ledger is not None and run_id is not None:
+        # Held in doubt from the state file: its line is written now, and a `check --state`
+        # verdict must come after it to settle the doubt it repeats (see check_lines).
+        try:
+            ledger.touch(run_id)
         except StateError as exc:
             control.stop(str(exc), hard=True)
     if further:

@@ -69,6 +69,9 @@ class Verdict:
     attempts: int = 0
     durable: bool = False
     prior_outcome: str | None = None
+    #: Held in doubt by a results line of the input: the state file learns its doubt has no
+    #: span of the batch's (its request may have landed at any time).
+    fed_doubt: bool = False
 
 
 _INVALID = "not a valid run ID"
@@ -243,7 +246,7 @@ class Triage:
             if prior == _IN_DOUBT_PRIOR and not self._retry_in_doubt:
                 self._hold(run_id, seq)
                 error = ErrorInfo(kind="in_doubt", message="in doubt in an earlier run: " + _HELD)
-                return Verdict(Outcome.IN_DOUBT, error, durable=True)
+                return Verdict(Outcome.IN_DOUBT, error, durable=True, fed_doubt=True)
         if admission is not None and admission.state == _IN_DOUBT and not self._retry_in_doubt:
             self._hold(run_id, seq)
             message = "in doubt since an earlier run of this batch: " + _HELD

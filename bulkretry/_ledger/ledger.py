@@ -206,6 +206,10 @@ class Ledger(LedgerIntake):
             return
         self._write(run_id, schema.FED_DOUBT if fed else schema.AMBIGUOUS, (time.time(), run_id))
 
+    def touch(self, run_id: str) -> None:
+        """Record that a line holding ``run_id`` in doubt is written now (nothing else changes)."""
+        self._write(run_id, schema.TOUCH_RUN, (time.time(), run_id))
+
     def clear_doubt(self, run_id: str) -> None:
         """Record that a look-up showed the run's unclear attempts were not processed."""
         self._write(run_id, schema.CLEAR_DOUBT, (time.time(), run_id))
@@ -223,14 +227,16 @@ class Ledger(LedgerIntake):
         http_status: int | None,
         request_id: str | None,
         lost_at: float | None = None,
+        fed: bool = False,
+        cut_off: bool = False,
     ) -> None:
         """Record the final answer for ``run_id``; it is committed with the next group commit.
 
         ``attempts`` and ``ambiguous`` count this invocation's; the ledger keeps the totals
-        over all invocations (raised to at least these values). ``lost_at`` (epoch s) is when
-        the answer of its last request that may have landed was lost, if one was: a run left in
-        doubt is looked for among new runs up to then, not up to now (see :mod:`.spans`).
-        """
+        over all invocations (raised to at least these values). The span of a doubt (see
+        :mod:`.spans`): ``lost_at`` (epoch s), when the last answer that may have landed was
+        lost; ``cut_off``, a stop cut the latest request off on the wire; ``fed``, held in doubt
+        by a results line fed in (a doubt of any time)."""
         state = str(outcome)
         if state not in FINAL_STATES:
             raise ValueError(f"cannot record outcome {state!r} in the state file")
@@ -258,6 +264,8 @@ class Ledger(LedgerIntake):
             "now": now,
             "sent": attempts > 0,
             "lost": lost_at,
+            "fed": fed,
+            "cut_off": cut_off,
         }
         self._write(run_id, schema.OUTCOME, params)
 

@@ -48,12 +48,15 @@ __all__ = [
 T = TypeVar("T")
 _DOUBT_ROWS = (
     "SELECT seq, run_id, state, attempts, ambiguous, error, http_status, request_id, "
-    "updated_at, sent_at, doubt_from, doubt_to FROM runs "
+    "updated_at, sent_at, doubt_from, doubt_to, unanswered FROM runs "
     "WHERE state IN ('in_doubt', 'in_flight') ORDER BY seq"
 )
+# A new run a look-up gave a run (live or by check: re-triggered without a clear answer) is
+# evidence of a re-trigger, not a clear answer's: may be anybody's (see claimed_runs).
 _CLAIMS = (
     "SELECT new_run_id, CASE WHEN new_run_id IS NULL AND json_valid(error) "
-    "THEN json_extract(error, '$.candidates') END "
+    "THEN json_extract(error, '$.candidates') END, "
+    "state = 'retriggered' AND coalesce(http_status NOT BETWEEN 200 AND 299, 1) "
     "FROM runs WHERE state IN ('retriggered', 'already_retriggered')"
 )
 _IS_INPUT = "SELECT 1 FROM runs WHERE run_id = ?"
@@ -65,8 +68,9 @@ _TIMED = (
 )
 # A verdict clears the doubt and its span: a request sent after it starts a window of its own.
 _RECORD = (
-    "UPDATE runs SET state = ?, doubt = 0, doubt_from = NULL, doubt_to = NULL, new_run_id = ?, "
-    "etag = ?, error = ?, updated_at = ? WHERE run_id = ? AND state IN ('in_doubt', 'in_flight')"
+    "UPDATE runs SET state = ?, doubt = 0, doubt_from = NULL, doubt_to = NULL, unanswered = NULL, "
+    "new_run_id = ?, etag = ?, error = ?, updated_at = ? "
+    "WHERE run_id = ? AND state IN ('in_doubt', 'in_flight')"
 )
 
 
@@ -118,15 +122,16 @@ def doubt_rows(conn: sqlite3.Connection, *, in_flight_grace: float) -> Iterator[
 
 
 def claimed_runs(conn: sqlite3.Connection, ids: set[str]) -> tuple[set[str], set[str]]:
-    """Return which of ``ids`` the batch's re-triggered runs name: as their new run (first),
-    or only among the candidates of a new run that could not be told apart, or as a run of
-    the batch's own input (second)."""
+    """Return which of ``ids`` the batch's re-triggered runs name: as their new run from a clear
+    answer (first), or only as one a look-up found (a wrong attribution must not become proof
+    that another run's window is empty: it would be sent again), among the candidates of a new
+    run that could not be told apart, or as a run of the batch's own input (second)."""
     hard: set[str] = set()
     soft: set[str] = set()
-    for new_run_id, candidates in conn.execute(_CLAIMS):  # streamed: the table may be large
+    for new_run_id, candidates, looked_up in conn.execute(_CLAIMS):  # streamed: may be large
         if new_run_id is not None:
             if new_run_id in ids:
-                hard.add(new_run_id)
+                (soft if looked_up else hard).add(new_run_id)
         elif candidates is not None:
             try:
                 names = orjson.loads(candidates)

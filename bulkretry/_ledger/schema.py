@@ -63,6 +63,7 @@ __all__ = [
     "SETTLING_STATES",
     "SOURCE",
     "TOUCH",
+    "TOUCH_RUN",
     "UNFINISHED",
     "Admission",
     "BatchIdentity",
@@ -136,12 +137,13 @@ INTENT = (
 )
 #: A look-up showed the run's unclear requests were not processed: the next one starts afresh.
 CLEAR_DOUBT = (
-    "UPDATE runs SET doubt = 0, doubt_from = NULL, doubt_to = NULL, updated_at = ? WHERE run_id = ?"
+    "UPDATE runs SET doubt = 0, doubt_from = NULL, doubt_to = NULL, unanswered = NULL, "
+    "updated_at = ? WHERE run_id = ?"
 )
 #: The request just answered may have landed (its answer lost): the doubt spans it.
 AMBIGUOUS = (
-    f"UPDATE runs SET ambiguous = ambiguous + 1, doubt = 1, doubt_from = {SINCE}, doubt_to = ?1, "
-    "updated_at = ?1 WHERE run_id = ?2"
+    f"UPDATE runs SET ambiguous = ambiguous + 1, doubt = 1, doubt_from = {SINCE}, "
+    "doubt_to = max(coalesce(doubt_to, 0), ?1), updated_at = ?1 WHERE run_id = ?2"
 )
 #: The run came in doubt with the input and is sent again: its earlier request, any time.
 FED_DOUBT = (
@@ -164,17 +166,20 @@ UPDATE runs SET
     etag = CASE WHEN state IN ('retriggered', 'already_retriggered') THEN etag ELSE :etag END,
     attempts = max(attempts, :attempts), ambiguous = max(ambiguous, :ambiguous),
     error = :error, http_status = :http_status, request_id = :request_id, updated_at = :now,
-    doubt_from = CASE WHEN {sent_in_doubt} THEN {since}
-                      WHEN {held_in_doubt} THEN {fed} ELSE doubt_from END,
-    doubt_to = CASE WHEN {sent_in_doubt} THEN coalesce(:lost, :now) ELSE doubt_to END
+    doubt_from = CASE WHEN {fed_in_doubt} THEN {fed} WHEN {its_own} THEN {since}
+                      ELSE doubt_from END,
+    doubt_to = CASE WHEN {its_own} AND :lost IS NOT NULL THEN max(coalesce(doubt_to, 0), :lost)
+                    ELSE doubt_to END,
+    unanswered = CASE WHEN {its_own} AND :cut_off THEN sent_at ELSE unanswered END
 WHERE run_id = :run_id
 """.format(
-    # This flight sent the run and leaves it in doubt: the span of its doubt reaches to now.
-    sent_in_doubt="(:sent AND state NOT IN ('retriggered', 'already_retriggered') AND "
-    "(:state = 'in_doubt' OR (:ambiguous > 0 AND :state IN ('not_attempted', 'failed'))))",
-    # Held in doubt without a request: the doubt came with the input (a results line fed back),
-    # from a request of any time: no span of this batch's covers it, now or once sent again.
-    held_in_doubt="(NOT :sent AND :state = 'in_doubt' "
+    # Held in doubt by a results line fed in: its request may have landed at any time, so no
+    # span of this batch's covers it, now or once the run is sent again.
+    fed_in_doubt="(:fed AND state NOT IN ('retriggered', 'already_retriggered'))",
+    # A request of this flight may have landed: an answer lost (at :lost), or the latest cut
+    # off on the wire by a stop (it may land until its timeout). A doubt it only carried (an
+    # earlier one's) keeps its span: a clean answer now says nothing of when that one landed.
+    its_own="((:lost IS NOT NULL OR :cut_off) AND :sent "
     "AND state NOT IN ('retriggered', 'already_retriggered'))",
     since=SINCE,
     fed=FED,
@@ -189,6 +194,7 @@ SETTLED = (
 )
 SETTLING_STATES = frozenset({"retriggered", "already_retriggered"})
 TOUCH = "UPDATE invocations SET updated_at = ? WHERE number = ?"
+TOUCH_RUN = "UPDATE runs SET updated_at = ? WHERE run_id = ?"
 ENQUEUE = "INSERT INTO queue (run_id, source, line) VALUES (?, ?, ?)"
 #: New runs of this invocation still to send, after a ``seq``, with their doubt.
 NEW_PENDING = (
@@ -335,7 +341,7 @@ def start_invocation(conn: sqlite3.Connection, identity: BatchIdentity, *, new: 
         # A run still in flight was being sent when its process died: it may have landed.
         conn.execute(
             f"UPDATE runs SET state = 'in_doubt', doubt = 1, updated_at = ?, doubt_from = {SINCE}, "
-            "doubt_to = NULL WHERE state = 'in_flight'",
+            "unanswered = sent_at WHERE state = 'in_flight'",
             (now,),
         )
         conn.execute("COMMIT")

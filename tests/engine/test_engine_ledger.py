@@ -34,6 +34,18 @@ SETTINGS = Settings(
 )
 
 
+#: The rest of an outcome whose answer was lost, for ``ledger.outcome(run_id, "in_doubt", ...)``.
+LOST_ANSWER: dict[str, object] = {
+    "new_run_id": None,
+    "etag": None,
+    "attempts": 1,
+    "ambiguous": 1,
+    "error": None,
+    "http_status": 502,
+    "request_id": None,
+}
+
+
 def uuid(i: int) -> str:
     return f"{i:08x}-1804-45d6-8d56-dd51f05c0baf"
 
@@ -222,3 +234,38 @@ async def test_a_run_left_in_doubt_records_the_span_from_its_request_to_its_lost
     assert since == pytest.approx(start, abs=0.5)
     assert until == pytest.approx(start, abs=0.5)  # the 502, not the 400 twenty seconds on
     assert sent == pytest.approx(start, abs=0.5)  # the second request left at once
+
+
+async def test_a_run_held_in_doubt_from_the_state_file_is_stamped_when_its_line_is_written(
+    tmp_path: Path,
+) -> None:
+    """Held lines write no outcome, but a check --state verdict is stamped past the run's last
+    write: without this stamp, the held line came later than the verdict and, fed back with
+    it, kept the run held (or raised a false late_evidence on a pipe)."""
+    path = tmp_path / "s.db"
+    with Ledger.open(path, IDENT) as ledger:
+        for i in (1, 2):
+            ledger.admit(uuid(i), "in.txt", i)
+            await ledger.intent(uuid(i))
+            ledger.outcome(uuid(i), "in_doubt", **LOST_ANSWER)
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("UPDATE runs SET updated_at = 0")
+    conn.close()
+
+    async def named() -> AsyncIterator[list[InputRecord]]:
+        yield [InputRecord("in.txt", 1, uuid(1), uuid(1))]  # uuid(2): held as the state's own
+
+    results: list[RunResult] = []
+
+    async def emit(result: RunResult) -> None:
+        results.append(result)
+
+    with Ledger.open(path, IDENT) as ledger, aioresponses():
+        await Engine(SETTINGS, ledger=ledger).run(named(), emit)
+    assert sorted(r.outcome for r in results) == [Outcome.IN_DOUBT] * 2
+    conn = sqlite3.connect(path)
+    try:
+        stamps = [row[0] for row in conn.execute("SELECT updated_at FROM runs")]
+    finally:
+        conn.close()
+    assert all(stamp > 0 for stamp in stamps), stamps

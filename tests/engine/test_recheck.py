@@ -501,3 +501,48 @@ async def test_only_a_window_empty_by_the_full_skew_proves_not_processed() -> No
     assert verdict.outcome is Outcome.IN_DOUBT
     assert verdict.error is not None
     assert uuid(100) in verdict.error.message
+
+
+@virtual_time
+async def test_a_second_check_of_a_state_file_never_sends_what_the_first_kept_in_doubt(
+    tmp_path: Any,
+) -> None:
+    """One new run X, within the full check_skew of both A and B, inside A's narrowed window
+    only. The first check gives X to A and keeps B in doubt; it records A -> X. The second must
+    not take X as a clear answer's run, which would leave B's window empty: not_processed."""
+    from bulkretry._cli.check_lines import doubt_of, resolution
+    from bulkretry._ledger.ledger import BatchIdentity, Ledger
+    from bulkretry._ledger.resolutions import CheckLedger
+
+    ident = BatchIdentity(base_url=BASE, org_id="ORG@AdobeOrg", sandbox="dev", op="re-trigger")
+    service = Service()
+    for i in (1, 2):
+        service.add(uuid(i), LOST - 86_400_000)
+    service.add(uuid(100), LOST + 5)
+    times = clear_answers(service, 5)
+    path = str(tmp_path / "b.db")
+    with Ledger.open(path, ident) as ledger:
+        ledger.admit_many((run, "in.txt", n) for n, run in enumerate([uuid(1), uuid(2), *times]))
+    conn = __import__("sqlite3").connect(path, isolation_level=None)
+    for run_id, sent in ((uuid(1), LOST), (uuid(2), LOST + 200)):
+        conn.execute(
+            "UPDATE runs SET state = 'in_doubt', doubt = 1, attempts = 1, ambiguous = 1, "
+            "sent_at = ?1, doubt_from = ?1, doubt_to = ?2, updated_at = ?2 WHERE run_id = ?3",
+            (sent / 1000, (sent + 10) / 1000, run_id),
+        )
+    for run_id, (sent, answered) in times.items():  # a clear answer named each (itself, here)
+        conn.execute(
+            "UPDATE runs SET state = 'retriggered', attempts = 1, http_status = 200, "
+            "new_run_id = ?1, sent_at = ?2, updated_at = ?3 WHERE run_id = ?1",
+            (run_id, sent, answered),
+        )
+    conn.close()
+    verdicts = []
+    for _ in range(2):
+        with CheckLedger.open(path, ident) as ledger:
+            doubts = [doubt_of(row) for row in ledger.doubts(in_flight_grace=10.0)]
+            found = await rechecker(service).check(doubts, ledger.claimed, ledger.timed)
+            ledger.record(r for r in (resolution(k, v) for k, v in found.items()) if r)
+            verdicts.append({k: v.outcome for k, v in found.items()})
+    assert verdicts[0] == {uuid(1): Outcome.RETRIGGERED, uuid(2): Outcome.IN_DOUBT}
+    assert verdicts[1] == {uuid(2): Outcome.IN_DOUBT}

@@ -67,7 +67,7 @@ def as_format(path: str, version: int) -> None:
     conn = sqlite3.connect(path, isolation_level=None)
     try:
         if version < 4:
-            for column in ("sent_at", "doubt_from", "doubt_to"):
+            for column in ("sent_at", "doubt_from", "doubt_to", "unanswered"):
                 conn.execute(f"ALTER TABLE runs DROP COLUMN {column}")
         if version < 3:
             conn.execute("DROP TABLE rounds")

@@ -41,9 +41,9 @@ async def batch(path: str) -> None:
         for run in ("done", "lost", "also"):
             await ledger.intent(run)
         ledger.outcome("done", "retriggered", **DONE)
-        ledger.outcome("lost", "in_doubt", **LOST)
-        ledger.outcome("also", "in_doubt", **LOST)
-        ledger.outcome("fed", "in_doubt", **{**LOST, "attempts": 0, "ambiguous": 0})
+        ledger.outcome("lost", "in_doubt", **LOST, lost_at=time.time())
+        ledger.outcome("also", "in_doubt", **LOST, lost_at=time.time())
+        ledger.outcome("fed", "in_doubt", **{**LOST, "attempts": 0, "ambiguous": 0}, fed=True)
 
 
 def rows(path: str, sql: str) -> list[tuple[object, ...]]:
@@ -92,7 +92,7 @@ async def test_a_lost_answer_s_window_runs_from_its_request_to_its_loss(
         for run, sent in (("a", 200.0), ("b", 260.0)):
             await send(ledger, clock, run, at=sent)
             clock.now = sent + 5
-            ledger.outcome(run, "in_doubt", **LOST)
+            ledger.outcome(run, "in_doubt", **LOST, lost_at=clock.now)
     assert windows(path) == {"a": (200.0, 205.0), "b": (260.0, 265.0)}
 
 
@@ -112,7 +112,8 @@ async def test_a_window_ends_when_the_answer_was_lost_not_when_a_look_up_gave_up
 async def test_a_window_spans_every_request_of_the_run_that_may_have_landed(
     path: str, clock: Clock
 ) -> None:
-    """Lost, then retried and refused cleanly: from the first request to the last answer."""
+    """Lost, then retried and refused cleanly: from the first request to the answer lost (the
+    clean refusal says nothing of when the lost one landed)."""
     with Ledger.open(path, IDENT) as ledger:
         ledger.admit("a", "in.txt", 1)
         await send(ledger, clock, "a", at=200.0)
@@ -120,9 +121,9 @@ async def test_a_window_spans_every_request_of_the_run_that_may_have_landed(
         ledger.ambiguous("a")
         await send(ledger, clock, "a", at=210.0)
         clock.now = 211.0
-        ledger.outcome("a", "failed", **{**LOST, "attempts": 2, "http_status": 400})
+        ledger.outcome("a", "failed", **{**LOST, "attempts": 2, "http_status": 400}, lost_at=202.0)
     assert rows(path, "SELECT state FROM runs") == [("in_doubt",)]
-    assert windows(path) == {"a": (200.0, 211.0)}
+    assert windows(path) == {"a": (200.0, 202.0)}
 
 
 async def test_a_doubt_a_look_up_cleared_leaves_no_trace_in_the_next_window(
@@ -136,7 +137,7 @@ async def test_a_doubt_a_look_up_cleared_leaves_no_trace_in_the_next_window(
         ledger.clear_doubt("a")
         await send(ledger, clock, "a", at=210.0)
         clock.now = 215.0
-        ledger.outcome("a", "in_doubt", **{**LOST, "attempts": 2})
+        ledger.outcome("a", "in_doubt", **{**LOST, "attempts": 2}, lost_at=clock.now)
     assert windows(path) == {"a": (210.0, 215.0)}
 
 
@@ -177,7 +178,7 @@ async def test_a_doubt_that_came_with_the_input_has_no_window_even_once_sent_aga
         for run in ("staged", "known"):  # --retry-in-doubt: sent again, and lost
             await send(ledger, clock, run, at=300.0)
             clock.now = 301.0
-            ledger.outcome(run, "in_doubt", **LOST)
+            ledger.outcome(run, "in_doubt", **LOST, lost_at=clock.now)
     assert windows(path) == {"staged": (None, None), "known": (None, None)}
 
 
@@ -190,13 +191,13 @@ async def test_a_doubt_held_from_the_input_has_no_window_even_once_sent_again_by
     with Ledger.open(path, IDENT) as ledger:
         ledger.admit_many([("held", "in.txt", 1), ("spanned", "in.txt", 2)])
         await send(ledger, clock, "spanned", at=200.0)
-        ledger.outcome("spanned", "in_doubt", **LOST)
+        ledger.outcome("spanned", "in_doubt", **LOST, lost_at=clock.now)
         await ledger.flush()
     held = {**LOST, "attempts": 0, "ambiguous": 0, "http_status": None}
     with Ledger.open(path, IDENT) as ledger:  # results fed back: both held in doubt
         for run in ("held", "spanned"):
             ledger.admit(run, "r.jsonl", 1)
-            ledger.outcome(run, "in_doubt", **held)
+            ledger.outcome(run, "in_doubt", **held, fed=True)
     assert windows(path) == {"held": (None, None), "spanned": (None, None)}
     with Ledger.open(path, IDENT) as ledger:  # bare IDs, --retry-in-doubt: sent, lost again
         for run in ("held", "spanned"):
@@ -204,7 +205,7 @@ async def test_a_doubt_held_from_the_input_has_no_window_even_once_sent_again_by
             await send(ledger, clock, run, at=300.0)
             ledger.ambiguous(run)
             clock.now = 301.0
-            ledger.outcome(run, "in_doubt", **{**LOST, "ambiguous": 2})
+            ledger.outcome(run, "in_doubt", **{**LOST, "ambiguous": 2}, lost_at=clock.now)
     assert windows(path) == {"held": (None, None), "spanned": (None, None)}
 
 
@@ -214,21 +215,23 @@ async def test_a_verdict_clears_the_window_and_the_next_request_starts_its_own(
     with Ledger.open(path, IDENT) as ledger:
         ledger.admit("a", "in.txt", 1)
         await send(ledger, clock, "a", at=200.0)
-        ledger.outcome("a", "in_doubt", **LOST)
+        ledger.outcome("a", "in_doubt", **LOST, lost_at=clock.now)
     with CheckLedger.open(path, IDENT) as ledger:
         ledger.record([Resolution("a", "not_attempted", None, None, NOT_PROCESSED)])
     with Ledger.open(path, IDENT) as ledger:
         assert ledger.admit("a", "in.txt", 1).state is PriorState.PENDING
         await send(ledger, clock, "a", at=400.0)
         clock.now = 402.0
-        ledger.outcome("a", "in_doubt", **LOST)
+        ledger.outcome("a", "in_doubt", **LOST, lost_at=clock.now)
     assert windows(path) == {"a": (400.0, 402.0)}
 
 
-async def test_a_format_3_file_keeps_the_wide_windows_it_gave(path: str, clock: Clock) -> None:
-    """Upgraded in place by check: a run in doubt then spans from the start of the invocation
-    that first saw it to its last write (never narrower than that file can vouch for); one
-    fed back in doubt, none; one in flight, its last write plus the grace."""
+async def test_a_format_3_file_s_runs_in_doubt_have_no_window_once_upgraded(
+    path: str, clock: Clock
+) -> None:
+    """Upgraded in place by check: such a file cannot tell a doubt fed in (then sent again) from
+    its own, so none of its doubts is trusted with a window; a run in flight there was sent at
+    its last write, and may land until a timeout after."""
     await batch(path)
     clock.now = 500.0
     with Ledger.open(path, IDENT) as ledger:
@@ -236,9 +239,8 @@ async def test_a_format_3_file_keeps_the_wide_windows_it_gave(path: str, clock: 
         await send(ledger, clock, "flying", at=600.0)
         clock.now = 700.0
     as_format(path, 3)
-    (started,) = rows(path, "SELECT started_at FROM invocations WHERE number = 1")[0]
     got = windows(path)
-    assert got == {"lost": (started, 100.0), "also": (started, 100.0), "fed": (None, None),
+    assert got == {"lost": (None, None), "also": (None, None), "fed": (None, None),
                    "flying": (600.0, 630.0)}  # fmt: skip
     assert rows(path, "PRAGMA user_version") == [(schema.FORMAT_VERSION,)]
 
@@ -251,7 +253,8 @@ async def test_a_run_in_doubt_comes_with_what_its_lost_answer_said(path: str) ->
     lost = doubts["lost"]
     assert (lost.attempts, lost.ambiguous, lost.http_status) == (1, 1, 502)
     assert lost.since is not None
-    assert lost.until == lost.updated_at
+    assert lost.until is not None
+    assert lost.since <= lost.until <= lost.updated_at
     assert lost.error == {"kind": "http", "message": "HTTP 502"}
     # Fed back in doubt and never sent by this batch: the state file knows no window.
     assert (doubts["fed"].since, doubts["fed"].until) == (None, None)
@@ -267,6 +270,52 @@ async def test_new_runs_of_re_triggered_runs_are_claimed_and_candidates_only_sof
         ledger.record([Resolution("lost", "retriggered", None, None, error)])
         hard, soft = ledger.claimed({"new-1", "c-1", "c-9"})
     assert (hard, soft) == ({"new-1"}, {"c-1"})
+
+
+async def test_a_new_run_a_look_up_gave_a_run_is_claimed_only_softly(path: str) -> None:
+    """check's own verdict (or a live look-up's) may be wrong: a second check must not take
+    the new run it named as proof that another run's window is empty."""
+    await batch(path)
+    with CheckLedger.open(path, IDENT) as ledger:
+        ledger.record([Resolution("lost", "retriggered", "found-1", '"e"', None)])
+        hard, soft = ledger.claimed({"new-1", "found-1"})
+    assert (hard, soft) == ({"new-1"}, {"found-1"})
+
+
+async def test_a_request_never_answered_may_land_a_timeout_after_it_whatever_comes_later(
+    path: str, clock: Clock
+) -> None:
+    """Killed with it on the wire, swept, then sent again and refused cleanly: the window still
+    reaches a timeout past the killed request. So for one a stop cut off on the wire."""
+    with Ledger.open(path, IDENT) as ledger:
+        ledger.admit_many([("killed", "in.txt", 1), ("cut", "in.txt", 2)])
+        await send(ledger, clock, "killed", at=200.0)
+        await send(ledger, clock, "cut", at=201.0)
+        clock.now = 203.0
+        ledger.outcome("cut", "in_doubt", **{**LOST, "http_status": None}, cut_off=True)
+        ledger.close()  # kill -9: "killed" is left in flight
+    clock.now = 205.0
+    with Ledger.open(path, IDENT) as ledger:  # swept; sent again, refused cleanly (400)
+        ledger.admit("killed", "in.txt", 1)
+        await send(ledger, clock, "killed", at=206.0)
+        clock.now = 206.5
+        refused = {**LOST, "ambiguous": 1, "http_status": 400}  # its doubt carried, not new
+        ledger.outcome("killed", "failed", **refused)
+    assert windows(path) == {"killed": (200.0, 230.0), "cut": (201.0, 231.0)}
+
+
+async def test_a_run_s_own_span_survives_a_hold_that_sent_nothing(path: str, clock: Clock) -> None:
+    """Queued for --retry-in-doubt, then a stop before its request: held, not fed in."""
+    with Ledger.open(path, IDENT) as ledger:
+        ledger.admit("a", "in.txt", 1)
+        await send(ledger, clock, "a", at=200.0)
+        clock.now = 201.0
+        ledger.outcome("a", "in_doubt", **LOST, lost_at=201.0)
+    with Ledger.open(path, IDENT) as ledger:
+        ledger.admit("a", "in.txt", 1)
+        clock.now = 300.0
+        ledger.outcome("a", "in_doubt", **{**LOST, "attempts": 0, "ambiguous": 1})
+    assert windows(path) == {"a": (200.0, 201.0)}
 
 
 async def test_a_verdict_is_recorded_only_for_a_run_still_in_doubt(path: str) -> None:

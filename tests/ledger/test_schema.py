@@ -45,6 +45,8 @@ def test_the_settling_statement_writes_what_the_general_one_does(
             "now": 5.0,
             "sent": True,
             "lost": None,
+            "fed": False,
+            "cut_off": False,
         },
     )
     conn.execute(schema.SETTLED, (state, "n", "e", 2, ambiguous, error, 200, "r", 5.0, "b"))
