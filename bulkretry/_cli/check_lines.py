@@ -264,7 +264,13 @@ def doubt_of(row: DoubtRow) -> Doubt:
 def summary(counts: Counter[str], stats: FollowStats, in_doubt: int) -> str:
     """Return the line for stderr: what became of the records in doubt, what it cost."""
     if not in_doubt:
-        return f"bulkretry: no in_doubt record to check; {counts.total()} lines written"
+        bare = counts["skipped"]
+        why = (
+            f" ({bare} bare run IDs, not_checked: check reads run's results lines, or --state)"
+            if bare
+            else ""
+        )
+        return f"bulkretry: no in_doubt record to check; {counts.total()} lines written{why}"
     retriggered = counts["retriggered"] + counts["candidates"]
     settled = counts["settled"]
     return (

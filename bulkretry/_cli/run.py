@@ -296,6 +296,8 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
         ):
             raise ConfigurationError(only_needs_results_lines(evidence.records))
     ledger = None
+    if ns.state and not reads_input and not os.path.lexists(ns.state):  # a typo'd path: exit 2
+        raise ConfigurationError(f"state file {ns.state} does not exist: no batch to resume")
     if ns.state:
         from .state import open_ledger, options_of
 
@@ -374,7 +376,7 @@ def _judge_triage(engine: Engine, code: int, *, resumed: bool, quiet: bool) -> i
     """Turn what triage saw into errors: --only on plain IDs, evidence that came too late."""
     triage = engine.triage
     records = sum(engine.stats.outcomes.values())
-    if engine.settings.only is not None and records and not triage.results_lines and not resumed:
+    if engine.settings.only is not None and not triage.results_lines and not resumed:
         # Every record was skipped: nothing was sent, and that was not what the user meant.
         print(f"bulkretry: error: {only_needs_results_lines(records)}", file=sys.stderr)
         return EXIT_USAGE

@@ -13,84 +13,46 @@ sent (on a pipe, which no pre-scan can read ahead) is counted in :attr:`Triage.l
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .._config import Settings
 from .._io.dedup import SeenSet
-from .._io.evidence import FAILED_RANK, RESOLVED_RANK, Evidence, Prior, order, rank
+from .._io.evidence import (
+    FAILED_RANK,
+    IN_DOUBT_RANK,
+    RESOLVED_RANK,
+    Evidence,
+    Prior,
+    order,
+    rank,
+)
 from .._io.source import InputRecord
 from .._model import DONE_OUTCOMES, ErrorInfo, Outcome
+from .judged import (
+    DEFERRED,
+    DUPLICATE_VERDICT,
+    HELD,
+    HELD_IN_DOUBT,
+    INVALID,
+    LATE,
+    LATE_DOUBT,
+    ROUND_RUN,
+    Verdict,
+    already,
+    held_in_doubt,
+    only_needs_results_lines,
+)
 
 if TYPE_CHECKING:
     from .._ledger.ledger import Admission
 
-__all__ = ["HELD_IN_DOUBT", "Triage", "Verdict", "only_needs_results_lines"]
+# Verdict, the shared verdicts and only_needs_results_lines are re-exported: their importers
+# name them here, beside the decisions.
+__all__ = ["DEFERRED", "HELD_IN_DOUBT", "Triage", "Verdict", "only_needs_results_lines"]
 
 # PriorState values, compared as strings so that batches without --state never load sqlite3.
 _DUPLICATE, _RETRIGGERED, _IN_DOUBT = "duplicate", "retriggered", "in_doubt"
 _IN_DOUBT_PRIOR = Outcome.IN_DOUBT.value
-
-#: Outcomes of a results line that mean the run was re-triggered already: never send it again.
-_HELD = "it may have been re-triggered already; pass --retry-in-doubt to send it again"
-_LATE = (
-    "this line says the run was re-triggered already, but it came after this batch had sent "
-    "the run (or judged it to be sent): it may now be re-triggered twice; give results files "
-    "as FILE arguments, which are read whole before anything is sent"
-)
-_LATE_DOUBT = (
-    "this line says the run was left in doubt (it may have been re-triggered already), but it "
-    "came after this batch had sent the run (or judged it to be sent), on evidence no newer "
-    "than this doubt: it may now be re-triggered twice; give results files as FILE arguments, "
-    "which are read whole before anything is sent"
-)
-
-
-def only_needs_results_lines(lines: int) -> str:
-    """Return the one-line error for ``--only`` over input that holds no results line."""
-    return (
-        "--only needs results lines as input (JSON lines with an outcome); "
-        f"none of the {lines} input line{'s' * (lines != 1)} is one"
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    """A record's outcome without a request; ``durable`` asks for it in the state file.
-
-    ``prior_outcome`` is, for a ``skipped`` line, the merged outcome of its run (its
-    ``new_run_id``/``etag`` come with it); for a line whose evidence came too late, its own.
-    """
-
-    outcome: Outcome
-    error: ErrorInfo | None = None
-    new_run_id: str | None = None
-    etag: str | None = None
-    attempts: int = 0
-    durable: bool = False
-    prior_outcome: str | None = None
-    #: Held in doubt by a results line of the input: the state file learns its doubt has no
-    #: span of the batch's (its request may have landed at any time).
-    fed_doubt: bool = False
-
-
-_INVALID = "not a valid run ID"
-_DUPLICATE_VERDICT = Verdict(Outcome.DUPLICATE)
-#: A run of the state file that a further round of another record's chain re-triggers (or
-#: will): never this line's to send.
-_ROUND_RUN = Verdict(
-    Outcome.DUPLICATE,
-    ErrorInfo(
-        kind="duplicate",
-        message="a further round of another record's chain (run --follow) re-triggers this run: "
-        "run --state PATH --resume --follow takes the chains up",
-    ),
-)
-#: A run of the batch left in doubt, which no input line named: held, never sent on its own.
-HELD_IN_DOUBT = Verdict(
-    Outcome.IN_DOUBT,
-    ErrorInfo(kind="in_doubt", message="in doubt since an earlier run of this batch: " + _HELD),
-)
 
 
 class Triage:
@@ -122,6 +84,9 @@ class Triage:
         # Runs sent on a verdict that settled a doubt (a check's not_processed), by the verdict's
         # place in the merge: a later in_doubt line beats it only if its doubt is newer.
         self._released: dict[str, tuple[int, int, int]] = {}
+        # On a pipe, records that a results line holds in doubt or a verdict released: judged
+        # once the input has ended, by the best line of their run (its place, and the line).
+        self._deferred: dict[str, tuple[InputRecord, tuple[int, int, int], InputRecord]] = {}
         self._late = 0
         self._results_lines = 0
         self._elsewhere = 0
@@ -203,7 +168,7 @@ class Triage:
             self.learn(record)
         if run_id is None:
             return Verdict(
-                Outcome.INVALID, ErrorInfo(kind="invalid_input", message=record.error or _INVALID)
+                Outcome.INVALID, ErrorInfo(kind="invalid_input", message=record.error or INVALID)
             )
         best = self._merge(record, run_id) if self._merging else None
         only = self._only
@@ -244,12 +209,13 @@ class Triage:
                     Outcome.ALREADY_RETRIGGERED, new_run_id=winner[0], etag=winner[1], durable=True
                 )
             if prior == _IN_DOUBT_PRIOR and not self._retry_in_doubt:
+                if self._defers(record, best):
+                    return DEFERRED  # a later line, a check verdict on it, may release it
                 self._hold(run_id, seq)
-                error = ErrorInfo(kind="in_doubt", message="in doubt in an earlier run: " + _HELD)
-                return Verdict(Outcome.IN_DOUBT, error, durable=True, fed_doubt=True)
+                return held_in_doubt()
         if admission is not None and admission.state == _IN_DOUBT and not self._retry_in_doubt:
             self._hold(run_id, seq)
-            message = "in doubt since an earlier run of this batch: " + _HELD
+            message = "in doubt since an earlier run of this batch: " + HELD
             return Verdict(
                 Outcome.IN_DOUBT,
                 ErrorInfo(kind="in_doubt", message=message),
@@ -268,7 +234,39 @@ class Triage:
                 resolved_by, at = best.resolved_by, best.at
             if rank(prior, resolved_by) == RESOLVED_RANK:
                 self._released[run_id] = order(RESOLVED_RANK, at)
+                if self._defers(record, best):
+                    # A later line (the pass that sent it again, lost again) may hold the run,
+                    # and "results first" cannot order verdicts, which are results lines too.
+                    return DEFERRED
         return None
+
+    def _defers(self, record: InputRecord, best: Prior | None) -> bool:
+        """On a pipe (no state file, no pre-scan of this input): keep the record for the end of
+        the input, with the line that judged it. True when it is kept."""
+        if self._seen is None or record.source in self._covered or record.run_id is None:
+            return False
+        if best is None:
+            ranked = order(rank(record.prior, record.prior_resolved_by), record.prior_at)
+        else:
+            ranked = order(rank(best.outcome, best.resolved_by), best.at)
+        self._deferred[record.run_id] = record, ranked, record
+        return True
+
+    def undefer(self) -> list[tuple[InputRecord, Verdict | None]]:
+        """At the end of the input: each deferred record, with its verdict by the best line of
+        its run (None: send it). On a pipe, held and released runs wait for this."""
+        deferred, self._deferred = self._deferred, {}
+        judged: list[tuple[InputRecord, Verdict | None]] = []
+        for run_id, (record, ranked, line) in deferred.items():
+            verdict = None
+            if line.prior in DONE_OUTCOMES:
+                verdict = already(line)
+            elif ranked[0] == IN_DOUBT_RANK and ranked[2] == IN_DOUBT_RANK:
+                verdict = held_in_doubt()  # an in_doubt line, no verdict as late as its doubt
+            if verdict is not None:
+                self._hold(run_id, 0)
+            judged.append((record, verdict))
+        return judged
 
     def _merge(self, record: InputRecord, run_id: str) -> Prior | None:
         """Return the evidence's prior for the record's run if it beats the record's own line.
@@ -333,7 +331,7 @@ class Triage:
             Outcome.DUPLICATE,
             ErrorInfo(
                 kind="late_evidence",
-                message=_LATE if record.prior in DONE_OUTCOMES else _LATE_DOUBT,
+                message=LATE if record.prior in DONE_OUTCOMES else LATE_DOUBT,
             ),
             new_run_id=record.prior_new_run_id,
             etag=record.prior_etag,
@@ -365,11 +363,17 @@ class Triage:
         return released is None or order(rank(prior), record.prior_at) > released
 
     def _duplicate(self, record: InputRecord, run_id: str, seq: int = 0) -> Verdict:
+        deferred = self._deferred.get(run_id)
+        if deferred is not None:
+            ranked = order(rank(record.prior, record.prior_resolved_by), record.prior_at)
+            if record.prior is not None and ranked >= deferred[1]:  # the later of equals wins
+                self._deferred[run_id] = deferred[0], ranked, record
+            return DUPLICATE_VERDICT
         if self._holds(record, run_id, seen=True, seq=seq) and self._came_late(
             run_id, seen=True, seq=seq
         ):
             return self._late_verdict(record)
-        return _ROUND_RUN if seq < 0 else _DUPLICATE_VERDICT
+        return ROUND_RUN if seq < 0 else DUPLICATE_VERDICT
 
     def _skip(self, record: InputRecord, run_id: str, best: Prior | None) -> Verdict:
         if self._holds(record, run_id, seen=False) and self._came_late(run_id, seen=False):

@@ -44,6 +44,8 @@ from .source import MAX_LINE_BYTES, STDIN, InputRecord, RecordReader, RunIdValid
 __all__ = [
     "DONE_RANK",
     "FAILED_RANK",
+    "IN_DOUBT_RANK",
+    "RESOLVED_RANK",
     "Evidence",
     "Prior",
     "order",

@@ -220,7 +220,9 @@ def test_invalid_lines_and_bare_run_ids_keep_their_place_and_exit_1(
     results = tmp_path / "r.txt"
     results.write_text(f"not-a-run\n{sim.failed_run_ids()[0]}\n")
     out = tmp_path / "checked.jsonl"
-    assert check([str(results), "-o", str(out)], env_for(sim))[0] == 1
+    code, err = check([str(results), "-o", str(out)], env_for(sim))
+    assert code == 1
+    assert "(1 bare run IDs, not_checked: check reads run's results lines, or --state)" in err
     invalid, bare = lines_of(out)
     assert (invalid["outcome"], invalid["line"], invalid["error"]["kind"]) == (
         "invalid",

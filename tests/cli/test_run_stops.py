@@ -140,6 +140,16 @@ def test_resume_without_a_state_file_is_a_usage_error(capsys: pytest.CaptureFixt
     assert "--resume needs --state" in capsys.readouterr().err
 
 
+def test_resume_of_a_state_file_that_does_not_exist_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo'd path: not a new, empty batch resumed with exit 0."""
+    path = tmp_path / "batc.db"
+    assert main(["run", "--state", str(path), "--resume", "--dry-run"], env={}) == 2
+    assert f"state file {path} does not exist" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_resume_with_input_files_is_a_usage_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

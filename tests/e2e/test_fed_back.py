@@ -243,12 +243,12 @@ async def test_only_failed_sends_the_runs_whose_best_evidence_is_failed(
     assert set(counts.values()) <= {1}
 
 
-@pytest.mark.parametrize("via", ["a file", "stdin"])
+@pytest.mark.parametrize("via", ["a file", "stdin", "an empty file", "empty stdin"])
 async def test_only_failed_on_plain_run_ids_is_a_usage_error(tmp_path: Path, via: str) -> None:
-    """`--only failed` on input of bare run IDs exits 2 and sends nothing."""
-    ids = id_lines(RUNS[:10])
+    """`--only failed` on input of bare run IDs, or on empty input, exits 2 and sends nothing."""
+    ids = b"" if via.startswith("empty") or via == "an empty file" else id_lines(RUNS[:10])
     (tmp_path / "ids.txt").write_bytes(ids)
-    files = [str(tmp_path / "ids.txt")] if via == "a file" else []
+    files = [str(tmp_path / "ids.txt")] if via.endswith("file") else []
     async with Simulator(SimulatorConfig(run_ids=tuple(RUNS))) as sim:
         done = await bulkretry(
             "run",
@@ -259,8 +259,56 @@ async def test_only_failed_on_plain_run_ids_is_a_usage_error(tmp_path: Path, via
             str(tmp_path / "out.jsonl"),
             *FAST,
             base_url=sim.base_url,
-            stdin=ids if via == "stdin" else None,
+            stdin=ids if via.endswith("stdin") else None,
         )
         sent = sim.endpoint_counts().get("re-trigger", 0)  # the pre-flight's GET aside
     assert done.code == 2, done.err
     assert sent == 0
+
+
+async def test_a_check_verdict_first_on_a_pipe_never_sends_a_run_a_later_pass_sent_again(
+    tmp_path: Path,
+) -> None:
+    """pass 1 left X in doubt; check said not_processed; pass 2 sent X again. Fed back on a pipe
+    as check, pass 1, pass 2 (no order of results files puts pass 2's line before a verdict
+    that is itself a results line): X waits for the end of the input, and is not sent."""
+    x, y = RUNS[0], RUNS[1]
+    checked = orjson.dumps(
+        {"run_id": x, "outcome": "failed", "resolved_by": "check", "attempts": 1,
+         "ambiguous_attempts": 1, "finished_at": "2026-12-05T12:00:00.000Z",
+         "error": {"kind": "not_processed", "message": "no new run"}}
+    )  # fmt: skip
+    pass1 = orjson.dumps({"run_id": x, "outcome": "in_doubt", "attempts": 1})
+    pass2 = orjson.dumps(
+        {"run_id": x, "outcome": "retriggered", "new_run_id": uuid(9_999), "etag": '"e"'}
+    )
+    lone = orjson.dumps({**orjson.loads(checked), "run_id": y})  # released, nothing later
+    stdin = b"\n".join([checked, lone, pass1, pass2]) + b"\n"
+    done, counts, rows = await feed_back(tmp_path, [], stdin)
+    assert counts == {y: 1}, done.err
+    assert done.code == 0, done.err
+    assert [row["run_id"] for row in rows].count(x) == 3
+    held = [row for row in rows if row["run_id"] == x and row["outcome"] != "duplicate"]
+    assert [(row["outcome"], row["new_run_id"]) for row in held] == [
+        ("already_retriggered", uuid(9_999))
+    ]
+
+
+async def test_passes_in_time_order_on_a_pipe_let_a_check_verdict_release_a_run_held(
+    tmp_path: Path,
+) -> None:
+    """pass 1 left X in doubt, check found it not processed: `cat pass1 checked | run -` sends X
+    once (the held line waits for the end of the input), where it used to hold X in silence."""
+    x = RUNS[0]
+    pass1 = orjson.dumps(
+        {"run_id": x, "outcome": "in_doubt", "attempts": 1, "ambiguous_attempts": 1,
+         "finished_at": "2026-12-05T11:59:00.000Z"}
+    )  # fmt: skip
+    checked = orjson.dumps(
+        {"run_id": x, "outcome": "failed", "resolved_by": "check", "attempts": 1,
+         "ambiguous_attempts": 1, "finished_at": "2026-12-05T12:00:00.000Z",
+         "error": {"kind": "not_processed", "message": "no new run"}}
+    )  # fmt: skip
+    done, counts, rows = await feed_back(tmp_path, [], pass1 + b"\n" + checked + b"\n")
+    assert counts == {x: 1}, done.err
+    assert sorted(row["outcome"] for row in rows) == ["duplicate", "retriggered"]
