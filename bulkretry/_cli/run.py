@@ -237,16 +237,13 @@ class BatchRunner:
         """Say how to see what needs a person, and how to carry on after a stop."""
         ledger = self.ledger
         in_doubt = stats.count(Outcome.IN_DOUBT)
-        if in_doubt and ledger is not None:
-            print(
-                f"bulkretry: {in_doubt} in_doubt (may have been re-triggered); list them with: "
-                f"bulkretry status --state {shlex.quote(ledger.path)} --list in_doubt",
-                file=sys.stderr,
+        if in_doubt:
+            check = (
+                "check RESULTS" if ledger is None else f"check --state {shlex.quote(ledger.path)}"
             )
-        elif in_doubt:
             print(
-                f"bulkretry: {in_doubt} in_doubt (may have been re-triggered): check those runs "
-                "before sending them again; their results lines say so",
+                f"bulkretry: {in_doubt} in_doubt (may have been re-triggered): resolve them with "
+                f"bulkretry {check} before sending them again",
                 file=sys.stderr,
             )
         if stopped and self.resume_hint is not None:

@@ -205,7 +205,7 @@ async def test_in_doubt_survives_a_resume_and_is_sent_only_when_asked(tmp_path: 
     assert (code1, code2) == (1, 1)
     second = {r["run_id"]: r["outcome"] for r in records(tmp_path / "2.jsonl")}
     assert second[ids[2]] == "in_doubt"
-    assert b"bulkretry status --state" in err2
+    assert b"resolve them with bulkretry check --state" in err2
     assert third_requests == 1
     assert code3 == 0
     listing = tmp_path / "list.txt"
