@@ -377,17 +377,17 @@ def _judge_triage(engine: Engine, code: int, *, resumed: bool, quiet: bool) -> i
         # Every record was skipped: nothing was sent, and that was not what the user meant.
         print(f"bulkretry: error: {only_needs_results_lines(records)}", file=sys.stderr)
         return EXIT_USAGE
-    if triage.late_evidence:
-        if not quiet:
-            print(
-                f"bulkretry: {triage.late_evidence} runs were sent before a later input line said "
-                "they had been re-triggered already, or may have been (in_doubt) (error kind "
-                "late_evidence): check them; put results files first, or give them as FILE "
-                "arguments",
-                file=sys.stderr,
-            )
-        return code or EXIT_SOME_FAILED
-    return code
+    if triage.late_release and not quiet:
+        late = f"{triage.late_release} verdict lines (not_processed) came after their run was held"
+        print(f"bulkretry: {late} in doubt for an earlier line (late_evidence)", file=sys.stderr)
+    if triage.late_evidence and not quiet:
+        print(
+            f"bulkretry: {triage.late_evidence} runs were sent before a later input line said "
+            "they had been re-triggered already, or may have been (in_doubt) (error kind "
+            "late_evidence): check them; put results files first, or give them as FILE arguments",
+            file=sys.stderr,
+        )
+    return (code or EXIT_SOME_FAILED) if triage.late_evidence or triage.late_release else code
 
 
 def _stdin_is_a_terminal() -> bool:

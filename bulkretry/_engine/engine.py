@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import random
-from collections.abc import AsyncIterable, Callable, Iterable
+from collections.abc import AsyncIterable, Callable
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -48,7 +48,7 @@ from .ledger_feed import LedgerFeed
 from .rounds import Rounds
 from .startup import check_first
 from .steps import HALT, Done, Flight, Halt, Retry, stopped
-from .triage import DEFERRED, Triage, Verdict
+from .triage import Triage, Verdict
 
 if TYPE_CHECKING:
     from .._io.evidence import Evidence
@@ -318,26 +318,25 @@ class Engine:
 
     async def _feed_from_input(self, records: AsyncIterable[list[InputRecord]], emit: Emit) -> None:
         """Judge and send records as they are read (no state file: memory bounds the read-ahead).
+
         A stop does not end the reading: every line still gets its record (``not_attempted``),
-        unless the output is gone and nothing could be written anyway."""
-        judge = self._triage.judge
+        unless the output is gone and nothing could be written anyway.
+        """
         try:
             async for batch in records:
-                await self._feed(((record, judge(record)) for record in batch), emit)
+                await self._feed(batch, emit)
                 if self._input_abandoned:
                     return
         except (OSError, InputError) as exc:
             # What was read is accounted for; the rest cannot be, so say so.
             self.stop(f"reading the input failed: {exc}")
-        # Runs a verdict released on a pipe: sent now that no later line can hold them.
-        await self._feed(self._triage.undefer(), emit)
 
-    async def _feed(self, judged: Iterable[tuple[InputRecord, Verdict | None]], emit: Emit) -> None:
+    async def _feed(self, batch: list[InputRecord], emit: Emit) -> None:
+        triage = self._triage
         put = self._dispatch.put
         dry_run = self.settings.dry_run
-        for record, verdict in judged:
-            if verdict is DEFERRED:
-                continue
+        for record in batch:
+            verdict = triage.judge(record)
             if verdict is not None:
                 await self._finish(emit, record, verdict)
             elif dry_run:

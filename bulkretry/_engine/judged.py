@@ -1,28 +1,26 @@
 """What triage says of a record it does not send: the verdicts, and the words they carry.
 
 :mod:`.triage` decides; this room holds its vocabulary, so that the deciding stays readable:
-the :class:`Verdict` type, the verdicts shared by every record (a duplicate, a held doubt, a
-deferral), and the messages of evidence that came too late.
+the :class:`Verdict` type, the verdicts shared by every record (a duplicate, a held doubt), and
+the messages of evidence that came too late.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .._io.source import InputRecord
 from .._model import ErrorInfo, Outcome
 
 __all__ = [
-    "DEFERRED",
     "DUPLICATE_VERDICT",
     "HELD",
     "HELD_IN_DOUBT",
     "INVALID",
     "LATE",
     "LATE_DOUBT",
+    "LATE_RELEASE",
     "ROUND_RUN",
     "Verdict",
-    "already",
     "held_in_doubt",
     "only_needs_results_lines",
 ]
@@ -39,6 +37,14 @@ LATE_DOUBT = (
     "came after this batch had sent the run (or judged it to be sent), on evidence no newer "
     "than this doubt: it may now be re-triggered twice; give results files as FILE arguments, "
     "which are read whole before anything is sent"
+)
+
+
+LATE_RELEASE = (
+    "this line is a verdict that the run was not processed, but it came after this batch had "
+    "held the run in doubt for an earlier line: the run was not sent; if this verdict is newer "
+    "than that doubt, give results files as FILE arguments, which are read whole before "
+    "anything is sent"
 )
 
 
@@ -82,24 +88,11 @@ ROUND_RUN = Verdict(
         "run --state PATH --resume --follow takes the chains up",
     ),
 )
-#: Judged at the end of the input (:meth:`Triage.undefer`), not now: a run a verdict released on
-#: a pipe, which a later line may still hold.
-DEFERRED = Verdict(Outcome.NOT_ATTEMPTED)
 #: A run of the batch left in doubt, which no input line named: held, never sent on its own.
 HELD_IN_DOUBT = Verdict(
     Outcome.IN_DOUBT,
     ErrorInfo(kind="in_doubt", message="in doubt since an earlier run of this batch: " + HELD),
 )
-
-
-def already(record: InputRecord) -> Verdict:
-    """The verdict of a run that ``record``'s line shows re-triggered (its new run with it)."""
-    return Verdict(
-        Outcome.ALREADY_RETRIGGERED,
-        new_run_id=record.prior_new_run_id,
-        etag=record.prior_etag,
-        durable=True,
-    )
 
 
 def held_in_doubt() -> Verdict:

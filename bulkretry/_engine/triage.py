@@ -19,7 +19,6 @@ from .._config import Settings
 from .._io.dedup import SeenSet
 from .._io.evidence import (
     FAILED_RANK,
-    IN_DOUBT_RANK,
     RESOLVED_RANK,
     Evidence,
     Prior,
@@ -29,16 +28,15 @@ from .._io.evidence import (
 from .._io.source import InputRecord
 from .._model import DONE_OUTCOMES, ErrorInfo, Outcome
 from .judged import (
-    DEFERRED,
     DUPLICATE_VERDICT,
     HELD,
     HELD_IN_DOUBT,
     INVALID,
     LATE,
     LATE_DOUBT,
+    LATE_RELEASE,
     ROUND_RUN,
     Verdict,
-    already,
     held_in_doubt,
     only_needs_results_lines,
 )
@@ -48,7 +46,7 @@ if TYPE_CHECKING:
 
 # Verdict, the shared verdicts and only_needs_results_lines are re-exported: their importers
 # name them here, beside the decisions.
-__all__ = ["DEFERRED", "HELD_IN_DOUBT", "Triage", "Verdict", "only_needs_results_lines"]
+__all__ = ["HELD_IN_DOUBT", "Triage", "Verdict", "only_needs_results_lines"]
 
 # PriorState values, compared as strings so that batches without --state never load sqlite3.
 _DUPLICATE, _RETRIGGERED, _IN_DOUBT = "duplicate", "retriggered", "in_doubt"
@@ -84,10 +82,8 @@ class Triage:
         # Runs sent on a verdict that settled a doubt (a check's not_processed), by the verdict's
         # place in the merge: a later in_doubt line beats it only if its doubt is newer.
         self._released: dict[str, tuple[int, int, int]] = {}
-        # On a pipe, records that a results line holds in doubt or a verdict released: judged
-        # once the input has ended, by the best line of their run (its place, and the line).
-        self._deferred: dict[str, tuple[InputRecord, tuple[int, int, int], InputRecord]] = {}
         self._late = 0
+        self._late_release = 0
         self._results_lines = 0
         self._elsewhere = 0
 
@@ -102,6 +98,11 @@ class Triage:
     def late_evidence(self) -> int:
         """Runs sent (or judged to be) before a line saying they were re-triggered already."""
         return self._late
+
+    @property
+    def late_release(self) -> int:
+        """Verdict lines that came after their run was held in doubt for an earlier line."""
+        return self._late_release
 
     @property
     def results_lines(self) -> int:
@@ -209,8 +210,6 @@ class Triage:
                     Outcome.ALREADY_RETRIGGERED, new_run_id=winner[0], etag=winner[1], durable=True
                 )
             if prior == _IN_DOUBT_PRIOR and not self._retry_in_doubt:
-                if self._defers(record, best):
-                    return DEFERRED  # a later line, a check verdict on it, may release it
                 self._hold(run_id, seq)
                 return held_in_doubt()
         if admission is not None and admission.state == _IN_DOUBT and not self._retry_in_doubt:
@@ -234,39 +233,7 @@ class Triage:
                 resolved_by, at = best.resolved_by, best.at
             if rank(prior, resolved_by) == RESOLVED_RANK:
                 self._released[run_id] = order(RESOLVED_RANK, at)
-                if self._defers(record, best):
-                    # A later line (the pass that sent it again, lost again) may hold the run,
-                    # and "results first" cannot order verdicts, which are results lines too.
-                    return DEFERRED
         return None
-
-    def _defers(self, record: InputRecord, best: Prior | None) -> bool:
-        """On a pipe (no state file, no pre-scan of this input): keep the record for the end of
-        the input, with the line that judged it. True when it is kept."""
-        if self._seen is None or record.source in self._covered or record.run_id is None:
-            return False
-        if best is None:
-            ranked = order(rank(record.prior, record.prior_resolved_by), record.prior_at)
-        else:
-            ranked = order(rank(best.outcome, best.resolved_by), best.at)
-        self._deferred[record.run_id] = record, ranked, record
-        return True
-
-    def undefer(self) -> list[tuple[InputRecord, Verdict | None]]:
-        """At the end of the input: each deferred record, with its verdict by the best line of
-        its run (None: send it). On a pipe, held and released runs wait for this."""
-        deferred, self._deferred = self._deferred, {}
-        judged: list[tuple[InputRecord, Verdict | None]] = []
-        for run_id, (record, ranked, line) in deferred.items():
-            verdict = None
-            if line.prior in DONE_OUTCOMES:
-                verdict = already(line)
-            elif ranked[0] == IN_DOUBT_RANK and ranked[2] == IN_DOUBT_RANK:
-                verdict = held_in_doubt()  # an in_doubt line, no verdict as late as its doubt
-            if verdict is not None:
-                self._hold(run_id, 0)
-            judged.append((record, verdict))
-        return judged
 
     def _merge(self, record: InputRecord, run_id: str) -> Prior | None:
         """Return the evidence's prior for the record's run if it beats the record's own line.
@@ -363,16 +330,20 @@ class Triage:
         return released is None or order(rank(prior), record.prior_at) > released
 
     def _duplicate(self, record: InputRecord, run_id: str, seq: int = 0) -> Verdict:
-        deferred = self._deferred.get(run_id)
-        if deferred is not None:
-            ranked = order(rank(record.prior, record.prior_resolved_by), record.prior_at)
-            if record.prior is not None and ranked >= deferred[1]:  # the later of equals wins
-                self._deferred[run_id] = deferred[0], ranked, record
-            return DUPLICATE_VERDICT
         if self._holds(record, run_id, seen=True, seq=seq) and self._came_late(
             run_id, seen=True, seq=seq
         ):
             return self._late_verdict(record)
+        if (
+            seq == 0
+            and rank(record.prior, record.prior_resolved_by) == RESOLVED_RANK
+            and self._held is not None
+            and run_id in self._held
+        ):
+            # On a pipe no pre-scan read it: held for an older line, never told apart in silence.
+            self._late_release += 1
+            error = ErrorInfo(kind="late_evidence", message=LATE_RELEASE)
+            return Verdict(Outcome.DUPLICATE, error, prior_outcome=record.prior)
         return ROUND_RUN if seq < 0 else DUPLICATE_VERDICT
 
     def _skip(self, record: InputRecord, run_id: str, best: Prior | None) -> Verdict:

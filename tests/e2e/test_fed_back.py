@@ -266,39 +266,11 @@ async def test_only_failed_on_plain_run_ids_is_a_usage_error(tmp_path: Path, via
     assert sent == 0
 
 
-async def test_a_check_verdict_first_on_a_pipe_never_sends_a_run_a_later_pass_sent_again(
+async def test_a_check_verdict_after_the_pass_it_resolved_on_a_pipe_is_named_not_ignored(
     tmp_path: Path,
 ) -> None:
-    """pass 1 left X in doubt; check said not_processed; pass 2 sent X again. Fed back on a pipe
-    as check, pass 1, pass 2 (no order of results files puts pass 2's line before a verdict
-    that is itself a results line): X waits for the end of the input, and is not sent."""
-    x, y = RUNS[0], RUNS[1]
-    checked = orjson.dumps(
-        {"run_id": x, "outcome": "failed", "resolved_by": "check", "attempts": 1,
-         "ambiguous_attempts": 1, "finished_at": "2026-12-05T12:00:00.000Z",
-         "error": {"kind": "not_processed", "message": "no new run"}}
-    )  # fmt: skip
-    pass1 = orjson.dumps({"run_id": x, "outcome": "in_doubt", "attempts": 1})
-    pass2 = orjson.dumps(
-        {"run_id": x, "outcome": "retriggered", "new_run_id": uuid(9_999), "etag": '"e"'}
-    )
-    lone = orjson.dumps({**orjson.loads(checked), "run_id": y})  # released, nothing later
-    stdin = b"\n".join([checked, lone, pass1, pass2]) + b"\n"
-    done, counts, rows = await feed_back(tmp_path, [], stdin)
-    assert counts == {y: 1}, done.err
-    assert done.code == 0, done.err
-    assert [row["run_id"] for row in rows].count(x) == 3
-    held = [row for row in rows if row["run_id"] == x and row["outcome"] != "duplicate"]
-    assert [(row["outcome"], row["new_run_id"]) for row in held] == [
-        ("already_retriggered", uuid(9_999))
-    ]
-
-
-async def test_passes_in_time_order_on_a_pipe_let_a_check_verdict_release_a_run_held(
-    tmp_path: Path,
-) -> None:
-    """pass 1 left X in doubt, check found it not processed: `cat pass1 checked | run -` sends X
-    once (the held line waits for the end of the input), where it used to hold X in silence."""
+    """pass 1 left X in doubt, check found it not processed: `cat pass1 checked | run -` holds X
+    (no pre-scan reads ahead), and says why on stderr and in the verdict's line (exit 1)."""
     x = RUNS[0]
     pass1 = orjson.dumps(
         {"run_id": x, "outcome": "in_doubt", "attempts": 1, "ambiguous_attempts": 1,
@@ -310,5 +282,10 @@ async def test_passes_in_time_order_on_a_pipe_let_a_check_verdict_release_a_run_
          "error": {"kind": "not_processed", "message": "no new run"}}
     )  # fmt: skip
     done, counts, rows = await feed_back(tmp_path, [], pass1 + b"\n" + checked + b"\n")
-    assert counts == {x: 1}, done.err
-    assert sorted(row["outcome"] for row in rows) == ["duplicate", "retriggered"]
+    assert counts == {}, done.err
+    assert [(row["outcome"], (row["error"] or {})["kind"]) for row in rows] == [
+        ("in_doubt", "in_doubt"),
+        ("duplicate", "late_evidence"),
+    ]
+    assert "1 verdict lines (not_processed) came after their run was held" in done.err
+    assert done.code == 1

@@ -65,14 +65,9 @@ def from_files(
 def from_pipe(
     data: bytes, settings: Settings = PASSES["plain"]
 ) -> tuple[Triage, list[Verdict | None]]:
-    """Judge every record of ``data`` read from stdin, with nothing read ahead; a record the
-    triage deferred to the end of the input gets the verdict it has then."""
+    """Judge every record of ``data`` read from stdin, with nothing read ahead."""
     triage = Triage(settings, with_ledger=False)
-    records = read(data)
-    verdicts = [triage.judge(r) for r in records]
-    for record, verdict in triage.undefer():
-        verdicts[records.index(record)] = verdict
-    return triage, verdicts
+    return triage, [triage.judge(r) for r in read(data)]
 
 
 def orders() -> Iterator[tuple[str, ...]]:
@@ -263,34 +258,38 @@ def verdict_and_doubt(verdict_at: str, doubt_at: str) -> tuple[bytes, bytes]:
     return verdict, line("in_doubt", finished_at=doubt_at, **sent)
 
 
-def test_on_a_pipe_a_run_a_verdict_released_waits_for_the_end_of_the_input() -> None:
+def test_on_a_pipe_an_in_doubt_line_newer_than_the_verdict_that_sent_its_run_is_late() -> None:
     """check said not_processed, the run was sent again and that answer was lost too: fed back
-    on a pipe with the verdict first (no order of results files helps), the run is not sent a
-    third time: the later in_doubt line holds it, and nothing came too late."""
+    on a pipe with the verdict first, the run is sent a third time, and that is reported."""
     verdict, doubt = verdict_and_doubt("2026-12-05T12:00:00Z", "2026-12-05T12:05:00Z")
-    done = line("retriggered", finished_at="2026-12-05T12:06:00Z")
-    for later, held in ((doubt, "in_doubt"), (done, "already_retriggered")):
-        triage, verdicts = from_pipe(verdict + later)
-        assert outcomes(verdicts) == [held, "duplicate"]
-        assert verdicts[1] is not None
-        assert verdicts[1].error is None
-        assert triage.late_evidence == 0
-    triage, verdicts = from_pipe(verdict + doubt + done)
-    assert outcomes(verdicts) == ["already_retriggered", "duplicate", "duplicate"]
-    assert verdicts[0] is not None
-    assert verdicts[0].new_run_id == NEW
+    triage, verdicts = from_pipe(verdict + doubt)
+    assert verdicts[0] is None
+    late = verdicts[1]
+    assert late is not None
+    assert late.error is not None
+    assert (late.outcome, late.error.kind, late.prior_outcome) == (
+        Outcome.DUPLICATE,
+        "late_evidence",
+        "in_doubt",
+    )
+    assert "left in doubt" in late.error.message
+    assert triage.late_evidence == 1
 
 
-def test_on_a_pipe_a_run_held_in_doubt_waits_for_a_later_verdict_that_releases_it() -> None:
-    """Passes in time order on a pipe: pass 1's in_doubt line, then check's verdict on it. The
-    run is sent once, at the end of the input; a doubt newer than the verdict keeps it held."""
+def test_on_a_pipe_a_verdict_after_the_line_that_held_its_run_is_named_late() -> None:
+    """Passes in time order on a pipe: pass 1's in_doubt line holds the run, then check's verdict
+    on it comes: too late to release it (no pre-scan), but never passed over in silence."""
     verdict, doubt = verdict_and_doubt("2026-12-05T12:05:00Z", "2026-12-05T12:00:00Z")
     triage, verdicts = from_pipe(doubt + verdict)
-    assert outcomes(verdicts) == [None, "duplicate"]
-    assert triage.late_evidence == 0
-    verdict, doubt = verdict_and_doubt("2026-12-05T12:00:00Z", "2026-12-05T12:05:00Z")
-    triage, verdicts = from_pipe(doubt + verdict)
     assert outcomes(verdicts) == ["in_doubt", "duplicate"]
+    late = verdicts[1]
+    assert late is not None
+    assert late.error is not None
+    assert (late.error.kind, late.prior_outcome) == ("late_evidence", "failed")
+    assert (triage.late_release, triage.late_evidence) == (1, 0)
+    triage, verdicts = from_pipe(line("bare") + verdict)  # sent, then its verdict: nothing late
+    assert outcomes(verdicts) == [None, "duplicate"]
+    assert triage.late_release == 0
 
 
 def test_on_a_pipe_an_in_doubt_line_the_verdict_settled_is_not_late() -> None:
