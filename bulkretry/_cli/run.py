@@ -378,7 +378,7 @@ def _judge_triage(engine: Engine, code: int, *, resumed: bool, quiet: bool) -> i
         print(f"bulkretry: error: {only_needs_results_lines(records)}", file=sys.stderr)
         return EXIT_USAGE
     if triage.late_release and not quiet:
-        late = f"{triage.late_release} verdict lines (not_processed) came after their run was held"
+        late = f"{triage.late_release} verdict lines (resolved_by) came after their run was held"
         print(f"bulkretry: {late} in doubt for an earlier line (late_evidence)", file=sys.stderr)
     if triage.late_evidence and not quiet:
         print(

@@ -41,10 +41,10 @@ LATE_DOUBT = (
 
 
 LATE_RELEASE = (
-    "this line is a verdict that the run was not processed, but it came after this batch had "
-    "held the run in doubt for an earlier line: the run was not sent; if this verdict is newer "
-    "than that doubt, give results files as FILE arguments, which are read whole before "
-    "anything is sent"
+    "this line is a look-up's verdict on the run (resolved_by), but it came after this batch had "
+    "held the run in doubt for an earlier line: the run was not sent, and its record says "
+    "in_doubt; if this verdict is newer than that doubt, give results files as FILE arguments, "
+    "which are read whole before anything is sent"
 )
 
 

@@ -287,5 +287,5 @@ async def test_a_check_verdict_after_the_pass_it_resolved_on_a_pipe_is_named_not
         ("in_doubt", "in_doubt"),
         ("duplicate", "late_evidence"),
     ]
-    assert "1 verdict lines (not_processed) came after their run was held" in done.err
+    assert "1 verdict lines (resolved_by) came after their run was held" in done.err
     assert done.code == 1

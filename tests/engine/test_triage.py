@@ -290,6 +290,10 @@ def test_on_a_pipe_a_verdict_after_the_line_that_held_its_run_is_named_late() ->
     triage, verdicts = from_pipe(line("bare") + verdict)  # sent, then its verdict: nothing late
     assert outcomes(verdicts) == [None, "duplicate"]
     assert triage.late_release == 0
+    found = line("retriggered", resolved_by="check")  # a verdict that it was re-triggered
+    triage, verdicts = from_pipe(doubt + found)
+    assert outcomes(verdicts) == ["in_doubt", "duplicate"]
+    assert triage.late_release == 1
 
 
 def test_on_a_pipe_an_in_doubt_line_the_verdict_settled_is_not_late() -> None:
