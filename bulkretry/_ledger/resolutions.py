@@ -6,13 +6,12 @@ invocation is counted: ``check`` sends nothing. A state file that a running batc
 refused.
 
 A run's window is the span of its doubt the state file keeps (see :mod:`.spans`): from when
-the first request that may have landed was sent, to when the last one's answer was lost, or its
-time plus ``in_flight_grace`` (the request timeout) when its process died with it on the wire.
-A run in doubt from an earlier format's file keeps the wide window it had then: from the start
-of the invocation that first saw it to its last write.
+the first request that may have landed was sent, to when the last one's answer was lost, or
+(the later) a request that never had an answer plus ``in_flight_grace`` (the request timeout).
 
 A run in doubt that no request of this batch sent (fed back in doubt from a results file, or
-sent again after that) has no window here: its earlier request may have landed at any time.
+sent again after that), or one in doubt when a file of an earlier format was upgraded, has no
+window here: its earlier request may have landed at any time.
 A verdict is recorded only for a run still in doubt:
 ``retriggered`` (doubt cleared, its new run and etag; with ``error.candidates`` when the new
 run could not be told apart) or ``not_attempted`` with ``error.kind: "not_processed"`` (doubt

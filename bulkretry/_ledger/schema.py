@@ -7,7 +7,7 @@ A ledger is a SQLite database in WAL mode::
     meta(key, value)        base_url, org_id, sandbox, op, created_at, invocations, options
     invocations(number, pid, started_at, updated_at)   one row per open; elapsed = their sum
     runs(seq, run_id, source, line, state, seen, attempts, ambiguous, doubt, new_run_id, etag,
-         error, http_status, request_id, updated_at, sent_at, doubt_from, doubt_to)
+         error, http_status, request_id, updated_at, sent_at, doubt_from, doubt_to, unanswered)
     queue(turn, run_id, source, line)    runs known before this invocation that it will send
     sources(invocation, name, lines, complete)   how far each input was read, and if to its end
 
@@ -23,8 +23,8 @@ Input is admitted ahead of the requests: new runs wait in ``runs`` itself (``pen
 above the last one at open), and runs an earlier invocation knew wait in ``queue`` with the
 input line that named them this time, so that memory stays flat however long the input.
 Format 1 files (no ``queue``/``sources``), format 2 files (no ``rounds``/``ends``, see
-:mod:`.chains`) and format 3 files (no ``sent_at``/``doubt_from``/``doubt_to``, see
-:mod:`.spans`) are upgraded in place when a batch (or ``check``) opens them.
+:mod:`.chains`) and format 3 files (no ``sent_at``/``doubt_from``/``doubt_to``/``unanswered``,
+see :mod:`.spans`) are upgraded in place when a batch (or ``check``) opens them.
 
 Every check in :func:`inspect_file` reads through a read-only connection: a file that is refused
 is never written to (a read-only connection cannot even checkpoint a foreign WAL). The checks

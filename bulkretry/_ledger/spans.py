@@ -39,15 +39,15 @@ ALTER TABLE runs ADD COLUMN doubt_from REAL;
 ALTER TABLE runs ADD COLUMN doubt_to REAL;
 ALTER TABLE runs ADD COLUMN unanswered REAL
 """
+#: ``doubt_from`` of a doubt that came with the input: it may have landed at any time before.
+FED = 0.0
 #: Fill the format 4 columns of a file of an earlier format: a run in doubt there has no window
 #: (a doubt fed in and then sent again looks like the batch's own, so none can be trusted); a
 #: run in flight was sent at its last write.
-UPGRADE_4 = """
+UPGRADE_4 = f"""
 UPDATE runs SET sent_at = updated_at WHERE state = 'in_flight';
-UPDATE runs SET doubt_from = 0.0 WHERE doubt = 1
+UPDATE runs SET doubt_from = {FED} WHERE doubt = 1
 """
-#: ``doubt_from`` of a doubt that came with the input: it may have landed at any time before.
-FED = 0.0
 #: What ``doubt_from`` becomes when the latest request (sent at ``sent_at``) may have landed, in
 #: SQL over the row before the update: the span begun already, else that request's time; a doubt
 #: without a span (one held from the input, or anything unforeseen) stays one of any time.
