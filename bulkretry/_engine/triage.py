@@ -82,7 +82,7 @@ class Triage:
         # Runs sent on a verdict that settled a doubt (a check's not_processed), by the verdict's
         # place in the merge: a later in_doubt line beats it only if its doubt is newer.
         self._released: dict[str, tuple[int, int, int]] = {}
-        # Runs held in doubt for a line no pre-scan read (on a pipe): a later verdict is too late.
+        # Runs held in doubt for an input line: a verdict on a pipe after that is too late.
         self._doubted: SeenSet | None = None
         self._late = 0
         self._late_release = 0
@@ -213,10 +213,9 @@ class Triage:
                 )
             if prior == _IN_DOUBT_PRIOR and not self._retry_in_doubt:
                 self._hold(run_id, seq)
-                if seq == 0 and record.source not in self._covered:
-                    if self._doubted is None:
-                        self._doubted = SeenSet()
-                    self._doubted.add(run_id)
+                if self._doubted is None:
+                    self._doubted = SeenSet()
+                self._doubted.add(run_id)
                 return held_in_doubt()
         if admission is not None and admission.state == _IN_DOUBT and not self._retry_in_doubt:
             self._hold(run_id, seq)
@@ -341,12 +340,13 @@ class Triage:
         ):
             return self._late_verdict(record)
         if (
-            seq == 0
+            seq >= 0
             and record.prior_resolved_by is not None
+            and record.source not in self._covered
             and self._doubted is not None
             and run_id in self._doubted
         ):
-            # On a pipe no pre-scan read it: held for an older line, never told apart in silence.
+            # On a pipe no pre-scan read it: held for an older line, never passed over in silence.
             self._late_release += 1
             error = ErrorInfo(kind="late_evidence", message=LATE_RELEASE)
             return Verdict(Outcome.DUPLICATE, error, prior_outcome=record.prior)

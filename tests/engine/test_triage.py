@@ -296,6 +296,21 @@ def test_on_a_pipe_a_verdict_after_the_line_that_held_its_run_is_named_late() ->
     assert triage.late_release == 1
 
 
+def test_a_verdict_too_late_is_named_only_when_it_came_on_the_pipe(tmp_path: Path) -> None:
+    """Files are read whole first: a file's verdict was weighed already when a pipe line held
+    its run (no label); a pipe verdict after a file's line held its run came too late (named)."""
+    verdict, doubt = verdict_and_doubt("2026-12-05T12:00:00Z", "2026-12-05T12:05:00Z")
+    for in_file, on_pipe, late in ((verdict, doubt, 0), (doubt, verdict, 1)):
+        path = tmp_path / "pass.jsonl"
+        path.write_bytes(in_file)
+        validator = RunIdValidator()
+        triage = Triage(Settings(), with_ledger=False, evidence=prescan([str(path)], validator))
+        reader = RecordReader([str(path), "-"], validator, stdin=io.BytesIO(on_pipe))
+        verdicts = [triage.judge(r) for r in reader]
+        assert outcomes(verdicts)[1] == "duplicate"
+        assert triage.late_release == late
+
+
 def test_on_a_pipe_an_in_doubt_line_the_verdict_settled_is_not_late() -> None:
     """The doubt is older than the verdict that released the run: the run was rightly sent."""
     verdict, doubt = verdict_and_doubt("2026-12-05T12:05:00Z", "2026-12-05T12:00:00Z")
