@@ -231,7 +231,7 @@ class Triage:
             record.prior = prior
         if self._sent is not None:
             self._sent.add(run_id)
-        if not self._retry_in_doubt:
+        if prior is not None and not self._retry_in_doubt:  # a bare ID (most lines) releases none
             if best is None:
                 resolved_by, at = record.prior_resolved_by, record.prior_at
             else:
@@ -273,6 +273,13 @@ class Triage:
         if self._held is None:
             self._held = SeenSet()
         self._held.add(run_id)
+
+    def _is_held(self, run_id: str, seq: int) -> bool:
+        """True when ``run_id`` (at ``seq``, see :meth:`_hold`) was held: judged and not sent."""
+        if seq > 0:
+            byte = seq >> 3
+            return byte < len(self._held_seqs) and bool(self._held_seqs[byte] & 1 << (seq & 7))
+        return self._held is not None and run_id in self._held
 
     def _hold_seq(self, seq: int) -> bool:
         """Hold the run of an earlier invocation at ``seq``; False if it was held already."""
@@ -322,11 +329,7 @@ class Triage:
             return True
         if prior != _IN_DOUBT_PRIOR or self._retry_in_doubt:
             return False
-        if seq > 0:
-            byte = seq >> 3
-            if byte < len(self._held_seqs) and self._held_seqs[byte] & 1 << (seq & 7):
-                return False
-        elif self._held is not None and run_id in self._held:
+        if self._is_held(run_id, seq):
             return False
         marks = self._seen if self._seen is not None else self._sent
         if not seen and (marks is None or run_id not in marks):

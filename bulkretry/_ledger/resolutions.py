@@ -52,18 +52,20 @@ _DOUBT_ROWS = (
 )
 # A new run a look-up gave a run (live or by check: re-triggered without a clear answer) is
 # evidence of a re-trigger, not a clear answer's: may be anybody's (see claimed_runs).
+# A run a clear answer re-triggered: this batch sent it and a 2xx named its new run. (A look-up
+# keeps the lost answer's status, and a run fed in re-triggered is already_retriggered.)
+_CLEAR = "(state = 'retriggered' AND coalesce(http_status BETWEEN 200 AND 299, 0))"
 _CLAIMS = (
     "SELECT new_run_id, CASE WHEN new_run_id IS NULL AND json_valid(error) "
-    "THEN json_extract(error, '$.candidates') END, "
-    "state = 'retriggered' AND coalesce(http_status NOT BETWEEN 200 AND 299, 1) "
+    f"THEN json_extract(error, '$.candidates') END, state = 'retriggered' AND NOT {_CLEAR} "
     "FROM runs WHERE state IN ('retriggered', 'already_retriggered')"
 )
 _IS_INPUT = "SELECT 1 FROM runs WHERE run_id = ?"
 # A clear answer's run: its last request (the one answered) left at sent_at, and its answer
 # was recorded at updated_at, as it came (a later verdict or resume changes the state).
 _TIMED = (
-    "SELECT new_run_id, sent_at, updated_at FROM runs WHERE state = 'retriggered' "
-    "AND sent_at IS NOT NULL AND http_status BETWEEN 200 AND 299 AND new_run_id IS NOT NULL"
+    f"SELECT new_run_id, sent_at, updated_at FROM runs WHERE {_CLEAR} "
+    "AND sent_at IS NOT NULL AND new_run_id IS NOT NULL"
 )
 # A verdict clears the doubt and its span: a request sent after it starts a window of its own.
 _RECORD = (
