@@ -17,7 +17,7 @@ import shlex
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 from .._io.counting import count_records
 from .._io.source import STDIN, InputRecord, RecordReader, RunIdValidator
@@ -164,8 +164,11 @@ class BatchInput:
         column: str | None = None,
         counts: Mapping[str, int] | None = None,
         shard: Shard | None = None,
+        stdin: IO[bytes] | None = None,
     ) -> None:
         self.files = list(files)
+        # Stdin as taken before the batch (its first line read, or all of it: see _io.spool).
+        self._stdin = stdin
         self.shard = shard
         #: Told of the records of other shards, for what they say of this shard's runs.
         self.hear: Callable[[InputRecord], None] | None = None
@@ -224,7 +227,8 @@ class BatchInput:
     async def batches(self) -> AsyncIterator[list[InputRecord]]:
         """Yield the records: the input's, or (no input, or an empty stdin) the batch's runs."""
         if self.reads_input:
-            reader = RecordReader(self.files, RunIdValidator(self._pattern), column=self._column)
+            validator = RunIdValidator(self._pattern)
+            reader = RecordReader(self.files, validator, column=self._column, stdin=self._stdin)
             empty = True
             async for batch in read_batches(reader, started=self._started):
                 empty = False

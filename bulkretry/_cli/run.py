@@ -23,6 +23,7 @@ from .._http.client import one_line
 from .._io.evidence import Evidence, prescan
 from .._io.sink import FLUSH_INTERVAL, OutputClosed, OutputFailed, ResultSink
 from .._io.source import STDIN, InputRecord, RunIdValidator, check_column, check_input_paths
+from .._io.spool import stdin_is_a_terminal, take_stdin
 from .._io.written import STDOUT_FD, WrittenRecords, settled
 from .._model import Outcome, RunResult
 from .._stats import Stats
@@ -106,6 +107,8 @@ class BatchRunner:
         self.read = read
         self.errors = ErrorCounts()
         self.signum: int | None = None
+        #: Signals that came before the batch ran (while stdin was read): acted on once it runs.
+        self.early_signals: list[int] = []
         self.output_problem: str | None = None
         #: Records the output already holds (a resume continuing its batch's own file).
         self.written: WrittenRecords | None = None
@@ -175,6 +178,8 @@ class BatchRunner:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, self.on_signal, signum)
+        for early in self.early_signals:  # once the engine runs: a stop needs its tasks
+            loop.call_soon(self.on_signal, early)
         progress = self._progress()
         flusher = loop.create_task(self.flusher())
         if progress is not None:
@@ -238,12 +243,10 @@ class BatchRunner:
         ledger = self.ledger
         in_doubt = stats.count(Outcome.IN_DOUBT)
         if in_doubt:
-            check = (
-                "check RESULTS" if ledger is None else f"check --state {shlex.quote(ledger.path)}"
-            )
+            where = "RESULTS" if ledger is None else "--state " + shlex.quote(ledger.path)
             print(
                 f"bulkretry: {in_doubt} in_doubt (may have been re-triggered): resolve them with "
-                f"bulkretry {check} before sending them again",
+                f"bulkretry check {where} before sending them again",
                 file=sys.stderr,
             )
         if stopped and self.resume_hint is not None:
@@ -274,8 +277,8 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
             raise ConfigurationError(f"{flag} only has effect with --follow: add --follow")
     files = list(ns.files) or [STDIN]
     # With --state, a terminal is no input: the batch is in the state file.
-    reads_input = bool(ns.files) or not (ns.resume or (ns.state and _stdin_is_a_terminal()))
-    evidence = None
+    reads_input = bool(ns.files) or not (ns.resume or (ns.state and stdin_is_a_terminal()))
+    evidence = stdin = None
     if reads_input:
         check_input_paths(files)
         if ns.column is not None:
@@ -283,8 +286,11 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
                 check_column(files, ns.column)
             except InputError as exc:
                 raise ConfigurationError(str(exc)) from None
+        if STDIN in files and not stdin_is_a_terminal():
+            stdin = take_stdin()  # read whole first if it brings results lines
         # Every results line in a FILE is weighed before the first request, whatever its order.
-        evidence = prescan(files, RunIdValidator(settings.run_id_pattern))
+        ahead = stdin.stream if stdin is not None and stdin.read_ahead else None
+        evidence = prescan(files, RunIdValidator(settings.run_id_pattern), stdin=ahead)
         if (
             settings.only is not None
             and set(files) <= evidence.sources
@@ -317,13 +323,14 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
                 column=ns.column,
                 counts=counts,
                 shard=ns.shard,
+                stdin=stdin.stream if stdin is not None else None,
             )
             hint = None
             if ledger is not None:
                 from .state import resume_command
 
                 hint = resume_command(argv, ledger.path, ns.output, piped=source.piped)
-            if source.piped and reads_input and _stdin_is_a_terminal() and not ns.quiet:
+            if source.piped and reads_input and stdin_is_a_terminal() and not ns.quiet:
                 log.warning("reading run IDs from the terminal, one per line (Ctrl-D to end)")
             with asyncio.Runner(loop_factory=new_event_loop) as loop_runner:
                 batch = BatchRunner(
@@ -341,6 +348,7 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
                     read=source.read_so_far,
                 )
                 batch.written = written
+                batch.early_signals = stdin.signals if stdin is not None else []
                 source.engine = batch.engine
                 source.hear = batch.engine.triage.hear
                 batch.engine.on_hard_stop = source.hurry
@@ -367,6 +375,8 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
     finally:
         if ledger is not None:
             ledger.close()
+        if stdin is not None:
+            stdin.close()
 
 
 def _judge_triage(engine: Engine, code: int, *, resumed: bool, quiet: bool) -> int:
@@ -388,10 +398,3 @@ def _judge_triage(engine: Engine, code: int, *, resumed: bool, quiet: bool) -> i
             file=sys.stderr,
         )
     return (code or EXIT_SOME_FAILED) if triage.late_evidence or triage.late_release else code
-
-
-def _stdin_is_a_terminal() -> bool:
-    try:
-        return os.isatty(0)
-    except OSError:  # pragma: no cover - a closed descriptor 0
-        return False

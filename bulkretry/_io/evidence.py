@@ -36,7 +36,7 @@ import itertools
 import os
 import re
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from typing import IO, NamedTuple
 
 from .._model import ROUND_LANDED
 from .source import MAX_LINE_BYTES, STDIN, InputRecord, RecordReader, RunIdValidator
@@ -234,18 +234,24 @@ def prescan(
     validator: RunIdValidator,
     *,
     max_line_bytes: int = MAX_LINE_BYTES,
+    stdin: IO[bytes] | None = None,
 ) -> Evidence:
     """Read every regular input file once, before the first request, and keep its evidence.
 
     Stdin (``-``) and other pipes are left alone: reading them would consume them. Their lines
     are merged as they come, so a ``retriggered`` line there can only hold back the lines after
-    it (see :attr:`Triage.late_evidence <bulkretry._triage.Triage.late_evidence>`).
+    it (see :attr:`Triage.late_evidence <bulkretry._triage.Triage.late_evidence>`). *stdin*,
+    a copy of stdin read whole (:mod:`.spool`), is read too, and put back at its start.
     """
     files = [path for path in paths if path != STDIN and os.path.isfile(path)]
+    if stdin is not None and STDIN in paths:
+        files.append(STDIN)
     evidence = Evidence(sources=files)
     if not files:
         return evidence
-    reader = RecordReader(files, validator, max_line_bytes=max_line_bytes, json_only=True)
+    reader = RecordReader(
+        files, validator, max_line_bytes=max_line_bytes, json_only=True, stdin=stdin
+    )
     records = results = 0
     for record in reader:
         records += 1
@@ -254,4 +260,6 @@ def prescan(
             evidence.add(record)
     evidence.records = records + reader.passed_over
     evidence.results_lines = results
+    if stdin is not None:
+        stdin.seek(0)
     return evidence

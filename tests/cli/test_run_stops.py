@@ -283,3 +283,44 @@ async def test_a_hard_stop_does_not_wait_for_an_input_that_stays_open(
     assert code == 130, err.decode()
     assert b"stopped reading the input after 20 records" in err
     assert sorted(r["line"] for r in records(out)) == list(range(1, 21))
+
+
+@pytest.mark.slow
+async def test_ctrl_c_while_stdin_is_read_ahead_stops_there_and_accounts_for_every_line() -> None:
+    """Results lines on a pipe left open are read ahead, so nothing is sent before its end.
+    Ctrl-C there stops the reading; the batch stops as at its first moment (a second Ctrl-C:
+    at once), sends nothing, and every line read has its record."""
+    import fcntl
+    import termios
+
+    ids = [uuid(i) for i in range(20)]
+    results = b"".join(orjson.dumps({"run_id": i, "outcome": "failed"}) + b"\n" for i in ids)
+    read_end, write_end = os.pipe()
+    async with Simulator(SimulatorConfig(run_ids=tuple(ids))) as sim:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bulkretry", "run", "-", "--no-preflight",
+            env={**os.environ, **SIM_ENV, "BULKRETRY_BASE_URL": sim.base_url},
+            stdin=read_end,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        os.write(write_end, results)  # and the pipe stays open
+        waiting = bytearray(4)
+        for _ in range(3000):  # until the child has read it all (a condition, not a delay)
+            fcntl.ioctl(read_end, termios.FIONREAD, waiting)
+            if not int.from_bytes(waiting, sys.byteorder):
+                break
+            await asyncio.sleep(0.01)
+        proc.send_signal(signal.SIGINT)
+        assert proc.stderr is not None
+        first = await asyncio.wait_for(proc.stderr.readline(), 60)
+        assert b"stopping: no new requests" in first
+        proc.send_signal(signal.SIGINT)
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+        sent = sim.endpoint_counts().get("re-trigger", 0)
+    os.close(write_end)
+    os.close(read_end)
+    assert proc.returncode == 130, err.decode()
+    assert sent == 0
+    assert sorted(orjson.loads(line)["run_id"] for line in out.splitlines()) == sorted(ids)
+    assert b"stopped reading the input after 20 records" in err

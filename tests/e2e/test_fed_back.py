@@ -109,6 +109,7 @@ def arrangement(name: str, folder: Path) -> tuple[list[str], bytes | None, bool]
         "A and B on stdin": a + b,
         "B, bare IDs and A on stdin": b + bare + a,
         "A, B and bare IDs shuffled on stdin": mixed,
+        "bare IDs, then A and B on stdin": bare + a + b,
     }
     if name in stdin:
         return ["-"], b"".join(stdin[name]), any(line in bare for line in stdin[name])
@@ -128,12 +129,17 @@ ARRANGEMENTS = [
     "A and B shuffled line by line in one file",
     "bare IDs, then A, then B",
     "B, then A, then bare IDs",
+    # Read whole first, as files are: their first line is a results line.
+    "A and B on stdin",
+    "B, bare IDs and A on stdin",
 ]
-# A pipe cannot be read ahead: evidence counts from its line on, and what came late is reported.
+# A pipe that starts with a results line is read whole first; one that starts with a run ID
+# streams: evidence counts from its line on, and what came late is reported.
 ON_STDIN = [
     "A and B on stdin",
     "B, bare IDs and A on stdin",
     "A, B and bare IDs shuffled on stdin",
+    "bare IDs, then A and B on stdin",
 ]
 
 
@@ -223,6 +229,8 @@ async def test_fed_back_on_stdin_never_sends_after_evidence_and_reports_what_cam
     for run_id in counts:  # sent only when no evidence had arrived yet
         assert first_line[run_id] < first_evidence.get(run_id, len(order)), run_id
     late = {run_id for run_id in counts if run_id in held_later}
+    if name.startswith("bare IDs"):  # streamed: its first lines are sent before A and B come
+        assert late, done.err
     if late:
         assert f"{len(late)} runs were sent before a later input line" in done.err
         assert done.code == 1
@@ -266,26 +274,64 @@ async def test_only_failed_on_plain_run_ids_is_a_usage_error(tmp_path: Path, via
     assert sent == 0
 
 
-async def test_a_check_verdict_after_the_pass_it_resolved_on_a_pipe_is_named_not_ignored(
+X = RUNS[0]
+PASS1 = orjson.dumps(
+    {"run_id": X, "outcome": "in_doubt", "attempts": 1, "ambiguous_attempts": 1,
+     "finished_at": "2026-12-05T11:59:00.000Z"}
+)  # fmt: skip
+CHECKED = orjson.dumps(
+    {"run_id": X, "outcome": "failed", "resolved_by": "check", "attempts": 1,
+     "ambiguous_attempts": 1, "finished_at": "2026-12-05T12:00:00.000Z",
+     "error": {"kind": "not_processed", "message": "no new run"}}
+)  # fmt: skip
+PASS2 = result_line(X, "retriggered", 1).rstrip(b"\n")
+
+
+def piped(*lines: bytes) -> bytes:
+    return b"".join(line + b"\n" for line in lines)
+
+
+async def test_results_on_a_pipe_are_read_ahead_so_a_verdict_first_sends_nothing_done(
     tmp_path: Path,
 ) -> None:
-    """pass 1 left X in doubt, check found it not processed: `cat pass1 checked | run -` holds X
-    (no pre-scan reads ahead), and says why on stderr and in the verdict's line (exit 1)."""
-    x = RUNS[0]
-    pass1 = orjson.dumps(
-        {"run_id": x, "outcome": "in_doubt", "attempts": 1, "ambiguous_attempts": 1,
-         "finished_at": "2026-12-05T11:59:00.000Z"}
-    )  # fmt: skip
-    checked = orjson.dumps(
-        {"run_id": x, "outcome": "failed", "resolved_by": "check", "attempts": 1,
-         "ambiguous_attempts": 1, "finished_at": "2026-12-05T12:00:00.000Z",
-         "error": {"kind": "not_processed", "message": "no new run"}}
-    )  # fmt: skip
-    done, counts, rows = await feed_back(tmp_path, [], pass1 + b"\n" + checked + b"\n")
+    """`cat checked pass1 pass2 | run -`: check said X was not processed, pass 2 then sent it.
+    Read as it came, the verdict released X and it was sent a second time (and reported late);
+    a stdin that starts with a results line is read whole first, like FILE arguments."""
+    done, counts, rows = await feed_back(tmp_path, [], piped(CHECKED, PASS1, PASS2))
     assert counts == {}, done.err
-    assert [(row["outcome"], (row["error"] or {})["kind"]) for row in rows] == [
-        ("in_doubt", "in_doubt"),
+    assert sorted(str(row["outcome"]) for row in rows) == [
+        "already_retriggered",
+        "duplicate",
+        "duplicate",
+    ], done.err
+    assert "late_evidence" not in done.err
+    assert done.code == 0, done.err
+
+
+async def test_a_check_verdict_after_the_pass_it_resolved_on_a_pipe_is_weighed_like_a_file(
+    tmp_path: Path,
+) -> None:
+    """pass 1 left X in doubt, check found it not processed: `cat pass1 checked | run -` sends X
+    once, as `run pass1 checked` does (the pipe is read ahead)."""
+    done, counts, rows = await feed_back(tmp_path, [], piped(PASS1, CHECKED))
+    assert counts == {X: 1}, done.err
+    assert sorted(str(row["outcome"]) for row in rows) == ["duplicate", "retriggered"], done.err
+    assert done.code == 0, done.err
+
+
+async def test_a_check_verdict_on_a_pipe_led_by_run_ids_is_named_when_it_comes_late(
+    tmp_path: Path,
+) -> None:
+    """A stdin of run IDs streams, so a verdict after the line that held its run in doubt can
+    no longer release it: it is named on stderr and in its line (exit 1), not ignored."""
+    other = f"{RUNS[1]}".encode()
+    done, counts, rows = await feed_back(tmp_path, [], piped(other, PASS1, CHECKED))
+    assert counts == {RUNS[1]: 1}, done.err
+    said = sorted((str(row["outcome"]), str((row["error"] or {}).get("kind"))) for row in rows)
+    assert said == [
         ("duplicate", "late_evidence"),
+        ("in_doubt", "in_doubt"),
+        ("retriggered", "None"),
     ]
     assert "1 verdict lines (resolved_by) came after their run was held" in done.err
     assert done.code == 1

@@ -1,0 +1,187 @@
+"""Read a piped stdin ahead when it brings results lines, as a FILE argument is read ahead.
+
+On a pipe, a results line weighs only on the lines after it: ``cat checked.jsonl pass1.jsonl
+pass2.jsonl | bulkretry run -`` sent a run on ``check``'s verdict before pass 2's line said it
+had been re-triggered already. A stdin whose first record is a results line (a JSON object with
+an ``outcome``) is finished output, not a producer still at work: :func:`take_stdin` copies it
+whole to an anonymous temporary file, so that its lines are pre-scanned like a FILE argument's
+before the first request. A stdin of run IDs (``list-failed | bulkretry run``, in either
+format) streams as it comes: only its first line is read before the batch starts.
+
+A SIGINT or SIGTERM while stdin is read here stops the reading at once, with no byte read lost:
+what was read is handed over, the rest of the pipe after it, and the signals are returned for
+the batch to act on as if they came at its first moment.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import select
+import signal
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import IO, BinaryIO
+
+import orjson
+
+from .source import BOM, MAX_LINE_BYTES
+
+__all__ = ["StdinInput", "stdin_is_a_terminal", "take_stdin"]
+
+_CHUNK = 1 << 16
+# How often a silent pipe is looked at again for a stop (seconds).
+_POLL = 0.05
+
+
+@dataclass
+class StdinInput:
+    """Stdin as the batch reads it: *stream* (one byte stream, nothing read lost), whether it
+    was read whole ahead (*read_ahead*), and the signals that came while it was read."""
+
+    stream: BinaryIO
+    read_ahead: bool
+    signals: list[int] = field(default_factory=list)
+
+    def close(self) -> None:
+        """Close a stream read whole ahead (its temporary file goes with it).
+
+        One that streams is left open: a reader thread may be blocked in it on a silent pipe,
+        holding its lock, which closing would wait for. Descriptor 0 stays open either way.
+        """
+        if self.read_ahead:
+            self.stream.close()
+
+
+class _Chain(io.RawIOBase):
+    """Read *parts* one after the other, as one raw stream."""
+
+    def __init__(self, parts: Sequence[IO[bytes]]) -> None:
+        self._parts = list(parts)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        while self._parts:
+            part = self._parts[0]
+            # One read, as a raw read is: a pipe's lines go on as they come, not a chunk later.
+            data = part.read1(len(buffer)) if hasattr(part, "read1") else part.read(len(buffer))
+            if data:
+                buffer[: len(data)] = data
+                return len(data)
+            self._parts.pop(0).close()
+        return 0
+
+    def close(self) -> None:
+        for part in self._parts:
+            part.close()
+        self._parts = []
+        super().close()
+
+
+def _starts_with_a_results_line(head: bytes) -> bool:
+    """True when the first line that is not blank is a JSON object with an ``outcome``."""
+    for line in head.removeprefix(BOM).splitlines():
+        if line.strip():
+            try:
+                obj = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                return False
+            return isinstance(obj, dict) and "outcome" in obj
+    return False
+
+
+def take_stdin(
+    fd: int = 0,
+    *,
+    stop: threading.Event | None = None,
+    catch: Sequence[int] = (signal.SIGINT, signal.SIGTERM),
+    chunk: int = _CHUNK,
+) -> StdinInput:
+    """Read *fd* (a pipe or file, not a terminal) as far as the batch needs before it starts.
+
+    Returns a stream of every byte of *fd* in order. *stop* (set by the signals in *catch*
+    while this runs, or by the caller) ends the reading early; *catch* is empty off the main
+    thread, where no handler can be installed.
+    """
+    stop = stop if stop is not None else threading.Event()
+    got: list[int] = []
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        got.append(signum)
+        stop.set()
+
+    restore = _install(catch, handler)
+    try:
+        head = _read_head(fd, stop, chunk)
+        rest = io.FileIO(fd, "rb", closefd=False)
+        if stop.is_set() or not _starts_with_a_results_line(head):
+            return StdinInput(_joined([io.BytesIO(head), rest]), False, got)
+        spool = tempfile.TemporaryFile()  # noqa: SIM115 - handed over, closed by StdinInput
+        spool.write(head)
+        while (data := _pull(fd, stop, chunk)) is not None and data:
+            spool.write(data)
+        spool.seek(0)
+        if data is None:  # stopped: what was read, then the rest of the pipe, as it comes
+            return StdinInput(_joined([spool, rest]), False, got)
+        rest.close()
+        return StdinInput(spool, True, got)
+    finally:
+        restore()
+
+
+def _joined(parts: Sequence[IO[bytes]]) -> BinaryIO:
+    return io.BufferedReader(_Chain(parts))
+
+
+def _read_head(fd: int, stop: threading.Event, chunk: int) -> bytes:
+    """Read up to the end of the first line that is not blank (or EOF, a stop, an over-long
+    line); what comes with it is kept too."""
+    head = b""
+    while True:
+        body = head.removeprefix(BOM).lstrip()
+        if b"\n" in body or len(head) > MAX_LINE_BYTES:
+            return head
+        data = _pull(fd, stop, chunk)
+        if not data:  # EOF, or stopped
+            return head
+        head += data
+
+
+def _pull(fd: int, stop: threading.Event, chunk: int) -> bytes | None:
+    """Read what *fd* has (b"" at EOF), waiting for it; None once *stop* is set."""
+    while not stop.is_set():
+        try:
+            ready, _, _ = select.select([fd], [], [], _POLL)
+        except (OSError, ValueError):  # pragma: no cover - no select for this descriptor
+            ready = [fd]
+        if ready:
+            return os.read(fd, chunk)
+    return None
+
+
+def _install(
+    catch: Sequence[int], handler: Callable[[int, FrameType | None], None]
+) -> Callable[[], None]:
+    """Install *handler* for the signals in *catch*; return what puts the old ones back."""
+    if threading.current_thread() is not threading.main_thread():
+        catch = ()
+    old = {signum: signal.signal(signum, handler) for signum in catch}
+
+    def restore() -> None:
+        for signum, previous in old.items():
+            signal.signal(signum, previous)
+
+    return restore
+
+
+def stdin_is_a_terminal() -> bool:
+    """True when descriptor 0 is a terminal (someone typing, not a pipe or a file)."""
+    try:
+        return os.isatty(0)
+    except OSError:  # pragma: no cover - a closed descriptor 0
+        return False

@@ -1,0 +1,145 @@
+"""Stdin taken before the batch: read whole when it brings results lines, else only its first
+line; a stop ends the reading at once, and no byte read is lost either way."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+from collections.abc import Iterator
+
+import orjson
+import pytest
+
+from bulkretry._io.source import BOM
+from bulkretry._io.spool import take_stdin
+
+RUN = b"4fb0418e-1804-45d6-8d56-dd51f05c0baf"
+RESULT = orjson.dumps({"run_id": RUN.decode(), "outcome": "retriggered"})
+LISTED = orjson.dumps({"run_id": RUN.decode(), "flow_id": "f"})  # list-failed --format jsonl
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[int, int]]:
+    read, write = os.pipe()
+    yield read, write
+    for fd in (read, write):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+class StopAfter(threading.Event):
+    """A stop that comes once it was looked at *n* times (no clock involved)."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.looks = n
+
+    def is_set(self) -> bool:
+        self.looks -= 1
+        if self.looks < 0:
+            self.set()
+        return super().is_set()
+
+
+def test_run_ids_stream_after_their_first_line_and_every_byte_comes_through(
+    pipe: tuple[int, int],
+) -> None:
+    read, write = pipe
+    os.write(write, RUN + b"\n")
+    taken = take_stdin(read, catch=())
+    os.write(write, b"second\n")  # written after: only the first line was read ahead
+    os.close(write)
+    assert not taken.read_ahead
+    assert taken.stream.read() == RUN + b"\nsecond\n"
+    taken.stream.close()
+
+
+@pytest.mark.parametrize(
+    "start",
+    [b"", BOM, b"\n  \n", BOM + b"\r\n"],
+    ids=["plain", "after a BOM", "after blank lines", "after a BOM and a CRLF"],
+)
+def test_a_results_line_first_means_the_whole_stdin_is_read_ahead(
+    pipe: tuple[int, int], start: bytes
+) -> None:
+    read, write = pipe
+    body = start + RESULT + b"\n" + RUN + b"\n" + b"x" * 200_000 + b"\n"
+    writer = threading.Thread(target=lambda: (os.write(write, body), os.close(write)))
+    writer.start()  # more than a pipe holds: the reading must go on until the end
+    taken = take_stdin(read, catch=(), chunk=4096)
+    writer.join()
+    assert taken.read_ahead
+    assert taken.stream.read() == body
+    taken.stream.seek(0)  # the pre-scan reads it, then the batch from its start
+    assert taken.stream.read() == body
+    taken.stream.close()
+
+
+@pytest.mark.parametrize("first", [LISTED, b"# a comment", b"not json {", b"[1, 2]"])
+def test_anything_but_a_results_line_first_streams(pipe: tuple[int, int], first: bytes) -> None:
+    read, write = pipe
+    os.write(write, first + b"\n" + RESULT + b"\n")
+    os.close(write)
+    taken = take_stdin(read, catch=())
+    assert not taken.read_ahead
+    assert taken.stream.read() == first + b"\n" + RESULT + b"\n"
+    taken.stream.close()
+
+
+def test_an_empty_stdin_streams_nothing(pipe: tuple[int, int]) -> None:
+    read, write = pipe
+    os.close(write)
+    taken = take_stdin(read, catch=())
+    assert not taken.read_ahead
+    assert taken.stream.read() == b""
+    taken.stream.close()
+
+
+@pytest.mark.parametrize(
+    ("looks", "chunk"),
+    [(2, 8), (2, 4096)],
+    ids=["during the first line", "during the rest"],
+)
+def test_a_stop_hands_over_what_was_read_then_the_rest_of_the_pipe(
+    pipe: tuple[int, int], looks: int, chunk: int
+) -> None:
+    """Stopped in the first line (read 8 bytes at a time), or once it was read whole (the
+    third look, after one for the read and one for the line), nothing read is lost."""
+    read, write = pipe
+    first = RESULT + b"\n" + RUN + b"\n"
+    os.write(write, first)
+    taken = take_stdin(read, catch=(), stop=StopAfter(looks), chunk=chunk)
+    later = RUN + b"\nlast\n"
+    os.write(write, later)  # the pipe is still open: its writer had more to say
+    os.close(write)
+    assert not taken.read_ahead  # a stopped reading is not a whole stdin: it streams on
+    assert taken.stream.read() == first + later
+    taken.stream.close()
+
+
+def test_a_signal_while_stdin_is_read_stops_the_reading_and_is_handed_to_the_batch(
+    pipe: tuple[int, int],
+) -> None:
+    read, write = pipe
+    os.write(write, RESULT + b"\n")  # a results line, and the pipe left open: read ahead
+
+    class SignalOnFirstLook(threading.Event):
+        sent = False
+
+        def is_set(self) -> bool:
+            if not self.sent:
+                self.sent = True
+                os.kill(os.getpid(), signal.SIGUSR1)  # handled before the next bytecode
+            return super().is_set()
+
+    before = signal.getsignal(signal.SIGUSR1)
+    taken = take_stdin(read, catch=(signal.SIGUSR1,), stop=SignalOnFirstLook())
+    assert signal.getsignal(signal.SIGUSR1) is before  # put back
+    assert taken.signals == [signal.SIGUSR1]
+    os.close(write)
+    assert not taken.read_ahead
+    assert taken.stream.read() == RESULT + b"\n"
+    taken.stream.close()
