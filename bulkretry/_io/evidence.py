@@ -243,9 +243,13 @@ def prescan(
     it (see :attr:`Triage.late_evidence <bulkretry._triage.Triage.late_evidence>`). *stdin*,
     a copy of stdin read whole (:mod:`.spool`), is read too, and put back at its start.
     """
-    files = [path for path in paths if path != STDIN and os.path.isfile(path)]
-    if stdin is not None and STDIN in paths:
-        files.append(STDIN)
+    # In their order: among equal lines, the later wins. Stdin is read once, where it first is.
+    files = [
+        path
+        for index, path in enumerate(paths)
+        if (path == STDIN and stdin is not None and STDIN not in paths[:index])
+        or (path != STDIN and os.path.isfile(path))
+    ]
     evidence = Evidence(sources=files)
     if not files:
         return evidence

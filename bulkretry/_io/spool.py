@@ -10,12 +10,15 @@ format) streams as it comes: only its first line is read before the batch starts
 
 A SIGINT or SIGTERM while stdin is read here stops the reading at once, with no byte read lost:
 what was read is handed over, the rest of the pipe after it, and the signals are returned for
-the batch to act on as if they came at its first moment.
+the batch to act on as if they came at its first moment (so are those that come later, until
+the batch's own handlers take over). A copy that cannot be written (a full disk, a file size
+limit) is given up with a warning: stdin then streams, nothing read lost either.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import os
 import select
 import signal
@@ -32,6 +35,8 @@ from .source import BOM, MAX_LINE_BYTES
 
 __all__ = ["StdinInput", "stdin_is_a_terminal", "take_stdin"]
 
+log = logging.getLogger("bulkretry")
+
 _CHUNK = 1 << 16
 # How often a silent pipe is looked at again for a stop (seconds).
 _POLL = 0.05
@@ -40,18 +45,26 @@ _POLL = 0.05
 @dataclass
 class StdinInput:
     """Stdin as the batch reads it: *stream* (one byte stream, nothing read lost), whether it
-    was read whole ahead (*read_ahead*), and the signals that came while it was read."""
+    was read whole ahead (*read_ahead*), and the signals that came since it was taken.
+
+    Its signal handlers stay until :meth:`close` (or until the batch's loop installs its
+    own): a signal between the reading and the batch, while a large stdin is pre-scanned,
+    is one more in *signals*, not the end of a process that read the pipe and wrote nothing.
+    """
 
     stream: BinaryIO
     read_ahead: bool
     signals: list[int] = field(default_factory=list)
+    restore: Callable[[], None] = field(default=lambda: None, repr=False)
 
     def close(self) -> None:
-        """Close a stream read whole ahead (its temporary file goes with it).
+        """Put the signal handlers back; close a stream read whole ahead (its temporary file
+        goes with it).
 
         One that streams is left open: a reader thread may be blocked in it on a silent pipe,
         holding its lock, which closing would wait for. Descriptor 0 stays open either way.
         """
+        self.restore()
         if self.read_ahead:
             self.stream.close()
 
@@ -84,9 +97,10 @@ class _Chain(io.RawIOBase):
 
 
 def _starts_with_a_results_line(head: bytes) -> bool:
-    """True when the first line that is not blank is a JSON object with an ``outcome``."""
+    """True when the first line that is not blank (or a comment) is a JSON object with an
+    ``outcome``."""
     for line in head.removeprefix(BOM).splitlines():
-        if line.strip():
+        if line.strip() and not line.lstrip().startswith(b"#"):  # blank lines, comments
             try:
                 obj = orjson.loads(line)
             except orjson.JSONDecodeError:
@@ -120,18 +134,42 @@ def take_stdin(
         head = _read_head(fd, stop, chunk)
         rest = io.FileIO(fd, "rb", closefd=False)
         if stop.is_set() or not _starts_with_a_results_line(head):
-            return StdinInput(_joined([io.BytesIO(head), rest]), False, got)
-        spool = tempfile.TemporaryFile()  # noqa: SIM115 - handed over, closed by StdinInput
-        spool.write(head)
-        while (data := _pull(fd, stop, chunk)) is not None and data:
-            spool.write(data)
+            return StdinInput(_joined([io.BytesIO(head), rest]), False, got, restore)
+        # Unbuffered: a failed write leaves the file holding exactly what was written before.
+        spool = tempfile.TemporaryFile(buffering=0)  # noqa: SIM115 - closed by StdinInput
+        data: bytes | None = head
+        while data:
+            if (unwritten := _write(spool, data)) is not None:
+                spool.seek(0)  # what was copied, what was not, then the rest as it comes
+                return StdinInput(
+                    _joined([spool, io.BytesIO(unwritten), rest]), False, got, restore
+                )
+            data = _pull(fd, stop, chunk)
         spool.seek(0)
         if data is None:  # stopped: what was read, then the rest of the pipe, as it comes
-            return StdinInput(_joined([spool, rest]), False, got)
+            return StdinInput(_joined([spool, rest]), False, got, restore)
         rest.close()
-        return StdinInput(spool, True, got)
-    finally:
+        return StdinInput(io.BufferedReader(spool), True, got, restore)
+    except BaseException:
         restore()
+        raise
+
+
+def _write(spool: IO[bytes], data: bytes) -> bytes | None:
+    """Write *data* whole; on a failure (a full disk, a file size limit), warn and return
+    what was not written."""
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[spool.write(view) or 0 :]
+    except OSError as exc:
+        log.warning(
+            "could not copy stdin to a temporary file (%s): reading it as it comes instead, "
+            "so results lines on it weigh only on the lines after them",
+            exc.strerror or exc,
+        )
+        return bytes(view)
+    return None
 
 
 def _joined(parts: Sequence[IO[bytes]]) -> BinaryIO:
@@ -139,17 +177,26 @@ def _joined(parts: Sequence[IO[bytes]]) -> BinaryIO:
 
 
 def _read_head(fd: int, stop: threading.Event, chunk: int) -> bytes:
-    """Read up to the end of the first line that is not blank (or EOF, a stop, an over-long
-    line); what comes with it is kept too."""
+    """Read up to the end of the first line that is not blank or a comment (or EOF, a stop,
+    more than a line's limit); what comes with it is kept too."""
     head = b""
-    while True:
-        body = head.removeprefix(BOM).lstrip()
-        if b"\n" in body or len(head) > MAX_LINE_BYTES:
-            return head
+    while not _decided(head) and len(head) <= MAX_LINE_BYTES:
         data = _pull(fd, stop, chunk)
         if not data:  # EOF, or stopped
-            return head
+            break
         head += data
+    return head
+
+
+def _decided(head: bytes) -> bool:
+    """True once *head* holds a whole line that is not blank or a comment."""
+    body, start = head.removeprefix(BOM), 0
+    while (end := body.find(b"\n", start)) >= 0:
+        line = body[start:end].strip()
+        if line and not line.startswith(b"#"):
+            return True
+        start = end + 1
+    return False
 
 
 def _pull(fd: int, stop: threading.Event, chunk: int) -> bytes | None:

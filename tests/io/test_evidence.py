@@ -390,3 +390,25 @@ def test_the_ranks_named_in_the_module_are_the_ones_used() -> None:
     """failed is the least evidence kept; retriggered is done."""
     assert rank("failed") == FAILED_RANK
     assert rank("retriggered") == rank("already_retriggered") == DONE_RANK
+
+
+@pytest.mark.parametrize("stdin_first", [True, False])
+def test_stdin_read_ahead_counts_where_it_stands_among_the_inputs(
+    tmp_path: Path, stdin_first: bool
+) -> None:
+    """`cat a | run - b` and `run a b` keep the same order: among equal lines, b's (later) wins;
+    `run b -` lets stdin's win. Stdin is read once, and put back at its start."""
+    import io
+
+    said_by_stdin = results_line("retriggered", new_run_id="a" * 8)
+    said_by_file = results_line("retriggered", new_run_id="b" * 8)
+    path = tmp_path / "b.jsonl"
+    path.write_bytes(said_by_file)
+    stdin = io.BytesIO(said_by_stdin)
+    paths = [STDIN, str(path), STDIN] if stdin_first else [str(path), STDIN]
+    evidence = prescan(paths, RunIdValidator(), stdin=stdin)
+    best = evidence.best(RUN)
+    assert best is not None
+    assert best.new_run_id == ("b" * 8 if stdin_first else "a" * 8)
+    assert evidence.results_lines == 2
+    assert stdin.tell() == 0

@@ -3,14 +3,17 @@ line; a stop ends the reading at once, and no byte read is lost either way."""
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import tempfile
 import threading
 from collections.abc import Iterator
 
 import orjson
 import pytest
 
+from bulkretry._io import spool
 from bulkretry._io.source import BOM
 from bulkretry._io.spool import take_stdin
 
@@ -59,8 +62,8 @@ def test_run_ids_stream_after_their_first_line_and_every_byte_comes_through(
 
 @pytest.mark.parametrize(
     "start",
-    [b"", BOM, b"\n  \n", BOM + b"\r\n"],
-    ids=["plain", "after a BOM", "after blank lines", "after a BOM and a CRLF"],
+    [b"", BOM, b"\n  \n", BOM + b"\r\n", b"# pass 1\n\n  # and 2\n"],
+    ids=["plain", "after a BOM", "after blank lines", "after a BOM and a CRLF", "after comments"],
 )
 def test_a_results_line_first_means_the_whole_stdin_is_read_ahead(
     pipe: tuple[int, int], start: bytes
@@ -78,7 +81,7 @@ def test_a_results_line_first_means_the_whole_stdin_is_read_ahead(
     taken.stream.close()
 
 
-@pytest.mark.parametrize("first", [LISTED, b"# a comment", b"not json {", b"[1, 2]"])
+@pytest.mark.parametrize("first", [LISTED, b"not json {", b"[1, 2]", b"# a comment\n" + RUN])
 def test_anything_but_a_results_line_first_streams(pipe: tuple[int, int], first: bytes) -> None:
     read, write = pipe
     os.write(write, first + b"\n" + RESULT + b"\n")
@@ -137,9 +140,68 @@ def test_a_signal_while_stdin_is_read_stops_the_reading_and_is_handed_to_the_bat
 
     before = signal.getsignal(signal.SIGUSR1)
     taken = take_stdin(read, catch=(signal.SIGUSR1,), stop=SignalOnFirstLook())
-    assert signal.getsignal(signal.SIGUSR1) is before  # put back
     assert taken.signals == [signal.SIGUSR1]
     os.close(write)
     assert not taken.read_ahead
     assert taken.stream.read() == RESULT + b"\n"
+    taken.close()
+    assert signal.getsignal(signal.SIGUSR1) is before  # put back
     taken.stream.close()
+
+
+REAL_TEMPORARY_FILE = tempfile.TemporaryFile
+
+
+class FullDisk:
+    """A temporary file that takes *room* bytes, part of a write included, then fails."""
+
+    def __init__(self, room: int) -> None:
+        self.file = REAL_TEMPORARY_FILE(buffering=0)
+        self.room = room
+
+    def write(self, data: memoryview) -> int:
+        if not self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        n = self.file.write(data[: self.room]) or 0
+        self.room -= n
+        return n
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.file, name)
+
+
+@pytest.mark.parametrize("room", [0, 10, 100_000])
+def test_a_temporary_file_that_cannot_be_written_means_streaming_with_nothing_lost(
+    pipe: tuple[int, int],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    room: int,
+) -> None:
+    read, write = pipe
+    body = RESULT + b"\n" + b"".join(RUN + b"%d\n" % i for i in range(20_000))
+    writer = threading.Thread(target=lambda: (os.write(write, body), os.close(write)))
+    writer.start()
+    monkeypatch.setattr(spool.tempfile, "TemporaryFile", lambda **_: FullDisk(room))
+    taken = take_stdin(read, catch=(), chunk=4096)
+    assert not taken.read_ahead
+    assert taken.stream.read() == body
+    writer.join()
+    assert "No space left on device" in caplog.text
+    taken.stream.close()
+
+
+def test_a_signal_after_stdin_was_read_ahead_is_kept_for_the_batch_until_closed(
+    pipe: tuple[int, int],
+) -> None:
+    """Between the reading and the batch (a large stdin pre-scanned), a signal is one more for
+    the batch, not the end of a process that read the pipe and wrote nothing."""
+    read, write = pipe
+    os.write(write, RESULT + b"\n")
+    os.close(write)
+    before = signal.getsignal(signal.SIGUSR1)
+    taken = take_stdin(read, catch=(signal.SIGUSR1,))
+    assert taken.read_ahead
+    os.kill(os.getpid(), signal.SIGUSR1)  # handled before the next bytecode
+    assert taken.signals == [signal.SIGUSR1]
+    taken.close()
+    assert signal.getsignal(signal.SIGUSR1) is before
