@@ -23,12 +23,13 @@ from .._http.client import one_line
 from .._io.evidence import Evidence, prescan
 from .._io.sink import FLUSH_INTERVAL, OutputClosed, OutputFailed, ResultSink
 from .._io.source import STDIN, InputRecord, RunIdValidator, check_column, check_input_paths
-from .._io.spool import stdin_is_a_terminal, take_stdin
+from .._io.spool import StdinInput, stdin_is_a_terminal, take_stdin
 from .._io.written import STDOUT_FD, WrittenRecords, settled
 from .._model import Outcome, RunResult
 from .._stats import Stats
 from .batch_input import BatchInput
 from .build import build_settings
+from .judge import judge_triage
 from .logs import configure_logging
 from .loop import new_event_loop
 from .options import (
@@ -36,7 +37,6 @@ from .options import (
     EXIT_OK,
     EXIT_SOME_FAILED,
     EXIT_STOPPED,
-    EXIT_USAGE,
     explicit_options,
 )
 from .output import open_batch_output
@@ -258,6 +258,17 @@ class BatchRunner:
 
 def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[str]) -> int:
     """Run ``bulkretry run``: check everything that can be checked, then send."""
+    taken: list[StdinInput] = []
+    try:
+        return _run(ns, env, argv, taken)
+    finally:
+        for stdin in taken:  # its signal handlers back, whatever ended the command
+            stdin.close()
+
+
+def _run(
+    ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[str], taken: list[StdinInput]
+) -> int:
     configure_logging(quiet=ns.quiet, verbose=ns.verbose, fmt=ns.log_format)
     stored: Mapping[str, object] = {}
     if ns.state:
@@ -288,6 +299,7 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
                 raise ConfigurationError(str(exc)) from None
         if STDIN in files and not stdin_is_a_terminal():
             stdin = take_stdin()  # read whole first if it brings results lines
+            taken.append(stdin)
         # Every results line in a FILE is weighed before the first request, whatever its order.
         ahead = stdin.stream if stdin is not None and stdin.read_ahead else None
         evidence = prescan(files, RunIdValidator(settings.run_id_pattern), stdin=ahead)
@@ -359,7 +371,7 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
                     rounds = ledger.counts(rounds=True)["retriggered"]
                     batch.engine.governor.retriggered = counts["retriggered"] + rounds
                 code = loop_runner.run(batch.main())
-            code = _judge_triage(batch.engine, code, resumed=source.resumed, quiet=ns.quiet)
+            code = judge_triage(batch.engine, code, resumed=source.resumed, quiet=ns.quiet)
             code = source.finish(code, argv, quiet=ns.quiet)
             summary = source.annotate(batch.summary(code))
             if ns.log_format == "json" and not ns.quiet:
@@ -375,26 +387,3 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
     finally:
         if ledger is not None:
             ledger.close()
-        if stdin is not None:
-            stdin.close()
-
-
-def _judge_triage(engine: Engine, code: int, *, resumed: bool, quiet: bool) -> int:
-    """Turn what triage saw into errors: --only on plain IDs, evidence that came too late."""
-    triage = engine.triage
-    records = sum(engine.stats.outcomes.values())
-    if engine.settings.only is not None and not triage.results_lines and not resumed:
-        # Every record was skipped: nothing was sent, and that was not what the user meant.
-        print(f"bulkretry: error: {only_needs_results_lines(records)}", file=sys.stderr)
-        return EXIT_USAGE
-    if triage.late_release and not quiet:
-        late = f"{triage.late_release} verdict lines (resolved_by) came after their run was held"
-        print(f"bulkretry: {late} in doubt for an earlier line (late_evidence)", file=sys.stderr)
-    if triage.late_evidence and not quiet:
-        print(
-            f"bulkretry: {triage.late_evidence} runs were sent before a later input line said "
-            "they had been re-triggered already, or may have been (in_doubt) (error kind "
-            "late_evidence): check them; put results files first, or give them as FILE arguments",
-            file=sys.stderr,
-        )
-    return (code or EXIT_SOME_FAILED) if triage.late_evidence or triage.late_release else code

@@ -17,6 +17,7 @@ limit) is given up with a warning: stdin then streams, nothing read lost either.
 
 from __future__ import annotations
 
+import errno
 import io
 import logging
 import os
@@ -40,6 +41,9 @@ log = logging.getLogger("bulkretry")
 _CHUNK = 1 << 16
 # How often a silent pipe is looked at again for a stop (seconds).
 _POLL = 0.05
+# Comments and blank lines read before the first record at most: a header far longer is left
+# to stream (with a warning) rather than held in memory.
+_HEAD_LIMIT = 16 * MAX_LINE_BYTES
 
 
 @dataclass
@@ -118,22 +122,24 @@ def take_stdin(
 ) -> StdinInput:
     """Read *fd* (a pipe or file, not a terminal) as far as the batch needs before it starts.
 
-    Returns a stream of every byte of *fd* in order. *stop* (set by the signals in *catch*
-    while this runs, or by the caller) ends the reading early; *catch* is empty off the main
-    thread, where no handler can be installed.
+    Returns a stream of every byte of *fd* in order. *stop*, set by the caller, or a signal in
+    *catch* ends the reading early; *catch* is empty off the main thread, where no handler can
+    be installed.
     """
-    stop = stop if stop is not None else threading.Event()
     got: list[int] = []
 
     def handler(signum: int, frame: FrameType | None) -> None:
+        # Only an append: a lock taken here (an Event's) could be the one a signal interrupted.
         got.append(signum)
-        stop.set()
+
+    def stopped() -> bool:
+        return bool(got) or (stop is not None and stop.is_set())
 
     restore = _install(catch, handler)
     try:
-        head = _read_head(fd, stop, chunk)
+        head = _read_head(fd, stopped, chunk)
         rest = io.FileIO(fd, "rb", closefd=False)
-        if stop.is_set() or not _starts_with_a_results_line(head):
+        if stopped() or not _starts_with_a_results_line(head):
             return StdinInput(_joined([io.BytesIO(head), rest]), False, got, restore)
         # Unbuffered: a failed write leaves the file holding exactly what was written before.
         spool = tempfile.TemporaryFile(buffering=0)  # noqa: SIM115 - closed by StdinInput
@@ -144,7 +150,7 @@ def take_stdin(
                 return StdinInput(
                     _joined([spool, io.BytesIO(unwritten), rest]), False, got, restore
                 )
-            data = _pull(fd, stop, chunk)
+            data = _pull(fd, stopped, chunk)
         spool.seek(0)
         if data is None:  # stopped: what was read, then the rest of the pipe, as it comes
             return StdinInput(_joined([spool, rest]), False, got, restore)
@@ -161,7 +167,10 @@ def _write(spool: IO[bytes], data: bytes) -> bytes | None:
     view = memoryview(data)
     try:
         while view:
-            view = view[spool.write(view) or 0 :]
+            written = spool.write(view)
+            if not written:  # a blocking file that takes nothing: as good as full
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            view = view[written:]
     except OSError as exc:
         log.warning(
             "could not copy stdin to a temporary file (%s): reading it as it comes instead, "
@@ -176,19 +185,26 @@ def _joined(parts: Sequence[IO[bytes]]) -> BinaryIO:
     return io.BufferedReader(_Chain(parts))
 
 
-def _read_head(fd: int, stop: threading.Event, chunk: int) -> bytes:
+def _read_head(fd: int, stopped: Callable[[], bool], chunk: int) -> bytes:
     """Read up to the end of the first line that is not blank or a comment (or EOF, a stop,
-    more than a line's limit); what comes with it is kept too."""
-    head = b""
-    while not _decided(head) and len(head) <= MAX_LINE_BYTES:
-        data = _pull(fd, stop, chunk)
+    more than :data:`_HEAD_LIMIT`); what comes with it is kept too."""
+    head = bytearray()
+    while not _decided(head):
+        if len(head) > _HEAD_LIMIT:
+            log.warning(
+                "stdin starts with more than %d bytes of comments and blank lines: reading it "
+                "as it comes, so results lines on it weigh only on the lines after them",
+                _HEAD_LIMIT,
+            )
+            break
+        data = _pull(fd, stopped, chunk)
         if not data:  # EOF, or stopped
             break
         head += data
-    return head
+    return bytes(head)
 
 
-def _decided(head: bytes) -> bool:
+def _decided(head: bytes | bytearray) -> bool:
     """True once *head* holds a whole line that is not blank or a comment."""
     body, start = head.removeprefix(BOM), 0
     while (end := body.find(b"\n", start)) >= 0:
@@ -199,9 +215,9 @@ def _decided(head: bytes) -> bool:
     return False
 
 
-def _pull(fd: int, stop: threading.Event, chunk: int) -> bytes | None:
-    """Read what *fd* has (b"" at EOF), waiting for it; None once *stop* is set."""
-    while not stop.is_set():
+def _pull(fd: int, stopped: Callable[[], bool], chunk: int) -> bytes | None:
+    """Read what *fd* has (b"" at EOF), waiting for it; None once *stopped*."""
+    while not stopped():
         try:
             ready, _, _ = select.select([fd], [], [], _POLL)
         except (OSError, ValueError):  # pragma: no cover - no select for this descriptor

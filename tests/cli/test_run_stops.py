@@ -324,3 +324,26 @@ async def test_ctrl_c_while_stdin_is_read_ahead_stops_there_and_accounts_for_eve
     assert sent == 0
     assert sorted(orjson.loads(line)["run_id"] for line in out.splitlines()) == sorted(ids)
     assert b"stopped reading the input after 20 records" in err
+
+
+def test_stdin_s_signal_handlers_are_put_back_whatever_ends_the_command(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A usage error found after stdin was taken (`--only` on plain run IDs read ahead) still
+    puts the signal handlers back: an in-process caller's Ctrl-C is not left to a flag."""
+    import io
+
+    from bulkretry._cli import run as run_module
+    from bulkretry._io.spool import StdinInput
+
+    restored: list[bool] = []
+    taken = StdinInput(
+        io.BytesIO(lines_of(3)),  # type: ignore[arg-type]
+        True,
+        restore=lambda: restored.append(True),
+    )
+    monkeypatch.setattr(run_module, "stdin_is_a_terminal", lambda: False)
+    monkeypatch.setattr(run_module, "take_stdin", lambda: taken)
+    assert main(["run", "-", "--only", "failed", "--dry-run"], env={}) == 2
+    assert "none of the 3 input lines is one" in capsys.readouterr().err
+    assert restored == [True]

@@ -205,3 +205,27 @@ def test_a_signal_after_stdin_was_read_ahead_is_kept_for_the_batch_until_closed(
     assert taken.signals == [signal.SIGUSR1]
     taken.close()
     assert signal.getsignal(signal.SIGUSR1) is before
+
+
+@pytest.mark.parametrize(
+    ("header", "ahead"),
+    [
+        (b"#" + b"c" * 200_000 + b"\n", True),  # one comment longer than a line may be
+        (b"# a comment line\n" * 12_000, True),  # about 200 KB of them
+        (b"# a comment line\n" * 70_000, False),  # past the limit: streams, with a warning
+    ],
+    ids=["one long comment", "many comments", "comments past the limit"],
+)
+def test_a_long_header_of_comments_is_read_past_up_to_a_limit(
+    pipe: tuple[int, int], caplog: pytest.LogCaptureFixture, header: bytes, ahead: bool
+) -> None:
+    read, write = pipe
+    body = header + RESULT + b"\n"
+    writer = threading.Thread(target=lambda: (os.write(write, body), os.close(write)))
+    writer.start()
+    taken = take_stdin(read, catch=())
+    assert taken.read_ahead is ahead
+    assert taken.stream.read() == body
+    writer.join()
+    assert ("more than" in caplog.text) is not ahead
+    taken.stream.close()
