@@ -141,8 +141,12 @@ def take_stdin(
         rest = io.FileIO(fd, "rb", closefd=False)
         if stopped() or not _starts_with_a_results_line(head):
             return StdinInput(_joined([io.BytesIO(head), rest]), False, got, restore)
-        # Unbuffered: a failed write leaves the file holding exactly what was written before.
-        spool = tempfile.TemporaryFile(buffering=0)  # noqa: SIM115 - closed by StdinInput
+        try:
+            # Unbuffered: a failed write leaves the file holding exactly what was written.
+            spool = tempfile.TemporaryFile(buffering=0)  # noqa: SIM115 - closed by StdinInput
+        except OSError as exc:  # no TMPDIR to write to
+            _gave_up(exc)
+            return StdinInput(_joined([io.BytesIO(head), rest]), False, got, restore)
         data: bytes | None = head
         while data:
             if (unwritten := _write(spool, data)) is not None:
@@ -172,13 +176,17 @@ def _write(spool: IO[bytes], data: bytes) -> bytes | None:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             view = view[written:]
     except OSError as exc:
-        log.warning(
-            "could not copy stdin to a temporary file (%s): reading it as it comes instead, "
-            "so results lines on it weigh only on the lines after them",
-            exc.strerror or exc,
-        )
+        _gave_up(exc)
         return bytes(view)
     return None
+
+
+def _gave_up(exc: OSError) -> None:
+    log.warning(
+        "could not copy stdin to a temporary file (%s): reading it as it comes instead, "
+        "so results lines on it weigh only on the lines after them",
+        exc.strerror or exc,
+    )
 
 
 def _joined(parts: Sequence[IO[bytes]]) -> BinaryIO:

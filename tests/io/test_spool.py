@@ -229,3 +229,22 @@ def test_a_long_header_of_comments_is_read_past_up_to_a_limit(
     writer.join()
     assert ("more than" in caplog.text) is not ahead
     taken.stream.close()
+
+
+def test_no_temporary_file_at_all_means_streaming_with_nothing_lost(
+    pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    read, write = pipe
+    body = RESULT + b"\n" + RUN + b"\n"
+    os.write(write, body)
+    os.close(write)
+
+    def no_room(**_: object) -> object:
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(spool.tempfile, "TemporaryFile", no_room)
+    taken = take_stdin(read, catch=())
+    assert not taken.read_ahead
+    assert taken.stream.read() == body
+    assert "Read-only file system" in caplog.text
+    taken.stream.close()
