@@ -129,7 +129,7 @@ class _Pump:
                 if self._error is not None:
                     raise self._error
                 return None
-            if self._hurried:
+            if self._hurried and not self._reader.on_file:
                 self.cut = True
                 return None  # a hard stop: the rest of a silent input is not waited for
             if count and deadline is None:
@@ -141,7 +141,8 @@ class _Pump:
                 pass
 
     def hurry(self) -> None:
-        """Stop waiting for input that has not come: what was read is still handed over."""
+        """Stop waiting for input that has not come: what was read is still handed over, and
+        a regular file is read on to its end (its lines are there: none goes unrecorded)."""
         self._hurried = True
         self._ready.set()
 

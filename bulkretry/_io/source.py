@@ -163,6 +163,9 @@ class RecordReader:
         self._json_only = json_only
         self._column = column
         self._records = self._iterate()
+        #: True while a regular file is read, or is the first to be (its lines come whatever a
+        #: writer does).
+        self.on_file = self._paths[0] != STDIN and os.path.isfile(self._paths[0])
         self.lines_read = 0
         self.passed_over = 0
 
@@ -189,6 +192,8 @@ class RecordReader:
 
     def _iterate(self) -> Iterator[InputRecord]:
         for path in self._paths:
+            # A regular file always has its next line: only a pipe or a terminal can go silent.
+            self.on_file = path != STDIN and os.path.isfile(path)
             if path == STDIN:
                 if self._stdin is not None:
                     yield from self._records_of(self._stdin, STDIN)

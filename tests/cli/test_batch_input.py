@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from conftest import virtual_time
 
-from bulkretry._cli.batch_input import read_batches
+from bulkretry._cli.batch_input import _Pump, read_batches
 from bulkretry._exceptions import InputError
 from bulkretry._io.source import RecordReader, RunIdValidator
 
@@ -51,3 +51,30 @@ async def test_an_input_that_cannot_be_read_raises_in_the_loop(tmp_path: Path) -
     with pytest.raises(InputError, match="cannot read input"):
         async for _ in read_batches(reader):
             pass
+
+
+@virtual_time
+async def test_a_hard_stop_reads_a_file_on_to_its_end_but_not_a_silent_pipe(
+    tmp_path: Path,
+) -> None:
+    """Hurried at once (a second Ctrl-C): a regular file cannot go silent, so every line of it
+    is handed over (it was cut wherever the reader had not refilled yet: 20k of 200k lines
+    written); a pipe left open is cut after what was read."""
+    path = tmp_path / "ids.txt"
+    path.write_text("".join(uuid(i) + "\n" for i in range(20_000)))
+    read_end, write_end = os.pipe()
+    os.write(write_end, "".join(uuid(i) + "\n" for i in range(3)).encode())
+    stdin = os.fdopen(read_end, "rb")
+    reader = RecordReader([str(path), "-"], RunIdValidator(), stdin=stdin)
+    pumps = []
+
+    def hurried(pump: _Pump) -> None:
+        pumps.append(pump)
+        pump.hurry()  # before the first batch is taken
+
+    batches = read_batches(reader, size=64, ahead=100, started=hurried)
+    lines = [record.line async for batch in batches for record in batch]
+    assert lines == [*range(1, 20_001), 1, 2, 3]
+    assert pumps[0].cut
+    os.close(write_end)  # the reader thread, still waiting on the pipe, sees its end
+    stdin.close()  # once that thread lets go of it
