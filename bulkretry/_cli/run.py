@@ -23,7 +23,7 @@ from .._http.client import one_line
 from .._io.evidence import Evidence, prescan
 from .._io.sink import FLUSH_INTERVAL, OutputClosed, OutputFailed, ResultSink
 from .._io.source import STDIN, InputRecord, RunIdValidator, check_column, check_input_paths
-from .._io.spool import StdinInput, stdin_is_a_terminal, take_stdin
+from .._io.spool import EarlySignals, StdinInput, stdin_is_a_terminal, take_stdin
 from .._io.written import STDOUT_FD, WrittenRecords, settled
 from .._model import Outcome, RunResult
 from .._stats import Stats
@@ -259,15 +259,21 @@ class BatchRunner:
 def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[str]) -> int:
     """Run ``bulkretry run``: check everything that can be checked, then send."""
     taken: list[StdinInput] = []
+    early = EarlySignals()  # a Ctrl-C before the batch runs is the batch's, not a crash
     try:
-        return _run(ns, env, argv, taken)
+        return _run(ns, env, argv, taken, early.signals)
     finally:
-        for stdin in taken:  # its signal handlers back, whatever ended the command
+        for stdin in taken:  # the signal handlers back, whatever ended the command
             stdin.close()
+        early.close()
 
 
 def _run(
-    ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[str], taken: list[StdinInput]
+    ns: argparse.Namespace,
+    env: Mapping[str, str],
+    argv: Sequence[str],
+    taken: list[StdinInput],
+    early: list[int],
 ) -> int:
     configure_logging(quiet=ns.quiet, verbose=ns.verbose, fmt=ns.log_format)
     stored: Mapping[str, object] = {}
@@ -298,7 +304,7 @@ def _run(
             except InputError as exc:
                 raise ConfigurationError(str(exc)) from None
         if STDIN in files and not stdin_is_a_terminal():
-            stdin = take_stdin()  # read whole first if it brings results lines
+            stdin = take_stdin(signals=early)  # read whole first if it brings results lines
             taken.append(stdin)
         # Every results line in a FILE is weighed before the first request, whatever its order.
         ahead = stdin.stream if stdin is not None and stdin.read_ahead else None
@@ -360,7 +366,7 @@ def _run(
                     read=source.read_so_far,
                 )
                 batch.written = written
-                batch.early_signals = stdin.signals if stdin is not None else []
+                batch.early_signals = early
                 source.engine = batch.engine
                 source.hear = batch.engine.triage.hear
                 batch.engine.on_hard_stop = source.hurry

@@ -34,7 +34,7 @@ import orjson
 
 from .source import BOM, MAX_LINE_BYTES
 
-__all__ = ["StdinInput", "stdin_is_a_terminal", "take_stdin"]
+__all__ = ["EarlySignals", "StdinInput", "stdin_is_a_terminal", "take_stdin"]
 
 log = logging.getLogger("bulkretry")
 
@@ -71,6 +71,20 @@ class StdinInput:
         self.restore()
         if self.read_ahead:
             self.stream.close()
+
+
+class EarlySignals:
+    """SIGINT and SIGTERM before the batch's loop handles them (its input pre-scanned, stdin
+    read ahead): kept in *signals* for the batch to act on once it runs, not the end of a
+    process that has read input and written nothing. :meth:`close` puts the handlers back."""
+
+    def __init__(self, catch: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
+        self.signals: list[int] = []
+        self._restore = _install(catch, lambda signum, frame: self.signals.append(signum))
+
+    def close(self) -> None:
+        """Put back the handlers there were."""
+        self._restore()
 
 
 class _Chain(io.RawIOBase):
@@ -119,21 +133,24 @@ def take_stdin(
     stop: threading.Event | None = None,
     catch: Sequence[int] = (signal.SIGINT, signal.SIGTERM),
     chunk: int = _CHUNK,
+    signals: list[int] | None = None,
 ) -> StdinInput:
     """Read *fd* (a pipe or file, not a terminal) as far as the batch needs before it starts.
 
     Returns a stream of every byte of *fd* in order. *stop*, set by the caller, or a signal in
     *catch* ends the reading early; *catch* is empty off the main thread, where no handler can
-    be installed.
+    be installed. The signals caught are added to *signals* (the list of :class:`EarlySignals`
+    for the batch), or to a list of their own.
     """
-    got: list[int] = []
+    got: list[int] = signals if signals is not None else []
+    caught = len(got)
 
     def handler(signum: int, frame: FrameType | None) -> None:
         # Only an append: a lock taken here (an Event's) could be the one a signal interrupted.
         got.append(signum)
 
     def stopped() -> bool:
-        return bool(got) or (stop is not None and stop.is_set())
+        return len(got) > caught or (stop is not None and stop.is_set())
 
     restore = _install(catch, handler)
     try:

@@ -343,7 +343,31 @@ def test_stdin_s_signal_handlers_are_put_back_whatever_ends_the_command(
         restore=lambda: restored.append(True),
     )
     monkeypatch.setattr(run_module, "stdin_is_a_terminal", lambda: False)
-    monkeypatch.setattr(run_module, "take_stdin", lambda: taken)
+    monkeypatch.setattr(run_module, "take_stdin", lambda **_: taken)
     assert main(["run", "-", "--only", "failed", "--dry-run"], env={}) == 2
     assert "none of the 3 input lines is one" in capsys.readouterr().err
     assert restored == [True]
+
+
+def test_ctrl_c_while_the_input_is_pre_scanned_is_the_batch_s_stop_not_a_crash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGINT before the batch's loop handles signals (here in the pre-scan of a FILE) used to
+    end the process with no record at all; now the batch stops at its first moment, with a
+    record for every line, and the handlers are put back after."""
+    from bulkretry._cli import run as run_module
+
+    real = run_module.prescan
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        os.kill(os.getpid(), signal.SIGINT)  # handled before the next bytecode
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "prescan", interrupted)
+    ids = tmp_path / "ids.txt"
+    ids.write_bytes(lines_of(5))
+    out = tmp_path / "out.jsonl"
+    before = signal.getsignal(signal.SIGINT)
+    assert main(["run", str(ids), "--dry-run", "-o", str(out)], env={}) == 130
+    assert sorted(r["line"] for r in records(out)) == [1, 2, 3, 4, 5]
+    assert signal.getsignal(signal.SIGINT) is before

@@ -248,3 +248,12 @@ def test_no_temporary_file_at_all_means_streaming_with_nothing_lost(
     assert taken.stream.read() == body
     assert "Read-only file system" in caplog.text
     taken.stream.close()
+
+
+def test_early_signals_are_kept_until_closed_then_the_handlers_are_put_back() -> None:
+    before = signal.getsignal(signal.SIGUSR1)
+    early = spool.EarlySignals(catch=(signal.SIGUSR1,))
+    os.kill(os.getpid(), signal.SIGUSR1)
+    assert early.signals == [signal.SIGUSR1]
+    early.close()
+    assert signal.getsignal(signal.SIGUSR1) is before
