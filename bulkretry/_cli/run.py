@@ -263,9 +263,9 @@ def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[s
     try:
         return _run(ns, env, argv, taken, early.signals)
     finally:
-        for stdin in taken:  # the signal handlers back, whatever ended the command
+        for stdin in taken:
             stdin.close()
-        early.close()
+        early.close()  # the signal handlers back, whatever ended the command
 
 
 def _run(

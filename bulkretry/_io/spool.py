@@ -8,10 +8,10 @@ whole to an anonymous temporary file, so that its lines are pre-scanned like a F
 before the first request. A stdin of run IDs (``list-failed | bulkretry run``, in either
 format) streams as it comes: only its first line is read before the batch starts.
 
-A SIGINT or SIGTERM while stdin is read here stops the reading at once, with no byte read lost:
-what was read is handed over, the rest of the pipe after it, and the signals are returned for
-the batch to act on as if they came at its first moment (so are those that come later, until
-the batch's own handlers take over). A copy that cannot be written (a full disk, a file size
+A SIGINT or SIGTERM before the batch's loop handles them is kept by :class:`EarlySignals` for
+the batch to act on as if it came at its first moment; while stdin is read here it also stops
+the reading at once, with no byte read lost: what was read is handed over, the rest of the pipe
+after it. A copy that cannot be written (a full disk, a file size
 limit) is given up with a warning: stdin then streams, nothing read lost either.
 """
 
@@ -26,7 +26,7 @@ import signal
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import FrameType
 from typing import IO, BinaryIO
 
@@ -48,27 +48,18 @@ _HEAD_LIMIT = 16 * MAX_LINE_BYTES
 
 @dataclass
 class StdinInput:
-    """Stdin as the batch reads it: *stream* (one byte stream, nothing read lost), whether it
-    was read whole ahead (*read_ahead*), and the signals that came since it was taken.
-
-    Its signal handlers stay until :meth:`close` (or until the batch's loop installs its
-    own): a signal between the reading and the batch, while a large stdin is pre-scanned,
-    is one more in *signals*, not the end of a process that read the pipe and wrote nothing.
-    """
+    """Stdin as the batch reads it: *stream* (one byte stream, nothing read lost), and whether
+    it was read whole ahead (*read_ahead*)."""
 
     stream: BinaryIO
     read_ahead: bool
-    signals: list[int] = field(default_factory=list)
-    restore: Callable[[], None] = field(default=lambda: None, repr=False)
 
     def close(self) -> None:
-        """Put the signal handlers back; close a stream read whole ahead (its temporary file
-        goes with it).
+        """Close a stream read whole ahead (its temporary file goes with it).
 
         One that streams is left open: a reader thread may be blocked in it on a silent pipe,
         holding its lock, which closing would wait for. Descriptor 0 stays open either way.
         """
-        self.restore()
         if self.read_ahead:
             self.stream.close()
 
@@ -80,6 +71,7 @@ class EarlySignals:
 
     def __init__(self, catch: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
         self.signals: list[int] = []
+        # Only an append: a lock taken here (an Event's) could be the one a signal interrupted.
         self._restore = _install(catch, lambda signum, frame: self.signals.append(signum))
 
     def close(self) -> None:
@@ -130,56 +122,42 @@ def _starts_with_a_results_line(head: bytes) -> bool:
 def take_stdin(
     fd: int = 0,
     *,
+    signals: Sequence[int] = (),
     stop: threading.Event | None = None,
-    catch: Sequence[int] = (signal.SIGINT, signal.SIGTERM),
     chunk: int = _CHUNK,
-    signals: list[int] | None = None,
 ) -> StdinInput:
     """Read *fd* (a pipe or file, not a terminal) as far as the batch needs before it starts.
 
-    Returns a stream of every byte of *fd* in order. *stop*, set by the caller, or a signal in
-    *catch* ends the reading early; *catch* is empty off the main thread, where no handler can
-    be installed. The signals caught are added to *signals* (the list of :class:`EarlySignals`
-    for the batch), or to a list of their own.
+    Returns a stream of every byte of *fd* in order. A signal added to *signals* (the list of
+    the command's :class:`EarlySignals`) while this runs, or *stop* set by the caller, ends the
+    reading early.
     """
-    got: list[int] = signals if signals is not None else []
-    caught = len(got)
-
-    def handler(signum: int, frame: FrameType | None) -> None:
-        # Only an append: a lock taken here (an Event's) could be the one a signal interrupted.
-        got.append(signum)
+    caught = len(signals)
 
     def stopped() -> bool:
-        return len(got) > caught or (stop is not None and stop.is_set())
+        return len(signals) > caught or (stop is not None and stop.is_set())
 
-    restore = _install(catch, handler)
+    head = _read_head(fd, stopped, chunk)
+    rest = io.FileIO(fd, "rb", closefd=False)
+    if stopped() or not _starts_with_a_results_line(head):
+        return StdinInput(_joined([io.BytesIO(head), rest]), False)
     try:
-        head = _read_head(fd, stopped, chunk)
-        rest = io.FileIO(fd, "rb", closefd=False)
-        if stopped() or not _starts_with_a_results_line(head):
-            return StdinInput(_joined([io.BytesIO(head), rest]), False, got, restore)
-        try:
-            # Unbuffered: a failed write leaves the file holding exactly what was written.
-            spool = tempfile.TemporaryFile(buffering=0)  # noqa: SIM115 - closed by StdinInput
-        except OSError as exc:  # no TMPDIR to write to
-            _gave_up(exc)
-            return StdinInput(_joined([io.BytesIO(head), rest]), False, got, restore)
-        data: bytes | None = head
-        while data:
-            if (unwritten := _write(spool, data)) is not None:
-                spool.seek(0)  # what was copied, what was not, then the rest as it comes
-                return StdinInput(
-                    _joined([spool, io.BytesIO(unwritten), rest]), False, got, restore
-                )
-            data = _pull(fd, stopped, chunk)
-        spool.seek(0)
-        if data is None:  # stopped: what was read, then the rest of the pipe, as it comes
-            return StdinInput(_joined([spool, rest]), False, got, restore)
-        rest.close()
-        return StdinInput(io.BufferedReader(spool), True, got, restore)
-    except BaseException:
-        restore()
-        raise
+        # Unbuffered: a failed write leaves the file holding exactly what was written.
+        spool = tempfile.TemporaryFile(buffering=0)  # noqa: SIM115 - closed by StdinInput
+    except OSError as exc:  # no TMPDIR to write to
+        _gave_up(exc)
+        return StdinInput(_joined([io.BytesIO(head), rest]), False)
+    data: bytes | None = head
+    while data:
+        if (unwritten := _write(spool, data)) is not None:
+            spool.seek(0)  # what was copied, what was not, then the rest as it comes
+            return StdinInput(_joined([spool, io.BytesIO(unwritten), rest]), False)
+        data = _pull(fd, stopped, chunk)
+    spool.seek(0)
+    if data is None:  # stopped: what was read, then the rest of the pipe, as it comes
+        return StdinInput(_joined([spool, rest]), False)
+    rest.close()
+    return StdinInput(io.BufferedReader(spool), True)
 
 
 def _write(spool: IO[bytes], data: bytes) -> bytes | None:

@@ -336,17 +336,13 @@ def test_stdin_s_signal_handlers_are_put_back_whatever_ends_the_command(
     from bulkretry._cli import run as run_module
     from bulkretry._io.spool import StdinInput
 
-    restored: list[bool] = []
-    taken = StdinInput(
-        io.BytesIO(lines_of(3)),  # type: ignore[arg-type]
-        True,
-        restore=lambda: restored.append(True),
-    )
+    taken = StdinInput(io.BytesIO(lines_of(3)), True)  # type: ignore[arg-type]
     monkeypatch.setattr(run_module, "stdin_is_a_terminal", lambda: False)
     monkeypatch.setattr(run_module, "take_stdin", lambda **_: taken)
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
     assert main(["run", "-", "--only", "failed", "--dry-run"], env={}) == 2
     assert "none of the 3 input lines is one" in capsys.readouterr().err
-    assert restored == [True]
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
 
 
 def test_ctrl_c_while_the_input_is_pre_scanned_is_the_batch_s_stop_not_a_crash(

@@ -52,7 +52,7 @@ def test_run_ids_stream_after_their_first_line_and_every_byte_comes_through(
 ) -> None:
     read, write = pipe
     os.write(write, RUN + b"\n")
-    taken = take_stdin(read, catch=())
+    taken = take_stdin(read)
     os.write(write, b"second\n")  # written after: only the first line was read ahead
     os.close(write)
     assert not taken.read_ahead
@@ -72,7 +72,7 @@ def test_a_results_line_first_means_the_whole_stdin_is_read_ahead(
     body = start + RESULT + b"\n" + RUN + b"\n" + b"x" * 200_000 + b"\n"
     writer = threading.Thread(target=lambda: (os.write(write, body), os.close(write)))
     writer.start()  # more than a pipe holds: the reading must go on until the end
-    taken = take_stdin(read, catch=(), chunk=4096)
+    taken = take_stdin(read, chunk=4096)
     writer.join()
     assert taken.read_ahead
     assert taken.stream.read() == body
@@ -86,7 +86,7 @@ def test_anything_but_a_results_line_first_streams(pipe: tuple[int, int], first:
     read, write = pipe
     os.write(write, first + b"\n" + RESULT + b"\n")
     os.close(write)
-    taken = take_stdin(read, catch=())
+    taken = take_stdin(read)
     assert not taken.read_ahead
     assert taken.stream.read() == first + b"\n" + RESULT + b"\n"
     taken.stream.close()
@@ -95,7 +95,7 @@ def test_anything_but_a_results_line_first_streams(pipe: tuple[int, int], first:
 def test_an_empty_stdin_streams_nothing(pipe: tuple[int, int]) -> None:
     read, write = pipe
     os.close(write)
-    taken = take_stdin(read, catch=())
+    taken = take_stdin(read)
     assert not taken.read_ahead
     assert taken.stream.read() == b""
     taken.stream.close()
@@ -114,7 +114,7 @@ def test_a_stop_hands_over_what_was_read_then_the_rest_of_the_pipe(
     read, write = pipe
     first = RESULT + b"\n" + RUN + b"\n"
     os.write(write, first)
-    taken = take_stdin(read, catch=(), stop=StopAfter(looks), chunk=chunk)
+    taken = take_stdin(read, stop=StopAfter(looks), chunk=chunk)
     later = RUN + b"\nlast\n"
     os.write(write, later)  # the pipe is still open: its writer had more to say
     os.close(write)
@@ -139,12 +139,13 @@ def test_a_signal_while_stdin_is_read_stops_the_reading_and_is_handed_to_the_bat
             return super().is_set()
 
     before = signal.getsignal(signal.SIGUSR1)
-    taken = take_stdin(read, catch=(signal.SIGUSR1,), stop=SignalOnFirstLook())
-    assert taken.signals == [signal.SIGUSR1]
+    early = spool.EarlySignals(catch=(signal.SIGUSR1,))
+    taken = take_stdin(read, signals=early.signals, stop=SignalOnFirstLook())
+    assert early.signals == [signal.SIGUSR1]
     os.close(write)
     assert not taken.read_ahead
     assert taken.stream.read() == RESULT + b"\n"
-    taken.close()
+    early.close()
     assert signal.getsignal(signal.SIGUSR1) is before  # put back
     taken.stream.close()
 
@@ -182,7 +183,7 @@ def test_a_temporary_file_that_cannot_be_written_means_streaming_with_nothing_lo
     writer = threading.Thread(target=lambda: (os.write(write, body), os.close(write)))
     writer.start()
     monkeypatch.setattr(spool.tempfile, "TemporaryFile", lambda **_: FullDisk(room))
-    taken = take_stdin(read, catch=(), chunk=4096)
+    taken = take_stdin(read, chunk=4096)
     assert not taken.read_ahead
     assert taken.stream.read() == body
     writer.join()
@@ -199,10 +200,12 @@ def test_a_signal_after_stdin_was_read_ahead_is_kept_for_the_batch_until_closed(
     os.write(write, RESULT + b"\n")
     os.close(write)
     before = signal.getsignal(signal.SIGUSR1)
-    taken = take_stdin(read, catch=(signal.SIGUSR1,))
+    early = spool.EarlySignals(catch=(signal.SIGUSR1,))
+    taken = take_stdin(read, signals=early.signals)
     assert taken.read_ahead
     os.kill(os.getpid(), signal.SIGUSR1)  # handled before the next bytecode
-    assert taken.signals == [signal.SIGUSR1]
+    assert early.signals == [signal.SIGUSR1]
+    early.close()
     taken.close()
     assert signal.getsignal(signal.SIGUSR1) is before
 
@@ -223,7 +226,7 @@ def test_a_long_header_of_comments_is_read_past_up_to_a_limit(
     body = header + RESULT + b"\n"
     writer = threading.Thread(target=lambda: (os.write(write, body), os.close(write)))
     writer.start()
-    taken = take_stdin(read, catch=())
+    taken = take_stdin(read)
     assert taken.read_ahead is ahead
     assert taken.stream.read() == body
     writer.join()
@@ -243,7 +246,7 @@ def test_no_temporary_file_at_all_means_streaming_with_nothing_lost(
         raise OSError(errno.EROFS, "Read-only file system")
 
     monkeypatch.setattr(spool.tempfile, "TemporaryFile", no_room)
-    taken = take_stdin(read, catch=())
+    taken = take_stdin(read)
     assert not taken.read_ahead
     assert taken.stream.read() == body
     assert "Read-only file system" in caplog.text
