@@ -17,10 +17,11 @@ import shlex
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from .._io.counting import count_records
 from .._io.source import STDIN, InputRecord, RecordReader, RunIdValidator
+from .._io.spool import StdinInput
 from .._model import Outcome
 from .options import EXIT_SOME_FAILED
 
@@ -165,7 +166,7 @@ class BatchInput:
         column: str | None = None,
         counts: Mapping[str, int] | None = None,
         shard: Shard | None = None,
-        stdin: IO[bytes] | None = None,
+        stdin: StdinInput | None = None,
     ) -> None:
         self.files = list(files)
         # Stdin as taken before the batch (its first line read, or all of it: see _io.spool).
@@ -229,7 +230,14 @@ class BatchInput:
         """Yield the records: the input's, or (no input, or an empty stdin) the batch's runs."""
         if self.reads_input:
             validator = RunIdValidator(self._pattern)
-            reader = RecordReader(self.files, validator, column=self._column, stdin=self._stdin)
+            stdin = self._stdin
+            reader = RecordReader(
+                self.files,
+                validator,
+                column=self._column,
+                stdin=None if stdin is None else stdin.stream,
+                stdin_on_hand=None if stdin is None else stdin.on_hand,
+            )
             empty = True
             async for batch in read_batches(reader, started=self._started):
                 empty = False

@@ -341,7 +341,7 @@ def _run(
                 column=ns.column,
                 counts=counts,
                 shard=ns.shard,
-                stdin=stdin.stream if stdin is not None else None,
+                stdin=stdin,
             )
             hint = None
             if ledger is not None:

@@ -21,7 +21,7 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
@@ -152,6 +152,7 @@ class RecordReader:
         validator: RunIdValidator,
         *,
         stdin: IO[bytes] | None = None,
+        stdin_on_hand: Callable[[], bool] | None = None,
         max_line_bytes: int = MAX_LINE_BYTES,
         json_only: bool = False,
         column: str | None = None,
@@ -163,15 +164,25 @@ class RecordReader:
         self._json_only = json_only
         self._column = column
         self._records = self._iterate()
-        #: True while a regular file is read, or is the first to be (its lines come whatever a
-        #: writer does).
-        self.on_file = self._paths[0] != STDIN and os.path.isfile(self._paths[0])
+        # Whether the input read now (or first) is a regular file: its lines come whatever a
+        # writer does. Stdin's are on hand when *stdin_on_hand* says so (read ahead).
+        self._on_file = self._paths[0] != STDIN and os.path.isfile(self._paths[0])
+        self._reading_stdin = self._paths[0] == STDIN
+        self._stdin_on_hand = stdin_on_hand
         self.lines_read = 0
         self.passed_over = 0
 
     def __repr__(self) -> str:
         extra = f", passed_over={self.passed_over}" if self._json_only else ""
         return f"RecordReader(paths={self._paths!r}, lines_read={self.lines_read}{extra})"
+
+    @property
+    def on_file(self) -> bool:
+        """True while the lines read come whatever a writer does: a regular file, or a stdin
+        whose next bytes are on hand (copied ahead); only a pipe or a terminal can go silent."""
+        if self._reading_stdin:
+            return self._stdin_on_hand is not None and self._stdin_on_hand()
+        return self._on_file
 
     @property
     def paths(self) -> list[str]:
@@ -193,7 +204,8 @@ class RecordReader:
     def _iterate(self) -> Iterator[InputRecord]:
         for path in self._paths:
             # A regular file always has its next line: only a pipe or a terminal can go silent.
-            self.on_file = path != STDIN and os.path.isfile(path)
+            self._on_file = path != STDIN and os.path.isfile(path)
+            self._reading_stdin = path == STDIN
             if path == STDIN:
                 if self._stdin is not None:
                     yield from self._records_of(self._stdin, STDIN)

@@ -54,6 +54,12 @@ class StdinInput:
     stream: BinaryIO
     read_ahead: bool
 
+    def on_hand(self) -> bool:
+        """True while the stream's next bytes were read already (whole ahead, or a stop's copy
+        not yet read through): they cannot go silent, so a hard stop reads them all."""
+        raw = getattr(self.stream, "raw", None)
+        return self.read_ahead or (isinstance(raw, _Chain) and raw.on_hand)
+
     def close(self) -> None:
         """Close a stream read whole ahead (its temporary file goes with it).
 
@@ -87,6 +93,11 @@ class _Chain(io.RawIOBase):
 
     def readable(self) -> bool:
         return True
+
+    @property
+    def on_hand(self) -> bool:
+        """True while a part before the last (the pipe's rest) is being read."""
+        return len(self._parts) > 1
 
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         while self._parts:

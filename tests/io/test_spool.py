@@ -260,3 +260,31 @@ def test_early_signals_are_kept_until_closed_then_the_handlers_are_put_back() ->
     assert early.signals == [signal.SIGUSR1]
     early.close()
     assert signal.getsignal(signal.SIGUSR1) is before
+
+
+def test_what_a_stop_copied_is_on_hand_until_read_through_then_the_pipe_is_not(
+    pipe: tuple[int, int],
+) -> None:
+    """A hard stop cuts a silent pipe, not the copy of it a stop left (its lines were read from
+    the pipe: cutting them would leave them unrecorded)."""
+    read, write = pipe
+    first = RESULT + b"\n" + RUN + b"\n"
+    os.write(write, first)
+    taken = take_stdin(read, stop=StopAfter(2), chunk=4096)  # stopped during the copy
+    assert not taken.read_ahead
+    assert taken.on_hand()
+    assert taken.stream.read(len(first)) == first
+    os.close(write)
+    assert taken.stream.read() == b""
+    assert not taken.on_hand()
+    taken.stream.close()
+
+
+def test_stdin_read_whole_ahead_is_on_hand(pipe: tuple[int, int]) -> None:
+    read, write = pipe
+    os.write(write, RESULT + b"\n")
+    os.close(write)
+    taken = take_stdin(read)
+    assert taken.read_ahead
+    assert taken.on_hand()
+    taken.close()
