@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import random
 
-from .._exceptions import AuthenticationError, BatchHalted, ConfigurationError
+from .._exceptions import AuthenticationError, BatchHalted, ConfigurationError, TransportError
+from .._http.client import Answer
 from .._http.preflight import preflight
+from .._policy import Decision
 from .._stats import Stats
 from .attempt import Attempt
 from .governor import Governor
@@ -32,6 +34,13 @@ async def check_first(
         await governor.throttle.acquire()
         sent_at = asyncio.get_running_loop().time()
 
+    def answered(outcome: Answer | TransportError, decision: Decision) -> None:
+        # The first request opened a connection on its way: it reached the server some time
+        # before its answer, and the first re-trigger counts its interval from then.
+        governor.throttle.count_from(asyncio.get_running_loop().time())
+        # Its answer is the first word of the quota (a 429, RateLimit headers): heed it.
+        governor.steer(outcome, decision, sent_at=sent_at)
+
     try:
         result = await preflight(
             attempt.client,
@@ -39,8 +48,7 @@ async def check_first(
             attempt.settings,
             rng=rng,
             acquire=slot,
-            # Its answer is the first word of the quota (a 429, RateLimit headers): heed it.
-            on_attempt=lambda outcome, decision: governor.steer(outcome, decision, sent_at=sent_at),
+            on_attempt=answered,
         )
     except AuthenticationError as exc:
         # A refusal the policy read says what to check already; say it once.

@@ -188,6 +188,21 @@ class TokenBucket:
         self._tokens = 0.0
         self._due = None
 
+    def count_from(self, now: float) -> None:
+        """Space the next slot from loop time *now*, as if the last one went out then.
+
+        For a request that reached the server at some moment before its answer, unknown: the
+        first one, which opened a connection on its way. Counted from its slot, the next one
+        can arrive closer to it than the interval, which a quota with no burst refuses.
+        """
+        self.refill(now)
+        self._tokens = min(self._tokens, 0.0)
+        if self._spaced():
+            self._last = self._precise()
+            self._gap = 1 / self._rate
+        if self._waiters:
+            self.wake()
+
     def pause_until(self, when: float) -> bool:
         """Close the gate until loop time *when*; extend a pause, never shorten one.
 

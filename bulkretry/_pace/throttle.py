@@ -157,6 +157,10 @@ class Throttle:
         """Hand out no slot before loop time *when*; extends a pause, never shortens one."""
         self._control.pause_until(when)
 
+    def count_from(self, now: float) -> None:
+        """Space the next slot from loop time *now*: the last request reached the server by then."""
+        self._bucket.count_from(now)
+
     def observe_latency(self, seconds: float) -> None:
         """Feed one request's latency into the moving average that sizes episodes."""
         self._control.observe_latency(seconds)

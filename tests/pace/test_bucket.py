@@ -220,6 +220,24 @@ async def test_drain_throws_away_the_saved_burst() -> None:
     assert await acquire_times(bucket, 2) == pytest.approx([10.25, 10.5])
 
 
+@pytest.mark.parametrize("strict", [False, True], ids=["grid", "strict"])
+@virtual_time
+async def test_count_from_spaces_the_next_slot_from_the_time_given(strict: bool) -> None:
+    """A slot taken at 0 whose request was answered at 0.3: the next waits until 0.3 + 1/rate,
+    and a caller already waiting is pushed back to it."""
+    bucket = TokenBucket(5)
+    if strict:
+        bucket.strict()
+    await bucket.acquire()  # at 0; the next would be due at 0.2
+    waiter = asyncio.create_task(acquire_times(bucket, 1))
+    await asyncio.sleep(0.1)
+    bucket.count_from(0.1)
+    assert await waiter == pytest.approx([0.3])
+    await asyncio.sleep(0.5)
+    bucket.count_from(now())  # a quiet spell's saved slot is spent too
+    assert await acquire_times(bucket, 2) == pytest.approx([1.0, 1.2])
+
+
 # --- fairness and cancellation ----------------------------------------------------------------
 
 
