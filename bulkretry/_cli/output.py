@@ -8,14 +8,27 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from .._io.written import WrittenRecords, last_record, open_output
+from .._io.written import WrittenRecords, check_output, last_record, open_output
 
 if TYPE_CHECKING:
     from .._ledger.ledger import Ledger
 
-__all__ = ["open_batch_output"]
+__all__ = ["check_batch_output", "open_batch_output"]
 
 log = logging.getLogger("bulkretry")
+
+
+def check_batch_output(ns: argparse.Namespace, inputs: Sequence[str]) -> None:
+    """Refuse now the output :func:`open_batch_output` would refuse, opening nothing.
+
+    Called before stdin is read, which may take as long as its producer runs. A batch with a
+    state file may go on with its own results file: whether it is its own waits for the ledger.
+    """
+    path = ns.output
+    if path in (None, "-"):
+        return
+    own = ns.state is not None and not ns.overwrite
+    check_output(path, append=ns.append or own, overwrite=ns.overwrite, inputs=inputs)
 
 
 def open_batch_output(

@@ -39,7 +39,7 @@ from .options import (
     EXIT_STOPPED,
     explicit_options,
 )
-from .output import open_batch_output
+from .output import check_batch_output, open_batch_output
 from .progress import Progress, format_summary
 from .summary import ErrorCounts, summary_of_stats, write_summary_json
 
@@ -303,6 +303,7 @@ def _run(
                 check_column(files, ns.column)
             except InputError as exc:
                 raise ConfigurationError(str(exc)) from None
+        check_batch_output(ns, files)  # a typo'd -o before stdin is read, maybe for minutes
         if STDIN in files and not stdin_is_a_terminal():
             stdin = take_stdin(signals=early)  # read whole first if it brings results lines
             taken.append(stdin)

@@ -1,7 +1,8 @@
 """The results file: open it safely, and continue a batch's own file where it stopped.
 
 :func:`open_output` refuses unsafe targets (a directory, an input, a non-empty file without
-``--append``/``--overwrite``) and, when appending, first removes a line a killed writer cut.
+``--append``/``--overwrite``; :func:`check_output` alone refuses them, opening nothing) and,
+when appending, first removes a line a killed writer cut.
 
 A resume given the ``-o`` that its batch wrote (recognised by path, and by its last whole record
 naming a run the state file knows) appends to it instead of starting over, so that across the
@@ -30,6 +31,7 @@ from .source import STDIN, next_round_outcome
 __all__ = [
     "STDOUT_FD",
     "WrittenRecords",
+    "check_output",
     "last_record",
     "open_output",
     "read_records",
@@ -172,6 +174,21 @@ def open_output(path: str | None, *, append: bool, overwrite: bool, inputs: Sequ
     """Open the results destination and return its descriptor; refuse unsafe targets."""
     if path is None or path == "-":
         return STDOUT_FD
+    st = check_output(path, append=append, overwrite=overwrite, inputs=inputs)
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+    try:
+        fd = os.open(path, flags, 0o644)
+        if append and st is not None and stat.S_ISREG(st.st_mode):
+            _drop_cut_line(fd, path)
+        return fd
+    except OSError as exc:
+        raise InputError(f"cannot write output {path}: {exc.strerror}") from None
+
+
+def check_output(
+    path: str, *, append: bool, overwrite: bool, inputs: Sequence[str]
+) -> os.stat_result | None:
+    """Refuse an unsafe results destination, touching nothing; return its status (None: new)."""
     if append and overwrite:
         raise InputError("--append and --overwrite cannot be used together")
     try:
@@ -188,14 +205,7 @@ def open_output(path: str | None, *, append: bool, overwrite: bool, inputs: Sequ
                 raise InputError(f"output {path} is also an input; write the results elsewhere")
         if stat.S_ISREG(st.st_mode) and st.st_size > 0 and not (append or overwrite):
             raise InputError(f"output {path} exists and is not empty; use --append or --overwrite")
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
-    try:
-        fd = os.open(path, flags, 0o644)
-        if append and st is not None and stat.S_ISREG(st.st_mode):
-            _drop_cut_line(fd, path)
-        return fd
-    except OSError as exc:
-        raise InputError(f"cannot write output {path}: {exc.strerror}") from None
+    return st
 
 
 def _drop_cut_line(fd: int, path: str) -> None:

@@ -367,3 +367,58 @@ def test_ctrl_c_while_the_input_is_pre_scanned_is_the_batch_s_stop_not_a_crash(
     assert main(["run", str(ids), "--dry-run", "-o", str(out)], env={}) == 130
     assert sorted(r["line"] for r in records(out)) == [1, 2, 3, 4, 5]
     assert signal.getsignal(signal.SIGINT) is before
+
+
+@pytest.mark.parametrize(
+    ("flags", "said"),
+    [
+        ([], "exists and is not empty; use --append or --overwrite"),
+        (["--append", "--overwrite"], "--append and --overwrite cannot be used together"),
+    ],
+    ids=["not-empty", "append-and-overwrite"],
+)
+def test_an_output_refused_is_refused_before_stdin_is_read(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    flags: list[str],
+    said: str,
+) -> None:
+    """Results lines on stdin are read whole before the first request, as long as their
+    producer runs (`bulkretry run ids | bulkretry run - -o out`): a typo'd -o is said at once,
+    not after the producer ends."""
+    from bulkretry._cli import run as run_module
+
+    def read(**_: object) -> None:
+        pytest.fail("stdin was read before the output was checked")
+
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"run_id": "x", "outcome": "retriggered"}\n')
+    monkeypatch.setattr(run_module, "stdin_is_a_terminal", lambda: False)
+    monkeypatch.setattr(run_module, "take_stdin", read)
+    assert main(["run", "-", "-o", str(out), "--dry-run", *flags], env={}) == 2
+    assert said in capsys.readouterr().err
+    assert out.read_text() == '{"run_id": "x", "outcome": "retriggered"}\n'
+
+
+def test_a_batch_with_a_state_file_may_go_on_with_its_own_output_read_from_stdin(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --state, a results file that is not empty may be the batch's own: the early check
+    leaves that to the state file, and stdin is read."""
+    from bulkretry._cli import run as run_module
+    from bulkretry._exceptions import ConfigurationError
+
+    reads: list[bool] = []
+
+    def read(**_: object) -> None:
+        reads.append(True)
+        raise ConfigurationError("stdin read")
+
+    out = tmp_path / "out.jsonl"
+    out.write_text('{"run_id": "x", "outcome": "retriggered"}\n')
+    monkeypatch.setattr(run_module, "stdin_is_a_terminal", lambda: False)
+    monkeypatch.setattr(run_module, "take_stdin", read)
+    argv = ["run", "-", "-o", str(out), "--state", str(tmp_path / "s.db")]
+    assert main(argv, env=SIM_ENV) == 2
+    assert reads == [True]
