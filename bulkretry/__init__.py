@@ -8,7 +8,8 @@ for your own asyncio code::
         print(result.run_id, result.outcome)
 """
 
-from ._api import retrigger
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+
 from ._config import Credentials, Settings
 from ._exceptions import (
     AuthenticationError,
@@ -23,6 +24,9 @@ from ._exceptions import (
 )
 from ._model import ErrorInfo, Outcome, RunResult
 from ._version import __version__
+
+if _TYPE_CHECKING:
+    from ._api import retrigger
 
 __all__ = [
     "AuthenticationError",
@@ -42,3 +46,20 @@ __all__ = [
     "__version__",
     "retrigger",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Return :func:`retrigger`, importing the engine on first use."""
+    # The engine (and aiohttp under it) loads on first use: the command line imports this
+    # package before it can catch a Ctrl-C, and most of a start-up is aiohttp's.
+    if name == "retrigger":
+        from ._api import retrigger
+
+        globals()[name] = retrigger
+        return retrigger
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """List the module's names, :func:`retrigger` among them before its first use."""
+    return sorted({*globals(), "retrigger"})

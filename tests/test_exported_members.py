@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import inspect
 import pkgutil
+import subprocess
+import sys
 
 import bulkretry
 from bulkretry import _exceptions
@@ -50,3 +52,39 @@ def test_every_error_of_the_package_is_in_the_tree() -> None:
     for where, error in errors.items():
         assert issubclass(error, bulkretry.BulkRetryError), where
         assert f" {error.__name__} " in tree or f" {error.__name__}\n" in tree, where
+
+
+def run_python(code: str) -> str:
+    """Run *code* in a fresh interpreter (this one has imported everything); return stdout."""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    return done.stdout.strip()
+
+
+def test_the_engine_and_aiohttp_load_on_first_use_of_retrigger() -> None:
+    """`import bulkretry` (and the command line before its command runs) is quick: a Ctrl-C
+    there, while Python still imports aiohttp, found no handler to say it was a stop."""
+    code = (
+        "import sys, bulkretry\n"
+        "print('aiohttp' in sys.modules, 'retrigger' in dir(bulkretry))\n"
+        "print(bulkretry.retrigger.__module__, 'aiohttp' in sys.modules)\n"
+    )
+    assert run_python(code).splitlines() == ["False True", "bulkretry._api True"]
+
+
+def test_orjsons_own_imports_are_loaded_before_it() -> None:
+    """orjson's init crashes the process (SIGSEGV) if an import of its own fails, as a Ctrl-C
+    makes it: loaded first, they are only looked up there (ijl/orjson#310)."""
+    code = (
+        "import sys\n"
+        "seen = []\n"
+        "class Spy:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        seen.append(name)\n"
+        "sys.meta_path.insert(0, Spy())\n"
+        "import bulkretry\n"
+        "first = seen.index('orjson')\n"
+        "print(sorted({'datetime', 'json', 'uuid', 'dataclasses', 'enum'} - set(seen[:first])))\n"
+    )
+    assert run_python(code) == "[]"

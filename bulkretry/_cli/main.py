@@ -16,6 +16,7 @@ from typing import NoReturn
 from .._exceptions import BulkRetryError, ConfigurationError, StateError
 from .._version import __version__
 from .options import (
+    EXIT_INTERRUPTED,
     EXIT_STOPPED,
     EXIT_USAGE,
     RUN_OPTIONS,
@@ -241,10 +242,16 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         print(f"bulkretry: {exc}", file=sys.stderr)
         return EXIT_STOPPED
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
     return EXIT_USAGE  # argparse has refused any other command already
 
 
 def entry() -> NoReturn:
     """The ``bulkretry`` console script."""
-    sys.exit(main())
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        # A Ctrl-C while Python still imports what the command needs (its first ~0.3 s, before
+        # any input is read or request sent): stopped, not a crash.
+        code = EXIT_INTERRUPTED
+    sys.exit(code)

@@ -211,6 +211,24 @@ def test_python_dash_m_behaves_as_the_command(tmp_path: Path) -> None:
     assert proc.stderr == b""
 
 
+def test_a_ctrl_c_while_the_command_is_still_imported_is_exit_130_without_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The first ~0.3 s of a command are Python importing it (aiohttp above all): nothing is
+    read or sent yet, and a Ctrl-C there is a stop, not a crash with 20 lines of traceback."""
+    from bulkretry._cli import main as main_module
+
+    def importing(*_: object) -> list[str]:
+        raise KeyboardInterrupt  # as if it landed while list-failed's module was imported
+
+    monkeypatch.setattr(main_module, "known_variables", importing)
+    monkeypatch.setattr(sys, "argv", ["bulkretry", "run", "--dry-run"])
+    with pytest.raises(SystemExit) as stopped:
+        main_module.entry()
+    assert stopped.value.code == 130
+    assert capsys.readouterr().err == ""
+
+
 def _results_file(path: Path) -> Path:
     runs = {
         "retriggered": "10000000-1804-45d6-8d56-dd51f05c0baf",
