@@ -41,6 +41,7 @@ __all__ = [
 log = logging.getLogger("bulkretry")
 #: Results go to the process's standard output, whatever ``sys.stdout`` has been replaced by.
 STDOUT_FD = 1
+STDIN_FD = 0
 
 _BATCH = 2048
 
@@ -201,11 +202,29 @@ def check_output(
         if stat.S_ISDIR(st.st_mode):
             raise InputError(f"output is a directory: {path}")
         for name in inputs:
-            if name != STDIN and os.path.exists(name) and os.path.samefile(name, path):
-                raise InputError(f"output {path} is also an input; write the results elsewhere")
+            if _same_file(name, st):
+                also = "an input" if name != STDIN else "the input on stdin"
+                raise InputError(f"output {path} is also {also}; write the results elsewhere")
         if stat.S_ISREG(st.st_mode) and st.st_size > 0 and not (append or overwrite):
             raise InputError(f"output {path} exists and is not empty; use --append or --overwrite")
     return st
+
+
+def _same_file(name: str, output: os.stat_result) -> bool:
+    """True if the input *name* (``-``: whatever stdin is, ``< file`` too) is the output's file.
+
+    Stdin counts only as a regular file: a terminal is both, when the output is ``/dev/tty``.
+    """
+    try:
+        if name != STDIN:
+            st = os.stat(name)
+        elif stat.S_ISREG(output.st_mode):
+            st = os.fstat(STDIN_FD)
+        else:
+            return False
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) == (output.st_dev, output.st_ino)
 
 
 def _drop_cut_line(fd: int, path: str) -> None:
