@@ -305,7 +305,8 @@ def _run(
                 raise ConfigurationError(str(exc)) from None
         check_batch_output(ns, files)  # a typo'd -o before stdin is read, maybe for minutes
         if STDIN in files and not stdin_is_a_terminal():
-            stdin = take_stdin(signals=early)  # read whole first if it brings results lines
+            # Read whole first if it brings results lines, or for --only to select by them.
+            stdin = take_stdin(signals=early, whole=settings.only is not None)
             taken.append(stdin)
         # Every results line in a FILE is weighed before the first request, whatever its order.
         ahead = stdin.stream if stdin is not None and stdin.read_ahead else None

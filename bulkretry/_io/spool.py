@@ -136,10 +136,13 @@ def take_stdin(
     signals: Sequence[int] = (),
     stop: threading.Event | None = None,
     chunk: int = _CHUNK,
+    whole: bool = False,
 ) -> StdinInput:
     """Read *fd* (a pipe or file, not a terminal) as far as the batch needs before it starts.
 
-    Returns a stream of every byte of *fd* in order. A signal added to *signals* (the list of
+    That is all of it when its first line is a results line, or when *whole* says so
+    (``--only``, which selects by what the whole input says); else its head. Returns a
+    stream of every byte of *fd* in order. A signal added to *signals* (the list of
     the command's :class:`EarlySignals`) while this runs, or *stop* set by the caller, ends the
     reading early.
     """
@@ -150,7 +153,7 @@ def take_stdin(
 
     head = _read_head(fd, stopped, chunk)
     rest = io.FileIO(fd, "rb", closefd=False)
-    if stopped() or not _starts_with_a_results_line(head):
+    if stopped() or not (whole or _starts_with_a_results_line(head)):
         return StdinInput(_joined([io.BytesIO(head), rest]), False)
     try:
         # Unbuffered: a failed write leaves the file holding exactly what was written.

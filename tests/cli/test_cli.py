@@ -323,6 +323,23 @@ def test_only_selects_outcomes_and_skips_the_rest(tmp_path: Path) -> None:
     ]
 
 
+def test_only_on_plain_ids_piped_writes_no_record_before_its_usage_error() -> None:
+    """A stdin led by run IDs streams; with --only it is read whole first, as --only selects by
+    what all of it says: plain IDs are exit 2 with nothing on stdout (5 `skipped` records came
+    out before the error, which a consumer downstream took for results)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bulkretry", "run", "--dry-run", "--only", "failed"],
+        input="".join(f"{i:08x}-1804-45d6-8d56-dd51f05c0baf\n" for i in range(5)).encode(),
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stdout == b""
+    assert b"--only needs results lines as input" in proc.stderr
+
+
 def test_only_with_an_unknown_outcome_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     """--only names outcomes from the documented list."""
     with pytest.raises(SystemExit) as exit_info:
