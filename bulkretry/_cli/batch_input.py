@@ -40,6 +40,7 @@ async def read_batches(
     size: int = 512,
     ahead: int = 8192,
     started: Callable[[_Pump], None] | None = None,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> AsyncIterator[list[InputRecord]]:
     """Yield the reader's records in batches of whatever has arrived, read in a thread.
 
@@ -47,9 +48,10 @@ async def read_batches(
     a batch is full or within :data:`HAND_OVER` of the first one: a pipe that writes a few
     lines and stays open has them admitted at once, not after ``size`` more. At most ``ahead``
     records wait, so a slow consumer holds the reader back. The thread is a daemon: a silent
-    pipe left open never keeps the process alive.
+    pipe left open never keeps the process alive. Once *stopping* says the batch stops, a pipe
+    or terminal silent for :data:`SILENCE` is not waited for any longer.
     """
-    pump = _Pump(reader, size, ahead, asyncio.get_running_loop())
+    pump = _Pump(reader, size, ahead, asyncio.get_running_loop(), stopping)
     pump.start()
     if started is not None:
         started(pump)  # the caller may hurry it at a hard stop, and ask if it was cut short
@@ -62,15 +64,25 @@ async def read_batches(
 
 #: Seconds within which a record read from a slow pipe is handed to the loop.
 HAND_OVER = 0.05
+#: Seconds a pipe or terminal may stay silent once the batch stops before its reading ends:
+#: a stop reads on while the input comes, but never waits the grace period out on a feed
+#: left open (``tail -f``, a producer that pages slowly).
+SILENCE = 1.0
 
 
 class _Pump:
     """One reader thread, and the records it read that the loop has not taken yet."""
 
     def __init__(
-        self, reader: RecordReader, size: int, ahead: int, loop: asyncio.AbstractEventLoop
+        self,
+        reader: RecordReader,
+        size: int,
+        ahead: int,
+        loop: asyncio.AbstractEventLoop,
+        stopping: Callable[[], bool] = lambda: False,
     ) -> None:
         self._reader = reader
+        self._stopping = stopping
         self._size = size
         self._ahead = ahead
         self._loop = loop
@@ -81,7 +93,7 @@ class _Pump:
         self._error: BaseException | None = None
         self._ready = asyncio.Event()
         self._hurried = False
-        #: True when the reading ended at a hard stop, not at the input's end.
+        #: True when a stop ended the reading, not the input's end.
         self.cut = False
 
     def start(self) -> None:
@@ -117,6 +129,7 @@ class _Pump:
         """Return the next batch (full, or what arrived within HAND_OVER); None at the end."""
         loop = self._loop
         deadline: float | None = None
+        quiet_since: float | None = None  # since when nothing came, once the batch stops
         while True:
             self._ready.clear()  # before looking: a wake-up after the look is not missed
             with self._cond:
@@ -130,9 +143,13 @@ class _Pump:
                 if self._error is not None:
                     raise self._error
                 return None
-            if self._hurried and not self._reader.on_file:
-                self.cut = True
-                return None  # a hard stop: the rest of a silent input is not waited for
+            if not count and not self._reader.on_file:
+                if self._stopping() and quiet_since is None:
+                    quiet_since = loop.time()
+                silent = quiet_since is not None and loop.time() - quiet_since >= SILENCE
+                if self._hurried or silent:
+                    self.cut = True
+                    return None  # a stop: the rest of a silent input is not waited for
             if count and deadline is None:
                 deadline = loop.time() + HAND_OVER
             wait = HAND_OVER if deadline is None else max(0.0, deadline - loop.time())
@@ -199,7 +216,7 @@ class BatchInput:
 
     @property
     def cut_short(self) -> bool:
-        """True when a hard stop ended the reading before the input's end."""
+        """True when a stop ended the reading before the input's end."""
         return self._pump is not None and self._pump.cut
 
     def hurry(self) -> None:
@@ -209,6 +226,9 @@ class BatchInput:
 
     def _started(self, pump: _Pump) -> None:
         self._pump = pump
+
+    def _stop(self) -> bool:
+        return self.engine is not None and self.engine.stopping
 
     def read_so_far(self) -> int:
         """Records read so far: the total while a pipe is still open."""
@@ -239,7 +259,7 @@ class BatchInput:
                 stdin_on_hand=None if stdin is None else stdin.on_hand,
             )
             empty = True
-            async for batch in read_batches(reader, started=self._started):
+            async for batch in read_batches(reader, started=self._started, stopping=self._stop):
                 empty = False
                 if self.shard is not None:
                     batch = self._mine(batch)
@@ -320,7 +340,7 @@ class BatchInput:
                 records = self._read + self.others
                 print(
                     f"bulkretry: stopped reading the input after {records} records "
-                    "(a hard stop while it was still open): the rest was not read",
+                    "(stopped while it was still open): the rest was not read",
                     file=sys.stderr,
                 )
             shard = self.shard_line()

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from pathlib import Path
 
 import pytest
 from conftest import virtual_time
 
-from bulkretry._cli.batch_input import _Pump, read_batches
+from bulkretry._cli.batch_input import SILENCE, _Pump, read_batches
 from bulkretry._exceptions import InputError
 from bulkretry._io.source import RecordReader, RunIdValidator
 
@@ -79,3 +80,29 @@ async def test_a_hard_stop_reads_a_file_on_to_its_end_but_not_a_silent_pipe(
     assert pumps[0].cut
     os.close(write_end)  # the reader thread, still waiting on the pipe, sees its end
     stdin.close()  # once that thread lets go of it
+
+
+@virtual_time
+async def test_once_the_batch_stops_a_pipe_silent_for_a_while_is_not_waited_for() -> None:
+    """A first Ctrl-C on a feed left open (`tail -f`): the reading ends once the pipe has been
+    silent for SILENCE, not after the 30 s grace period (a service manager's own grace period
+    ran out first), and what was read is handed over."""
+    read_end, write_end = os.pipe()
+    os.write(write_end, "".join(uuid(i) + "\n" for i in range(3)).encode())
+    stdin = os.fdopen(read_end, "rb")
+    reader = RecordReader(["-"], RunIdValidator(), stdin=stdin)
+    stopped = False
+    pumps: list[_Pump] = []
+    batches = read_batches(reader, size=512, started=pumps.append, stopping=lambda: stopped)
+    first = await anext(batches)
+    stopped = True
+    loop = asyncio.get_running_loop()
+    begun = loop.time()
+    async with asyncio.timeout(10 * SILENCE):
+        rest = [record.line async for batch in batches for record in batch]
+    assert [record.line for record in first] == [1, 2, 3]
+    assert rest == []
+    assert loop.time() - begun >= SILENCE
+    assert pumps[0].cut
+    os.close(write_end)
+    stdin.close()
