@@ -349,7 +349,10 @@ def add_options(
     for option in options:
         default = option.default
         raw = env.get(option.env)
-        if raw is not None and raw != "":
+        if raw == "" and option.type is None:
+            # Set but empty: on or off? (A dry run meant this way was a real batch.)
+            parser.error(f"{option.env} is empty: set it to 1 or 0, or unset it")
+        if raw is not None and raw != "":  # any other variable set empty counts as unset
             convert = option.type or flag
             try:
                 default = convert(raw)

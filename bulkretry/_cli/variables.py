@@ -75,8 +75,11 @@ def environment_defaults(
         if action.help and "[env " not in action.help:
             action.help = f"{action.help} [env {variable}]"
         raw = env.get(variable)
+        if raw == "" and action.nargs == 0:
+            # Set but empty: on or off? (A dry run meant this way was a real batch.)
+            parser.error(f"{variable} is empty: set it to 1 or 0, or unset it")
         if raw is None or raw == "":
-            continue
+            continue  # any other variable set empty counts as unset (templated env files)
         try:
             if action.nargs == 0:
                 value: object = flag(raw)

@@ -116,6 +116,27 @@ def test_bad_environment_value_exits_2_naming_the_variable(
     assert "BULKRETRY_CONCURRENCY" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "variable"),
+    [(["run", "/dev/null"], "BULKRETRY_DRY_RUN"), (["demo"], "BULKRETRY_DEMO_OVERWRITE")],
+    ids=["run", "another-command"],
+)
+def test_a_boolean_variable_set_empty_is_a_usage_error_naming_it(
+    capsys: pytest.CaptureFixture[str], argv: list[str], variable: str
+) -> None:
+    """`BULKRETRY_DRY_RUN=` meant a dry run, and was a real batch: on or off is not guessed."""
+    with pytest.raises(SystemExit) as refused:
+        main(argv, env={**CREDS, variable: ""})
+    assert refused.value.code == 2
+    assert f"{variable} is empty: set it to 1 or 0, or unset it" in capsys.readouterr().err
+
+
+def test_any_other_variable_set_empty_counts_as_unset(tmp_path: Path) -> None:
+    """A templated env file leaves `BULKRETRY_RATE=`: the default rate, as before."""
+    env = {"BULKRETRY_RATE": "", "BULKRETRY_OUTPUT": ""}
+    assert main(["run", "--dry-run", "-q", "/dev/null"], env=env) == 0
+
+
 def test_flag_wins_over_environment(tmp_path: Path) -> None:
     """--op on the command line overrides BULKRETRY_OP (the env value would be rejected)."""
     ids = tmp_path / "ids.txt"
