@@ -8,7 +8,13 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
-from .._io.written import WrittenRecords, check_output, last_record, open_output
+from .._io.written import (
+    WrittenRecords,
+    check_output,
+    check_stdout,
+    last_record,
+    open_output,
+)
 
 if TYPE_CHECKING:
     from .._ledger.ledger import Ledger
@@ -26,6 +32,7 @@ def check_batch_output(ns: argparse.Namespace, inputs: Sequence[str]) -> None:
     """
     path = ns.output
     if path in (None, "-"):
+        check_stdout(inputs)
         return
     own = ns.state is not None and not ns.overwrite
     check_output(path, append=ns.append or own, overwrite=ns.overwrite, inputs=inputs)

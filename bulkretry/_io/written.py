@@ -32,6 +32,7 @@ __all__ = [
     "STDOUT_FD",
     "WrittenRecords",
     "check_output",
+    "check_stdout",
     "last_record",
     "open_output",
     "read_records",
@@ -174,6 +175,7 @@ def settled(final_status: object, next_round: str | None) -> bool:
 def open_output(path: str | None, *, append: bool, overwrite: bool, inputs: Sequence[str]) -> int:
     """Open the results destination and return its descriptor; refuse unsafe targets."""
     if path is None or path == "-":
+        check_stdout(inputs)
         return STDOUT_FD
     st = check_output(path, append=append, overwrite=overwrite, inputs=inputs)
     flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
@@ -208,6 +210,21 @@ def check_output(
         if stat.S_ISREG(st.st_mode) and st.st_size > 0 and not (append or overwrite):
             raise InputError(f"output {path} exists and is not empty; use --append or --overwrite")
     return st
+
+
+def check_stdout(inputs: Sequence[str]) -> None:
+    """Refuse a standard output that is an input's file (``run ids.txt >> ids.txt``, or ``<``
+    and ``>>`` the same file): the batch would read its own results without end."""
+    try:
+        st = os.fstat(STDOUT_FD)
+    except OSError:
+        return  # closed: writing will say so
+    if not stat.S_ISREG(st.st_mode):
+        return
+    for name in inputs:
+        if _same_file(name, st):
+            also = f"the input {name}" if name != STDIN else "the input on stdin"
+            raise InputError(f"stdout is also {also}; write the results elsewhere")
 
 
 def _same_file(name: str, output: os.stat_result) -> bool:

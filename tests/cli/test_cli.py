@@ -240,6 +240,29 @@ def test_an_output_that_is_the_file_on_stdin_is_refused(tmp_path: Path, argv: li
     assert ids.read_text() == content
 
 
+@pytest.mark.parametrize("from_stdin", [True, False], ids=["stdin", "file-argument"])
+def test_a_stdout_appending_to_an_input_is_refused(tmp_path: Path, from_stdin: bool) -> None:
+    """`run - < ids.txt >> ids.txt` (or `run ids.txt >> ids.txt`) read its own results without
+    end, and SIGTERM could not stop it (a regular file is read to its end): exit 2 at once."""
+    ids = tmp_path / "ids.txt"
+    content = "".join(f"{i:08x}-1804-45d6-8d56-dd51f05c0baf\n" for i in range(5))
+    ids.write_text(content)
+    argv = ["run", "--dry-run", "-q", "-" if from_stdin else str(ids)]
+    with ids.open("rb") as stdin, ids.open("ab") as stdout:
+        proc = subprocess.run(
+            [sys.executable, "-m", "bulkretry", *argv],
+            stdin=stdin if from_stdin else subprocess.DEVNULL,
+            stdout=stdout,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": os.getcwd()},
+            timeout=60,
+            check=False,
+        )
+    assert proc.returncode == 2, proc.stderr
+    assert b"stdout is also the input" in proc.stderr
+    assert ids.read_text() == content
+
+
 def test_http_base_url_off_loopback_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
     """Credentials never travel in clear text to a remote host."""
     assert main(["run", "--base-url", "http://example.com/fs"], env=CREDS) == 2
