@@ -8,7 +8,7 @@ for your own asyncio code::
         print(result.run_id, result.outcome)
 """
 
-from typing import TYPE_CHECKING as _TYPE_CHECKING
+import typing as _typing
 
 from ._config import Credentials, Settings
 from ._exceptions import (
@@ -25,7 +25,7 @@ from ._exceptions import (
 from ._model import ErrorInfo, Outcome, RunResult
 from ._version import __version__
 
-if _TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from ._api import retrigger
 
 __all__ = [
@@ -48,18 +48,19 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    """Return :func:`retrigger`, importing the engine on first use."""
-    # The engine (and aiohttp under it) loads on first use: the command line imports this
-    # package before it can catch a Ctrl-C, and most of a start-up is aiohttp's.
-    if name == "retrigger":
-        from ._api import retrigger
+if not _typing.TYPE_CHECKING:  # mypy sees retrigger above, and no name it does not know
 
-        globals()[name] = retrigger
-        return retrigger
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    def __getattr__(name: str) -> object:
+        """Return :func:`retrigger`, importing the engine on first use."""
+        # The engine (and aiohttp under it) loads on first use: the command line imports this
+        # package before it can catch a Ctrl-C, and most of a start-up is aiohttp's.
+        if name == "retrigger":
+            from ._api import retrigger
 
+            globals()[name] = retrigger
+            return retrigger
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-def __dir__() -> list[str]:
-    """List the module's names, :func:`retrigger` among them before its first use."""
-    return sorted({*globals(), "retrigger"})
+    def __dir__() -> list[str]:
+        """List the module's names, :func:`retrigger` among them before its first use."""
+        return sorted({*globals(), "retrigger"})

@@ -196,6 +196,9 @@ class BatchInput:
         self.reads_input = reads_input
         self.ledger = ledger
         self.engine: Engine | None = None
+        #: Whether a signal stops the batch: then a silent pipe is not waited for (a halt, or
+        #: --max-retriggers, reads the input on to its end, every line its record).
+        self.signalled: Callable[[], bool] | None = None
         #: True once the records come from the state file alone (a resume without input).
         self.resumed = False
         self._read = 0
@@ -228,7 +231,7 @@ class BatchInput:
         self._pump = pump
 
     def _stop(self) -> bool:
-        return self.engine is not None and self.engine.stopping
+        return self.signalled is not None and self.signalled()
 
     def read_so_far(self) -> int:
         """Records read so far: the total while a pipe is still open."""

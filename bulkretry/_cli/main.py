@@ -15,6 +15,7 @@ from typing import NoReturn
 
 from .._exceptions import BulkRetryError, ConfigurationError, StateError
 from .._version import __version__
+from .option_kinds import empty_boolean
 from .options import (
     EXIT_INTERRUPTED,
     EXIT_STOPPED,
@@ -186,6 +187,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     env = merged_environment(real_env, profile)
     parser = build_parser(env, command)
     ns = parser.parse_args(args)
+    if (refused := empty_boolean(ns, args)) is not None:
+        print(f"bulkretry {command}: error: {refused}", file=sys.stderr)
+        return EXIT_USAGE
     known = [*known_variables(), PROFILE_VARIABLE, CONFIG_VARIABLE]
     if unknown_variables(real_env, known):
         # Rare: only then is every command's parser built, to know the other commands' names.

@@ -6,7 +6,7 @@ Every option can also be set by an environment variable (``BULKRETRY_<OPTION>`` 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -14,13 +14,16 @@ if TYPE_CHECKING:
     from .._io.shard import Shard
 
 __all__ = [
+    "EMPTY_BOOLEANS",
     "ENV_PREFIX",
     "EXIT_USAGE",
     "Option",
     "Parser",
     "choice",
+    "empty_boolean",
     "flag",
     "non_negative_float",
+    "note_empty_boolean",
     "outcome_list",
     "positive_float",
     "positive_int",
@@ -137,3 +140,29 @@ class Option:
     @property
     def env(self) -> str:
         return self.env_name or ENV_PREFIX + self.dest.upper()
+
+
+#: The parsed namespace's list of the boolean variables set empty of the command that runs.
+EMPTY_BOOLEANS = "empty_booleans"
+
+
+def note_empty_boolean(
+    parser: argparse.ArgumentParser, variable: str, flags: Sequence[str]
+) -> None:
+    """Remember a boolean *variable* set empty, which the command refuses unless one of its
+    *flags* (``--x``, or ``--no-x``) says on or off (:func:`empty_boolean`)."""
+    both = tuple(flags) + tuple("--no-" + f[2:] for f in flags if f.startswith("--"))
+    noted = parser.get_default(EMPTY_BOOLEANS) or ()
+    parser.set_defaults(**{EMPTY_BOOLEANS: (*noted, (variable, both))})
+
+
+def empty_boolean(ns: argparse.Namespace, args: Sequence[str]) -> str | None:
+    """Return the refusal of a boolean variable set empty that no flag overrides, if any.
+
+    Set but empty, on or off cannot be told (a dry run meant this way was a real batch).
+    """
+    given = {word.split("=", 1)[0] for word in args}
+    for variable, flags in getattr(ns, EMPTY_BOOLEANS, ()):
+        if not given & set(flags):
+            return f"{variable} is empty: set it to 1 or 0, or unset it"
+    return None

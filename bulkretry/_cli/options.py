@@ -20,6 +20,7 @@ from .option_kinds import (
     choice,
     flag,
     non_negative_float,
+    note_empty_boolean,
     outcome_list,
     positive_float,
     positive_int,
@@ -350,8 +351,7 @@ def add_options(
         default = option.default
         raw = env.get(option.env)
         if raw == "" and option.type is None:
-            # Set but empty: on or off? (A dry run meant this way was a real batch.)
-            parser.error(f"{option.env} is empty: set it to 1 or 0, or unset it")
+            note_empty_boolean(parser, option.env, option.flags)
         if raw is not None and raw != "":  # any other variable set empty counts as unset
             convert = option.type or flag
             try:

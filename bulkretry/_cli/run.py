@@ -372,6 +372,7 @@ def _run(
                 source.engine = batch.engine
                 source.hear = batch.engine.triage.hear
                 batch.engine.on_hard_stop = source.hurry
+                source.signalled = lambda: batch.signum is not None
                 if ledger is not None:
                     # --max-retriggers counts the batch's re-triggers, earlier invocations' and
                     # their further rounds too.

@@ -6,6 +6,7 @@ import argparse
 import difflib
 from collections.abc import Iterable, Mapping
 
+from .option_kinds import note_empty_boolean
 from .options import ENV_PREFIX, flag
 
 __all__ = [
@@ -76,8 +77,7 @@ def environment_defaults(
             action.help = f"{action.help} [env {variable}]"
         raw = env.get(variable)
         if raw == "" and action.nargs == 0:
-            # Set but empty: on or off? (A dry run meant this way was a real batch.)
-            parser.error(f"{variable} is empty: set it to 1 or 0, or unset it")
+            note_empty_boolean(parser, variable, action.option_strings)
         if raw is None or raw == "":
             continue  # any other variable set empty counts as unset (templated env files)
         try:

@@ -23,6 +23,7 @@ import logging
 import os
 import select
 import signal
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
@@ -48,17 +49,18 @@ _HEAD_LIMIT = 16 * MAX_LINE_BYTES
 
 @dataclass
 class StdinInput:
-    """Stdin as the batch reads it: *stream* (one byte stream, nothing read lost), and whether
-    it was read whole ahead (*read_ahead*)."""
+    """Stdin as the batch reads it: *stream* (one byte stream, nothing read lost), whether it
+    was read whole ahead (*read_ahead*), and whether it is a regular file (``< file``)."""
 
     stream: BinaryIO
     read_ahead: bool
+    regular: bool = False
 
     def on_hand(self) -> bool:
         """True while the stream's next bytes were read already (whole ahead, or a stop's copy
         not yet read through): they cannot go silent, so a hard stop reads them all."""
         raw = getattr(self.stream, "raw", None)
-        return self.read_ahead or (isinstance(raw, _Chain) and raw.on_hand)
+        return self.read_ahead or self.regular or (isinstance(raw, _Chain) and raw.on_hand)
 
     def close(self) -> None:
         """Close a stream read whole ahead (its temporary file goes with it).
@@ -153,23 +155,24 @@ def take_stdin(
 
     head = _read_head(fd, stopped, chunk)
     rest = io.FileIO(fd, "rb", closefd=False)
+    regular = stat.S_ISREG(os.fstat(fd).st_mode)  # `< file`: it cannot go silent
     if stopped() or not (whole or _starts_with_a_results_line(head)):
-        return StdinInput(_joined([io.BytesIO(head), rest]), False)
+        return StdinInput(_joined([io.BytesIO(head), rest]), False, regular)
     try:
         # Unbuffered: a failed write leaves the file holding exactly what was written.
         spool = tempfile.TemporaryFile(buffering=0)  # noqa: SIM115 - closed by StdinInput
     except OSError as exc:  # no TMPDIR to write to
         _gave_up(exc)
-        return StdinInput(_joined([io.BytesIO(head), rest]), False)
+        return StdinInput(_joined([io.BytesIO(head), rest]), False, regular)
     data: bytes | None = head
     while data:
         if (unwritten := _write(spool, data)) is not None:
             spool.seek(0)  # what was copied, what was not, then the rest as it comes
-            return StdinInput(_joined([spool, io.BytesIO(unwritten), rest]), False)
+            return StdinInput(_joined([spool, io.BytesIO(unwritten), rest]), False, regular)
         data = _pull(fd, stopped, chunk)
     spool.seek(0)
     if data is None:  # stopped: what was read, then the rest of the pipe, as it comes
-        return StdinInput(_joined([spool, rest]), False)
+        return StdinInput(_joined([spool, rest]), False, regular)
     rest.close()
     return StdinInput(io.BufferedReader(spool), True)
 

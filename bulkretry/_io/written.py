@@ -16,6 +16,7 @@ followed by the run's real outcome; a second ``already_retriggered`` is not writ
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sqlite3
@@ -198,6 +199,11 @@ def check_output(
         st = os.stat(path)
     except FileNotFoundError:
         st = None
+        # A new file: its directory must take it (a typo'd one is said now, not at the open).
+        where = os.path.dirname(path) or "."
+        if not os.path.isdir(where) or not os.access(where, os.W_OK | os.X_OK):
+            why = os.strerror(errno.ENOENT if not os.path.isdir(where) else errno.EACCES)
+            raise InputError(f"cannot write output {path}: {why}") from None
     except OSError as exc:
         raise InputError(f"cannot use output {path}: {exc.strerror}") from None
     if st is not None:
@@ -219,7 +225,7 @@ def check_stdout(inputs: Sequence[str]) -> None:
         st = os.fstat(STDOUT_FD)
     except OSError:
         return  # closed: writing will say so
-    if not stat.S_ISREG(st.st_mode):
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
         return
     for name in inputs:
         if _same_file(name, st):
@@ -230,12 +236,13 @@ def check_stdout(inputs: Sequence[str]) -> None:
 def _same_file(name: str, output: os.stat_result) -> bool:
     """True if the input *name* (``-``: whatever stdin is, ``< file`` too) is the output's file.
 
-    Stdin counts only as a regular file: a terminal is both, when the output is ``/dev/tty``.
+    Stdin counts as a regular file or a pipe (``-o /dev/stdin`` would write into its own
+    input), not as a terminal, which is both when the output is ``/dev/tty``.
     """
     try:
         if name != STDIN:
             st = os.stat(name)
-        elif stat.S_ISREG(output.st_mode):
+        elif stat.S_ISREG(output.st_mode) or stat.S_ISFIFO(output.st_mode):
             st = os.fstat(STDIN_FD)
         else:
             return False

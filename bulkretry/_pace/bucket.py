@@ -193,8 +193,11 @@ class TokenBucket:
 
         For a request that reached the server at some moment before its answer, unknown: the
         first one, which opened a connection on its way. Counted from its slot, the next one
-        can arrive closer to it than the interval, which a quota with no burst refuses.
+        can arrive closer to it than the interval, which a quota with no burst refuses. With a
+        burst (configured, so the quota has one) nothing changes: the saved slots are kept.
         """
+        if self._burst != 1:
+            return
         self.refill(now)
         self._tokens = min(self._tokens, 0.0)
         if self._spaced():

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import os
+import types
 from pathlib import Path
 
 import pytest
 from conftest import virtual_time
 
-from bulkretry._cli.batch_input import SILENCE, _Pump, read_batches
+from bulkretry._cli.batch_input import SILENCE, BatchInput, _Pump, read_batches
+from bulkretry._config import DEFAULT_RUN_ID_PATTERN
 from bulkretry._exceptions import InputError
 from bulkretry._io.source import RecordReader, RunIdValidator
+from bulkretry._io.spool import StdinInput
 
 
 def uuid(i: int) -> str:
@@ -105,4 +108,47 @@ async def test_once_the_batch_stops_a_pipe_silent_for_a_while_is_not_waited_for(
     assert loop.time() - begun >= SILENCE
     assert pumps[0].cut
     os.close(write_end)
+    stdin.close()
+
+
+@pytest.mark.parametrize("signalled", [True, False], ids=["a-signal", "a-halt-or-a-cap"])
+@virtual_time
+async def test_only_a_signal_cuts_a_silent_pipe_short(signalled: bool) -> None:
+    """A halt or --max-retriggers stops the batch too, but nobody asked it to stop reading:
+    a producer that pauses (list-failed between pages) is read on to its end, every line its
+    record. A signal cuts the pipe once it has been silent for SILENCE."""
+    read_end, write_end = os.pipe()
+    os.write(write_end, "".join(uuid(i) + "\n" for i in range(3)).encode())
+    stdin = os.fdopen(read_end, "rb")
+    source = BatchInput(
+        ["-"],
+        run_id_pattern=DEFAULT_RUN_ID_PATTERN,
+        reads_input=True,
+        ledger=None,
+        stdin=StdinInput(stdin, False),
+    )
+    source.engine = types.SimpleNamespace(stopping=True, input_cut_short=False)  # type: ignore[assignment]
+    stops = [False]
+    source.signalled = lambda: stops[-1]
+    lines: list[int] = []
+    three = asyncio.Event()
+
+    async def collect() -> None:
+        async for batch in source.batches():
+            lines.extend(record.line for record in batch)
+            if len(lines) >= 3:
+                three.set()
+
+    task = asyncio.create_task(collect())
+    await three.wait()  # the reader thread has handed the three over
+    stops.append(signalled)
+    await asyncio.sleep(10 * SILENCE)
+    assert lines == [1, 2, 3]
+    assert task.done() is signalled
+    os.write(write_end, (uuid(3) + "\n").encode())
+    os.close(write_end)
+    async with asyncio.timeout(10 * SILENCE):
+        await task
+    assert lines == ([1, 2, 3] if signalled else [1, 2, 3, 4])
+    assert source.cut_short is signalled
     stdin.close()

@@ -125,10 +125,27 @@ def test_a_boolean_variable_set_empty_is_a_usage_error_naming_it(
     capsys: pytest.CaptureFixture[str], argv: list[str], variable: str
 ) -> None:
     """`BULKRETRY_DRY_RUN=` meant a dry run, and was a real batch: on or off is not guessed."""
-    with pytest.raises(SystemExit) as refused:
-        main(argv, env={**CREDS, variable: ""})
-    assert refused.value.code == 2
-    assert f"{variable} is empty: set it to 1 or 0, or unset it" in capsys.readouterr().err
+    assert main(argv, env={**CREDS, variable: ""}) == 2
+    said = f"bulkretry {argv[0]}: error: {variable} is empty: set it to 1 or 0, or unset it\n"
+    assert capsys.readouterr().err == said
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["--version"], ["report", "/dev/null"], ["run", "--dry-run", "-q", "/dev/null"]],
+    ids=["version", "another-command", "flag-given"],
+)
+def test_a_boolean_variable_set_empty_stops_only_the_command_that_reads_it_unflagged(
+    argv: list[str],
+) -> None:
+    """Every command builds run's options: an empty BULKRETRY_DRY_RUN stopped `--version` and
+    `report` too, and a flag that says on or off could not get round it."""
+    env = {"BULKRETRY_DRY_RUN": "", "BULKRETRY_DEMO_OVERWRITE": ""}
+    try:
+        code = main(argv, env=env)
+    except SystemExit as exc:  # --version
+        code = int(exc.code or 0)
+    assert code == 0
 
 
 def test_any_other_variable_set_empty_counts_as_unset(tmp_path: Path) -> None:
@@ -261,6 +278,20 @@ def test_a_stdout_appending_to_an_input_is_refused(tmp_path: Path, from_stdin: b
     assert proc.returncode == 2, proc.stderr
     assert b"stdout is also the input" in proc.stderr
     assert ids.read_text() == content
+
+
+def test_an_output_into_stdins_own_pipe_is_refused() -> None:
+    """`cat ids | run - -o /dev/stdin` opened the write end of its own input and hung."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "bulkretry", "run", "--dry-run", "-", "-o", "/dev/stdin"],
+        input=(RUN_A + "\n").encode(),
+        capture_output=True,
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert b"is also the input on stdin" in proc.stderr
 
 
 def test_http_base_url_off_loopback_is_refused(capsys: pytest.CaptureFixture[str]) -> None:

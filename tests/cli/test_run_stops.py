@@ -401,6 +401,22 @@ def test_an_output_refused_is_refused_before_stdin_is_read(
     assert out.read_text() == '{"run_id": "x", "outcome": "retriggered"}\n'
 
 
+def test_an_output_in_a_directory_that_is_not_there_is_refused_before_stdin_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The commonest typo in -o, a directory that does not exist, came only at the open."""
+    from bulkretry._cli import run as run_module
+
+    def read(**_: object) -> None:
+        pytest.fail("stdin was read before the output was checked")
+
+    monkeypatch.setattr(run_module, "stdin_is_a_terminal", lambda: False)
+    monkeypatch.setattr(run_module, "take_stdin", read)
+    out = tmp_path / "no-such-dir" / "out.jsonl"
+    assert main(["run", "-", "-o", str(out), "--dry-run"], env={}) == 2
+    assert "No such file or directory" in capsys.readouterr().err
+
+
 def test_a_batch_with_a_state_file_may_go_on_with_its_own_output_read_from_stdin(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -9,6 +9,7 @@ import signal
 import tempfile
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import orjson
 import pytest
@@ -288,3 +289,28 @@ def test_stdin_read_whole_ahead_is_on_hand(pipe: tuple[int, int]) -> None:
     assert taken.read_ahead
     assert taken.on_hand()
     taken.close()
+
+
+def test_a_regular_file_on_stdin_is_on_hand_to_its_end(tmp_path: Path) -> None:
+    """`run < ids.txt` streams, but a file cannot go silent: a stop reads it to its end (it
+    was cut like a silent pipe when the reader had not caught up: 20 records of 40)."""
+    path = tmp_path / "ids.txt"
+    path.write_bytes(b"".join(b"%08x-1804-45d6-8d56-dd51f05c0baf\n" % i for i in range(40)))
+    with path.open("rb") as stdin:
+        taken = take_stdin(stdin.fileno())
+        assert not taken.read_ahead
+        assert taken.on_hand()
+        assert taken.stream.read() == path.read_bytes()
+        assert taken.on_hand()
+
+
+def test_a_pipe_on_stdin_is_not_on_hand_once_its_head_is_read(pipe: tuple[int, int]) -> None:
+    """Its head, read before the batch, is on hand; what follows may never come."""
+    read, write = pipe
+    os.write(write, b"4fb0418e-1804-45d6-8d56-dd51f05c0baf\n")
+    os.close(write)
+    taken = take_stdin(read)
+    assert not taken.read_ahead
+    assert taken.on_hand()
+    taken.stream.read()
+    assert not taken.on_hand()

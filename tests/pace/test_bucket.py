@@ -238,6 +238,15 @@ async def test_count_from_spaces_the_next_slot_from_the_time_given(strict: bool)
     assert await acquire_times(bucket, 2) == pytest.approx([1.0, 1.2])
 
 
+@virtual_time
+async def test_count_from_keeps_a_configured_burst() -> None:
+    """With --burst, the quota has one: the saved slots go at once (10 requests at --rate 2
+    --burst 10 took 5 s instead of 0.5 s when they were thrown away)."""
+    bucket = TokenBucket(2, burst=10)
+    bucket.count_from(now())
+    assert await acquire_times(bucket, 10) == pytest.approx([0.0] * 10)
+
+
 # --- fairness and cancellation ----------------------------------------------------------------
 
 
