@@ -166,9 +166,8 @@ class RecordReader:
         self._records = self._iterate()
         # Whether the input read now (or first) is a regular file: its lines come whatever a
         # writer does. Stdin's are on hand when *stdin_on_hand* says so (read ahead).
-        self._on_file = self._paths[0] != STDIN and os.path.isfile(self._paths[0])
-        self._reading_stdin = self._paths[0] == STDIN
         self._stdin_on_hand = stdin_on_hand
+        self._enter(self._paths[0])
         self.lines_read = 0
         self.passed_over = 0
 
@@ -183,6 +182,11 @@ class RecordReader:
         if self._reading_stdin:
             return self._stdin_on_hand is not None and self._stdin_on_hand()
         return self._on_file
+
+    def _enter(self, path: str) -> None:
+        # A regular file always has its next line: only a pipe or a terminal can go silent.
+        self._on_file = path != STDIN and os.path.isfile(path)
+        self._reading_stdin = path == STDIN
 
     @property
     def paths(self) -> list[str]:
@@ -203,9 +207,7 @@ class RecordReader:
 
     def _iterate(self) -> Iterator[InputRecord]:
         for path in self._paths:
-            # A regular file always has its next line: only a pipe or a terminal can go silent.
-            self._on_file = path != STDIN and os.path.isfile(path)
-            self._reading_stdin = path == STDIN
+            self._enter(path)
             if path == STDIN:
                 if self._stdin is not None:
                     yield from self._records_of(self._stdin, STDIN)

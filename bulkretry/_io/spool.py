@@ -119,17 +119,24 @@ class _Chain(io.RawIOBase):
         super().close()
 
 
+def _first_line(head: bytes | bytearray) -> bytes | None:
+    """Return the first line of *head* that is not blank or a comment (None: none yet)."""
+    for line in head.removeprefix(BOM).splitlines():
+        if (text := line.strip()) and not text.startswith(b"#"):
+            return bytes(text)
+    return None
+
+
 def _starts_with_a_results_line(head: bytes) -> bool:
     """True when the first line that is not blank (or a comment) is a JSON object with an
     ``outcome``."""
-    for line in head.removeprefix(BOM).splitlines():
-        if line.strip() and not line.lstrip().startswith(b"#"):  # blank lines, comments
-            try:
-                obj = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                return False
-            return isinstance(obj, dict) and "outcome" in obj
-    return False
+    if (line := _first_line(head)) is None:
+        return False
+    try:
+        obj = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(obj, dict) and "outcome" in obj
 
 
 def take_stdin(
@@ -226,13 +233,7 @@ def _read_head(fd: int, stopped: Callable[[], bool], chunk: int) -> bytes:
 
 def _decided(head: bytes | bytearray) -> bool:
     """True once *head* holds a whole line that is not blank or a comment."""
-    body, start = head.removeprefix(BOM), 0
-    while (end := body.find(b"\n", start)) >= 0:
-        line = body[start:end].strip()
-        if line and not line.startswith(b"#"):
-            return True
-        start = end + 1
-    return False
+    return _first_line(head[: head.rfind(b"\n") + 1]) is not None
 
 
 def _pull(fd: int, stopped: Callable[[], bool], chunk: int) -> bytes | None:

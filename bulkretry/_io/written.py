@@ -209,10 +209,9 @@ def check_output(
     if st is not None:
         if stat.S_ISDIR(st.st_mode):
             raise InputError(f"output is a directory: {path}")
-        for name in inputs:
-            if _same_file(name, st):
-                also = "an input" if name != STDIN else "the input on stdin"
-                raise InputError(f"output {path} is also {also}; write the results elsewhere")
+        if (name := _input_at(st, inputs)) is not None:
+            also = "an input" if name != STDIN else "the input on stdin"
+            raise InputError(f"output {path} is also {also}; write the results elsewhere")
         if stat.S_ISREG(st.st_mode) and st.st_size > 0 and not (append or overwrite):
             raise InputError(f"output {path} exists and is not empty; use --append or --overwrite")
     return st
@@ -227,10 +226,14 @@ def check_stdout(inputs: Sequence[str]) -> None:
         return  # closed: writing will say so
     if not (stat.S_ISREG(st.st_mode) or stat.S_ISFIFO(st.st_mode)):
         return
-    for name in inputs:
-        if _same_file(name, st):
-            also = f"the input {name}" if name != STDIN else "the input on stdin"
-            raise InputError(f"stdout is also {also}; write the results elsewhere")
+    if (name := _input_at(st, inputs)) is not None:
+        also = f"the input {name}" if name != STDIN else "the input on stdin"
+        raise InputError(f"stdout is also {also}; write the results elsewhere")
+
+
+def _input_at(output: os.stat_result, inputs: Sequence[str]) -> str | None:
+    """Return the first of *inputs* that is the output's file, if one is."""
+    return next((name for name in inputs if _same_file(name, output)), None)
 
 
 def _same_file(name: str, output: os.stat_result) -> bool:

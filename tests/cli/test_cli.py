@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -23,6 +24,20 @@ CREDS = {
 
 def lines(path: Path) -> list[dict[str, object]]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def bulkretry_process(*argv: str, env: dict[str, str] | None = None, **kwargs: Any) -> Any:
+    """Run ``python -m bulkretry ARGV`` from this checkout (stdin, stdout, input as given)."""
+    kwargs.setdefault("stderr", subprocess.PIPE)
+    if "stdout" not in kwargs:
+        kwargs["stdout"] = subprocess.PIPE
+    return subprocess.run(
+        [sys.executable, "-m", "bulkretry", *argv],
+        env={**os.environ, **(env or {}), "PYTHONPATH": os.getcwd()},
+        timeout=60,
+        check=False,
+        **kwargs,
+    )
 
 
 def test_help_shows_every_run_option_with_its_environment_variable_and_default(
@@ -244,14 +259,7 @@ def test_an_output_that_is_the_file_on_stdin_is_refused(tmp_path: Path, argv: li
     content = "".join(f"{i:08x}-1804-45d6-8d56-dd51f05c0baf\n" for i in range(3000))
     ids.write_text(content)
     with ids.open("rb") as stdin:
-        proc = subprocess.run(
-            [sys.executable, "-m", "bulkretry", *argv, "-o", str(ids)],
-            stdin=stdin,
-            capture_output=True,
-            env={**os.environ, **CREDS, "PYTHONPATH": os.getcwd()},
-            timeout=60,
-            check=False,
-        )
+        proc = bulkretry_process(*argv, "-o", str(ids), stdin=stdin, env=CREDS)
     assert proc.returncode == 2, proc.stderr
     assert b"is also the input on stdin" in proc.stderr
     assert ids.read_text() == content
@@ -266,14 +274,8 @@ def test_a_stdout_appending_to_an_input_is_refused(tmp_path: Path, from_stdin: b
     ids.write_text(content)
     argv = ["run", "--dry-run", "-q", "-" if from_stdin else str(ids)]
     with ids.open("rb") as stdin, ids.open("ab") as stdout:
-        proc = subprocess.run(
-            [sys.executable, "-m", "bulkretry", *argv],
-            stdin=stdin if from_stdin else subprocess.DEVNULL,
-            stdout=stdout,
-            stderr=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": os.getcwd()},
-            timeout=60,
-            check=False,
+        proc = bulkretry_process(
+            *argv, stdin=stdin if from_stdin else subprocess.DEVNULL, stdout=stdout
         )
     assert proc.returncode == 2, proc.stderr
     assert b"stdout is also the input" in proc.stderr
@@ -282,13 +284,8 @@ def test_a_stdout_appending_to_an_input_is_refused(tmp_path: Path, from_stdin: b
 
 def test_an_output_into_stdins_own_pipe_is_refused() -> None:
     """`cat ids | run - -o /dev/stdin` opened the write end of its own input and hung."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "bulkretry", "run", "--dry-run", "-", "-o", "/dev/stdin"],
-        input=(RUN_A + "\n").encode(),
-        capture_output=True,
-        env={**os.environ, "PYTHONPATH": os.getcwd()},
-        timeout=60,
-        check=False,
+    proc = bulkretry_process(
+        "run", "--dry-run", "-", "-o", "/dev/stdin", input=(RUN_A + "\n").encode()
     )
     assert proc.returncode == 2, proc.stderr
     assert b"is also the input on stdin" in proc.stderr
@@ -302,14 +299,7 @@ def test_http_base_url_off_loopback_is_refused(capsys: pytest.CaptureFixture[str
 
 def test_python_dash_m_behaves_as_the_command(tmp_path: Path) -> None:
     """`python -m bulkretry` runs the same CLI, reading stdin when no file is given."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "bulkretry", "run", "--dry-run", "-q"],
-        input=(RUN_A + "\n").encode(),
-        capture_output=True,
-        env={**os.environ, "PYTHONPATH": os.getcwd()},
-        timeout=60,
-        check=False,
-    )
+    proc = bulkretry_process("run", "--dry-run", "-q", input=(RUN_A + "\n").encode())
     assert proc.returncode == 0, proc.stderr
     [record] = [orjson.loads(x) for x in proc.stdout.splitlines()]
     assert record["outcome"] == "would_retrigger"
@@ -402,14 +392,8 @@ def test_only_on_plain_ids_piped_writes_no_record_before_its_usage_error() -> No
     """A stdin led by run IDs streams; with --only it is read whole first, as --only selects by
     what all of it says: plain IDs are exit 2 with nothing on stdout (5 `skipped` records came
     out before the error, which a consumer downstream took for results)."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "bulkretry", "run", "--dry-run", "--only", "failed"],
-        input="".join(f"{i:08x}-1804-45d6-8d56-dd51f05c0baf\n" for i in range(5)).encode(),
-        capture_output=True,
-        env={**os.environ, "PYTHONPATH": os.getcwd()},
-        timeout=60,
-        check=False,
-    )
+    ids = "".join(f"{i:08x}-1804-45d6-8d56-dd51f05c0baf\n" for i in range(5))
+    proc = bulkretry_process("run", "--dry-run", "--only", "failed", input=ids.encode())
     assert proc.returncode == 2, proc.stderr
     assert proc.stdout == b""
     assert b"--only needs results lines as input" in proc.stderr
