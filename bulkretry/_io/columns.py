@@ -37,6 +37,11 @@ class Columns:
         names = [name.strip() for name in _fields(raw, delimiter)]
         if column not in names:
             shown = ", ".join(repr(name) for name in names[:20])
+            if column.isdigit():  # 0: a slip for a 0-based index, most likely
+                raise InputError(
+                    f"--column {column}: columns are numbered from 1 (and no column in the "
+                    f"header of {where} is named {column!r}: {shown})"
+                )
             raise InputError(f"--column {column!r} is not in the header of {where} ({shown})")
         return cls(delimiter, names.index(column), header=True)
 

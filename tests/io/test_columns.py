@@ -82,6 +82,18 @@ def test_a_column_name_not_in_the_header_is_an_error_naming_the_columns() -> Non
         read(f"run_id,flow_id\n{A},f1\n", "runid")
 
 
+def test_column_zero_says_columns_are_numbered_from_one() -> None:
+    """`--column 0` (a 0-based habit) names the numbering, not only the missing header."""
+    with pytest.raises(InputError, match="--column 0: columns are numbered from 1"):
+        read(f"run_id,flow_id\n{A},f1\n", "0")
+
+
+def test_a_header_named_by_a_number_is_still_read_by_name() -> None:
+    """A column whose header is "0" is that column: the numbering hint is for no match only."""
+    rows = read(f"flow,0\nf1,{A}\n", "0")
+    assert [run_id for _, run_id, _ in rows] == [A]
+
+
 def test_the_cli_refuses_a_wrong_column_before_anything_is_sent(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
