@@ -13,13 +13,12 @@ holds the next cut until it is measured; refused nearly as often at half the rat
 seconds, they are not the quota's (:mod:`.share`): each run waits its own Retry-After. A quota
 the server declares (:mod:`.told`) lowers the configured rate.
 
-A pause of a second or two after N successes sent in a moment is a short window's, sliding or
-fixed: the rate goes to N per that wait. With a long wait, two pauses in a row with successes
-between mean a *fixed window* (:mod:`.window`): in *window mode* each pass goes at the
-configured rate and holds after N + 1 slots; the last throttled, everyone waits its
-Retry-After; the last a success, the pass ran into the next window and goes on. A window costs
-one 429. A success sent after a 429 of the same pass, or two passes far short of N or past
-N + 1, end it.
+A pause of a second or two after N successes sent in a moment is a short window's: the rate
+goes to N per that wait (:mod:`.short`). With a long wait, two pauses in a row with successes
+between mean a *fixed window* (:mod:`.window`): in *window mode* each pass goes at the configured
+rate and holds after N + 1 slots; the last throttled, everyone waits its Retry-After; the last a
+success, the pass ran into the next window and goes on. A window costs one 429. A success sent
+after a 429 of the same pass, or two passes far short of N or past N + 1, end it.
 
 The controller decides; the bucket paces, on the clock given: nothing here awaits or schedules.
 """
@@ -34,6 +33,7 @@ from .bucket import TokenBucket
 from .curve import BETA, Curve
 from .passes import Pass
 from .share import RejectShare
+from .short import CYCLE_BETA, SentCount, is_short_window
 from .window import FixedWindow
 
 __all__ = ["BETA", "DEFAULT_EPISODE", "DEFAULT_RECOVERY", "MIN_RATE_FRACTION", "RateController"]
@@ -58,13 +58,11 @@ _SHAVE = 3.0
 # A 429 that is news after a cut pauses everyone when it is the third in a row with no success
 # between: a spent quota answers every request so; 429s at random rarely come three in a row.
 _PAUSE_RUN = 3
+# A window confirmed this far below the rate that met it pauses everyone for its Retry-After:
+# one that counts refusals refuses every request for about a window, and each one counts.
+_FAR_OVER = 1.1
 # Successes since the last cut that make the next 429 one at the edge of the rate found.
 _EDGE_SUCCESSES = 32
-# A Retry-After under this after a pass is a short window's, which pacing at N per wait uses
-# better than passes that wait out whole seconds rounded up (window mode).
-_SHORT_WAIT = 3.0
-# A rate learned from a window's pass starts this far below (its last successes were in flight).
-_CYCLE_BETA = 0.97
 
 
 class RateController:
@@ -87,6 +85,7 @@ class RateController:
         "_pass",
         "_pause_after",
         "_recent",
+        "_sent",
         "_share",
         "_successes_since_cut",
         "_successes_since_pause",
@@ -123,6 +122,7 @@ class RateController:
         self._share = RejectShare()
         self._share.level(rate)
         self._recent = 0.0
+        self._sent = SentCount()
 
     @property
     def max_rate(self) -> float:
@@ -151,21 +151,17 @@ class RateController:
 
     def observe_latency(self, seconds: float) -> None:
         """Feed one request's latency into the moving average that sizes episodes."""
-        if self._latency is None:
-            self._latency = seconds
-        else:
-            self._latency += _LATENCY_WEIGHT * (seconds - self._latency)
+        old = self._latency
+        self._latency = seconds if old is None else old + _LATENCY_WEIGHT * (seconds - old)
 
     def on_success(self, sent_at: float | None = None) -> None:
-        """Record an answer other than a throttle: let the rate climb back towards its maximum.
-
-        *sent_at*, the time at which the request got its slot, tells a fixed window's passes
-        apart; without it the request counts as sent now.
-        """
+        """Record an answer other than a throttle, for a request given its slot at *sent_at*
+        (default: now, which blurs passes and windows): let the rate climb back."""
         self._successes_since_cut += 1
         self._successes_since_pause += 1
         sent = self._clock() if sent_at is None else sent_at
         self._pass.succeeded(sent)
+        self._sent.add(sent)
         self._recent -= _SHARE_WEIGHT * self._recent
         curve = self._curve
         if (curve.cut_at is None or sent > curve.cut_at) and self._share.answered(False):
@@ -228,9 +224,17 @@ class RateController:
             # (A moderate share not yet measured at this rate: see whether the cut helped.)
             return
         bucket.refill(now)
+        if (learned := self._curve.learned) is not None and not self._curve.confirmed:
+            # A first pass's window met its edge: it is what went through in the window before.
+            since, over = (now if sent_at is None else sent_at) - learned[1], bucket.rate
+            if self._learn_window(now, self._sent.since(since), learned[1], 0.0):
+                if retry_after is not None and over > _FAR_OVER * self._curve.top:
+                    self.pause_until(now + retry_after)  # it refuses all for a window anyway
+                return
         if pause and retry_after is not None and allowed and not self._pass.scattered:
-            start = resumed_at if resumed_at > -math.inf else self._pass.first_sent
-            if self._learn_window(now, allowed, retry_after, first_429 - start):
+            first = resumed_at == -math.inf  # a first pass: the window may hold others' requests
+            took = first_429 - (self._pass.first_sent if first else resumed_at)
+            if self._learn_window(now, allowed, retry_after, took, confirmed=not first):
                 return
             if -math.inf < resumed_at <= now:
                 # Two pauses in a row for 429s that went on after a cut, with successes between
@@ -244,18 +248,15 @@ class RateController:
             bucket.strict()
         self._cut(now, bucket.rate, max(BETA, 1 - _SHAVE * self._recent) if edge else BETA)
 
-    def _learn_window(self, now: float, allowed: int, wait: float, took: float) -> bool:
-        """Pace at N per *wait* if *allowed* went through in *took* s as a short window lets them.
-
-        A window lets N through in a moment, then says wait whole seconds (1 or 2). A handful,
-        or a pass over half the wait, is a quota shared with others: milliseconds round up too.
-        """
-        short = 1 <= wait < _SHORT_WAIT and 0 <= took <= wait / 2
-        if not short or allowed < _EDGE_SUCCESSES:
+    def _learn_window(
+        self, now: float, allowed: int, wait: float, took: float, *, confirmed: bool = True
+    ) -> bool:
+        """Pace at N per *wait* if *allowed* in *took* s are a short window's (:mod:`.short`)."""
+        if not is_short_window(wait, took) or allowed < _EDGE_SUCCESSES:
             return False
-        self._curve.learn(allowed, wait)
+        self._curve.learn(allowed, wait, confirmed=confirmed)
         # Never above the rate that met the 429s (a client's own burst is not a window's).
-        self._cut(now, min(self._max_rate, self._bucket.rate, allowed / wait), _CYCLE_BETA)
+        self._cut(now, min(self._max_rate, self._bucket.rate, allowed / wait), CYCLE_BETA)
         return True
 
     def _cut(self, now: float, rate: float, beta: float) -> None:
@@ -271,11 +272,8 @@ class RateController:
         self._share.level(bucket.rate)
 
     def on_unavailable(self, retry_after: float) -> None:
-        """Record a 503 with a Retry-After: the service, not the quota, asks everyone to wait.
-
-        Nobody sends before the time given; the rate is left as it was, so that it is back at
-        the quota as soon as the service is.
-        """
+        """Record a 503 with a Retry-After: nobody sends before then (the service asks it, not
+        the quota), and the rate stays as it was, to be back at the quota when the service is."""
         self.pause_until(self._clock() + retry_after)
 
     def lower_max(self, rate: float) -> None:

@@ -434,28 +434,90 @@ async def test_a_long_wait_after_a_pass_is_no_window_per_second() -> None:
     assert control.learned() is None
 
 
-@virtual_time
-async def test_after_a_window_is_learned_429s_within_it_of_a_shave_are_that_shave() -> None:
-    """A window that counts refusals refuses for one window after a shave: one cut, not three."""
-    bucket, control = paced(800, pause_after=5)
+async def confirmed(bucket: TokenBucket, control: RateController, successes: int) -> None:
+    """A first pass of 200 in a quarter of a second, then *successes* and a 429 that is news:
+    the window is confirmed at the successes sent in the second before it."""
     await overrun(bucket, control, 200)
     await asyncio.sleep(1)
-    for _ in range(100):
+    for _ in range(successes):
         await bucket.acquire()
         control.on_success(now())
     await bucket.acquire()
-    control.on_throttled(1, sent_at=now())  # at the edge, after 100 successes: a shave
-    shaved, shaved_at = bucket.rate, now()
-    assert 0.9 * 194 < shaved < 194
+    control.on_throttled(1, sent_at=now())
+
+
+@virtual_time
+async def test_a_window_read_from_a_first_pass_is_confirmed_by_the_next_429() -> None:
+    """The first pass may have met others' requests in the window (a process killed a moment
+    ago): the next 429 that is news says how many went through in the window before it."""
+    bucket, control = paced(800, pause_after=5)
+    await confirmed(bucket, control, 150)
+    assert control.learned() == "a window of about 150 requests in 1 s"
+    assert 0.9 * 0.97 * 150 <= bucket.rate <= 0.97 * 150
+
+
+@pytest.mark.parametrize(("successes", "pauses"), [(150, True), (190, False)])
+@virtual_time
+async def test_a_window_confirmed_far_below_the_rate_pauses_for_its_retry_after(
+    successes: int, pauses: bool
+) -> None:
+    """Met at 194/s, a window of 150 that counts refusals refuses every request for about a
+    window: everyone waits its Retry-After, rather than send requests that count against it.
+    Met near its rate (190), the cut alone lets it drain."""
+    bucket, control = paced(800, pause_after=5)
+    await confirmed(bucket, control, successes)
+    assert (bucket.paused_until == pytest.approx(now() + 1)) is pauses
+
+
+@virtual_time
+async def test_a_window_read_from_a_first_pass_is_no_ceiling_until_confirmed() -> None:
+    """Read from a first pass, 50 a second is climbed back to and probed beyond as after any
+    cut: a resume into a window its killed process still filled reaches the quota again."""
+    bucket, control = paced(400, pause_after=5)
+    await overrun(bucket, control, 50)
+    assert bucket.rate == pytest.approx(0.97 * 50)
+    await asyncio.sleep(1)
+    start = now()
+    while now() < start + 5:
+        await bucket.acquire()
+        control.on_success(now())
+    assert bucket.rate > 2 * 50
+
+
+@virtual_time
+async def test_a_window_read_after_a_pause_is_a_ceiling_at_once() -> None:
+    """A pass that starts when a pause ends finds the window drained: its N is confirmed, and
+    past it the rate probes only as slowly as the cut was shallow."""
+    bucket, control = paced(800, pause_after=5)
+    await overrun(bucket, control, 20)  # a handful: no window, but a pause
+    assert control.learned() is None
+    await asyncio.sleep(1.0)
+    bucket.set_rate(now(), 800)  # as if climbed back: the next pass overruns at once
+    await overrun(bucket, control, 100)  # the first pass after a pause: confirmed
+    assert control.learned() == "a window of about 100 requests in 1 s"
+    await asyncio.sleep(1)
+    start = now()
+    while now() < start + 10:
+        await bucket.acquire()
+        control.on_success(now())
+    assert bucket.rate < 1.1 * 100
+
+
+@virtual_time
+async def test_after_a_window_is_confirmed_429s_within_it_of_a_shave_are_that_shave() -> None:
+    """A window that counts refusals refuses for one window after a cut: one cut, not three."""
+    bucket, control = paced(800, pause_after=5)
+    await confirmed(bucket, control, 150)
+    cut, cut_at = bucket.rate, now()
     await asyncio.sleep(0.5)
     control.on_throttled(1, sent_at=now())  # the window still holds the overrun
-    assert bucket.rate == shaved
+    assert bucket.rate == cut
     for _ in range(40):  # measured at this rate: the share of 429s holds no cut back
         await bucket.acquire()
         control.on_success(now())
-    await asyncio.sleep(shaved_at + 1.5 - now())
+    await asyncio.sleep(cut_at + 1.5 - now())
     control.on_throttled(1, sent_at=now())  # a window later: news
-    assert bucket.rate < shaved
+    assert bucket.rate < cut
 
 
 @virtual_time
