@@ -33,7 +33,7 @@ from .bucket import TokenBucket
 from .curve import BETA, Curve
 from .passes import Pass
 from .share import RejectShare
-from .short import CYCLE_BETA, SentCount, is_short_window
+from .short import CYCLE_BETA, is_short_window
 from .window import FixedWindow
 
 __all__ = ["BETA", "DEFAULT_EPISODE", "DEFAULT_RECOVERY", "MIN_RATE_FRACTION", "RateController"]
@@ -58,9 +58,6 @@ _SHAVE = 3.0
 # A 429 that is news after a cut pauses everyone when it is the third in a row with no success
 # between: a spent quota answers every request so; 429s at random rarely come three in a row.
 _PAUSE_RUN = 3
-# A window confirmed this far below the rate that met it pauses everyone for its Retry-After:
-# one that counts refusals refuses every request for about a window, and each one counts.
-_FAR_OVER = 1.1
 # Successes since the last cut that make the next 429 one at the edge of the rate found.
 _EDGE_SUCCESSES = 32
 
@@ -85,7 +82,6 @@ class RateController:
         "_pass",
         "_pause_after",
         "_recent",
-        "_sent",
         "_share",
         "_successes_since_cut",
         "_successes_since_pause",
@@ -122,7 +118,6 @@ class RateController:
         self._share = RejectShare()
         self._share.level(rate)
         self._recent = 0.0
-        self._sent = SentCount()
 
     @property
     def max_rate(self) -> float:
@@ -161,7 +156,6 @@ class RateController:
         self._successes_since_pause += 1
         sent = self._clock() if sent_at is None else sent_at
         self._pass.succeeded(sent)
-        self._sent.add(sent)
         self._recent -= _SHARE_WEIGHT * self._recent
         curve = self._curve
         if (curve.cut_at is None or sent > curve.cut_at) and self._share.answered(False):
@@ -224,17 +218,15 @@ class RateController:
             # (A moderate share not yet measured at this rate: see whether the cut helped.)
             return
         bucket.refill(now)
-        if (learned := self._curve.learned) is not None and not self._curve.confirmed:
-            # A first pass's window met its edge: it is what went through in the window before.
-            since, over = (now if sent_at is None else sent_at) - learned[1], bucket.rate
-            if self._learn_window(now, self._sent.since(since), learned[1], 0.0):
-                if retry_after is not None and over > _FAR_OVER * self._curve.top:
-                    self.pause_until(now + retry_after)  # it refuses all for a window anyway
-                return
         if pause and retry_after is not None and allowed and not self._pass.scattered:
             first = resumed_at == -math.inf  # a first pass: the window may hold others' requests
             took = first_429 - (self._pass.first_sent if first else resumed_at)
-            if self._learn_window(now, allowed, retry_after, took, confirmed=not first):
+            if first and is_short_window(allowed, retry_after, took):
+                # N is read from the next pass, which finds the window drained (:mod:`.short`),
+                # at the rate this one was cut to; its 429s still to come answer for this.
+                self._cut(now, bucket.rate, 1.0)
+                return
+            if self._learn_window(now, allowed, retry_after, took):
                 return
             if -math.inf < resumed_at <= now:
                 # Two pauses in a row for 429s that went on after a cut, with successes between
@@ -248,13 +240,11 @@ class RateController:
             bucket.strict()
         self._cut(now, bucket.rate, max(BETA, 1 - _SHAVE * self._recent) if edge else BETA)
 
-    def _learn_window(
-        self, now: float, allowed: int, wait: float, took: float, *, confirmed: bool = True
-    ) -> bool:
+    def _learn_window(self, now: float, allowed: int, wait: float, took: float) -> bool:
         """Pace at N per *wait* if *allowed* in *took* s are a short window's (:mod:`.short`)."""
-        if not is_short_window(wait, took) or allowed < _EDGE_SUCCESSES:
+        if not is_short_window(allowed, wait, took):
             return False
-        self._curve.learn(allowed, wait, confirmed=confirmed)
+        self._curve.learn(allowed, wait)
         # Never above the rate that met the 429s (a client's own burst is not a window's).
         self._cut(now, min(self._max_rate, self._bucket.rate, allowed / wait), CYCLE_BETA)
         return True

@@ -2,7 +2,7 @@
 
 After a cut from rate W (``top``) to ``beta`` times W, successes bring the rate back along CUBIC's
 curve (as in the AWS SDKs' adaptive retry mode): fast at first, flat near W, then probing above
-it ever faster, as fast after a shave as after a full cut (unless a window is confirmed). The
+it ever faster, as fast after a shave as after a full cut (unless a window is learned). The
 climb lasts like TCP CUBIC's K, but growing with W to the power 2/3 where CUBIC's grows with its
 cube root (3 s at 200/s): of several clients on one quota, the slower climbs back sooner, so
 their shares converge. Cuts of one quota shared come to each client about as often whatever its
@@ -11,8 +11,7 @@ a third apart in time). A climb of a fixed number of requests lasts longer at a 
 shares drifted apart, and a client left alone at a low rate took tens of seconds. A climb is never
 shorter than ``recovery`` requests for each one in flight (up to 4) plus a quarter, which keeps the
 share of 429s low at a slow quota with a long latency, nor, once a window is learned (until
-forgotten), than 600 requests if confirmed (:mod:`.short`); and it lasts 1 s to 10 min whatever
-the rate.
+forgotten), than 600 requests; and it lasts 1 s to 10 min whatever the rate.
 
 A 429 for a request sent before the cut answers for that cut (the same *episode*). At a quota
 that counts requests over a window (N per W seconds, once learned), a cut shows only once the
@@ -60,16 +59,7 @@ class Curve:
     to the rate of a cut takes (for each one in flight, up to 4, plus a quarter; at most 10 min).
     """
 
-    __slots__ = (
-        "_beta",
-        "_epoch",
-        "_recovery",
-        "_seconds",
-        "confirmed",
-        "cut_at",
-        "learned",
-        "top",
-    )
+    __slots__ = ("_beta", "_epoch", "_recovery", "_seconds", "cut_at", "learned", "top")
 
     def __init__(self, rate: float, *, recovery: int) -> None:
         if recovery < 1:
@@ -86,8 +76,6 @@ class Curve:
         self._seconds = _MIN_SECONDS
         #: A window quota's requests and seconds, learned from a pass (None: not one, or not yet).
         self.learned: tuple[int, float] | None = None
-        #: Whether the window learned is a ceiling (see :meth:`learn`).
-        self.confirmed = False
 
     @property
     def epoch(self) -> float:
@@ -106,7 +94,7 @@ class Curve:
         k = _K_SECONDS * (rate / _K_RATE) ** _K_POWER
         in_flight = min(rate * latency, _IN_FLIGHT)
         fewest = self._recovery * (_IDLE + in_flight) / rate
-        if self.confirmed:
+        if self.learned is not None:
             fewest = max(fewest, _WINDOW_RECOVERY / rate)
         self._seconds = min(_MAX_SECONDS, max(_MIN_SECONDS, fewest, k))
         return rate * beta
@@ -116,8 +104,8 @@ class Curve:
         shortfall = self.shortfall(now)
         # Past the top, probe as after a full cut: a shave's depth says how near the edge was,
         # not how slowly to look beyond it (after a shave of 5%, 6 times slower). A window
-        # confirmed is a known ceiling, though: beyond it, as slowly as the cut was shallow.
-        full = shortfall <= 0 and not self.confirmed
+        # learned is a known ceiling, though: beyond it, as slowly as the cut was shallow.
+        full = shortfall <= 0 and self.learned is None
         depth = 1 - (BETA if full else self._beta)
         return self.top * (1 - depth * shortfall**3)
 
@@ -129,17 +117,13 @@ class Curve:
         """Start the climb no sooner than *until* (a pause holds the rate where it is)."""
         self._epoch = max(self._epoch, until)
 
-    def learn(self, requests: int, seconds: float, *, confirmed: bool = True) -> None:
-        """Remember a window quota of *requests* per *seconds*: its 429s answer for a cut longer.
-
-        Not *confirmed* (read from a first pass, see :mod:`.short`), it is no ceiling: the rate
-        climbs back to it and probes beyond as after any cut.
-        """
-        self.learned, self.confirmed = (requests, seconds), confirmed
+    def learn(self, requests: int, seconds: float) -> None:
+        """Remember a window quota of *requests* per *seconds*: its 429s answer for a cut longer."""
+        self.learned = (requests, seconds)
 
     def forget(self, rate: float) -> None:
         """Drop the last cut and any window learned: *rate* is the top, the next 429 cuts afresh."""
-        self.cut_at, self.top, self.learned, self.confirmed = None, rate, None, False
+        self.cut_at, self.top, self.learned = None, rate, None
 
     def answered_by_cut(self, sent: float) -> bool:
         """True if a 429 for a request sent at *sent* answers for the last cut, not news."""

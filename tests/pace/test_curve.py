@@ -91,18 +91,6 @@ def test_past_a_learned_window_the_probe_is_as_slow_as_the_cut_was_shallow() -> 
     assert curve.target(6.0) == pytest.approx(200 * 1.03)
 
 
-def test_an_unconfirmed_window_is_climbed_back_to_and_probed_past_as_any_cut() -> None:
-    """A window read from a first pass may be short of the quota: no 600-request climb, and
-    past it the curve probes as after a full cut."""
-    unconfirmed, cut = Curve(400.0, recovery=1), Curve(400.0, recovery=1)
-    unconfirmed.learn(50, 1.0, confirmed=False)
-    unconfirmed.cut(0.0, 50.0, beta=0.97, start=0.0)
-    cut.cut(0.0, 50.0, beta=BETA, start=0.0)
-    assert unconfirmed.shortfall(1.5) < 0  # K at 50/s, not 600 requests (12 s)
-    assert unconfirmed.target(6.0) == pytest.approx(cut.target(6.0))
-    assert unconfirmed.answered_by_cut(0.9)  # the window's memory holds all the same
-
-
 def test_a_pause_delays_the_climb_and_never_hastens_it() -> None:
     """The climb starts when the pause that came with the cut ends."""
     curve = Curve(100.0, recovery=600)
