@@ -59,6 +59,9 @@ class Row:
     #: bulkretry's processes split the whole input with --shard K/N and --rate for all of
     #: them; the peers, which cannot, get the share rows' pre-split inputs and rates.
     shard: bool = False
+    #: IDs of a batch run just before the one measured (the same contender, the same quota):
+    #: the measured one starts while the quota still counts the last window of its requests.
+    before: int = 0
 
 
 def rows(q: float) -> list[Row]:
@@ -75,6 +78,14 @@ def rows(q: float) -> list[Row]:
         Row("leaky4", "leaky bucket, no burst, --rate 4x", leaky, 4.0, target=">=0.88"),
         Row("sliding", "sliding window counting rejects, right", sliding, target=">=0.95 <=2%"),
         Row("sliding4", "sliding window counting rejects, 4x", sliding, 4.0, target=">=0.93"),
+        Row(
+            "sliding4b",
+            "sliding window counting rejects, 4x, straight after a batch of N/2",
+            sliding,
+            4.0,
+            target=">=0.93",
+            before=1500,
+        ),
         Row(
             "fixed",
             "fixed window 10 s, Retry-After to reset, right",
@@ -325,11 +336,26 @@ def wait_all(
 def measure(args: argparse.Namespace, row: Row, who: str) -> Result:
     q, n = args.quota, row.ids or args.n
     n -= n % (100 * row.processes) if n >= 100 * row.processes else 0
+    before = min(row.before * n // args.n, n // 2)  # scaled with --n (--quick)
+    n += before
     keys = ["sim-api-key", *(f"sim-api-key-{i}" for i in range(2, row.processes + 1))]
     proc, url = start_server(row, n, keys, q)
     result = Result(row.key, who)
     work = Path(tmp_dir())
     run_ids = (work / "all.txt").read_text().split()
+    if before:  # the batch before, to its end; the measured one starts at once after it
+        (work / "before.txt").write_text("\n".join(run_ids[:before]) + "\n")
+        first = launch(
+            args, who, url, work / "before.txt", work / "before.jsonl", q * row.factor, keys[0], []
+        )
+        wait_all([first], max(120.0, 10 * before / q))
+        (work / "all.txt").write_text("\n".join(run_ids[before:]) + "\n")
+        run_ids, n = run_ids[before:], n - before
+    base = (
+        stats(url)
+        if before
+        else {"requests": 0, "retriggers": 0, "answers": {}, "retriggered_runs": 0}
+    )
     share = n // row.processes
     rate = (q / row.processes) * row.factor
     if row.kind in ("free", "timeouts"):
@@ -374,12 +400,16 @@ def measure(args: argparse.Namespace, row: Row, who: str) -> Result:
         proc.terminate()
         proc.wait(10)
     answers: dict[str, int] = final["answers"]  # type: ignore[assignment]
-    requests = int(final["requests"])  # type: ignore[call-overload]
+    was: dict[str, int] = base["answers"]  # type: ignore[assignment]
+    requests = int(final["requests"]) - int(base["requests"])  # type: ignore[call-overload]
     bad = "503" if row.kind == "storm" else "429"
-    result.rejected = answers.get(bad, 0) / requests if requests else 0.0
+    result.rejected = (answers.get(bad, 0) - was.get(bad, 0)) / requests if requests else 0.0
+    r0, g0 = int(base["requests"]), int(base["retriggers"])  # type: ignore[call-overload]
+    result.samples = [(t, r - r0, g - g0) for t, r, g in result.samples]
     wall = max(walls)
-    if int(final["retriggered_runs"]) < n:  # type: ignore[call-overload]
-        result.note = f"only {final['retriggered_runs']}/{n} re-triggered " + result.note
+    retriggered = int(final["retriggered_runs"]) - int(base["retriggered_runs"])  # type: ignore[call-overload]
+    if retriggered < n:
+        result.note = f"only {retriggered}/{n} re-triggered " + result.note
     else:
         result.goodput = (n / q) / wall
     if row.processes > 1:
