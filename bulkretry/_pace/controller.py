@@ -223,8 +223,9 @@ class RateController:
             took = first_429 - (self._pass.first_sent if first else resumed_at)
             if first and is_short_window(allowed, retry_after, took):
                 # N is read from the next pass, which finds the window drained (:mod:`.short`),
-                # at the rate this one was cut to; its 429s still to come answer for this.
-                self._cut(now, bucket.rate, 1.0)
+                # at the rate this one ran (cut by its 429s, a window of half the rate took over
+                # half the wait and went unread); its 429s still to come answer for this.
+                self._cut(now, self._max_rate, 1.0)
                 return
             if self._learn_window(now, allowed, retry_after, took):
                 return
