@@ -32,12 +32,12 @@ class Columns:
         """Find the column in the first line of input *where*; InputError if a named one is not
         there."""
         delimiter = "\t" if b"\t" in raw else ","
-        if column.isdigit() and int(column) >= 1:
+        if column.isdecimal() and int(column) >= 1:
             return cls(delimiter, int(column) - 1, header=False)
         names = [name.strip() for name in _fields(raw, delimiter)]
         if column not in names:
             shown = ", ".join(repr(name) for name in names[:20])
-            if column.isdigit():  # 0: a slip for a 0-based index, most likely
+            if column.isdecimal():  # 0: a slip for a 0-based index, most likely
                 raise InputError(
                     f"--column {column}: columns are numbered from 1 (and no column in the "
                     f"header of {where} is named {column!r}: {shown})"

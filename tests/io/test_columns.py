@@ -88,6 +88,12 @@ def test_column_zero_says_columns_are_numbered_from_one() -> None:
         read(f"run_id,flow_id\n{A},f1\n", "0")
 
 
+def test_a_column_of_superscript_digits_is_a_name_not_a_crash() -> None:
+    """ "²" is a digit to str.isdigit but no number to int(): it is looked for as a name."""
+    with pytest.raises(InputError, match="'²' is not in the header"):
+        read(f"run_id,flow_id\n{A},f1\n", "²")
+
+
 def test_a_header_named_by_a_number_is_still_read_by_name() -> None:
     """A column whose header is "0" is that column: the numbering hint is for no match only."""
     rows = read(f"flow,0\nf1,{A}\n", "0")

@@ -495,7 +495,7 @@ async def test_a_window_learned_is_a_ceiling_probed_past_only_slowly() -> None:
     while now() < start + 10:
         await bucket.acquire()
         control.on_success(now())
-    assert 100 < bucket.rate < 1.1 * 100
+    assert 100 < bucket.rate < 1.03 * 100  # probing as after a full cut: 109
 
 
 @virtual_time

@@ -20,7 +20,7 @@ from bulkretry._pace.short import FEWEST, SHORT_WAIT, is_short_window
         (FEWEST, 1.0, 0.1, True),
     ],
 )
-def test_a_short_window_is_many_through_in_under_half_a_wait_of_one_or_two_seconds(
+def test_a_short_window_is_many_through_in_at_most_half_a_wait_of_one_or_two_seconds(
     successes: int, wait: float, took: float, short: bool
 ) -> None:
     assert is_short_window(successes, wait, took) is short

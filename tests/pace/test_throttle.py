@@ -387,6 +387,20 @@ async def test_simulated_sliding_window_is_paced_at_its_requests_per_window(
     assert 0.9 * settles_at <= outcome.settled_rate <= 1.05 * settles_at, outcome
 
 
+@pytest.mark.parametrize("configured", [81.0, 100.0, 110.0])
+@virtual_time
+async def test_simulated_sliding_window_at_two_to_three_times_is_learned_not_windowed(
+    configured: float,
+) -> None:
+    """At 2-3x a sliding window of 40 a second, the pass it is read from goes at the configured
+    rate: at the rate the first pass was cut to it took over half the wait, was not read, and
+    the batch went on in fixed-window mode at 0.67-0.73 of the quota."""
+    quota = SlidingWindowQuota(40, 1)
+    outcome = await simulate(quota, configured, 3000, workers=4, latency=0.002, jitter=0.001)
+    assert outcome.goodput >= 0.95, outcome
+    assert 0.9 * 40 <= outcome.settled_rate <= 1.05 * 40, outcome
+
+
 def test_default_recovery_is_the_one_simulated() -> None:
     """The simulation figures above hold for the default recovery length."""
     assert DEFAULT_RECOVERY == 50
