@@ -43,7 +43,7 @@ __all__ = [
 log = logging.getLogger("bulkretry")
 #: Results go to the process's standard output, whatever ``sys.stdout`` has been replaced by.
 STDOUT_FD = 1
-STDIN_FD = 0
+_STDIN_FD = 0
 
 _BATCH = 2048
 
@@ -246,7 +246,7 @@ def _same_file(name: str, output: os.stat_result) -> bool:
         if name != STDIN:
             st = os.stat(name)
         elif stat.S_ISREG(output.st_mode) or stat.S_ISFIFO(output.st_mode):
-            st = os.fstat(STDIN_FD)
+            st = os.fstat(_STDIN_FD)
         else:
             return False
     except OSError:

@@ -353,14 +353,18 @@ async def test_pause_until_extends_but_never_shortens() -> None:
 # --- windows with a short wait -----------------------------------------------------------------
 
 
-async def overrun(bucket: TokenBucket, control: RateController, successes: int) -> None:
-    """Send a pass of *successes* answered 200, then 429s saying 1 s, each sent after the last."""
+async def overrun(bucket: TokenBucket, control: RateController, successes: int) -> list[float]:
+    """Send a pass of *successes* answered 200, then 429s saying 1 s, each sent after the last;
+    return the rate before the pass and after each 429."""
+    rates = [bucket.rate]
     for _ in range(successes):
         await bucket.acquire()
         control.on_success(now())
     while bucket.paused_until < now():  # the third 429 in a row after a cut pauses everyone
         await bucket.acquire()
         control.on_throttled(1, sent_at=now())
+        rates.append(bucket.rate)
+    return rates
 
 
 async def window_learned(
@@ -431,26 +435,12 @@ async def test_a_wait_under_a_second_is_no_window(wait: float) -> None:
     assert bucket.rate < 800 * BETA
 
 
-async def burst_pass(bucket: TokenBucket, control: RateController) -> list[float]:
-    """Send the 100 a full bucket lets through at once, then 429s saying 1 s until a pause;
-    return the rate before and after each 429."""
-    rates = [bucket.rate]
-    for _ in range(100):
-        await bucket.acquire()
-        control.on_success(now())
-    while bucket.paused_until < now():
-        await bucket.acquire()
-        control.on_throttled(1, sent_at=now())
-        rates.append(bucket.rate)
-    return rates
-
-
 @virtual_time
 async def test_a_window_learned_never_raises_the_rate() -> None:
     """A burst of 100 through at a 20/s limiter, then a 1 s wait: no window of 100 a second
     (a client's own burst is not a window's), and the rate never goes above 20."""
     bucket, control = paced(20, burst=100, pause_after=5)
-    rates = await burst_pass(bucket, control)
+    rates = await overrun(bucket, control, 100)
     assert max(rates) == 20
     assert control.learned() is None
 
@@ -461,9 +451,9 @@ async def test_a_window_learned_is_never_above_the_rate_its_429s_cut_to() -> Non
     pause saves the burst up again), and the second is read as the window. The rate learned,
     3% under 100, is under the rate the pass's 429s cut to: the burst is the client's."""
     bucket, control = paced(150, burst=100, pause_after=5)
-    await burst_pass(bucket, control)
+    await overrun(bucket, control, 100)
     await asyncio.sleep(bucket.paused_until + 0.01 - now())
-    rates = await burst_pass(bucket, control)
+    rates = await overrun(bucket, control, 100)
     assert control.learned() == "a window of about 100 requests in 1 s"
     assert rates == sorted(rates, reverse=True)
     assert bucket.rate == pytest.approx(0.97 * min(100, rates[-2]))
