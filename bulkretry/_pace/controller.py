@@ -181,7 +181,7 @@ class RateController:
         now = self._clock()
         self._throttled_count += 1
         sent = now if sent_at is None else sent_at
-        self._pass.throttled(sent)
+        self._pass.throttled(sent, self._bucket.rate)
         self._recent += _SHARE_WEIGHT * (1 - self._recent)
         news = self._curve.cut_at is None or sent > self._curve.cut_at
         if news and self._share.answered(True, retry_after=retry_after):
@@ -223,9 +223,9 @@ class RateController:
             took = first_429 - (self._pass.first_sent if first else resumed_at)
             if first and is_short_window(allowed, retry_after, took):
                 # N is read from the next pass, which finds the window drained (:mod:`.short`),
-                # at the rate this one ran (cut by its 429s, a window of half the rate took over
-                # half the wait and went unread); its 429s still to come answer for this.
-                self._cut(now, self._max_rate, 1.0)
+                # at the rate this one ran (cut by its 429s, it took longer and the window went
+                # unread); its 429s still to come answer for this.
+                self._cut(now, min(self._max_rate, self._pass.rate), 1.0)
                 return
             if self._learn_window(now, allowed, retry_after, took):
                 return
@@ -246,8 +246,11 @@ class RateController:
         if not is_short_window(allowed, wait, took):
             return False
         self._curve.learn(allowed, wait)
-        # Never above the rate that met the 429s (a client's own burst is not a window's).
-        self._cut(now, min(self._max_rate, self._bucket.rate, allowed / wait), CYCLE_BETA)
+        # Never above the rate the pass went at (a client's own burst is not a window's), which
+        # its own 429s have cut already (from there, a window of 200/s read at 250/s was probed
+        # past slowly, and once past, refused every request for a second).
+        top = min(self._max_rate, self._pass.rate, allowed / wait)
+        self._cut(now, top, CYCLE_BETA)
         return True
 
     def _cut(self, now: float, rate: float, beta: float) -> None:

@@ -16,7 +16,7 @@ __all__ = ["Pass"]
 class Pass:
     """The 429s since the last pause: how many in a row now, and whether any were scattered."""
 
-    __slots__ = ("_first_429", "_start", "first_sent", "run", "scattered")
+    __slots__ = ("_first_429", "_start", "first_sent", "rate", "run", "scattered")
 
     def __init__(self) -> None:
         self._start = -math.inf
@@ -28,11 +28,16 @@ class Pass:
         self.scattered = False
         #: The send time of the first success ever counted (the first pass's start).
         self.first_sent = math.inf
+        #: The rate the pass went at when its first 429 was counted (``inf``: none yet). Its
+        #: 429s cut the rate before the pause that reads the pass, so it is kept here.
+        self.rate = math.inf
 
-    def throttled(self, sent: float) -> None:
-        """Count a 429 for a request sent at *sent*."""
+    def throttled(self, sent: float, rate: float) -> None:
+        """Count a 429 for a request sent at *sent*, *rate* being the rate before it counts."""
         self.run += 1
         if sent >= self._start:  # not an answer to a request sent before the pause
+            if self._first_429 == math.inf:
+                self.rate = rate
             self._first_429 = min(self._first_429, sent)
 
     def succeeded(self, sent: float) -> None:
@@ -51,7 +56,7 @@ class Pass:
     def restart(self, now: float) -> None:
         """A pause began at *now*: the next pass starts afresh."""
         self._start = now
-        self._first_429 = math.inf
+        self._first_429 = self.rate = math.inf
         self.scattered = False
 
     def __repr__(self) -> str:

@@ -28,7 +28,9 @@ FEWEST = 32
 def is_short_window(successes: int, wait: float, took: float) -> bool:
     """True if *successes* sent over *took* s, then a wait of *wait* s, are a short window's.
 
-    A window lets N through in a moment, then says wait whole seconds (1 or 2). A handful, or a
-    pass over half the wait, is a quota shared with others: milliseconds round up too.
+    A window lets N through faster than its wait, then says wait whole seconds (1 or 2). A
+    handful is a quota shared with others, and a pass no faster than the wait one paced: their
+    milliseconds round up to a second too. (A pass over half the wait, at 1-2 times a window's
+    rate, used to count as no window: it went on in fixed-window mode, 0.64 of the quota.)
     """
-    return successes >= FEWEST and 1 <= wait < SHORT_WAIT and 0 <= took <= wait / 2
+    return successes >= FEWEST and 1 <= wait < SHORT_WAIT and 0 <= took < wait

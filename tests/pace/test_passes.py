@@ -11,7 +11,7 @@ def test_429s_in_a_row_count_until_a_success() -> None:
     """``run`` is the 429s since the last success."""
     p = Pass()
     for sent in (1.0, 2.0, 3.0):
-        p.throttled(sent)
+        p.throttled(sent, 100.0)
     assert p.run == 3
     p.succeeded(0.5)
     assert p.run == 0
@@ -20,7 +20,7 @@ def test_429s_in_a_row_count_until_a_success() -> None:
 def test_a_success_sent_after_a_429_makes_the_pass_scattered() -> None:
     """A spent quota lets nothing through after its first 429: a success sent later is news."""
     p = Pass()
-    p.throttled(2.0)
+    p.throttled(2.0, 100.0)
     p.succeeded(1.0)  # sent before the 429: an answer overtaken, not evidence
     assert not p.scattered
     p.succeeded(3.0)
@@ -30,16 +30,31 @@ def test_a_success_sent_after_a_429_makes_the_pass_scattered() -> None:
 def test_a_pause_starts_a_new_pass_and_ignores_429s_sent_before_it() -> None:
     """Late 429s for requests sent before the pause say nothing of the pass after it."""
     p = Pass()
-    p.throttled(1.0)
+    p.throttled(1.0, 100.0)
     p.succeeded(2.0)
     p.restart(5.0)
     assert not p.scattered
-    p.throttled(4.0)  # sent before the pause began
+    p.throttled(4.0, 100.0)  # sent before the pause began
     p.succeeded(6.0)
     assert not p.scattered
-    p.throttled(7.0)
+    p.throttled(7.0, 100.0)
     p.succeeded(8.0)
     assert p.scattered
+
+
+def test_the_rate_a_pass_went_at_is_the_one_its_first_429_found() -> None:
+    """The rate kept is the one when the pass's first 429 came, before its 429s cut it."""
+    p = Pass()
+    assert p.rate == math.inf
+    p.throttled(1.0, 200.0)
+    p.throttled(1.1, 140.0)
+    assert p.rate == 200.0
+    p.restart(2.0)
+    assert p.rate == math.inf
+    p.throttled(1.5, 90.0)  # sent before the pause: not this pass's
+    assert p.rate == math.inf
+    p.throttled(2.5, 120.0)
+    assert p.rate == 120.0
 
 
 def test_repr_shows_the_state() -> None:

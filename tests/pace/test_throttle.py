@@ -401,6 +401,26 @@ async def test_simulated_sliding_window_at_two_to_three_times_is_learned_not_win
     assert 0.9 * 40 <= outcome.settled_rate <= 1.05 * 40, outcome
 
 
+@pytest.mark.parametrize(
+    ("configured", "latency", "workers", "least"),
+    [(50.0, 0.002, 4, 0.93), (66.0, 0.002, 4, 0.93), (80.0, 0.002, 4, 0.93), (60.0, 0.2, 16, 0.85)],
+)
+@virtual_time
+async def test_simulated_sliding_window_at_one_and_a_quarter_to_twice_is_learned_not_windowed(
+    configured: float, latency: float, workers: int, least: float
+) -> None:
+    """At 1.25-2x a sliding window of 40 a second, a pass takes over half the wait: it is read
+    as the window all the same (any pass faster than the wait is). It used to be taken for a
+    fixed window's, which waited out a rounded-up second after each 40: 0.52-0.67 of the quota."""
+    quota = SlidingWindowQuota(40, 1)
+    jitter = latency / 2
+    outcome = await simulate(
+        quota, configured, 1500, workers=workers, latency=latency, jitter=jitter
+    )
+    assert outcome.goodput >= least, outcome
+    assert 0.9 * 40 <= outcome.settled_rate <= 1.05 * 40, outcome
+
+
 def test_default_recovery_is_the_one_simulated() -> None:
     """The simulation figures above hold for the default recovery length."""
     assert DEFAULT_RECOVERY == 50
