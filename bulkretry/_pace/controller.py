@@ -13,12 +13,13 @@ holds the next cut until it is measured; refused nearly as often at half the rat
 seconds, they are not the quota's (:mod:`.share`): each run waits its own Retry-After. A quota
 the server declares (:mod:`.told`) lowers the configured rate.
 
-A pause of a second or two after N successes sent in a moment is a short window's: the rate
-goes to N per that wait (:mod:`.short`). With a long wait, two pauses in a row with successes
-between mean a *fixed window* (:mod:`.window`): in *window mode* each pass goes at the configured
-rate and holds after N + 1 slots; the last throttled, everyone waits its Retry-After; the last a
-success, the pass ran into the next window and goes on. A window costs one 429. A success sent
-after a 429 of the same pass, or two passes far short of N or past N + 1, end it.
+A pause of a second or two after N successes sent in less than that is a short window's: the
+rate goes to N per that wait (:mod:`.short`), never above the rate the pass went at. With a long
+wait, two pauses in a row with successes between mean a *fixed window* (:mod:`.window`): in
+*window mode* each pass goes at the configured rate and holds after N + 1 slots; the last
+throttled, everyone waits its Retry-After; the last a success, the pass ran into the next window
+and goes on. A window costs one 429. A success sent after a 429 of the same pass, or two passes
+far short of N or past N + 1, end it.
 
 The controller decides; the bucket paces, on the clock given: nothing here awaits or schedules.
 """
@@ -197,7 +198,12 @@ class RateController:
     def _cut_or_pause(self, now: float, retry_after: float | None, sent_at: float | None) -> None:
         """Act on a 429 counted already, outside window mode."""
         bucket = self._bucket
-        resumed_at, first_429 = bucket.paused_until, self._pass.first_429
+        # (Read before a pause below starts the next pass.)
+        resumed_at, first_429, pass_rate = (
+            bucket.paused_until,
+            self._pass.first_429,
+            self._pass.rate,
+        )
         allowed = self._successes_since_pause
         same_episode = self._same_episode(now, sent_at)
         pause = retry_after is not None and (
@@ -225,9 +231,9 @@ class RateController:
                 # N is read from the next pass, which finds the window drained (:mod:`.short`),
                 # at the rate this one ran (cut by its 429s, it took longer and the window went
                 # unread); its 429s still to come answer for this.
-                self._cut(now, min(self._max_rate, self._pass.rate), 1.0)
+                self._cut(now, min(self._max_rate, pass_rate), 1.0)
                 return
-            if self._learn_window(now, allowed, retry_after, took):
+            if self._learn_window(now, allowed, retry_after, took, pass_rate):
                 return
             if -math.inf < resumed_at <= now:
                 # Two pauses in a row for 429s that went on after a cut, with successes between
@@ -241,16 +247,18 @@ class RateController:
             bucket.strict()
         self._cut(now, bucket.rate, max(BETA, 1 - _SHAVE * self._recent) if edge else BETA)
 
-    def _learn_window(self, now: float, allowed: int, wait: float, took: float) -> bool:
-        """Pace at N per *wait* if *allowed* in *took* s are a short window's (:mod:`.short`)."""
+    def _learn_window(
+        self, now: float, allowed: int, wait: float, took: float, pass_rate: float
+    ) -> bool:
+        """Pace at N per *wait* if *allowed* in *took* s are a short window's (:mod:`.short`);
+        *pass_rate* is the rate the pass went at when its first 429 came."""
         if not is_short_window(allowed, wait, took):
             return False
         self._curve.learn(allowed, wait)
         # Never above the rate the pass went at (a client's own burst is not a window's), which
         # its own 429s have cut already (from there, a window of 200/s read at 250/s was probed
         # past slowly, and once past, refused every request for a second).
-        top = min(self._max_rate, self._pass.rate, allowed / wait)
-        self._cut(now, top, CYCLE_BETA)
+        self._cut(now, min(self._max_rate, pass_rate, allowed / wait), CYCLE_BETA)
         return True
 
     def _cut(self, now: float, rate: float, beta: float) -> None:

@@ -1,13 +1,13 @@
 """A short window's N per W (a Retry-After of 1 or 2 s), and which pass to read it from.
 
-A window, sliding or fixed, lets N through at once and then says wait whole seconds: N
-successes in a moment, then a short wait, is N per that wait. But a process's first pass may
-find the window holding others' requests already: those of a process killed a moment ago
-(``kill -9`` and resume), or of a batch run just before. Its N is then too small, and paced as
-a ceiling it held a resume to half the quota for a minute. So N is read from a pass that starts
-when a pause ends: a sliding window has let everyone's older requests go by then (a fixed one of
-a second may not have reset, and a pass across its reset counts more than N). After a first pass
-that looks like a window's, the next pass goes at the rate the first one ran.
+A window, sliding or fixed, lets N through as fast as they come and then says wait whole
+seconds: N successes in less than that wait, then the wait, is N per that wait. But a process's
+first pass may find the window holding others' requests already: those of a process killed a
+moment ago (``kill -9`` and resume), or of a batch run just before. Its N is then too small, and
+paced as a ceiling it held a resume to half the quota for a minute. So N is read from a pass
+that starts when a pause ends: a sliding window has let everyone's older requests go by then (a
+fixed one of a second may not have reset, and a pass across its reset counts more than N). After
+a first pass that looks like a window's, the next pass goes at the rate the first one ran.
 
 Pure functions of the numbers given: no clock, no asyncio.
 """

@@ -446,14 +446,30 @@ async def test_a_window_learned_never_raises_the_rate() -> None:
 
 
 @virtual_time
-async def test_a_window_learned_is_never_above_the_rate_its_pass_went_at() -> None:
+async def test_a_window_learned_is_never_above_the_configured_rate() -> None:
     """At 80/s with a burst of 100, each pass's 100 go at once (the pause saves the burst up
-    again), then wait a second: 100 a second would be above the rate the pass went at, and the
-    burst is the client's, so the rate goes to 3% under 80."""
+    again), then wait a second: 100 a second would be above ``--rate``, so the rate goes to 3%
+    under 80."""
     bucket, control = paced(80, burst=100, pause_after=5)
     await window_learned(bucket, control, 100, 100)
     assert control.learned() == "a window of about 100 requests in 1 s"
     assert bucket.rate == pytest.approx(0.97 * 80)
+
+
+@virtual_time
+async def test_a_pass_the_clients_burst_swelled_is_paced_at_the_rate_it_went_at() -> None:
+    """A window of 100 a second learned at 300/s with a burst of 100: the pause saves the burst
+    up again, so the next pass's first 97 go at once and 150 get through before its 429s. The
+    pace stays 3% under the rate that pass went at (under 100/s), not 150 a second."""
+    bucket, control = paced(300, burst=100, pause_after=5)
+    for successes in (100, 100):  # (each pass's 100 go at once: the burst)
+        await overrun(bucket, control, successes)
+        await asyncio.sleep(bucket.paused_until + 0.01 - now())
+    assert bucket.rate == pytest.approx(0.97 * 100)
+    rates = await overrun(bucket, control, 150)
+    assert control.learned() == "a window of about 150 requests in 1 s"
+    assert bucket.rate == pytest.approx(0.97 * rates[0], rel=0.03)
+    assert bucket.rate < 0.97 * 100
 
 
 @pytest.mark.parametrize("configured", [250.0, 300.0])
