@@ -315,7 +315,7 @@ class RateController:
         if self._bucket.pause_until(when):
             self._successes_since_pause = 0
             self._curve.delay(when)
-            self._pass.restart(self._clock())
+            self._pass.restart(when)
 
     def _same_episode(self, now: float, sent_at: float | None) -> bool:
         if sent_at is not None:

@@ -53,9 +53,10 @@ class Pass:
         """The send time of the first 429 of this pass (``inf``: none yet)."""
         return self._first_429
 
-    def restart(self, now: float) -> None:
-        """A pause began at *now*: the next pass starts afresh."""
-        self._start = now
+    def restart(self, start: float) -> None:
+        """A pause began: the next pass starts afresh at time *start*, when it ends (429s for
+        requests given a slot before then are the last pass's)."""
+        self._start = start
         self._first_429 = self.rate = math.inf
         self.scattered = False
 

@@ -51,7 +51,7 @@ def test_the_rate_a_pass_went_at_is_the_one_its_first_429_found() -> None:
     assert p.rate == 200.0
     p.restart(2.0)
     assert p.rate == math.inf
-    p.throttled(1.5, 90.0)  # sent before the pause: not this pass's
+    p.throttled(1.5, 90.0)  # sent before the pass began: not this pass's
     assert p.rate == math.inf
     p.throttled(2.5, 120.0)
     assert p.rate == 120.0
