@@ -62,6 +62,8 @@ class Row:
     #: A batch of this share of N run just before the one measured (the same contender, the
     #: same quota): the measured one starts while the quota still counts its last requests.
     before: float = 0.0
+    #: Requests in flight for every contender, if not the run's (a slow server needs more).
+    concurrency: int | None = None
 
 
 def rows(q: float) -> list[Row]:
@@ -100,6 +102,14 @@ def rows(q: float) -> list[Row]:
             4.0,
             bucket=10.0,
             target=">=0.95",
+        ),
+        Row(
+            "sliding4l",
+            "sliding window counting rejects, 4x, 200-280 ms latency, 256 in flight",
+            (*sliding, "--latency-ms", "200", "--jitter-ms", "80"),
+            4.0,
+            target=">=0.93",
+            concurrency=256,
         ),
         Row(
             "sliding4h",
@@ -237,9 +247,10 @@ def launch(
     rate: float,
     key: str,
     extra: list[str],
+    concurrency: int,
 ) -> subprocess.Popen[bytes]:
     env = child_env(BULKRETRY_API_KEY=key)
-    common = ["--concurrency", str(args.concurrency), "--max-attempts", "50"]
+    common = ["--concurrency", str(concurrency), "--max-attempts", "50"]
     if who == "bulkretry":
         argv = [
             *BULKRETRY,
@@ -342,14 +353,14 @@ def measure(args: argparse.Namespace, row: Row, who: str) -> Result:
     keys = ["sim-api-key", *(f"sim-api-key-{i}" for i in range(2, row.processes + 1))]
     proc, url = start_server(row, n, keys, q)
     result = Result(row.key, who)
+    conc = row.concurrency or args.concurrency
     work = Path(tmp_dir())
     run_ids = (work / "all.txt").read_text().split()
     prefix = ""
     if before:  # the batch before, to its end; the measured one starts at once after it
         (work / "before.txt").write_text("\n".join(run_ids[:before]) + "\n")
-        first = launch(
-            args, who, url, work / "before.txt", work / "before.jsonl", q * row.factor, keys[0], []
-        )
+        before_ids, before_out = work / "before.txt", work / "before.jsonl"
+        first = launch(args, who, url, before_ids, before_out, q * row.factor, keys[0], [], conc)
         if wait_all([first], max(120.0, 10 * before / q))[0][2]:
             prefix = "the batch before was killed; "
         (work / "all.txt").write_text("\n".join(run_ids[before:]) + "\n")
@@ -381,10 +392,10 @@ def measure(args: argparse.Namespace, row: Row, who: str) -> Result:
                 whole = rate * row.processes
                 all_ids = work / "all.txt"
                 children.append(
-                    launch(args, who, url, all_ids, out, whole, key, [*extra, *sharded])
+                    launch(args, who, url, all_ids, out, whole, key, [*extra, *sharded], conc)
                 )
             else:
-                children.append(launch(args, who, url, ids, out, rate, key, extra))
+                children.append(launch(args, who, url, ids, out, rate, key, extra, conc))
         for wall, err, killed in wait_all(children, max(120.0, 10 * n / q)):
             walls.append(wall - started)
             if killed:
