@@ -35,7 +35,7 @@ class Pass:
     def throttled(self, sent: float, rate: float) -> None:
         """Count a 429 for a request sent at *sent*, *rate* being the rate before it counts."""
         self.run += 1
-        if sent >= self._start:  # not an answer to a request sent before the pause
+        if sent >= self._start:  # not an answer to a request sent before the pass began
             if self._first_429 == math.inf:
                 self.rate = rate
             self._first_429 = min(self._first_429, sent)
@@ -55,7 +55,7 @@ class Pass:
 
     def restart(self, start: float) -> None:
         """A pause began: the next pass starts afresh at time *start*, when it ends (429s for
-        requests given a slot before then are the last pass's)."""
+        requests sent before then are the last pass's)."""
         self._start = start
         self._first_429 = self.rate = math.inf
         self.scattered = False
