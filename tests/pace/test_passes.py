@@ -34,7 +34,7 @@ def test_a_pause_starts_a_new_pass_and_ignores_429s_sent_before_it() -> None:
     p.succeeded(2.0)
     p.restart(5.0)
     assert not p.scattered
-    p.throttled(4.0, 100.0)  # sent before the pause began
+    p.throttled(4.0, 100.0)  # sent before the pass began (when the pause ended)
     p.succeeded(6.0)
     assert not p.scattered
     p.throttled(7.0, 100.0)

@@ -411,7 +411,7 @@ async def test_simulated_sliding_window_at_one_and_a_quarter_to_twice_is_learned
 ) -> None:
     """At 1.25-2x a sliding window of 40 a second, a pass takes over half the wait: it is read
     as the window all the same (any pass faster than the wait is). It used to be taken for a
-    fixed window's, which waited out a rounded-up second after each 40: 0.52-0.67 of the quota."""
+    fixed window's, which waited out a rounded-up second after each 40: 0.51-0.67 of the quota."""
     quota = SlidingWindowQuota(40, 1)
     jitter = latency / 2
     outcome = await simulate(
