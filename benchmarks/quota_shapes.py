@@ -358,8 +358,8 @@ def measure(args: argparse.Namespace, row: Row, who: str) -> Result:
     run_ids = (work / "all.txt").read_text().split()
     prefix = ""
     if before:  # the batch before, to its end; the measured one starts at once after it
-        (work / "before.txt").write_text("\n".join(run_ids[:before]) + "\n")
         before_ids, before_out = work / "before.txt", work / "before.jsonl"
+        before_ids.write_text("\n".join(run_ids[:before]) + "\n")
         first = launch(args, who, url, before_ids, before_out, q * row.factor, keys[0], [], conc)
         if wait_all([first], max(120.0, 10 * before / q))[0][2]:
             prefix = "the batch before was killed; "

@@ -227,13 +227,14 @@ class RateController:
         if pause and retry_after is not None and allowed and not self._pass.scattered:
             first = resumed_at == -math.inf  # a first pass: the window may hold others' requests
             took = first_429 - (self._pass.first_sent if first else resumed_at)
-            if first and is_short_window(allowed, retry_after, took):
-                # N is read from the next pass, which finds the window drained (:mod:`.short`),
-                # at the rate this one ran (cut by its 429s, it took longer and the window went
-                # unread); its 429s still to come answer for this.
-                self._cut(now, min(self._max_rate, pass_rate), 1.0)
-                return
-            if self._learn_window(now, allowed, retry_after, took, pass_rate):
+            if is_short_window(allowed, retry_after, took):
+                if first:
+                    # N is read from the next pass, which finds the window drained
+                    # (:mod:`.short`), at the rate this one ran (cut by its 429s, it took longer
+                    # and the window went unread); its 429s still to come answer for this.
+                    self._cut(now, min(self._max_rate, pass_rate), 1.0)
+                else:
+                    self._learn_window(now, allowed, retry_after, pass_rate)
                 return
             if -math.inf < resumed_at <= now:
                 # Two pauses in a row for 429s that went on after a cut, with successes between
@@ -247,19 +248,14 @@ class RateController:
             bucket.strict()
         self._cut(now, bucket.rate, max(BETA, 1 - _SHAVE * self._recent) if edge else BETA)
 
-    def _learn_window(
-        self, now: float, allowed: int, wait: float, took: float, pass_rate: float
-    ) -> bool:
-        """Pace at N per *wait* if *allowed* in *took* s are a short window's (:mod:`.short`);
-        *pass_rate* is the rate the pass went at when its first 429 came."""
-        if not is_short_window(allowed, wait, took):
-            return False
+    def _learn_window(self, now: float, allowed: int, wait: float, pass_rate: float) -> None:
+        """Pace at N (*allowed*) per *wait*, a short window's (:mod:`.short`); *pass_rate* is the
+        rate the pass went at when its first 429 came."""
         self._curve.learn(allowed, wait)
         # Never above the rate the pass went at (a client's own burst is not a window's), which
         # its own 429s have cut already (from there, a window of 200/s read at 250/s was probed
         # past slowly, and once past, refused every request for a second).
         self._cut(now, min(self._max_rate, pass_rate, allowed / wait), CYCLE_BETA)
-        return True
 
     def _cut(self, now: float, rate: float, beta: float) -> None:
         """Cut from *rate* by *beta*: the climb back starts when the pause, if any, ends."""
