@@ -124,6 +124,8 @@ class Governor:
                 throttle.on_throttled(retry_after, sent_at=sent_at)
         elif isinstance(outcome, Answer):
             throttle.on_success(sent_at)
+        else:
+            throttle.on_lost(sent_at)
         if isinstance(outcome, Answer) and outcome.quota is not None:
             throttle.on_quota(outcome.quota, refused=decision.throttled)
 

@@ -172,6 +172,19 @@ class RateController:
         if self._share.levels > 1 and curve.shortfall(now) <= 0:  # the episode's levels are stale
             self._share.restart(bucket.rate)
 
+    def on_lost(self, sent_at: float) -> None:
+        """Record a request given its slot at *sent_at* whose answer never came (a timeout, a
+        reset): if a hold waits for that answer, the next slot asks in its place.
+
+        (Without this, a fixed window's hold whose last slot timed out kept the gate shut for
+        good, and the batch hung until it was stopped.)
+        """
+        bucket = self._bucket
+        if bucket.paused_until == math.inf and sent_at >= bucket.held_slot:
+            bucket.hold_after(bucket.acquired_count + 1)
+            bucket.end_hold(self._clock())
+            bucket.wake()
+
     def on_throttled(self, retry_after: float | None, *, sent_at: float | None = None) -> None:
         """Record a 429 (or a 503 with Retry-After): cut the rate once per episode, maybe pause.
 

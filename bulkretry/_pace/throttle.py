@@ -132,6 +132,11 @@ class Throttle:
         """
         self._control.on_throttled(retry_after, sent_at=sent_at)
 
+    def on_lost(self, sent_at: float) -> None:
+        """Record a request given its slot at loop time *sent_at* whose answer never came: a
+        hold waiting for that answer asks the next slot instead."""
+        self._control.on_lost(sent_at)
+
     def on_unavailable(self, retry_after: float) -> None:
         """Record a 503 with a Retry-After: nobody sends before it; the rate stays as it was."""
         self._control.on_unavailable(retry_after)

@@ -12,8 +12,10 @@ from bulkretry import ConfigurationError, Credentials, Outcome, RunResult, Setti
 from bulkretry._config import DEFAULT_RETRY_BUDGET
 from bulkretry._engine.engine import Engine
 from bulkretry._engine.governor import Governor
+from bulkretry._exceptions import TransportError
 from bulkretry._http.client import Answer
 from bulkretry._io.source import InputRecord
+from bulkretry._pace.throttle import Throttle
 from bulkretry._policy import Action, Decision
 from bulkretry._simulator import Simulator, SimulatorConfig
 
@@ -143,6 +145,25 @@ async def test_a_503_with_retry_after_pauses_the_throttle_without_cutting_its_ra
     assert governor.throttle.rate == 10
     assert governor.throttle.throttled_count == 0
     assert governor.throttle.paused_until > 0
+
+
+async def test_a_lost_answer_is_told_to_the_throttle_with_its_send_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A timeout reaches the throttle as a lost answer (a fixed window's hold may wait for it)."""
+    lost: list[float] = []
+    monkeypatch.setattr(Throttle, "on_lost", lambda self, sent_at: lost.append(sent_at))
+    governor = Governor(Settings(rate=10))
+    assert await governor.room()
+    await governor.cap.acquire()
+    governor.answered(
+        TransportError("timed out", kind="timeout", sent=True),
+        Decision(action=Action.RETRY, delay=1.0),
+        sent_at=4.5,
+        now=5.5,
+    )
+    assert lost == [4.5]
+    assert governor.throttle.throttled_count == 0
 
 
 def test_governor_builds_its_pieces_from_the_settings() -> None:

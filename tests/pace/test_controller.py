@@ -641,6 +641,41 @@ async def test_window_mode_holds_after_n_plus_one_slots_until_the_last_is_answer
 
 
 @virtual_time
+async def test_a_lost_answer_to_the_held_slot_lets_the_next_slot_ask_in_its_place() -> None:
+    """The N + 1st request timed out: one more slot goes out and holds the gate in its turn,
+    and its answer ends the pass (the gate used to stay shut for good: the batch hung)."""
+    bucket, control = await window_mode(100)
+    await asyncio.sleep(bucket.paused_until - now())
+    await acquire_times(bucket, 101)
+    held = now()
+    late = asyncio.create_task(acquire_times(bucket, 2))
+    await asyncio.sleep(5)
+    assert not late.done()
+    control.on_lost(held)  # its timeout: no answer will come
+    await asyncio.sleep(1)
+    assert not late.done()  # one slot went out; the second waits for that one's answer
+    assert bucket.acquired_count == 1 + 100 + 1 + 101 + 1  # the pair's, two passes, and it
+    answered = now()
+    control.on_throttled(2, sent_at=answered - 1)  # the window is spent: wait for its reset
+    assert (await late)[-1] == pytest.approx(answered + 2)
+
+
+@virtual_time
+async def test_a_lost_answer_to_a_slot_before_the_held_one_keeps_the_hold() -> None:
+    """Only the held slot's answer ends a hold: a request sent earlier whose answer was lost
+    leaves the gate shut."""
+    bucket, control = await window_mode(100)
+    await asyncio.sleep(bucket.paused_until - now())
+    first = now()
+    await acquire_times(bucket, 101)
+    late = asyncio.create_task(acquire_times(bucket, 1))
+    control.on_lost(first)
+    await asyncio.sleep(5)
+    assert not late.done()
+    late.cancel()
+
+
+@virtual_time
 async def test_a_retry_after_of_zero_in_window_mode_wakes_the_waiters() -> None:
     """A 429 saying wait 0 opens the next pass at once instead of leaving waiters stuck."""
     bucket, control = await window_mode(100)
