@@ -140,8 +140,13 @@ class Looker:
         """Take a slot of the throttle and of the cap, then send; return what came back."""
         gov = self._gov
         await gov.throttle.acquire()
-        await gov.cap.acquire()
         loop = asyncio.get_running_loop()
+        slot_at = loop.time()
+        try:
+            await gov.cap.acquire()
+        except BaseException:
+            gov.throttle.on_lost(slot_at)  # (see below)
+            raise
         sent_at = loop.time()
         outcome: Answer | TransportError
         try:
@@ -151,6 +156,10 @@ class Looker:
                 outcome = await self._client.get(url, token)
             except TransportError as exc:
                 outcome = exc
+        except BaseException:
+            # Cancelled (a look-up's deadline): no answer comes, and a hold must not wait for it.
+            gov.throttle.on_lost(slot_at)
+            raise
         finally:
             gov.cap.release()
         gov.cap.observe(loop.time() - sent_at)
