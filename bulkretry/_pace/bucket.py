@@ -371,7 +371,7 @@ class TokenBucket:
         self._grants += 1
         self._since_mark += 1
         if self._grants >= self._hold_at:
-            # The answer to this last slot says whether the window goes on: wait for it.
+            # Answers decide what comes next (:mod:`.holds`): the gate waits for its owner.
             self._hold_at = math.inf
             self._held_slot = self._stamp if self._stamp is not None else -math.inf
             self._paused_until = math.inf

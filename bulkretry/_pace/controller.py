@@ -8,18 +8,20 @@ the quota it found and probes above it slowly. The rate never exceeds the config
 The 429s for requests sent before a cut are one *episode* and cut once (by send time; without
 it, until a slot was handed out after the cut or twice the mean latency). A ``Retry-After`` over
 ``pause_after``, or a third 429 in a row news after a cut, none scattered among successes
-(:mod:`.passes`), pauses the whole limiter until then. A moderate share refused at a new rate
-holds the next cut until it is measured; refused nearly as often at half the rate, saying wait
-seconds, they are not the quota's (:mod:`.share`): each run waits its own Retry-After. A quota
-the server declares (:mod:`.told`) lowers the configured rate.
+(:mod:`.passes`), pauses the whole limiter until then; so do eight in a row with a Retry-After
+for requests sent before a shave, no window learned (a shave slows nothing down). A moderate
+share refused at a new rate holds the next cut until it is measured; refused nearly as often at
+half the rate, saying wait seconds, they are not the quota's (:mod:`.share`): each run waits its
+own Retry-After. A quota the server declares (:mod:`.told`) lowers the configured rate.
 
 A pause of a second or two after N successes sent in less than that is a short window's: the
-rate goes to N per that wait (:mod:`.short`), never above the rate the pass went at. With a long
-wait, two pauses in a row with successes between mean a *fixed window* (:mod:`.window`): in
-*window mode* each pass goes at the configured rate and holds after N + 1 slots; the last
-throttled, everyone waits its Retry-After; the last a success, the pass ran into the next window
-and goes on. A window costs one 429. A success sent after a 429 of the same pass, or two passes
-far short of N or past N + 1, end it.
+rate goes to N per that wait (:mod:`.short`), read from a second pass that asks N + 1 and holds
+(:mod:`.holds`). With a long wait, two pauses in a row with successes between mean a *fixed
+window* (:mod:`.window`): in *window mode* each pass goes at the configured rate and holds after
+N + 1 slots; the last throttled, everyone waits its Retry-After; the last a success, the pass
+ran into the next window and goes on. A window costs one 429. A success sent after a 429 of the
+same pass, or two passes far short of N or past N + 1, end it. A hold whose answer is lost (a
+timeout) lets the next slot ask in its place.
 
 The controller decides; the bucket paces, on the clock given: nothing here awaits or schedules.
 """
@@ -31,7 +33,8 @@ from collections.abc import Callable
 
 from .._config import DEFAULT_PAUSE_AFTER
 from .bucket import TokenBucket
-from .curve import BETA, Curve
+from .curve import BETA, DEFAULT_EPISODE, Curve
+from .holds import Probe, WindowPasses, release
 from .passes import Pass
 from .share import RejectShare
 from .short import CYCLE_BETA, is_short_window
@@ -43,22 +46,14 @@ __all__ = ["BETA", "DEFAULT_EPISODE", "DEFAULT_RECOVERY", "MIN_RATE_FRACTION", "
 #: (up to 4) plus a quarter (or the K of :mod:`.curve` for the rate, if longer): more
 #: means fewer 429s at a slow quota, and shares of one quota converging more slowly.
 DEFAULT_RECOVERY = 50
-#: Seconds after a cut during which further 429s are taken as answers to requests sent before it,
-#: until a latency has been observed (then twice the average latency is used).
-DEFAULT_EPISODE = 1.0
 #: Without ``min_rate``, the rate is never cut below this fraction of the configured one.
 MIN_RATE_FRACTION = 0.01
 
-# Weight of the newest latency sample in the moving average.
-_LATENCY_WEIGHT = 0.2
 # Weight of the newest answer in the moving share of 429s that sizes a cut: about the last 64.
 _SHARE_WEIGHT = 1 / 64
 # A cut at the edge takes this many times the recent share of 429s off the rate (at most
 # 1 - BETA): a few per cent for a rare one (timer jitter at a strict quota), more for a run.
 _SHAVE = 3.0
-# A 429 that is news after a cut pauses everyone when it is the third in a row with no success
-# between: a spent quota answers every request so; 429s at random rarely come three in a row.
-_PAUSE_RUN = 3
 # Successes since the last cut that make the next 429 one at the edge of the rate found.
 _EDGE_SUCCESSES = 32
 
@@ -77,13 +72,14 @@ class RateController:
         "_bucket",
         "_clock",
         "_curve",
-        "_latency",
         "_max_rate",
         "_min_rate",
         "_pass",
         "_pause_after",
+        "_probe",
         "_recent",
         "_share",
+        "_shaved",
         "_successes_since_cut",
         "_successes_since_pause",
         "_throttled_count",
@@ -111,14 +107,17 @@ class RateController:
         self._min_rate, self._pause_after = float(min_rate), float(pause_after)
         self._throttled_count = 0
         self._pass = Pass()
-        self._latency: float | None = None
         self._successes_since_cut = self._successes_since_pause = 0
         # Window mode (None: not a fixed window, or not yet).
-        self._window: FixedWindow | None = None
+        self._window: WindowPasses | None = None
         # Whether slowing down lowers the share of 429s (if not, they are not the quota's).
         self._share = RejectShare()
         self._share.level(rate)
         self._recent = 0.0
+        # Whether the last cut was a shave at a rate's edge (sending went on nearly as fast).
+        self._shaved = False
+        # A pass that asks a window read from a first pass for N + 1, then holds (:mod:`.holds`).
+        self._probe: Probe | None = None
 
     @property
     def max_rate(self) -> float:
@@ -138,17 +137,16 @@ class RateController:
     @property
     def latency(self) -> float | None:
         """The moving average of observed request latency, in seconds, if any was observed."""
-        return self._latency
+        return self._curve.latency
 
     @property
     def window_requests(self) -> int | None:
         """The requests per window learned from a fixed-window quota (None: not one, or not yet)."""
-        return None if self._window is None else self._window.requests
+        return None if self._window is None else self._window.window.requests
 
     def observe_latency(self, seconds: float) -> None:
         """Feed one request's latency into the moving average that sizes episodes."""
-        old = self._latency
-        self._latency = seconds if old is None else old + _LATENCY_WEIGHT * (seconds - old)
+        self._curve.observe_latency(seconds)
 
     def on_success(self, sent_at: float | None = None) -> None:
         """Record an answer other than a throttle, for a request given its slot at *sent_at*
@@ -162,9 +160,12 @@ class RateController:
         if (curve.cut_at is None or sent > curve.cut_at) and self._share.answered(False):
             self._share_changed()
         if self._window is not None:
-            self._window_success(self._window, sent)
+            if not self._window.succeeded(sent, self._clock()):
+                self._leave_window(self._clock())
             return
         bucket = self._bucket
+        if self._probe is not None and self._probe.succeeded(sent):
+            self._end_probe(self._clock())  # the window holds more: the pass goes on
         if curve.cut_at is None or bucket.rate >= self._max_rate:
             return
         now = self._clock()
@@ -174,16 +175,11 @@ class RateController:
 
     def on_lost(self, sent_at: float) -> None:
         """Record a request given its slot at *sent_at* whose answer never came (a timeout, a
-        reset): if a hold waits for that answer, the next slot asks in its place.
-
-        (Without this, a fixed window's hold whose last slot timed out kept the gate shut for
-        good, and the batch hung until it was stopped.)
-        """
-        bucket = self._bucket
-        if bucket.paused_until == math.inf and sent_at >= bucket.held_slot:
-            bucket.hold_after(bucket.acquired_count + 1)
-            bucket.end_hold(self._clock())
-            bucket.wake()
+        reset): if a hold waits for that answer, the next slot asks in its place."""
+        if self._probe is not None and self._probe.mine(sent_at):
+            self._probe.lost(self._clock())
+        elif self._window is not None:
+            self._window.lost(sent_at, self._clock())
 
     def on_throttled(self, retry_after: float | None, *, sent_at: float | None = None) -> None:
         """Record a 429 (or a 503 with Retry-After): cut the rate once per episode, maybe pause.
@@ -213,27 +209,43 @@ class RateController:
         bucket = self._bucket
         # (Read before a pause below starts the next pass.)
         resumed_at, first_429, pass_rate = (
-            bucket.paused_until,
+            self._pass.start,
             self._pass.first_429,
             self._pass.rate,
         )
+        # A 429 for a request a probe asked: the window is spent, the pass over (:mod:`.holds`).
+        asked = self._probe is not None and self._probe.mine(now if sent_at is None else sent_at)
         allowed = self._successes_since_pause
-        same_episode = self._same_episode(now, sent_at)
+        same_episode = self._curve.same_episode(now, sent_at, since_mark=bucket.since_mark)
+        # A shave goes on sending nearly as fast: if the requests sent before it come back
+        # refused solid, stop everyone now rather than when a 429 for one sent after it comes
+        # back, a latency later (at 800/s and 0.24 s, 190 more refused).
+        spent = (
+            retry_after is not None
+            and same_episode
+            and self._shaved
+            and self._curve.learned is None  # (a learned window's 429s answer a shave for W)
+            and self._pass.spent
+            and bucket.paused_until <= now
+        )
         pause = retry_after is not None and (
             retry_after > self._pause_after
+            or spent
+            or asked
             # A new episode hard on the heels of the last cut: the cut did not help, so stop
             # everyone rather than collect 429s until the next one.
             or (
                 not same_episode
                 and self._curve.cut_at is not None
                 and not self._successes_since_cut
-                and self._pass.run >= _PAUSE_RUN
-                and not self._pass.scattered
+                and self._pass.solid
             )
         )
         if retry_after is not None and pause:
             self.pause_until(now + retry_after)
-        if same_episode or (self._share.holding() and not pause):
+        elif asked:  # no Retry-After, no end of the window to wait for: cut as usual
+            self._end_probe(now)
+        if (same_episode and not spent) or (self._share.holding() and not pause):
             # (A moderate share not yet measured at this rate: see whether the cut helped.)
             return
         bucket.refill(now)
@@ -246,10 +258,13 @@ class RateController:
                     # (:mod:`.short`), at the rate this one ran (cut by its 429s, it took longer
                     # and the window went unread); its 429s still to come answer for this.
                     self._cut(now, min(self._max_rate, pass_rate), 1.0)
-                else:
-                    self._learn_window(now, allowed, retry_after, pass_rate)
+                    self._probe = Probe(bucket, asks=allowed + 1)  # N + 1, then hold
+                else:  # N per wait, never above the rate the pass went at (:mod:`.short`)
+                    self._curve.learn(allowed, retry_after)
+                    rate = min(self._max_rate, pass_rate, allowed / retry_after)
+                    self._cut(now, rate, CYCLE_BETA)
                 return
-            if -math.inf < resumed_at <= now:
+            if -math.inf < resumed_at <= now and not (spent or asked):
                 # Two pauses in a row for 429s that went on after a cut, with successes between
                 # them: the quota is a fixed window, and the successes were its N (or a bit more).
                 self._enter_window(now, allowed, resumed_at)
@@ -260,23 +275,24 @@ class RateController:
         if edge:  # maybe a quota with no burst, refusing a slot a late timer brought too close
             bucket.strict()
         self._cut(now, bucket.rate, max(BETA, 1 - _SHAVE * self._recent) if edge else BETA)
+        self._shaved = edge and not pause
 
-    def _learn_window(self, now: float, allowed: int, wait: float, pass_rate: float) -> None:
-        """Pace at N (*allowed*) per *wait*, a short window's (:mod:`.short`); *pass_rate* is the
-        rate the pass went at when its first 429 came."""
-        self._curve.learn(allowed, wait)
-        # Never above the rate the pass went at (a client's own burst is not a window's), which
-        # its own 429s have cut already (from there, a window of 200/s read at 250/s was probed
-        # past slowly, and once past, refused every request for a second).
-        self._cut(now, min(self._max_rate, pass_rate, allowed / wait), CYCLE_BETA)
+    def _end_probe(self, now: float, *, wake: bool = True) -> None:
+        """Forget the probe; a gate its hold shut opens at *now* (for the waiters unless not
+        *wake*: a pause is about to shut it)."""
+        self._probe = None
+        release(self._bucket, now)
+        if wake:
+            self._bucket.wake()
 
     def _cut(self, now: float, rate: float, beta: float) -> None:
         """Cut from *rate* by *beta*: the climb back starts when the pause, if any, ends."""
         bucket = self._bucket
         start = max(now, bucket.paused_until)
-        cut = self._curve.cut(now, rate, beta=beta, start=start, latency=self._latency or 0.0)
+        cut = self._curve.cut(now, rate, beta=beta, start=start)
         bucket.mark()
         self._successes_since_cut = 0
+        self._shaved = False
         # The server's bucket is empty; a burst saved up in ours would only earn more 429s.
         bucket.drain()
         bucket.set_rate(now, max(self._min_rate, cut))
@@ -299,7 +315,7 @@ class RateController:
         """Say in one line what the answers taught about the quota (None: nothing yet)."""
         window = self._window
         if window is not None:
-            return f"fixed window of {window.requests} requests"
+            return f"fixed window of {window.window.requests} requests"
         share = self._share.independent
         if share is not None:
             return f"{share:.0%} of requests refused whatever the rate (not cut for)"
@@ -314,6 +330,8 @@ class RateController:
         now = self._clock()
         if self._window is not None:
             self._leave_window(now)
+        if self._probe is not None:  # each run waits its own Retry-After: nothing to hold for
+            self._end_probe(now)
         self._curve.forget(self._max_rate)
         # The cuts bought nothing: back to the configured rate. Should a quota lie below it,
         # its 429s raise the share and cutting resumes.
@@ -321,74 +339,43 @@ class RateController:
 
     def pause_until(self, when: float) -> None:
         """Hand out no slot before time *when*; extends a pause, never shortens one."""
+        probing = self._probe is not None
+        if probing:  # a pause ends the pass: its hold must not shut the next one
+            self._end_probe(self._clock(), wake=False)
         if self._bucket.pause_until(when):
             self._successes_since_pause = 0
             self._curve.delay(when)
             self._pass.restart(when)
-
-    def _same_episode(self, now: float, sent_at: float | None) -> bool:
-        if sent_at is not None:
-            return self._curve.answered_by_cut(sent_at)
-        if self._curve.cut_at is None:
-            return False
-        if self._bucket.since_mark == 0:
-            return True
-        window = DEFAULT_EPISODE if self._latency is None else 2 * self._latency
-        return now < self._curve.epoch + window
+        elif probing:  # (a pause already longer, or one of 0): the gate opened for nobody
+            self._bucket.wake()
 
     # -- window mode -----------------------------------------------------------------------
 
     def _enter_window(self, now: float, allowed: int, resumed_at: float) -> None:
         """Switch to window mode after a pass of *allowed* successes from *resumed_at* to now."""
-        window = self._window = FixedWindow(allowed, start=resumed_at, first_429=now)
+        window = FixedWindow(allowed, start=resumed_at, first_429=now)
         self._curve.forget(self._max_rate)
         self._bucket.set_rate(now, self._max_rate)
-        self._next_pass(window)
-
-    def _next_pass(self, window: FixedWindow) -> None:
-        """Close the pass under way; the next starts when the pause ends, and holds after N+1."""
-        bucket = self._bucket
-        window.next_pass(bucket.paused_until)
-        bucket.hold_after(bucket.acquired_count + window.requests + 1)
-        bucket.drain()
+        self._window = WindowPasses(self._bucket, window)
 
     def _window_throttled(
-        self, window: FixedWindow, now: float, retry_after: float | None, sent_at: float | None
+        self, passes: WindowPasses, now: float, retry_after: float | None, sent_at: float | None
     ) -> None:
-        sent = now if sent_at is None else sent_at
-        if not window.in_this_pass(sent):
-            return  # an answer to an earlier pass, whose window is spent already
-        if retry_after is None or window.spent(sent):
-            # Without a Retry-After there is no window's end to wait for; twice a pass spent far
-            # short of N is 429s at random, not a window's end: cut the rate instead.
+        verdict = passes.throttled(now, retry_after, now if sent_at is None else sent_at)
+        if verdict == "no window":  # cut the rate instead
             self._leave_window(now)
             self._cut_or_pause(now, retry_after, sent_at)
-            return
-        self._bucket.end_hold(now)  # the hold ends; the window's Retry-After begins
-        self.pause_until(now + retry_after)
-        # A Retry-After of 0 (or a date already past) extends no pause, and so wakes nobody:
-        # without this, waiters stayed stuck until some other acquire came in.
-        self._bucket.wake()
-        self._next_pass(window)
-
-    def _window_success(self, window: FixedWindow, sent: float) -> None:
-        verdict = window.count_success(sent)
-        bucket = self._bucket
-        if verdict == "this pass" and sent >= bucket.held_slot:
-            if window.ran_on():
-                self._leave_window(self._clock())  # twice in a row: passes of random length
-                return
-            # The slot after N succeeded: this pass ran into the next window. Go on.
-            bucket.unhold()
-            bucket.resume(self._clock())
-        elif verdict == "not a window":
-            self._leave_window(self._clock())
+        elif verdict == "spent" and retry_after is not None:  # the window's Retry-After begins
+            self.pause_until(now + retry_after)
+            # A Retry-After of 0 (or a date already past) extends no pause, and so wakes nobody:
+            # without this, waiters stayed stuck until some other acquire came in.
+            self._bucket.wake()
+            passes.next_pass()
 
     def _leave_window(self, now: float) -> None:
         self._window = None
         bucket = self._bucket
-        bucket.unhold()
-        bucket.end_hold(now)
+        release(bucket, now)
         self._curve.forget(self._curve.top)
         # Back to cutting afresh: the window's successes say nothing of a rate's edge.
         self._successes_since_cut = 0
@@ -403,7 +390,7 @@ class RateController:
         if cut_at is not None:
             state += f", cut at t={cut_at:.3f} from {self._curve.top:.4g}"
         if self._window is not None:
-            state += f", window of {self._window.requests}"
-        if self._latency is not None:
-            state += f", latency={self._latency:.3f}s"
+            state += f", window of {self._window.window.requests}"
+        if (latency := self._curve.latency) is not None:
+            state += f", latency={latency:.3f}s"
         return f"<RateController {state}>"

@@ -24,10 +24,15 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["BETA", "Curve"]
+__all__ = ["BETA", "DEFAULT_EPISODE", "Curve"]
 
 #: A 429 multiplies the rate by this (CUBIC's beta).
 BETA = 0.7
+# Weight of the newest latency sample in the moving average.
+_LATENCY_WEIGHT = 0.2
+#: Seconds after a cut during which further 429s are taken as answers to requests sent before it,
+#: until a latency has been observed (then twice the average latency is used).
+DEFAULT_EPISODE = 1.0
 
 # Bounds of a climb's length, in seconds, whatever the rate.
 _MIN_SECONDS = 1.0
@@ -59,7 +64,7 @@ class Curve:
     to the rate of a cut takes (for each one in flight, up to 4, plus a quarter; at most 10 min).
     """
 
-    __slots__ = ("_beta", "_epoch", "_recovery", "_seconds", "cut_at", "learned", "top")
+    __slots__ = ("_beta", "_epoch", "_recovery", "_seconds", "cut_at", "latency", "learned", "top")
 
     def __init__(self, rate: float, *, recovery: int) -> None:
         if recovery < 1:
@@ -76,6 +81,13 @@ class Curve:
         self._seconds = _MIN_SECONDS
         #: A window quota's requests and seconds, learned from a pass (None: not one, or not yet).
         self.learned: tuple[int, float] | None = None
+        #: The moving average of the requests' latency, in seconds (None: none observed yet).
+        self.latency: float | None = None
+
+    def observe_latency(self, seconds: float) -> None:
+        """Feed one request's latency into the moving average that sizes climbs and episodes."""
+        old = self.latency
+        self.latency = seconds if old is None else old + _LATENCY_WEIGHT * (seconds - old)
 
     @property
     def epoch(self) -> float:
@@ -83,13 +95,15 @@ class Curve:
         return self._epoch
 
     def cut(
-        self, now: float, rate: float, *, beta: float, start: float, latency: float = 0.0
+        self, now: float, rate: float, *, beta: float, start: float, latency: float | None = None
     ) -> float:
         """Cut from *rate* at time *now* by *beta*; the climb starts at *start*. Return the rate.
 
-        *latency*, the requests' mean, sizes the shortest climb: an overshoot costs some of the
-        requests in flight when its 429s come back.
+        *latency*, the requests' mean (default: the one observed, else 0), sizes the shortest
+        climb: an overshoot costs some of the requests in flight when its 429s come back.
         """
+        if latency is None:
+            latency = self.latency or 0.0
         self.top, self._beta, self.cut_at, self._epoch = rate, beta, now, start
         k = _K_SECONDS * (rate / _K_RATE) ** _K_POWER
         in_flight = min(rate * latency, _IN_FLIGHT)
@@ -131,6 +145,21 @@ class Curve:
             return False
         memory = 0.0 if self.learned is None else self.learned[1]
         return sent <= self.cut_at or sent < self.cut_at + memory
+
+    def same_episode(self, now: float, sent: float | None, *, since_mark: int) -> bool:
+        """True if a 429 at *now* for a request sent at *sent* answers for the last cut.
+
+        Without *sent*: if no slot was handed out since the cut (*since_mark*), or within twice
+        the mean latency of the climb's start (``DEFAULT_EPISODE`` while none is known).
+        """
+        if sent is not None:
+            return self.answered_by_cut(sent)
+        if self.cut_at is None:
+            return False
+        if since_mark == 0:
+            return True
+        window = DEFAULT_EPISODE if self.latency is None else 2 * self.latency
+        return now < self._epoch + window
 
     def __repr__(self) -> str:
         if self.cut_at is None:

@@ -12,6 +12,13 @@ import math
 
 __all__ = ["Pass"]
 
+# 429s in a row with no success between that are solid: a spent quota answers every request
+# so; 429s at random rarely come three in a row.
+_SOLID_RUN = 3
+# 429s in a row that say a quota is spent even right after a shave at its edge: a sliding window
+# grazed refuses two or three, until the requests that overran it slide out.
+_SPENT_RUN = 8
+
 
 class Pass:
     """The 429s since the last pause: how many in a row now, and whether any were scattered."""
@@ -47,6 +54,21 @@ class Pass:
             self.first_sent = sent
         if sent > self._first_429:
             self.scattered = True
+
+    @property
+    def solid(self) -> bool:
+        """True if the 429s come solid now: three in a row, none of this pass scattered."""
+        return self.run >= _SOLID_RUN and not self.scattered
+
+    @property
+    def spent(self) -> bool:
+        """True if they come solid for longer than a window's edge refuses once grazed."""
+        return self.run >= _SPENT_RUN and not self.scattered
+
+    @property
+    def start(self) -> float:
+        """When the pass began: the end of the pause before it (``-inf``: the first pass)."""
+        return self._start
 
     @property
     def first_429(self) -> float:

@@ -7,7 +7,13 @@ moment ago (``kill -9`` and resume), or of a batch run just before. Its N is the
 paced as a ceiling it held a resume to half the quota for a minute. So N is read from a pass
 that starts when a pause ends: a sliding window has let everyone's older requests go by then (a
 fixed one of a second may not have reset, and a pass across its reset counts more than N). After
-a first pass that looks like a window's, the next pass goes at the rate the first one ran.
+a first pass that looks like a window's, the next pass goes at the rate the first one ran, and
+asks for N + 1 only (:mod:`.holds`).
+
+The rate read is N per wait, 3% under (the pass's last successes were in flight), and never
+above the rate the pass went at when its first 429 came: a client's own burst is not a window's,
+and its 429s have cut the rate already (from there, a window of 200/s read at 250/s was probed
+past slowly, and once past, refused every request for a second).
 
 Pure functions of the numbers given: no clock, no asyncio.
 """

@@ -403,6 +403,149 @@ async def test_a_first_pass_that_looks_like_a_window_is_read_again_from_the_next
     assert bucket.rate == pytest.approx(0.97 * 100)
 
 
+@virtual_time
+async def test_the_pass_a_window_is_read_from_asks_n_plus_one_then_waits_for_answers() -> None:
+    """After a first pass of 200 in a quarter second, the next asks 201 and no more until an
+    answer: with a server's latency, sending on at 800/s until the first 429 came back overran
+    the window by all that went out meanwhile (190 refused at 0.24 s). A 429 for one of them
+    ends the pass: everyone waits its Retry-After, and the window is learned."""
+    bucket, control = paced(800, pause_after=5)
+    await overrun(bucket, control, 200)
+    await asyncio.sleep(bucket.paused_until - now())
+    start = now()
+    await acquire_times(bucket, 201)
+    late = asyncio.create_task(acquire_times(bucket, 1))
+    await asyncio.sleep(0.24)
+    assert not late.done()
+    for _ in range(200):
+        control.on_success(start)
+    assert not late.done()
+    answered = now()
+    control.on_throttled(1, sent_at=start + 0.25)  # the 201st (answers come in any order)
+    assert await late == pytest.approx([answered + 1])
+    assert control.learned() == "a window of about 200 requests in 1 s"
+    assert bucket.rate == pytest.approx(0.97 * 200)
+
+
+@virtual_time
+async def test_eight_429s_in_a_row_for_requests_sent_before_a_shave_pause_everyone() -> None:
+    """A 429 after a run of successes only shaves the rate, and sending goes on nearly as fast;
+    when the requests sent before it come back refused, solid, the quota is spent: everyone
+    waits from the eighth (a window's edge grazed refuses two or three), not from a 429 for a
+    request sent after the shave, a latency later."""
+    bucket, control = paced(800, pause_after=5)
+    sent = []
+    for _ in range(60):
+        await bucket.acquire()
+        sent.append(now())
+    for when in sent[:40]:
+        control.on_success(when)
+    control.on_throttled(1, sent_at=sent[40])
+    assert 0.9 * 800 < bucket.rate < 800  # a shave
+    for i, when in enumerate(sent[41:48], start=2):
+        control.on_throttled(1, sent_at=when)
+        assert (bucket.paused_until > now()) == (i == 8)
+    # The pass is read as a window's first: the next goes at 800/s, and asks 41.
+    assert bucket.rate == 800
+    await asyncio.sleep(bucket.paused_until - now())
+    await acquire_times(bucket, 41)
+    late = asyncio.create_task(acquire_times(bucket, 1))
+    await asyncio.sleep(1)
+    assert not late.done()
+    late.cancel()
+
+
+@virtual_time
+async def test_eight_429s_without_retry_after_after_a_shave_are_still_that_shave() -> None:
+    """With no Retry-After there is nothing to pause for: the 429s of requests sent before the
+    shave answer for it, and cut nothing more."""
+    bucket, control = paced(800, pause_after=5)
+    sent = []
+    for _ in range(60):
+        await bucket.acquire()
+        sent.append(now())
+    for when in sent[:40]:
+        control.on_success(when)
+    control.on_throttled(None, sent_at=sent[40])
+    shaved = bucket.rate
+    for when in sent[41:50]:
+        control.on_throttled(None, sent_at=when)
+    assert bucket.rate == shaved
+    assert bucket.paused_until < now()
+
+
+async def probing(bucket: TokenBucket, control: RateController) -> tuple[float, asyncio.Task[Any]]:
+    """A first pass of 200 at 800/s read as a window's; the next pass's 201 slots handed out.
+    Return when that pass started and a waiter held back by its hold."""
+    await overrun(bucket, control, 200)
+    await asyncio.sleep(bucket.paused_until - now())
+    start = now()
+    await acquire_times(bucket, 201)
+    late = asyncio.create_task(acquire_times(bucket, 1))
+    await asyncio.sleep(0.5)
+    assert not late.done()
+    return start, late
+
+
+@virtual_time
+async def test_a_probe_whose_answer_is_lost_sends_one_more_in_its_place() -> None:
+    """A timed-out request of the probe's pass lets one more slot out, then the gate shuts."""
+    bucket, control = paced(800, pause_after=5)
+    start, late = await probing(bucket, control)
+    control.on_lost(start + 0.1)
+    await asyncio.wait_for(late, 1)
+    again = asyncio.create_task(acquire_times(bucket, 1))
+    await asyncio.sleep(1)
+    assert not again.done()
+    again.cancel()
+
+
+@virtual_time
+async def test_a_pause_of_zero_during_a_probe_opens_the_gate_for_its_waiters() -> None:
+    """A 503 saying wait 0 ends the probe's pass: the gate it held shut opens, and the waiters
+    behind it are woken (nothing else would wake them)."""
+    bucket, control = paced(800, pause_after=5)
+    _, late = await probing(bucket, control)
+    control.on_unavailable(0)
+    await asyncio.wait_for(late, 1)
+
+
+@virtual_time
+async def test_a_probe_told_to_wait_long_reads_no_fixed_window() -> None:
+    """A 429 for a probed request saying wait 5 s is no short window's end (nor a fixed
+    window's: two passes of 200 at 800/s): the pass pauses and cuts, window mode stays off."""
+    bucket, control = paced(800, pause_after=10)
+    start, late = await probing(bucket, control)
+    for _ in range(200):
+        control.on_success(start)
+    control.on_throttled(5, sent_at=start + 0.1)
+    assert control.window_requests is None
+    assert control.learned() is None
+    assert bucket.paused_until == pytest.approx(now() + 5)
+    await asyncio.wait_for(late, 6)
+
+
+@virtual_time
+async def test_a_learned_window_grazed_is_not_paused_for_by_the_429s_of_its_shave() -> None:
+    """Once a window is learned, the 429s within its length of a shave answer for the shave
+    (a window that counts refusals refuses on until the overrun slides out): no pause."""
+    bucket, control = paced(800, pause_after=5)
+    await window_learned(bucket, control, 200, 200)
+    await asyncio.sleep(bucket.paused_until - now())
+    sent = []
+    for _ in range(50):
+        await bucket.acquire()
+        sent.append(now())
+    for when in sent[:40]:
+        control.on_success(when)
+    control.on_throttled(1, sent_at=sent[40])
+    shaved = bucket.rate
+    for when in sent[41:]:
+        control.on_throttled(1, sent_at=when)
+    assert bucket.paused_until < now()
+    assert bucket.rate == shaved
+
+
 @pytest.mark.parametrize(("rate", "successes"), [(30, 40), (800, 20)])
 @virtual_time
 async def test_a_slow_pass_or_a_short_one_is_no_window(rate: float, successes: int) -> None:
