@@ -291,6 +291,7 @@ class RateController:
         start = max(now, bucket.paused_until)
         cut = self._curve.cut(now, rate, beta=beta, start=start)
         bucket.mark()
+        self._pass.cut()
         self._successes_since_cut = 0
         self._shaved = False
         # The server's bucket is empty; a burst saved up in ours would only earn more 429s.

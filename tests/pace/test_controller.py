@@ -456,6 +456,30 @@ async def test_eight_429s_in_a_row_for_requests_sent_before_a_shave_pause_everyo
 
 
 @virtual_time
+async def test_a_success_reordered_past_a_429_does_not_keep_a_spent_quota_from_pausing() -> None:
+    """With a jittered latency, a request sent just after a refused one can reach the server
+    first and go through. That marked the whole pass scattered: it never paused, and each 429
+    cut by 0.7 (400/s down to 22/s in 1.5 s of a resume). Each cut judges afresh: three 429s in
+    a row after a cut, each sent after the last, pause everyone as for any spent quota."""
+    bucket, control = paced(400, pause_after=5)
+    for _ in range(40):
+        await bucket.acquire()
+        control.on_success(now())
+    await bucket.acquire()
+    refused = now()
+    await bucket.acquire()
+    control.on_throttled(1, sent_at=refused)  # a shave
+    control.on_success(now())  # sent after the refused one, through first
+    refusals = 0
+    while bucket.paused_until <= now() and refusals < 10:  # each sent after the last answer
+        await bucket.acquire()
+        control.on_throttled(1, sent_at=now())
+        refusals += 1
+    assert refusals == 3
+    assert bucket.paused_until == pytest.approx(now() + 1)
+
+
+@virtual_time
 async def test_eight_429s_without_retry_after_after_a_shave_are_still_that_shave() -> None:
     """With no Retry-After there is nothing to pause for: the 429s of requests sent before the
     shave answer for it, and cut nothing more."""

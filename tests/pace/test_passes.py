@@ -71,3 +71,25 @@ def test_the_first_success_ever_sent_is_remembered_across_passes() -> None:
     passes.restart(3.0)
     passes.succeeded(4.0)
     assert passes.first_sent == 1.5
+
+
+def test_a_cut_judges_afresh_whether_429s_come_scattered() -> None:
+    """A success sent after a 429 marks the pass scattered only until the next cut: from then
+    on, it is the 429s after the cut that are judged (the pass and its first 429 stay)."""
+    passes = Pass()
+    passes.throttled(1.0, 100.0)
+    passes.succeeded(1.1)
+    assert passes.scattered
+    passes.cut()
+    assert not passes.scattered
+    passes.succeeded(1.2)  # no 429 since the cut yet
+    assert not passes.scattered
+    passes.throttled(2.0, 70.0)
+    passes.throttled(2.1, 70.0)
+    passes.throttled(2.2, 70.0)
+    assert passes.solid
+    passes.succeeded(1.9)  # sent before the cut's first 429: overtaken, not evidence
+    assert not passes.scattered
+    passes.succeeded(2.3)
+    assert passes.scattered
+    assert passes.first_429 == 1.0
