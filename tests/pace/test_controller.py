@@ -42,6 +42,28 @@ async def acquire_times(bucket: TokenBucket, n: int) -> list[float]:
     return times
 
 
+async def send_then_answer(
+    bucket: TokenBucket, control: RateController, sent: int, through: int
+) -> list[float]:
+    """Send *sent* requests one after another; answer the first *through* with successes.
+    Return the send times (the rest are the caller's to answer)."""
+    times = []
+    for _ in range(sent):
+        await bucket.acquire()
+        times.append(now())
+    for when in times[:through]:
+        control.on_success(when)
+    return times
+
+
+async def assert_held(bucket: TokenBucket, seconds: float = 1.0) -> None:
+    """A slot asked for now is still not handed out *seconds* later (the caller's gate shut)."""
+    waiter = asyncio.create_task(acquire_times(bucket, 1))
+    await asyncio.sleep(seconds)
+    assert not waiter.done()
+    waiter.cancel()
+
+
 class Clock:
     """A clock moved by hand."""
 
@@ -403,6 +425,19 @@ async def test_a_first_pass_that_looks_like_a_window_is_read_again_from_the_next
     assert bucket.rate == pytest.approx(0.97 * 100)
 
 
+async def probing(bucket: TokenBucket, control: RateController) -> tuple[float, asyncio.Task[Any]]:
+    """A first pass of 200 at 800/s read as a window's; the next pass's 201 slots handed out.
+    Return when that pass started and a waiter held back by its hold."""
+    await overrun(bucket, control, 200)
+    await asyncio.sleep(bucket.paused_until - now())
+    start = now()
+    await acquire_times(bucket, 201)
+    late = asyncio.create_task(acquire_times(bucket, 1))
+    await asyncio.sleep(0.5)
+    assert not late.done()
+    return start, late
+
+
 @virtual_time
 async def test_the_pass_a_window_is_read_from_asks_n_plus_one_then_waits_for_answers() -> None:
     """After a first pass of 200 in a quarter second, the next asks 201 and no more until an
@@ -410,13 +445,7 @@ async def test_the_pass_a_window_is_read_from_asks_n_plus_one_then_waits_for_ans
     the window by all that went out meanwhile (190 refused at 0.24 s). A 429 for one of them
     ends the pass: everyone waits its Retry-After, and the window is learned."""
     bucket, control = paced(800, pause_after=5)
-    await overrun(bucket, control, 200)
-    await asyncio.sleep(bucket.paused_until - now())
-    start = now()
-    await acquire_times(bucket, 201)
-    late = asyncio.create_task(acquire_times(bucket, 1))
-    await asyncio.sleep(0.24)
-    assert not late.done()
+    start, late = await probing(bucket, control)
     for _ in range(200):
         control.on_success(start)
     assert not late.done()
@@ -434,12 +463,7 @@ async def test_eight_429s_in_a_row_for_requests_sent_before_a_shave_pause_everyo
     waits from the eighth (a window's edge grazed refuses two or three), not from a 429 for a
     request sent after the shave, a latency later."""
     bucket, control = paced(800, pause_after=5)
-    sent = []
-    for _ in range(60):
-        await bucket.acquire()
-        sent.append(now())
-    for when in sent[:40]:
-        control.on_success(when)
+    sent = await send_then_answer(bucket, control, 60, 40)
     control.on_throttled(1, sent_at=sent[40])
     assert 0.9 * 800 < bucket.rate < 800  # a shave
     for i, when in enumerate(sent[41:48], start=2):
@@ -449,10 +473,7 @@ async def test_eight_429s_in_a_row_for_requests_sent_before_a_shave_pause_everyo
     assert bucket.rate == 800
     await asyncio.sleep(bucket.paused_until - now())
     await acquire_times(bucket, 41)
-    late = asyncio.create_task(acquire_times(bucket, 1))
-    await asyncio.sleep(1)
-    assert not late.done()
-    late.cancel()
+    await assert_held(bucket)
 
 
 @virtual_time
@@ -484,31 +505,13 @@ async def test_eight_429s_without_retry_after_after_a_shave_are_still_that_shave
     """With no Retry-After there is nothing to pause for: the 429s of requests sent before the
     shave answer for it, and cut nothing more."""
     bucket, control = paced(800, pause_after=5)
-    sent = []
-    for _ in range(60):
-        await bucket.acquire()
-        sent.append(now())
-    for when in sent[:40]:
-        control.on_success(when)
+    sent = await send_then_answer(bucket, control, 60, 40)
     control.on_throttled(None, sent_at=sent[40])
     shaved = bucket.rate
     for when in sent[41:50]:
         control.on_throttled(None, sent_at=when)
     assert bucket.rate == shaved
     assert bucket.paused_until < now()
-
-
-async def probing(bucket: TokenBucket, control: RateController) -> tuple[float, asyncio.Task[Any]]:
-    """A first pass of 200 at 800/s read as a window's; the next pass's 201 slots handed out.
-    Return when that pass started and a waiter held back by its hold."""
-    await overrun(bucket, control, 200)
-    await asyncio.sleep(bucket.paused_until - now())
-    start = now()
-    await acquire_times(bucket, 201)
-    late = asyncio.create_task(acquire_times(bucket, 1))
-    await asyncio.sleep(0.5)
-    assert not late.done()
-    return start, late
 
 
 @virtual_time
@@ -518,10 +521,7 @@ async def test_a_probe_whose_answer_is_lost_sends_one_more_in_its_place() -> Non
     start, late = await probing(bucket, control)
     control.on_lost(start + 0.1)
     await asyncio.wait_for(late, 1)
-    again = asyncio.create_task(acquire_times(bucket, 1))
-    await asyncio.sleep(1)
-    assert not again.done()
-    again.cancel()
+    await assert_held(bucket)
 
 
 @virtual_time
@@ -556,12 +556,7 @@ async def test_a_learned_window_grazed_is_not_paused_for_by_the_429s_of_its_shav
     bucket, control = paced(800, pause_after=5)
     await window_learned(bucket, control, 200, 200)
     await asyncio.sleep(bucket.paused_until - now())
-    sent = []
-    for _ in range(50):
-        await bucket.acquire()
-        sent.append(now())
-    for when in sent[:40]:
-        control.on_success(when)
+    sent = await send_then_answer(bucket, control, 50, 40)
     control.on_throttled(1, sent_at=sent[40])
     shaved = bucket.rate
     for when in sent[41:]:

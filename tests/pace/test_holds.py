@@ -22,6 +22,13 @@ async def take(bucket: TokenBucket, n: int) -> None:
         await asyncio.wait_for(bucket.acquire(), 5)
 
 
+async def assert_held(bucket: TokenBucket) -> None:
+    """A slot asked for now is still not handed out a second later."""
+    waiter = await shut_after(bucket)
+    assert not waiter.done()
+    waiter.cancel()
+
+
 async def shut_after(bucket: TokenBucket) -> asyncio.Task[None]:
     """A waiter started now; the caller checks whether the gate lets it through."""
     waiter = asyncio.create_task(bucket.acquire())
@@ -71,9 +78,7 @@ async def test_a_probe_asks_one_more_for_each_answer_lost() -> None:
     assert not probe.succeeded(now() - 5)  # (an earlier pass's)
     assert not probe.succeeded(now())
     assert probe.succeeded(now())  # two through of the three sent: all it asked
-    second = await shut_after(bucket)
-    assert not second.done()
-    second.cancel()
+    await assert_held(bucket)
 
 
 @virtual_time
@@ -83,9 +88,7 @@ async def test_one_more_asks_only_once_the_gate_is_shut_or_later() -> None:
     bucket.hold_after(2)
     ask_one_more(bucket, 3, now())
     await take(bucket, 3)
-    waiter = await shut_after(bucket)
-    assert not waiter.done()
-    waiter.cancel()
+    await assert_held(bucket)
 
 
 @virtual_time
