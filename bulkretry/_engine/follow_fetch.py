@@ -137,16 +137,31 @@ class Looker:
             await asyncio.sleep(decision.delay)
 
     async def _send(self, url: URL, *, page: bool) -> tuple[Answer | TransportError, float, str]:
-        """Take a slot of the throttle and of the cap, then send; return what came back."""
+        """Take a slot of the throttle, then send (:meth:`_on_slot`); return what came back."""
         gov = self._gov
         await gov.throttle.acquire()
-        loop = asyncio.get_running_loop()
-        slot_at = loop.time()
+        slot_at = asyncio.get_running_loop().time()
         try:
-            await gov.cap.acquire()
+            outcome, sent_at, token = await self._on_slot(url)
         except BaseException:
-            gov.throttle.on_lost(slot_at)  # (see below)
+            # Cancelled (a look-up's deadline): no answer comes, and a hold must not wait for it.
+            gov.throttle.on_lost(slot_at)
             raise
+        if (
+            page
+            and isinstance(outcome, Answer)
+            and outcome.status == 200
+            and outcome.body_problem is None
+            and (problem := page_problem(outcome.body))
+        ):
+            outcome.body_problem = problem
+        return outcome, sent_at, token
+
+    async def _on_slot(self, url: URL) -> tuple[Answer | TransportError, float, str]:
+        """Take a slot of the cap and send; return what came back, when it left, the token."""
+        gov = self._gov
+        await gov.cap.acquire()
+        loop = asyncio.get_running_loop()
         sent_at = loop.time()
         outcome: Answer | TransportError
         try:
@@ -156,21 +171,9 @@ class Looker:
                 outcome = await self._client.get(url, token)
             except TransportError as exc:
                 outcome = exc
-        except BaseException:
-            # Cancelled (a look-up's deadline): no answer comes, and a hold must not wait for it.
-            gov.throttle.on_lost(slot_at)
-            raise
         finally:
             gov.cap.release()
         gov.cap.observe(loop.time() - sent_at)
-        if (
-            page
-            and isinstance(outcome, Answer)
-            and outcome.status == 200
-            and outcome.body_problem is None
-            and (problem := page_problem(outcome.body))
-        ):
-            outcome.body_problem = problem
         return outcome, sent_at, token
 
     def _pace(self, outcome: Answer | TransportError, decision: Decision, sent_at: float) -> None:

@@ -60,7 +60,7 @@ class Pass:
 
     @property
     def solid(self) -> bool:
-        """True if the 429s come solid now: three in a row, none of this pass scattered."""
+        """True if the 429s come solid now: three in a row, none scattered since the last cut."""
         return self.run >= _SOLID_RUN and not self.scattered
 
     @property
@@ -92,8 +92,8 @@ class Pass:
         """A pause began: the next pass starts afresh at time *start*, when it ends (429s for
         requests sent before then are the last pass's)."""
         self._start = start
-        self._first_429 = self._scatter_from = self.rate = math.inf
-        self.scattered = False
+        self._first_429 = self.rate = math.inf
+        self.cut()
 
     def __repr__(self) -> str:
         return f"<Pass run={self.run}, scattered={self.scattered}>"
