@@ -2,17 +2,20 @@
 
 A 429 cuts the rate to ``BETA`` (0.7) of what it was; successes bring it back along a CUBIC
 curve (:mod:`.curve`), flat near the rate of the last cut, so that the limiter dwells just below
-the quota it found and probes above it slowly. The rate never exceeds the configured one. A
-429 after a long run of successes is the found rate's edge: it shaves a few per cent instead.
+the quota it found and probes above it slowly. The rate never exceeds the configured one. A 429
+after a long run of successes is the found rate's edge: it shaves a few per cent instead. After
+a second of successes the rate is *proven*: cuts that follow its shave with no success between
+climb back to it (a window that counts refusals, grazed, refuses a few in a row).
 
 The 429s for requests sent before a cut are one *episode* and cut once (by send time; without
 it, until a slot was handed out after the cut or twice the mean latency). A ``Retry-After`` over
-``pause_after``, or a third 429 in a row news after a cut, none scattered among successes
-(:mod:`.passes`), pauses the whole limiter until then; so do eight in a row with a Retry-After
-for requests sent before a shave, no window learned (a shave slows nothing down). A moderate
-share refused at a new rate holds the next cut until it is measured; refused nearly as often at
-half the rate, saying wait seconds, they are not the quota's (:mod:`.share`): each run waits its
-own Retry-After. A quota the server declares (:mod:`.told`) lowers the configured rate.
+``pause_after``, or a third 429 in a row news after a cut (an eighth after a proven rate's
+shave), none scattered among successes (:mod:`.passes`), pauses the whole limiter until then;
+so do eight in a row with a Retry-After for requests sent before a shave, no window learned (a
+shave slows nothing down). A moderate share refused at a new rate holds the next cut until it is
+measured; refused nearly as often at half the rate, saying wait seconds, they are not the
+quota's (:mod:`.share`): each run waits its own Retry-After. A quota the server declares
+(:mod:`.told`) lowers the configured rate.
 
 A pause of a second or two after N successes sent in less than that is a short window's: the
 rate goes to N per that wait (:mod:`.short`), read from a second pass that asks N + 1 and holds
@@ -208,11 +211,8 @@ class RateController:
         """Act on a 429 counted already, outside window mode."""
         bucket = self._bucket
         # (Read before a pause below starts the next pass.)
-        resumed_at, first_429, pass_rate = (
-            self._pass.start,
-            self._pass.first_429,
-            self._pass.rate,
-        )
+        last = self._pass
+        resumed_at, first_429, pass_rate = last.start, last.first_429, last.rate
         # A 429 for a request a probe asked: the window is spent, the pass over (:mod:`.holds`).
         asked = self._probe is not None and self._probe.mine(now if sent_at is None else sent_at)
         allowed = self._successes_since_pause
@@ -238,7 +238,7 @@ class RateController:
                 not same_episode
                 and self._curve.cut_at is not None
                 and not self._successes_since_cut
-                and self._pass.solid
+                and (self._pass.spent if self._curve.proven else self._pass.solid)
             )
         )
         if retry_after is not None and pause:
@@ -271,10 +271,12 @@ class RateController:
                 return
         # The first cut finds the quota. A 429 after a long run of successes is that rate's edge
         # (a strict quota grazed by timer jitter): shave by the recent share of 429s.
-        edge = self._successes_since_cut >= _EDGE_SUCCESSES
+        since = self._successes_since_cut
+        edge = since >= _EDGE_SUCCESSES
         if edge:  # maybe a quota with no burst, refusing a slot a late timer brought too close
             bucket.strict()
-        self._cut(now, bucket.rate, max(BETA, 1 - _SHAVE * self._recent) if edge else BETA)
+        beta = max(BETA, 1 - _SHAVE * self._recent) if edge else BETA
+        self._cut(now, bucket.rate, beta, proven=edge and since >= bucket.rate, chained=not since)
         self._shaved = edge and not pause
 
     def _end_probe(self, now: float, *, wake: bool = True) -> None:
@@ -285,11 +287,12 @@ class RateController:
         if wake:
             self._bucket.wake()
 
-    def _cut(self, now: float, rate: float, beta: float) -> None:
-        """Cut from *rate* by *beta*: the climb back starts when the pause, if any, ends."""
+    def _cut(self, now: float, rate: float, beta: float, **chain: bool) -> None:
+        """Cut from *rate* by *beta*: the climb back starts when the pause, if any, ends (for
+        *chain*, ``proven`` and ``chained``, see :meth:`Curve.cut`)."""
         bucket = self._bucket
         start = max(now, bucket.paused_until)
-        cut = self._curve.cut(now, rate, beta=beta, start=start)
+        cut = self._curve.cut(now, rate, beta=beta, start=start, **chain)
         bucket.mark()
         self._pass.cut()
         self._successes_since_cut = 0

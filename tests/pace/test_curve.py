@@ -91,6 +91,34 @@ def test_past_a_learned_window_the_probe_is_as_slow_as_the_cut_was_shallow() -> 
     assert curve.target(6.0) == pytest.approx(200 * 1.03)
 
 
+def test_cuts_with_no_success_after_a_proven_rates_shave_climb_back_to_that_rate() -> None:
+    """A window that counts refusals, grazed at a rate held for a second, refuses a few in a
+    row: the cuts for them climb back to the rate held, in the time a climb to it takes."""
+    curve = Curve(200.0, recovery=1)
+    rate = curve.cut(0.0, 200.0, beta=0.95, start=0.0, proven=True)
+    for beta in (BETA, BETA):
+        rate = curve.cut(0.0, rate, beta=beta, start=0.0, chained=True)
+    assert rate == pytest.approx(200 * 0.95 * BETA**2)
+    assert (curve.top, curve.proven) == (200.0, 200.0)
+    assert curve.target(0.0) == pytest.approx(rate)
+    assert curve.target(3.0) == pytest.approx(200)  # K at 200/s
+
+
+def test_a_chain_not_begun_by_a_proven_rate_climbs_back_to_its_last_cut() -> None:
+    """Without a rate held first, or once a success broke the chain, the top is the last cut's."""
+    curve = Curve(200.0, recovery=1)
+    curve.cut(0.0, 200.0, beta=0.95, start=0.0)
+    curve.cut(0.0, 190.0, beta=BETA, start=0.0, chained=True)
+    assert (curve.top, curve.proven) == (190.0, None)
+    curve.cut(0.0, 200.0, beta=0.95, start=0.0, proven=True)
+    curve.cut(1.0, 150.0, beta=BETA, start=1.0)  # a success came between
+    assert (curve.top, curve.proven) == (150.0, None)
+    curve.cut(2.0, 200.0, beta=0.95, start=2.0, proven=True)
+    curve.forget(200.0)
+    curve.cut(3.0, 120.0, beta=BETA, start=3.0, chained=True)
+    assert curve.top == 120.0
+
+
 def test_a_pause_delays_the_climb_and_never_hastens_it() -> None:
     """The climb starts when the pause that came with the cut ends."""
     curve = Curve(100.0, recovery=600)
