@@ -4,18 +4,18 @@ A 429 cuts the rate to ``BETA`` (0.7) of what it was; successes bring it back al
 curve (:mod:`.curve`), flat near the rate of the last cut, so that the limiter dwells just below
 the quota it found and probes above it slowly. The rate never exceeds the configured one. A 429
 after a long run of successes is the found rate's edge: it shaves a few per cent instead. After
-a second of successes the rate is *proven*: cuts that follow its shave with no success between
-climb back to it (a window that counts refusals, grazed, refuses a few in a row).
+a second's worth of successes since the last cut the rate is *proven*: cuts that follow its
+shave with no success between climb back to it (a window that counts refusals, grazed, refuses
+a few in a row).
 
 The 429s for requests sent before a cut are one *episode* and cut once (by send time; without
 it, until a slot was handed out after the cut or twice the mean latency). A ``Retry-After`` over
-``pause_after``, or a third 429 in a row news after a cut (an eighth after a proven rate's
-shave), none scattered among successes (:mod:`.passes`), pauses the whole limiter until then;
-so do eight in a row with a Retry-After for requests sent before a shave, no window learned (a
-shave slows nothing down). A moderate share refused at a new rate holds the next cut until it is
-measured; refused nearly as often at half the rate, saying wait seconds, they are not the
-quota's (:mod:`.share`): each run waits its own Retry-After. A quota the server declares
-(:mod:`.told`) lowers the configured rate.
+``pause_after``, or a third 429 in a row news after a cut, none scattered among successes
+(:mod:`.passes`), pauses the whole limiter until then; so do eight in a row with a Retry-After
+for requests sent before a shave, no window learned (a shave slows nothing down). A moderate
+share refused at a new rate holds the next cut until it is measured; refused nearly as often at
+half the rate, saying wait seconds, they are not the quota's (:mod:`.share`): each run waits its
+own Retry-After. A quota the server declares (:mod:`.told`) lowers the configured rate.
 
 A pause of a second or two after N successes sent in less than that is a short window's: the
 rate goes to N per that wait (:mod:`.short`), read from a second pass that asks N + 1 and holds
@@ -238,7 +238,7 @@ class RateController:
                 not same_episode
                 and self._curve.cut_at is not None
                 and not self._successes_since_cut
-                and (self._pass.spent if self._curve.proven else self._pass.solid)
+                and self._pass.solid
             )
         )
         if retry_after is not None and pause:
@@ -311,7 +311,7 @@ class RateController:
         """Lower the configured rate to *rate*, a quota the server declared (never raise it)."""
         if rate < self._max_rate:
             self._max_rate, self._min_rate = rate, min(self._min_rate, rate)
-            self._curve.top = min(self._curve.top, rate)
+            self._curve.lower(rate)
             self._bucket.set_rate(self._clock(), min(self._bucket.rate, rate))
             self._share.restart(self._bucket.rate)  # levels compare cuts, not this
 

@@ -12,8 +12,9 @@ shares drifted apart, and a client left alone at a low rate took tens of seconds
 shorter than ``recovery`` requests for each one in flight (up to 4) plus a quarter, which keeps the
 share of 429s low at a slow quota with a long latency, nor, once a window is learned (until
 forgotten), than 600 requests; and it lasts 1 s to 10 min whatever the rate. Cuts that follow the
-shave of a rate held for a second (*proven*) with no success between climb back to that rate, not
-to the last cut's: a window that counts its refusals, grazed, refuses a few in a row.
+shave of a rate proven by a second's worth of successes, with no success between, climb back to
+that rate, not to the last cut's: a window that counts its refusals, grazed, refuses a few in a
+row.
 
 A 429 for a request sent before the cut answers for that cut (the same *episode*). At a quota
 that counts requests over a window (N per W seconds, once learned), a cut shows only once the
@@ -95,8 +96,8 @@ class Curve:
         self.learned: tuple[int, float] | None = None
         #: The moving average of the requests' latency, in seconds (None: none observed yet).
         self.latency: float | None = None
-        #: A rate held for a second without a 429 whose shave began the cuts since (no success
-        #: between them): the climb aims back at it. None: the last cut began no such chain.
+        #: A rate proven by a second's worth of successes, whose shave began the cuts since (no
+        #: success between them): the climb aims back at it. None: no such chain.
         self.proven: float | None = None
 
     def observe_latency(self, seconds: float) -> None:
@@ -124,17 +125,19 @@ class Curve:
 
         *latency*, the requests' mean (default: the one observed, else 0), sizes the shortest
         climb: an overshoot costs some of the requests in flight when its 429s come back.
-        *proven* says *rate* was held for a second without a 429 (this cut is its shave);
-        *chained*, that no success came since the last cut. A chain of cuts begun by a proven
-        rate's shave climbs back to that rate, not to the last cut's.
+        *proven* says a second's worth of successes at up to *rate* came since the last cut
+        (this cut is its shave); *chained*, that no success came since the last cut. A chain of
+        cuts begun by a proven rate's shave climbs back to that rate, not to the last cut's
+        (unless a window is learned: its N per W is the ceiling, and past the top the probe
+        goes as slowly as the last cut was shallow).
         """
         if latency is None:
             latency = self.latency or 0.0
         cut = rate * beta
-        aim = self.proven if chained else None
+        aim = self.proven if chained and self.learned is None else None
         # (A window that counts its refusals, grazed at a rate held for seconds, refuses a few
-        # in a row: each cut them for, and a pause; climbing back to the deepest cut's rate then
-        # took 7 s at 200/s, a fifth of a batch's time.)
+        # in a row: each cut for them, and the third paused everyone; climbing back to the
+        # deepest cut's rate then took 7 s at 200/s, a fifth of a batch's time.)
         top = rate if aim is None else max(rate, aim)
         self.proven = rate if proven else aim
         self.top, self._beta, self.cut_at, self._epoch = top, cut / top, now, start
@@ -159,6 +162,12 @@ class Curve:
     def shortfall(self, now: float) -> float:
         """The share of the climb left at *now*: 1 at its start, 0 back at the top, then < 0."""
         return 1 - max(0.0, now - self._epoch) / self._seconds
+
+    def lower(self, rate: float) -> None:
+        """Never climb back above *rate* (a quota the server declared), proven or not."""
+        self.top = min(self.top, rate)
+        if self.proven is not None:
+            self.proven = min(self.proven, rate)
 
     def delay(self, until: float) -> None:
         """Start the climb no sooner than *until* (a pause holds the rate where it is)."""

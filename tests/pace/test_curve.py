@@ -119,6 +119,22 @@ def test_a_chain_not_begun_by_a_proven_rate_climbs_back_to_its_last_cut() -> Non
     assert curve.top == 120.0
 
 
+def test_a_proven_rate_is_no_aim_above_a_declared_quota_nor_past_a_learned_window() -> None:
+    """A quota the server declares caps the rate a chain climbs back to; a learned window's N
+    per W stays the ceiling, and a chain climbs back to its last cut, not past it."""
+    curve = Curve(200.0, recovery=1)
+    curve.cut(0.0, 200.0, beta=0.95, start=0.0, proven=True)
+    curve.lower(97.0)
+    curve.cut(0.0, 92.0, beta=BETA, start=0.0, chained=True)
+    assert curve.top == 97.0
+    curve.learn(200, 1.0)
+    curve.cut(1.0, 200.0, beta=0.95, start=1.0, proven=True)
+    curve.cut(1.0, 190.0, beta=BETA, start=1.0, chained=True)
+    assert curve.top == 190.0
+    climb = 1 / (1 - curve.shortfall(2.0))  # seconds
+    assert curve.target(1 + 2 * climb) == pytest.approx(190 * (2 - BETA))  # as after a full cut
+
+
 def test_a_pause_delays_the_climb_and_never_hastens_it() -> None:
     """The climb starts when the pause that came with the cut ends."""
     curve = Curve(100.0, recovery=600)
