@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import gc
 import os
 import signal
 import sys
@@ -20,7 +22,13 @@ from bulkretry._simulator import (
     TokenBucketQuota,
     WindowQuota,
 )
-from bulkretry._simulator._cli import UsageError, build_config, configure_parser, run_from_args
+from bulkretry._simulator._cli import (
+    UsageError,
+    build_config,
+    configure_parser,
+    run_from_args,
+    serve,
+)
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -230,6 +238,23 @@ async def test_standalone_server_announces_serves_and_stops_on_sigterm(tmp_path:
     assert proc.returncode == 0
     assert b"BULKRETRY_ACCESS_TOKEN=sim-access-token" in err
     assert b'"retriggers": 1' in err or b"'retriggers': 1" in err
+
+
+async def test_the_server_keeps_its_seeded_runs_out_of_garbage_collections(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Once serving, the seeded state is frozen: a full collection that walked it held the
+    loop for 20 ms in a batch, and the requests queued meanwhile met a quota all at once."""
+    frozen = asyncio.Event()
+    monkeypatch.setattr(gc, "freeze", frozen.set)  # (a real freeze would hold the whole suite)
+    task = asyncio.create_task(serve(build_config(parse("--flows=1")), parse("--flows=1")))
+    try:
+        await asyncio.wait_for(frozen.wait(), 10)
+        assert capsys.readouterr().out.startswith("http://127.0.0.1:")  # seeded and serving
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 def test_new_options_are_read_from_bulkretry_simulate_variables() -> None:
