@@ -50,7 +50,16 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from _common import BULKRETRY, CREDENTIALS, HERE, PYTHON, git_state, machine, stop
+from _common import (
+    BULKRETRY,
+    CREDENTIALS,
+    HERE,
+    PYTHON,
+    compile_measured,
+    git_state,
+    machine,
+    stop,
+)
 
 PEER = HERE / "peers" / "aiohttp_tenacity.py"
 POLL = 0.010
@@ -719,6 +728,7 @@ def main() -> int:
     print(machine_line())
     if cfg.bulkretry_src:
         print(f"bulkretry measured from {cfg.bulkretry_src}")
+    print(compile_measured(cfg.bulkretry_src))
     print("contenders: " + "; ".join(f"{c.name} ({c.settings})" for c in who))
     print(
         "time: server side, first request to N-th re-trigger; wall: launch to exit; "
