@@ -211,8 +211,8 @@ class RateController:
         """Act on a 429 counted already, outside window mode."""
         bucket = self._bucket
         # (Read before a pause below starts the next pass.)
-        last = self._pass
-        resumed_at, first_429, pass_rate = last.start, last.first_429, last.rate
+        current = self._pass
+        resumed_at, first_429, pass_rate = current.start, current.first_429, current.rate
         # A 429 for a request a probe asked: the window is spent, the pass over (:mod:`.holds`).
         asked = self._probe is not None and self._probe.mine(now if sent_at is None else sent_at)
         allowed = self._successes_since_pause

@@ -136,8 +136,8 @@ class Curve:
         cut = rate * beta
         aim = self.proven if chained and self.learned is None else None
         # (A window that counts its refusals, grazed at a rate held for seconds, refuses a few
-        # in a row: each cut for them, and the third paused everyone; climbing back to the
-        # deepest cut's rate then took 7 s at 200/s, a fifth of a batch's time.)
+        # in a row: each cut for them, and the third paused everyone. Aimed at the rate of the
+        # last cut, 133/s of 200/s, the climb took 7 s back to 200/s, half a batch's time.)
         top = rate if aim is None else max(rate, aim)
         self.proven = rate if proven else aim
         self.top, self._beta, self.cut_at, self._epoch = top, cut / top, now, start
