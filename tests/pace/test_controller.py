@@ -519,6 +519,21 @@ async def test_eight_429s_in_a_row_for_requests_sent_before_a_shave_pause_everyo
 
 
 @virtual_time
+async def test_a_shave_that_came_with_a_pause_is_no_shave_for_the_429s_that_follow() -> None:
+    """A 429 at the edge saying wait 6 s pauses everyone: sending did not go on, so the 429s of
+    the requests sent before it, coming back once the pause is over, are that episode's and
+    pause nobody again (as eight in a row after a plain shave would)."""
+    bucket, control = paced(800, pause_after=5)
+    sent = await send_then_answer(bucket, control, 60, 40)
+    control.on_throttled(6, sent_at=sent[40])
+    assert 0.9 * 800 < bucket.rate < 800  # a shave, and a pause
+    await asyncio.sleep(bucket.paused_until - now())
+    for when in sent[41:50]:
+        control.on_throttled(1, sent_at=when)
+    assert bucket.paused_until <= now()
+
+
+@virtual_time
 async def test_a_success_reordered_past_a_429_does_not_keep_a_spent_quota_from_pausing() -> None:
     """With a jittered latency, a request sent just after a refused one can reach the server
     first and go through. That marked the whole pass scattered: it never paused, and each 429
