@@ -164,8 +164,11 @@ class Curve:
         return 1 - max(0.0, now - self._epoch) / self._seconds
 
     def lower(self, rate: float) -> None:
-        """Never climb back above *rate* (a quota the server declared), proven or not."""
-        self.top = min(self.top, rate)
+        """Never climb back above *rate* (a quota the server declared), proven or not; the climb
+        still starts where it did (a deep cut's depth under a lower top dropped the rate)."""
+        if rate < self.top:
+            self._beta = min(1.0, self.top * self._beta / rate)
+            self.top = rate
         if self.proven is not None:
             self.proven = min(self.proven, rate)
 

@@ -89,6 +89,7 @@ async def serve(config: SimulatorConfig, ns: argparse.Namespace) -> None:
         # The seeded runs stay to the end: a full collection that walked them held the loop
         # for 20 ms some 7 s into a batch at 200/s, and the requests queued meanwhile met the
         # quota at once (a sliding window refused three in a row): a stall, not a quota's shape.
+        gc.collect()  # (what is garbage already would be kept for good)
         gc.freeze()
         await stop.wait()
     print(f"bulkretry simulator stopped: {sim.snapshot()}", file=sys.stderr, flush=True)

@@ -127,6 +127,13 @@ def test_a_proven_rate_is_no_aim_above_a_declared_quota_nor_past_a_learned_windo
     curve.lower(97.0)
     curve.cut(0.0, 92.0, beta=BETA, start=0.0, chained=True)
     assert curve.top == 97.0
+    curve.cut(0.0, 200.0, beta=0.95, start=0.0, proven=True)
+    curve.cut(0.0, 190.0, beta=BETA, start=0.0, chained=True)  # 133 aiming at 200
+    curve.lower(150.0)
+    assert curve.top == 150.0
+    assert curve.target(0.0) == pytest.approx(133.0)  # not 150 times the chain's depth: 70
+    curve.lower(100.0)
+    assert curve.target(0.0) == pytest.approx(100.0)  # a quota below the rate: at it
     curve.learn(200, 1.0)
     curve.cut(1.0, 200.0, beta=0.95, start=1.0, proven=True)
     curve.cut(1.0, 190.0, beta=BETA, start=1.0, chained=True)

@@ -246,11 +246,17 @@ async def test_the_server_keeps_its_seeded_runs_out_of_garbage_collections(
     """Once serving, the seeded state is frozen: a full collection that walked it held the
     loop for 20 ms in a batch, and the requests queued meanwhile met a quota all at once."""
     frozen = asyncio.Event()
-    monkeypatch.setattr(gc, "freeze", frozen.set)  # (a real freeze would hold the whole suite)
+    announced: list[str] = []
+
+    def freeze() -> None:  # (a real freeze would hold the whole suite's objects)
+        announced.append(capsys.readouterr().out)
+        frozen.set()
+
+    monkeypatch.setattr(gc, "freeze", freeze)
     task = asyncio.create_task(serve(build_config(parse("--flows=1")), parse("--flows=1")))
     try:
         await asyncio.wait_for(frozen.wait(), 10)
-        assert capsys.readouterr().out.startswith("http://127.0.0.1:")  # seeded and serving
+        assert announced[0].startswith("http://127.0.0.1:")  # seeded and serving by then
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
