@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from _common import BULKRETRY, CREDENTIALS, Server, child_env, run_child, write_ids
+from _common import BULKRETRY, CREDENTIALS, Server, child_env, print_machine, run_child, write_ids
 
 
 def main() -> int:
@@ -35,6 +35,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.ids, args.resume_ids, args.rounds = 500, 2_000, 1
+    print_machine()
     with tempfile.TemporaryDirectory(prefix="bulkretry-bench-state-") as tmp:
         work = Path(tmp)
         ids = work / "ids.txt"
