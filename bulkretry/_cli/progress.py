@@ -70,7 +70,7 @@ def format_summary(stats: Stats, governor: Governor | None = None) -> str:
         )
     if governor is not None and stats.attempts:
         lines.append(
-            f"bulkretry: learned rate {governor.throttle.rate:.1f}/s "
+            f"bulkretry: learned rate {governor.throttle.learned_rate:.1f}/s "
             f"of {governor.throttle.max_rate:g}/s allowed; "
             f"retry budget {governor.budget.tokens:.1f} tokens, "
             f"{stats.budget_waits} retries waited for it"
@@ -154,7 +154,9 @@ class Progress:
             "retries": stats.retries,
             "throttled": stats.throttled,
             "learned_rate": (
-                round(self._governor.throttle.rate, 3) if self._governor is not None else None
+                round(self._governor.throttle.learned_rate, 3)
+                if self._governor is not None
+                else None
             ),
             "outcomes": {o.value: stats.count(o) for o in _ORDER if stats.count(o)},
         }

@@ -236,7 +236,7 @@ class BatchRunner:
     def summary(self, code: int) -> dict[str, object]:
         """Return the batch's summary object, with the final exit code."""
         throttle = self.engine.governor.throttle
-        return summary_of_stats(self.engine.stats, self.errors, throttle.rate, code)
+        return summary_of_stats(self.engine.stats, self.errors, throttle.learned_rate, code)
 
     def _advise(self, stats: Stats, *, stopped: bool) -> None:
         """Say how to see what needs a person, and how to carry on after a stop."""

@@ -26,13 +26,22 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import math
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
-__all__ = ["Dispatch"]
+__all__ = ["PENDING_PER_WORKER", "QUEUED_PER_WORKER", "READ_AHEAD", "Dispatch"]
 
 T = TypeVar("T")
+
+#: Records in hand per worker: while some wait out a backoff, others are sent, as many as ever.
+PENDING_PER_WORKER = 2
+#: Fresh records queued per worker ahead of the workers...
+QUEUED_PER_WORKER = 4
+#: ... and two seconds' worth at the rate, up to this many: the feeder resumes at half full, so
+#: the input's end is known (:meth:`Dispatch.close`) a second or more before its last send.
+READ_AHEAD = 1024
 
 # A timer may fire up to the loop's clock resolution early (uvloop's clock ticks in
 # milliseconds); take entries due within one tick as due, or the timer would spin until then.
@@ -92,6 +101,14 @@ class Dispatch(Generic[T]):
         self._closed = False
         self._drained = False
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    @classmethod
+    def for_workers(cls, workers: int, rate: float) -> Dispatch[T]:
+        """A dispatch for *workers* that send at up to *rate* requests per second."""
+        ahead = min(READ_AHEAD, math.ceil(2 * rate))
+        return cls(
+            max_pending=PENDING_PER_WORKER * workers, buffer=max(QUEUED_PER_WORKER * workers, ahead)
+        )
 
     def __repr__(self) -> str:
         state = [

@@ -62,10 +62,6 @@ __all__ = ["DEFAULT_GRACE", "Emit", "Engine", "Wait"]
 
 #: Seconds a soft stop waits for requests in flight before it cancels them.
 DEFAULT_GRACE = 30.0
-#: Records in hand per worker: while some wait out a backoff, others are sent, as many as ever.
-PENDING_PER_WORKER = 2
-#: Fresh records queued per worker ahead of the workers.
-QUEUED_PER_WORKER = 4
 _WOULD_RETRIGGER = Verdict(Outcome.WOULD_RETRIGGER)
 _NOT_ATTEMPTED = Verdict(Outcome.NOT_ATTEMPTED, durable=True)
 
@@ -99,9 +95,7 @@ class Engine:
         self._stopping = False
         self._hard = False
         workers = settings.concurrency
-        self._dispatch: Dispatch[Flight] = Dispatch(
-            max_pending=PENDING_PER_WORKER * workers, buffer=QUEUED_PER_WORKER * workers
-        )
+        self._dispatch: Dispatch[Flight] = Dispatch.for_workers(workers, settings.rate)
         # Per worker: its task, and the record it is attempting (None between attempts).
         self._tasks: list[asyncio.Task[None] | None] = [None] * workers
         self._holding: list[Flight | None] = [None] * workers
@@ -286,6 +280,8 @@ class Engine:
                         await feed.run(records)
                 finally:
                     self._dispatch.close()
+                    # The input's end: the throttle may ease the last second (Throttle.ending).
+                    self._governor.throttle.ending(self._dispatch.queued)
             if self._ledger is not None:
                 await self._ledger.flush()
         except StateError as exc:

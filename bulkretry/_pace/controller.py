@@ -308,7 +308,7 @@ class RateController:
         self.pause_until(self._clock() + retry_after)
 
     def lower_max(self, rate: float) -> None:
-        """Lower the configured rate to *rate*, a quota the server declared (never raise it)."""
+        """Lower the configured rate to *rate*: a declared quota, an eased end (never raise it)."""
         if rate < self._max_rate:
             self._max_rate, self._min_rate = rate, min(self._min_rate, rate)
             self._curve.lower(rate)

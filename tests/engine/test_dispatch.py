@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from conftest import virtual_time
 
-from bulkretry._engine.dispatch import Dispatch
+from bulkretry._engine.dispatch import READ_AHEAD, Dispatch
 
 
 def now() -> float:
@@ -189,6 +189,27 @@ async def test_the_feeder_waits_while_the_queue_is_full_and_resumes_at_half() ->
     taken = [await dispatch.take() for _ in range(8)]
     assert taken == list(range(2, 10))
     await task
+
+
+@pytest.mark.parametrize(
+    ("workers", "rate", "queued"),
+    [(8, 200, 400), (8, 1e6, READ_AHEAD), (300, 10, 1200), (2, 0.5, 8)],
+)
+async def test_a_batchs_dispatch_reads_two_seconds_ahead_at_the_rate(
+    workers: int, rate: float, queued: int
+) -> None:
+    """The feeder queues two seconds' worth at the rate (at most READ_AHEAD), and never fewer
+    than four per worker, before it waits."""
+    dispatch: Dispatch[int] = Dispatch.for_workers(workers, rate)
+
+    async def feeder() -> None:
+        for i in range(queued + 1):
+            await dispatch.put(i)
+
+    task = asyncio.ensure_future(feeder())
+    await settle()
+    assert (dispatch.queued, task.done()) == (queued, False)
+    task.cancel()
 
 
 async def test_records_put_while_a_worker_waits_go_straight_to_it() -> None:

@@ -19,6 +19,7 @@ import bulkretry
 from bulkretry import Credentials, Outcome, RunResult, Settings
 from bulkretry._cli.progress import format_summary
 from bulkretry._engine.engine import Engine
+from bulkretry._pace.throttle import Throttle
 
 BASE = "https://platform.example.test/data/foundation/flowservice"
 ACTION = re.compile(
@@ -559,6 +560,24 @@ async def test_the_wait_hook_replaces_the_timer_and_frees_the_worker_meanwhile(
         RUN_A: Outcome.RETRIGGERED,
         RUN_B: Outcome.RETRIGGERED,
     }
+
+
+@virtual_time
+async def test_the_throttle_learns_of_the_inputs_end_with_two_seconds_of_records_still_queued(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The feeder reads two seconds' worth ahead at the rate (40 at 20/s, not 4 per worker):
+    when the input ends, the throttle hears how many wait for their first send, in time to
+    ease the batch's last second (Throttle.ending)."""
+    told: list[int] = []
+    monkeypatch.setattr(Throttle, "ending", lambda self, left: told.append(left))
+    ids = [f"{i:08x}-1804-45d6-8d56-dd51f05c0baf" for i in range(60)]
+    with aioresponses() as http:
+        http.post(ACTION, payload={"id": NEW, "etag": "e"}, repeat=True)
+        results = await run_engine(Engine(settings(concurrency=2, rate=20, burst=1)), ids)
+    assert len(results) == 60
+    [left] = told
+    assert 20 <= left <= 40
 
 
 @virtual_time

@@ -20,9 +20,10 @@ import pytest
 from conftest import virtual_time
 from test_bucket import LateTimerLoop
 
+from bulkretry._model import QuotaHeaders
 from bulkretry._pace.bucket import TokenBucket
 from bulkretry._pace.controller import DEFAULT_RECOVERY, MIN_RATE_FRACTION
-from bulkretry._pace.throttle import Throttle
+from bulkretry._pace.throttle import EASE, Throttle
 
 
 def now() -> float:
@@ -155,6 +156,93 @@ async def test_repr_shows_window_mode_and_its_hold() -> None:
     for _ in range(4):
         await throttle.acquire()
     assert repr(throttle).endswith(", window of 3, held until an answer>")
+
+
+# --- the end of a batch ----------------------------------------------------------------------
+
+
+async def answered(throttle: Throttle, n: int) -> None:
+    """Send *n* requests one after another, each answered with a success."""
+    for _ in range(n):
+        await throttle.acquire()
+        throttle.on_success(now())
+
+
+async def cut_once(rate: float) -> Throttle:
+    """A throttle at *rate* whose first request was refused (a cut to 0.7 of it)."""
+    throttle = Throttle(rate)
+    await throttle.acquire()
+    throttle.on_throttled(1, sent_at=now())
+    return throttle
+
+
+@virtual_time
+async def test_a_batch_that_met_a_429_sends_its_last_second_a_little_slower() -> None:
+    """Input all read and a second's worth left: the rest goes at EASE of the rate reached, and
+    climbs no higher, while max_rate still says the configured rate (for the summary)."""
+    throttle = await cut_once(200)
+    cut = throttle.rate
+    throttle.ending(100)  # 100 < 140 a second: eased at once
+    assert throttle.rate == pytest.approx(EASE * cut)
+    await answered(throttle, 400)
+    assert throttle.rate == pytest.approx(EASE * cut)
+    assert throttle.max_rate == 200
+    assert throttle.learned_rate == pytest.approx(cut)  # what the summary says was learned
+
+
+@virtual_time
+async def test_a_batch_that_met_no_429_ends_at_its_rate() -> None:
+    """No 429, no edge to keep away from: the last second goes as fast as the rest."""
+    throttle = Throttle(200)
+    await answered(throttle, 10)
+    throttle.ending(50)
+    await answered(throttle, 50)
+    assert throttle.rate == throttle.learned_rate == throttle.max_rate == 200
+
+
+@virtual_time
+async def test_the_ease_comes_when_the_sends_left_fit_in_a_second() -> None:
+    """With 300 left at 140/s, the ease comes with the answer to the 160th send after the
+    input's end (140 left), not before: the rate climbs until then."""
+    throttle = await cut_once(200)
+    throttle.ending(300)
+    rates = []
+    for _ in range(160):
+        await throttle.acquire()
+        before = throttle.rate
+        throttle.on_success(now())
+        rates.append((before, throttle.rate))
+    assert all(after >= before for before, after in rates[:-1])
+    before, after = rates[-1]
+    assert after < before
+    await answered(throttle, 200)
+    assert throttle.rate <= after
+
+
+@virtual_time
+async def test_callers_waiting_for_a_slot_count_as_sends_left() -> None:
+    """Workers that already took their record and wait for a slot are sends left too."""
+    throttle = await cut_once(200)
+    waiting = [asyncio.create_task(throttle.acquire()) for _ in range(130)]
+    await asyncio.sleep(0)
+    throttle.ending(20)  # 150 left in all, more than 140 a second: not yet eased
+    assert throttle.rate == pytest.approx(140)
+    await asyncio.gather(*waiting)
+    await answered(throttle, 400)  # eased at the first answer, below the ceiling for good
+    assert throttle.rate <= EASE * throttle.max_rate
+
+
+@virtual_time
+async def test_a_quota_declared_after_the_ease_is_still_what_max_rate_says() -> None:
+    """max_rate shows the lower of the configured rate and a declared one, never the ease."""
+    throttle = await cut_once(200)
+    throttle.ending(0)
+    declared = QuotaHeaders(limit=150, remaining=149, reset=1.0, window=1.0)
+    throttle.on_quota(declared)
+    told = Throttle(200)
+    told.on_quota(declared)
+    assert throttle.max_rate == told.max_rate < 150
+    assert throttle.rate == pytest.approx(EASE * 140)
 
 
 # --- simulation against fake quotas -----------------------------------------------------------
