@@ -10,7 +10,7 @@ import aiohttp
 from ._config import Settings
 from ._engine.engine import Engine
 from ._exceptions import BatchHalted
-from ._io.source import InputRecord, RunIdValidator
+from ._io.source import ASCII_WHITESPACE, InputRecord, RunIdValidator
 from ._model import RunResult
 
 __all__ = ["retrigger"]
@@ -23,7 +23,7 @@ async def _records(
     run_ids: Iterable[str] | AsyncIterable[str], validator: RunIdValidator
 ) -> AsyncIterator[list[InputRecord]]:
     def record(number: int, text: str) -> InputRecord:
-        run_id, error = validator.normalise(text.strip())
+        run_id, error = validator.normalise(text.strip(ASCII_WHITESPACE))
         return InputRecord(_SOURCE, number, run_id, "" if run_id else text[:120], error)
 
     batch: list[InputRecord] = []

@@ -119,3 +119,19 @@ async def test_closing_the_iterator_early_raises_no_batch_halted(http: aiorespon
     first = await anext(iterator)
     await iterator.aclose()
     assert first.outcome is Outcome.RETRIGGERED
+
+
+async def test_ids_are_trimmed_of_ascii_whitespace_only_as_lines_of_a_file_are(
+    http: aioresponses,
+) -> None:
+    """Spaces and tabs around an ID are trimmed; a no-break space or a line separator around
+    it makes it invalid, as on a line of a file: one ID is judged alike whichever way it comes."""
+    http.post(ACTION, payload={"id": NEW, "etag": "e"}, repeat=True)
+    ids = [f" \t{IDS[0]} ", f"\u00a0{IDS[1]}", f"{IDS[2]}\u2028"]
+    results, halted = await collect_until_halted(ids, settings())
+    assert halted is None
+    assert [(r.run_id, r.outcome) for r in sorted(results, key=lambda r: r.line)] == [
+        (IDS[0], Outcome.RETRIGGERED),
+        (f"\u00a0{IDS[1]}", Outcome.INVALID),
+        (f"{IDS[2]}\u2028", Outcome.INVALID),
+    ]

@@ -33,6 +33,7 @@ from .columns import Columns
 from .doubts import doubt_at, next_round_outcome
 
 __all__ = [
+    "ASCII_WHITESPACE",
     "BOM",
     "MAX_LINE_BYTES",
     "InputRecord",
@@ -55,6 +56,10 @@ _UUID_ANY_CASE = re.compile(
 BOM = b"\xef\xbb\xbf"
 #: Never a run ID, whatever --run-id-pattern says: each would change the path it is put in.
 _NEVER_IDS = frozenset({"", ".", ".."})
+#: What bytes.strip() trims from a bare line: an ID from a JSON line or from the library API is
+#: trimmed of the same and no more (str.strip() would take Unicode spaces and separators too),
+#: so that one ID is judged alike whichever way it comes.
+ASCII_WHITESPACE = " \t\n\r\x0b\x0c"
 
 
 @dataclass(slots=True)
@@ -338,7 +343,7 @@ class RecordReader:
         new_run_id = obj.get("new_run_id")
         etag = obj.get("etag")
         resolved_by = obj.get("resolved_by")
-        run_id, error = self._validator.normalise(candidate.strip())
+        run_id, error = self._validator.normalise(candidate.strip(ASCII_WHITESPACE))
         chain, next_round = self._chain_of(obj)
         return InputRecord(
             source,

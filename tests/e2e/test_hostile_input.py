@@ -175,6 +175,13 @@ HOSTILE: dict[str, bytes] = {
     "json-run-id-nul": _u('{"run_id": "' + RUN + '\\u0000"}'),
     "json-run-id-escape": _u('{"run_id": "' + RUN + '\\u001b[2J"}'),
     "json-run-id-a-list": _u('{"run_id": ["' + RUN + '"]}'),
+    # Trimmed as a bare line is, no more: Unicode whitespace and separators around are invalid.
+    "json-run-id-nbsp-around": _u('{"run_id": "\\u00a0' + RUN + '\\u00a0"}'),
+    "json-run-id-ideographic-space": _u('{"run_id": "\\u3000' + RUN + '"}'),
+    "json-run-id-unit-separator": _u('{"run_id": "\\u001f' + RUN + '"}'),
+    "json-run-id-file-separator": _u('{"run_id": "' + RUN + '\\u001c"}'),
+    "json-run-id-next-line": _u('{"run_id": "' + RUN + '\\u0085"}'),
+    "json-run-id-line-separator": _u('{"run_id": "\\u2028' + RUN + '"}'),
     "json-run-id-an-object": _u('{"run_id": {"id": "' + RUN + '"}}'),
     "json-run-id-number-id-valid": _u('{"run_id": 5, "id": "' + uuid(5) + '"}'),
     "json-empty-object": b"{}",
