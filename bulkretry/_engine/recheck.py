@@ -105,6 +105,9 @@ class Rechecker:
         self._base = URL(client.base_url)
         self._skew = int(settings.check_skew * 1000)
         self._settle = int(max(settings.check_delay, settings.timeout) * 1000)
+        # A request never answered (on the wire at a stop) may land until its timeout: its
+        # window closes that long after it left, maybe after now.
+        self._grace = int(settings.timeout * 1000)
         self._wall = wall
 
     def __repr__(self) -> str:
@@ -210,15 +213,15 @@ class Rechecker:
         return claims.skew_ms(self._skew)
 
     async def _settled(self, latest_until: int) -> None:
-        """Wait until ``settle`` passed since the last window closed (at most ``settle``)."""
-        delay = min(
-            latest_until + self._settle - int(self._wall() * 1000), self._settle + self._skew
-        )
+        """Wait until ``settle`` passed since the last window closed: at most ``settle`` after
+        its end, which is at most a request's timeout (and the clocks' margin) from now."""
+        longest = self._grace + self._skew + self._settle  # (a clock set back: no longer)
+        delay = min(latest_until + self._settle - int(self._wall() * 1000), longest)
         if delay > 0:
             # Said, not only logged at info: a check right after its batch waits this long.
             log.warning(
-                "waiting %.0f s before listing: a new run may show up to %.0f s after an answer "
-                "was lost (--timeout)",
+                "waiting %.0f s before listing: a request left unanswered may land until its "
+                "--timeout, and a new run show up to %.0f s after that or after an answer lost",
                 delay / 1000,
                 self._settle / 1000,
             )

@@ -355,6 +355,22 @@ async def test_a_fresh_window_is_listed_only_once_it_has_settled() -> None:
 
 
 @virtual_time
+async def test_a_request_left_on_the_wire_is_listed_once_its_timeout_and_settle_are_over() -> None:
+    """A request unanswered at a stop a moment ago may land until its timeout: its window ends
+    then. The check waits past that and the settle time, and decides; it never lists too early
+    and says 'check again later' for a wait it could have made."""
+    service = Service()
+    service.add(uuid(1), NOW - 86_400_000)
+    checker = rechecker(service)
+    loop = asyncio.get_running_loop()
+    timeout = int(SETTINGS.timeout * 1000)
+    left_on_the_wire = doubt(uuid(1), sent=NOW - 1_000, lost=NOW - 1_000 + timeout)
+    verdict = (await checker.check([left_on_the_wire], nothing_claimed))[uuid(1)]
+    assert verdict.outcome is Outcome.FAILED
+    assert loop.time() * 1000 >= timeout - 1_000 + SETTLE
+
+
+@virtual_time
 async def test_windows_far_apart_are_listed_apart() -> None:
     """Two runs of one flow in doubt a day apart: two short listings, not a day of runs."""
     service = Service()
