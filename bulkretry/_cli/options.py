@@ -41,6 +41,7 @@ __all__ = [
     "Parser",
     "add_options",
     "choice",
+    "default_in_words",
     "explicit_options",
     "flag",
     "non_negative_float",
@@ -296,7 +297,7 @@ def explicit_options(args: Sequence[str]) -> frozenset[str]:
     return frozenset(o.dest for o in RUN_OPTIONS if getattr(ns, o.dest) is not _UNSET)
 
 
-def _in_words(option: Option) -> str:
+def default_in_words(option: Option) -> str:
     """Return an option's default as --help shows it: never "None", numbers without ".0"."""
     if option.shown is not None:
         return option.shown
@@ -359,7 +360,9 @@ def add_options(
             except argparse.ArgumentTypeError as exc:
                 parser.error(f"{option.env}: {exc}")
         # argparse formats help with %, so a literal % (as in 5xx=90%/100) must be doubled.
-        text = f"{option.help} [env {option.env}; default {_in_words(option)}]".replace("%", "%%")
+        text = f"{option.help} [env {option.env}; default {default_in_words(option)}]".replace(
+            "%", "%%"
+        )
         if option.type is None:
             # --x and --no-x: a boolean set in the environment can be turned off by a flag.
             parser.add_argument(

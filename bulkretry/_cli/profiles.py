@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .._exceptions import ConfigurationError
-from .options import ENV_PREFIX, Option, flag
+from .options import ENV_PREFIX, Option, default_in_words, flag
 from .variables import CREDENTIAL_VARIABLES
 
 __all__ = [
@@ -180,12 +180,14 @@ def describe(
     """Return one line per setting: its effective value and where it came from (``config``)."""
     merged = merged_environment(env, profile)
     lines = []
-    names = [(o.dest, o.env, o.default) for o in options]
-    names += [(v.removeprefix(ENV_PREFIX).lower(), v, None) for v in sorted(CREDENTIAL_VARIABLES)]
-    for key, variable, default in names:
+    # Named after their variables: a command's own -o is watch_output, check_output, ...
+    names = [(o.env, default_in_words(o)) for o in options]
+    names += [(v, "none") for v in sorted(CREDENTIAL_VARIABLES)]
+    for variable, default in names:
+        key = variable.removeprefix(ENV_PREFIX).lower()
         value = merged.get(variable)
         if value is None or value == "":
-            shown, source = ("none" if default is None else str(default)), "default"
+            shown, source = default, "default"
         else:
             ours = profile is not None and variable in profile.variables
             if ours and (profile.from_flag or variable not in env):  # type: ignore[union-attr]

@@ -46,7 +46,7 @@ def format_summary(stats: Stats, governor: Governor | None = None) -> str:
         f"bulkretry: {stats.done} records: {counts}",
         f"bulkretry: {stats.attempts} requests ({stats.retries} retries, "
         f"{stats.throttled} answered 429, "
-        f"{stats.server_errors} 5xx, {stats.network_errors} network errors, "
+        f"{stats.server_errors} 5xx, {stats.network_errors} network errors or timeouts, "
         f"{stats.ambiguous_attempts} ambiguous attempts) in {elapsed:.1f} s, "
         f"{rate:.1f} requests/s",
     ]

@@ -240,10 +240,9 @@ class BatchRunner:
 
     def _advise(self, stats: Stats, *, stopped: bool) -> None:
         """Say how to see what needs a person, and how to carry on after a stop."""
-        ledger = self.ledger
         in_doubt = stats.count(Outcome.IN_DOUBT)
         if in_doubt:
-            where = "RESULTS" if ledger is None else "--state " + shlex.quote(ledger.path)
+            where = "RESULTS" if self.ledger is None else "--state " + shlex.quote(self.ledger.path)
             print(
                 f"bulkretry: {in_doubt} in_doubt (may have been re-triggered): resolve them with "
                 f"bulkretry check {where} before sending them again",
@@ -251,9 +250,12 @@ class BatchRunner:
             )
         if stopped and self.resume_hint is not None:
             # Run as it was after the cap, it stops at once: the batch's re-triggers count.
-            capped = self.engine.governor.capped
-            how = "go on, raise --max-retriggers (the batch's count) in" if capped else "resume"
-            print(f"bulkretry: to {how}: {self.resume_hint}", file=sys.stderr)
+            governor, hint, how = self.engine.governor, self.resume_hint, "resume"
+            if governor.capped:
+                cap = governor.max_retriggers
+                how = f"go on, raise --max-retriggers above {cap} (the batch's count) in"
+                hint += "" if "--max-retriggers" in hint else " --max-retriggers N"  # stored
+            print(f"bulkretry: to {how}: {hint}", file=sys.stderr)
 
 
 def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[str]) -> int:

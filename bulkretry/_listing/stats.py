@@ -65,6 +65,6 @@ class ListingStats:
         return (
             f"bulkretry: {runs} listed from {flows} in {pages}"
             f"{extra}; {self.requests} requests ({self.retries} retries, {self.throttled} "
-            f"answered 429, {self.server_errors} 5xx, {self.network_errors} network errors, "
-            f"{self.token_renewals} token renewals) in {self.elapsed:.1f} s"
+            f"answered 429, {self.server_errors} 5xx, {self.network_errors} network errors or "
+            f"timeouts, {self.token_renewals} token renewals) in {self.elapsed:.1f} s"
         )

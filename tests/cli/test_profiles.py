@@ -123,6 +123,10 @@ def test_config_shows_each_setting_and_where_it_came_from_with_secrets_masked(
     assert "an-inline-secret-value" not in out
     assert "a-long-access-token" not in out
     assert "****" in lines["client_secret"]
+    # Defaults as --help says them, and each command's own -o under its own variable's name.
+    assert "= on; off with --dry-run  [default]" in lines["preflight"]
+    assert "= off  [default]" in lines["follow"]
+    assert {"output", "watch_output", "check_output", "list_failed_output"} <= lines.keys()
 
 
 @pytest.mark.slow

@@ -180,7 +180,10 @@ def test_summary_counts_outcomes_requests_and_rate() -> None:
     stats.outcomes[Outcome.FAILED] = 1
     stats.attempts = 9
     stats.throttled = 1
+    stats.network_errors = 2
     text = format_summary(stats)
     assert "8 records: 7 retriggered, 1 failed" in text
     assert "9 requests" in text
     assert "1 answered 429" in text
+    # A timeout is no network error in the records (error.kind "timeout"): named apart.
+    assert "2 network errors or timeouts" in text

@@ -116,7 +116,8 @@ async def test_a_stop_at_max_retriggers_says_to_raise_it_and_a_resume_is_not_pip
     tmp_path: Path,
 ) -> None:
     """The same command after the cap stops at once (the batch's re-triggers count): the hint
-    says to raise it. A --resume reads no input: its hint pipes nothing into it."""
+    says to raise it, and where, when the cap came from the state file. A --resume reads no
+    input: its hint pipes nothing into it."""
     state = str(tmp_path / "s.db")
     ids = tmp_path / "ids.txt"
     ids.write_bytes(id_lines(IDS))
@@ -129,8 +130,9 @@ async def test_a_stop_at_max_retriggers_says_to_raise_it_and_a_resume_is_not_pip
             "run", "--state", state, "--resume", "--max-retriggers", "4", *FAST,
             base_url=sim.base_url,
         )  # fmt: skip
+        stored = await bulkretry("run", "--state", state, "--resume", base_url=sim.base_url)
     assert first.code == 3, first.err
-    assert "to go on, raise --max-retriggers" in first.err
+    assert "to go on, raise --max-retriggers above 2 (the batch's count) in" in first.err
     assert f"bulkretry run {ids} --state {state} --max-retriggers 2" in first.err
     assert resumed.code == 3, resumed.err
     hint = next(ln for ln in resumed.err.splitlines() if "raise --max-retriggers" in ln)
@@ -138,3 +140,7 @@ async def test_a_stop_at_max_retriggers_says_to_raise_it_and_a_resume_is_not_pip
     assert hint.endswith(
         f"bulkretry run --state {state} --resume --max-retriggers 4 " + " ".join(FAST)
     )
+    # The cap stored in the state file (4): the command does not name it, the hint does.
+    assert stored.code == 3, stored.err
+    hint = next(ln for ln in stored.err.splitlines() if "raise --max-retriggers above 4" in ln)
+    assert hint.endswith(f"bulkretry run --state {state} --resume --max-retriggers N")
