@@ -40,7 +40,8 @@ PENDING_PER_WORKER = 2
 #: Fresh records queued per worker ahead of the workers...
 QUEUED_PER_WORKER = 4
 #: ... and two seconds' worth at the rate, up to this many: the feeder resumes at half full, so
-#: the input's end is known (:meth:`Dispatch.close`) a second or more before its last send.
+#: the input's end is known (:meth:`Dispatch.close`) a second or more before its last send (at
+#: up to 512/s; less above).
 READ_AHEAD = 1024
 
 # A timer may fire up to the loop's clock resolution early (uvloop's clock ticks in

@@ -280,8 +280,9 @@ class Engine:
                         await feed.run(records)
                 finally:
                     self._dispatch.close()
-                    # The input's end: the throttle may ease the last second (Throttle.ending).
-                    self._governor.throttle.ending(self._dispatch.queued)
+                    if self.rounds is None:  # (--follow: rounds and look-ups go on long after)
+                        # The input's end: the throttle may ease the last second (Throttle.ending).
+                        self._governor.throttle.ending(self._dispatch.queued)
             if self._ledger is not None:
                 await self._ledger.flush()
         except StateError as exc:

@@ -90,7 +90,7 @@ class Throttle:
     def learned_rate(self) -> float:
         """The rate the answers taught: the rate now, but for the ease of a last second."""
         rate = self._bucket.rate
-        return rate if self._allowed is None else rate / EASE
+        return rate if self._allowed is None else min(rate / EASE, self.max_rate)
 
     @property
     def max_rate(self) -> float:
@@ -193,7 +193,9 @@ class Throttle:
 
     def _ease(self) -> None:
         self._ease_at = math.inf
-        if self._control.throttled_count:  # (no 429 yet: no edge known to keep away from)
+        # No 429 yet: no edge known to keep away from. A window learned: its one 429 per
+        # window comes however fast its N go.
+        if self._control.throttled_count and self._control.window_requests is None:
             self._allowed = self._control.max_rate
             self._control.lower_max(EASE * self._bucket.rate)
 

@@ -14,6 +14,8 @@ import orjson
 import pytest
 
 from bulkretry._cli.progress import Progress, format_summary
+from bulkretry._config import Credentials, Settings
+from bulkretry._engine.governor import Governor
 from bulkretry._model import Outcome
 from bulkretry._simulator import RecordedRequest, Simulator, SimulatorConfig
 from bulkretry._stats import Stats
@@ -187,3 +189,20 @@ def test_summary_counts_outcomes_requests_and_rate() -> None:
     assert "1 answered 429" in text
     # A timeout is no network error in the records (error.kind "timeout"): named apart.
     assert "2 network errors or timeouts" in text
+
+
+async def test_the_summary_after_an_eased_last_second_says_the_rate_learned_before_it() -> None:
+    """A batch that met a 429 sends its last second 3% slower: the summary's learned rate, in
+    text and in progress JSON, is the rate before that ease, of the configured rate."""
+    creds = Credentials(access_token="t", api_key="k", org_id="O@AdobeOrg")
+    governor = Governor(Settings(credentials=creds, rate=200, burst=1))
+    throttle = governor.throttle
+    await throttle.acquire()
+    throttle.on_throttled(1, sent_at=asyncio.get_running_loop().time())
+    learned = throttle.rate
+    throttle.ending(0)
+    assert throttle.rate < learned
+    stats = Stats()
+    stats.attempts = 1
+    assert f"learned rate {learned:.1f}/s of 200/s allowed" in format_summary(stats, governor)
+    assert Progress(stats, governor).record()["learned_rate"] == round(learned, 3)

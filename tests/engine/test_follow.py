@@ -388,3 +388,36 @@ async def test_a_stop_after_max_retriggers_ends_following_too() -> None:
     assert len(lines) == 3
     finals = sorted(str(line.followed.final_status) for line in lines if line.followed)
     assert finals == ["None", "None", "unknown"]
+
+
+@pytest.mark.parametrize("follow", [False, True])
+async def test_the_last_second_is_eased_only_when_nothing_is_followed_after_it(
+    follow: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The throttle hears of the input's end (Throttle.ending) so that a batch's last second
+    may go a little slower; with --follow rounds and look-ups go on long after it, and an ease
+    would slow them all: it does not hear of it."""
+    from bulkretry._engine.engine import Engine
+    from bulkretry._io.source import InputRecord
+    from bulkretry._model import RunResult
+    from bulkretry._pace.throttle import Throttle
+    from bulkretry._simulator import Simulator, SimulatorConfig
+
+    told: list[int] = []
+    monkeypatch.setattr(Throttle, "ending", lambda self, left: told.append(left))
+    config = SimulatorConfig(seed=3, flows=1, runs_per_flow=3, run_duration=0.05)
+    async with Simulator(config) as sim:
+        ids = sim.failed_run_ids()
+        engine = Engine(settings_for(sim.base_url, follow=follow, poll=0.05))
+        lines: list[RunResult] = []
+
+        async def emit(result: RunResult) -> None:
+            lines.append(result)
+
+        async def batches() -> AsyncIterator[list[InputRecord]]:
+            yield [InputRecord("in", n, run_id, run_id) for n, run_id in enumerate(ids, 1)]
+
+        async with asyncio.timeout(10):
+            await engine.run(batches(), emit)
+    assert len(lines) == 3
+    assert len(told) == (0 if follow else 1)

@@ -243,6 +243,27 @@ async def test_a_quota_declared_after_the_ease_is_still_what_max_rate_says() -> 
     told.on_quota(declared)
     assert throttle.max_rate == told.max_rate < 150
     assert throttle.rate == pytest.approx(EASE * 140)
+    lower = QuotaHeaders(limit=100, remaining=99, reset=1.0, window=1.0)
+    throttle.on_quota(lower)  # below the rate before the ease: learned no more than allowed
+    assert throttle.learned_rate == throttle.max_rate < EASE * 140
+
+
+@virtual_time
+async def test_a_learned_window_is_not_eased() -> None:
+    """In window mode each window's one 429 comes however fast its N go: no ease."""
+    throttle = Throttle(40, pause_after=5)
+    await throttle.acquire()
+    throttle.on_throttled(8, sent_at=now())
+    await asyncio.sleep(8)
+    for _ in range(3):
+        await throttle.acquire()
+        throttle.on_success(now())
+    await throttle.acquire()
+    throttle.on_throttled(6, sent_at=now())
+    assert throttle.window_requests == 3
+    rate = throttle.rate
+    throttle.ending(0)
+    assert (throttle.rate, throttle.max_rate) == (rate, 40)
 
 
 # --- simulation against fake quotas -----------------------------------------------------------
