@@ -265,7 +265,7 @@ def run_check(
                 return job.state(ledger)
         lines = read_lines(files, RunIdValidator(settings.run_id_pattern), stdin=stdin)
         lookback = int((settings.deadline + settings.timeout) * 1000)
-        return job.results(list(lines), lookback)
+        return job.results(list(lines), lookback, int(settings.timeout * 1000))
     except (ConfigurationError, StateError) as exc:
         print(f"bulkretry: error: {exc}", file=err)
         return EXIT_USAGE
@@ -291,8 +291,8 @@ class _Job:
     def __repr__(self) -> str:
         return f"<_Job counts={dict(self.counts)} signum={self.signum} stopped={self.stopped!r}>"
 
-    def results(self, lines: list[Line], lookback_ms: int) -> int:
-        found: Plan = plan(lines, lookback_ms=lookback_ms)
+    def results(self, lines: list[Line], lookback_ms: int, timeout_ms: int) -> int:
+        found: Plan = plan(lines, lookback_ms=lookback_ms, timeout_ms=timeout_ms)
         verdicts = self._look(found.doubts, found.claimed)
         if verdicts is None:
             return EXIT_USAGE

@@ -1,7 +1,8 @@
 """``check``'s lines: which runs are in doubt and when they were sent; the lines written back.
 
 The input is read as ``watch`` reads it (:func:`~bulkretry._cli.watch_lines.read_lines`).
-A results line's window comes from its ``finished_at`` (the latest its answer was lost) and,
+A results line's window comes from its ``finished_at`` (the latest its answer was lost; for a
+request cut off on the wire by a stop, a ``--timeout`` later, the latest it may land) and,
 for the earliest its first request left, ``finished_at`` less the batch's ``--deadline`` and
 ``--timeout`` (a record's last attempt may start at its deadline and last a timeout). Only a
 line whose own pass sent the run is trusted so: ``attempts`` of 1 or more, and an ambiguous
@@ -72,8 +73,9 @@ class Plan:
         return ids & self.hard, (ids & self.soft) - self.hard
 
 
-def plan(lines: Sequence[Line], *, lookback_ms: int) -> Plan:
-    """Read ``lines``: claims, settled runs, and a :class:`Doubt` per run in doubt."""
+def plan(lines: Sequence[Line], *, lookback_ms: int, timeout_ms: int) -> Plan:
+    """Read ``lines``: claims, settled runs, and a :class:`Doubt` per run in doubt
+    (*timeout_ms*: the batch's ``--timeout``, how long a request cut off may still land)."""
     out = Plan()
     windows: dict[str, list[tuple[int, int] | None]] = {}
     ghosts: set[str] = set()
@@ -98,7 +100,7 @@ def plan(lines: Sequence[Line], *, lookback_ms: int) -> Plan:
             out.soft.update(run for item in candidates if (run := clean_id(item)))
         if obj.get("outcome") == _IN_DOUBT:
             out.in_doubt_lines += 1
-            windows.setdefault(run_id, []).append(_window(obj, lookback_ms))
+            windows.setdefault(run_id, []).append(_window(obj, lookback_ms, timeout_ms))
         elif _orphaning(obj):
             ghosts.add(run_id)
     for run_id, found in windows.items():
@@ -124,11 +126,16 @@ def _orphaning(obj: dict[str, Any]) -> bool:
     return isinstance(ambiguous, int) and ambiguous >= 1 and obj.get("resolved_by") != "lookup"
 
 
-def _window(obj: dict[str, Any], lookback_ms: int) -> tuple[int, int] | None:
+def _window(obj: dict[str, Any], lookback_ms: int, timeout_ms: int) -> tuple[int, int] | None:
     """Return the window of an in-doubt line whose own pass sent the run, else None."""
     finished = instant_ms(obj.get("finished_at"))
     if not sent_by_its_pass(obj) or finished is None:
         return None
+    error = obj.get("error")
+    if isinstance(error, dict) and error.get("kind") == "interrupted":
+        # Cut off on the wire at a stop: sent before it, it may land until its timeout, as a
+        # state file's window says (bulkretry._ledger.spans).
+        return finished - lookback_ms, finished + timeout_ms
     return finished - lookback_ms, finished
 
 

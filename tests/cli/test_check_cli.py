@@ -20,7 +20,10 @@ import pytest
 from test_list_cli import SIM_ENV, SimulatorThread
 
 from bulkretry._cli.check import Checker, run_check
+from bulkretry._cli.check_lines import plan
 from bulkretry._cli.main import build_parser, main
+from bulkretry._cli.watch_lines import read_lines
+from bulkretry._io.source import RunIdValidator
 from bulkretry._ledger.ledger import BatchIdentity, Ledger
 from bulkretry._simulator import RecordedRequest, Simulator, SimulatorConfig
 
@@ -93,6 +96,30 @@ def posts(sim: Simulator, after: int = 0) -> list[str]:
 
 def made(sim: Simulator) -> dict[str, str]:
     return {r.run_id: r.new_run_id for r in sim.retriggers}
+
+
+def test_a_results_line_cut_off_on_the_wire_is_in_doubt_until_a_timeout_past_its_finish(
+    tmp_path: Path,
+) -> None:
+    """A request a stop cut off may still land until its --timeout: its window ends that long
+    after finished_at, as a state file's does; a lost answer's ends at finished_at."""
+    cut, lost = (f"{i:08x}-1804-45d6-8d56-dd51f05c0baf" for i in (1, 2))
+    common = {"outcome": "in_doubt", "attempts": 1, "finished_at": "2026-12-06T09:00:00.000Z"}
+    results = tmp_path / "r.jsonl"
+    results.write_bytes(
+        orjson.dumps({"run_id": cut, **common, "error": {"kind": "interrupted"}})
+        + b"\n"
+        + orjson.dumps({"run_id": lost, **common, "ambiguous_attempts": 1})
+        + b"\n"
+    )
+    found = plan(
+        list(read_lines([str(results)], RunIdValidator())), lookback_ms=5_000, timeout_ms=30_000
+    )
+    at = 1_796_547_600_000  # 2026-12-06T09:00:00Z
+    assert {d.run_id: (d.since_ms, d.until_ms) for d in found.doubts} == {
+        cut: (at - 5_000, at + 30_000),
+        lost: (at - 5_000, at),
+    }
 
 
 def test_lines_in_doubt_come_back_resolved_and_run_then_sends_only_the_unprocessed(

@@ -371,6 +371,24 @@ async def test_a_request_left_on_the_wire_is_listed_once_its_timeout_and_settle_
 
 
 @virtual_time
+async def test_a_window_ending_far_ahead_is_waited_for_no_longer_than_it_can_be_true() -> None:
+    """A window that ends an hour from now (the clock was set back since) is waited for no
+    longer than a window can last past now: a timeout, the clocks' margin and the settle time.
+    The listing is then too early, and the run stays in doubt rather than being guessed."""
+    service = Service()
+    service.add(uuid(1), NOW - 86_400_000)
+    checker = rechecker(service)
+    loop = asyncio.get_running_loop()
+    verdict = (
+        await checker.check([doubt(uuid(1), sent=NOW, lost=NOW + 3_600_000)], nothing_claimed)
+    )[uuid(1)]
+    waited = loop.time() * 1000
+    longest = SETTINGS.timeout * 1000 + SETTINGS.check_skew * 1000 + SETTLE
+    assert longest - 100 <= waited <= longest + 100
+    assert verdict.outcome is Outcome.IN_DOUBT
+
+
+@virtual_time
 async def test_windows_far_apart_are_listed_apart() -> None:
     """Two runs of one flow in doubt a day apart: two short listings, not a day of runs."""
     service = Service()
