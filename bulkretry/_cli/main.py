@@ -18,6 +18,7 @@ from .._version import __version__
 from .option_kinds import empty_boolean
 from .options import (
     EXIT_INTERRUPTED,
+    EXIT_OK,
     EXIT_STOPPED,
     EXIT_USAGE,
     RUN_OPTIONS,
@@ -258,4 +259,10 @@ def entry() -> NoReturn:
         # A Ctrl-C while Python still imports what the command needs (its first ~0.3 s, before
         # any input is read or request sent): stopped, not a crash.
         code = EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `bulkretry config | head`: the reader has what it wanted (run and the commands that
+        # write records handle their own output). Point stdout at nothing, so that the
+        # interpreter's flush at exit does not complain either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_OK
     sys.exit(code)

@@ -180,10 +180,13 @@ def describe(
     """Return one line per setting: its effective value and where it came from (``config``)."""
     merged = merged_environment(env, profile)
     lines = []
-    # Named after their variables: a command's own -o is watch_output, check_output, ...
-    names = [(o.env, default_in_words(o)) for o in options]
-    names += [(v, "none") for v in sorted(CREDENTIAL_VARIABLES)]
-    for variable, default in names:
+    # Named after their variables (a command's own -o is watch_output, check_output, ...), and
+    # each once: run and list-failed share --base-url, --rate, ...
+    names: dict[str, str] = {}
+    for option in options:
+        names.setdefault(option.env, default_in_words(option))
+    names.update((v, "none") for v in sorted(CREDENTIAL_VARIABLES))
+    for variable, default in names.items():
         key = variable.removeprefix(ENV_PREFIX).lower()
         value = merged.get(variable)
         if value is None or value == "":

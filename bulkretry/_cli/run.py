@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
 import shlex
@@ -82,7 +83,7 @@ class BatchRunner:
         *,
         total: Callable[[], int | None] | None = None,
         ledger: Ledger | None = None,
-        resume_hint: str | None = None,
+        resume_hint: Callable[[bool, int | None], str] | None = None,
         quiet: bool = False,
         verbose: bool = False,
         progress: bool | None = None,
@@ -250,12 +251,9 @@ class BatchRunner:
             )
         if stopped and self.resume_hint is not None:
             # Run as it was after the cap, it stops at once: the batch's re-triggers count.
-            governor, hint, how = self.engine.governor, self.resume_hint, "resume"
-            if governor.capped:
-                cap = governor.max_retriggers
-                how = f"go on, raise --max-retriggers above {cap} (the batch's count) in"
-                hint += "" if "--max-retriggers" in hint else " --max-retriggers N"  # stored
-            print(f"bulkretry: to {how}: {hint}", file=sys.stderr)
+            settings, capped = self.settings, self.engine.governor.capped
+            cap = None if settings.processes > 1 else settings.max_retriggers
+            print(f"bulkretry: {self.resume_hint(capped, cap)}", file=sys.stderr)
 
 
 def run_command(ns: argparse.Namespace, env: Mapping[str, str], argv: Sequence[str]) -> int:
@@ -349,9 +347,11 @@ def _run(
             )
             hint = None
             if ledger is not None:
-                from .state import resume_command
+                from .state import resume_advice
 
-                hint = resume_command(argv, ledger.path, ns.output, piped=source.piped)
+                hint = functools.partial(
+                    resume_advice, argv, ledger.path, ns.output, piped=source.piped
+                )
             if source.piped and reads_input and stdin_is_a_terminal() and not ns.quiet:
                 log.warning("reading run IDs from the terminal, one per line (Ctrl-D to end)")
             with asyncio.Runner(loop_factory=new_event_loop) as loop_runner:

@@ -101,23 +101,44 @@ async def ledger_batches(ledger: Ledger, size: int = 512) -> AsyncIterator[list[
 
 
 def resume_command(
-    argv: Sequence[str], state: str | None, output: str | None, *, piped: bool
+    argv: Sequence[str], state: str | None, output: str | None, *, piped: bool, capped: bool = False
 ) -> str | None:
     """Return how to resume this batch, or None without a state file.
 
     The same command line continues it (and its own ``-o`` file): fed the same pipe again when
-    the input was one, or with ``--resume`` and no input at all.
+    the input was one, or with ``--resume`` and no input at all. After a stop at the cap
+    (*capped*), a command that does not give ``--max-retriggers`` (the state file keeps it)
+    gains ``--max-retriggers N``, to show where a higher one goes.
     """
     if state is None:
         return None
     args = [word for word in argv if word != "--append"]
-    again = shlex.join(["bulkretry", *args])
+    more = ["--max-retriggers", "N"] if capped and "--max-retriggers" not in args else []
+    again = shlex.join(["bulkretry", *args, *more])
     if not piped or "--resume" in args:  # a --resume reads no input: nothing to pipe
         return again
     alone = ["bulkretry", "run", "--state", state, "--resume"]
     if output not in (None, "-"):
         alone += ["-o", output]
-    return f"... | {again}  (or, with no more input: {shlex.join(alone)})"
+    return f"... | {again}  (or, with no more input: {shlex.join([*alone, *more])})"
+
+
+def resume_advice(
+    argv: Sequence[str],
+    state: str,
+    output: str | None,
+    capped: bool,
+    cap: int | None,
+    *,
+    piped: bool,
+) -> str:
+    """Say how to carry on after a stop: resume, or after the cap (*capped*) raise it above
+    *cap* (None: a shard's, a part of the flag's, gives no number to go above)."""
+    command = resume_command(argv, state, output, piped=piped, capped=capped)
+    if not capped:
+        return f"to resume: {command}"
+    above = "" if cap is None else f" above {cap}"
+    return f"to go on, raise --max-retriggers{above} (the batch's count) in: {command}"
 
 
 def read_stored(path: str) -> tuple[dict[str, Any], dict[str, str]]:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -127,6 +129,28 @@ def test_config_shows_each_setting_and_where_it_came_from_with_secrets_masked(
     assert "= on; off with --dry-run  [default]" in lines["preflight"]
     assert "= off  [default]" in lines["follow"]
     assert {"output", "watch_output", "check_output", "list_failed_output"} <= lines.keys()
+    names = [line.split("=")[0].strip() for line in out.splitlines()]
+    assert len(names) == len(set(names))  # run and list-failed share --rate: said once
+
+
+def test_config_into_a_reader_that_went_away_exits_0_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    """`bulkretry config | head -1`: the reader has what it wanted; no BrokenPipeError trace."""
+    read, write = os.pipe()
+    os.close(read)  # gone before a line is written: every write fails, whatever the timing
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "bulkretry", "config"],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "HOME": str(tmp_path)},
+            timeout=60,
+            check=False,
+        )
+    finally:
+        os.close(write)
+    assert (proc.returncode, proc.stderr) == (0, b"")
 
 
 @pytest.mark.slow

@@ -227,6 +227,28 @@ def test_the_resume_hint_names_the_same_command_and_the_no_input_form() -> None:
     assert again == "bulkretry run --state b.db --resume"
 
 
+def test_after_the_cap_the_hint_says_what_to_raise_and_where_in_both_commands() -> None:
+    """Stopped at --max-retriggers: the advice names the cap to go above (no number for a
+    shard's part of it), and a command that does not give the flag (the state file keeps it)
+    gains --max-retriggers N: in the piped command and in the --resume one, not after both."""
+    from bulkretry._cli.state import resume_advice
+
+    piped = ["run", "--state", "b.db"]
+    assert resume_advice(piped, "b.db", None, True, 5, piped=True) == (
+        "to go on, raise --max-retriggers above 5 (the batch's count) in: "
+        "... | bulkretry run --state b.db --max-retriggers N  "
+        "(or, with no more input: bulkretry run --state b.db --resume --max-retriggers N)"
+    )
+    given = ["run", "ids.txt", "--state", "b.db", "--max-retriggers", "5"]
+    assert resume_advice(given, "b.db", None, True, None, piped=False) == (
+        "to go on, raise --max-retriggers (the batch's count) in: "
+        "bulkretry run ids.txt --state b.db --max-retriggers 5"
+    )
+    assert resume_advice(piped, "b.db", None, False, 5, piped=False) == (
+        "to resume: bulkretry run --state b.db"
+    )
+
+
 def test_continuing_output_is_subprocess_free_of_tracebacks(tmp_path: Path) -> None:
     """A dry run's output path is never mistaken for a batch's own file (no state, no merge)."""
     ids = tmp_path / "ids.txt"
