@@ -107,14 +107,15 @@ def resume_command(
 
     The same command line continues it (and its own ``-o`` file): fed the same pipe again when
     the input was one, or with ``--resume`` and no input at all. After a stop at the cap
-    (*capped*), a command that does not give ``--max-retriggers`` (the state file keeps it)
-    gains ``--max-retriggers N``, to show where a higher one goes.
+    (*capped*), a command that does not give ``--max-retriggers`` (the state file keeps it; the
+    ``--resume`` form never gives it) gains ``--max-retriggers N``, to show where a higher one
+    goes.
     """
     if state is None:
         return None
     args = [word for word in argv if word != "--append"]
-    more = ["--max-retriggers", "N"] if capped and "--max-retriggers" not in args else []
-    again = shlex.join(["bulkretry", *args, *more])
+    more = ["--max-retriggers", "N"] if capped else []
+    again = shlex.join(["bulkretry", *args, *([] if "--max-retriggers" in args else more)])
     if not piped or "--resume" in args:  # a --resume reads no input: nothing to pipe
         return again
     alone = ["bulkretry", "run", "--state", state, "--resume"]

@@ -244,6 +244,11 @@ def test_after_the_cap_the_hint_says_what_to_raise_and_where_in_both_commands() 
         "to go on, raise --max-retriggers (the batch's count) in: "
         "bulkretry run ids.txt --state b.db --max-retriggers 5"
     )
+    # Given on a piped command: the --resume form holds only what it needs, and the cap's place.
+    assert resume_advice(given[:1] + given[2:], "b.db", None, True, 5, piped=True).endswith(
+        "bulkretry run --state b.db --max-retriggers 5  "
+        "(or, with no more input: bulkretry run --state b.db --resume --max-retriggers N)"
+    )
     assert resume_advice(piped, "b.db", None, False, 5, piped=False) == (
         "to resume: bulkretry run --state b.db"
     )
