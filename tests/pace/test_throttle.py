@@ -139,9 +139,8 @@ async def test_repr_shows_a_pause() -> None:
     assert "paused for 12.500s" in repr(throttle)
 
 
-@virtual_time
-async def test_repr_shows_window_mode_and_its_hold() -> None:
-    """repr shows the learned requests per window, and a gate held for the last slot's answer."""
+async def window_of_three() -> Throttle:
+    """A throttle at 40/s that learned a fixed window of 3 (two pauses, 3 successes between)."""
     throttle = Throttle(40, pause_after=5)
     await throttle.acquire()
     throttle.on_throttled(8, sent_at=now())
@@ -151,6 +150,13 @@ async def test_repr_shows_window_mode_and_its_hold() -> None:
         throttle.on_success(now())
     await throttle.acquire()
     throttle.on_throttled(6, sent_at=now())
+    return throttle
+
+
+@virtual_time
+async def test_repr_shows_window_mode_and_its_hold() -> None:
+    """repr shows the learned requests per window, and a gate held for the last slot's answer."""
+    throttle = await window_of_three()
     assert "window of 3" in repr(throttle)
     await asyncio.sleep(6)
     for _ in range(4):
@@ -251,15 +257,7 @@ async def test_a_quota_declared_after_the_ease_is_still_what_max_rate_says() -> 
 @virtual_time
 async def test_a_learned_window_is_not_eased() -> None:
     """In window mode each window's one 429 comes however fast its N go: no ease."""
-    throttle = Throttle(40, pause_after=5)
-    await throttle.acquire()
-    throttle.on_throttled(8, sent_at=now())
-    await asyncio.sleep(8)
-    for _ in range(3):
-        await throttle.acquire()
-        throttle.on_success(now())
-    await throttle.acquire()
-    throttle.on_throttled(6, sent_at=now())
+    throttle = await window_of_three()
     assert throttle.window_requests == 3
     rate = throttle.rate
     throttle.ending(0)
