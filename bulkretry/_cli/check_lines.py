@@ -28,7 +28,7 @@ from .._engine.follow_fetch import FollowStats
 from .._engine.recheck import Doubt
 from .._engine.steps import Done
 from .._http.runs import clean_id
-from .._io.doubts import instant_ms, sent_by_its_pass
+from .._io.doubts import instant_ms, interrupted, sent_by_its_pass
 from .._ledger.resolutions import DoubtRow, Resolution
 from .._model import DONE_OUTCOMES, ErrorInfo, Outcome, RunResult
 from .watch_lines import Line
@@ -131,8 +131,7 @@ def _window(obj: dict[str, Any], lookback_ms: int, timeout_ms: int) -> tuple[int
     finished = instant_ms(obj.get("finished_at"))
     if not sent_by_its_pass(obj) or finished is None:
         return None
-    error = obj.get("error")
-    if isinstance(error, dict) and error.get("kind") == "interrupted":
+    if interrupted(obj):
         # Cut off on the wire at a stop: sent before it, it may land until its timeout, as a
         # state file's window says (bulkretry._ledger.spans).
         return finished - lookback_ms, finished + timeout_ms

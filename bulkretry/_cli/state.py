@@ -265,14 +265,8 @@ def configure_status_parser(parser: argparse.ArgumentParser) -> None:
 
 def run_status(ns: argparse.Namespace, out: TextIO | None = None) -> int:
     """Print a batch's counts per state, or (``--list``) the run IDs in one state."""
-    out = out or sys.stdout
-    try:
-        return _status(ns, out)
-    except BrokenPipeError:
-        # `status --list ... | head`: the reader has what it wanted. Point stdout at nothing,
-        # so that the interpreter's own flush at exit does not complain either.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
+    # (`status --list ... | head`: a reader that went away is the console script's to handle.)
+    return _status(ns, out or sys.stdout)
 
 
 def _status(ns: argparse.Namespace, out: TextIO) -> int:

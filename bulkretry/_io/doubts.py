@@ -18,7 +18,7 @@ from typing import Any
 
 from .._model import ROUND_LANDED
 
-__all__ = ["doubt_at", "instant_ms", "next_round_outcome", "sent_by_its_pass"]
+__all__ = ["doubt_at", "instant_ms", "interrupted", "next_round_outcome", "sent_by_its_pass"]
 
 
 def instant_ms(text: object) -> int | None:
@@ -40,9 +40,13 @@ def sent_by_its_pass(obj: Mapping[str, Any]) -> bool:
     attempts, ambiguous = obj.get("attempts"), obj.get("ambiguous_attempts")
     if not isinstance(attempts, int) or attempts < 1:
         return False
+    return (isinstance(ambiguous, int) and ambiguous >= 1) or interrupted(obj)
+
+
+def interrupted(obj: Mapping[str, Any]) -> bool:
+    """True for a results line whose request a stop cut off on the wire (``error.kind``)."""
     error = obj.get("error")
-    kind = error.get("kind") if isinstance(error, dict) else None
-    return (isinstance(ambiguous, int) and ambiguous >= 1) or kind == "interrupted"
+    return isinstance(error, dict) and error.get("kind") == "interrupted"
 
 
 def doubt_at(obj: Mapping[str, Any], outcome: str | None) -> int | None:

@@ -74,9 +74,9 @@ class Throttle:
             bucket, clock=_loop_time, min_rate=min_rate, pause_after=pause_after, recovery=recovery
         )
         self._told = Told(pause_after, longest_wait, processes)
-        # The slot count from which the last second's sends go (see :meth:`ending`), and the
-        # ceiling before that ease lowered it (None: not eased).
-        self._ease_at = math.inf
+        # The slot count from which the last second's sends go (see :meth:`ending`; None: not
+        # known, or eased already), and the ceiling before that ease lowered it (None: not eased).
+        self._ease_at: int | None = None
         self._allowed: float | None = None
         # Every request awaits this: the bucket's own coroutine, with no wrapper around it.
         self.acquire = bucket.acquire
@@ -140,8 +140,8 @@ class Throttle:
         passes apart; without it the request counts as sent now.
         """
         self._control.on_success(sent_at)
-        if self._bucket.acquired_count >= self._ease_at:
-            self._ease()
+        if self._ease_at is not None and self._bucket.acquired_count >= self._ease_at:
+            self._ease()  # (no property read per answer before the input's end)
 
     def on_throttled(self, retry_after: float | None, *, sent_at: float | None = None) -> None:
         """Record a 429 (or a 503 with Retry-After): cut the rate once per episode, maybe pause.
@@ -192,7 +192,7 @@ class Throttle:
             self._ease()
 
     def _ease(self) -> None:
-        self._ease_at = math.inf
+        self._ease_at = None
         # No 429 yet: no edge known to keep away from. A window learned: its one 429 per
         # window comes however fast its N go.
         if self._control.throttled_count and self._control.window_requests is None:
