@@ -314,7 +314,6 @@ def _run(
         if (
             settings.only is not None
             and set(files) <= evidence.sources
-            and evidence.records
             and not evidence.results_lines
         ):
             raise ConfigurationError(only_needs_results_lines(evidence.records))

@@ -50,10 +50,12 @@ LATE_RELEASE = (
 
 def only_needs_results_lines(lines: int) -> str:
     """Return the one-line error for ``--only`` over input that holds no results line."""
-    return (
-        "--only needs results lines as input (JSON lines with an outcome); "
+    what = (
         f"none of the {lines} input line{'s' * (lines != 1)} is one"
+        if lines
+        else "the input holds no record"
     )
+    return f"--only needs results lines as input (JSON lines with an outcome); {what}"
 
 
 @dataclass(frozen=True, slots=True)

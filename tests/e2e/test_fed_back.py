@@ -272,6 +272,12 @@ async def test_only_failed_on_plain_run_ids_is_a_usage_error(tmp_path: Path, via
         sent = sim.endpoint_counts().get("re-trigger", 0)  # the pre-flight's GET aside
     assert done.code == 2, done.err
     assert sent == 0
+    # One line, before anything runs: no summary of a batch of nothing ahead of the error.
+    what = "the input holds no record" if not ids else "none of the 10 input lines is one"
+    assert done.err.strip().splitlines() == [
+        "bulkretry: error: --only needs results lines as input (JSON lines with an outcome); "
+        + what
+    ]
 
 
 X = RUNS[0]

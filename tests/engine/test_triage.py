@@ -389,6 +389,7 @@ def test_only_without_results_lines_has_one_clear_message() -> None:
         "none of the 3 input lines is one"
     )
     assert only_needs_results_lines(1).endswith("none of the 1 input line is one")
+    assert only_needs_results_lines(0).endswith("; the input holds no record")
 
 
 # --- the path without evidence judges as it always did ---------------------------------------
