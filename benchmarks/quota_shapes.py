@@ -11,6 +11,9 @@ honoured per run, no learning). Columns:
 - learn: seconds from the first request until every later second re-triggers at least 85% of
   the quota (windows longer than a second: per window), to the last second of the batch;
 - spread (rows with several processes): slowest / fastest process's wall time, minus one;
+- start s: launch to the server's first request (the interpreter, imports, reading the input);
+  from 1st: goodput from that request to exit, which leaves out this machine's start-up (both
+  "—" after a batch before: its requests come first);
 - the bound (rows with rate-independent 429s, 503s, timeouts): the issue's limit for that row,
   and the row's own measure against it (seconds).
 
@@ -198,6 +201,11 @@ class Result:
     spread: float | None = None
     measure: float | None = None  # the row's own measure (s), against `bound`
     bound: float | None = None
+    #: Seconds from launch to the server's first request (start-up: the interpreter, imports,
+    #: the input read), and the goodput counted from that request on (None: not measurable,
+    #: as after a batch before).
+    start: float | None = None
+    running: float | None = None
     note: str = ""
     samples: list[tuple[float, int, int]] = field(default_factory=list, repr=False)
 
@@ -382,7 +390,7 @@ def measure(args: argparse.Namespace, row: Row, who: str) -> Result:
     poller.start()
     try:
         children, walls, outs = [], [], []
-        started = time.perf_counter()
+        started, launched = time.perf_counter(), time.time()
         for i, key in enumerate(keys):
             ids, out = work / f"ids-{i}.txt", work / f"out-{i}.jsonl"
             ids.write_text("\n".join(run_ids[i * share : (i + 1) * share]) + "\n")
@@ -429,6 +437,11 @@ def measure(args: argparse.Namespace, row: Row, who: str) -> Result:
     result.note = prefix + result.note
     if row.processes > 1:
         result.spread = max(walls) / min(walls) - 1
+    first = final.get("first_request_at")
+    if not before and isinstance(first, float) and result.goodput is not None:
+        # (Wall clocks of two processes on one machine: comparable to a millisecond.)
+        result.start = first - launched
+        result.running = (n / q) / (wall - result.start)
     result.learn = learned_at(result.samples, q, row.bucket) if row.kind == "quota" else None
     if row.kind == "free":
         longest = (
@@ -503,7 +516,7 @@ def main() -> int:
     )
     head = (
         f"{'row':<9} {'contender':<10} {'goodput':>7} {'rejected':>8} {'learn s':>7} "
-        f"{'spread':>6} {'measure/bound s':>15}  target / note"
+        f"{'spread':>6} {'start s':>7} {'from 1st':>8} {'measure/bound s':>15}  target / note"
     )
     print(head)
     print("-" * len(head))
@@ -524,7 +537,9 @@ def main() -> int:
                     f"{row.key:<9} {who:<10} {fmt(median([g.goodput for g in got]), '.3f'):>7} "
                     f"{fmt(median([g.rejected for g in got]), '.1%'):>8} "
                     f"{fmt(median([g.learn for g in got]), '.1f'):>7} "
-                    f"{fmt(median([g.spread for g in got]), '.2f'):>6} {bound:>15}  {note}",
+                    f"{fmt(median([g.spread for g in got]), '.2f'):>6} "
+                    f"{fmt(median([g.start for g in got]), '.2f'):>7} "
+                    f"{fmt(median([g.running for g in got]), '.3f'):>8} {bound:>15}  {note}",
                     flush=True,
                 )
     if args.json:

@@ -65,6 +65,10 @@ class Engine:
         self.clients: dict[str, ClientCounts] = {}
         self.endpoints: Counter[str] = Counter()
         self.count = 0
+        #: Wall-clock times (epoch seconds) of the first and the latest API request, if any:
+        #: a benchmark reads a client's start-up and its tail from them.
+        self.first_at: float | None = None
+        self.last_at: float | None = None
         self._api_keys = frozenset({config.api_key, config.client_id, *config.extra_api_keys})
         self._slow = config.latency > 0 or config.jitter > 0
 
@@ -183,6 +187,9 @@ class Engine:
     def _begin(self, request: web.Request, run_id: str | None, endpoint: str) -> Visit:
         self.count += 1
         self.endpoints[endpoint] += 1
+        self.last_at = self._wall()
+        if self.first_at is None:
+            self.first_at = self.last_at
         index = self.count
         visit = Visit(index=index, rid=f"{self._rid_prefix}{index:012x}")
         hook = self.config.on_request

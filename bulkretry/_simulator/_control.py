@@ -81,6 +81,8 @@ def snapshot(engine: Engine) -> dict[str, object]:
     counts = engine.counts
     return {
         "requests": engine.count,
+        "first_request_at": engine.first_at,
+        "last_request_at": engine.last_at,
         "token_requests": engine.issuer.requests,
         "answers": {str(k): v for k, v in sorted(engine.stats.items(), key=str)},
         "retriggers": sum(counts.values()),

@@ -306,3 +306,24 @@ async def test_control_endpoints_report_stats_and_change_the_quota(
     assert stats["retriggers"] == 2
     assert stats["duplicate_retriggers"] == 1
     assert stats["answers"] == {"200": 2}
+
+
+async def test_stats_say_when_the_first_and_the_latest_request_came() -> None:
+    """/_sim/stats gives the wall-clock times of the first and the latest API request (none
+    before any), from which a benchmark reads a client's start-up and its tail."""
+    wall = [1_800_000_000.0]
+    config = SimulatorConfig(allow_repeat_retrigger=True, wall_clock=lambda: wall[0])
+    async with Simulator(config) as sim, aiohttp.ClientSession() as session:
+        async with session.get(f"{sim.origin}/_sim/stats") as resp:
+            before = await resp.json()
+        for at in (1_800_000_100.0, 1_800_000_101.5, 1_800_000_103.25):
+            wall[0] = at
+            await retrigger(session, sim)
+        wall[0] = 1_800_000_200.0  # (asking for the stats is no API request)
+        async with session.get(f"{sim.origin}/_sim/stats") as resp:
+            after = await resp.json()
+    assert (before["first_request_at"], before["last_request_at"]) == (None, None)
+    assert (after["first_request_at"], after["last_request_at"]) == (
+        1_800_000_100.0,
+        1_800_000_103.25,
+    )
