@@ -32,7 +32,7 @@ from .._model import Answer
 from .._text import MAX_MESSAGE_CHARS, one_line
 from .lookups import run_segment
 from .quota_headers import read_quota_headers
-from .tls import session_kwargs
+from .tls import check_bundle, session_kwargs, uses_tls
 from .translate import translate
 
 __all__ = [
@@ -355,5 +355,15 @@ class FlowServiceClient:
 
 
 def make_session(settings: Settings) -> aiohttp.ClientSession:
-    """Return a lean session: verified TLS, proxies from the environment, no cookie jar."""
-    return aiohttp.ClientSession(**session_kwargs(settings.ca_bundle, limit=settings.concurrency))
+    """Return a lean session: verified TLS, proxies from the environment, no cookie jar.
+
+    The CA bundle is read only if a URL the session serves is ``https://``: over plain http
+    (loopback only: the simulator, tests) it is only checked to be a readable file.
+    """
+    bundle = settings.ca_bundle
+    credentials = settings.credentials
+    ims = None if credentials is None or credentials.access_token else credentials.ims_url
+    if bundle is not None and not uses_tls(settings.base_url, ims):
+        check_bundle(bundle)
+        bundle = None
+    return aiohttp.ClientSession(**session_kwargs(bundle, limit=settings.concurrency))

@@ -13,8 +13,11 @@ import pytest
 from aiohttp import web
 from conftest import Certificates
 
+from bulkretry._config import Credentials, Settings
 from bulkretry._exceptions import AuthenticationError, ConfigurationError
+from bulkretry._http import tls
 from bulkretry._http.auth import ClientCredentialsToken
+from bulkretry._http.client import make_session
 from bulkretry._http.tls import check_url, is_loopback, proxy_for, session_kwargs, ssl_context
 
 PROXY_VARIABLES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
@@ -154,6 +157,52 @@ def test_bundle_context_verifies_too(certificates: Certificates) -> None:
     context = ssl_context(certificates.ca)
     assert context.verify_mode == ssl.CERT_REQUIRED
     assert context.check_hostname is True
+
+
+TOKEN = Credentials(api_key="k", org_id="o", access_token="t")
+OAUTH = Credentials(api_key="k", org_id="o", client_id="c", client_secret="s")
+
+
+@pytest.mark.parametrize(
+    ("base_url", "credentials", "reads"),
+    [
+        ("http://127.0.0.1:8080/x", TOKEN, False),
+        ("http://127.0.0.1:8080/x", None, False),
+        ("https://platform.adobe.io/x", TOKEN, True),
+        # The token comes from IMS, over https by default.
+        ("http://127.0.0.1:8080/x", OAUTH, True),
+    ],
+    ids=["loopback-token", "loopback-none", "https", "loopback-oauth"],
+)
+async def test_the_ca_bundle_is_read_only_when_a_url_uses_tls(
+    base_url: str,
+    credentials: Credentials | None,
+    reads: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A session over plain http (loopback: the simulator) reads no CA bundle, some 45 ms of a
+    start-up for a system's whole store; one that may meet https reads the bundle given."""
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(b"not read over plain http")
+    read: list[str | None] = []
+    monkeypatch.setattr(
+        tls, "ssl_context", lambda ca: read.append(ca) or ssl.create_default_context()
+    )
+    settings = Settings(base_url=base_url, credentials=credentials, ca_bundle=str(bundle))
+    async with make_session(settings):
+        pass
+    assert read == ([str(bundle)] if reads else [])
+
+
+@pytest.mark.parametrize("bad", ["missing", "directory"])
+def test_a_bad_ca_bundle_is_refused_over_plain_http_too(bad: str, tmp_path: Path) -> None:
+    """Not read over plain http, a bundle must still be a file: a typo'd path is an error
+    against the simulator as against Adobe."""
+    bundle = tmp_path / "nope.pem" if bad == "missing" else tmp_path
+    settings = Settings(base_url="http://127.0.0.1:8080/x", ca_bundle=str(bundle))
+    with pytest.raises(ConfigurationError, match=r"CA bundle .* (does not exist|is a directory)"):
+        make_session(settings)
 
 
 def test_missing_ca_bundle_is_a_configuration_error(tmp_path: Path) -> None:
