@@ -314,6 +314,7 @@ def _run(
         if (
             settings.only is not None
             and set(files) <= evidence.sources
+            and (evidence.records or not ns.state)  # (none with --state: it resumes the batch)
             and not evidence.results_lines
         ):
             raise ConfigurationError(only_needs_results_lines(evidence.records))

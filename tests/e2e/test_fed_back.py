@@ -280,6 +280,26 @@ async def test_only_failed_on_plain_run_ids_is_a_usage_error(tmp_path: Path, via
     ]
 
 
+async def test_only_with_state_and_an_empty_stdin_resumes_the_batch(tmp_path: Path) -> None:
+    """With --state, an empty stdin is no input: the batch in the state file resumes, and
+    --only (a variable set for cron, say) does not refuse it for holding no record."""
+    state, out = str(tmp_path / "batch.db"), str(tmp_path / "out.jsonl")
+    async with Simulator(SimulatorConfig(run_ids=tuple(RUNS))) as sim:
+        first = await bulkretry(
+            "run", "--state", state, "-o", out, *FAST, base_url=sim.base_url,
+            stdin=id_lines(RUNS[:10]),
+        )  # fmt: skip
+        again = await bulkretry(
+            "run", "--state", state, "--only", "failed", "-o", out, "--append", *FAST,
+            base_url=sim.base_url, stdin=b"",
+        )  # fmt: skip
+        sent = sim.endpoint_counts().get("re-trigger", 0)
+    assert first.code == 0, first.err
+    assert again.code == 0, again.err
+    assert "--only needs" not in again.err
+    assert sent == 10  # each once: the resume finds the batch done
+
+
 X = RUNS[0]
 PASS1 = orjson.dumps(
     {"run_id": X, "outcome": "in_doubt", "attempts": 1, "ambiguous_attempts": 1,
