@@ -123,6 +123,11 @@ class Credentials:
     scopes: str = DEFAULT_SCOPES
     ims_url: str = DEFAULT_IMS_URL
 
+    @property
+    def from_ims(self) -> bool:
+        """True if the token comes from IMS: a client id and secret, and no access token."""
+        return not self.access_token and bool(self.client_id and self.client_secret)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:

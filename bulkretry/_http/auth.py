@@ -96,19 +96,20 @@ def token_provider(
     """
     if credentials.access_token:
         return StaticToken(credentials.access_token)
-    if credentials.client_id and credentials.client_secret:
+    client_id, client_secret = credentials.client_id, credentials.client_secret
+    if credentials.from_ims and client_id and client_secret:  # (the second half: for mypy)
         check_url(credentials.ims_url, what="IMS URL")
         return ClientCredentialsToken(
             session,
             ims_url=credentials.ims_url,
-            client_id=credentials.client_id,
-            client_secret=credentials.client_secret,
+            client_id=client_id,
+            client_secret=client_secret,
             scopes=credentials.scopes,
             timeout=timeout,
             proxy=proxy,
         )
-    if credentials.client_id:
+    if client_id:
         raise MissingCredentialsError(["client secret"])
-    if credentials.client_secret:
+    if client_secret:
         raise MissingCredentialsError(["client id"])
     raise MissingCredentialsError(["access token (or client id and client secret)"])

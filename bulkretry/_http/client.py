@@ -357,13 +357,16 @@ class FlowServiceClient:
 def make_session(settings: Settings) -> aiohttp.ClientSession:
     """Return a lean session: verified TLS, proxies from the environment, no cookie jar.
 
-    The CA bundle is read only if a URL the session serves is ``https://``: over plain http
-    (loopback only: the simulator, tests) it is only checked to be a readable file.
+    The CA bundle is read only if a URL the session reaches is ``https://`` (the base URL, the
+    IMS URL when the token comes from there, a proxy): over plain http (loopback only: the
+    simulator, tests) it is only checked to be a readable file.
     """
     bundle = settings.ca_bundle
+    urls = [settings.base_url, settings.proxy]
     credentials = settings.credentials
-    ims = None if credentials is None or credentials.access_token else credentials.ims_url
-    if bundle is not None and not uses_tls(settings.base_url, ims):
+    if credentials is not None and credentials.from_ims:
+        urls += [credentials.ims_url, settings.ims_proxy]
+    if bundle is not None and not uses_tls(*urls):
         check_bundle(bundle)
         bundle = None
     return aiohttp.ClientSession(**session_kwargs(bundle, limit=settings.concurrency))

@@ -41,14 +41,14 @@ def ssl_context(ca_bundle: str | None) -> ssl.SSLContext:
     if ca_bundle is None:
         context = ssl.create_default_context()
     else:
+        _refuse_directory(ca_bundle)
         try:
-            check_bundle(ca_bundle)
             context = ssl.create_default_context(cafile=ca_bundle)
         except ssl.SSLError as exc:
             raise ConfigurationError(
                 f"CA bundle {ca_bundle} holds no valid PEM certificate ({exc.reason or exc})"
             ) from exc
-        except OSError as exc:  # (gone or changed since the check)
+        except OSError as exc:
             raise _unreadable(ca_bundle, exc) from exc
     # create_default_context already verifies; say so here so that no later edit weakens it.
     context.verify_mode = ssl.CERT_REQUIRED
@@ -63,13 +63,17 @@ def check_bundle(ca_bundle: str) -> None:
     Its certificates are not parsed: that is :func:`ssl_context`'s work, done only when a URL
     uses TLS (reading a system's whole store takes some 45 ms of a start-up).
     """
-    if os.path.isdir(ca_bundle):
-        raise ConfigurationError(f"CA bundle {ca_bundle} is a directory, not a PEM file")
+    _refuse_directory(ca_bundle)
     try:
-        with open(ca_bundle, "rb"):
+        with open(ca_bundle, "rb"):  # (not read: opening is what says it cannot be)
             pass
     except OSError as exc:
         raise _unreadable(ca_bundle, exc) from exc
+
+
+def _refuse_directory(ca_bundle: str) -> None:
+    if os.path.isdir(ca_bundle):
+        raise ConfigurationError(f"CA bundle {ca_bundle} is a directory, not a PEM file")
 
 
 def _unreadable(ca_bundle: str, exc: OSError) -> ConfigurationError:

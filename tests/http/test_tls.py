@@ -159,24 +159,34 @@ def test_bundle_context_verifies_too(certificates: Certificates) -> None:
     assert context.check_hostname is True
 
 
+LOOPBACK = "http://127.0.0.1:8080/x"
 TOKEN = Credentials(api_key="k", org_id="o", access_token="t")
 OAUTH = Credentials(api_key="k", org_id="o", client_id="c", client_secret="s")
+LOCAL_IMS = Credentials(
+    api_key="k", org_id="o", client_id="c", client_secret="s", ims_url="http://127.0.0.1:1/t"
+)
+BOTH = Credentials(api_key="k", org_id="o", access_token="t", client_id="c", client_secret="s")
 
 
 @pytest.mark.parametrize(
-    ("base_url", "credentials", "reads"),
+    ("base_url", "credentials", "proxy", "reads"),
     [
-        ("http://127.0.0.1:8080/x", TOKEN, False),
-        ("http://127.0.0.1:8080/x", None, False),
-        ("https://platform.adobe.io/x", TOKEN, True),
-        # The token comes from IMS, over https by default.
-        ("http://127.0.0.1:8080/x", OAUTH, True),
+        (LOOPBACK, TOKEN, None, False),
+        (LOOPBACK, None, None, False),
+        ("https://platform.adobe.io/x", TOKEN, None, True),
+        # The token comes from IMS, over https by default; not with an access token given.
+        (LOOPBACK, OAUTH, None, True),
+        (LOOPBACK, LOCAL_IMS, None, False),
+        (LOOPBACK, BOTH, None, False),
+        # (The library's Settings may name any proxy; the CLI's never serves loopback.)
+        (LOOPBACK, TOKEN, "https://proxy.example:3128", True),
     ],
-    ids=["loopback-token", "loopback-none", "https", "loopback-oauth"],
+    ids=["token", "none", "https", "oauth", "loopback-ims", "token-and-client", "https-proxy"],
 )
 async def test_the_ca_bundle_is_read_only_when_a_url_uses_tls(
     base_url: str,
     credentials: Credentials | None,
+    proxy: str | None,
     reads: bool,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
@@ -189,7 +199,9 @@ async def test_the_ca_bundle_is_read_only_when_a_url_uses_tls(
     monkeypatch.setattr(
         tls, "ssl_context", lambda ca: read.append(ca) or ssl.create_default_context()
     )
-    settings = Settings(base_url=base_url, credentials=credentials, ca_bundle=str(bundle))
+    settings = Settings(
+        base_url=base_url, credentials=credentials, proxy=proxy, ca_bundle=str(bundle)
+    )
     async with make_session(settings):
         pass
     assert read == ([str(bundle)] if reads else [])
@@ -200,7 +212,7 @@ def test_a_bad_ca_bundle_is_refused_over_plain_http_too(bad: str, tmp_path: Path
     """Not read over plain http, a bundle must still be a file: a typo'd path is an error
     against the simulator as against Adobe."""
     bundle = tmp_path / "nope.pem" if bad == "missing" else tmp_path
-    settings = Settings(base_url="http://127.0.0.1:8080/x", ca_bundle=str(bundle))
+    settings = Settings(base_url=LOOPBACK, ca_bundle=str(bundle))
     with pytest.raises(ConfigurationError, match=r"CA bundle .* (does not exist|is a directory)"):
         make_session(settings)
 
