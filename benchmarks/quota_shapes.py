@@ -11,9 +11,11 @@ honoured per run, no learning). Columns:
 - learn: seconds from the first request until every later second re-triggers at least 85% of
   the quota (windows longer than a second: per window), to the last second of the batch;
 - spread (rows with several processes): slowest / fastest process's wall time, minus one;
-- start s: launch to the server's first request (the interpreter, imports, reading the input);
-  from 1st: goodput from that request to exit, which leaves out this machine's start-up (both
-  "—" after a batch before: its requests come first);
+- start s: launch to the server's first request (the interpreter, imports, reading the input;
+  with several processes, launched one after another, the first to reach the server); from
+  1st: goodput from that request to exit, which leaves out this machine's start-up (both "—"
+  after a batch before, whose requests come first, and for the storm's server, which does not
+  say when its first request came);
 - the bound (rows with rate-independent 429s, 503s, timeouts): the issue's limit for that row,
   and the row's own measure against it (seconds).
 

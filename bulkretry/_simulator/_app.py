@@ -66,7 +66,8 @@ class Engine:
         self.endpoints: Counter[str] = Counter()
         self.count = 0
         #: Wall-clock times (epoch seconds) of the first and the latest API request, if any:
-        #: a benchmark reads a client's start-up and its tail from them.
+        #: a benchmark reads a client's start-up from the first (and, with its exit, its tail
+        #: from the latest).
         self.first_at: float | None = None
         self.last_at: float | None = None
         self._api_keys = frozenset({config.api_key, config.client_id, *config.extra_api_keys})
