@@ -62,9 +62,9 @@ from .options import (
     EXIT_USAGE,
     add_options,
     explicit_options,
-    output_options,
     run_option,
 )
+from .own_options import CHECK_OWN_OPTIONS as OWN_OPTIONS
 from .state import apply_stored_options, identity_of, refuse_shard
 from .watch_lines import Line, read_lines
 
@@ -72,7 +72,6 @@ __all__ = ["CHECK_OPTIONS", "OWN_OPTIONS", "Checker", "configure_parser", "run_c
 
 log = logging.getLogger("bulkretry")
 
-_PREFIX = "BULKRETRY_CHECK_"
 _run = run_option
 CHECK_OPTIONS = [
     _run("base_url"),
@@ -98,7 +97,6 @@ CHECK_OPTIONS = [
     _run("verbose", "log every look-up retried"),
     _run("log_format"),
 ]
-OWN_OPTIONS = output_options(_PREFIX, "the lines")
 
 
 def configure_parser(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:

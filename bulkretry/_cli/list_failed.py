@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import functools
 import logging
 import os
 import re
@@ -38,7 +37,6 @@ from .._exceptions import BulkRetryError, ConfigurationError, StateError
 from .._io.sink import OutputClosed, ResultSink
 from .._io.written import STDOUT_FD, open_output
 from .._listing.lister import (
-    DEFAULT_PAGE_SIZE,
     DoneRuns,
     FailedRunLister,
     ListedRun,
@@ -55,12 +53,16 @@ from .options import (
     EXIT_STOPPED,
     EXIT_USAGE,
     add_options,
-    choice,
-    output_options,
-    own_option,
-    positive_int,
-    run_option,
 )
+from .own_options import (
+    ALL_FLOWS_VARIABLE,
+    EXCLUDE_VARIABLE,
+    FLOW_ID_VARIABLE,
+    LIST_OPTIONS,
+    When,
+    parse_when,
+)
+from .own_options import LIST_OWN_OPTIONS as OWN_OPTIONS
 
 __all__ = [
     "EXCLUDE_VARIABLE",
@@ -78,34 +80,10 @@ __all__ = [
 
 log = logging.getLogger("bulkretry")
 
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86_400, "w": 604_800}
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([smhdw])")
 _EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 _MS = datetime.timedelta(milliseconds=1)
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _QUOTED_CHARS = 80
-
-When = datetime.datetime | datetime.timedelta
-"""A ``--since``/``--until`` value: a point in time, or how long before now."""
-
-
-def parse_when(text: str) -> When:
-    """Read an ISO-8601 time (naive means UTC) or a duration before now (30m, 6h, 2d, 1w)."""
-    stripped = text.strip()
-    match = _DURATION.fullmatch(stripped.lower())
-    if match:
-        try:
-            return datetime.timedelta(seconds=float(match[1]) * _UNITS[match[2]])
-        except OverflowError:
-            raise argparse.ArgumentTypeError(f"{text!r} is too long ago") from None
-    try:
-        when = datetime.datetime.fromisoformat(stripped)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is neither an ISO-8601 time (such as 2025-06-01T08:00 or "
-            "2025-06-01T08:00+02:00) nor a duration before now (30m, 6h, 2d, 1w)"
-        ) from None
-    return when if when.tzinfo is not None else when.replace(tzinfo=datetime.UTC)
 
 
 def resolve_when(when: When, now: datetime.datetime, *, what: str) -> int:
@@ -115,73 +93,6 @@ def resolve_when(when: When, now: datetime.datetime, *, what: str) -> int:
     except OverflowError:
         raise ConfigurationError(f"{what} reaches back before the year 1") from None
     return (moment - _EPOCH) // _MS
-
-
-_help = run_option
-
-LIST_OPTIONS = [
-    _help("base_url"),
-    _help("rate"),
-    _help("burst"),
-    _help("max_attempts", "attempts per page at most"),
-    _help("timeout"),
-    _help("deadline", "seconds one page may take across all attempts"),
-    _help("token_file"),
-    _help("client_secret_file"),
-    _help("ca_bundle"),
-    _help(
-        "state",
-        "leave out the runs this state file of a batch records re-triggered (opened read-only; "
-        "one that does not exist yet leaves out nothing)",
-    ),
-    _help("quiet"),
-    _help("verbose", "log every retry"),
-    _help("log_format"),
-]
-
-
-_PREFIX = "BULKRETRY_LIST_FAILED_"
-#: An option of this command alone (its variable: ``_PREFIX`` + its name).
-_own = functools.partial(own_option, _PREFIX)
-
-
-FLOW_ID_VARIABLE = _PREFIX + "FLOW_ID"
-EXCLUDE_VARIABLE = _PREFIX + "EXCLUDE"
-ALL_FLOWS_VARIABLE = _PREFIX + "ALL_FLOWS"
-_WINDOW = "an ISO-8601 time (without a zone: UTC) or a duration before now: 30m, 6h, 2d, 1w"
-OWN_OPTIONS = [
-    _own(
-        ("--all-flows",),
-        None,
-        False,
-        "list the failed runs of every flow in the sandbox (instead of --flow-id)",
-    ),
-    _own(("--since",), parse_when, None, f"only runs started after WHEN, {_WINDOW}", "WHEN"),
-    _own(("--until",), parse_when, None, f"only runs started before WHEN, {_WINDOW}", "WHEN"),
-    _own(
-        ("--format",),
-        choice("ids", "jsonl"),
-        "ids",
-        "one run ID per line, or one JSON object per run (run_id, flow_id, started_at, "
-        "completed_at, status, errors)",
-        "ids|jsonl",
-    ),
-    *output_options(_PREFIX, "the list"),
-    _own(
-        ("--page-size",),
-        positive_int,
-        DEFAULT_PAGE_SIZE,
-        "runs asked for per page (the API's limit parameter)",
-        "N",
-    ),
-    _own(
-        ("--skip-superseded",),
-        None,
-        False,
-        "also leave out failed runs older than their flow's newest successful run (one more "
-        "request per flow; leave off for incremental flows, which need every run)",
-    ),
-]
 
 
 def configure_parser(parser: argparse.ArgumentParser, env: Mapping[str, str]) -> None:

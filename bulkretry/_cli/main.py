@@ -136,16 +136,14 @@ def build_parser(env: Mapping[str, str], command: str | None = None) -> argparse
 
 
 def _all_options() -> list[Option]:
-    from .check import OWN_OPTIONS as CHECK_OWN_OPTIONS
-    from .list_failed import LIST_OPTIONS, OWN_OPTIONS
-    from .watch import OWN_OPTIONS as WATCH_OWN_OPTIONS
+    from .own_options import CHECK_OWN_OPTIONS, LIST_OPTIONS, LIST_OWN_OPTIONS, WATCH_OWN_OPTIONS
 
-    return [*RUN_OPTIONS, *LIST_OPTIONS, *OWN_OPTIONS, *WATCH_OWN_OPTIONS, *CHECK_OWN_OPTIONS]
+    return [*RUN_OPTIONS, *LIST_OPTIONS, *LIST_OWN_OPTIONS, *WATCH_OWN_OPTIONS, *CHECK_OWN_OPTIONS]
 
 
 def known_variables() -> list[str]:
     """Return every BULKRETRY_* variable some command reads."""
-    from .list_failed import EXCLUDE_VARIABLE, FLOW_ID_VARIABLE
+    from .own_options import EXCLUDE_VARIABLE, FLOW_ID_VARIABLE
 
     return [option.env for option in _all_options()] + [FLOW_ID_VARIABLE, EXCLUDE_VARIABLE]
 

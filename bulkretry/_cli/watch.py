@@ -49,27 +49,16 @@ from .options import (
     EXIT_STOPPED,
     EXIT_USAGE,
     add_options,
-    output_options,
-    own_option,
-    positive_float,
     run_option,
 )
+from .own_options import WATCH_OWN_OPTIONS as OWN_OPTIONS
 from .watch_lines import BARE, NOT_RETRIGGERED, UNTOLD, Line, read_lines
 
 __all__ = ["OWN_OPTIONS", "WATCH_OPTIONS", "Watcher", "configure_parser", "run_watch"]
 
 log = logging.getLogger("bulkretry")
 
-_PREFIX = "BULKRETRY_WATCH_"
-
-
 _run = run_option
-
-
-#: An option of this command alone (its variable: ``_PREFIX`` + its name).
-_own = functools.partial(own_option, _PREFIX)
-
-
 WATCH_OPTIONS = [
     _run("base_url"),
     _run("concurrency", "look-ups in flight at most"),
@@ -85,23 +74,6 @@ WATCH_OPTIONS = [
     _run("quiet"),
     _run("verbose", "log every look-up retried"),
     _run("log_format"),
-]
-OWN_OPTIONS = [
-    *output_options(_PREFIX, "the results"),
-    _own(
-        ("--poll",),
-        positive_float,
-        C.DEFAULT_POLL,
-        "seconds between two look-ups of a run at least (more for runs that go on for long)",
-        "SECONDS",
-    ),
-    _own(
-        ("--follow-timeout",),
-        positive_float,
-        C.DEFAULT_FOLLOW_TIMEOUT,
-        "seconds to follow in all; a run still going then is final_status unknown",
-        "SECONDS",
-    ),
 ]
 
 

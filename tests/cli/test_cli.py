@@ -405,3 +405,35 @@ def test_only_with_an_unknown_outcome_is_a_usage_error(capsys: pytest.CaptureFix
         main(["run", "--dry-run", "--only", "failed,bogus"], env={})
     assert exit_info.value.code == 2
     assert "bogus" in capsys.readouterr().err
+
+
+def test_run_knows_every_commands_variables_without_importing_those_commands() -> None:
+    """Every command warns of a typo'd BULKRETRY_* variable, so it must know the others'
+    (list-failed's, watch's, check's), yet importing those commands brought the state file's
+    and the listing's modules into every start-up of run (some 25 ms)."""
+    script = (
+        "import sys\n"
+        "from bulkretry._cli.main import build_parser, known_variables\n"
+        "build_parser({}, 'run')\n"
+        "print(' '.join(known_variables()))\n"
+        "print(' '.join(m for m in sys.modules if m.startswith('bulkretry')))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        env={**os.environ, "PYTHONPATH": os.getcwd()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    known, imported = (set(line.split()) for line in done.stdout.splitlines())
+    assert {
+        "BULKRETRY_LIST_FAILED_SINCE",
+        "BULKRETRY_LIST_FAILED_FLOW_ID",
+        "BULKRETRY_LIST_FAILED_EXCLUDE",
+        "BULKRETRY_WATCH_POLL",
+        "BULKRETRY_CHECK_OUTPUT",
+    } <= known
+    heavy = {"bulkretry._cli.list_failed", "bulkretry._cli.watch", "bulkretry._cli.check"}
+    heavy |= {"bulkretry._cli.state", "bulkretry._ledger", "bulkretry._listing.lister"}
+    assert not heavy & imported
