@@ -3,12 +3,39 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 
 from .._engine.engine import Engine
 from .._engine.triage import only_needs_results_lines
+from .._exceptions import ConfigurationError
+from .._io.evidence import Evidence
+from .._io.source import STDIN
 from .options import EXIT_SOME_FAILED, EXIT_USAGE
 
-__all__ = ["judge_triage"]
+__all__ = ["judge_triage", "refuse_only"]
+
+
+def refuse_only(
+    only: frozenset[str] | None, state: str | None, files: Sequence[str], evidence: Evidence | None
+) -> None:
+    """Refuse ``--only`` before the batch when it could only skip every record.
+
+    It selects by the outcomes of results lines in the input: none over input that holds no
+    results line (read whole: *evidence*), and none on the resume of a state file's batch (no
+    input read, *evidence* None, or with ``--state`` an empty stdin). There every record came
+    out ``skipped``, with no evidence of its own on the line: fed back, such lines re-sent runs
+    the state file held re-triggered.
+    """
+    if only is None:
+        return
+    if state and (evidence is None or (list(files) == [STDIN] and not evidence.records)):
+        raise ConfigurationError(
+            f"--only selects by the outcomes of results lines in the input, and this resumes "
+            f"the batch of {state}, which reads none: drop --only to finish the batch, or give "
+            "the results file of a pass as input"
+        )
+    if evidence is not None and set(files) <= evidence.sources and not evidence.results_lines:
+        raise ConfigurationError(only_needs_results_lines(evidence.records))
 
 
 def judge_triage(engine: Engine, code: int, *, resumed: bool, quiet: bool) -> int:

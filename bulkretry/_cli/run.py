@@ -18,7 +18,6 @@ import orjson
 
 from .._config import Settings
 from .._engine.engine import Engine
-from .._engine.triage import only_needs_results_lines
 from .._exceptions import ConfigurationError, InputError
 from .._http.client import one_line
 from .._io.evidence import Evidence, prescan
@@ -30,7 +29,7 @@ from .._model import Outcome, RunResult
 from .._stats import Stats
 from .batch_input import BatchInput
 from .build import build_settings
-from .judge import judge_triage
+from .judge import judge_triage, refuse_only
 from .logs import configure_logging
 from .loop import new_event_loop
 from .options import (
@@ -311,13 +310,7 @@ def _run(
         # Every results line in a FILE is weighed before the first request, whatever its order.
         ahead = stdin.stream if stdin is not None and stdin.read_ahead else None
         evidence = prescan(files, RunIdValidator(settings.run_id_pattern), stdin=ahead)
-        if (
-            settings.only is not None
-            and set(files) <= evidence.sources
-            and (evidence.records or not ns.state)  # (none with --state: it resumes the batch)
-            and not evidence.results_lines
-        ):
-            raise ConfigurationError(only_needs_results_lines(evidence.records))
+    refuse_only(settings.only, ns.state, files, evidence)  # (evidence None: no input is read)
     ledger = None
     if ns.state and not reads_input and not os.path.lexists(ns.state):  # a typo'd path: exit 2
         raise ConfigurationError(f"state file {ns.state} does not exist: no batch to resume")

@@ -280,24 +280,37 @@ async def test_only_failed_on_plain_run_ids_is_a_usage_error(tmp_path: Path, via
     ]
 
 
-async def test_only_with_state_and_an_empty_stdin_resumes_the_batch(tmp_path: Path) -> None:
-    """With --state, an empty stdin is no input: the batch in the state file resumes, and
-    --only (a variable set for cron, say) does not refuse it for holding no record."""
+@pytest.mark.parametrize("how", ["empty stdin", "--resume"])
+async def test_only_on_the_resume_of_a_state_file_is_a_usage_error(
+    tmp_path: Path, how: str
+) -> None:
+    """--only selects by results lines in the input; a resume of --state reads none. It ran,
+    skipped every run with no evidence on its line (fed back, those lines re-sent runs the
+    state file held re-triggered), and exited 0: now it is refused before anything is sent,
+    and the batch is left for a resume without --only."""
     state, out = str(tmp_path / "batch.db"), str(tmp_path / "out.jsonl")
+    again_out = tmp_path / "again.jsonl"
+    resume = ["--resume"] if how == "--resume" else []
     async with Simulator(SimulatorConfig(run_ids=tuple(RUNS))) as sim:
         first = await bulkretry(
             "run", "--state", state, "-o", out, *FAST, base_url=sim.base_url,
             stdin=id_lines(RUNS[:10]),
         )  # fmt: skip
         again = await bulkretry(
-            "run", "--state", state, "--only", "failed", "-o", out, "--append", *FAST,
-            base_url=sim.base_url, stdin=b"",
+            "run", "--state", state, *resume, "-o", str(again_out), *FAST,
+            base_url=sim.base_url, stdin=b"" if how == "empty stdin" else None,
+            env={"BULKRETRY_ONLY": "failed"},
         )  # fmt: skip
         sent = sim.endpoint_counts().get("re-trigger", 0)
     assert first.code == 0, first.err
-    assert again.code == 0, again.err
-    assert "--only needs" not in again.err
-    assert sent == 10  # each once: the resume finds the batch done
+    assert again.code == 2, again.err
+    assert again.err.strip().splitlines() == [
+        "bulkretry: error: --only selects by the outcomes of results lines in the input, and "
+        f"this resumes the batch of {state}, which reads none: drop --only to finish the "
+        "batch, or give the results file of a pass as input"
+    ]
+    assert sent == 10
+    assert not again_out.exists() or not again_out.read_bytes()
 
 
 X = RUNS[0]
