@@ -128,7 +128,7 @@ def build_settings(
         retry_in_doubt=ns.retry_in_doubt,
         dry_run=ns.dry_run,
         preflight=preflight,
-        ca_bundle=ns.ca_bundle or env.get("SSL_CERT_FILE") or None,
+        ca_bundle=_ca_bundle(ns, env, check=preflight or not ns.dry_run),
         proxy=proxy_for(ns.base_url, env),
         ims_proxy=proxy_for(ims_url, env),
     )
@@ -172,8 +172,31 @@ def build_reader_settings(
         max_attempts=ns.max_attempts,
         timeout=ns.timeout,
         deadline=ns.deadline,
-        ca_bundle=ns.ca_bundle or env.get("SSL_CERT_FILE") or None,
+        ca_bundle=_ca_bundle(ns, env),
         proxy=proxy_for(ns.base_url, env),
         ims_proxy=proxy_for(credentials.ims_url, env),
         **extra,
     )
+
+
+def _ca_bundle(ns: argparse.Namespace, env: Mapping[str, str], *, check: bool = True) -> str | None:
+    """Return the CA bundle: ``--ca-bundle`` (or its variable), else ``SSL_CERT_FILE``.
+
+    With *check* (a command that may send: not a dry run without its pre-flight) it is checked
+    to be a readable file now, whether or not a session is opened (``check`` over nothing in
+    doubt opens none), and an error names ``SSL_CERT_FILE`` when the path came from there: a
+    variable set for other tools is easily forgotten.
+    """
+    from .._http.tls import check_bundle
+
+    if ns.ca_bundle:
+        if check:
+            check_bundle(ns.ca_bundle)
+        return str(ns.ca_bundle)
+    bundle = env.get("SSL_CERT_FILE") or None
+    if bundle is not None and check:
+        try:
+            check_bundle(bundle)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"{exc} (named by SSL_CERT_FILE)") from None
+    return bundle

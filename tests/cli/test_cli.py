@@ -437,3 +437,44 @@ def test_run_knows_every_commands_variables_without_importing_those_commands() -
     heavy = {"bulkretry._cli.list_failed", "bulkretry._cli.watch", "bulkretry._cli.check"}
     heavy |= {"bulkretry._cli.state", "bulkretry._ledger", "bulkretry._listing.lister"}
     assert not heavy & imported
+
+
+@pytest.mark.parametrize("command", ["run", "list-failed", "watch", "check"])
+@pytest.mark.parametrize("source", ["--ca-bundle", "SSL_CERT_FILE"])
+def test_a_missing_ca_bundle_is_refused_by_every_command_and_names_its_source(
+    command: str, source: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checked when the settings are built, before any request: `check` over nothing in doubt
+    opens no session and exited 0 with a bundle that does not exist; SSL_CERT_FILE, set for
+    other tools and forgotten, is named when the path came from it."""
+    done = tmp_path / "done.jsonl"
+    done.write_bytes(orjson.dumps({"run_id": RUN_A, "outcome": "retriggered"}) + b"\n")
+    missing = str(tmp_path / "nope.pem")
+    argv = {
+        "run": ["run", str(done), "-o", str(tmp_path / "out.jsonl")],
+        "list-failed": ["list-failed", "--all-flows"],
+        "watch": ["watch", str(done)],
+        "check": ["check", str(done)],
+    }[command]
+    env = {**CREDS, "BULKRETRY_BASE_URL": "http://127.0.0.1:9/x"}
+    if source == "--ca-bundle":
+        argv += ["--ca-bundle", missing]
+    else:
+        env["SSL_CERT_FILE"] = missing
+    assert main(argv, env=env) == 2
+    named = " (named by SSL_CERT_FILE)" if source == "SSL_CERT_FILE" else ""
+    assert (
+        capsys.readouterr()
+        .err.splitlines()[-1]
+        .endswith(f"CA bundle {missing} does not exist{named}")
+    )
+
+
+def test_a_dry_run_without_its_pre_flight_reads_no_ca_bundle(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A dry run sends nothing: an SSL_CERT_FILE that names no file does not stop it."""
+    ids = tmp_path / "ids.txt"
+    ids.write_text(RUN_A + "\n")
+    env = {"SSL_CERT_FILE": str(tmp_path / "nope.pem")}
+    assert main(["run", "--dry-run", "-q", str(ids), "-o", str(tmp_path / "o.jsonl")], env=env) == 0
