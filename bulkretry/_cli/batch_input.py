@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .._io.shard import Shard
     from .._ledger.ledger import Ledger
 
-__all__ = ["BatchInput", "read_batches"]
+__all__ = ["BatchInput", "read_batches", "resumes_batch"]
 
 log = logging.getLogger("bulkretry")
 
@@ -170,6 +170,12 @@ class _Pump:
             self._cond.notify()
 
 
+def resumes_batch(files: Sequence[str], *, reads_input: bool, read_any: bool) -> bool:
+    """True when a ``--state`` batch takes its records from the state file: no input is read
+    (``--resume``, a terminal), or the one input, stdin, brought none (*read_any*)."""
+    return not reads_input or (list(files) == [STDIN] and not read_any)
+
+
 class BatchInput:
     """The records of one ``run``, and what to say about them once it is over."""
 
@@ -274,7 +280,7 @@ class BatchInput:
                 if self.engine is not None:
                     self.engine.input_cut_short = True
                 return
-            if not empty or self.ledger is None or self.files != [STDIN]:
+            if not resumes_batch(self.files, reads_input=True, read_any=not empty):
                 return
         if self.ledger is None:
             return

@@ -9,7 +9,7 @@ from .._engine.engine import Engine
 from .._engine.triage import only_needs_results_lines
 from .._exceptions import ConfigurationError
 from .._io.evidence import Evidence
-from .._io.source import STDIN
+from .batch_input import resumes_batch
 from .options import EXIT_SOME_FAILED, EXIT_USAGE
 
 __all__ = ["judge_triage", "refuse_only"]
@@ -28,7 +28,8 @@ def refuse_only(
     """
     if only is None:
         return
-    if state and (evidence is None or (list(files) == [STDIN] and not evidence.records)):
+    read_any = evidence is not None and evidence.records > 0
+    if state and resumes_batch(files, reads_input=evidence is not None, read_any=read_any):
         raise ConfigurationError(
             f"--only selects by the outcomes of results lines in the input, and this resumes "
             f"the batch of {state}, which reads none: drop --only to finish the batch, or give "

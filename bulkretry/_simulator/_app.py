@@ -203,7 +203,7 @@ class Engine:
             query=request.query,
             headers=request.headers,
             time=self._clock(),
-            wall_time=self._wall(),
+            wall_time=self.last_at,
             request_id=visit.rid,
             run_id=run_id,
         )
